@@ -1,0 +1,109 @@
+//! `alioth agent`: load the data plane, serve goal state, keep ports attached, clean up on exit.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alioth_proto::schema::goal_state_provisioner_server::GoalStateProvisionerServer;
+use anyhow::{Context, Result};
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Mutex;
+
+use crate::controller::Controller;
+use crate::dataplane::{AttachMode, Dataplane};
+use crate::service::Provisioner;
+use crate::validate::Naming;
+
+/// Default gRPC address (Alcor's agents listen on 50001).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50001";
+/// Default bpffs directory for this agent's pins.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/alioth";
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct AgentArgs {
+    /// gRPC listen address.
+    #[arg(long, default_value = DEFAULT_LISTEN, env = "ALIOTH_LISTEN")]
+    pub listen: SocketAddr,
+    /// bpffs directory for this agent's pinned maps (one per agent instance).
+    #[arg(long, default_value = DEFAULT_PIN_DIR, env = "ALIOTH_PIN_DIR")]
+    pub pin_dir: PathBuf,
+    /// XDP attach mode for port interfaces.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub xdp_mode: AttachMode,
+    /// Host interface of a port: `{id11}` = first 11 characters of the port id (Neutron/ACA `tap` naming),
+    /// `{id}` = the whole id, `{name}` = the port name.
+    #[arg(long, default_value = "tap{id11}")]
+    pub port_iface: String,
+    /// Remove this agent's pins and exit.
+    #[arg(long)]
+    pub reset: bool,
+}
+
+pub async fn run(args: AgentArgs) -> Result<()> {
+    if args.reset {
+        crate::dataplane::remove_pins(&args.pin_dir)?;
+        tracing::info!(pin_dir = %args.pin_dir.display(), "reset: pins removed");
+        return Ok(());
+    }
+    let (dp, logger) = Dataplane::load(Some(&args.pin_dir), args.xdp_mode)?;
+    if let Some(logger) = logger {
+        // SAFETY: the AsyncFd owns the logger, so the ring buffer fd outlives its registration.
+        let mut fd =
+            unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
+                .map_err(|e| anyhow::anyhow!("watch the eBPF log ring: {}", e.into_parts().1))?;
+        tokio::spawn(async move {
+            loop {
+                let Ok(mut guard) = fd.readable_mut().await else {
+                    break;
+                };
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+        });
+    }
+    let controller = Arc::new(Mutex::new(Controller::new(
+        dp,
+        Naming {
+            iface_template: args.port_iface.clone(),
+        },
+    )));
+
+    let retry = controller.clone();
+    let retry_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            retry.lock().await.retry_pending();
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, pin_dir = %args.pin_dir.display(), "alioth agent ready");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .add_service(GoalStateProvisionerServer::new(Provisioner::new(
+            controller.clone(),
+        )))
+        .serve_with_incoming_shutdown(incoming, shutdown_signal())
+        .await
+        .context("gRPC server")?;
+
+    tracing::info!("shutting down: detaching and removing pins");
+    retry_task.abort();
+    let _ = retry_task.await;
+    let controller =
+        Arc::try_unwrap(controller).map_err(|_| anyhow::anyhow!("controller still in use"))?;
+    controller.into_inner().into_dataplane().shutdown()
+}
+
+async fn shutdown_signal() {
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,240 @@
+//! Client subcommands: `apply` (gRPC), and `status`, `ports`, `stats` (read the pinned maps).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use alioth_common::maps::{self, Endpoint, EndpointKey, PortEntry};
+use alioth_common::Counter;
+use alioth_proto::schema::goal_state_provisioner_client::GoalStateProvisionerClient;
+use alioth_proto::schema::{
+    GoalState, GoalStateOperationReply, OperationStatus, OperationType, ResourceType,
+};
+use anyhow::{bail, Context, Result};
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray};
+use serde_json::json;
+
+use crate::agent::DEFAULT_PIN_DIR;
+use crate::dataplane::ifname;
+use crate::model::format_mac;
+
+/// Exit code of `apply` when the agent refused some resources.
+pub const EXIT_NOT_ALL_APPLIED: i32 = 3;
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// Goal-state file (YAML or JSON, proto3 JSON mapping of alcor.schema.GoalState); `-` reads stdin.
+    #[arg(short, long)]
+    pub file: PathBuf,
+    /// Agent address.
+    #[arg(long, default_value = "http://127.0.0.1:50001", env = "ALIOTH_SERVER")]
+    pub server: String,
+    /// Print the reply as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The agent's bpffs pin directory.
+    #[arg(long, default_value = DEFAULT_PIN_DIR, env = "ALIOTH_PIN_DIR")]
+    pub pin_dir: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Reads a goal-state file: YAML or JSON in the proto3 JSON mapping.
+pub fn read_goal_state(path: &Path) -> Result<GoalState> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("read goal state from stdin")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?
+    };
+    parse_goal_state(&text).with_context(|| format!("{} is not a valid goal state", path.display()))
+}
+
+pub fn parse_goal_state(text: &str) -> Result<GoalState> {
+    // YAML is a superset of JSON, so one parser reads both.
+    let value: serde_json::Value = serde_yaml::from_str(text).context("not YAML/JSON")?;
+    serde_json::from_value(value).context("does not match alcor.schema.GoalState")
+}
+
+pub async fn apply(args: ApplyArgs) -> Result<i32> {
+    let msg = read_goal_state(&args.file)?;
+    let server = if args.server.contains("://") {
+        args.server.clone()
+    } else {
+        format!("http://{}", args.server)
+    };
+    let mut client = GoalStateProvisionerClient::connect(server.clone())
+        .await
+        .with_context(|| format!("connect to the agent at {server}"))?;
+    let reply = client
+        .push_network_resource_states(msg)
+        .await
+        .with_context(|| format!("PushNetworkResourceStates to {server}"))?
+        .into_inner();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reply)?);
+    } else {
+        print!("{}", reply_table(&reply));
+    }
+    let all_ok = reply.operation_statuses.iter().all(|s| {
+        matches!(
+            OperationStatus::try_from(s.operation_status),
+            Ok(OperationStatus::Success | OperationStatus::Pending)
+        )
+    });
+    Ok(if all_ok { 0 } else { EXIT_NOT_ALL_APPLIED })
+}
+
+pub fn reply_table(reply: &GoalStateOperationReply) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<10} {:<40} {:<8} {:<12} {:>9} {:>9} {:>9}",
+        "TYPE", "ID", "OP", "STATUS", "DP_US", "NET_US", "TOTAL_US"
+    );
+    for s in &reply.operation_statuses {
+        let t = ResourceType::try_from(s.resource_type)
+            .map(|t| t.as_str_name())
+            .unwrap_or("?");
+        let op = OperationType::try_from(s.operation_type)
+            .map(|t| t.as_str_name())
+            .unwrap_or("?");
+        let st = OperationStatus::try_from(s.operation_status)
+            .map(|t| t.as_str_name())
+            .unwrap_or("?");
+        let _ = writeln!(
+            out,
+            "{t:<10} {:<40} {op:<8} {st:<12} {:>9} {:>9} {:>9}",
+            s.resource_id,
+            s.dataplane_programming_time,
+            s.network_configuration_time,
+            s.state_elapse_time
+        );
+    }
+    let _ = writeln!(
+        out,
+        "message total: {} us",
+        reply.message_total_operation_time
+    );
+    out
+}
+
+fn open_map(pin_dir: &Path, name: &str) -> Result<MapData> {
+    let path = pin_dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} does not exist: is the agent running with --pin-dir {}?",
+            path.display(),
+            pin_dir.display()
+        );
+    }
+    MapData::from_pin(&path).with_context(|| format!("open pinned map {}", path.display()))
+}
+
+/// Summed per-CPU counters, in `Counter::ALL` order.
+pub fn read_stats(pin_dir: &Path) -> Result<Vec<(Counter, u64)>> {
+    let map: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(Map::PerCpuArray(open_map(pin_dir, maps::STATS)?))?;
+    Counter::ALL
+        .iter()
+        .map(|c| Ok((*c, map.get(&c.index(), 0)?.iter().sum())))
+        .collect()
+}
+
+pub fn stats(args: InspectArgs) -> Result<()> {
+    let stats = read_stats(&args.pin_dir)?;
+    if args.json {
+        let obj: serde_json::Map<String, serde_json::Value> = stats
+            .iter()
+            .map(|(c, v)| (c.name().to_string(), json!(v)))
+            .collect();
+        println!("{}", serde_json::Value::Object(obj));
+    } else {
+        println!("{:<28} {:>14}", "COUNTER", "PACKETS");
+        for (c, v) in stats {
+            println!("{:<28} {:>14}", c.name(), v);
+        }
+    }
+    Ok(())
+}
+
+fn read_ports(pin_dir: &Path) -> Result<Vec<(u32, PortEntry)>> {
+    let map: BpfHashMap<_, u32, PortEntry> =
+        BpfHashMap::try_from(Map::HashMap(open_map(pin_dir, maps::PORTS)?))?;
+    let mut ports = map.iter().collect::<Result<Vec<_>, _>>()?;
+    ports.sort_by_key(|(i, _)| *i);
+    Ok(ports)
+}
+
+pub fn ports(args: InspectArgs) -> Result<()> {
+    let ports = read_ports(&args.pin_dir)?;
+    let rows: Vec<serde_json::Value> = ports
+        .iter()
+        .map(|(i, p)| {
+            json!({
+                "ifindex": i,
+                "iface": ifname(*i).unwrap_or_default(),
+                "mac": format_mac(&p.mac),
+                "ip": std::net::Ipv4Addr::from(p.ip).to_string(),
+                "vni": p.vni,
+            })
+        })
+        .collect();
+    if args.json {
+        println!("{}", serde_json::Value::Array(rows));
+    } else {
+        println!(
+            "{:<8} {:<16} {:<18} {:<16} {:>8}",
+            "IFINDEX", "IFACE", "MAC", "IP", "VNI"
+        );
+        for r in rows {
+            println!(
+                "{:<8} {:<16} {:<18} {:<16} {:>8}",
+                r["ifindex"],
+                r["iface"].as_str().unwrap_or(""),
+                r["mac"].as_str().unwrap_or(""),
+                r["ip"].as_str().unwrap_or(""),
+                r["vni"]
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn status(args: InspectArgs) -> Result<()> {
+    let ports = read_ports(&args.pin_dir)?;
+    let endpoints: BpfHashMap<_, EndpointKey, Endpoint> =
+        BpfHashMap::try_from(Map::HashMap(open_map(&args.pin_dir, maps::ENDPOINTS)?))?;
+    let n_endpoints = endpoints.keys().count();
+    let ifaces: Vec<String> = ports
+        .iter()
+        .map(|(i, _)| ifname(*i).unwrap_or_else(|| format!("ifindex {i}")))
+        .collect();
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "pin_dir": args.pin_dir.display().to_string(),
+                "attached": ifaces,
+                "maps": { "PORTS": { "entries": ports.len(), "max": maps::MAX_PORTS },
+                          "ENDPOINTS": { "entries": n_endpoints, "max": maps::MAX_ENDPOINTS } },
+            })
+        );
+    } else {
+        println!("pin dir:    {}", args.pin_dir.display());
+        println!(
+            "attached:   {}",
+            if ifaces.is_empty() {
+                "-".to_string()
+            } else {
+                ifaces.join(", ")
+            }
+        );
+        println!("PORTS:      {} / {}", ports.len(), maps::MAX_PORTS);
+        println!("ENDPOINTS:  {} / {}", n_endpoints, maps::MAX_ENDPOINTS);
+    }
+    Ok(())
+}

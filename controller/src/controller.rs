@@ -1,0 +1,170 @@
+//! Goal-state messages in, replies out: validate -> plan -> apply, with per-resource timings.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use alioth_common::maps::PortEntry;
+use alioth_proto::schema::{
+    goal_state_operation_reply::GoalStateOperationStatus, GoalState, GoalStateOperationReply,
+    OperationStatus,
+};
+use anyhow::Result;
+
+use crate::dataplane::Dataplane;
+use crate::model::State;
+use crate::plan::{self, EndpointOp, PortOp};
+use crate::validate::{self, Naming, Outcome};
+
+pub struct Controller {
+    state: State,
+    dp: Dataplane,
+    naming: Naming,
+    /// Ports whose interface does not exist yet; attached by `retry_pending`.
+    pending: BTreeSet<String>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Timing {
+    dataplane: Duration,
+    network: Duration,
+}
+
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
+impl Controller {
+    pub fn new(dp: Dataplane, naming: Naming) -> Self {
+        Controller {
+            state: State::default(),
+            dp,
+            naming,
+            pending: BTreeSet::new(),
+        }
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn dataplane(&mut self) -> &mut Dataplane {
+        &mut self.dp
+    }
+
+    pub fn into_dataplane(self) -> Dataplane {
+        self.dp
+    }
+
+    /// Applies one v1 goal-state message and answers for each of its resources.
+    pub fn push(&mut self, msg: &GoalState) -> GoalStateOperationReply {
+        let started = Instant::now();
+        let (mut outcomes, changes) = validate::validate(&mut self.state, msg, &self.naming);
+        let plan = plan::plan(&self.state, &changes);
+        let mut timing = vec![Timing::default(); outcomes.len()];
+        let fail = |outcomes: &mut Vec<Outcome>, o: usize, e: anyhow::Error| {
+            tracing::error!(resource_id = outcomes[o].id, "programming failed: {e:#}");
+            outcomes[o].status = OperationStatus::Failure;
+            outcomes[o].reason = Some(format!("{e:#}"));
+        };
+
+        for (o, op) in &plan.detach {
+            if let PortOp::Detach { iface } = op {
+                let t = Instant::now();
+                if let Err(e) = self.dp.detach(iface) {
+                    fail(&mut outcomes, *o, e);
+                }
+                timing[*o].network += t.elapsed();
+            }
+        }
+        for (o, op) in &plan.endpoints {
+            let t = Instant::now();
+            let r = match op {
+                EndpointOp::Upsert(k, v) => self.dp.upsert_endpoint(*k, *v),
+                EndpointOp::Remove(k) => self.dp.remove_endpoint(k),
+            };
+            if let Err(e) = r {
+                fail(&mut outcomes, *o, e);
+            }
+            timing[*o].dataplane += t.elapsed();
+        }
+        for (o, op) in &plan.program {
+            if let PortOp::Program { port_id } = op {
+                let t = Instant::now();
+                match self.program_port(port_id) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::info!(
+                            resource_id = port_id,
+                            "interface not present yet; the port is programmed when it appears"
+                        );
+                        if outcomes[*o].status == OperationStatus::Success {
+                            outcomes[*o].status = OperationStatus::Pending;
+                        }
+                    }
+                    Err(e) => fail(&mut outcomes, *o, e),
+                }
+                timing[*o].network += t.elapsed();
+            }
+        }
+        // Deleted ports are no longer waited for.
+        self.pending.retain(|id| self.state.ports.contains_key(id));
+
+        let statuses = outcomes
+            .iter()
+            .zip(&timing)
+            .map(|(out, t)| {
+                if out.status == OperationStatus::Success || out.status == OperationStatus::Pending {
+                    tracing::info!(resource_id = out.id, resource_type = ?out.resource_type, operation = ?out.operation, status = ?out.status, "applied");
+                }
+                GoalStateOperationStatus {
+                    resource_id: out.id.clone(),
+                    resource_type: out.resource_type as i32,
+                    operation_type: out.operation as i32,
+                    operation_status: out.status as i32,
+                    dataplane_programming_time: micros(t.dataplane),
+                    network_configuration_time: micros(t.network),
+                    state_elapse_time: micros(out.validation + t.dataplane + t.network),
+                }
+            })
+            .collect();
+        GoalStateOperationReply {
+            format_version: msg.format_version,
+            operation_statuses: statuses,
+            message_total_operation_time: micros(started.elapsed()),
+        }
+    }
+
+    /// Writes `PORTS` and attaches for one port. `Ok(false)` when its interface does not exist yet.
+    fn program_port(&mut self, port_id: &str) -> Result<bool> {
+        let Some(port) = self.state.ports.get(port_id) else {
+            return Ok(true);
+        };
+        let vni = self.state.vpcs[&port.vpc_id].vni;
+        let entry = PortEntry {
+            mac: port.mac,
+            vni,
+            ip: port.primary_ip().octets(),
+            ..Default::default()
+        };
+        let iface = port.iface.clone();
+        let present = self.dp.program_port(&iface, entry)?;
+        if present {
+            self.pending.remove(port_id);
+        } else {
+            self.pending.insert(port_id.to_string());
+        }
+        Ok(present)
+    }
+
+    /// Attaches ports whose interface has appeared since they were pushed.
+    pub fn retry_pending(&mut self) {
+        let ids: Vec<String> = self.pending.iter().cloned().collect();
+        for id in ids {
+            match self.program_port(&id) {
+                Ok(true) => tracing::info!(resource_id = id, "interface appeared; port attached"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(resource_id = id, "attach failed: {e:#}"),
+            }
+        }
+    }
+}

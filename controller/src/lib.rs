@@ -1,0 +1,13 @@
+//! The alioth agent: goal state over gRPC -> validate -> plan (diff) -> apply (BPF maps) -> reply.
+//!
+//! The binary (`alioth`) is a thin CLI over these modules; tests and benchmarks use them directly.
+
+pub mod agent;
+pub mod cli;
+pub mod controller;
+pub mod dataplane;
+pub mod model;
+pub mod object;
+pub mod plan;
+pub mod service;
+pub mod validate;

@@ -1,0 +1,60 @@
+//! `alioth`: the agent and its command-line clients.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use alioth::{agent, cli};
+
+#[derive(Parser)]
+#[command(
+    name = "alioth",
+    version,
+    about = "XDP host data plane for cloud virtual networks (Alcor goal-state compatible)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent: load the XDP data plane and serve alcor.schema.GoalStateProvisioner.
+    Agent(agent::AgentArgs),
+    /// Push a goal-state file to the agent and print the per-resource reply.
+    Apply(cli::ApplyArgs),
+    /// Attached interfaces and map sizes.
+    Status(cli::InspectArgs),
+    /// Programmed ports.
+    Ports(cli::InspectArgs),
+    /// Packet counters by action and drop reason.
+    Stats(cli::InspectArgs),
+}
+
+fn main() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("ALIOTH_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("alioth: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    let rt = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        Command::Agent(args) => rt.block_on(agent::run(args)).map(|()| 0),
+        Command::Apply(args) => rt.block_on(cli::apply(args)),
+        Command::Status(args) => cli::status(args).map(|()| 0),
+        Command::Ports(args) => cli::ports(args).map(|()| 0),
+        Command::Stats(args) => cli::stats(args).map(|()| 0),
+    }
+}

@@ -1,0 +1,312 @@
+//! The pure planner: (state, accepted changes) -> the BPF map operations that realise them.
+//!
+//! Each resource renders to a set of `ENDPOINTS` entries; a change removes what its old version
+//! rendered and writes what its new version renders. Operations are merged by key, so a key that is
+//! removed by one resource and written by another in the same message is just written, and a key
+//! whose value does not change is not touched at all.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use alioth_common::maps::{endpoint_kind, Endpoint, EndpointKey};
+
+use crate::model::{Port, State, Subnet};
+use crate::validate::{Change, Resource};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndpointOp {
+    Upsert(EndpointKey, Endpoint),
+    Remove(EndpointKey),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortOp {
+    /// Remove the port program and the `PORTS` entry from this interface.
+    Detach { iface: String },
+    /// Write the port's `PORTS` entry and make sure the program is attached to its interface.
+    Program { port_id: String },
+}
+
+/// Map operations in the order the applier performs them: detaches, endpoint upserts, endpoint
+/// removals, port programming. Each operation carries the index of the outcome it is timed against.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub detach: Vec<(usize, PortOp)>,
+    pub endpoints: Vec<(usize, EndpointOp)>,
+    pub program: Vec<(usize, PortOp)>,
+}
+
+pub fn subnet_entries(s: &Subnet, vni: u32) -> Vec<(EndpointKey, Endpoint)> {
+    let key = EndpointKey {
+        vni,
+        ip: s.gateway_ip.octets(),
+    };
+    let value = Endpoint {
+        mac: s.gateway_mac,
+        kind: endpoint_kind::GATEWAY,
+        ..Default::default()
+    };
+    vec![(key, value)]
+}
+
+pub fn port_entries(p: &Port, vni: u32) -> Vec<(EndpointKey, Endpoint)> {
+    p.fixed_ips
+        .iter()
+        .map(|f| {
+            let key = EndpointKey {
+                vni,
+                ip: f.ip.octets(),
+            };
+            (
+                key,
+                Endpoint {
+                    mac: p.mac,
+                    kind: endpoint_kind::LOCAL_PORT,
+                    ..Default::default()
+                },
+            )
+        })
+        .collect()
+}
+
+/// Everything `state` renders to: what `ENDPOINTS` holds once every plan has been applied.
+pub fn render(state: &State) -> BTreeMap<EndpointKey, Endpoint> {
+    let vni = |vpc: &str| state.vpcs[vpc].vni;
+    let subnets = state
+        .subnets
+        .values()
+        .flat_map(|s| subnet_entries(s, vni(&s.vpc_id)));
+    let ports = state
+        .ports
+        .values()
+        .flat_map(|p| port_entries(p, vni(&p.vpc_id)));
+    subnets.chain(ports).collect()
+}
+
+/// A resource that renders entries: (is_port, id).
+type Owner = (bool, String);
+
+fn owner_of(r: &Resource) -> Option<Owner> {
+    match r {
+        Resource::Subnet(s) => Some((false, s.id.clone())),
+        Resource::Port(p) => Some((true, p.id.clone())),
+        Resource::Vpc(_) => None,
+    }
+}
+
+fn vpc_of(r: &Resource) -> &str {
+    match r {
+        Resource::Vpc(v) => &v.id,
+        Resource::Subnet(s) => &s.vpc_id,
+        Resource::Port(p) => &p.vpc_id,
+    }
+}
+
+fn entries(r: &Resource, vni: u32) -> Vec<(EndpointKey, Endpoint)> {
+    match r {
+        Resource::Subnet(s) => subnet_entries(s, vni),
+        Resource::Port(p) => port_entries(p, vni),
+        Resource::Vpc(_) => Vec::new(),
+    }
+}
+
+/// Plans `changes` (in validation order), which `state` already reflects.
+///
+/// The changes are replayed in order against what the map holds: the entries of every resource
+/// touched so far are tracked, so a resource changed twice in one message, or re-keyed by a VNI
+/// change and then changed itself, ends at exactly its final rendering.
+pub fn plan(state: &State, changes: &[Change]) -> Plan {
+    // Versions and VNIs as they were before the message.
+    let mut pre: BTreeMap<Owner, Option<Resource>> = BTreeMap::new();
+    let mut pre_vni: BTreeMap<&str, Option<u32>> = BTreeMap::new();
+    for c in changes {
+        let r = c
+            .before
+            .as_ref()
+            .or(c.after.as_ref())
+            .expect("a change has a side");
+        match r {
+            Resource::Vpc(v) => {
+                let vni = match &c.before {
+                    Some(Resource::Vpc(b)) => Some(b.vni),
+                    _ => None,
+                };
+                pre_vni.entry(v.id.as_str()).or_insert(vni);
+            }
+            _ => {
+                pre.entry(owner_of(r).expect("subnet or port"))
+                    .or_insert_with(|| c.before.clone());
+            }
+        }
+    }
+    let vni_pre = |vpc: &str| {
+        pre_vni
+            .get(vpc)
+            .copied()
+            .unwrap_or_else(|| state.vpcs.get(vpc).map(|v| v.vni))
+    };
+    let pre_version = |o: &Owner| -> Option<Resource> {
+        match pre.get(o) {
+            Some(v) => v.clone(),
+            None if o.0 => state.ports.get(&o.1).cloned().map(Resource::Port),
+            None => state.subnets.get(&o.1).cloned().map(Resource::Subnet),
+        }
+    };
+
+    // What each touched resource has in the map right now, in replay order.
+    let mut current: BTreeMap<Owner, Vec<(EndpointKey, Endpoint)>> = BTreeMap::new();
+    let mut vni_now: BTreeMap<String, Option<u32>> = BTreeMap::new();
+    let in_map = |current: &BTreeMap<Owner, Vec<(EndpointKey, Endpoint)>>,
+                  o: &Owner|
+     -> Vec<(EndpointKey, Endpoint)> {
+        match current.get(o) {
+            Some(e) => e.clone(),
+            None => pre_version(o)
+                .and_then(|r| vni_pre(vpc_of(&r)).map(|vni| entries(&r, vni)))
+                .unwrap_or_default(),
+        }
+    };
+
+    // Last word per key wins; `original` is what the key held before the message.
+    let mut ops: BTreeMap<EndpointKey, (usize, Option<Endpoint>)> = BTreeMap::new();
+    let mut original: BTreeMap<EndpointKey, Option<Endpoint>> = BTreeMap::new();
+    let mut replace =
+        |owner: usize, old: Vec<(EndpointKey, Endpoint)>, new: &[(EndpointKey, Endpoint)]| {
+            for (k, v) in old {
+                original.entry(k).or_insert(Some(v));
+                ops.insert(k, (owner, None));
+            }
+            for (k, v) in new {
+                original.entry(*k).or_insert(None);
+                ops.insert(*k, (owner, Some(*v)));
+            }
+        };
+    let mut out = Plan::default();
+
+    for c in changes {
+        let o = c.outcome;
+        match (&c.before, &c.after) {
+            (_, Some(Resource::Vpc(a))) | (Some(Resource::Vpc(a)), None) => {
+                let old = vni_now
+                    .get(&a.id)
+                    .copied()
+                    .unwrap_or_else(|| vni_pre(&a.id));
+                let new = match &c.after {
+                    Some(Resource::Vpc(a)) => Some(a.vni),
+                    _ => None,
+                };
+                vni_now.insert(a.id.clone(), new);
+                let (Some(old), Some(new)) = (old, new) else {
+                    continue;
+                };
+                if old == new {
+                    continue;
+                }
+                // Re-key everything of the VPC that is in the map under the old VNI.
+                let members = state
+                    .subnets
+                    .values()
+                    .filter(|s| s.vpc_id == a.id)
+                    .map(|s| (false, s.id.clone()))
+                    .chain(
+                        state
+                            .ports
+                            .values()
+                            .filter(|p| p.vpc_id == a.id)
+                            .map(|p| (true, p.id.clone())),
+                    )
+                    .chain(
+                        pre.iter()
+                            .filter(|(_, r)| r.as_ref().is_some_and(|r| vpc_of(r) == a.id))
+                            .map(|(k, _)| k.clone()),
+                    )
+                    .collect::<BTreeSet<Owner>>();
+                for m in members {
+                    let old_entries = in_map(&current, &m);
+                    let Some(r) = pre_version(&m).filter(|r| vpc_of(r) == a.id) else {
+                        continue;
+                    };
+                    let new_entries = entries(&r, new);
+                    replace(o, old_entries, &new_entries);
+                    current.insert(m.clone(), new_entries);
+                    if m.0 && state.ports.contains_key(&m.1) {
+                        out.program.push((
+                            o,
+                            PortOp::Program {
+                                port_id: m.1.clone(),
+                            },
+                        ));
+                    }
+                }
+            }
+            (before, after) => {
+                let r = after
+                    .as_ref()
+                    .or(before.as_ref())
+                    .expect("a change has a side");
+                let owner = owner_of(r).expect("subnet or port");
+                let old_entries = in_map(&current, &owner);
+                let new_entries = match after {
+                    Some(a) => match vni_now
+                        .get(vpc_of(a))
+                        .copied()
+                        .unwrap_or_else(|| vni_pre(vpc_of(a)))
+                    {
+                        Some(vni) => entries(a, vni),
+                        None => Vec::new(),
+                    },
+                    None => Vec::new(),
+                };
+                replace(o, old_entries, &new_entries);
+                current.insert(owner, new_entries);
+                match (before, after) {
+                    (Some(Resource::Port(b)), Some(Resource::Port(a))) => {
+                        if b.iface != a.iface {
+                            out.detach.push((
+                                o,
+                                PortOp::Detach {
+                                    iface: b.iface.clone(),
+                                },
+                            ));
+                        }
+                        out.program.push((
+                            o,
+                            PortOp::Program {
+                                port_id: a.id.clone(),
+                            },
+                        ));
+                    }
+                    (None, Some(Resource::Port(a))) => out.program.push((
+                        o,
+                        PortOp::Program {
+                            port_id: a.id.clone(),
+                        },
+                    )),
+                    (Some(Resource::Port(b)), None) => out.detach.push((
+                        o,
+                        PortOp::Detach {
+                            iface: b.iface.clone(),
+                        },
+                    )),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    for (k, (o, v)) in &ops {
+        if let Some(v) = v {
+            if original.get(k) != Some(&Some(*v)) {
+                out.endpoints.push((*o, EndpointOp::Upsert(*k, *v)));
+            }
+        }
+    }
+    for (k, (o, v)) in &ops {
+        if v.is_none() && original.get(k) != Some(&None) {
+            out.endpoints.push((*o, EndpointOp::Remove(*k)));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,230 @@
+use std::collections::BTreeMap;
+
+use alioth_proto::schema::*;
+use proptest::prelude::*;
+
+use super::*;
+use crate::validate::{validate, Naming};
+
+fn vpc(op: OperationType, id: &str, vni: u32) -> VpcState {
+    VpcState {
+        operation_type: op as i32,
+        configuration: Some(VpcConfiguration {
+            id: id.into(),
+            tunnel_id: vni,
+            ..Default::default()
+        }),
+    }
+}
+
+fn subnet(op: OperationType, id: &str, vpc: &str, third: u8) -> SubnetState {
+    SubnetState {
+        operation_type: op as i32,
+        configuration: Some(SubnetConfiguration {
+            id: id.into(),
+            vpc_id: vpc.into(),
+            cidr: format!("198.18.{third}.0/24"),
+            gateway: Some(subnet_configuration::Gateway {
+                ip_address: format!("198.18.{third}.1"),
+                mac_address: String::new(),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn port(op: OperationType, id: &str, vpc: &str, sub: &str, third: u8, host: u8) -> PortState {
+    PortState {
+        operation_type: op as i32,
+        configuration: Some(PortConfiguration {
+            id: id.into(),
+            vpc_id: vpc.into(),
+            mac_address: format!("02:00:00:00:{third:02x}:{host:02x}"),
+            fixed_ips: vec![port_configuration::FixedIp {
+                subnet_id: sub.into(),
+                ip_address: format!("198.18.{third}.{host}"),
+            }],
+            ..Default::default()
+        }),
+    }
+}
+
+/// Applies a plan to a simulated `ENDPOINTS` map.
+fn apply(map: &mut BTreeMap<EndpointKey, Endpoint>, plan: &Plan) {
+    for (_, op) in &plan.endpoints {
+        match op {
+            EndpointOp::Upsert(k, v) => {
+                map.insert(*k, *v);
+            }
+            EndpointOp::Remove(k) => {
+                map.remove(k);
+            }
+        }
+    }
+}
+
+fn step(
+    state: &mut State,
+    map: &mut BTreeMap<EndpointKey, Endpoint>,
+    msg: &GoalState,
+) -> (Vec<crate::validate::Outcome>, Plan) {
+    let (outcomes, changes) = validate(state, msg, &Naming::default());
+    let plan = plan(state, &changes);
+    apply(map, &plan);
+    (outcomes, plan)
+}
+
+#[test]
+fn create_then_replay_is_a_no_op() {
+    let mut state = State::default();
+    let mut map = BTreeMap::new();
+    let msg = GoalState {
+        // Out of dependency order on purpose: the validator orders VPC -> subnet -> port.
+        port_states: vec![port(OperationType::Create, "p1", "v1", "s1", 0, 10)],
+        subnet_states: vec![subnet(OperationType::Create, "s1", "v1", 0)],
+        vpc_states: vec![vpc(OperationType::Create, "v1", 100)],
+        ..Default::default()
+    };
+    let (outcomes, plan) = step(&mut state, &mut map, &msg);
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o.status == OperationStatus::Success),
+        "{outcomes:?}"
+    );
+    assert_eq!(plan.endpoints.len(), 2);
+    assert_eq!(
+        plan.program,
+        vec![(
+            2,
+            PortOp::Program {
+                port_id: "p1".into()
+            }
+        )]
+    );
+    assert_eq!(map, render(&state));
+    let (_, replay) = step(&mut state, &mut map, &msg);
+    assert!(
+        replay.endpoints.is_empty(),
+        "replaying the same goal state rewrites nothing: {replay:?}"
+    );
+}
+
+#[test]
+fn vni_change_rekeys_the_whole_vpc() {
+    let mut state = State::default();
+    let mut map = BTreeMap::new();
+    let msg = GoalState {
+        vpc_states: vec![vpc(OperationType::Create, "v1", 100)],
+        subnet_states: vec![subnet(OperationType::Create, "s1", "v1", 0)],
+        port_states: vec![port(OperationType::Create, "p1", "v1", "s1", 0, 10)],
+        ..Default::default()
+    };
+    step(&mut state, &mut map, &msg);
+    let msg = GoalState {
+        vpc_states: vec![vpc(OperationType::Update, "v1", 200)],
+        ..Default::default()
+    };
+    let (_, plan) = step(&mut state, &mut map, &msg);
+    assert_eq!(map, render(&state));
+    assert!(map.keys().all(|k| k.vni == 200));
+    assert_eq!(
+        plan.program.len(),
+        1,
+        "the port's PORTS entry carries the VNI"
+    );
+}
+
+#[test]
+fn deleting_a_used_subnet_is_refused_and_changes_nothing() {
+    let mut state = State::default();
+    let mut map = BTreeMap::new();
+    let msg = GoalState {
+        vpc_states: vec![vpc(OperationType::Create, "v1", 100)],
+        subnet_states: vec![subnet(OperationType::Create, "s1", "v1", 0)],
+        port_states: vec![port(OperationType::Create, "p1", "v1", "s1", 0, 10)],
+        ..Default::default()
+    };
+    step(&mut state, &mut map, &msg);
+    let before = state.clone();
+    let msg = GoalState {
+        subnet_states: vec![subnet(OperationType::Delete, "s1", "v1", 0)],
+        ..Default::default()
+    };
+    let (outcomes, plan) = step(&mut state, &mut map, &msg);
+    assert_eq!(outcomes[0].status, OperationStatus::Failure);
+    assert!(outcomes[0]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("used by port p1"));
+    assert_eq!(plan, Plan::default());
+    assert_eq!(state, before);
+}
+
+fn op() -> impl Strategy<Value = OperationType> {
+    prop_oneof![
+        3 => Just(OperationType::Create),
+        2 => Just(OperationType::Update),
+        2 => Just(OperationType::Delete),
+        1 => Just(OperationType::Info),
+    ]
+}
+
+fn message() -> impl Strategy<Value = GoalState> {
+    let vpcs = prop::collection::vec((op(), 0..2usize, 1..4u32), 0..3);
+    let subnets = prop::collection::vec((op(), 0..3usize, 0..2usize, 0..3u8), 0..3);
+    let ports = prop::collection::vec(
+        (op(), 0..4usize, 0..2usize, 0..3usize, 0..3u8, 10..13u8),
+        0..4,
+    );
+    (vpcs, subnets, ports).prop_map(|(vpcs, subnets, ports)| GoalState {
+        vpc_states: vpcs
+            .into_iter()
+            .map(|(o, v, vni)| vpc(o, &format!("v{v}"), vni * 100))
+            .collect(),
+        subnet_states: subnets
+            .into_iter()
+            .map(|(o, s, v, third)| subnet(o, &format!("s{s}"), &format!("v{v}"), third))
+            .collect(),
+        port_states: ports
+            .into_iter()
+            .map(|(o, p, v, s, third, host)| {
+                port(
+                    o,
+                    &format!("p{p}"),
+                    &format!("v{v}"),
+                    &format!("s{s}"),
+                    third,
+                    host,
+                )
+            })
+            .collect(),
+        ..Default::default()
+    })
+}
+
+proptest! {
+    /// Whatever sequence of messages arrives, valid or not, the simulated map always equals the full
+    /// rendering of the accepted state, and the state stays referentially consistent.
+    #[test]
+    fn incremental_plans_match_full_render(msgs in prop::collection::vec(message(), 1..8)) {
+        let mut state = State::default();
+        let mut map = BTreeMap::new();
+        for msg in &msgs {
+            let (outcomes, _) = step(&mut state, &mut map, msg);
+            let n = msg.vpc_states.len() + msg.subnet_states.len() + msg.port_states.len();
+            prop_assert_eq!(outcomes.len(), n);
+            prop_assert_eq!(&map, &render(&state));
+            for s in state.subnets.values() {
+                prop_assert!(state.vpcs.contains_key(&s.vpc_id));
+            }
+            for p in state.ports.values() {
+                prop_assert!(state.vpcs.contains_key(&p.vpc_id));
+                for f in &p.fixed_ips {
+                    prop_assert!(state.subnets[&f.subnet_id].cidr.contains(&f.ip));
+                }
+            }
+        }
+    }
+}

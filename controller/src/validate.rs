@@ -1,0 +1,583 @@
+//! Goal-state message -> validated changes to the controller's `State`.
+//!
+//! A message is validated as a whole, in dependency order (VPCs, subnets, ports; deletions in the
+//! reverse order), against the state as it will be once the earlier valid resources of the same
+//! message are applied. Invalid resources are answered and skipped; nothing is written here.
+
+use std::time::{Duration, Instant};
+
+use alioth_proto::schema::{
+    GoalState, OperationStatus, OperationType, PortState, ResourceType, SubnetState, VpcState,
+};
+
+use crate::model::{self, FixedIp, Port, State, Subnet, Vpc, MAX_VNI};
+
+/// A resource as stored in `State`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resource {
+    Vpc(Vpc),
+    Subnet(Subnet),
+    Port(Port),
+}
+
+/// One accepted change: the resource before and after (None = absent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub before: Option<Resource>,
+    pub after: Option<Resource>,
+    /// Index of the outcome this change answers.
+    pub outcome: usize,
+}
+
+/// The answer for one resource of the message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub id: String,
+    pub resource_type: ResourceType,
+    pub operation: OperationType,
+    pub status: OperationStatus,
+    /// Why it was refused; `None` on success.
+    pub reason: Option<String>,
+    /// Time spent validating it.
+    pub validation: Duration,
+}
+
+/// How the agent names a port's host interface.
+#[derive(Clone, Debug)]
+pub struct Naming {
+    /// `{id11}` is the first 11 characters of the port id, `{id}` the whole id, `{name}` the port name.
+    pub iface_template: String,
+}
+
+impl Default for Naming {
+    fn default() -> Self {
+        Naming {
+            iface_template: "tap{id11}".into(),
+        }
+    }
+}
+
+impl Naming {
+    pub fn iface(&self, id: &str, name: &str) -> String {
+        let id11: String = id.chars().take(11).collect();
+        self.iface_template
+            .replace("{id11}", &id11)
+            .replace("{id}", id)
+            .replace("{name}", name)
+    }
+}
+
+/// Validates `msg` against `state`, applying the valid changes to `state` in memory.
+pub fn validate(
+    state: &mut State,
+    msg: &GoalState,
+    naming: &Naming,
+) -> (Vec<Outcome>, Vec<Change>) {
+    let mut v = Validator {
+        state,
+        naming,
+        outcomes: Vec::new(),
+        changes: Vec::new(),
+    };
+    let is_delete = |op: i32| op == OperationType::Delete as i32;
+    for s in msg
+        .vpc_states
+        .iter()
+        .filter(|s| !is_delete(s.operation_type))
+    {
+        v.vpc(s);
+    }
+    for s in msg
+        .subnet_states
+        .iter()
+        .filter(|s| !is_delete(s.operation_type))
+    {
+        v.subnet(s);
+    }
+    for s in msg
+        .port_states
+        .iter()
+        .filter(|s| !is_delete(s.operation_type))
+    {
+        v.port(s);
+    }
+    for s in msg
+        .port_states
+        .iter()
+        .filter(|s| is_delete(s.operation_type))
+    {
+        v.port(s);
+    }
+    for s in msg
+        .subnet_states
+        .iter()
+        .filter(|s| is_delete(s.operation_type))
+    {
+        v.subnet(s);
+    }
+    for s in msg
+        .vpc_states
+        .iter()
+        .filter(|s| is_delete(s.operation_type))
+    {
+        v.vpc(s);
+    }
+    v.unsupported(
+        ResourceType::Neighbor,
+        msg.neighbor_states.iter().map(|s| {
+            (
+                s.operation_type,
+                s.configuration.as_ref().map(|c| c.id.as_str()),
+            )
+        }),
+    );
+    v.unsupported(
+        ResourceType::Securitygroup,
+        msg.security_group_states.iter().map(|s| {
+            (
+                s.operation_type,
+                s.configuration.as_ref().map(|c| c.id.as_str()),
+            )
+        }),
+    );
+    v.unsupported(
+        ResourceType::Dhcp,
+        msg.dhcp_states.iter().map(|s| {
+            (
+                s.operation_type,
+                s.configuration.as_ref().map(|c| c.id.as_str()),
+            )
+        }),
+    );
+    v.unsupported(
+        ResourceType::Router,
+        msg.router_states.iter().map(|s| {
+            (
+                s.operation_type,
+                s.configuration.as_ref().map(|c| c.id.as_str()),
+            )
+        }),
+    );
+    v.unsupported(
+        ResourceType::Gateway,
+        msg.gateway_states.iter().map(|s| {
+            (
+                s.operation_type,
+                s.configuration.as_ref().map(|c| c.id.as_str()),
+            )
+        }),
+    );
+    (v.outcomes, v.changes)
+}
+
+enum Op {
+    Upsert,
+    Delete,
+    NoOp,
+}
+
+fn op_of(raw: i32) -> Result<(OperationType, Op), String> {
+    let op = OperationType::try_from(raw).map_err(|_| format!("unknown operation_type {raw}"))?;
+    let kind = match op {
+        OperationType::Create | OperationType::Update => Op::Upsert,
+        OperationType::Delete => Op::Delete,
+        OperationType::Info | OperationType::Get => Op::NoOp,
+    };
+    Ok((op, kind))
+}
+
+struct Validator<'a> {
+    state: &'a mut State,
+    naming: &'a Naming,
+    outcomes: Vec<Outcome>,
+    changes: Vec<Change>,
+}
+
+type Checked<T> = Result<T, (OperationStatus, String)>;
+
+fn invalid<T>(reason: impl Into<String>) -> Checked<T> {
+    Err((OperationStatus::InvalidArg, reason.into()))
+}
+
+fn refused<T>(reason: impl Into<String>) -> Checked<T> {
+    Err((OperationStatus::Failure, reason.into()))
+}
+
+impl Validator<'_> {
+    /// Runs `check` for one resource and records its outcome (and change, when it is one).
+    fn record(
+        &mut self,
+        resource_type: ResourceType,
+        raw_op: i32,
+        id: &str,
+        check: impl FnOnce(&mut Self, Op) -> Checked<Option<Change>>,
+    ) {
+        let started = Instant::now();
+        let outcome = self.outcomes.len();
+        let (operation, result) = match op_of(raw_op) {
+            Ok((operation, op)) if id.is_empty() => {
+                let _ = op;
+                (operation, invalid("resource id is empty"))
+            }
+            Ok((operation, op)) => (operation, check(self, op)),
+            Err(e) => (OperationType::Info, invalid(e)),
+        };
+        let (status, reason) = match result {
+            Ok(change) => {
+                if let Some(mut change) = change {
+                    change.outcome = outcome;
+                    self.changes.push(change);
+                }
+                (OperationStatus::Success, None)
+            }
+            Err((status, reason)) => {
+                tracing::warn!(
+                    resource_id = id,
+                    ?resource_type,
+                    ?operation,
+                    ?status,
+                    "{reason}"
+                );
+                (status, Some(reason))
+            }
+        };
+        self.outcomes.push(Outcome {
+            id: id.to_string(),
+            resource_type,
+            operation,
+            status,
+            reason,
+            validation: started.elapsed(),
+        });
+    }
+
+    fn unsupported<'s>(
+        &mut self,
+        resource_type: ResourceType,
+        states: impl Iterator<Item = (i32, Option<&'s str>)>,
+    ) {
+        for (raw_op, id) in states {
+            self.record(resource_type, raw_op, id.unwrap_or(""), |_, op| match op {
+                Op::NoOp => Ok(None),
+                _ => refused(format!(
+                    "{resource_type:?} resources are not implemented by this agent yet"
+                )),
+            });
+        }
+    }
+
+    fn vpc(&mut self, s: &VpcState) {
+        let Some(c) = &s.configuration else {
+            return self.record(ResourceType::Vpc, s.operation_type, "", |_, _| {
+                invalid("no configuration")
+            });
+        };
+        self.record(ResourceType::Vpc, s.operation_type, &c.id, |v, op| {
+            let before = v.state.vpcs.get(&c.id).cloned();
+            match op {
+                Op::NoOp => Ok(None),
+                Op::Delete => {
+                    if let Some(sub) = v.state.subnets.values().find(|x| x.vpc_id == c.id) {
+                        return refused(format!("VPC {} is still used by subnet {}", c.id, sub.id));
+                    }
+                    if let Some(p) = v.state.ports.values().find(|x| x.vpc_id == c.id) {
+                        return refused(format!("VPC {} is still used by port {}", c.id, p.id));
+                    }
+                    v.state.vpcs.remove(&c.id);
+                    Ok(before.map(|b| Change {
+                        before: Some(Resource::Vpc(b)),
+                        after: None,
+                        outcome: 0,
+                    }))
+                }
+                Op::Upsert => {
+                    if c.tunnel_id == 0 || c.tunnel_id > MAX_VNI {
+                        return invalid(format!(
+                            "tunnel_id {} is not a VNI (1..={MAX_VNI})",
+                            c.tunnel_id
+                        ));
+                    }
+                    let cidr = match c.cidr.trim() {
+                        "" => None,
+                        s => Some(model::parse_cidr("VPC cidr", s).or_else(invalid)?),
+                    };
+                    if let Some(s) = cidr.and_then(|net| {
+                        v.state
+                            .subnets
+                            .values()
+                            .find(|s| s.vpc_id == c.id && !net.contains(&s.cidr))
+                    }) {
+                        return invalid(format!(
+                            "VPC cidr {} would leave subnet {} ({}) outside",
+                            c.cidr, s.id, s.cidr
+                        ));
+                    }
+                    if let Some(other) = v
+                        .state
+                        .vpcs
+                        .values()
+                        .find(|x| x.vni == c.tunnel_id && x.id != c.id)
+                    {
+                        return invalid(format!(
+                            "tunnel_id {} is already used by VPC {}",
+                            c.tunnel_id, other.id
+                        ));
+                    }
+                    let vpc = Vpc {
+                        id: c.id.clone(),
+                        revision: c.revision_number,
+                        vni: c.tunnel_id,
+                        cidr,
+                    };
+                    v.state.vpcs.insert(c.id.clone(), vpc.clone());
+                    Ok(Some(Change {
+                        before: before.map(Resource::Vpc),
+                        after: Some(Resource::Vpc(vpc)),
+                        outcome: 0,
+                    }))
+                }
+            }
+        });
+    }
+
+    fn subnet(&mut self, s: &SubnetState) {
+        let Some(c) = &s.configuration else {
+            return self.record(ResourceType::Subnet, s.operation_type, "", |_, _| {
+                invalid("no configuration")
+            });
+        };
+        self.record(ResourceType::Subnet, s.operation_type, &c.id, |v, op| {
+            let before = v.state.subnets.get(&c.id).cloned();
+            match op {
+                Op::NoOp => Ok(None),
+                Op::Delete => {
+                    if let Some(p) = v
+                        .state
+                        .ports
+                        .values()
+                        .find(|p| p.fixed_ips.iter().any(|f| f.subnet_id == c.id))
+                    {
+                        return refused(format!("subnet {} is still used by port {}", c.id, p.id));
+                    }
+                    v.state.subnets.remove(&c.id);
+                    Ok(before.map(|b| Change {
+                        before: Some(Resource::Subnet(b)),
+                        after: None,
+                        outcome: 0,
+                    }))
+                }
+                Op::Upsert => {
+                    let subnet = v.check_subnet(c)?;
+                    v.state.subnets.insert(c.id.clone(), subnet.clone());
+                    Ok(Some(Change {
+                        before: before.map(Resource::Subnet),
+                        after: Some(Resource::Subnet(subnet)),
+                        outcome: 0,
+                    }))
+                }
+            }
+        });
+    }
+
+    fn check_subnet(&self, c: &alioth_proto::schema::SubnetConfiguration) -> Checked<Subnet> {
+        let Some(vpc) = self.state.vpcs.get(&c.vpc_id) else {
+            return invalid(format!("vpc_id {:?} is not a known VPC", c.vpc_id));
+        };
+        if let Some(p) = self
+            .state
+            .ports
+            .values()
+            .find(|p| p.vpc_id != c.vpc_id && p.fixed_ips.iter().any(|f| f.subnet_id == c.id))
+        {
+            return invalid(format!(
+                "subnet {} cannot move to VPC {}: port {} uses it",
+                c.id, c.vpc_id, p.id
+            ));
+        }
+        let cidr = model::parse_cidr("subnet cidr", &c.cidr).or_else(invalid)?;
+        if cidr.prefix_len() > 30 {
+            return invalid(format!(
+                "subnet cidr {cidr} leaves no room for a gateway and ports"
+            ));
+        }
+        if let Some(vpc_cidr) = vpc.cidr {
+            if !vpc_cidr.contains(&cidr) {
+                return invalid(format!("subnet cidr {cidr} is outside VPC cidr {vpc_cidr}"));
+            }
+        }
+        if let Some(other) = self.state.subnets.values().find(|x| {
+            x.vpc_id == c.vpc_id
+                && x.id != c.id
+                && (x.cidr.contains(&cidr) || cidr.contains(&x.cidr))
+        }) {
+            return invalid(format!(
+                "subnet cidr {cidr} overlaps subnet {} ({})",
+                other.id, other.cidr
+            ));
+        }
+        let gw = c.gateway.as_ref().filter(|g| !g.ip_address.is_empty());
+        let gateway_ip = match gw {
+            Some(g) => model::parse_ipv4("gateway ip", &g.ip_address).or_else(invalid)?,
+            // Neutron's default: the first address of the subnet.
+            None => cidr.hosts().next().expect("prefix <= 30 has hosts"),
+        };
+        if !cidr.contains(&gateway_ip)
+            || gateway_ip == cidr.network()
+            || gateway_ip == cidr.broadcast()
+        {
+            return invalid(format!(
+                "gateway ip {gateway_ip} is not a host address of {cidr}"
+            ));
+        }
+        let gateway_mac = match gw.map(|g| g.mac_address.trim()).filter(|m| !m.is_empty()) {
+            Some(m) => model::parse_unicast_mac(m).or_else(invalid)?,
+            None => model::derived_gateway_mac(gateway_ip),
+        };
+        if let Some(p) = self.state.ports.values().find(|p| {
+            p.fixed_ips
+                .iter()
+                .any(|f| f.ip == gateway_ip && f.subnet_id == c.id)
+        }) {
+            return invalid(format!("gateway ip {gateway_ip} is used by port {}", p.id));
+        }
+        if let Some(p) = self.state.ports.values().find(|p| {
+            p.fixed_ips
+                .iter()
+                .any(|f| f.subnet_id == c.id && !cidr.contains(&f.ip))
+        }) {
+            return invalid(format!(
+                "cidr {cidr} would leave port {} outside its subnet",
+                p.id
+            ));
+        }
+        let dns = c
+            .dns_entry_list
+            .iter()
+            .map(|d| model::parse_ipv4("dns entry", &d.entry))
+            .collect::<Result<Vec<_>, _>>()
+            .or_else(invalid)?;
+        Ok(Subnet {
+            id: c.id.clone(),
+            revision: c.revision_number,
+            vpc_id: c.vpc_id.clone(),
+            cidr,
+            gateway_ip,
+            gateway_mac,
+            dhcp_enable: c.dhcp_enable,
+            dns,
+        })
+    }
+
+    fn port(&mut self, s: &PortState) {
+        let Some(c) = &s.configuration else {
+            return self.record(ResourceType::Port, s.operation_type, "", |_, _| {
+                invalid("no configuration")
+            });
+        };
+        self.record(ResourceType::Port, s.operation_type, &c.id, |v, op| {
+            let before = v.state.ports.get(&c.id).cloned();
+            match op {
+                Op::NoOp => Ok(None),
+                Op::Delete => {
+                    v.state.ports.remove(&c.id);
+                    Ok(before.map(|b| Change {
+                        before: Some(Resource::Port(b)),
+                        after: None,
+                        outcome: 0,
+                    }))
+                }
+                Op::Upsert => {
+                    let port = v.check_port(c)?;
+                    v.state.ports.insert(c.id.clone(), port.clone());
+                    Ok(Some(Change {
+                        before: before.map(Resource::Port),
+                        after: Some(Resource::Port(port)),
+                        outcome: 0,
+                    }))
+                }
+            }
+        });
+    }
+
+    fn check_port(&self, c: &alioth_proto::schema::PortConfiguration) -> Checked<Port> {
+        if !self.state.vpcs.contains_key(&c.vpc_id) {
+            return invalid(format!("vpc_id {:?} is not a known VPC", c.vpc_id));
+        }
+        let mac = model::parse_unicast_mac(&c.mac_address).or_else(invalid)?;
+        if c.fixed_ips.is_empty() {
+            return invalid("port has no fixed_ips");
+        }
+        let mut fixed_ips = Vec::with_capacity(c.fixed_ips.len());
+        for f in &c.fixed_ips {
+            let Some(subnet) = self.state.subnets.get(&f.subnet_id) else {
+                return invalid(format!(
+                    "fixed ip subnet_id {:?} is not a known subnet",
+                    f.subnet_id
+                ));
+            };
+            if subnet.vpc_id != c.vpc_id {
+                return invalid(format!(
+                    "subnet {} belongs to VPC {}, not {}",
+                    subnet.id, subnet.vpc_id, c.vpc_id
+                ));
+            }
+            let ip = model::parse_ipv4("fixed ip", &f.ip_address).or_else(invalid)?;
+            if !subnet.cidr.contains(&ip)
+                || ip == subnet.cidr.network()
+                || ip == subnet.cidr.broadcast()
+            {
+                return invalid(format!(
+                    "fixed ip {ip} is not a host address of subnet {} ({})",
+                    subnet.id, subnet.cidr
+                ));
+            }
+            if ip == subnet.gateway_ip {
+                return invalid(format!(
+                    "fixed ip {ip} is the gateway of subnet {}",
+                    subnet.id
+                ));
+            }
+            fixed_ips.push(FixedIp {
+                subnet_id: f.subnet_id.clone(),
+                ip,
+            });
+        }
+        for other in self
+            .state
+            .ports
+            .values()
+            .filter(|p| p.vpc_id == c.vpc_id && p.id != c.id)
+        {
+            if other.mac == mac {
+                return invalid(format!(
+                    "MAC {} is already used by port {}",
+                    c.mac_address, other.id
+                ));
+            }
+            if let Some(f) = other
+                .fixed_ips
+                .iter()
+                .find(|f| fixed_ips.iter().any(|n| n.ip == f.ip))
+            {
+                return invalid(format!(
+                    "fixed ip {} is already used by port {}",
+                    f.ip, other.id
+                ));
+            }
+        }
+        let iface = self.naming.iface(&c.id, &c.name);
+        if iface.is_empty() || iface.len() > 15 {
+            return invalid(format!(
+                "interface name {iface:?} is not a valid Linux interface name"
+            ));
+        }
+        Ok(Port {
+            id: c.id.clone(),
+            revision: c.revision_number,
+            vpc_id: c.vpc_id.clone(),
+            mac,
+            fixed_ips,
+            iface,
+        })
+    }
+}

@@ -1,0 +1,59 @@
+//! ARP responder: answers requests for addresses the VPC knows, from the frame itself.
+
+use crate::counters::Counter;
+use crate::eth::{Mac, ETH_HLEN};
+use crate::packet::Packet;
+
+/// Ethernet + ARP for IPv4 over Ethernet.
+pub const ARP_FRAME_LEN: usize = ETH_HLEN + 28;
+pub const OP_REQUEST: u16 = 1;
+pub const OP_REPLY: u16 = 2;
+
+/// A well-formed ARP request for IPv4 over Ethernet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub sender_mac: Mac,
+    pub sender_ip: [u8; 4],
+    pub target_ip: [u8; 4],
+}
+
+/// Parses an ARP frame; `Err` carries the reason it is not a request we may answer.
+#[inline(always)]
+pub fn parse_request<P: Packet + ?Sized>(pkt: &P) -> Result<Request, Counter> {
+    let a = pkt.array::<28>(ETH_HLEN).ok_or(Counter::DropArpMalformed)?;
+    // htype Ethernet, ptype IPv4, hlen 6, plen 4.
+    if a[0..6] != [0, 1, 0x08, 0x00, 6, 4] {
+        return Err(Counter::DropArpMalformed);
+    }
+    if u16::from_be_bytes([a[6], a[7]]) != OP_REQUEST {
+        return Err(Counter::DropArpNotRequest);
+    }
+    let mut req = Request {
+        sender_mac: [0; 6],
+        sender_ip: [0; 4],
+        target_ip: [0; 4],
+    };
+    req.sender_mac.copy_from_slice(&a[8..14]);
+    req.sender_ip.copy_from_slice(&a[14..18]);
+    req.target_ip.copy_from_slice(&a[24..28]);
+    // Gratuitous ARP announces the sender's own address; nobody answers it.
+    if req.sender_ip == req.target_ip {
+        return Err(Counter::DropArpNotRequest);
+    }
+    Ok(req)
+}
+
+/// Turns the request frame in place into the reply "`target_ip` is at `target_mac`".
+#[inline(always)]
+pub fn write_reply<P: Packet + ?Sized>(pkt: &mut P, req: &Request, target_mac: &Mac) -> Option<()> {
+    let f = pkt.array_mut::<ARP_FRAME_LEN>(0)?;
+    f[0..6].copy_from_slice(&req.sender_mac);
+    f[6..12].copy_from_slice(target_mac);
+    let a = &mut f[ETH_HLEN..];
+    a[6..8].copy_from_slice(&OP_REPLY.to_be_bytes());
+    a[8..14].copy_from_slice(target_mac);
+    a[14..18].copy_from_slice(&req.target_ip);
+    a[18..24].copy_from_slice(&req.sender_mac);
+    a[24..28].copy_from_slice(&req.sender_ip);
+    Some(())
+}

@@ -1,0 +1,80 @@
+//! The Internet checksum (RFC 1071) and its incremental update (RFC 1624).
+
+use crate::packet::Packet;
+
+/// Folds a 32-bit one's complement accumulator to 16 bits (not inverted).
+#[inline(always)]
+pub fn fold(mut sum: u64) -> u16 {
+    // Four folds always suffice for a 64-bit accumulator; a fixed count keeps the verifier happy.
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
+/// One's complement sum of `len` bytes at `off` (odd tail padded with zero), `4 <= len <= MAX`.
+///
+/// Returns `None` when the range is not inside the packet or its length is out of bounds.
+/// Reads are 4-byte windows only: a 1-byte read at a variable offset is compiled into a compare
+/// the BPF verifier cannot turn into a packet range.
+#[inline(always)]
+pub fn sum_range<P: Packet + ?Sized, const MAX: usize>(
+    pkt: &P,
+    off: usize,
+    len: usize,
+) -> Option<u64> {
+    if !(4..=MAX).contains(&len) {
+        return None;
+    }
+    let mut sum: u64 = 0;
+    let words = len / 4;
+    let mut i = 0;
+    // Bounded by a constant so the verifier sees a finite loop.
+    while i < MAX / 4 {
+        if i >= words {
+            break;
+        }
+        let w = pkt.array::<4>(off + i * 4)?;
+        sum += u32::from_be_bytes(*w) as u64;
+        i += 1;
+    }
+    // The 1..3 trailing bytes are the last bytes of the 4-byte window that ends the range.
+    let w = pkt.array::<4>(off + len - 4)?;
+    let (a, b, c) = (w[1] as u64, w[2] as u64, w[3] as u64);
+    sum += match len % 4 {
+        1 => c << 8,
+        2 => (b << 8) | c,
+        3 => ((a << 8) | b) + (c << 8),
+        _ => 0,
+    };
+    Some(sum)
+}
+
+/// One's complement sum of a fixed-size header.
+#[inline(always)]
+pub fn sum_bytes<const N: usize>(bytes: &[u8; N]) -> u64 {
+    let mut sum: u64 = 0;
+    let mut i = 0;
+    while i + 1 < N {
+        sum += u16::from_be_bytes([bytes[i], bytes[i + 1]]) as u64;
+        i += 2;
+    }
+    if N % 2 == 1 {
+        sum += (bytes[N - 1] as u64) << 8;
+    }
+    sum
+}
+
+/// Checksum field value for data whose one's complement sum (with the checksum field zeroed) is `sum`.
+#[inline(always)]
+pub fn finish(sum: u64) -> u16 {
+    !fold(sum)
+}
+
+/// RFC 1624 eqn. 3: the new checksum after a 16-bit word changes from `old` to `new`.
+#[inline(always)]
+pub fn update16(csum: u16, old: u16, new: u16) -> u16 {
+    let sum = (!csum) as u64 + (!old) as u64 + new as u64;
+    !fold(sum)
+}

@@ -1,0 +1,63 @@
+//! ICMP echo responder for gateway addresses.
+
+use crate::checksum;
+use crate::counters::Counter;
+use crate::eth::{self, Mac, ETH_HLEN};
+use crate::ipv4::{self, Ipv4, IPV4_MIN_HLEN, MAX_IP_LEN, PROTO_ICMP};
+use crate::packet::Packet;
+
+pub const ECHO_REPLY: u8 = 0;
+pub const ECHO_REQUEST: u8 = 8;
+pub const ICMP_HLEN: usize = 8;
+/// TTL of packets the gateway originates.
+pub const REPLY_TTL: u8 = 64;
+
+/// Checks that the IPv4 packet to a gateway is an echo request we answer; `Err` is the drop reason.
+#[inline(always)]
+pub fn check_echo_request<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4) -> Result<(), Counter> {
+    if ip.header_len != IPV4_MIN_HLEN {
+        return Err(Counter::DropIpOptions);
+    }
+    if ip.is_fragment() {
+        return Err(Counter::DropIpFragment);
+    }
+    if !ipv4::header_checksum_ok(pkt) {
+        return Err(Counter::DropIpBadChecksum);
+    }
+    if ip.proto != PROTO_ICMP {
+        return Err(Counter::DropGatewayUnhandled);
+    }
+    let off = ETH_HLEN + IPV4_MIN_HLEN;
+    let icmp_len = ip.total_len - IPV4_MIN_HLEN;
+    if icmp_len < ICMP_HLEN {
+        return Err(Counter::DropIpMalformed);
+    }
+    let head = pkt.array::<2>(off).ok_or(Counter::DropIpMalformed)?;
+    if head[0] != ECHO_REQUEST || head[1] != 0 {
+        return Err(Counter::DropGatewayUnhandled);
+    }
+    if ip.total_len > MAX_IP_LEN {
+        return Err(Counter::DropTooBig);
+    }
+    let sum = checksum::sum_range::<P, { MAX_IP_LEN - IPV4_MIN_HLEN }>(pkt, off, icmp_len)
+        .ok_or(Counter::DropIpMalformed)?;
+    if checksum::fold(sum) != 0xffff {
+        return Err(Counter::DropIcmpBadChecksum);
+    }
+    Ok(())
+}
+
+/// Rewrites a checked echo request in place into the gateway's echo reply.
+#[inline(always)]
+pub fn write_echo_reply<P: Packet + ?Sized>(pkt: &mut P, gateway_mac: &Mac) -> Option<()> {
+    let (_, client_mac) = eth::macs(pkt)?;
+    eth::set_macs(pkt, &client_mac, gateway_mac)?;
+    ipv4::turn_around(pkt, REPLY_TTL)?;
+    let h = pkt.array_mut::<4>(ETH_HLEN + IPV4_MIN_HLEN)?;
+    let old = u16::from_be_bytes([h[0], h[1]]);
+    let csum = u16::from_be_bytes([h[2], h[3]]);
+    h[0] = ECHO_REPLY;
+    let new = u16::from_be_bytes([h[0], h[1]]);
+    h[2..4].copy_from_slice(&checksum::update16(csum, old, new).to_be_bytes());
+    Some(())
+}

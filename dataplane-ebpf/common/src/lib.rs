@@ -1,0 +1,19 @@
+//! Map keys and values shared by the XDP programs and the controller, and the packet logic itself.
+//!
+//! Everything here is `no_std` and allocation-free so that the same functions run inside the kernel
+//! (through the `Packet` implementation over an XDP context) and on the host (over byte slices), where
+//! they are unit- and property-tested.
+#![no_std]
+
+pub mod arp;
+pub mod checksum;
+pub mod counters;
+pub mod eth;
+pub mod icmp;
+pub mod ipv4;
+pub mod maps;
+pub mod packet;
+pub mod pipeline;
+
+pub use counters::Counter;
+pub use packet::Packet;

@@ -1,0 +1,76 @@
+//! Keys and values of the BPF maps, laid out identically in the kernel and the controller.
+//!
+//! IPv4 addresses are stored as their four network-order bytes, so no side has to think about
+//! endianness; integers are native-endian (both sides run on the same host).
+
+use crate::eth::Mac;
+
+/// Map of programmed ports, keyed by the ifindex of the port's host-side interface.
+pub const PORTS: &str = "PORTS";
+/// Map of addresses known inside a VPC (gateways and ports), keyed by `EndpointKey`.
+pub const ENDPOINTS: &str = "ENDPOINTS";
+/// Per-CPU array of `u64` packet counters indexed by `Counter`.
+pub const STATS: &str = "STATS";
+
+/// Capacity of `PORTS`.
+pub const MAX_PORTS: u32 = 16_384;
+/// Capacity of `ENDPOINTS` (gateways + local ports + remote neighbors).
+pub const MAX_ENDPOINTS: u32 = 1 << 20;
+
+/// A local port as the XDP program sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PortEntry {
+    /// The VM's MAC address.
+    pub mac: Mac,
+    pub _pad: [u8; 2],
+    /// VNI (tunnel id) of the port's VPC: the key space of `ENDPOINTS`.
+    pub vni: u32,
+    /// The port's primary IPv4 address.
+    pub ip: [u8; 4],
+}
+
+/// An address inside a VPC.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct EndpointKey {
+    pub vni: u32,
+    pub ip: [u8; 4],
+}
+
+/// What kind of thing owns an address.
+pub mod endpoint_kind {
+    /// A subnet's gateway, answered by the data plane itself.
+    pub const GATEWAY: u8 = 1;
+    /// A port on this host.
+    pub const LOCAL_PORT: u8 = 2;
+    /// A port on another host, reached over the overlay.
+    pub const REMOTE_PORT: u8 = 3;
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Endpoint {
+    pub mac: Mac,
+    /// One of `endpoint_kind`.
+    pub kind: u8,
+    pub _pad: u8,
+    /// For a local port: its interface (0 while it has none); unused otherwise.
+    pub ifindex: u32,
+    /// For a remote port: the underlay address of its host.
+    pub host_ip: [u8; 4],
+}
+
+impl Endpoint {
+    pub const fn is_gateway(&self) -> bool {
+        self.kind == endpoint_kind::GATEWAY
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `repr(C)` structs of integers and byte arrays with explicit padding fields.
+    unsafe impl aya::Pod for super::PortEntry {}
+    unsafe impl aya::Pod for super::EndpointKey {}
+    unsafe impl aya::Pod for super::Endpoint {}
+}

@@ -1,0 +1,44 @@
+//! Bounded access to a packet buffer.
+//!
+//! All packet logic reads and writes fixed-size arrays at an offset. Each access is checked against the
+//! end of the packet right where it happens, which is the shape the BPF verifier can follow.
+
+/// A packet buffer: a byte slice on the host, an XDP frame in the kernel.
+pub trait Packet {
+    /// Length of the frame in bytes.
+    fn len(&self) -> usize;
+
+    /// `N` bytes at `off`, or `None` when they are not all inside the packet.
+    fn array<const N: usize>(&self, off: usize) -> Option<&[u8; N]>;
+
+    /// Mutable `N` bytes at `off`, or `None` when they are not all inside the packet.
+    fn array_mut<const N: usize>(&mut self, off: usize) -> Option<&mut [u8; N]>;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[inline(always)]
+    fn u8_at(&self, off: usize) -> Option<u8> {
+        self.array::<1>(off).map(|b| b[0])
+    }
+
+    #[inline(always)]
+    fn be16_at(&self, off: usize) -> Option<u16> {
+        self.array::<2>(off).map(|b| u16::from_be_bytes(*b))
+    }
+}
+
+impl Packet for [u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+
+    fn array<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
+        self.get(off..off.checked_add(N)?)?.try_into().ok()
+    }
+
+    fn array_mut<const N: usize>(&mut self, off: usize) -> Option<&mut [u8; N]> {
+        self.get_mut(off..off.checked_add(N)?)?.try_into().ok()
+    }
+}

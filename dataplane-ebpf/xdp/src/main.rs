@@ -1,0 +1,70 @@
+//! The port program: attached to the host side of every VM port.
+//!
+//! All decisions live in `alioth_common::pipeline`; this file binds them to the kernel: the packet
+//! accessor over the XDP frame, the maps, and the counters.
+#![no_std]
+#![no_main]
+
+mod packet;
+
+use alioth_common::counters::COUNTER_SLOTS;
+use alioth_common::maps::{Endpoint, EndpointKey, PortEntry, MAX_ENDPOINTS, MAX_PORTS};
+use alioth_common::pipeline::{self, Action, Tables};
+use alioth_common::Counter;
+use aya_ebpf::bindings::xdp_action;
+use aya_ebpf::macros::{map, xdp};
+use aya_ebpf::maps::{HashMap, PerCpuArray};
+use aya_ebpf::programs::XdpContext;
+
+use packet::XdpPacket;
+
+#[map]
+static PORTS: HashMap<u32, PortEntry> = HashMap::with_max_entries(MAX_PORTS, 0);
+
+#[map]
+static ENDPOINTS: HashMap<EndpointKey, Endpoint> = HashMap::with_max_entries(MAX_ENDPOINTS, 0);
+
+#[map]
+static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+struct Maps;
+
+impl Tables for Maps {
+    #[inline(always)]
+    fn endpoint(&self, key: &EndpointKey) -> Option<Endpoint> {
+        // SAFETY: the value is copied out before any other map operation.
+        unsafe { ENDPOINTS.get(key).copied() }
+    }
+}
+
+#[inline(always)]
+fn count(counter: Counter) {
+    if let Some(slot) = STATS.get_ptr_mut(counter.index()) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[xdp]
+pub fn alioth_port(ctx: XdpContext) -> u32 {
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    // SAFETY: copied out immediately.
+    let Some(port) = (unsafe { PORTS.get(&ifindex).copied() }) else {
+        count(Counter::DropUnknownPort);
+        return xdp_action::XDP_PASS;
+    };
+    let mut pkt = XdpPacket::new(&ctx);
+    let verdict = pipeline::port_ingress(&mut pkt, &port, &Maps);
+    count(verdict.counter);
+    match verdict.action {
+        Action::Pass => xdp_action::XDP_PASS,
+        Action::Tx => xdp_action::XDP_TX,
+        Action::Drop => xdp_action::XDP_DROP,
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

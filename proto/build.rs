@@ -1,0 +1,35 @@
+//! Generates the prost messages, the tonic service and proto3-JSON serde impls (pbjson) from `proto/`.
+use std::path::PathBuf;
+
+const FILES: &[&str] = &[
+    "common.proto",
+    "vpc.proto",
+    "subnet.proto",
+    "port.proto",
+    "neighbor.proto",
+    "dhcp.proto",
+    "router.proto",
+    "securitygroup.proto",
+    "gateway.proto",
+    "goalstate.proto",
+    "goalstateprovisioner.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // A protoc shipped in a crates.io package: the build needs nothing from the system.
+    if std::env::var_os("PROTOC").is_none() {
+        std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    let descriptors = out.join("alcor_descriptor.bin");
+    let files: Vec<String> = FILES.iter().map(|f| format!("proto/{f}")).collect();
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(&descriptors)
+        .compile_protos(&files, &["proto".to_string()])?;
+    let set = std::fs::read(&descriptors)?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&set)?
+        .build(&[".alcor.schema"])?;
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}
