@@ -39,11 +39,7 @@ fn main() {
     // The outer build's settings (host rustc, flags, jobserver) must not leak into the BPF build.
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().into_owned();
-        if k.starts_with("CARGO_")
-            || k.starts_with("RUSTC")
-            || k.starts_with("RUSTFLAGS")
-            || k == "RUSTDOC"
-        {
+        if k.starts_with("CARGO_") || k.starts_with("RUSTC") || k.starts_with("RUSTFLAGS") || k == "RUSTDOC" {
             cmd.env_remove(&k);
         }
     }

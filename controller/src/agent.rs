@@ -50,9 +50,8 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     let (dp, logger) = Dataplane::load(Some(&args.pin_dir), args.xdp_mode)?;
     if let Some(logger) = logger {
         // SAFETY: the AsyncFd owns the logger, so the ring buffer fd outlives its registration.
-        let mut fd =
-            unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
-                .map_err(|e| anyhow::anyhow!("watch the eBPF log ring: {}", e.into_parts().1))?;
+        let mut fd = unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("watch the eBPF log ring: {}", e.into_parts().1))?;
         tokio::spawn(async move {
             loop {
                 let Ok(mut guard) = fd.readable_mut().await else {
@@ -85,9 +84,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     tracing::info!(listen = %listener.local_addr()?, pin_dir = %args.pin_dir.display(), "alioth agent ready");
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tonic::transport::Server::builder()
-        .add_service(GoalStateProvisionerServer::new(Provisioner::new(
-            controller.clone(),
-        )))
+        .add_service(GoalStateProvisionerServer::new(Provisioner::new(controller.clone())))
         .serve_with_incoming_shutdown(incoming, shutdown_signal())
         .await
         .context("gRPC server")?;
@@ -95,8 +92,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     tracing::info!("shutting down: detaching and removing pins");
     retry_task.abort();
     let _ = retry_task.await;
-    let controller =
-        Arc::try_unwrap(controller).map_err(|_| anyhow::anyhow!("controller still in use"))?;
+    let controller = Arc::try_unwrap(controller).map_err(|_| anyhow::anyhow!("controller still in use"))?;
     controller.into_inner().into_dataplane().shutdown()
 }
 

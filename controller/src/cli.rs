@@ -6,15 +6,13 @@ use std::path::{Path, PathBuf};
 use alioth_common::maps::{self, Endpoint, EndpointKey, PortEntry};
 use alioth_common::Counter;
 use alioth_proto::schema::goal_state_provisioner_client::GoalStateProvisionerClient;
-use alioth_proto::schema::{
-    GoalState, GoalStateOperationReply, OperationStatus, OperationType, ResourceType,
-};
+use alioth_proto::schema::{GoalState, GoalStateOperationReply, OperationStatus, OperationType, ResourceType};
 use anyhow::{bail, Context, Result};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray};
 use serde_json::json;
 
 use crate::agent::DEFAULT_PIN_DIR;
-use crate::dataplane::ifname;
+use crate::dataplane::{ifname, sum_counters};
 use crate::model::format_mac;
 
 /// Exit code of `apply` when the agent refused some resources.
@@ -108,17 +106,10 @@ pub fn reply_table(reply: &GoalStateOperationReply) -> String {
         let _ = writeln!(
             out,
             "{t:<10} {:<40} {op:<8} {st:<12} {:>9} {:>9} {:>9}",
-            s.resource_id,
-            s.dataplane_programming_time,
-            s.network_configuration_time,
-            s.state_elapse_time
+            s.resource_id, s.dataplane_programming_time, s.network_configuration_time, s.state_elapse_time
         );
     }
-    let _ = writeln!(
-        out,
-        "message total: {} us",
-        reply.message_total_operation_time
-    );
+    let _ = writeln!(out, "message total: {} us", reply.message_total_operation_time);
     out
 }
 
@@ -136,8 +127,7 @@ fn open_map(pin_dir: &Path, name: &str) -> Result<MapData> {
 
 /// Summed per-CPU counters, in `Counter::ALL` order.
 pub fn read_stats(pin_dir: &Path) -> Result<Vec<(Counter, u64)>> {
-    let map: PerCpuArray<_, u64> =
-        PerCpuArray::try_from(Map::PerCpuArray(open_map(pin_dir, maps::STATS)?))?;
+    let map: PerCpuArray<_, u64> = PerCpuArray::try_from(Map::PerCpuArray(open_map(pin_dir, maps::STATS)?))?;
     Counter::ALL
         .iter()
         .map(|c| Ok((*c, map.get(&c.index(), 0)?.iter().sum())))
@@ -147,10 +137,8 @@ pub fn read_stats(pin_dir: &Path) -> Result<Vec<(Counter, u64)>> {
 pub fn stats(args: InspectArgs) -> Result<()> {
     let stats = read_stats(&args.pin_dir)?;
     if args.json {
-        let obj: serde_json::Map<String, serde_json::Value> = stats
-            .iter()
-            .map(|(c, v)| (c.name().to_string(), json!(v)))
-            .collect();
+        let obj: serde_json::Map<String, serde_json::Value> =
+            stats.iter().map(|(c, v)| (c.name().to_string(), json!(v))).collect();
         println!("{}", serde_json::Value::Object(obj));
     } else {
         println!("{:<28} {:>14}", "COUNTER", "PACKETS");
@@ -162,8 +150,7 @@ pub fn stats(args: InspectArgs) -> Result<()> {
 }
 
 fn read_ports(pin_dir: &Path) -> Result<Vec<(u32, PortEntry)>> {
-    let map: BpfHashMap<_, u32, PortEntry> =
-        BpfHashMap::try_from(Map::HashMap(open_map(pin_dir, maps::PORTS)?))?;
+    let map: BpfHashMap<_, u32, PortEntry> = BpfHashMap::try_from(Map::HashMap(open_map(pin_dir, maps::PORTS)?))?;
     let mut ports = map.iter().collect::<Result<Vec<_>, _>>()?;
     ports.sort_by_key(|(i, _)| *i);
     Ok(ports)

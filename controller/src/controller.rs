@@ -5,8 +5,7 @@ use std::time::{Duration, Instant};
 
 use alioth_common::maps::PortEntry;
 use alioth_proto::schema::{
-    goal_state_operation_reply::GoalStateOperationStatus, GoalState, GoalStateOperationReply,
-    OperationStatus,
+    goal_state_operation_reply::GoalStateOperationStatus, GoalState, GoalStateOperationReply, OperationStatus,
 };
 use anyhow::Result;
 

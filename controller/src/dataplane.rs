@@ -5,8 +5,9 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
 use alioth_common::maps::{self, Endpoint, EndpointKey, PortEntry};
+use alioth_common::Counter;
 use anyhow::{anyhow, bail, Context, Result};
-use aya::maps::{HashMap as BpfHashMap, MapData};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::{xdp::XdpLinkId, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 
@@ -66,8 +67,7 @@ impl Dataplane {
         let paths: Vec<(&str, PathBuf)> = match pin_dir {
             Some(dir) => {
                 ensure_bpffs(dir)?;
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("create pin directory {}", dir.display()))?;
+                std::fs::create_dir_all(dir).with_context(|| format!("create pin directory {}", dir.display()))?;
                 PINNED_MAPS.iter().map(|m| (*m, dir.join(m))).collect()
             }
             None => Vec::new(),
@@ -75,8 +75,7 @@ impl Dataplane {
         for (name, path) in &paths {
             // A fresh agent starts from empty maps; state is re-pushed by the controller.
             if path.exists() {
-                std::fs::remove_file(path)
-                    .with_context(|| format!("remove stale pin {}", path.display()))?;
+                std::fs::remove_file(path).with_context(|| format!("remove stale pin {}", path.display()))?;
             }
             loader.map_pin_path(name, path.as_path());
         }
@@ -90,10 +89,7 @@ impl Dataplane {
         };
         let prog: &mut Xdp = program(&mut ebpf)?;
         prog.load().context("verifier rejected the port program")?;
-        let ports = BpfHashMap::try_from(
-            ebpf.take_map(maps::PORTS)
-                .ok_or_else(|| anyhow!("no PORTS map"))?,
-        )?;
+        let ports = BpfHashMap::try_from(ebpf.take_map(maps::PORTS).ok_or_else(|| anyhow!("no PORTS map"))?)?;
         let endpoints = BpfHashMap::try_from(
             ebpf.take_map(maps::ENDPOINTS)
                 .ok_or_else(|| anyhow!("no ENDPOINTS map"))?,
@@ -119,9 +115,7 @@ impl Dataplane {
     }
 
     pub fn upsert_endpoint(&mut self, key: EndpointKey, value: Endpoint) -> Result<()> {
-        self.endpoints
-            .insert(key, value, 0)
-            .context("write ENDPOINTS")
+        self.endpoints.insert(key, value, 0).context("write ENDPOINTS")
     }
 
     pub fn remove_endpoint(&mut self, key: &EndpointKey) -> Result<()> {
@@ -129,6 +123,17 @@ impl Dataplane {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(e).context("remove from ENDPOINTS"),
         }
+    }
+
+    /// Writes a `PORTS` entry directly, without attaching (BPF_PROG_TEST_RUN frames arrive on `lo`).
+    pub fn set_port_entry(&mut self, ifindex: u32, entry: PortEntry) -> Result<()> {
+        self.ports.insert(ifindex, entry, 0).context("write PORTS")
+    }
+
+    /// Summed per-CPU packet counters.
+    pub fn counters(&self) -> Result<Vec<(Counter, u64)>> {
+        let map = self.ebpf.map(maps::STATS).ok_or_else(|| anyhow!("no STATS map"))?;
+        sum_counters(&PerCpuArray::try_from(map)?)
     }
 
     /// Writes the port's entry and attaches the program to `iface`. `Ok(false)`: no such interface yet.
@@ -223,22 +228,19 @@ pub fn ensure_bpffs(pin_dir: &Path) -> Result<()> {
     tracing::info!("mounting bpffs at /sys/fs/bpf");
     let (src, target, fstype) = (c"bpf", c"/sys/fs/bpf", c"bpf");
     // SAFETY: all pointers are valid NUL-terminated strings.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
+    let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
     if rc != 0 {
-        bail!(
-            "mount bpffs at /sys/fs/bpf: {}",
-            std::io::Error::last_os_error()
-        );
+        bail!("mount bpffs at /sys/fs/bpf: {}", std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Sums each counter over the CPUs.
+pub fn sum_counters<T: std::borrow::Borrow<MapData>>(map: &PerCpuArray<T, u64>) -> Result<Vec<(Counter, u64)>> {
+    Counter::ALL
+        .iter()
+        .map(|c| Ok((*c, map.get(&c.index(), 0)?.iter().sum())))
+        .collect()
 }
 
 /// Removes the agent's pins from `dir` (and `dir` itself when it is left empty).

@@ -31,8 +31,7 @@ enum Command {
 }
 
 fn main() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("ALIOTH_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ALIOTH_LOG").unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

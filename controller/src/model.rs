@@ -66,20 +66,14 @@ pub struct State {
 pub fn parse_mac(s: &str) -> Result<Mac, String> {
     let parts: Vec<&str> = s.split([':', '-']).collect();
     if parts.len() != 6 {
-        return Err(format!(
-            "MAC address {s:?} must have 6 octets, has {}",
-            parts.len()
-        ));
+        return Err(format!("MAC address {s:?} must have 6 octets, has {}", parts.len()));
     }
     let mut mac = [0u8; 6];
     for (b, p) in mac.iter_mut().zip(&parts) {
         if p.len() != 2 {
-            return Err(format!(
-                "MAC address {s:?}: octet {p:?} is not two hex digits"
-            ));
+            return Err(format!("MAC address {s:?}: octet {p:?} is not two hex digits"));
         }
-        *b = u8::from_str_radix(p, 16)
-            .map_err(|_| format!("MAC address {s:?}: octet {p:?} is not hex"))?;
+        *b = u8::from_str_radix(p, 16).map_err(|_| format!("MAC address {s:?}: octet {p:?} is not hex"))?;
     }
     Ok(mac)
 }
@@ -117,10 +111,7 @@ pub fn parse_cidr(what: &str, s: &str) -> Result<Ipv4Net, String> {
         .parse()
         .map_err(|_| format!("{what} {s:?} is not an IPv4 CIDR"))?;
     if net.trunc() != net {
-        return Err(format!(
-            "{what} {s:?} has host bits set (network is {})",
-            net.trunc()
-        ));
+        return Err(format!("{what} {s:?} has host bits set (network is {})", net.trunc()));
     }
     Ok(net)
 }
@@ -139,9 +130,7 @@ mod tests {
     fn macs() {
         assert_eq!(parse_mac("02:00:00:00:00:0a").unwrap(), [2, 0, 0, 0, 0, 10]);
         assert_eq!(parse_mac("02-00-00-00-00-0A").unwrap(), [2, 0, 0, 0, 0, 10]);
-        assert!(parse_mac("02:00:00:00:00")
-            .unwrap_err()
-            .contains("6 octets"));
+        assert!(parse_mac("02:00:00:00:00").unwrap_err().contains("6 octets"));
         assert!(parse_mac("02:00:00:00:00:0g").is_err());
         assert!(parse_mac("02:00:00:00:00:100").is_err());
         assert!(parse_unicast_mac("01:00:5e:00:00:01")
@@ -153,13 +142,8 @@ mod tests {
 
     #[test]
     fn cidrs() {
-        assert_eq!(
-            parse_cidr("cidr", "198.18.0.0/24").unwrap().prefix_len(),
-            24
-        );
-        assert!(parse_cidr("cidr", "198.18.0.1/24")
-            .unwrap_err()
-            .contains("host bits"));
+        assert_eq!(parse_cidr("cidr", "198.18.0.0/24").unwrap().prefix_len(), 24);
+        assert!(parse_cidr("cidr", "198.18.0.1/24").unwrap_err().contains("host bits"));
         assert!(parse_cidr("cidr", "198.18.0.0/33").is_err());
         assert!(parse_cidr("cidr", "not-a-cidr").is_err());
     }

@@ -1,8 +1,7 @@
 //! The XDP object, built by `build.rs` from `dataplane-ebpf/xdp` and embedded in the binary.
 
 /// The compiled port program (ELF, with BTF).
-pub static XDP_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/alioth-xdp.o"));
+pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/alioth-xdp.o"));
 
 /// Name of the port program inside the object.
 pub const PORT_PROGRAM: &str = "alioth_port";

@@ -52,10 +52,7 @@ pub fn port_entries(p: &Port, vni: u32) -> Vec<(EndpointKey, Endpoint)> {
     p.fixed_ips
         .iter()
         .map(|f| {
-            let key = EndpointKey {
-                vni,
-                ip: f.ip.octets(),
-            };
+            let key = EndpointKey { vni, ip: f.ip.octets() };
             (
                 key,
                 Endpoint {
@@ -71,14 +68,8 @@ pub fn port_entries(p: &Port, vni: u32) -> Vec<(EndpointKey, Endpoint)> {
 /// Everything `state` renders to: what `ENDPOINTS` holds once every plan has been applied.
 pub fn render(state: &State) -> BTreeMap<EndpointKey, Endpoint> {
     let vni = |vpc: &str| state.vpcs[vpc].vni;
-    let subnets = state
-        .subnets
-        .values()
-        .flat_map(|s| subnet_entries(s, vni(&s.vpc_id)));
-    let ports = state
-        .ports
-        .values()
-        .flat_map(|p| port_entries(p, vni(&p.vpc_id)));
+    let subnets = state.subnets.values().flat_map(|s| subnet_entries(s, vni(&s.vpc_id)));
+    let ports = state.ports.values().flat_map(|p| port_entries(p, vni(&p.vpc_id)));
     subnets.chain(ports).collect()
 }
 
@@ -119,11 +110,7 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
     let mut pre: BTreeMap<Owner, Option<Resource>> = BTreeMap::new();
     let mut pre_vni: BTreeMap<&str, Option<u32>> = BTreeMap::new();
     for c in changes {
-        let r = c
-            .before
-            .as_ref()
-            .or(c.after.as_ref())
-            .expect("a change has a side");
+        let r = c.before.as_ref().or(c.after.as_ref()).expect("a change has a side");
         match r {
             Resource::Vpc(v) => {
                 let vni = match &c.before {
@@ -155,9 +142,7 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
     // What each touched resource has in the map right now, in replay order.
     let mut current: BTreeMap<Owner, Vec<(EndpointKey, Endpoint)>> = BTreeMap::new();
     let mut vni_now: BTreeMap<String, Option<u32>> = BTreeMap::new();
-    let in_map = |current: &BTreeMap<Owner, Vec<(EndpointKey, Endpoint)>>,
-                  o: &Owner|
-     -> Vec<(EndpointKey, Endpoint)> {
+    let in_map = |current: &BTreeMap<Owner, Vec<(EndpointKey, Endpoint)>>, o: &Owner| -> Vec<(EndpointKey, Endpoint)> {
         match current.get(o) {
             Some(e) => e.clone(),
             None => pre_version(o)
@@ -169,27 +154,23 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
     // Last word per key wins; `original` is what the key held before the message.
     let mut ops: BTreeMap<EndpointKey, (usize, Option<Endpoint>)> = BTreeMap::new();
     let mut original: BTreeMap<EndpointKey, Option<Endpoint>> = BTreeMap::new();
-    let mut replace =
-        |owner: usize, old: Vec<(EndpointKey, Endpoint)>, new: &[(EndpointKey, Endpoint)]| {
-            for (k, v) in old {
-                original.entry(k).or_insert(Some(v));
-                ops.insert(k, (owner, None));
-            }
-            for (k, v) in new {
-                original.entry(*k).or_insert(None);
-                ops.insert(*k, (owner, Some(*v)));
-            }
-        };
+    let mut replace = |owner: usize, old: Vec<(EndpointKey, Endpoint)>, new: &[(EndpointKey, Endpoint)]| {
+        for (k, v) in old {
+            original.entry(k).or_insert(Some(v));
+            ops.insert(k, (owner, None));
+        }
+        for (k, v) in new {
+            original.entry(*k).or_insert(None);
+            ops.insert(*k, (owner, Some(*v)));
+        }
+    };
     let mut out = Plan::default();
 
     for c in changes {
         let o = c.outcome;
         match (&c.before, &c.after) {
             (_, Some(Resource::Vpc(a))) | (Some(Resource::Vpc(a)), None) => {
-                let old = vni_now
-                    .get(&a.id)
-                    .copied()
-                    .unwrap_or_else(|| vni_pre(&a.id));
+                let old = vni_now.get(&a.id).copied().unwrap_or_else(|| vni_pre(&a.id));
                 let new = match &c.after {
                     Some(Resource::Vpc(a)) => Some(a.vni),
                     _ => None,
@@ -229,28 +210,16 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                     replace(o, old_entries, &new_entries);
                     current.insert(m.clone(), new_entries);
                     if m.0 && state.ports.contains_key(&m.1) {
-                        out.program.push((
-                            o,
-                            PortOp::Program {
-                                port_id: m.1.clone(),
-                            },
-                        ));
+                        out.program.push((o, PortOp::Program { port_id: m.1.clone() }));
                     }
                 }
             }
             (before, after) => {
-                let r = after
-                    .as_ref()
-                    .or(before.as_ref())
-                    .expect("a change has a side");
+                let r = after.as_ref().or(before.as_ref()).expect("a change has a side");
                 let owner = owner_of(r).expect("subnet or port");
                 let old_entries = in_map(&current, &owner);
                 let new_entries = match after {
-                    Some(a) => match vni_now
-                        .get(vpc_of(a))
-                        .copied()
-                        .unwrap_or_else(|| vni_pre(vpc_of(a)))
-                    {
+                    Some(a) => match vni_now.get(vpc_of(a)).copied().unwrap_or_else(|| vni_pre(vpc_of(a))) {
                         Some(vni) => entries(a, vni),
                         None => Vec::new(),
                     },
@@ -261,32 +230,12 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                 match (before, after) {
                     (Some(Resource::Port(b)), Some(Resource::Port(a))) => {
                         if b.iface != a.iface {
-                            out.detach.push((
-                                o,
-                                PortOp::Detach {
-                                    iface: b.iface.clone(),
-                                },
-                            ));
+                            out.detach.push((o, PortOp::Detach { iface: b.iface.clone() }));
                         }
-                        out.program.push((
-                            o,
-                            PortOp::Program {
-                                port_id: a.id.clone(),
-                            },
-                        ));
+                        out.program.push((o, PortOp::Program { port_id: a.id.clone() }));
                     }
-                    (None, Some(Resource::Port(a))) => out.program.push((
-                        o,
-                        PortOp::Program {
-                            port_id: a.id.clone(),
-                        },
-                    )),
-                    (Some(Resource::Port(b)), None) => out.detach.push((
-                        o,
-                        PortOp::Detach {
-                            iface: b.iface.clone(),
-                        },
-                    )),
+                    (None, Some(Resource::Port(a))) => out.program.push((o, PortOp::Program { port_id: a.id.clone() })),
+                    (Some(Resource::Port(b)), None) => out.detach.push((o, PortOp::Detach { iface: b.iface.clone() })),
                     _ => {}
                 }
             }

@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use alioth_proto::schema::goal_state_provisioner_server::GoalStateProvisioner;
 use alioth_proto::schema::{
-    GoalState, GoalStateOperationReply, GoalStateV2, HostRequest, HostRequestReply,
-    NeighborRulesRequest,
+    GoalState, GoalStateOperationReply, GoalStateV2, HostRequest, HostRequestReply, NeighborRulesRequest,
 };
 use tokio::sync::Mutex;
 use tokio_stream::Stream;
@@ -43,13 +42,12 @@ impl GoalStateProvisioner for Provisioner {
         &self,
         _request: Request<Streaming<GoalStateV2>>,
     ) -> Result<Response<Self::PushGoalStatesStreamStream>, Status> {
-        Err(Status::unimplemented("PushGoalStatesStream (GoalStateV2) is not implemented yet; use PushNetworkResourceStates"))
+        Err(Status::unimplemented(
+            "PushGoalStatesStream (GoalStateV2) is not implemented yet; use PushNetworkResourceStates",
+        ))
     }
 
-    async fn request_goal_states(
-        &self,
-        _request: Request<HostRequest>,
-    ) -> Result<Response<HostRequestReply>, Status> {
+    async fn request_goal_states(&self, _request: Request<HostRequest>) -> Result<Response<HostRequestReply>, Status> {
         Err(Status::unimplemented(
             "RequestGoalStates is an agent-to-controller call; this agent does not serve it",
         ))

@@ -6,9 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use alioth_proto::schema::{
-    GoalState, OperationStatus, OperationType, PortState, ResourceType, SubnetState, VpcState,
-};
+use alioth_proto::schema::{GoalState, OperationStatus, OperationType, PortState, ResourceType, SubnetState, VpcState};
 
 use crate::model::{self, FixedIp, Port, State, Subnet, Vpc, MAX_VNI};
 
@@ -68,11 +66,7 @@ impl Naming {
 }
 
 /// Validates `msg` against `state`, applying the valid changes to `state` in memory.
-pub fn validate(
-    state: &mut State,
-    msg: &GoalState,
-    naming: &Naming,
-) -> (Vec<Outcome>, Vec<Change>) {
+pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Outcome>, Vec<Change>) {
     let mut v = Validator {
         state,
         naming,
@@ -80,92 +74,53 @@ pub fn validate(
         changes: Vec::new(),
     };
     let is_delete = |op: i32| op == OperationType::Delete as i32;
-    for s in msg
-        .vpc_states
-        .iter()
-        .filter(|s| !is_delete(s.operation_type))
-    {
+    for s in msg.vpc_states.iter().filter(|s| !is_delete(s.operation_type)) {
         v.vpc(s);
     }
-    for s in msg
-        .subnet_states
-        .iter()
-        .filter(|s| !is_delete(s.operation_type))
-    {
+    for s in msg.subnet_states.iter().filter(|s| !is_delete(s.operation_type)) {
         v.subnet(s);
     }
-    for s in msg
-        .port_states
-        .iter()
-        .filter(|s| !is_delete(s.operation_type))
-    {
+    for s in msg.port_states.iter().filter(|s| !is_delete(s.operation_type)) {
         v.port(s);
     }
-    for s in msg
-        .port_states
-        .iter()
-        .filter(|s| is_delete(s.operation_type))
-    {
+    for s in msg.port_states.iter().filter(|s| is_delete(s.operation_type)) {
         v.port(s);
     }
-    for s in msg
-        .subnet_states
-        .iter()
-        .filter(|s| is_delete(s.operation_type))
-    {
+    for s in msg.subnet_states.iter().filter(|s| is_delete(s.operation_type)) {
         v.subnet(s);
     }
-    for s in msg
-        .vpc_states
-        .iter()
-        .filter(|s| is_delete(s.operation_type))
-    {
+    for s in msg.vpc_states.iter().filter(|s| is_delete(s.operation_type)) {
         v.vpc(s);
     }
     v.unsupported(
         ResourceType::Neighbor,
-        msg.neighbor_states.iter().map(|s| {
-            (
-                s.operation_type,
-                s.configuration.as_ref().map(|c| c.id.as_str()),
-            )
-        }),
+        msg.neighbor_states
+            .iter()
+            .map(|s| (s.operation_type, s.configuration.as_ref().map(|c| c.id.as_str()))),
     );
     v.unsupported(
         ResourceType::Securitygroup,
-        msg.security_group_states.iter().map(|s| {
-            (
-                s.operation_type,
-                s.configuration.as_ref().map(|c| c.id.as_str()),
-            )
-        }),
+        msg.security_group_states
+            .iter()
+            .map(|s| (s.operation_type, s.configuration.as_ref().map(|c| c.id.as_str()))),
     );
     v.unsupported(
         ResourceType::Dhcp,
-        msg.dhcp_states.iter().map(|s| {
-            (
-                s.operation_type,
-                s.configuration.as_ref().map(|c| c.id.as_str()),
-            )
-        }),
+        msg.dhcp_states
+            .iter()
+            .map(|s| (s.operation_type, s.configuration.as_ref().map(|c| c.id.as_str()))),
     );
     v.unsupported(
         ResourceType::Router,
-        msg.router_states.iter().map(|s| {
-            (
-                s.operation_type,
-                s.configuration.as_ref().map(|c| c.id.as_str()),
-            )
-        }),
+        msg.router_states
+            .iter()
+            .map(|s| (s.operation_type, s.configuration.as_ref().map(|c| c.id.as_str()))),
     );
     v.unsupported(
         ResourceType::Gateway,
-        msg.gateway_states.iter().map(|s| {
-            (
-                s.operation_type,
-                s.configuration.as_ref().map(|c| c.id.as_str()),
-            )
-        }),
+        msg.gateway_states
+            .iter()
+            .map(|s| (s.operation_type, s.configuration.as_ref().map(|c| c.id.as_str()))),
     );
     (v.outcomes, v.changes)
 }
@@ -231,13 +186,7 @@ impl Validator<'_> {
                 (OperationStatus::Success, None)
             }
             Err((status, reason)) => {
-                tracing::warn!(
-                    resource_id = id,
-                    ?resource_type,
-                    ?operation,
-                    ?status,
-                    "{reason}"
-                );
+                tracing::warn!(resource_id = id, ?resource_type, ?operation, ?status, "{reason}");
                 (status, Some(reason))
             }
         };
@@ -251,11 +200,7 @@ impl Validator<'_> {
         });
     }
 
-    fn unsupported<'s>(
-        &mut self,
-        resource_type: ResourceType,
-        states: impl Iterator<Item = (i32, Option<&'s str>)>,
-    ) {
+    fn unsupported<'s>(&mut self, resource_type: ResourceType, states: impl Iterator<Item = (i32, Option<&'s str>)>) {
         for (raw_op, id) in states {
             self.record(resource_type, raw_op, id.unwrap_or(""), |_, op| match op {
                 Op::NoOp => Ok(None),
@@ -292,10 +237,7 @@ impl Validator<'_> {
                 }
                 Op::Upsert => {
                     if c.tunnel_id == 0 || c.tunnel_id > MAX_VNI {
-                        return invalid(format!(
-                            "tunnel_id {} is not a VNI (1..={MAX_VNI})",
-                            c.tunnel_id
-                        ));
+                        return invalid(format!("tunnel_id {} is not a VNI (1..={MAX_VNI})", c.tunnel_id));
                     }
                     let cidr = match c.cidr.trim() {
                         "" => None,
@@ -312,16 +254,8 @@ impl Validator<'_> {
                             c.cidr, s.id, s.cidr
                         ));
                     }
-                    if let Some(other) = v
-                        .state
-                        .vpcs
-                        .values()
-                        .find(|x| x.vni == c.tunnel_id && x.id != c.id)
-                    {
-                        return invalid(format!(
-                            "tunnel_id {} is already used by VPC {}",
-                            c.tunnel_id, other.id
-                        ));
+                    if let Some(other) = v.state.vpcs.values().find(|x| x.vni == c.tunnel_id && x.id != c.id) {
+                        return invalid(format!("tunnel_id {} is already used by VPC {}", c.tunnel_id, other.id));
                     }
                     let vpc = Vpc {
                         id: c.id.clone(),
@@ -396,20 +330,19 @@ impl Validator<'_> {
         }
         let cidr = model::parse_cidr("subnet cidr", &c.cidr).or_else(invalid)?;
         if cidr.prefix_len() > 30 {
-            return invalid(format!(
-                "subnet cidr {cidr} leaves no room for a gateway and ports"
-            ));
+            return invalid(format!("subnet cidr {cidr} leaves no room for a gateway and ports"));
         }
         if let Some(vpc_cidr) = vpc.cidr {
             if !vpc_cidr.contains(&cidr) {
                 return invalid(format!("subnet cidr {cidr} is outside VPC cidr {vpc_cidr}"));
             }
         }
-        if let Some(other) = self.state.subnets.values().find(|x| {
-            x.vpc_id == c.vpc_id
-                && x.id != c.id
-                && (x.cidr.contains(&cidr) || cidr.contains(&x.cidr))
-        }) {
+        if let Some(other) = self
+            .state
+            .subnets
+            .values()
+            .find(|x| x.vpc_id == c.vpc_id && x.id != c.id && (x.cidr.contains(&cidr) || cidr.contains(&x.cidr)))
+        {
             return invalid(format!(
                 "subnet cidr {cidr} overlaps subnet {} ({})",
                 other.id, other.cidr
@@ -421,34 +354,28 @@ impl Validator<'_> {
             // Neutron's default: the first address of the subnet.
             None => cidr.hosts().next().expect("prefix <= 30 has hosts"),
         };
-        if !cidr.contains(&gateway_ip)
-            || gateway_ip == cidr.network()
-            || gateway_ip == cidr.broadcast()
-        {
-            return invalid(format!(
-                "gateway ip {gateway_ip} is not a host address of {cidr}"
-            ));
+        if !cidr.contains(&gateway_ip) || gateway_ip == cidr.network() || gateway_ip == cidr.broadcast() {
+            return invalid(format!("gateway ip {gateway_ip} is not a host address of {cidr}"));
         }
         let gateway_mac = match gw.map(|g| g.mac_address.trim()).filter(|m| !m.is_empty()) {
             Some(m) => model::parse_unicast_mac(m).or_else(invalid)?,
             None => model::derived_gateway_mac(gateway_ip),
         };
-        if let Some(p) = self.state.ports.values().find(|p| {
-            p.fixed_ips
-                .iter()
-                .any(|f| f.ip == gateway_ip && f.subnet_id == c.id)
-        }) {
+        if let Some(p) = self
+            .state
+            .ports
+            .values()
+            .find(|p| p.fixed_ips.iter().any(|f| f.ip == gateway_ip && f.subnet_id == c.id))
+        {
             return invalid(format!("gateway ip {gateway_ip} is used by port {}", p.id));
         }
-        if let Some(p) = self.state.ports.values().find(|p| {
-            p.fixed_ips
-                .iter()
-                .any(|f| f.subnet_id == c.id && !cidr.contains(&f.ip))
-        }) {
-            return invalid(format!(
-                "cidr {cidr} would leave port {} outside its subnet",
-                p.id
-            ));
+        if let Some(p) = self
+            .state
+            .ports
+            .values()
+            .find(|p| p.fixed_ips.iter().any(|f| f.subnet_id == c.id && !cidr.contains(&f.ip)))
+        {
+            return invalid(format!("cidr {cidr} would leave port {} outside its subnet", p.id));
         }
         let dns = c
             .dns_entry_list
@@ -510,10 +437,7 @@ impl Validator<'_> {
         let mut fixed_ips = Vec::with_capacity(c.fixed_ips.len());
         for f in &c.fixed_ips {
             let Some(subnet) = self.state.subnets.get(&f.subnet_id) else {
-                return invalid(format!(
-                    "fixed ip subnet_id {:?} is not a known subnet",
-                    f.subnet_id
-                ));
+                return invalid(format!("fixed ip subnet_id {:?} is not a known subnet", f.subnet_id));
             };
             if subnet.vpc_id != c.vpc_id {
                 return invalid(format!(
@@ -522,20 +446,14 @@ impl Validator<'_> {
                 ));
             }
             let ip = model::parse_ipv4("fixed ip", &f.ip_address).or_else(invalid)?;
-            if !subnet.cidr.contains(&ip)
-                || ip == subnet.cidr.network()
-                || ip == subnet.cidr.broadcast()
-            {
+            if !subnet.cidr.contains(&ip) || ip == subnet.cidr.network() || ip == subnet.cidr.broadcast() {
                 return invalid(format!(
                     "fixed ip {ip} is not a host address of subnet {} ({})",
                     subnet.id, subnet.cidr
                 ));
             }
             if ip == subnet.gateway_ip {
-                return invalid(format!(
-                    "fixed ip {ip} is the gateway of subnet {}",
-                    subnet.id
-                ));
+                return invalid(format!("fixed ip {ip} is the gateway of subnet {}", subnet.id));
             }
             fixed_ips.push(FixedIp {
                 subnet_id: f.subnet_id.clone(),
@@ -549,27 +467,15 @@ impl Validator<'_> {
             .filter(|p| p.vpc_id == c.vpc_id && p.id != c.id)
         {
             if other.mac == mac {
-                return invalid(format!(
-                    "MAC {} is already used by port {}",
-                    c.mac_address, other.id
-                ));
+                return invalid(format!("MAC {} is already used by port {}", c.mac_address, other.id));
             }
-            if let Some(f) = other
-                .fixed_ips
-                .iter()
-                .find(|f| fixed_ips.iter().any(|n| n.ip == f.ip))
-            {
-                return invalid(format!(
-                    "fixed ip {} is already used by port {}",
-                    f.ip, other.id
-                ));
+            if let Some(f) = other.fixed_ips.iter().find(|f| fixed_ips.iter().any(|n| n.ip == f.ip)) {
+                return invalid(format!("fixed ip {} is already used by port {}", f.ip, other.id));
             }
         }
         let iface = self.naming.iface(&c.id, &c.name);
         if iface.is_empty() || iface.len() > 15 {
-            return invalid(format!(
-                "interface name {iface:?} is not a valid Linux interface name"
-            ));
+            return invalid(format!("interface name {iface:?} is not a valid Linux interface name"));
         }
         Ok(Port {
             id: c.id.clone(),

@@ -12,5 +12,4 @@ pub mod alcor {
 pub use alcor::schema;
 
 /// Encoded `FileDescriptorSet` of every file, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/alcor_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/alcor_descriptor.bin"));

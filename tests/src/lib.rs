@@ -1,1 +1,5 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests and the benchmarks: test frames, network namespaces,
+//! and running the real agent.
+
+pub mod frames;
+pub mod vectors;

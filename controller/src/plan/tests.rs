@@ -87,21 +87,11 @@ fn create_then_replay_is_a_no_op() {
     };
     let (outcomes, plan) = step(&mut state, &mut map, &msg);
     assert!(
-        outcomes
-            .iter()
-            .all(|o| o.status == OperationStatus::Success),
+        outcomes.iter().all(|o| o.status == OperationStatus::Success),
         "{outcomes:?}"
     );
     assert_eq!(plan.endpoints.len(), 2);
-    assert_eq!(
-        plan.program,
-        vec![(
-            2,
-            PortOp::Program {
-                port_id: "p1".into()
-            }
-        )]
-    );
+    assert_eq!(plan.program, vec![(2, PortOp::Program { port_id: "p1".into() })]);
     assert_eq!(map, render(&state));
     let (_, replay) = step(&mut state, &mut map, &msg);
     assert!(
@@ -128,11 +118,7 @@ fn vni_change_rekeys_the_whole_vpc() {
     let (_, plan) = step(&mut state, &mut map, &msg);
     assert_eq!(map, render(&state));
     assert!(map.keys().all(|k| k.vni == 200));
-    assert_eq!(
-        plan.program.len(),
-        1,
-        "the port's PORTS entry carries the VNI"
-    );
+    assert_eq!(plan.program.len(), 1, "the port's PORTS entry carries the VNI");
 }
 
 #[test]
@@ -153,11 +139,7 @@ fn deleting_a_used_subnet_is_refused_and_changes_nothing() {
     };
     let (outcomes, plan) = step(&mut state, &mut map, &msg);
     assert_eq!(outcomes[0].status, OperationStatus::Failure);
-    assert!(outcomes[0]
-        .reason
-        .as_deref()
-        .unwrap()
-        .contains("used by port p1"));
+    assert!(outcomes[0].reason.as_deref().unwrap().contains("used by port p1"));
     assert_eq!(plan, Plan::default());
     assert_eq!(state, before);
 }
@@ -174,10 +156,7 @@ fn op() -> impl Strategy<Value = OperationType> {
 fn message() -> impl Strategy<Value = GoalState> {
     let vpcs = prop::collection::vec((op(), 0..2usize, 1..4u32), 0..3);
     let subnets = prop::collection::vec((op(), 0..3usize, 0..2usize, 0..3u8), 0..3);
-    let ports = prop::collection::vec(
-        (op(), 0..4usize, 0..2usize, 0..3usize, 0..3u8, 10..13u8),
-        0..4,
-    );
+    let ports = prop::collection::vec((op(), 0..4usize, 0..2usize, 0..3usize, 0..3u8, 10..13u8), 0..4);
     (vpcs, subnets, ports).prop_map(|(vpcs, subnets, ports)| GoalState {
         vpc_states: vpcs
             .into_iter()
@@ -189,16 +168,7 @@ fn message() -> impl Strategy<Value = GoalState> {
             .collect(),
         port_states: ports
             .into_iter()
-            .map(|(o, p, v, s, third, host)| {
-                port(
-                    o,
-                    &format!("p{p}"),
-                    &format!("v{v}"),
-                    &format!("s{s}"),
-                    third,
-                    host,
-                )
-            })
+            .map(|(o, p, v, s, third, host)| port(o, &format!("p{p}"), &format!("v{v}"), &format!("s{s}"), third, host))
             .collect(),
         ..Default::default()
     })

@@ -19,11 +19,7 @@ pub fn fold(mut sum: u64) -> u16 {
 /// Reads are 4-byte windows only: a 1-byte read at a variable offset is compiled into a compare
 /// the BPF verifier cannot turn into a packet range.
 #[inline(always)]
-pub fn sum_range<P: Packet + ?Sized, const MAX: usize>(
-    pkt: &P,
-    off: usize,
-    len: usize,
-) -> Option<u64> {
+pub fn sum_range<P: Packet + ?Sized, const MAX: usize>(pkt: &P, off: usize, len: usize) -> Option<u64> {
     if !(4..=MAX).contains(&len) {
         return None;
     }

@@ -35,9 +35,7 @@ impl Ipv4 {
 /// Parses the IPv4 header that follows the Ethernet header.
 #[inline(always)]
 pub fn parse<P: Packet + ?Sized>(pkt: &P) -> Result<Ipv4, Counter> {
-    let h = pkt
-        .array::<IPV4_MIN_HLEN>(ETH_HLEN)
-        .ok_or(Counter::DropIpMalformed)?;
+    let h = pkt.array::<IPV4_MIN_HLEN>(ETH_HLEN).ok_or(Counter::DropIpMalformed)?;
     let header_len = ((h[0] & 0x0f) as usize) * 4;
     let total_len = u16::from_be_bytes([h[2], h[3]]) as usize;
     if h[0] >> 4 != 4 || header_len < IPV4_MIN_HLEN || total_len < header_len {

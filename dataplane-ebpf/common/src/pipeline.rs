@@ -44,11 +44,7 @@ impl Verdict {
 
 /// Handles a frame sent by the VM behind `port`.
 #[inline(always)]
-pub fn port_ingress<P: Packet + ?Sized, T: Tables>(
-    pkt: &mut P,
-    port: &PortEntry,
-    tables: &T,
-) -> Verdict {
+pub fn port_ingress<P: Packet + ?Sized, T: Tables>(pkt: &mut P, port: &PortEntry, tables: &T) -> Verdict {
     match eth::ether_type(pkt) {
         Some(ETH_P_ARP) => arp_request(pkt, port, tables),
         Some(ETH_P_IPV4) => ipv4_packet(pkt, port, tables),
@@ -57,11 +53,7 @@ pub fn port_ingress<P: Packet + ?Sized, T: Tables>(
 }
 
 #[inline(always)]
-fn arp_request<P: Packet + ?Sized, T: Tables>(
-    pkt: &mut P,
-    port: &PortEntry,
-    tables: &T,
-) -> Verdict {
+fn arp_request<P: Packet + ?Sized, T: Tables>(pkt: &mut P, port: &PortEntry, tables: &T) -> Verdict {
     let req = match arp::parse_request(pkt) {
         Ok(req) => req,
         Err(reason) => return Verdict::drop(reason),
@@ -89,11 +81,7 @@ fn arp_request<P: Packet + ?Sized, T: Tables>(
 }
 
 #[inline(always)]
-fn ipv4_packet<P: Packet + ?Sized, T: Tables>(
-    pkt: &mut P,
-    port: &PortEntry,
-    tables: &T,
-) -> Verdict {
+fn ipv4_packet<P: Packet + ?Sized, T: Tables>(pkt: &mut P, port: &PortEntry, tables: &T) -> Verdict {
     let ip = match ipv4::parse(pkt) {
         Ok(ip) => ip,
         Err(reason) => return Verdict::drop(reason),

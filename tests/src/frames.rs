@@ -1,0 +1,126 @@
+//! Test frames built with etherparse: an implementation independent of the data plane's own code.
+
+use etherparse::{ArpHardwareId, ArpOperation, ArpPacket, EtherType, Icmpv4Type, PacketBuilder, SlicedPacket};
+
+pub type Mac = [u8; 6];
+
+/// An ARP request from `sender` asking who has `target_ip`.
+pub fn arp_request(sender_mac: Mac, sender_ip: [u8; 4], target_ip: [u8; 4]) -> Vec<u8> {
+    arp(
+        ArpOperation::REQUEST,
+        [0xff; 6],
+        sender_mac,
+        sender_ip,
+        [0; 6],
+        target_ip,
+    )
+}
+
+/// Any ARP frame for IPv4 over Ethernet.
+pub fn arp(
+    op: ArpOperation,
+    eth_dst: Mac,
+    sender_mac: Mac,
+    sender_ip: [u8; 4],
+    target_mac: Mac,
+    target_ip: [u8; 4],
+) -> Vec<u8> {
+    let arp = ArpPacket::new(
+        ArpHardwareId::ETHERNET,
+        EtherType::IPV4,
+        op,
+        &sender_mac,
+        &sender_ip,
+        &target_mac,
+        &target_ip,
+    )
+    .expect("valid ARP");
+    let builder = PacketBuilder::ethernet2(sender_mac, eth_dst).arp(arp);
+    let mut out = Vec::with_capacity(builder.size());
+    builder.write(&mut out).expect("write ARP");
+    out
+}
+
+/// The ARP reply `target_ip is at target_mac` addressed to the requester, as RFC 826 says.
+pub fn arp_reply(requester_mac: Mac, requester_ip: [u8; 4], target_mac: Mac, target_ip: [u8; 4]) -> Vec<u8> {
+    arp(
+        ArpOperation::REPLY,
+        requester_mac,
+        target_mac,
+        target_ip,
+        requester_mac,
+        requester_ip,
+    )
+}
+
+/// An ICMP echo request with valid checksums.
+#[allow(clippy::too_many_arguments)]
+pub fn echo_request(
+    src_mac: Mac,
+    dst_mac: Mac,
+    src: [u8; 4],
+    dst: [u8; 4],
+    id: u16,
+    seq: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src, dst, 64)
+        .icmpv4_echo_request(id, seq);
+    let mut out = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut out, payload).expect("write echo request");
+    out
+}
+
+/// The echo reply a gateway `gw` at `gw_mac` should send for the request `echo_request(..)` made.
+pub fn echo_reply(
+    client_mac: Mac,
+    gw_mac: Mac,
+    client: [u8; 4],
+    gw: [u8; 4],
+    id: u16,
+    seq: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(gw_mac, client_mac)
+        .ipv4(gw, client, 64)
+        .icmpv4(Icmpv4Type::EchoReply(etherparse::IcmpEchoHeader { id, seq }));
+    let mut out = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut out, payload).expect("write echo reply");
+    out
+}
+
+/// True when etherparse reads the frame as Ethernet/IPv4/ICMP with correct IPv4 and ICMP checksums.
+pub fn icmp_checksums_ok(frame: &[u8]) -> bool {
+    let Ok(p) = SlicedPacket::from_ethernet(frame) else {
+        return false;
+    };
+    let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else {
+        return false;
+    };
+    let h = ip.header().to_header();
+    if h.calc_header_checksum() != h.header_checksum {
+        return false;
+    }
+    match p.transport {
+        Some(etherparse::TransportSlice::Icmpv4(icmp)) => internet_checksum(icmp.slice()) == 0,
+        _ => false,
+    }
+}
+
+/// Textbook RFC 1071 checksum: 0 for data that carries a correct checksum.
+pub fn internet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for chunk in data.chunks(2) {
+        let word = if chunk.len() == 2 {
+            u16::from_be_bytes([chunk[0], chunk[1]])
+        } else {
+            u16::from(chunk[0]) << 8
+        };
+        sum += u32::from(word);
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+    }
+    !(sum as u16)
+}

@@ -1,0 +1,146 @@
+//! The compiled XDP object in the real kernel, through BPF_PROG_TEST_RUN: every test vector must
+//! give the same verdict, counter and bytes as on the host.
+
+use std::sync::{Mutex, OnceLock};
+
+use alioth::dataplane::{AttachMode, Dataplane};
+use alioth_common::pipeline::Action;
+use alioth_common::Counter;
+use alioth_tests::frames;
+use alioth_tests::vectors::{self, *};
+use aya::programs::{TestRun, TestRunOptions};
+use proptest::prelude::*;
+
+/// BPF_PROG_TEST_RUN delivers frames as if received on the loopback device.
+const LO_IFINDEX: u32 = 1;
+
+fn dataplane() -> &'static Mutex<Dataplane> {
+    static DP: OnceLock<Mutex<Dataplane>> = OnceLock::new();
+    DP.get_or_init(|| {
+        let (mut dp, _) = Dataplane::load(None, AttachMode::Auto).expect("load the XDP object (run as root)");
+        dp.set_port_entry(LO_IFINDEX, vectors::port()).unwrap();
+        for (k, v) in vectors::endpoints() {
+            dp.upsert_endpoint(k, v).unwrap();
+        }
+        Mutex::new(dp)
+    })
+}
+
+/// Runs one frame; returns the XDP action and the frame as the program left it.
+fn run(dp: &mut Dataplane, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let r = dp
+        .program()
+        .unwrap()
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}
+
+fn xdp_action(a: Action) -> u32 {
+    match a {
+        Action::Pass => 2,
+        Action::Tx => 3,
+        Action::Drop => 1,
+    }
+}
+
+fn counter(dp: &Dataplane, c: Counter) -> u64 {
+    dp.counters().unwrap().into_iter().find(|(k, _)| *k == c).unwrap().1
+}
+
+#[test]
+fn vectors_in_the_kernel() {
+    let mut dp = dataplane().lock().unwrap();
+    for case in vectors::cases() {
+        if case.frame.len() < 14 {
+            // The kernel never hands XDP a frame shorter than an Ethernet header; test runs refuse it.
+            let mut out = vec![0u8; 64];
+            let opts = TestRunOptions {
+                data_in: Some(&case.frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            };
+            assert!(
+                dp.program().unwrap().test_run(opts).is_err(),
+                "{}: the kernel refuses runts",
+                case.name
+            );
+            continue;
+        }
+        let before = counter(&dp, case.counter);
+        let (action, out) = run(&mut dp, &case.frame);
+        assert_eq!(action, xdp_action(case.action), "{}: XDP action", case.name);
+        match &case.output {
+            Some(expected) => assert_eq!(&out, expected, "{}: reply bytes", case.name),
+            None => assert_eq!(out, case.frame, "{}: frame must be untouched", case.name),
+        }
+        assert_eq!(
+            counter(&dp, case.counter),
+            before + 1,
+            "{}: counter {}",
+            case.name,
+            case.counter.name()
+        );
+    }
+}
+
+#[test]
+fn unknown_ingress_interface_is_passed_and_counted() {
+    let (mut dp, _) = Dataplane::load(None, AttachMode::Auto).unwrap();
+    let (action, out) = run(&mut dp, &frames::arp_request(VM_MAC, VM_IP, GW_IP));
+    assert_eq!(action, 2, "XDP_PASS");
+    assert_eq!(out, frames::arp_request(VM_MAC, VM_IP, GW_IP));
+    assert_eq!(counter(&dp, Counter::DropUnknownPort), 1);
+}
+
+#[test]
+fn other_vpc_with_the_same_gateway_ip_answers_with_its_own_mac() {
+    let (mut dp, _) = Dataplane::load(None, AttachMode::Auto).unwrap();
+    let mut port = vectors::port();
+    port.vni = 200;
+    dp.set_port_entry(LO_IFINDEX, port).unwrap();
+    for (k, v) in vectors::endpoints() {
+        dp.upsert_endpoint(k, v).unwrap();
+    }
+    let (action, out) = run(&mut dp, &frames::arp_request(VM_MAC, VM_IP, GW_IP));
+    assert_eq!(action, 3);
+    assert_eq!(out, frames::arp_reply(VM_MAC, VM_IP, OTHER_VPC_GW_MAC, GW_IP));
+    // 198.18.0.11 exists only in VNI 100.
+    let (action, _) = run(&mut dp, &frames::arp_request(VM_MAC, VM_IP, PEER_IP));
+    assert_eq!(action, 1, "no answer across VPCs");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn kernel_answers_any_echo_request_exactly(payload in prop::collection::vec(any::<u8>(), 0..1472), id in any::<u16>(), seq in any::<u16>()) {
+        let mut dp = dataplane().lock().unwrap();
+        let frame = frames::echo_request(VM_MAC, GW_MAC, VM_IP, GW_IP, id, seq, &payload);
+        let (action, out) = run(&mut dp, &frame);
+        prop_assert_eq!(action, 3);
+        prop_assert!(frames::icmp_checksums_ok(&out));
+        prop_assert_eq!(out, frames::echo_reply(VM_MAC, GW_MAC, VM_IP, GW_IP, id, seq, &payload));
+    }
+
+    #[test]
+    fn kernel_survives_arbitrary_bytes(mut frame in prop::collection::vec(any::<u8>(), 14..300), kind in 0u8..3) {
+        match kind {
+            0 => frame[12..14].copy_from_slice(&0x0806u16.to_be_bytes()),
+            1 => frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes()),
+            _ => {}
+        }
+        let mut dp = dataplane().lock().unwrap();
+        let (action, out) = run(&mut dp, &frame);
+        prop_assert!((1..=3).contains(&action));
+        if action != 3 {
+            prop_assert_eq!(out, frame);
+        }
+    }
+}
