@@ -128,10 +128,7 @@ fn open_map(pin_dir: &Path, name: &str) -> Result<MapData> {
 /// Summed per-CPU counters, in `Counter::ALL` order.
 pub fn read_stats(pin_dir: &Path) -> Result<Vec<(Counter, u64)>> {
     let map: PerCpuArray<_, u64> = PerCpuArray::try_from(Map::PerCpuArray(open_map(pin_dir, maps::STATS)?))?;
-    Counter::ALL
-        .iter()
-        .map(|c| Ok((*c, map.get(&c.index(), 0)?.iter().sum())))
-        .collect()
+    sum_counters(&map)
 }
 
 pub fn stats(args: InspectArgs) -> Result<()> {

@@ -8,10 +8,10 @@ use alioth_common::maps::{self, Endpoint, EndpointKey, PortEntry};
 use alioth_common::Counter;
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
-use aya::programs::{xdp::XdpLinkId, Xdp, XdpMode};
+use aya::programs::{links::FdLink, xdp::XdpLinkId, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 
-use crate::object::{PORT_PROGRAM, XDP_OBJECT};
+use crate::object::{PASS_PROGRAM, PORT_PROGRAM, XDP_OBJECT};
 
 /// Names of the maps the agent pins (and `status`/`stats` read).
 pub const PINNED_MAPS: [&str; 3] = [maps::PORTS, maps::ENDPOINTS, maps::STATS];
@@ -256,8 +256,31 @@ pub fn remove_pins(dir: &Path) -> Result<()> {
 }
 
 fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
-    let Some(p) = ebpf.program_mut(PORT_PROGRAM) else {
-        bail!("the object has no program {PORT_PROGRAM}");
+    named_program(ebpf, PORT_PROGRAM)
+}
+
+fn named_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+    let Some(p) = ebpf.program_mut(name) else {
+        bail!("the object has no program {name}");
     };
     Ok(p.try_into()?)
+}
+
+/// Attaches the pass-through program to `iface` (native mode) and pins the link at `pin`, so it
+/// stays attached after this process exits; removing the pin (or the interface) detaches it.
+pub fn attach_pass_pinned(iface: &str, pin: &Path) -> Result<()> {
+    let mut ebpf = Ebpf::load(XDP_OBJECT).context("load the XDP object")?;
+    let prog = named_program(&mut ebpf, PASS_PROGRAM)?;
+    prog.load()?;
+    let id = prog
+        .attach(iface, XdpMode::Driver)
+        .with_context(|| format!("attach {PASS_PROGRAM} to {iface}"))?;
+    let link: FdLink = prog.take_link(id)?.try_into().context("XDP link is not a bpf_link")?;
+    if let Some(dir) = pin.parent() {
+        ensure_bpffs(pin)?;
+        std::fs::create_dir_all(dir)?;
+    }
+    link.pin(pin)
+        .with_context(|| format!("pin the link at {}", pin.display()))?;
+    Ok(())
 }

@@ -28,6 +28,16 @@ enum Command {
     Ports(cli::InspectArgs),
     /// Packet counters by action and drop reason.
     Stats(cli::InspectArgs),
+    /// Lab helper: attach a pass-through XDP program to the VM side of a veth, so that native-mode
+    /// XDP_TX replies reach it (veth flushes them only to a peer running XDP). Not needed for VM taps.
+    XdpPass {
+        /// The veth (VM side) to attach to.
+        #[arg(long)]
+        iface: String,
+        /// bpffs path that keeps the link attached after this command exits; remove it to detach.
+        #[arg(long)]
+        pin: std::path::PathBuf,
+    },
 }
 
 fn main() {
@@ -55,5 +65,6 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Status(args) => cli::status(args).map(|()| 0),
         Command::Ports(args) => cli::ports(args).map(|()| 0),
         Command::Stats(args) => cli::stats(args).map(|()| 0),
+        Command::XdpPass { iface, pin } => alioth::dataplane::attach_pass_pinned(&iface, &pin).map(|()| 0),
     }
 }

@@ -5,3 +5,6 @@ pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 
 /// Name of the port program inside the object.
 pub const PORT_PROGRAM: &str = "alioth_port";
+
+/// A program that passes every frame (veth peers in labs, benchmark baseline).
+pub const PASS_PROGRAM: &str = "alioth_pass";

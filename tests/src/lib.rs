@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests and the benchmarks: test frames, network namespaces,
 //! and running the real agent.
 
+pub mod agent;
 pub mod frames;
+pub mod netns;
 pub mod vectors;

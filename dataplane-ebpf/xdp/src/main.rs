@@ -63,6 +63,14 @@ pub fn alioth_port(ctx: XdpContext) -> u32 {
     }
 }
 
+/// Passes every frame. Attached to the VM side of a veth lab so that native-mode XDP_TX frames from
+/// the port program are delivered (veth only flushes them to a peer that runs XDP), and the baseline
+/// the benchmarks measure the port program against.
+#[xdp]
+pub fn alioth_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

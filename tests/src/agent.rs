@@ -1,0 +1,138 @@
+//! The real `alioth` binary, run as an agent inside a host namespace for the length of a test.
+
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::netns::{self, Netns};
+
+/// The `alioth` binary built next to this test (`cargo xtask test` builds it first), or `ALIOTH_BIN`.
+pub fn alioth_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("ALIOTH_BIN") {
+        return Ok(p.into());
+    }
+    // target/<profile>/deps/<test> -> target/<profile>/alioth
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("alioth"))
+        .context("locate target dir")?;
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it first (cargo build -p alioth) or set ALIOTH_BIN",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// An agent process in `ns`; killed and its pins removed on drop.
+pub struct Agent {
+    child: Child,
+    pub listen: String,
+    pub pin_dir: String,
+    /// `--net=/run/netns/NAME` of the agent's namespace.
+    ns_net: String,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Starts `alioth agent` in `ns` with a unique pin directory and waits until it serves gRPC.
+    pub fn start(ns: &Netns, extra: &[&str]) -> Result<Agent> {
+        let bin = alioth_bin()?;
+        let pin_dir = format!("/sys/fs/bpf/{}", netns::unique("alioth-test-"));
+        let listen = "127.0.0.1:50001".to_string();
+        let log = std::env::temp_dir().join(format!("{}.log", netns::unique("alioth-agent-")));
+        let logf = std::fs::File::create(&log)?;
+        let [nsenter, net] = ns.nsenter();
+        let child = std::process::Command::new(nsenter)
+            .arg(net)
+            .arg(&bin)
+            .args(["agent", "--listen", &listen, "--pin-dir", &pin_dir])
+            .args(extra)
+            .env("ALIOTH_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone()?)
+            .stderr(logf)
+            .spawn()
+            .context("spawn the agent")?;
+        let mut agent = Agent {
+            child,
+            listen,
+            pin_dir,
+            ns_net: ns.nsenter()[1].clone(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = agent.child.try_wait()? {
+                bail!("agent exited ({status}):\n{}", agent.log_text());
+            }
+            if agent.log_text().contains("alioth agent ready") {
+                return Ok(agent);
+            }
+            if Instant::now() > deadline {
+                bail!("agent not ready after 20 s:\n{}", agent.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs an `alioth` client subcommand in the agent's namespace, pointed at this agent.
+    pub fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
+        let bin = alioth_bin()?;
+        let mut full = vec!["nsenter", &self.ns_net, bin.to_str().unwrap()];
+        full.extend_from_slice(args);
+        let server_flag = ["apply"].contains(&args[0]);
+        let pin_flag = ["status", "stats", "ports"].contains(&args[0]);
+        let server = format!("http://{}", self.listen);
+        if server_flag {
+            full.extend_from_slice(&["--server", &server]);
+        }
+        if pin_flag {
+            full.extend_from_slice(&["--pin-dir", &self.pin_dir]);
+        }
+        netns::run_output(&full)
+    }
+
+    /// Counter values from `alioth stats --json`.
+    pub fn stats(&self) -> Result<serde_json::Value> {
+        let out = self.cli(&["stats", "--json"])?;
+        if !out.status.success() {
+            bail!("alioth stats failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// Stops the agent with SIGTERM (clean shutdown) and returns its exit status.
+    pub fn stop(mut self) -> Result<std::process::ExitStatus> {
+        // SAFETY: plain kill(2) on our child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("agent did not stop within 10 s")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = alioth::dataplane::remove_pins(std::path::Path::new(&self.pin_dir));
+        let _ = std::fs::remove_file(&self.log);
+    }
+}

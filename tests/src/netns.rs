@@ -1,0 +1,176 @@
+//! Network namespaces and veths for tests: unique names, bounded commands, cleanup on drop.
+//!
+//! Nothing is configured in the root namespace: links are created directly inside the test's own
+//! namespaces, and every address comes from 198.18.0.0/15.
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+/// Longest a single test command may run.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A unique, short tag for names created by this process.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}x{}",
+        std::process::id() % 100_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs a command with a time bound; returns its output whatever the exit status.
+pub fn run_output(args: &[&str]) -> Result<Output> {
+    let secs = COMMAND_TIMEOUT.as_secs().to_string();
+    Command::new("timeout")
+        .args(["-k", "2", &secs])
+        .args(args)
+        .output()
+        .with_context(|| format!("run {args:?}"))
+}
+
+/// Runs a command; fails with its output unless it exits 0.
+pub fn run(args: &[&str]) -> Result<String> {
+    let out = run_output(args)?;
+    if !out.status.success() {
+        bail!(
+            "{args:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A network namespace that is deleted (with everything in it) when dropped.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Result<Self> {
+        let name = unique(prefix);
+        run(&["ip", "netns", "add", &name])?;
+        let ns = Netns { name };
+        // DHCP clients rewrite resolv.conf: `ip netns exec` bind-mounts this one over /etc/resolv.conf.
+        let etc = format!("/etc/netns/{}", ns.name);
+        std::fs::create_dir_all(&etc)?;
+        std::fs::write(format!("{etc}/resolv.conf"), "# alioth test namespace\n")?;
+        ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Runs a command inside the namespace; fails unless it exits 0.
+    pub fn exec(&self, args: &[&str]) -> Result<String> {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    /// Runs a command inside the namespace, whatever its exit status.
+    pub fn exec_output(&self, args: &[&str]) -> Result<Output> {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        run_output(&full)
+    }
+
+    /// A `Command` that runs inside the namespace (for long-running processes).
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// `nsenter` arguments that enter only the network namespace. BPF tools need this: `ip netns exec`
+    /// also unshares the mounts and remounts /sys, hiding the machine's bpffs at /sys/fs/bpf.
+    pub fn nsenter(&self) -> [String; 2] {
+        ["nsenter".to_string(), format!("--net=/run/netns/{}", self.name)]
+    }
+
+    /// Runs a command in the network namespace only (see `nsenter`), whatever its exit status.
+    pub fn net_output(&self, args: &[&str]) -> Result<Output> {
+        let pre = self.nsenter();
+        let mut full: Vec<&str> = pre.iter().map(String::as_str).collect();
+        full.extend_from_slice(args);
+        run_output(&full)
+    }
+
+    /// Creates a veth pair `here` (in self) <-> `there` (in `other`), both up.
+    pub fn veth(&self, here: &str, other: &Netns, there: &str) -> Result<()> {
+        run(&[
+            "ip",
+            "-n",
+            &self.name,
+            "link",
+            "add",
+            here,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            there,
+            "netns",
+            &other.name,
+        ])?;
+        self.exec(&["ip", "link", "set", here, "up"])?;
+        other.exec(&["ip", "link", "set", there, "up"])?;
+        Ok(())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Kill what still runs inside, then delete the namespace (its veths go with it).
+        let _ = run_output(&["ip", "netns", "pids", &self.name]).map(|o| {
+            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        });
+        let _ = run_output(&["ip", "netns", "del", &self.name]);
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
+    }
+}
+
+/// A "VM": a namespace whose `eth0` is the peer of `tap` in the host namespace.
+pub struct Vm {
+    pub ns: Netns,
+    pass_pin: String,
+}
+
+impl Vm {
+    /// Creates the VM namespace, the veth pair, and configures `eth0` with `mac` and `cidr_addr`.
+    pub fn new(host: &Netns, tap: &str, mac: &str, cidr_addr: &str) -> Result<Self> {
+        let ns = Netns::new("alvm")?;
+        host.veth(tap, &ns, "eth0")?;
+        ns.exec(&["ip", "link", "set", "eth0", "address", mac])?;
+        if !cidr_addr.is_empty() {
+            ns.exec(&["ip", "addr", "add", cidr_addr, "dev", "eth0"])?;
+        }
+        // Native-mode XDP_TX frames from the tap are flushed to this side only if it runs XDP.
+        let pin = format!("/sys/fs/bpf/{}", unique("alioth-vmpass-"));
+        let bin = crate::agent::alioth_bin()?;
+        let out = ns.net_output(&[
+            bin.to_str().unwrap_or_default(),
+            "xdp-pass",
+            "--iface",
+            "eth0",
+            "--pin",
+            &pin,
+        ])?;
+        if !out.status.success() {
+            bail!("xdp-pass on {}: {}", ns.name, String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(Vm { ns, pass_pin: pin })
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.pass_pin);
+    }
+}

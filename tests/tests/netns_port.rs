@@ -1,0 +1,202 @@
+//! The whole chain in network namespaces: goal state over gRPC -> agent -> BPF maps -> the XDP port
+//! program answers real `arping` and `ping` in a VM namespace; no namespace holds the gateway IP.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use alioth_tests::agent::Agent;
+use alioth_tests::netns::{Netns, Vm};
+use anyhow::{ensure, Context, Result};
+
+fn example(name: &str) -> String {
+    let p: PathBuf = [env!("CARGO_MANIFEST_DIR"), "..", "examples", name].iter().collect();
+    p.to_string_lossy().into_owned()
+}
+
+const VM1_TAP: &str = "tapf37810eb-7f";
+const VM2_TAP: &str = "tap2a2b0d1c-4c";
+
+/// Host namespace with the agent, and the two VMs of examples/demo.yaml.
+struct Topology {
+    agent: Agent,
+    vm1: Vm,
+    vm2: Vm,
+    host: Netns,
+}
+
+fn topology() -> Result<Topology> {
+    let host = Netns::new("alhost")?;
+    let vm1 = Vm::new(&host, VM1_TAP, "02:00:c6:12:00:0a", "198.18.0.10/24")?;
+    let vm2 = Vm::new(&host, VM2_TAP, "02:00:c6:12:00:0b", "198.18.0.11/24")?;
+    let agent = Agent::start(&host, &[])?;
+    Ok(Topology { agent, vm1, vm2, host })
+}
+
+/// `alioth apply --json`: resource id -> status name (proto3 JSON omits SUCCESS, the zero value).
+fn apply(agent: &Agent, file: &str) -> Result<(i32, BTreeMap<String, String>)> {
+    let out = agent.cli(&["apply", "-f", file, "--json"])?;
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "apply output: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    let statuses = reply["operationStatuses"].as_array().context("operationStatuses")?;
+    let map = statuses
+        .iter()
+        .map(|s| {
+            let status = s["operationStatus"].as_str().unwrap_or("SUCCESS").to_string();
+            (s["resourceId"].as_str().unwrap_or_default().to_string(), status)
+        })
+        .collect();
+    Ok((out.status.code().unwrap_or(-1), map))
+}
+
+fn counter(agent: &Agent, name: &str) -> Result<u64> {
+    agent.stats()?[name].as_u64().with_context(|| format!("counter {name}"))
+}
+
+#[test]
+fn arping_and_ping_to_the_gateway_are_answered_in_xdp() -> Result<()> {
+    let t = topology()?;
+    let (code, statuses) = apply(&t.agent, &example("demo.yaml"))?;
+    ensure!(
+        code == 0,
+        "apply exit code {code}: {statuses:?}\n{}",
+        t.agent.log_text()
+    );
+    ensure!(
+        statuses.len() == 4 && statuses.values().all(|s| s == "SUCCESS"),
+        "{statuses:?}"
+    );
+
+    // Nobody holds the gateway address: only the data plane can answer.
+    for ns in [&t.host, &t.vm1.ns, &t.vm2.ns] {
+        ensure!(
+            !ns.exec(&["ip", "-4", "addr"])?.contains("198.18.0.1/"),
+            "{} has the gateway IP",
+            ns.name
+        );
+    }
+
+    let arp = t
+        .vm1
+        .ns
+        .exec(&["arping", "-c", "3", "-w", "10", "-I", "eth0", "198.18.0.1"])?;
+    ensure!(arp.to_lowercase().contains("0a:58:c6:12:00:01"), "arping output: {arp}");
+    let ping = t
+        .vm1
+        .ns
+        .exec(&["ping", "-c", "5", "-i", "0.2", "-W", "2", "198.18.0.1"])?;
+    ensure!(ping.contains("5 received"), "ping output: {ping}");
+    // Another port of the VPC is answered for too, with its own MAC.
+    let arp = t
+        .vm1
+        .ns
+        .exec(&["arping", "-c", "2", "-w", "10", "-I", "eth0", "198.18.0.11"])?;
+    ensure!(arp.to_lowercase().contains("02:00:c6:12:00:0b"), "arping output: {arp}");
+    // From the second VM as well.
+    let ping = t
+        .vm2
+        .ns
+        .exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "198.18.0.1"])?;
+    ensure!(ping.contains("3 received"), "ping output: {ping}");
+    // An unknown address gets no answer.
+    let silent = t
+        .vm1
+        .ns
+        .exec_output(&["arping", "-c", "2", "-w", "3", "-I", "eth0", "198.18.0.99"])?;
+    ensure!(!silent.status.success(), "arping for an unknown IP must go unanswered");
+
+    ensure!(counter(&t.agent, "arp_reply")? >= 5, "stats: {}", t.agent.stats()?);
+    ensure!(
+        counter(&t.agent, "icmp_echo_reply")? >= 8,
+        "stats: {}",
+        t.agent.stats()?
+    );
+    ensure!(
+        counter(&t.agent, "drop_arp_unknown_target")? >= 2,
+        "stats: {}",
+        t.agent.stats()?
+    );
+
+    let status = t.agent.cli(&["status", "--json"])?;
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout)?;
+    let attached = status["attached"].to_string();
+    ensure!(
+        attached.contains(VM1_TAP) && attached.contains(VM2_TAP),
+        "status: {status}"
+    );
+    ensure!(status["maps"]["ENDPOINTS"]["entries"] == 3, "status: {status}");
+
+    // A clean stop detaches and removes the pins.
+    let pin_dir = t.agent.pin_dir.clone();
+    let stopped = t.agent.stop()?;
+    ensure!(stopped.success(), "agent exit: {stopped}");
+    ensure!(!std::path::Path::new(&pin_dir).exists(), "pins left in {pin_dir}");
+    let after = t.vm1.ns.exec_output(&["ping", "-c", "1", "-W", "1", "198.18.0.1"])?;
+    ensure!(!after.status.success(), "nothing answers once the agent is gone");
+    drop((t.vm1, t.vm2, t.host));
+    Ok(())
+}
+
+#[test]
+fn invalid_resources_are_refused_one_by_one_and_nothing_programmed_is_lost() -> Result<()> {
+    let t = topology()?;
+    let (code, _) = apply(&t.agent, &example("demo.yaml"))?;
+    ensure!(code == 0);
+    // The valid port of invalid.yaml, so that it is fully applied (not waiting for its interface).
+    let good = Vm::new(&t.host, "tapgood-port-0", "02:00:c6:13:01:0a", "198.19.1.10/24")?;
+    let (code, statuses) = apply(&t.agent, &example("invalid.yaml"))?;
+    ensure!(code == 3, "apply exits 3 when some resources were refused, got {code}");
+    let invalid: Vec<&str> = statuses
+        .iter()
+        .filter(|(_, s)| *s != "SUCCESS")
+        .map(|(id, _)| id.as_str())
+        .collect();
+    ensure!(
+        invalid == ["bad-cidr-subnet", "bad-ip-port-001", "bad-mac-port-01"],
+        "{statuses:?}"
+    );
+    ensure!(
+        statuses.iter().filter(|(_, s)| *s == "INVALID_ARG").count() == 3,
+        "{statuses:?}"
+    );
+    ensure!(statuses.len() == 6, "{statuses:?}");
+    ensure!(
+        statuses.values().filter(|s| *s == "SUCCESS").count() == 3,
+        "{statuses:?}"
+    );
+    let ping = good
+        .ns
+        .exec(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "198.19.1.1"])?;
+    ensure!(
+        ping.contains("2 received"),
+        "the valid port of the mixed message works: {ping}"
+    );
+    let log = t.agent.log_text();
+    ensure!(
+        log.contains("must have 6 octets") && log.contains("is not a host address of subnet good-subnet"),
+        "{log}"
+    );
+
+    // A file that is not a goal state is a clean client error, and the agent keeps going.
+    let junk = std::env::temp_dir().join(alioth_tests::netns::unique("junk-") + ".yaml");
+    std::fs::write(&junk, "vpcStates: 17\n")?;
+    let out = t.agent.cli(&["apply", "-f", junk.to_str().unwrap()])?;
+    std::fs::remove_file(&junk)?;
+    ensure!(out.status.code() == Some(1), "junk apply: {out:?}");
+    ensure!(
+        String::from_utf8_lossy(&out.stderr).contains("not a valid goal state"),
+        "{out:?}"
+    );
+
+    // What the first apply programmed still answers.
+    let ping = t
+        .vm1
+        .ns
+        .exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "198.18.0.1"])?;
+    ensure!(ping.contains("3 received"), "ping output: {ping}");
+    Ok(())
+}
