@@ -50,6 +50,12 @@ fn main() {
         "debuginfo=2",
         "-C",
         "link-arg=--btf",
+        // BPF v3 (jmp32, alu32), and wide loads at any alignment: this kernel's verifier and x86 JIT
+        // accept misaligned packet access; without it LLVM splits every multi-byte field into bytes.
+        "-C",
+        "target-cpu=v3",
+        "-C",
+        "link-arg=--cpu-features=+allows-misaligned-mem-access",
     ];
     let status = cmd
         .current_dir(ebpf.join("xdp"))

@@ -8,7 +8,7 @@ use alioth_common::Counter;
 use alioth_proto::schema::goal_state_provisioner_client::GoalStateProvisionerClient;
 use alioth_proto::schema::{GoalState, GoalStateOperationReply, OperationStatus, OperationType, ResourceType};
 use anyhow::{bail, Context, Result};
-use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray};
 use serde_json::json;
 
 use crate::agent::DEFAULT_PIN_DIR;
@@ -146,11 +146,39 @@ pub fn stats(args: InspectArgs) -> Result<()> {
     Ok(())
 }
 
+/// Programmed ports among this network namespace's interfaces.
 fn read_ports(pin_dir: &Path) -> Result<Vec<(u32, PortEntry)>> {
-    let map: BpfHashMap<_, u32, PortEntry> = BpfHashMap::try_from(Map::HashMap(open_map(pin_dir, maps::PORTS)?))?;
-    let mut ports = map.iter().collect::<Result<Vec<_>, _>>()?;
-    ports.sort_by_key(|(i, _)| *i);
+    let map: Array<_, PortEntry> = Array::try_from(Map::Array(open_map(pin_dir, maps::PORTS)?))?;
+    let mut ports = Vec::new();
+    for index in interfaces() {
+        if index < maps::MAX_IFINDEX {
+            let entry = map.get(&index, 0)?;
+            if entry.is_programmed() {
+                ports.push((index, entry));
+            }
+        }
+    }
     Ok(ports)
+}
+
+/// Indexes of the interfaces of the current network namespace.
+fn interfaces() -> Vec<u32> {
+    // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let mut p = list;
+        while (*p).if_index != 0 {
+            out.push((*p).if_index);
+            p = p.add(1);
+        }
+        libc::if_freenameindex(list);
+        out.sort_unstable();
+        out
+    }
 }
 
 pub fn ports(args: InspectArgs) -> Result<()> {
@@ -203,7 +231,7 @@ pub fn status(args: InspectArgs) -> Result<()> {
             json!({
                 "pin_dir": args.pin_dir.display().to_string(),
                 "attached": ifaces,
-                "maps": { "PORTS": { "entries": ports.len(), "max": maps::MAX_PORTS },
+                "maps": { "PORTS": { "entries": ports.len(), "max_ifindex": maps::MAX_IFINDEX },
                           "ENDPOINTS": { "entries": n_endpoints, "max": maps::MAX_ENDPOINTS } },
             })
         );
@@ -217,7 +245,7 @@ pub fn status(args: InspectArgs) -> Result<()> {
                 ifaces.join(", ")
             }
         );
-        println!("PORTS:      {} / {}", ports.len(), maps::MAX_PORTS);
+        println!("PORTS:      {} (ifindex < {})", ports.len(), maps::MAX_IFINDEX);
         println!("ENDPOINTS:  {} / {}", n_endpoints, maps::MAX_ENDPOINTS);
     }
     Ok(())

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use alioth_common::maps::{self, Endpoint, EndpointKey, PortEntry};
 use alioth_common::Counter;
 use anyhow::{anyhow, bail, Context, Result};
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::{links::FdLink, xdp::XdpLinkId, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 
@@ -28,7 +28,7 @@ pub enum AttachMode {
 
 pub struct Dataplane {
     ebpf: Ebpf,
-    ports: BpfHashMap<MapData, u32, PortEntry>,
+    ports: Array<MapData, PortEntry>,
     endpoints: BpfHashMap<MapData, EndpointKey, Endpoint>,
     mode: AttachMode,
     /// Interface name -> (ifindex, link).
@@ -89,7 +89,10 @@ impl Dataplane {
         };
         let prog: &mut Xdp = program(&mut ebpf)?;
         prog.load().context("verifier rejected the port program")?;
-        let ports = BpfHashMap::try_from(ebpf.take_map(maps::PORTS).ok_or_else(|| anyhow!("no PORTS map"))?)?;
+        named_program(&mut ebpf, PASS_PROGRAM)?
+            .load()
+            .context("load the pass-through program")?;
+        let ports = Array::try_from(ebpf.take_map(maps::PORTS).ok_or_else(|| anyhow!("no PORTS map"))?)?;
         let endpoints = BpfHashMap::try_from(
             ebpf.take_map(maps::ENDPOINTS)
                 .ok_or_else(|| anyhow!("no ENDPOINTS map"))?,
@@ -110,6 +113,11 @@ impl Dataplane {
         program(&mut self.ebpf)
     }
 
+    /// The pass-through program (the benchmarks' baseline).
+    pub fn pass_program(&mut self) -> Result<&mut Xdp> {
+        named_program(&mut self.ebpf, PASS_PROGRAM)
+    }
+
     pub fn ebpf(&mut self) -> &mut Ebpf {
         &mut self.ebpf
     }
@@ -127,7 +135,13 @@ impl Dataplane {
 
     /// Writes a `PORTS` entry directly, without attaching (BPF_PROG_TEST_RUN frames arrive on `lo`).
     pub fn set_port_entry(&mut self, ifindex: u32, entry: PortEntry) -> Result<()> {
-        self.ports.insert(ifindex, entry, 0).context("write PORTS")
+        if ifindex >= maps::MAX_IFINDEX {
+            bail!(
+                "ifindex {ifindex} is beyond the {} interfaces the data plane indexes",
+                maps::MAX_IFINDEX
+            );
+        }
+        self.ports.set(ifindex, entry, 0).context("write PORTS")
     }
 
     /// Summed per-CPU packet counters.
@@ -142,7 +156,7 @@ impl Dataplane {
             return Ok(false);
         };
         // The entry goes first so that the first packet the program sees finds it.
-        self.ports.insert(index, entry, 0).context("write PORTS")?;
+        self.set_port_entry(index, entry)?;
         match self.attached.get(iface) {
             Some((i, _)) if *i == index => return Ok(true),
             // Same name, new interface (the old one was deleted): the old link died with it.
@@ -176,10 +190,7 @@ impl Dataplane {
             return Ok(());
         };
         self.forget(iface);
-        match self.ports.remove(&index) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e).context("remove from PORTS"),
-        }
+        self.set_port_entry(index, PortEntry::default())
     }
 
     fn forget(&mut self, iface: &str) {

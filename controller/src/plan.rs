@@ -165,6 +165,14 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
         }
     };
     let mut out = Plan::default();
+    // Ports this message programs anyway (their own change); a subnet change need not add them.
+    let programmed: BTreeSet<String> = changes
+        .iter()
+        .filter_map(|c| match &c.after {
+            Some(Resource::Port(p)) => Some(p.id.clone()),
+            _ => None,
+        })
+        .collect();
 
     for c in changes {
         let o = c.outcome;
@@ -227,6 +235,13 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                 };
                 replace(o, old_entries, &new_entries);
                 current.insert(owner, new_entries);
+                // A port's PORTS entry carries its primary subnet's gateway.
+                if let Some(Resource::Subnet(a)) = after {
+                    let uses = |p: &&Port| p.fixed_ips[0].subnet_id == a.id && !programmed.contains(&p.id);
+                    for p in state.ports.values().filter(uses) {
+                        out.program.push((o, PortOp::Program { port_id: p.id.clone() }));
+                    }
+                }
                 match (before, after) {
                     (Some(Resource::Port(b)), Some(Resource::Port(a))) => {
                         if b.iface != a.iface {

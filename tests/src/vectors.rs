@@ -17,6 +17,9 @@ pub const PEER_MAC: Mac = [0x02, 0, 0, 0, 0, 0x0b];
 pub const PEER_IP: [u8; 4] = [198, 18, 0, 11];
 pub const GW_MAC: Mac = [0x0a, 0x58, 198, 18, 0, 1];
 pub const GW_IP: [u8; 4] = [198, 18, 0, 1];
+/// The gateway of a second subnet of the VPC: answered through the `ENDPOINTS` lookup.
+pub const GW2_MAC: Mac = [0x0a, 0x58, 198, 18, 1, 1];
+pub const GW2_IP: [u8; 4] = [198, 18, 1, 1];
 /// An address nobody in the VPC has.
 pub const UNKNOWN_IP: [u8; 4] = [198, 18, 0, 99];
 /// The same gateway address in another VPC (VNI 200) with another MAC: must never leak into VNI 100.
@@ -41,6 +44,10 @@ pub fn endpoints() -> Vec<(EndpointKey, Endpoint)> {
     };
     vec![
         (EndpointKey { vni: VNI, ip: GW_IP }, ep(GW_MAC, endpoint_kind::GATEWAY)),
+        (
+            EndpointKey { vni: VNI, ip: GW2_IP },
+            ep(GW2_MAC, endpoint_kind::GATEWAY),
+        ),
         (
             EndpointKey { vni: VNI, ip: VM_IP },
             ep(VM_MAC, endpoint_kind::LOCAL_PORT),

@@ -105,6 +105,7 @@ fn other_vpc_with_the_same_gateway_ip_answers_with_its_own_mac() {
     let (mut dp, _) = Dataplane::load(None, AttachMode::Auto).unwrap();
     let mut port = vectors::port();
     port.vni = 200;
+    port.gateway_mac = OTHER_VPC_GW_MAC;
     dp.set_port_entry(LO_IFINDEX, port).unwrap();
     for (k, v) in vectors::endpoints() {
         dp.upsert_endpoint(k, v).unwrap();

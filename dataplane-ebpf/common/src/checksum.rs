@@ -24,16 +24,19 @@ pub fn sum_range<P: Packet + ?Sized, const MAX: usize>(pkt: &P, off: usize, len:
         return None;
     }
     let mut sum: u64 = 0;
-    let words = len / 4;
+    let chunks = len / 8;
     let mut i = 0;
     // Bounded by a constant so the verifier sees a finite loop.
-    while i < MAX / 4 {
-        if i >= words {
+    while i < MAX / 8 {
+        if i >= chunks {
             break;
         }
-        let w = pkt.array::<4>(off + i * 4)?;
-        sum += u32::from_be_bytes(*w) as u64;
+        let w = u64::from_be_bytes(*pkt.array::<8>(off + i * 8)?);
+        sum += (w >> 32) + (w & 0xffff_ffff);
         i += 1;
+    }
+    if len % 8 >= 4 {
+        sum += u32::from_be_bytes(*pkt.array::<4>(off + chunks * 8)?) as u64;
     }
     // The 1..3 trailing bytes are the last bytes of the 4-byte window that ends the range.
     let w = pkt.array::<4>(off + len - 4)?;

@@ -66,7 +66,9 @@ pub fn header_checksum_ok<P: Packet + ?Sized>(pkt: &P) -> bool {
     }
 }
 
-/// Swaps source and destination, resets the TTL and recomputes the header checksum (option-less header).
+/// Swaps source and destination and resets the TTL of a header whose checksum verified.
+///
+/// The swap leaves the one's complement sum unchanged, so only the TTL word updates the checksum.
 #[inline(always)]
 pub fn turn_around<P: Packet + ?Sized>(pkt: &mut P, ttl: u8) -> Option<()> {
     let h = pkt.array_mut::<IPV4_MIN_HLEN>(ETH_HLEN)?;
@@ -74,10 +76,10 @@ pub fn turn_around<P: Packet + ?Sized>(pkt: &mut P, ttl: u8) -> Option<()> {
     src.copy_from_slice(&h[12..16]);
     h.copy_within(16..20, 12);
     h[16..20].copy_from_slice(&src);
+    let old = u16::from_be_bytes([h[8], h[9]]);
     h[8] = ttl;
-    h[10] = 0;
-    h[11] = 0;
-    let csum = checksum::finish(checksum::sum_bytes(h));
+    let new = u16::from_be_bytes([h[8], h[9]]);
+    let csum = checksum::update16(u16::from_be_bytes([h[10], h[11]]), old, new);
     h[10..12].copy_from_slice(&csum.to_be_bytes());
     Some(())
 }

@@ -5,15 +5,16 @@
 
 use crate::eth::Mac;
 
-/// Map of programmed ports, keyed by the ifindex of the port's host-side interface.
+/// Array of ports indexed by the ifindex of the port's host-side interface (an array lookup is
+/// inlined by the verifier: no hash on the per-packet path).
 pub const PORTS: &str = "PORTS";
 /// Map of addresses known inside a VPC (gateways and ports), keyed by `EndpointKey`.
 pub const ENDPOINTS: &str = "ENDPOINTS";
 /// Per-CPU array of `u64` packet counters indexed by `Counter`.
 pub const STATS: &str = "STATS";
 
-/// Capacity of `PORTS`.
-pub const MAX_PORTS: u32 = 16_384;
+/// Size of `PORTS`: interfaces with a larger ifindex cannot be ports (the agent refuses them).
+pub const MAX_IFINDEX: u32 = 1 << 18;
 /// Capacity of `ENDPOINTS` (gateways + local ports + remote neighbors).
 pub const MAX_ENDPOINTS: u32 = 1 << 20;
 
@@ -28,6 +29,17 @@ pub struct PortEntry {
     pub vni: u32,
     /// The port's primary IPv4 address.
     pub ip: [u8; 4],
+    /// Gateway of the primary address's subnet, answered without a hash lookup.
+    pub gateway_ip: [u8; 4],
+    pub gateway_mac: Mac,
+    pub _pad2: [u8; 2],
+}
+
+impl PortEntry {
+    /// Array slots of interfaces that are not ports are all zero; a programmed port has a VNI.
+    pub const fn is_programmed(&self) -> bool {
+        self.vni != 0
+    }
 }
 
 /// An address inside a VPC.

@@ -8,18 +8,18 @@
 mod packet;
 
 use alioth_common::counters::COUNTER_SLOTS;
-use alioth_common::maps::{Endpoint, EndpointKey, PortEntry, MAX_ENDPOINTS, MAX_PORTS};
+use alioth_common::maps::{Endpoint, EndpointKey, PortEntry, MAX_ENDPOINTS, MAX_IFINDEX};
 use alioth_common::pipeline::{self, Action, Tables};
 use alioth_common::Counter;
 use aya_ebpf::bindings::xdp_action;
 use aya_ebpf::macros::{map, xdp};
-use aya_ebpf::maps::{HashMap, PerCpuArray};
+use aya_ebpf::maps::{Array, HashMap, PerCpuArray};
 use aya_ebpf::programs::XdpContext;
 
 use packet::XdpPacket;
 
 #[map]
-static PORTS: HashMap<u32, PortEntry> = HashMap::with_max_entries(MAX_PORTS, 0);
+static PORTS: Array<PortEntry> = Array::with_max_entries(MAX_IFINDEX, 0);
 
 #[map]
 static ENDPOINTS: HashMap<EndpointKey, Endpoint> = HashMap::with_max_entries(MAX_ENDPOINTS, 0);
@@ -48,8 +48,7 @@ fn count(counter: Counter) {
 #[xdp]
 pub fn alioth_port(ctx: XdpContext) -> u32 {
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    // SAFETY: copied out immediately.
-    let Some(port) = (unsafe { PORTS.get(&ifindex).copied() }) else {
+    let Some(port) = PORTS.get(ifindex).copied().filter(PortEntry::is_programmed) else {
         count(Counter::DropUnknownPort);
         return xdp_action::XDP_PASS;
     };

@@ -1,0 +1,129 @@
+//! Installs the eBPF toolchain and the test tools on a fresh Debian machine, idempotently.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// Debian packages: the eBPF build (Debian rustc with a prebuilt `core` for bpfel-unknown-none,
+/// LLVM 22 for bpf-linker) and the real clients and tools the tests drive.
+const PACKAGES: &[&str] = &[
+    "rustc-web",
+    "libstd-rust-web-dev-bpf",
+    "llvm-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "iproute2",
+    "ethtool",
+    "iputils-ping",
+    "arping",
+    "tcpdump",
+    "bpftool",
+    "isc-dhcp-client",
+    "udhcpc",
+    "kea-admin",
+    "dnsmasq-base",
+    "iperf3",
+    "netsniff-ng",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        bail!("this needs root (CAP_BPF, CAP_NET_ADMIN, network namespaces): run it as root");
+    }
+    Ok(())
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+fn missing_packages() -> Vec<&'static str> {
+    PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", p]).output();
+            !matches!(out, Ok(o) if String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect()
+}
+
+fn bpf_linker() -> PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"));
+    home.join("bin/bpf-linker")
+}
+
+fn bpf_linker_ok() -> bool {
+    let out = Command::new(bpf_linker()).arg("--version").output();
+    matches!(out, Ok(o) if String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+}
+
+/// Runs setup only if something is missing (what `build`, `run`, `test` and `bench` call first).
+pub fn ensure() -> Result<()> {
+    if missing_packages().is_empty() && bpf_linker_ok() {
+        return Ok(());
+    }
+    setup()
+}
+
+pub fn setup() -> Result<()> {
+    require_root()?;
+    let missing = missing_packages();
+    if missing.is_empty() {
+        println!("setup: Debian packages present");
+    } else {
+        println!("setup: installing {}", missing.join(" "));
+        let ok = Command::new("apt-get")
+            .arg("update")
+            .arg("-qq")
+            .status()
+            .context("apt-get update")?;
+        if !ok.success() {
+            bail!("apt-get update failed");
+        }
+        let ok = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("apt-get install")?;
+        if !ok.success() {
+            bail!("apt-get install {} failed", missing.join(" "));
+        }
+    }
+    if bpf_linker_ok() {
+        println!("setup: bpf-linker {BPF_LINKER_VERSION} present");
+    } else {
+        println!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes, once)");
+        let ok = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22")
+            .status()
+            .context("cargo install bpf-linker")?;
+        if !ok.success() || !bpf_linker_ok() {
+            bail!("installing bpf-linker failed");
+        }
+    }
+    for tool in ["/usr/bin/rustc", "/usr/lib/llvm-22/bin/llvm-config"] {
+        if !std::path::Path::new(tool).exists() {
+            bail!("{tool} is missing after setup");
+        }
+    }
+    println!("setup: done");
+    Ok(())
+}
