@@ -12,7 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Mutex;
 
 use crate::controller::Controller;
-use crate::dataplane::{AttachMode, Dataplane};
+use crate::dataplane::{AttachMode, BpfLogLevel, Dataplane};
 use crate::service::Provisioner;
 use crate::validate::Naming;
 
@@ -36,6 +36,9 @@ pub struct AgentArgs {
     /// `{id}` = the whole id, `{name}` = the port name.
     #[arg(long, default_value = "tap{id11}")]
     pub port_iface: String,
+    /// Level of the XDP program's log records (drained into this agent's log).
+    #[arg(long, value_enum, default_value = "warn")]
+    pub bpf_log_level: BpfLogLevel,
     /// Remove this agent's pins and exit.
     #[arg(long)]
     pub reset: bool,
@@ -47,7 +50,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         tracing::info!(pin_dir = %args.pin_dir.display(), "reset: pins removed");
         return Ok(());
     }
-    let (dp, logger) = Dataplane::load(Some(&args.pin_dir), args.xdp_mode)?;
+    let (dp, logger) = Dataplane::load_with_log(Some(&args.pin_dir), args.xdp_mode, args.bpf_log_level)?;
     if let Some(logger) = logger {
         // SAFETY: the AsyncFd owns the logger, so the ring buffer fd outlives its registration.
         let mut fd = unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }

@@ -16,6 +16,19 @@ use crate::object::{PASS_PROGRAM, PORT_PROGRAM, XDP_OBJECT};
 /// Names of the maps the agent pins (and `status`/`stats` read).
 pub const PINNED_MAPS: [&str; 3] = [maps::PORTS, maps::ENDPOINTS, maps::STATS];
 
+/// Level of the XDP program's own log records (aya-log), fixed when the object is loaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BpfLogLevel {
+    Off = 0,
+    Error = 1,
+    #[default]
+    Warn = 2,
+    Info = 3,
+    /// One record per dropped frame: for debugging only.
+    Debug = 4,
+    Trace = 5,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AttachMode {
     /// Native (driver) XDP, falling back to generic when the driver refuses.
@@ -25,6 +38,9 @@ pub enum AttachMode {
     /// Generic (SKB) XDP only.
     Skb,
 }
+
+/// Reader of the XDP program's log records; keep it alive while the program is loaded.
+pub type Logger = aya_log::EbpfLogger<&'static dyn log::Log>;
 
 pub struct Dataplane {
     ebpf: Ebpf,
@@ -59,11 +75,14 @@ pub fn ifname(index: u32) -> Option<String> {
 impl Dataplane {
     /// Loads the object. With `pin_dir`, its maps are pinned there (stale pins are replaced);
     /// without, they live as long as this value (tests, benchmarks).
-    pub fn load(
-        pin_dir: Option<&Path>,
-        mode: AttachMode,
-    ) -> Result<(Self, Option<aya_log::EbpfLogger<&'static dyn log::Log>>)> {
+    pub fn load(pin_dir: Option<&Path>, mode: AttachMode) -> Result<(Self, Option<Logger>)> {
+        Self::load_with_log(pin_dir, mode, BpfLogLevel::default())
+    }
+
+    pub fn load_with_log(pin_dir: Option<&Path>, mode: AttachMode, log: BpfLogLevel) -> Result<(Self, Option<Logger>)> {
         let mut loader = EbpfLoader::new();
+        let level = log as u8;
+        loader.override_global("AYA_LOG_LEVEL", &level, false);
         let paths: Vec<(&str, PathBuf)> = match pin_dir {
             Some(dir) => {
                 ensure_bpffs(dir)?;

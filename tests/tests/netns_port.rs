@@ -24,11 +24,11 @@ struct Topology {
     host: Netns,
 }
 
-fn topology() -> Result<Topology> {
+fn topology(agent_args: &[&str]) -> Result<Topology> {
     let host = Netns::new("alhost")?;
     let vm1 = Vm::new(&host, VM1_TAP, "02:00:c6:12:00:0a", "198.18.0.10/24")?;
     let vm2 = Vm::new(&host, VM2_TAP, "02:00:c6:12:00:0b", "198.18.0.11/24")?;
-    let agent = Agent::start(&host, &[])?;
+    let agent = Agent::start(&host, agent_args)?;
     Ok(Topology { agent, vm1, vm2, host })
 }
 
@@ -59,7 +59,7 @@ fn counter(agent: &Agent, name: &str) -> Result<u64> {
 
 #[test]
 fn arping_and_ping_to_the_gateway_are_answered_in_xdp() -> Result<()> {
-    let t = topology()?;
+    let t = topology(&["--bpf-log-level", "debug"])?;
     let (code, statuses) = apply(&t.agent, &example("demo.yaml"))?;
     ensure!(
         code == 0,
@@ -143,7 +143,7 @@ fn arping_and_ping_to_the_gateway_are_answered_in_xdp() -> Result<()> {
 
 #[test]
 fn invalid_resources_are_refused_one_by_one_and_nothing_programmed_is_lost() -> Result<()> {
-    let t = topology()?;
+    let t = topology(&[])?;
     let (code, _) = apply(&t.agent, &example("demo.yaml"))?;
     ensure!(code == 0);
     // The valid port of invalid.yaml, so that it is fully applied (not waiting for its interface).

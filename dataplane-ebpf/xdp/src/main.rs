@@ -15,6 +15,7 @@ use aya_ebpf::bindings::xdp_action;
 use aya_ebpf::macros::{map, xdp};
 use aya_ebpf::maps::{Array, HashMap, PerCpuArray};
 use aya_ebpf::programs::XdpContext;
+use aya_log_ebpf::debug;
 
 use packet::XdpPacket;
 
@@ -50,11 +51,16 @@ pub fn alioth_port(ctx: XdpContext) -> u32 {
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let Some(port) = PORTS.get(ifindex).copied().filter(PortEntry::is_programmed) else {
         count(Counter::DropUnknownPort);
+        debug!(&ctx, "ifindex {}: not a programmed port, passed", ifindex);
         return xdp_action::XDP_PASS;
     };
     let mut pkt = XdpPacket::new(&ctx);
     let verdict = pipeline::port_ingress(&mut pkt, &port, &Maps);
     count(verdict.counter);
+    if verdict.action == Action::Drop {
+        // Off unless the agent runs with --bpf-log-level debug: then one record per dropped frame.
+        debug!(&ctx, "ifindex {}: dropped, counter {}", ifindex, verdict.counter.index());
+    }
     match verdict.action {
         Action::Pass => xdp_action::XDP_PASS,
         Action::Tx => xdp_action::XDP_TX,
