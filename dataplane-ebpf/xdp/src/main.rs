@@ -59,7 +59,12 @@ pub fn alioth_port(ctx: XdpContext) -> u32 {
     count(verdict.counter);
     if verdict.action == Action::Drop {
         // Off unless the agent runs with --bpf-log-level debug: then one record per dropped frame.
-        debug!(&ctx, "ifindex {}: dropped, counter {}", ifindex, verdict.counter.index());
+        debug!(
+            &ctx,
+            "ifindex {}: dropped, counter {}",
+            ifindex,
+            verdict.counter.index()
+        );
     }
     match verdict.action {
         Action::Pass => xdp_action::XDP_PASS,
