@@ -128,7 +128,7 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
 enum Op {
     Upsert,
     Delete,
-    NoOp,
+    Nothing,
 }
 
 fn op_of(raw: i32) -> Result<(OperationType, Op), String> {
@@ -136,7 +136,7 @@ fn op_of(raw: i32) -> Result<(OperationType, Op), String> {
     let kind = match op {
         OperationType::Create | OperationType::Update => Op::Upsert,
         OperationType::Delete => Op::Delete,
-        OperationType::Info | OperationType::Get => Op::NoOp,
+        OperationType::Info | OperationType::Get => Op::Nothing,
     };
     Ok((op, kind))
 }
@@ -203,7 +203,7 @@ impl Validator<'_> {
     fn unsupported<'s>(&mut self, resource_type: ResourceType, states: impl Iterator<Item = (i32, Option<&'s str>)>) {
         for (raw_op, id) in states {
             self.record(resource_type, raw_op, id.unwrap_or(""), |_, op| match op {
-                Op::NoOp => Ok(None),
+                Op::Nothing => Ok(None),
                 _ => refused(format!(
                     "{resource_type:?} resources are not implemented by this agent yet"
                 )),
@@ -220,7 +220,7 @@ impl Validator<'_> {
         self.record(ResourceType::Vpc, s.operation_type, &c.id, |v, op| {
             let before = v.state.vpcs.get(&c.id).cloned();
             match op {
-                Op::NoOp => Ok(None),
+                Op::Nothing => Ok(None),
                 Op::Delete => {
                     if let Some(sub) = v.state.subnets.values().find(|x| x.vpc_id == c.id) {
                         return refused(format!("VPC {} is still used by subnet {}", c.id, sub.id));
@@ -283,7 +283,7 @@ impl Validator<'_> {
         self.record(ResourceType::Subnet, s.operation_type, &c.id, |v, op| {
             let before = v.state.subnets.get(&c.id).cloned();
             match op {
-                Op::NoOp => Ok(None),
+                Op::Nothing => Ok(None),
                 Op::Delete => {
                     if let Some(p) = v
                         .state
@@ -404,7 +404,7 @@ impl Validator<'_> {
         self.record(ResourceType::Port, s.operation_type, &c.id, |v, op| {
             let before = v.state.ports.get(&c.id).cloned();
             match op {
-                Op::NoOp => Ok(None),
+                Op::Nothing => Ok(None),
                 Op::Delete => {
                     v.state.ports.remove(&c.id);
                     Ok(before.map(|b| Change {
