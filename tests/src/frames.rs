@@ -1,6 +1,8 @@
 //! Test frames built with etherparse: an implementation independent of the data plane's own code.
 
-use etherparse::{ArpHardwareId, ArpOperation, ArpPacket, EtherType, Icmpv4Type, PacketBuilder, SlicedPacket};
+use etherparse::{
+    ArpHardwareId, ArpOperation, ArpPacket, EtherType, IcmpEchoHeader, Icmpv4Type, PacketBuilder, SlicedPacket,
+};
 
 pub type Mac = [u8; 6];
 
@@ -54,7 +56,6 @@ pub fn arp_reply(requester_mac: Mac, requester_ip: [u8; 4], target_mac: Mac, tar
 }
 
 /// An ICMP echo request with valid checksums.
-#[allow(clippy::too_many_arguments)]
 pub fn echo_request(
     src_mac: Mac,
     dst_mac: Mac,
@@ -64,12 +65,14 @@ pub fn echo_request(
     seq: u16,
     payload: &[u8],
 ) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv4(src, dst, 64)
-        .icmpv4_echo_request(id, seq);
-    let mut out = Vec::with_capacity(builder.size(payload.len()));
-    builder.write(&mut out, payload).expect("write echo request");
-    out
+    icmp(
+        src_mac,
+        dst_mac,
+        src,
+        dst,
+        Icmpv4Type::EchoRequest(IcmpEchoHeader { id, seq }),
+        payload,
+    )
 }
 
 /// The echo reply a gateway `gw` at `gw_mac` should send for the request `echo_request(..)` made.
@@ -82,11 +85,22 @@ pub fn echo_reply(
     seq: u16,
     payload: &[u8],
 ) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(gw_mac, client_mac)
-        .ipv4(gw, client, 64)
-        .icmpv4(Icmpv4Type::EchoReply(etherparse::IcmpEchoHeader { id, seq }));
+    icmp(
+        gw_mac,
+        client_mac,
+        gw,
+        client,
+        Icmpv4Type::EchoReply(IcmpEchoHeader { id, seq }),
+        payload,
+    )
+}
+
+fn icmp(src_mac: Mac, dst_mac: Mac, src: [u8; 4], dst: [u8; 4], kind: Icmpv4Type, payload: &[u8]) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src, dst, 64)
+        .icmpv4(kind);
     let mut out = Vec::with_capacity(builder.size(payload.len()));
-    builder.write(&mut out, payload).expect("write echo reply");
+    builder.write(&mut out, payload).expect("write ICMP");
     out
 }
 

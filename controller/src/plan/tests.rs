@@ -49,6 +49,16 @@ fn port(op: OperationType, id: &str, vpc: &str, sub: &str, third: u8, host: u8) 
     }
 }
 
+/// VPC v1 (VNI 100), subnet s1 198.18.0.0/24, port p1 198.18.0.10.
+fn one_port() -> GoalState {
+    GoalState {
+        vpc_states: vec![vpc(OperationType::Create, "v1", 100)],
+        subnet_states: vec![subnet(OperationType::Create, "s1", "v1", 0)],
+        port_states: vec![port(OperationType::Create, "p1", "v1", "s1", 0, 10)],
+        ..Default::default()
+    }
+}
+
 /// Applies a plan to a simulated `ENDPOINTS` map.
 fn apply(map: &mut BTreeMap<EndpointKey, Endpoint>, plan: &Plan) {
     for (_, op) in &plan.endpoints {
@@ -104,13 +114,7 @@ fn create_then_replay_is_a_no_op() {
 fn vni_change_rekeys_the_whole_vpc() {
     let mut state = State::default();
     let mut map = BTreeMap::new();
-    let msg = GoalState {
-        vpc_states: vec![vpc(OperationType::Create, "v1", 100)],
-        subnet_states: vec![subnet(OperationType::Create, "s1", "v1", 0)],
-        port_states: vec![port(OperationType::Create, "p1", "v1", "s1", 0, 10)],
-        ..Default::default()
-    };
-    step(&mut state, &mut map, &msg);
+    step(&mut state, &mut map, &one_port());
     let msg = GoalState {
         vpc_states: vec![vpc(OperationType::Update, "v1", 200)],
         ..Default::default()
@@ -125,13 +129,7 @@ fn vni_change_rekeys_the_whole_vpc() {
 fn deleting_a_used_subnet_is_refused_and_changes_nothing() {
     let mut state = State::default();
     let mut map = BTreeMap::new();
-    let msg = GoalState {
-        vpc_states: vec![vpc(OperationType::Create, "v1", 100)],
-        subnet_states: vec![subnet(OperationType::Create, "s1", "v1", 0)],
-        port_states: vec![port(OperationType::Create, "p1", "v1", "s1", 0, 10)],
-        ..Default::default()
-    };
-    step(&mut state, &mut map, &msg);
+    step(&mut state, &mut map, &one_port());
     let before = state.clone();
     let msg = GoalState {
         subnet_states: vec![subnet(OperationType::Delete, "s1", "v1", 0)],
