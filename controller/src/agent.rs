@@ -39,6 +39,13 @@ pub struct AgentArgs {
     /// Level of the XDP program's log records (drained into this agent's log).
     #[arg(long, value_enum, default_value = "warn")]
     pub bpf_log_level: BpfLogLevel,
+    /// This host's addresses for GoalStateV2 `host_resources` (repeatable); default: every
+    /// address of this network namespace.
+    #[arg(long = "host-ip")]
+    pub host_ip: Vec<std::net::IpAddr>,
+    /// Largest gRPC message accepted or sent.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub max_message_bytes: usize,
     /// Remove this agent's pins and exit.
     #[arg(long)]
     pub reset: bool,
@@ -81,22 +88,62 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         }
     });
 
+    let host_ips = if args.host_ip.is_empty() {
+        crate::v2::local_addresses()
+    } else {
+        args.host_ip.clone()
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listen on {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, pin_dir = %args.pin_dir.display(), "alioth agent ready");
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    tonic::transport::Server::builder()
-        .add_service(GoalStateProvisionerServer::new(Provisioner::new(controller.clone())))
-        .serve_with_incoming_shutdown(incoming, shutdown_signal())
-        .await
-        .context("gRPC server")?;
+    serve(
+        controller.clone(),
+        host_ips,
+        args.max_message_bytes,
+        incoming,
+        shutdown_signal(),
+    )
+    .await?;
 
     tracing::info!("shutting down: detaching and removing pins");
     retry_task.abort();
     let _ = retry_task.await;
     let controller = Arc::try_unwrap(controller).map_err(|_| anyhow::anyhow!("controller still in use"))?;
     controller.into_inner().into_dataplane().shutdown()
+}
+
+/// Serves the goal-state service, gRPC health and server reflection on `incoming` until `shutdown`.
+pub async fn serve<I, IO, IE>(
+    controller: Arc<Mutex<Controller>>,
+    host_ips: Vec<std::net::IpAddr>,
+    max_message_bytes: usize,
+    incoming: I,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let provisioner = GoalStateProvisionerServer::new(Provisioner::new(controller, host_ips))
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<GoalStateProvisionerServer<Provisioner>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(alioth_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("gRPC reflection")?;
+    tonic::transport::Server::builder()
+        .add_service(provisioner)
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .context("gRPC server")
 }
 
 async fn shutdown_signal() {

@@ -10,4 +10,5 @@ pub mod model;
 pub mod object;
 pub mod plan;
 pub mod service;
+pub mod v2;
 pub mod validate;

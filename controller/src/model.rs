@@ -60,6 +60,8 @@ pub struct State {
     pub vpcs: BTreeMap<String, Vpc>,
     pub subnets: BTreeMap<String, Subnet>,
     pub ports: BTreeMap<String, Port>,
+    /// Revision of deleted resources by (resource type, id): a late, older CREATE is out of order.
+    pub tombstones: BTreeMap<(i32, String), u32>,
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff` (or with `-`).

@@ -7,21 +7,34 @@ use alioth_proto::schema::goal_state_provisioner_server::GoalStateProvisioner;
 use alioth_proto::schema::{
     GoalState, GoalStateOperationReply, GoalStateV2, HostRequest, HostRequestReply, NeighborRulesRequest,
 };
-use tokio::sync::Mutex;
+use std::net::IpAddr;
+
+use tokio::sync::{mpsc, Mutex};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::controller::Controller;
+use crate::v2;
 
 pub struct Provisioner {
     controller: Arc<Mutex<Controller>>,
+    /// This host's addresses, for GoalStateV2 `host_resources`.
+    host_ips: Arc<Vec<IpAddr>>,
 }
 
 impl Provisioner {
-    pub fn new(controller: Arc<Mutex<Controller>>) -> Self {
-        Provisioner { controller }
+    pub fn new(controller: Arc<Mutex<Controller>>, host_ips: Vec<IpAddr>) -> Self {
+        Provisioner {
+            controller,
+            host_ips: Arc::new(host_ips),
+        }
     }
 }
+
+/// Stream messages read ahead of the one being applied: beyond that, HTTP/2 flow control holds the
+/// sender back, so a flood is never buffered without bound.
+const STREAM_WINDOW: usize = 16;
 
 type ReplyStream = Pin<Box<dyn Stream<Item = Result<GoalStateOperationReply, Status>> + Send>>;
 
@@ -38,13 +51,36 @@ impl GoalStateProvisioner for Provisioner {
 
     type PushGoalStatesStreamStream = ReplyStream;
 
+    /// One reply per GoalStateV2, in order, for as long as the client keeps the stream open.
     async fn push_goal_states_stream(
         &self,
-        _request: Request<Streaming<GoalStateV2>>,
+        request: Request<Streaming<GoalStateV2>>,
     ) -> Result<Response<Self::PushGoalStatesStreamStream>, Status> {
-        Err(Status::unimplemented(
-            "PushGoalStatesStream (GoalStateV2) is not implemented yet; use PushNetworkResourceStates",
-        ))
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_WINDOW);
+        let controller = self.controller.clone();
+        let host_ips = self.host_ips.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = match inbound.message().await {
+                    Ok(Some(msg)) => Ok(msg),
+                    Ok(None) => break,
+                    Err(status) => Err(status),
+                };
+                let reply = match next {
+                    Ok(msg) => Ok(controller.lock().await.push(&v2::for_host(&msg, &host_ips))),
+                    Err(status) => {
+                        tracing::warn!("goal-state stream ended by an error: {status}");
+                        Err(status)
+                    }
+                };
+                let failed = reply.is_err();
+                if tx.send(reply).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn request_goal_states(&self, _request: Request<HostRequest>) -> Result<Response<HostRequestReply>, Status> {

@@ -4,9 +4,13 @@
 //! reverse order), against the state as it will be once the earlier valid resources of the same
 //! message are applied. Invalid resources are answered and skipped; nothing is written here.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use alioth_proto::schema::{GoalState, OperationStatus, OperationType, PortState, ResourceType, SubnetState, VpcState};
+use alioth_proto::schema::{
+    GoalState, OperationStatus, OperationType, PortConfiguration, PortState, ResourceType, SubnetConfiguration,
+    SubnetState, UpdateType, VpcConfiguration, VpcState,
+};
 
 use crate::model::{self, FixedIp, Port, State, Subnet, Vpc, MAX_VNI};
 
@@ -74,6 +78,40 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
         changes: Vec::new(),
     };
     let is_delete = |op: i32| op == OperationType::Delete as i32;
+    // update_type FULL: what the message does not name of that type is deleted (after the rest).
+    let vpc_gone: Vec<VpcState> = absent_under_full(&msg.vpc_states, v.state.vpcs.keys(), |s| {
+        s.configuration.as_ref().map(|c| (c.id.as_str(), c.update_type))
+    })
+    .map(|id| VpcState {
+        operation_type: OperationType::Delete as i32,
+        configuration: Some(VpcConfiguration {
+            id,
+            ..Default::default()
+        }),
+    })
+    .collect();
+    let subnet_gone: Vec<SubnetState> = absent_under_full(&msg.subnet_states, v.state.subnets.keys(), |s| {
+        s.configuration.as_ref().map(|c| (c.id.as_str(), c.update_type))
+    })
+    .map(|id| SubnetState {
+        operation_type: OperationType::Delete as i32,
+        configuration: Some(SubnetConfiguration {
+            id,
+            ..Default::default()
+        }),
+    })
+    .collect();
+    let port_gone: Vec<PortState> = absent_under_full(&msg.port_states, v.state.ports.keys(), |s| {
+        s.configuration.as_ref().map(|c| (c.id.as_str(), c.update_type))
+    })
+    .map(|id| PortState {
+        operation_type: OperationType::Delete as i32,
+        configuration: Some(PortConfiguration {
+            id,
+            ..Default::default()
+        }),
+    })
+    .collect();
     for s in msg.vpc_states.iter().filter(|s| !is_delete(s.operation_type)) {
         v.vpc(s);
     }
@@ -83,13 +121,28 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
     for s in msg.port_states.iter().filter(|s| !is_delete(s.operation_type)) {
         v.port(s);
     }
-    for s in msg.port_states.iter().filter(|s| is_delete(s.operation_type)) {
+    for s in msg
+        .port_states
+        .iter()
+        .filter(|s| is_delete(s.operation_type))
+        .chain(&port_gone)
+    {
         v.port(s);
     }
-    for s in msg.subnet_states.iter().filter(|s| is_delete(s.operation_type)) {
+    for s in msg
+        .subnet_states
+        .iter()
+        .filter(|s| is_delete(s.operation_type))
+        .chain(&subnet_gone)
+    {
         v.subnet(s);
     }
-    for s in msg.vpc_states.iter().filter(|s| is_delete(s.operation_type)) {
+    for s in msg
+        .vpc_states
+        .iter()
+        .filter(|s| is_delete(s.operation_type))
+        .chain(&vpc_gone)
+    {
         v.vpc(s);
     }
     v.unsupported(
@@ -123,6 +176,22 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
             .map(|s| (s.operation_type, s.configuration.as_ref().map(|c| c.id.as_str()))),
     );
     (v.outcomes, v.changes)
+}
+
+/// Ids in `existing` that a FULL update of this type leaves out (none unless some state says FULL).
+fn absent_under_full<'a, S>(
+    states: &'a [S],
+    existing: impl Iterator<Item = &'a String>,
+    config: impl Fn(&'a S) -> Option<(&'a str, i32)>,
+) -> impl Iterator<Item = String> {
+    let named: Vec<(&str, i32)> = states.iter().filter_map(config).collect();
+    let full = named.iter().any(|(_, u)| *u == UpdateType::Full as i32);
+    let ids: BTreeSet<&str> = named.iter().map(|(id, _)| *id).collect();
+    existing
+        .filter(move |id| full && !ids.contains(id.as_str()))
+        .cloned()
+        .collect::<Vec<_>>()
+        .into_iter()
 }
 
 enum Op {
@@ -159,6 +228,35 @@ fn refused<T>(reason: impl Into<String>) -> Checked<T> {
 }
 
 impl Validator<'_> {
+    /// Refuses a revision older than the one applied (or deleted); 0 means unversioned.
+    fn check_revision(&self, kind: ResourceType, id: &str, current: Option<u32>, incoming: u32) -> Checked<()> {
+        if incoming == 0 {
+            return Ok(());
+        }
+        let applied = current.or_else(|| self.state.tombstones.get(&(kind as i32, id.to_string())).copied());
+        match applied {
+            Some(applied) if incoming < applied => Err((
+                OperationStatus::OutOfOrder,
+                format!("revision {incoming} is older than the applied revision {applied}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Remembers a deletion's revision, or forgets it when the resource is created again.
+    fn tombstone(&mut self, kind: ResourceType, id: &str, revision: Option<u32>) {
+        let key = (kind as i32, id.to_string());
+        match revision {
+            Some(r) if r > 0 => {
+                self.state.tombstones.insert(key, r);
+            }
+            Some(_) => {}
+            None => {
+                self.state.tombstones.remove(&key);
+            }
+        }
+    }
+
     /// Runs `check` for one resource and records its outcome (and change, when it is one).
     fn record(
         &mut self,
@@ -219,6 +317,10 @@ impl Validator<'_> {
         };
         self.record(ResourceType::Vpc, s.operation_type, &c.id, |v, op| {
             let before = v.state.vpcs.get(&c.id).cloned();
+            if !matches!(op, Op::Nothing) {
+                let applied = before.as_ref().map(|b| b.revision);
+                v.check_revision(ResourceType::Vpc, &c.id, applied, c.revision_number)?;
+            }
             match op {
                 Op::Nothing => Ok(None),
                 Op::Delete => {
@@ -229,6 +331,8 @@ impl Validator<'_> {
                         return refused(format!("VPC {} is still used by port {}", c.id, p.id));
                     }
                     v.state.vpcs.remove(&c.id);
+                    let revision = before.as_ref().map_or(0, |b| b.revision).max(c.revision_number);
+                    v.tombstone(ResourceType::Vpc, &c.id, Some(revision));
                     Ok(before.map(|b| Change {
                         before: Some(Resource::Vpc(b)),
                         after: None,
@@ -264,6 +368,7 @@ impl Validator<'_> {
                         cidr,
                     };
                     v.state.vpcs.insert(c.id.clone(), vpc.clone());
+                    v.tombstone(ResourceType::Vpc, &c.id, None);
                     Ok(Some(Change {
                         before: before.map(Resource::Vpc),
                         after: Some(Resource::Vpc(vpc)),
@@ -282,6 +387,10 @@ impl Validator<'_> {
         };
         self.record(ResourceType::Subnet, s.operation_type, &c.id, |v, op| {
             let before = v.state.subnets.get(&c.id).cloned();
+            if !matches!(op, Op::Nothing) {
+                let applied = before.as_ref().map(|b| b.revision);
+                v.check_revision(ResourceType::Subnet, &c.id, applied, c.revision_number)?;
+            }
             match op {
                 Op::Nothing => Ok(None),
                 Op::Delete => {
@@ -294,6 +403,8 @@ impl Validator<'_> {
                         return refused(format!("subnet {} is still used by port {}", c.id, p.id));
                     }
                     v.state.subnets.remove(&c.id);
+                    let revision = before.as_ref().map_or(0, |b| b.revision).max(c.revision_number);
+                    v.tombstone(ResourceType::Subnet, &c.id, Some(revision));
                     Ok(before.map(|b| Change {
                         before: Some(Resource::Subnet(b)),
                         after: None,
@@ -303,6 +414,7 @@ impl Validator<'_> {
                 Op::Upsert => {
                     let subnet = v.check_subnet(c)?;
                     v.state.subnets.insert(c.id.clone(), subnet.clone());
+                    v.tombstone(ResourceType::Subnet, &c.id, None);
                     Ok(Some(Change {
                         before: before.map(Resource::Subnet),
                         after: Some(Resource::Subnet(subnet)),
@@ -403,10 +515,16 @@ impl Validator<'_> {
         };
         self.record(ResourceType::Port, s.operation_type, &c.id, |v, op| {
             let before = v.state.ports.get(&c.id).cloned();
+            if !matches!(op, Op::Nothing) {
+                let applied = before.as_ref().map(|b| b.revision);
+                v.check_revision(ResourceType::Port, &c.id, applied, c.revision_number)?;
+            }
             match op {
                 Op::Nothing => Ok(None),
                 Op::Delete => {
                     v.state.ports.remove(&c.id);
+                    let revision = before.as_ref().map_or(0, |b| b.revision).max(c.revision_number);
+                    v.tombstone(ResourceType::Port, &c.id, Some(revision));
                     Ok(before.map(|b| Change {
                         before: Some(Resource::Port(b)),
                         after: None,
@@ -416,6 +534,7 @@ impl Validator<'_> {
                 Op::Upsert => {
                     let port = v.check_port(c)?;
                     v.state.ports.insert(c.id.clone(), port.clone());
+                    v.tombstone(ResourceType::Port, &c.id, None);
                     Ok(Some(Change {
                         before: before.map(Resource::Port),
                         after: Some(Resource::Port(port)),

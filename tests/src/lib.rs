@@ -3,5 +3,7 @@
 
 pub mod agent;
 pub mod frames;
+pub mod goalstate;
+pub mod grpc;
 pub mod netns;
 pub mod vectors;

@@ -1,0 +1,283 @@
+//! The agent's gRPC surface with a real tonic client: unary and streaming goal state, ordering,
+//! revisions, FULL vs DELTA, host_resources, health, reflection, malformed input.
+
+use std::net::IpAddr;
+
+use alioth_proto::schema::*;
+use alioth_tests::goalstate::*;
+use alioth_tests::grpc::Server;
+use anyhow::{ensure, Result};
+use tokio_stream::StreamExt;
+use OperationStatus::*;
+use OperationType::*;
+
+const HOST: &str = "198.18.200.1";
+
+async fn server() -> Result<Server> {
+    Server::start(vec![HOST.parse::<IpAddr>()?]).await
+}
+
+fn ids(st: &[(String, OperationStatus)]) -> Vec<&str> {
+    st.iter().map(|(id, _)| id.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_answers_every_message_in_order() -> Result<()> {
+    let server = server().await?;
+    let mut client = server.client().await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let mut replies = client
+        .push_goal_states_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    const N: u32 = 40;
+    // Many messages in flight: all are sent before any reply is read.
+    for i in 0..N {
+        let id = format!("vpc-{i}");
+        let msg = GoalStateV2 {
+            vpc_states: [(id.clone(), vpc(Create, &id, 1000 + i, 1, UpdateType::Delta))].into(),
+            ..Default::default()
+        };
+        tx.send(msg).await?;
+    }
+    drop(tx);
+    let mut n = 0;
+    while let Some(reply) = replies.next().await {
+        let st = statuses(&reply?);
+        ensure!(st == [(format!("vpc-{n}"), Success)], "reply {n}: {st:?}");
+        n += 1;
+    }
+    ensure!(n == N, "{n} replies for {N} messages");
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v2_message_resolves_dependencies_whatever_the_order() -> Result<()> {
+    let server = server().await?;
+    let mut client = server.client().await?;
+    let msg = GoalStateV2 {
+        port_states: [(
+            "p1".into(),
+            port(Create, "p1", "v1", "s1", "198.18.1.10", "02:00:00:00:01:0a"),
+        )]
+        .into(),
+        subnet_states: [("s1".into(), subnet(Create, "s1", "v1", 1))].into(),
+        vpc_states: [("v1".into(), vpc(Create, "v1", 1001, 1, UpdateType::Delta))].into(),
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(msg).await?;
+    drop(tx);
+    let mut replies = client
+        .push_goal_states_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let st = statuses(&replies.next().await.expect("a reply")?);
+    // The port's interface does not exist on this machine: programmed, waiting for it.
+    ensure!(
+        st == [("v1".into(), Success), ("s1".into(), Success), ("p1".into(), Pending)],
+        "{st:?}"
+    );
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn older_revisions_are_out_of_order_and_replays_are_idempotent() -> Result<()> {
+    let server = server().await?;
+    let mut c = server.client().await?;
+    let push = |states: Vec<VpcState>| GoalState {
+        vpc_states: states,
+        ..Default::default()
+    };
+    let mut send = async |m: GoalState| -> Result<Vec<(String, OperationStatus)>> {
+        Ok(statuses(&c.push_network_resource_states(m).await?.into_inner()))
+    };
+    ensure!(send(push(vec![vpc(Create, "v", 1001, 5, UpdateType::Delta)])).await?[0].1 == Success);
+    ensure!(send(push(vec![vpc(Update, "v", 1002, 3, UpdateType::Delta)])).await?[0].1 == OutOfOrder);
+    ensure!(
+        send(push(vec![vpc(Create, "v", 1001, 5, UpdateType::Delta)])).await?[0].1 == Success,
+        "replay"
+    );
+    ensure!(send(push(vec![vpc(Delete, "v", 1001, 6, UpdateType::Delta)])).await?[0].1 == Success);
+    ensure!(
+        send(push(vec![vpc(Create, "v", 1001, 4, UpdateType::Delta)])).await?[0].1 == OutOfOrder,
+        "late create"
+    );
+    ensure!(send(push(vec![vpc(Create, "v", 1001, 7, UpdateType::Delta)])).await?[0].1 == Success);
+    ensure!(
+        send(push(vec![vpc(Get, "v", 0, 0, UpdateType::Delta)])).await?[0].1 == Success,
+        "GET is a no-op"
+    );
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_reconciles_the_type_and_delta_touches_only_what_it_names() -> Result<()> {
+    let server = server().await?;
+    let mut c = server.client().await?;
+    let mut send = async |m: GoalState| -> Result<Vec<(String, OperationStatus)>> {
+        Ok(statuses(&c.push_network_resource_states(m).await?.into_inner()))
+    };
+    let v = |id: &str, vni, u| vpc(Create, id, vni, 0, u);
+    let st = send(GoalState {
+        vpc_states: vec![
+            v("a", 1001, UpdateType::Delta),
+            v("b", 1002, UpdateType::Delta),
+            v("c", 1003, UpdateType::Delta),
+        ],
+        subnet_states: vec![subnet(Create, "sb", "b", 2)],
+        ..Default::default()
+    })
+    .await?;
+    ensure!(st.iter().all(|(_, s)| *s == Success), "{st:?}");
+    // DELTA naming only a: b and c stay.
+    let st = send(GoalState {
+        vpc_states: vec![v("a", 1001, UpdateType::Delta)],
+        ..Default::default()
+    })
+    .await?;
+    ensure!(ids(&st) == ["a"], "{st:?}");
+    // FULL naming only a: c is deleted; b is refused because subnet sb uses it.
+    let st = send(GoalState {
+        vpc_states: vec![v("a", 1001, UpdateType::Full)],
+        ..Default::default()
+    })
+    .await?;
+    ensure!(
+        st == [("a".into(), Success), ("b".into(), Failure), ("c".into(), Success)],
+        "{st:?}"
+    );
+    let st = send(GoalState {
+        vpc_states: vec![v("c", 1003, UpdateType::Delta)],
+        ..Default::default()
+    })
+    .await?;
+    ensure!(
+        st == [("c".into(), Success)],
+        "c was deleted and can be created again: {st:?}"
+    );
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_resources_select_what_this_host_applies() -> Result<()> {
+    let server = server().await?;
+    let mut client = server.client().await?;
+    let listed = |ip: &str| -> (String, HostResources) {
+        let r = ResourceIdType {
+            r#type: ResourceType::Port as i32,
+            id: "p1".into(),
+        };
+        (ip.into(), HostResources { resources: vec![r] })
+    };
+    let msg = |hosts: Vec<(String, HostResources)>| GoalStateV2 {
+        host_resources: hosts.into_iter().collect(),
+        vpc_states: [
+            ("v1".into(), vpc(Create, "v1", 1001, 0, UpdateType::Delta)),
+            ("v9".into(), vpc(Create, "v9", 1009, 0, UpdateType::Delta)),
+        ]
+        .into(),
+        subnet_states: [("s1".into(), subnet(Create, "s1", "v1", 1))].into(),
+        port_states: [(
+            "p1".into(),
+            port(Create, "p1", "v1", "s1", "198.18.1.10", "02:00:00:00:01:0a"),
+        )]
+        .into(),
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tx.send(msg(vec![listed("198.18.201.1")])).await?;
+    tx.send(msg(vec![listed(HOST)])).await?;
+    drop(tx);
+    let mut replies = client
+        .push_goal_states_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let other = statuses(&replies.next().await.expect("reply 1")?);
+    ensure!(
+        other.is_empty(),
+        "resources for another host are not applied: {other:?}"
+    );
+    let mine = statuses(&replies.next().await.expect("reply 2")?);
+    // The port, plus the VPC and subnet it references; not the unrelated VPC v9.
+    ensure!(ids(&mine) == ["v1", "s1", "p1"], "{mine:?}");
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_and_reflection_answer() -> Result<()> {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let server = server().await?;
+    let mut health = HealthClient::new(server.channel().await?);
+    for service in ["", "alcor.schema.GoalStateProvisioner"] {
+        let r = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await?
+            .into_inner();
+        ensure!(r.status == 1, "{service:?} is not SERVING: {r:?}");
+    }
+    let mut reflection = ServerReflectionClient::new(server.channel().await?);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = reflection
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await?
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.next().await.expect("a response")?.message_response
+    else {
+        anyhow::bail!("not a service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    ensure!(
+        names.iter().any(|n| n == "alcor.schema.GoalStateProvisioner"),
+        "{names:?}"
+    );
+    ensure!(names.iter().any(|n| n == "grpc.health.v1.Health"), "{names:?}");
+    server.stop().await
+}
+
+/// Field 2 of GoalState (vpc_states) is a message; sending a varint there is malformed protobuf.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Malformed {
+    #[prost(uint64, tag = "2")]
+    vpc_states: u64,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_protobuf_is_a_clean_error_and_the_agent_carries_on() -> Result<()> {
+    let server = server().await?;
+    let mut grpc = tonic::client::Grpc::new(server.channel().await?);
+    grpc.ready().await?;
+    let codec = tonic_prost::ProstCodec::<Malformed, GoalStateOperationReply>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/alcor.schema.GoalStateProvisioner/PushNetworkResourceStates",
+    );
+    let err = grpc
+        .unary(tonic::Request::new(Malformed { vpc_states: 7 }), path, codec)
+        .await
+        .expect_err("must be refused");
+    ensure!(
+        matches!(err.code(), tonic::Code::Internal | tonic::Code::InvalidArgument),
+        "{err:?}"
+    );
+    let mut client = server.client().await?;
+    let ok = client
+        .push_network_resource_states(GoalState {
+            vpc_states: vec![vpc(Create, "v", 1001, 0, UpdateType::Delta)],
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    ensure!(statuses(&ok) == [("v".into(), Success)]);
+    server.stop().await
+}
