@@ -14,10 +14,13 @@ use tokio::sync::Mutex;
 use crate::controller::Controller;
 use crate::dataplane::{AttachMode, BpfLogLevel, Dataplane};
 use crate::service::Provisioner;
+use crate::store::Store;
 use crate::validate::Naming;
 
 /// Default gRPC address (Alcor's agents listen on 50001).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50001";
+/// Default directory of the agent's record of applied goal state.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/alioth";
 /// Default bpffs directory for this agent's pins.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/alioth";
 
@@ -46,7 +49,10 @@ pub struct AgentArgs {
     /// Largest gRPC message accepted or sent.
     #[arg(long, default_value_t = 256 << 20)]
     pub max_message_bytes: usize,
-    /// Remove this agent's pins and exit.
+    /// Directory of this agent's record of applied goal state (one per agent instance).
+    #[arg(long, default_value = DEFAULT_STATE_DIR, env = "ALIOTH_STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// Detach every port, remove this agent's pins and state, and exit.
     #[arg(long)]
     pub reset: bool,
 }
@@ -54,9 +60,11 @@ pub struct AgentArgs {
 pub async fn run(args: AgentArgs) -> Result<()> {
     if args.reset {
         crate::dataplane::remove_pins(&args.pin_dir)?;
-        tracing::info!(pin_dir = %args.pin_dir.display(), "reset: pins removed");
+        Store::remove(&args.state_dir)?;
+        tracing::info!(pin_dir = %args.pin_dir.display(), state_dir = %args.state_dir.display(), "reset: links detached, pins and state removed");
         return Ok(());
     }
+    let (store, state) = Store::open(&args.state_dir)?;
     let (dp, logger) = Dataplane::load_with_log(Some(&args.pin_dir), args.xdp_mode, args.bpf_log_level)?;
     if let Some(logger) = logger {
         // SAFETY: the AsyncFd owns the logger, so the ring buffer fd outlives its registration.
@@ -72,12 +80,10 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             }
         });
     }
-    let controller = Arc::new(Mutex::new(Controller::new(
-        dp,
-        Naming {
-            iface_template: args.port_iface.clone(),
-        },
-    )));
+    let naming = Naming {
+        iface_template: args.port_iface.clone(),
+    };
+    let controller = Arc::new(Mutex::new(Controller::restore(dp, naming, state, store)?));
 
     let retry = controller.clone();
     let retry_task = tokio::spawn(async move {
@@ -107,11 +113,12 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     )
     .await?;
 
-    tracing::info!("shutting down: detaching and removing pins");
     retry_task.abort();
     let _ = retry_task.await;
-    let controller = Arc::try_unwrap(controller).map_err(|_| anyhow::anyhow!("controller still in use"))?;
-    controller.into_inner().into_dataplane().shutdown()
+    // Links and maps stay pinned: the data plane keeps forwarding until an agent takes over again
+    // (or `alioth agent --reset` removes it).
+    tracing::info!("exiting; the data plane keeps forwarding");
+    Ok(())
 }
 
 /// Serves the goal-state service, gRPC health and server reflection on `incoming` until `shutdown`.

@@ -12,12 +12,15 @@ use anyhow::Result;
 use crate::dataplane::Dataplane;
 use crate::model::State;
 use crate::plan::{self, EndpointOp, PortOp};
-use crate::validate::{self, Naming, Outcome};
+use crate::store::Store;
+use crate::validate::{self, Change, Naming, Outcome, Resource};
 
 pub struct Controller {
     state: State,
     dp: Dataplane,
     naming: Naming,
+    /// The record of applied goal state (agents); none in tests that need no restart.
+    store: Option<Store>,
     /// Ports whose interface does not exist yet; attached by `retry_pending`.
     pending: BTreeSet<String>,
 }
@@ -38,8 +41,56 @@ impl Controller {
             state: State::default(),
             dp,
             naming,
+            store: None,
             pending: BTreeSet::new(),
         }
+    }
+
+    /// Rebuilds the data plane of a restarted agent from its record: fills the freshly loaded maps
+    /// with everything `state` renders, swaps the new program onto the links the previous agent
+    /// left (or attaches), then moves the new maps' pins in place.
+    pub fn restore(dp: Dataplane, naming: Naming, state: State, store: Store) -> Result<Self> {
+        let changes: Vec<Change> = state
+            .vpcs
+            .values()
+            .cloned()
+            .map(Resource::Vpc)
+            .chain(state.subnets.values().cloned().map(Resource::Subnet))
+            .chain(state.ports.values().cloned().map(Resource::Port))
+            .map(|r| Change {
+                before: None,
+                after: Some(r),
+                outcome: 0,
+            })
+            .collect();
+        let plan = plan::plan(&state, &changes);
+        let mut c = Controller {
+            state,
+            dp,
+            naming,
+            store: Some(store),
+            pending: BTreeSet::new(),
+        };
+        for (_, op) in &plan.endpoints {
+            if let EndpointOp::Upsert(k, v) = op {
+                c.dp.upsert_endpoint(*k, *v)?;
+            }
+        }
+        let ids: Vec<String> = c.state.ports.keys().cloned().collect();
+        for id in &ids {
+            if let Err(e) = c.program_port(id) {
+                tracing::warn!(resource_id = id, "port not re-attached: {e:#}");
+            }
+        }
+        c.dp.commit()?;
+        tracing::info!(
+            vpcs = c.state.vpcs.len(),
+            subnets = c.state.subnets.len(),
+            ports = c.state.ports.len(),
+            pending = c.pending.len(),
+            "restored the recorded goal state"
+        );
+        Ok(c)
     }
 
     pub fn state(&self) -> &State {
@@ -107,6 +158,12 @@ impl Controller {
         }
         // Deleted ports are no longer waited for.
         self.pending.retain(|id| self.state.ports.contains_key(id));
+        // Recorded before the reply: an acknowledged change survives a crash of the agent.
+        if let Some(store) = self.store.as_mut() {
+            if let Err(e) = store.record(&self.state, &changes) {
+                tracing::error!("recording applied goal state failed: {e:#}");
+            }
+        }
 
         let statuses = outcomes
             .iter()

@@ -8,7 +8,8 @@ use alioth_common::maps::{self, Endpoint, EndpointKey, PortEntry};
 use alioth_common::Counter;
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
-use aya::programs::{links::FdLink, xdp::XdpLinkId, Xdp, XdpMode};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::{xdp::XdpLinkId, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 
 use crate::object::{PASS_PROGRAM, PORT_PROGRAM, XDP_OBJECT};
@@ -48,8 +49,28 @@ pub struct Dataplane {
     endpoints: BpfHashMap<MapData, EndpointKey, Endpoint>,
     mode: AttachMode,
     /// Interface name -> (ifindex, link).
-    attached: HashMap<String, (u32, XdpLinkId)>,
+    attached: HashMap<String, (u32, Attachment)>,
     pin_dir: Option<PathBuf>,
+}
+
+/// How the port program is attached to one interface.
+enum Attachment {
+    /// A bpf_link, pinned under `<pin dir>/links/` when the agent has a pin directory: it outlives
+    /// the agent, and a restarted agent swaps its new program in on the same link.
+    Link(FdLink),
+    /// A link owned by the program (no pin directory, or a kernel without XDP bpf_links).
+    Owned(XdpLinkId),
+}
+
+/// Where a loaded object's maps are pinned until `commit` puts them in place (bpffs names may not
+/// contain dots).
+const STAGING: &str = "staging";
+/// Where links are pinned, one file per interface.
+const LINKS: &str = "links";
+
+/// bpffs refuses dots in names; interface names may have them (VLANs: eth0.100).
+fn link_pin_name(iface: &str) -> String {
+    iface.replace('.', "_")
 }
 
 /// Interface index of `name`, or `None` if there is no such interface.
@@ -79,23 +100,29 @@ impl Dataplane {
         Self::load_with_log(pin_dir, mode, BpfLogLevel::default())
     }
 
+    /// With `pin_dir`, the new maps are pinned in a staging directory first; `commit` swaps the new
+    /// program onto any links a previous agent left and moves the maps into place. Until then the
+    /// previous agent's program and maps keep forwarding.
     pub fn load_with_log(pin_dir: Option<&Path>, mode: AttachMode, log: BpfLogLevel) -> Result<(Self, Option<Logger>)> {
         let mut loader = EbpfLoader::new();
         let level = log as u8;
         loader.override_global("AYA_LOG_LEVEL", &level, false);
-        let paths: Vec<(&str, PathBuf)> = match pin_dir {
-            Some(dir) => {
-                ensure_bpffs(dir)?;
-                std::fs::create_dir_all(dir).with_context(|| format!("create pin directory {}", dir.display()))?;
-                PINNED_MAPS.iter().map(|m| (*m, dir.join(m))).collect()
+        let mut paths: Vec<(&str, PathBuf)> = Vec::new();
+        if let Some(dir) = pin_dir {
+            ensure_bpffs(dir)?;
+            let staging = dir.join(STAGING);
+            std::fs::create_dir_all(&staging).with_context(|| format!("create pin directory {}", staging.display()))?;
+            std::fs::create_dir_all(dir.join(LINKS))?;
+            for m in PINNED_MAPS {
+                let path = staging.join(m);
+                // Left by an agent that died while starting: never in use.
+                if path.exists() {
+                    std::fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
+                }
+                paths.push((m, path));
             }
-            None => Vec::new(),
-        };
+        }
         for (name, path) in &paths {
-            // A fresh agent starts from empty maps; state is re-pushed by the controller.
-            if path.exists() {
-                std::fs::remove_file(path).with_context(|| format!("remove stale pin {}", path.display()))?;
-            }
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(XDP_OBJECT).context("load the XDP object")?;
@@ -125,6 +152,46 @@ impl Dataplane {
             pin_dir: pin_dir.map(Path::to_path_buf),
         };
         Ok((dp, logger))
+    }
+
+    /// Puts this object's maps in place of the previous agent's, carrying its counters over, and
+    /// detaches links of interfaces that are no longer ports. Call once every port is programmed:
+    /// by then every link a port needs runs this agent's program.
+    pub fn commit(&mut self) -> Result<()> {
+        let Some(dir) = self.pin_dir.clone() else { return Ok(()) };
+        let links = dir.join(LINKS);
+        for entry in std::fs::read_dir(&links)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !self.attached.keys().any(|iface| link_pin_name(iface) == name) {
+                tracing::info!(iface = name, "detaching a link no port needs any more");
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        let old_stats = dir.join(maps::STATS);
+        if old_stats.exists() {
+            if let Err(e) = self.add_counters_from(&old_stats) {
+                tracing::warn!("counters of the previous agent not carried over: {e:#}");
+            }
+        }
+        for m in PINNED_MAPS {
+            std::fs::rename(dir.join(STAGING).join(m), dir.join(m))
+                .with_context(|| format!("move the {m} pin in place"))?;
+        }
+        let _ = std::fs::remove_dir(dir.join(STAGING));
+        Ok(())
+    }
+
+    fn add_counters_from(&mut self, pin: &Path) -> Result<()> {
+        let old: PerCpuArray<_, u64> = PerCpuArray::try_from(aya::maps::Map::PerCpuArray(MapData::from_pin(pin)?))?;
+        let map = self.ebpf.map_mut(maps::STATS).ok_or_else(|| anyhow!("no STATS map"))?;
+        let mut new: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+        for i in 0..old.len().min(new.len()) {
+            let (o, n) = (old.get(&i, 0)?, new.get(&i, 0)?);
+            let sum: Vec<u64> = o.iter().zip(n.iter()).map(|(a, b)| a + b).collect();
+            new.set(i, aya::maps::PerCpuValues::try_from(sum)?, 0)?;
+        }
+        Ok(())
     }
 
     /// The port program, for BPF_PROG_TEST_RUN.
@@ -179,9 +246,7 @@ impl Dataplane {
         match self.attached.get(iface) {
             Some((i, _)) if *i == index => return Ok(true),
             // Same name, new interface (the old one was deleted): the old link died with it.
-            Some(_) => {
-                self.forget(iface);
-            }
+            Some(_) => self.forget(iface),
             None => {}
         }
         let link = self.attach(iface)?;
@@ -189,21 +254,52 @@ impl Dataplane {
         Ok(true)
     }
 
-    fn attach(&mut self, iface: &str) -> Result<XdpLinkId> {
+    fn link_pin(&self, iface: &str) -> Option<PathBuf> {
+        self.pin_dir.as_ref().map(|d| d.join(LINKS).join(link_pin_name(iface)))
+    }
+
+    fn attach(&mut self, iface: &str) -> Result<Attachment> {
+        let pin = self.link_pin(iface);
+        if let Some(pin) = pin.as_ref().filter(|p| p.exists()) {
+            match self.adopt(pin) {
+                Ok(link) => return Ok(link),
+                Err(e) => {
+                    tracing::info!(iface, "previous link not reusable ({e:#}); attaching afresh");
+                    std::fs::remove_file(pin)?;
+                }
+            }
+        }
         let mode = self.mode;
         let prog = self.program()?;
-        let result = match mode {
+        let id = match mode {
             AttachMode::Driver => prog.attach(iface, XdpMode::Driver),
             AttachMode::Skb => prog.attach(iface, XdpMode::Skb),
             AttachMode::Auto => prog.attach(iface, XdpMode::Driver).or_else(|e| {
                 tracing::info!(iface, "native XDP refused ({e}); using generic XDP");
                 prog.attach(iface, XdpMode::Skb)
             }),
+        }
+        .with_context(|| format!("attach the port program to {iface}"))?;
+        let Some(pin) = pin else {
+            return Ok(Attachment::Owned(id));
         };
-        result.with_context(|| format!("attach the port program to {iface}"))
+        let fd = FdLink::try_from(prog.take_link(id)?).context("the kernel attached XDP without a bpf_link")?;
+        let pinned = fd
+            .pin(&pin)
+            .with_context(|| format!("pin the link at {}", pin.display()))?;
+        Ok(Attachment::Link(pinned.into()))
     }
 
-    /// Detaches from `iface` and removes its `PORTS` entry. Missing interfaces are not an error.
+    /// Swaps this agent's program onto a link a previous agent pinned (atomic: no packet sees none).
+    fn adopt(&mut self, pin: &Path) -> Result<Attachment> {
+        let fd: FdLink = PinnedLink::from_pin(pin)?.into();
+        let prog = self.program()?;
+        let id = prog.attach_to_link(aya::programs::xdp::XdpLink::try_from(fd)?)?;
+        let fd = FdLink::try_from(prog.take_link(id)?)?;
+        Ok(Attachment::Link(fd))
+    }
+
+    /// Detaches from `iface` and clears its `PORTS` entry. Missing interfaces are not an error.
     pub fn detach(&mut self, iface: &str) -> Result<()> {
         let Some(index) = self.attached.get(iface).map(|(i, _)| *i) else {
             return Ok(());
@@ -213,28 +309,26 @@ impl Dataplane {
     }
 
     fn forget(&mut self, iface: &str) {
-        if let Some((_, link)) = self.attached.remove(iface) {
-            if let Ok(prog) = self.program() {
-                // The interface may be gone already, taking the link with it.
-                let _ = prog.detach(link);
+        let pin = self.link_pin(iface);
+        match self.attached.remove(iface) {
+            // Unpinned and closed, the link detaches (if the interface is not gone already).
+            Some((_, Attachment::Link(fd))) => {
+                if let Some(pin) = pin {
+                    let _ = std::fs::remove_file(pin);
+                }
+                drop(fd);
             }
+            Some((_, Attachment::Owned(id))) => {
+                if let Ok(prog) = self.program() {
+                    let _ = prog.detach(id);
+                }
+            }
+            None => {}
         }
     }
 
     pub fn attached(&self) -> impl Iterator<Item = (&str, u32)> {
         self.attached.iter().map(|(n, (i, _))| (n.as_str(), *i))
-    }
-
-    /// Detaches everything and removes the pins.
-    pub fn shutdown(mut self) -> Result<()> {
-        let ifaces: Vec<String> = self.attached.keys().cloned().collect();
-        for iface in ifaces {
-            self.detach(&iface)?;
-        }
-        if let Some(dir) = &self.pin_dir {
-            remove_pins(dir)?;
-        }
-        Ok(())
     }
 }
 
@@ -273,8 +367,16 @@ pub fn sum_counters<T: std::borrow::Borrow<MapData>>(map: &PerCpuArray<T, u64>) 
         .collect()
 }
 
-/// Removes the agent's pins from `dir` (and `dir` itself when it is left empty).
+/// Detaches every pinned link and removes the agent's pins from `dir` (`alioth agent --reset`).
 pub fn remove_pins(dir: &Path) -> Result<()> {
+    for sub in [dir.join(LINKS), dir.join(STAGING)] {
+        if sub.exists() {
+            for entry in std::fs::read_dir(&sub)? {
+                std::fs::remove_file(entry?.path())?;
+            }
+            std::fs::remove_dir(&sub)?;
+        }
+    }
     for m in PINNED_MAPS {
         let p = dir.join(m);
         if p.exists() {

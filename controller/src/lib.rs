@@ -10,5 +10,6 @@ pub mod model;
 pub mod object;
 pub mod plan;
 pub mod service;
+pub mod store;
 pub mod v2;
 pub mod validate;

@@ -10,7 +10,7 @@ pub type Mac = [u8; 6];
 /// Largest VXLAN network identifier (24 bits).
 pub const MAX_VNI: u32 = (1 << 24) - 1;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Vpc {
     pub id: String,
     pub revision: u32,
@@ -18,7 +18,7 @@ pub struct Vpc {
     pub cidr: Option<Ipv4Net>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Subnet {
     pub id: String,
     pub revision: u32,
@@ -30,13 +30,13 @@ pub struct Subnet {
     pub dns: Vec<Ipv4Addr>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FixedIp {
     pub subnet_id: String,
     pub ip: Ipv4Addr,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Port {
     pub id: String,
     pub revision: u32,

@@ -15,7 +15,7 @@ use alioth_proto::schema::{
 use crate::model::{self, FixedIp, Port, State, Subnet, Vpc, MAX_VNI};
 
 /// A resource as stored in `State`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Resource {
     Vpc(Vpc),
     Subnet(Subnet),

@@ -29,11 +29,15 @@ pub fn alioth_bin() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// An agent process in `ns`; killed and its pins removed on drop.
+/// An agent process in `ns`; on drop it is killed and `alioth agent --reset` removes its links,
+/// pins and state.
 pub struct Agent {
     child: Child,
     pub listen: String,
     pub pin_dir: String,
+    pub state_dir: String,
+    /// False once `kill` handed the pins and state to a successor.
+    reset_on_drop: bool,
     /// `--net=/run/netns/NAME` of the agent's namespace.
     ns_net: String,
     pub log: PathBuf,
@@ -42,8 +46,23 @@ pub struct Agent {
 impl Agent {
     /// Starts `alioth agent` in `ns` with a unique pin directory and waits until it serves gRPC.
     pub fn start(ns: &Netns, extra: &[&str]) -> Result<Agent> {
-        let bin = alioth_bin()?;
         let pin_dir = format!("/sys/fs/bpf/{}", netns::unique("alioth-test-"));
+        let state_dir = std::env::temp_dir()
+            .join(netns::unique("alioth-state-"))
+            .to_string_lossy()
+            .into_owned();
+        Self::launch(ns, &pin_dir, &state_dir, extra)
+    }
+
+    /// Starts an agent on the pins and state a previous one left (a restart).
+    pub fn start_with(ns: &Netns, mut left: Leftover, extra: &[&str]) -> Result<Agent> {
+        left.armed = false;
+        Self::launch(ns, &left.pin_dir, &left.state_dir, extra)
+    }
+
+    fn launch(ns: &Netns, pin_dir: &str, state_dir: &str, extra: &[&str]) -> Result<Agent> {
+        let bin = alioth_bin()?;
+        let (pin_dir, state_dir) = (pin_dir.to_string(), state_dir.to_string());
         let listen = "127.0.0.1:50001".to_string();
         let log = std::env::temp_dir().join(format!("{}.log", netns::unique("alioth-agent-")));
         let logf = std::fs::File::create(&log)?;
@@ -51,7 +70,15 @@ impl Agent {
         let child = std::process::Command::new(nsenter)
             .arg(net)
             .arg(&bin)
-            .args(["agent", "--listen", &listen, "--pin-dir", &pin_dir])
+            .args([
+                "agent",
+                "--listen",
+                &listen,
+                "--pin-dir",
+                &pin_dir,
+                "--state-dir",
+                &state_dir,
+            ])
             .args(extra)
             .env("ALIOTH_LOG", "info")
             .stdin(Stdio::null())
@@ -63,6 +90,8 @@ impl Agent {
             child,
             listen,
             pin_dir,
+            state_dir,
+            reset_on_drop: true,
             ns_net: ns.nsenter()[1].clone(),
             log,
         };
@@ -111,14 +140,48 @@ impl Agent {
         Ok(serde_json::from_slice(&out.stdout)?)
     }
 
-    /// Stops the agent with SIGTERM (clean shutdown) and returns its exit status.
-    pub fn stop(mut self) -> Result<std::process::ExitStatus> {
+    /// SIGKILLs the agent; what it leaves (a forwarding data plane) is for `start_with` or `reset`.
+    pub fn kill(mut self) -> Result<Leftover> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(self.leave())
+    }
+
+    fn leave(&mut self) -> Leftover {
+        self.reset_on_drop = false;
+        Leftover {
+            pin_dir: self.pin_dir.clone(),
+            state_dir: self.state_dir.clone(),
+            armed: true,
+        }
+    }
+
+    /// `alioth agent --reset`: detaches every port and removes pins and state.
+    pub fn reset(pin_dir: &str, state_dir: &str) -> Result<()> {
+        let bin = alioth_bin()?;
+        let out = netns::run_output(&[
+            bin.to_str().unwrap_or_default(),
+            "agent",
+            "--reset",
+            "--pin-dir",
+            pin_dir,
+            "--state-dir",
+            state_dir,
+        ])?;
+        if !out.status.success() {
+            bail!("alioth agent --reset: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    /// Stops the agent with SIGTERM (the data plane keeps forwarding): its exit status and what it left.
+    pub fn stop(mut self) -> Result<(std::process::ExitStatus, Leftover)> {
         // SAFETY: plain kill(2) on our child's pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Some(s) = self.child.try_wait()? {
-                return Ok(s);
+                return Ok((s, self.leave()));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -132,7 +195,33 @@ impl Drop for Agent {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        let _ = alioth::dataplane::remove_pins(std::path::Path::new(&self.pin_dir));
+        if self.reset_on_drop {
+            let _ = Self::reset(&self.pin_dir, &self.state_dir);
+        }
         let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// The pins and state a stopped or killed agent left: a data plane that keeps forwarding.
+/// Dropped, it is reset; `Agent::start_with` hands it to a new agent instead.
+pub struct Leftover {
+    pub pin_dir: String,
+    pub state_dir: String,
+    armed: bool,
+}
+
+impl Leftover {
+    /// `alioth agent --reset` now, reporting failure.
+    pub fn reset(mut self) -> Result<()> {
+        self.armed = false;
+        Agent::reset(&self.pin_dir, &self.state_dir)
+    }
+}
+
+impl Drop for Leftover {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = Agent::reset(&self.pin_dir, &self.state_dir);
+        }
     }
 }

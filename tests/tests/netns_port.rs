@@ -130,13 +130,26 @@ fn arping_and_ping_to_the_gateway_are_answered_in_xdp() -> Result<()> {
     );
     ensure!(status["maps"]["ENDPOINTS"]["entries"] == 3, "status: {status}");
 
-    // A clean stop detaches and removes the pins.
-    let pin_dir = t.agent.pin_dir.clone();
-    let stopped = t.agent.stop()?;
+    // A clean stop leaves the data plane running; --reset removes it.
+    let (stopped, left) = t.agent.stop()?;
     ensure!(stopped.success(), "agent exit: {stopped}");
+    let ping = t
+        .vm1
+        .ns
+        .exec(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "198.18.0.1"])?;
+    ensure!(
+        ping.contains("2 received"),
+        "the data plane forwards without its agent: {ping}"
+    );
+    let (pin_dir, state_dir) = (left.pin_dir.clone(), left.state_dir.clone());
+    left.reset()?;
     ensure!(!std::path::Path::new(&pin_dir).exists(), "pins left in {pin_dir}");
+    ensure!(
+        !std::path::Path::new(&state_dir).join("state.json").exists(),
+        "state left in {state_dir}"
+    );
     let after = t.vm1.ns.exec_output(&["ping", "-c", "1", "-W", "1", "198.18.0.1"])?;
-    ensure!(!after.status.success(), "nothing answers once the agent is gone");
+    ensure!(!after.status.success(), "nothing answers after --reset");
     drop((t.vm1, t.vm2, t.host));
     Ok(())
 }
@@ -198,5 +211,48 @@ fn invalid_resources_are_refused_one_by_one_and_nothing_programmed_is_lost() -> 
         .ns
         .exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "198.18.0.1"])?;
     ensure!(ping.contains("3 received"), "ping output: {ping}");
+    Ok(())
+}
+
+#[test]
+fn sigkill_and_restart_of_the_agent_lose_no_packet() -> Result<()> {
+    let t = topology(&[])?;
+    let (code, _) = apply(&t.agent, &example("demo.yaml"))?;
+    ensure!(code == 0);
+    // 600 pings 10 ms apart (6 s) while the agent is killed and a new one takes over.
+    let ping = t
+        .vm1
+        .ns
+        .command("timeout")
+        .args(["30", "ping", "-q", "-i", "0.01", "-c", "600", "-W", "1", "198.18.0.1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let left = t.agent.kill()?;
+    let pin_dir = left.pin_dir.clone();
+    // The data plane runs alone for a while, then a new agent adopts it.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let agent = Agent::start_with(&t.host, left, &[])?;
+    let out = ping.wait_with_output()?;
+    let summary = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        summary.contains("600 packets transmitted, 600 received"),
+        "ping: {summary}\n{}",
+        agent.log_text()
+    );
+    ensure!(
+        agent.log_text().contains("restored the recorded goal state"),
+        "{}",
+        agent.log_text()
+    );
+
+    // The same goal state again is an idempotent success, and the counters survived the restart.
+    let (code, statuses) = apply(&agent, &example("demo.yaml"))?;
+    ensure!(code == 0 && statuses.values().all(|s| s == "SUCCESS"), "{statuses:?}");
+    ensure!(counter(&agent, "icmp_echo_reply")? >= 600, "stats: {}", agent.stats()?);
+    // Nothing is left in the staging area, and both ports are attached.
+    ensure!(!std::path::Path::new(&pin_dir).join("staging").exists());
+    let status: serde_json::Value = serde_json::from_slice(&agent.cli(&["status", "--json"])?.stdout)?;
+    ensure!(status["attached"].as_array().map(Vec::len) == Some(2), "{status}");
     Ok(())
 }

@@ -79,7 +79,8 @@ fn main() -> Result<()> {
     }
 
     step("tearing down: agent, namespaces, veths, pins");
-    agent.stop()?;
+    let (_, left) = agent.stop()?;
+    left.reset()?;
     drop((vm1, vm2, host));
     println!("done: nothing left behind");
     Ok(())
