@@ -12,7 +12,7 @@ use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray};
 use serde_json::json;
 
 use crate::agent::DEFAULT_PIN_DIR;
-use crate::dataplane::{ifname, sum_counters};
+use crate::dataplane::{ifname, interfaces, sum_counters};
 use crate::model::format_mac;
 
 /// Exit code of `apply` when the agent refused some resources.
@@ -150,7 +150,7 @@ pub fn stats(args: InspectArgs) -> Result<()> {
 fn read_ports(pin_dir: &Path) -> Result<Vec<(u32, PortEntry)>> {
     let map: Array<_, PortEntry> = Array::try_from(Map::Array(open_map(pin_dir, maps::PORTS)?))?;
     let mut ports = Vec::new();
-    for index in interfaces() {
+    for (index, _) in interfaces() {
         if index < maps::MAX_IFINDEX {
             let entry = map.get(&index, 0)?;
             if entry.is_programmed() {
@@ -159,26 +159,6 @@ fn read_ports(pin_dir: &Path) -> Result<Vec<(u32, PortEntry)>> {
         }
     }
     Ok(ports)
-}
-
-/// Indexes of the interfaces of the current network namespace.
-fn interfaces() -> Vec<u32> {
-    // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below.
-    unsafe {
-        let list = libc::if_nameindex();
-        if list.is_null() {
-            return Vec::new();
-        }
-        let mut out = Vec::new();
-        let mut p = list;
-        while (*p).if_index != 0 {
-            out.push((*p).if_index);
-            p = p.add(1);
-        }
-        libc::if_freenameindex(list);
-        out.sort_unstable();
-        out
-    }
 }
 
 pub fn ports(args: InspectArgs) -> Result<()> {

@@ -1,6 +1,6 @@
 //! Goal-state messages in, replies out: validate -> plan -> apply, with per-resource timings.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use alioth_common::maps::PortEntry;
@@ -9,11 +9,11 @@ use alioth_proto::schema::{
 };
 use anyhow::Result;
 
-use crate::dataplane::Dataplane;
+use crate::dataplane::{interfaces, Dataplane};
 use crate::model::State;
 use crate::plan::{self, EndpointOp, PortOp};
 use crate::store::Store;
-use crate::validate::{self, Change, Naming, Outcome, Resource};
+use crate::validate::{self, Change, Naming, Outcome};
 
 pub struct Controller {
     state: State,
@@ -21,8 +21,8 @@ pub struct Controller {
     naming: Naming,
     /// The record of applied goal state (agents); none in tests that need no restart.
     store: Option<Store>,
-    /// Ports whose interface does not exist yet; attached by `retry_pending`.
-    pending: BTreeSet<String>,
+    /// Interface -> port, for ports whose interface does not exist yet; see `retry_pending`.
+    pending: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -42,7 +42,7 @@ impl Controller {
             dp,
             naming,
             store: None,
-            pending: BTreeSet::new(),
+            pending: BTreeMap::new(),
         }
     }
 
@@ -51,12 +51,7 @@ impl Controller {
     /// left (or attaches), then moves the new maps' pins in place.
     pub fn restore(dp: Dataplane, naming: Naming, state: State, store: Store) -> Result<Self> {
         let changes: Vec<Change> = state
-            .vpcs
-            .values()
-            .cloned()
-            .map(Resource::Vpc)
-            .chain(state.subnets.values().cloned().map(Resource::Subnet))
-            .chain(state.ports.values().cloned().map(Resource::Port))
+            .resources()
             .map(|r| Change {
                 before: None,
                 after: Some(r),
@@ -69,14 +64,14 @@ impl Controller {
             dp,
             naming,
             store: Some(store),
-            pending: BTreeSet::new(),
+            pending: BTreeMap::new(),
         };
         for (_, op) in &plan.endpoints {
             if let EndpointOp::Upsert(k, v) = op {
                 c.dp.upsert_endpoint(*k, *v)?;
             }
         }
-        let ids: Vec<String> = c.state.ports.keys().cloned().collect();
+        let ids: Vec<String> = c.state.ports().keys().cloned().collect();
         for id in &ids {
             if let Err(e) = c.program_port(id) {
                 tracing::warn!(resource_id = id, "port not re-attached: {e:#}");
@@ -86,7 +81,8 @@ impl Controller {
         tracing::info!(
             vpcs = c.state.vpcs.len(),
             subnets = c.state.subnets.len(),
-            ports = c.state.ports.len(),
+            ports = c.state.ports().len(),
+            neighbors = c.state.neighbors().len(),
             pending = c.pending.len(),
             "restored the recorded goal state"
         );
@@ -119,6 +115,8 @@ impl Controller {
 
         for (o, op) in &plan.detach {
             if let PortOp::Detach { iface } = op {
+                // A deleted or renamed port is no longer waited for.
+                self.pending.remove(iface);
                 let t = Instant::now();
                 if let Err(e) = self.dp.detach(iface) {
                     fail(&mut outcomes, *o, e);
@@ -156,8 +154,6 @@ impl Controller {
                 timing[*o].network += t.elapsed();
             }
         }
-        // Deleted ports are no longer waited for.
-        self.pending.retain(|id| self.state.ports.contains_key(id));
         // Recorded before the reply: an acknowledged change survives a crash of the agent.
         if let Some(store) = self.store.as_mut() {
             if let Err(e) = store.record(&self.state, &changes) {
@@ -192,7 +188,7 @@ impl Controller {
 
     /// Writes `PORTS` and attaches for one port. `Ok(false)` when its interface does not exist yet.
     fn program_port(&mut self, port_id: &str) -> Result<bool> {
-        let Some(port) = self.state.ports.get(port_id) else {
+        let Some(port) = self.state.ports().get(port_id) else {
             return Ok(true);
         };
         let vni = self.state.vpcs[&port.vpc_id].vni;
@@ -205,16 +201,23 @@ impl Controller {
         let iface = port.iface.clone();
         let present = self.dp.program_port(&iface, entry)?;
         if present {
-            self.pending.remove(port_id);
+            self.pending.remove(&iface);
         } else {
-            self.pending.insert(port_id.to_string());
+            self.pending.insert(iface, port_id.to_string());
         }
         Ok(present)
     }
 
-    /// Attaches ports whose interface has appeared since they were pushed.
+    /// Attaches ports whose interface has appeared since they were pushed. One interface listing,
+    /// then a lookup per interface: the cost does not grow with the number of waiting ports.
     pub fn retry_pending(&mut self) {
-        let ids: Vec<String> = self.pending.iter().cloned().collect();
+        if self.pending.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = interfaces()
+            .into_iter()
+            .filter_map(|(_, name)| self.pending.get(&name).cloned())
+            .collect();
         for id in ids {
             match self.program_port(&id) {
                 Ok(true) => tracing::info!(resource_id = id, "interface appeared; port attached"),

@@ -81,6 +81,28 @@ pub fn ifindex(name: &str) -> Option<u32> {
     (idx != 0).then_some(idx)
 }
 
+/// (index, name) of every interface of the current network namespace, by index.
+pub fn interfaces() -> Vec<(u32, String)> {
+    // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below; names are
+    // NUL-terminated C strings owned by that array.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let mut p = list;
+        while (*p).if_index != 0 {
+            let name = std::ffi::CStr::from_ptr((*p).if_name).to_string_lossy().into_owned();
+            out.push(((*p).if_index, name));
+            p = p.add(1);
+        }
+        libc::if_freenameindex(list);
+        out.sort_unstable();
+        out
+    }
+}
+
 /// Name of interface `index`, if it exists.
 pub fn ifname(index: u32) -> Option<String> {
     let mut buf = [0u8; libc::IF_NAMESIZE];

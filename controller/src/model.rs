@@ -1,6 +1,6 @@
 //! Validated resources: what the controller keeps once a goal-state resource passed validation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -54,14 +54,148 @@ impl Port {
     }
 }
 
+/// A port on another host, reached over the overlay.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Neighbor {
+    pub id: String,
+    pub revision: u32,
+    pub vpc_id: String,
+    pub mac: Mac,
+    /// Underlay address of the host carrying the port (the tunnel endpoint).
+    pub host_ip: Ipv4Addr,
+    pub fixed_ips: Vec<FixedIp>,
+}
+
+/// Who holds an address inside a VPC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    Port(String),
+    Neighbor(String),
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Port(id) => write!(f, "port {id}"),
+            Owner::Neighbor(id) => write!(f, "neighbor {id}"),
+        }
+    }
+}
+
 /// Everything the agent has accepted, by id.
+///
+/// Ports and neighbors change only through the `put_*`/`remove_*` methods, which keep the indexes
+/// the validator needs to stay O(resources in the message) whatever the size of the state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
     pub vpcs: BTreeMap<String, Vpc>,
     pub subnets: BTreeMap<String, Subnet>,
-    pub ports: BTreeMap<String, Port>,
+    ports: BTreeMap<String, Port>,
+    neighbors: BTreeMap<String, Neighbor>,
     /// Revision of deleted resources by (resource type, id): a late, older CREATE is out of order.
     pub tombstones: BTreeMap<(i32, String), u32>,
+    /// (VPC, address) -> who holds it.
+    addrs: HashMap<(String, Ipv4Addr), Owner>,
+    /// (VPC, MAC) -> port.
+    macs: HashMap<(String, Mac), String>,
+    /// Subnet -> ports and neighbors with an address in it.
+    subnet_users: HashMap<String, BTreeSet<String>>,
+    /// VPC -> number of ports and neighbors in it.
+    vpc_users: HashMap<String, usize>,
+}
+
+impl State {
+    pub fn ports(&self) -> &BTreeMap<String, Port> {
+        &self.ports
+    }
+
+    pub fn neighbors(&self) -> &BTreeMap<String, Neighbor> {
+        &self.neighbors
+    }
+
+    pub fn addr_owner(&self, vpc: &str, ip: Ipv4Addr) -> Option<&Owner> {
+        self.addrs.get(&(vpc.to_string(), ip))
+    }
+
+    pub fn mac_owner(&self, vpc: &str, mac: &Mac) -> Option<&str> {
+        self.macs.get(&(vpc.to_string(), *mac)).map(String::as_str)
+    }
+
+    /// Ids of the ports and neighbors with an address in `subnet`.
+    pub fn subnet_users(&self, subnet: &str) -> impl Iterator<Item = &String> {
+        self.subnet_users.get(subnet).into_iter().flatten()
+    }
+
+    pub fn vpc_in_use(&self, vpc: &str) -> bool {
+        self.vpc_users.get(vpc).is_some_and(|n| *n > 0)
+    }
+
+    fn index(&mut self, vpc: &str, ips: &[FixedIp], owner: Owner, add: bool) {
+        let id = match &owner {
+            Owner::Port(id) | Owner::Neighbor(id) => id.clone(),
+        };
+        for f in ips {
+            let key = (vpc.to_string(), f.ip);
+            let users = self.subnet_users.entry(f.subnet_id.clone()).or_default();
+            if add {
+                self.addrs.insert(key, owner.clone());
+                users.insert(id.clone());
+            } else {
+                if self.addrs.get(&key) == Some(&owner) {
+                    self.addrs.remove(&key);
+                }
+                users.remove(&id);
+                if users.is_empty() {
+                    self.subnet_users.remove(&f.subnet_id);
+                }
+            }
+        }
+        let n = self.vpc_users.entry(vpc.to_string()).or_default();
+        if add {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.vpc_users.remove(vpc);
+            }
+        }
+    }
+
+    pub fn put_port(&mut self, p: Port) -> Option<Port> {
+        let old = self.remove_port(&p.id);
+        self.index(&p.vpc_id.clone(), &p.fixed_ips.clone(), Owner::Port(p.id.clone()), true);
+        self.macs.insert((p.vpc_id.clone(), p.mac), p.id.clone());
+        self.ports.insert(p.id.clone(), p);
+        old
+    }
+
+    pub fn remove_port(&mut self, id: &str) -> Option<Port> {
+        let old = self.ports.remove(id)?;
+        self.index(&old.vpc_id, &old.fixed_ips, Owner::Port(old.id.clone()), false);
+        let key = (old.vpc_id.clone(), old.mac);
+        if self.macs.get(&key).map(String::as_str) == Some(id) {
+            self.macs.remove(&key);
+        }
+        Some(old)
+    }
+
+    pub fn put_neighbor(&mut self, n: Neighbor) -> Option<Neighbor> {
+        let old = self.remove_neighbor(&n.id);
+        self.index(
+            &n.vpc_id.clone(),
+            &n.fixed_ips.clone(),
+            Owner::Neighbor(n.id.clone()),
+            true,
+        );
+        self.neighbors.insert(n.id.clone(), n);
+        old
+    }
+
+    pub fn remove_neighbor(&mut self, id: &str) -> Option<Neighbor> {
+        let old = self.neighbors.remove(id)?;
+        self.index(&old.vpc_id, &old.fixed_ips, Owner::Neighbor(old.id.clone()), false);
+        Some(old)
+    }
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff` (or with `-`).

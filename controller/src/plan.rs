@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use alioth_common::maps::{endpoint_kind, Endpoint, EndpointKey};
 
-use crate::model::{Port, State, Subnet};
+use alioth_proto::schema::ResourceType;
+
+use crate::model::{Neighbor, Port, State, Subnet};
 use crate::validate::{Change, Resource};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,18 +71,40 @@ pub fn port_entries(p: &Port, vni: u32) -> Vec<(EndpointKey, Endpoint)> {
 pub fn render(state: &State) -> BTreeMap<EndpointKey, Endpoint> {
     let vni = |vpc: &str| state.vpcs[vpc].vni;
     let subnets = state.subnets.values().flat_map(|s| subnet_entries(s, vni(&s.vpc_id)));
-    let ports = state.ports.values().flat_map(|p| port_entries(p, vni(&p.vpc_id)));
-    subnets.chain(ports).collect()
+    let ports = state.ports().values().flat_map(|p| port_entries(p, vni(&p.vpc_id)));
+    let neighbors = state
+        .neighbors()
+        .values()
+        .flat_map(|n| neighbor_entries(n, vni(&n.vpc_id)));
+    subnets.chain(ports).chain(neighbors).collect()
 }
 
-/// A resource that renders entries: (is_port, id).
-type Owner = (bool, String);
+pub fn neighbor_entries(n: &Neighbor, vni: u32) -> Vec<(EndpointKey, Endpoint)> {
+    n.fixed_ips
+        .iter()
+        .map(|f| {
+            let key = EndpointKey { vni, ip: f.ip.octets() };
+            let value = Endpoint {
+                mac: n.mac,
+                kind: endpoint_kind::REMOTE_PORT,
+                host_ip: n.host_ip.octets(),
+                ..Default::default()
+            };
+            (key, value)
+        })
+        .collect()
+}
+
+/// A resource that renders entries: (kind, id).
+type Owner = (ResourceType, String);
 
 fn owner_of(r: &Resource) -> Option<Owner> {
     match r {
-        Resource::Subnet(s) => Some((false, s.id.clone())),
-        Resource::Port(p) => Some((true, p.id.clone())),
         Resource::Vpc(_) => None,
+        r => {
+            let (kind, id) = r.kind_id();
+            Some((kind, id.to_string()))
+        }
     }
 }
 
@@ -89,6 +113,7 @@ fn vpc_of(r: &Resource) -> &str {
         Resource::Vpc(v) => &v.id,
         Resource::Subnet(s) => &s.vpc_id,
         Resource::Port(p) => &p.vpc_id,
+        Resource::Neighbor(n) => &n.vpc_id,
     }
 }
 
@@ -96,6 +121,7 @@ fn entries(r: &Resource, vni: u32) -> Vec<(EndpointKey, Endpoint)> {
     match r {
         Resource::Subnet(s) => subnet_entries(s, vni),
         Resource::Port(p) => port_entries(p, vni),
+        Resource::Neighbor(n) => neighbor_entries(n, vni),
         Resource::Vpc(_) => Vec::new(),
     }
 }
@@ -120,7 +146,7 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                 pre_vni.entry(v.id.as_str()).or_insert(vni);
             }
             _ => {
-                pre.entry(owner_of(r).expect("subnet or port"))
+                pre.entry(owner_of(r).expect("not a VPC"))
                     .or_insert_with(|| c.before.clone());
             }
         }
@@ -134,8 +160,11 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
     let pre_version = |o: &Owner| -> Option<Resource> {
         match pre.get(o) {
             Some(v) => v.clone(),
-            None if o.0 => state.ports.get(&o.1).cloned().map(Resource::Port),
-            None => state.subnets.get(&o.1).cloned().map(Resource::Subnet),
+            None => match o.0 {
+                ResourceType::Port => state.ports().get(&o.1).cloned().map(Resource::Port),
+                ResourceType::Neighbor => state.neighbors().get(&o.1).cloned().map(Resource::Neighbor),
+                _ => state.subnets.get(&o.1).cloned().map(Resource::Subnet),
+            },
         }
     };
 
@@ -195,13 +224,20 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                     .subnets
                     .values()
                     .filter(|s| s.vpc_id == a.id)
-                    .map(|s| (false, s.id.clone()))
+                    .map(|s| (ResourceType::Subnet, s.id.clone()))
                     .chain(
                         state
-                            .ports
+                            .ports()
                             .values()
                             .filter(|p| p.vpc_id == a.id)
-                            .map(|p| (true, p.id.clone())),
+                            .map(|p| (ResourceType::Port, p.id.clone())),
+                    )
+                    .chain(
+                        state
+                            .neighbors()
+                            .values()
+                            .filter(|n| n.vpc_id == a.id)
+                            .map(|n| (ResourceType::Neighbor, n.id.clone())),
                     )
                     .chain(
                         pre.iter()
@@ -217,14 +253,14 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                     let new_entries = entries(&r, new);
                     replace(o, old_entries, &new_entries);
                     current.insert(m.clone(), new_entries);
-                    if m.0 && state.ports.contains_key(&m.1) {
+                    if m.0 == ResourceType::Port && state.ports().contains_key(&m.1) {
                         out.program.push((o, PortOp::Program { port_id: m.1.clone() }));
                     }
                 }
             }
             (before, after) => {
                 let r = after.as_ref().or(before.as_ref()).expect("a change has a side");
-                let owner = owner_of(r).expect("subnet or port");
+                let owner = owner_of(r).expect("not a VPC");
                 let old_entries = in_map(&current, &owner);
                 let new_entries = match after {
                     Some(a) => match vni_now.get(vpc_of(a)).copied().unwrap_or_else(|| vni_pre(vpc_of(a))) {
@@ -235,11 +271,15 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                 };
                 replace(o, old_entries, &new_entries);
                 current.insert(owner, new_entries);
-                // A port's PORTS entry carries its primary subnet's gateway.
-                if let Some(Resource::Subnet(a)) = after {
-                    let uses = |p: &&Port| p.fixed_ips[0].subnet_id == a.id && !programmed.contains(&p.id);
-                    for p in state.ports.values().filter(uses) {
-                        out.program.push((o, PortOp::Program { port_id: p.id.clone() }));
+                // A port's PORTS entry carries its primary subnet's gateway: rewrite the entries of
+                // the subnet's ports when the gateway changed.
+                if let (Some(Resource::Subnet(b)), Some(Resource::Subnet(a))) = (before, after) {
+                    if (b.gateway_ip, b.gateway_mac) != (a.gateway_ip, a.gateway_mac) {
+                        for id in state.subnet_users(&a.id).filter(|id| !programmed.contains(*id)) {
+                            if state.ports().get(id).is_some_and(|p| p.fixed_ips[0].subnet_id == a.id) {
+                                out.program.push((o, PortOp::Program { port_id: id.clone() }));
+                            }
+                        }
                     }
                 }
                 match (before, after) {

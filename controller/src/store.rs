@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use alioth_proto::schema::ResourceType;
+
 use crate::model::State;
 use crate::validate::{Change, Resource};
 
@@ -44,39 +46,6 @@ pub struct Store {
     journal: BufWriter<File>,
 }
 
-fn kind_id(r: &Resource) -> (i32, String) {
-    use alioth_proto::schema::ResourceType;
-    match r {
-        Resource::Vpc(v) => (ResourceType::Vpc as i32, v.id.clone()),
-        Resource::Subnet(s) => (ResourceType::Subnet as i32, s.id.clone()),
-        Resource::Port(p) => (ResourceType::Port as i32, p.id.clone()),
-    }
-}
-
-fn put(state: &mut State, r: Resource) {
-    match r {
-        Resource::Vpc(v) => {
-            state.vpcs.insert(v.id.clone(), v);
-        }
-        Resource::Subnet(s) => {
-            state.subnets.insert(s.id.clone(), s);
-        }
-        Resource::Port(p) => {
-            state.ports.insert(p.id.clone(), p);
-        }
-    }
-}
-
-fn delete(state: &mut State, kind: i32, id: &str) {
-    use alioth_proto::schema::ResourceType;
-    match ResourceType::try_from(kind) {
-        Ok(ResourceType::Vpc) => drop(state.vpcs.remove(id)),
-        Ok(ResourceType::Subnet) => drop(state.subnets.remove(id)),
-        Ok(ResourceType::Port) => drop(state.ports.remove(id)),
-        _ => {}
-    }
-}
-
 impl Store {
     /// Opens (creating) `dir`, returns the recorded state, and compacts the journal into a snapshot.
     pub fn open(dir: &Path) -> Result<(Store, State)> {
@@ -87,7 +56,7 @@ impl Store {
             let s: Snapshot = serde_json::from_reader(BufReader::new(File::open(&snap)?))
                 .with_context(|| format!("read {}", snap.display()))?;
             for r in s.resources {
-                put(&mut state, r);
+                state.put(r);
             }
             state.tombstones = s.tombstones.into_iter().map(|(k, id, r)| ((k, id), r)).collect();
         }
@@ -101,8 +70,10 @@ impl Store {
                     break;
                 };
                 match entry {
-                    Entry::Put(r) => put(&mut state, r),
-                    Entry::Delete { kind, id } => delete(&mut state, kind, &id),
+                    Entry::Put(r) => state.put(r),
+                    Entry::Delete { kind, id } => {
+                        state.delete(ResourceType::try_from(kind).unwrap_or(ResourceType::Gateway), &id)
+                    }
                     Entry::Tombstone {
                         kind,
                         id,
@@ -137,7 +108,8 @@ impl Store {
             let Some(r) = c.after.as_ref().or(c.before.as_ref()) else {
                 continue;
             };
-            let (kind, id) = kind_id(r);
+            let (kind, id) = r.kind_id();
+            let (kind, id) = (kind as i32, id.to_string());
             let entry = match &c.after {
                 Some(a) => Entry::Put(a.clone()),
                 None => Entry::Delete { kind, id: id.clone() },
@@ -167,14 +139,7 @@ impl Store {
 }
 
 fn write_snapshot(dir: &Path, state: &State) -> Result<()> {
-    let resources = state
-        .vpcs
-        .values()
-        .cloned()
-        .map(Resource::Vpc)
-        .chain(state.subnets.values().cloned().map(Resource::Subnet))
-        .chain(state.ports.values().cloned().map(Resource::Port))
-        .collect();
+    let resources = state.resources().collect();
     let tombstones = state
         .tombstones
         .iter()

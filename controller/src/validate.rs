@@ -8,11 +8,11 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use alioth_proto::schema::{
-    GoalState, OperationStatus, OperationType, PortConfiguration, PortState, ResourceType, SubnetConfiguration,
-    SubnetState, UpdateType, VpcConfiguration, VpcState,
+    GoalState, NeighborConfiguration, NeighborState, OperationStatus, OperationType, PortConfiguration, PortState,
+    ResourceType, SubnetConfiguration, SubnetState, UpdateType, VpcConfiguration, VpcState,
 };
 
-use crate::model::{self, FixedIp, Port, State, Subnet, Vpc, MAX_VNI};
+use crate::model::{self, FixedIp, Neighbor, Owner, Port, State, Subnet, Vpc, MAX_VNI};
 
 /// A resource as stored in `State`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -20,6 +20,49 @@ pub enum Resource {
     Vpc(Vpc),
     Subnet(Subnet),
     Port(Port),
+    Neighbor(Neighbor),
+}
+
+impl State {
+    /// Every resource, in dependency order (VPCs, subnets, ports, neighbors).
+    pub fn resources(&self) -> impl Iterator<Item = Resource> + '_ {
+        let vpcs = self.vpcs.values().cloned().map(Resource::Vpc);
+        let subnets = self.subnets.values().cloned().map(Resource::Subnet);
+        let ports = self.ports().values().cloned().map(Resource::Port);
+        vpcs.chain(subnets)
+            .chain(ports)
+            .chain(self.neighbors().values().cloned().map(Resource::Neighbor))
+    }
+
+    pub fn put(&mut self, r: Resource) {
+        match r {
+            Resource::Vpc(v) => drop(self.vpcs.insert(v.id.clone(), v)),
+            Resource::Subnet(s) => drop(self.subnets.insert(s.id.clone(), s)),
+            Resource::Port(p) => drop(self.put_port(p)),
+            Resource::Neighbor(n) => drop(self.put_neighbor(n)),
+        }
+    }
+
+    pub fn delete(&mut self, kind: ResourceType, id: &str) {
+        match kind {
+            ResourceType::Vpc => drop(self.vpcs.remove(id)),
+            ResourceType::Subnet => drop(self.subnets.remove(id)),
+            ResourceType::Port => drop(self.remove_port(id)),
+            ResourceType::Neighbor => drop(self.remove_neighbor(id)),
+            _ => {}
+        }
+    }
+}
+
+impl Resource {
+    pub fn kind_id(&self) -> (ResourceType, &str) {
+        match self {
+            Resource::Vpc(v) => (ResourceType::Vpc, &v.id),
+            Resource::Subnet(s) => (ResourceType::Subnet, &s.id),
+            Resource::Port(p) => (ResourceType::Port, &p.id),
+            Resource::Neighbor(n) => (ResourceType::Neighbor, &n.id),
+        }
+    }
 }
 
 /// One accepted change: the resource before and after (None = absent).
@@ -101,12 +144,23 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
         }),
     })
     .collect();
-    let port_gone: Vec<PortState> = absent_under_full(&msg.port_states, v.state.ports.keys(), |s| {
+    let port_gone: Vec<PortState> = absent_under_full(&msg.port_states, v.state.ports().keys(), |s| {
         s.configuration.as_ref().map(|c| (c.id.as_str(), c.update_type))
     })
     .map(|id| PortState {
         operation_type: OperationType::Delete as i32,
         configuration: Some(PortConfiguration {
+            id,
+            ..Default::default()
+        }),
+    })
+    .collect();
+    let neighbor_gone: Vec<NeighborState> = absent_under_full(&msg.neighbor_states, v.state.neighbors().keys(), |s| {
+        s.configuration.as_ref().map(|c| (c.id.as_str(), c.update_type))
+    })
+    .map(|id| NeighborState {
+        operation_type: OperationType::Delete as i32,
+        configuration: Some(NeighborConfiguration {
             id,
             ..Default::default()
         }),
@@ -120,6 +174,17 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
     }
     for s in msg.port_states.iter().filter(|s| !is_delete(s.operation_type)) {
         v.port(s);
+    }
+    for s in msg.neighbor_states.iter().filter(|s| !is_delete(s.operation_type)) {
+        v.neighbor(s);
+    }
+    for s in msg
+        .neighbor_states
+        .iter()
+        .filter(|s| is_delete(s.operation_type))
+        .chain(&neighbor_gone)
+    {
+        v.neighbor(s);
     }
     for s in msg
         .port_states
@@ -145,12 +210,6 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
     {
         v.vpc(s);
     }
-    v.unsupported(
-        ResourceType::Neighbor,
-        msg.neighbor_states
-            .iter()
-            .map(|s| (s.operation_type, s.configuration.as_ref().map(|c| c.id.as_str()))),
-    );
     v.unsupported(
         ResourceType::Securitygroup,
         msg.security_group_states
@@ -327,8 +386,8 @@ impl Validator<'_> {
                     if let Some(sub) = v.state.subnets.values().find(|x| x.vpc_id == c.id) {
                         return refused(format!("VPC {} is still used by subnet {}", c.id, sub.id));
                     }
-                    if let Some(p) = v.state.ports.values().find(|x| x.vpc_id == c.id) {
-                        return refused(format!("VPC {} is still used by port {}", c.id, p.id));
+                    if v.state.vpc_in_use(&c.id) {
+                        return refused(format!("VPC {} is still used by ports or neighbors", c.id));
                     }
                     v.state.vpcs.remove(&c.id);
                     let revision = before.as_ref().map_or(0, |b| b.revision).max(c.revision_number);
@@ -394,13 +453,8 @@ impl Validator<'_> {
             match op {
                 Op::Nothing => Ok(None),
                 Op::Delete => {
-                    if let Some(p) = v
-                        .state
-                        .ports
-                        .values()
-                        .find(|p| p.fixed_ips.iter().any(|f| f.subnet_id == c.id))
-                    {
-                        return refused(format!("subnet {} is still used by port {}", c.id, p.id));
+                    if let Some((user, _, _)) = v.subnet_users(&c.id).first() {
+                        return refused(format!("subnet {} is still used by {user}", c.id));
                     }
                     v.state.subnets.remove(&c.id);
                     let revision = before.as_ref().map_or(0, |b| b.revision).max(c.revision_number);
@@ -425,19 +479,29 @@ impl Validator<'_> {
         });
     }
 
+    /// The ports and neighbors with an address in `subnet`: (who, VPC, addresses).
+    fn subnet_users(&self, subnet: &str) -> Vec<(Owner, &str, &[FixedIp])> {
+        self.state
+            .subnet_users(subnet)
+            .filter_map(
+                |id| match (self.state.ports().get(id), self.state.neighbors().get(id)) {
+                    (Some(p), _) => Some((Owner::Port(p.id.clone()), p.vpc_id.as_str(), p.fixed_ips.as_slice())),
+                    (None, Some(n)) => Some((Owner::Neighbor(n.id.clone()), n.vpc_id.as_str(), n.fixed_ips.as_slice())),
+                    _ => None,
+                },
+            )
+            .collect()
+    }
+
     fn check_subnet(&self, c: &alioth_proto::schema::SubnetConfiguration) -> Checked<Subnet> {
         let Some(vpc) = self.state.vpcs.get(&c.vpc_id) else {
             return invalid(format!("vpc_id {:?} is not a known VPC", c.vpc_id));
         };
-        if let Some(p) = self
-            .state
-            .ports
-            .values()
-            .find(|p| p.vpc_id != c.vpc_id && p.fixed_ips.iter().any(|f| f.subnet_id == c.id))
-        {
+        let users = self.subnet_users(&c.id);
+        if let Some((user, _, _)) = users.iter().find(|(_, vpc, _)| *vpc != c.vpc_id) {
             return invalid(format!(
-                "subnet {} cannot move to VPC {}: port {} uses it",
-                c.id, c.vpc_id, p.id
+                "subnet {} cannot move to VPC {}: {user} uses it",
+                c.id, c.vpc_id
             ));
         }
         let cidr = model::parse_cidr("subnet cidr", &c.cidr).or_else(invalid)?;
@@ -473,21 +537,13 @@ impl Validator<'_> {
             Some(m) => model::parse_unicast_mac(m).or_else(invalid)?,
             None => model::derived_gateway_mac(gateway_ip),
         };
-        if let Some(p) = self
-            .state
-            .ports
-            .values()
-            .find(|p| p.fixed_ips.iter().any(|f| f.ip == gateway_ip && f.subnet_id == c.id))
-        {
-            return invalid(format!("gateway ip {gateway_ip} is used by port {}", p.id));
+        if let Some(owner) = self.state.addr_owner(&c.vpc_id, gateway_ip) {
+            return invalid(format!("gateway ip {gateway_ip} is used by {owner}"));
         }
-        if let Some(p) = self
-            .state
-            .ports
-            .values()
-            .find(|p| p.fixed_ips.iter().any(|f| f.subnet_id == c.id && !cidr.contains(&f.ip)))
-        {
-            return invalid(format!("cidr {cidr} would leave port {} outside its subnet", p.id));
+        for (user, _, ips) in &users {
+            if ips.iter().any(|f| f.subnet_id == c.id && !cidr.contains(&f.ip)) {
+                return invalid(format!("cidr {cidr} would leave {user} outside its subnet"));
+            }
         }
         let dns = c
             .dns_entry_list
@@ -514,7 +570,7 @@ impl Validator<'_> {
             });
         };
         self.record(ResourceType::Port, s.operation_type, &c.id, |v, op| {
-            let before = v.state.ports.get(&c.id).cloned();
+            let before = v.state.ports().get(&c.id).cloned();
             if !matches!(op, Op::Nothing) {
                 let applied = before.as_ref().map(|b| b.revision);
                 v.check_revision(ResourceType::Port, &c.id, applied, c.revision_number)?;
@@ -522,7 +578,7 @@ impl Validator<'_> {
             match op {
                 Op::Nothing => Ok(None),
                 Op::Delete => {
-                    v.state.ports.remove(&c.id);
+                    v.state.remove_port(&c.id);
                     let revision = before.as_ref().map_or(0, |b| b.revision).max(c.revision_number);
                     v.tombstone(ResourceType::Port, &c.id, Some(revision));
                     Ok(before.map(|b| Change {
@@ -533,7 +589,7 @@ impl Validator<'_> {
                 }
                 Op::Upsert => {
                     let port = v.check_port(c)?;
-                    v.state.ports.insert(c.id.clone(), port.clone());
+                    v.state.put_port(port.clone());
                     v.tombstone(ResourceType::Port, &c.id, None);
                     Ok(Some(Change {
                         before: before.map(Resource::Port),
@@ -545,26 +601,26 @@ impl Validator<'_> {
         });
     }
 
-    fn check_port(&self, c: &alioth_proto::schema::PortConfiguration) -> Checked<Port> {
-        if !self.state.vpcs.contains_key(&c.vpc_id) {
-            return invalid(format!("vpc_id {:?} is not a known VPC", c.vpc_id));
-        }
-        let mac = model::parse_unicast_mac(&c.mac_address).or_else(invalid)?;
-        if c.fixed_ips.is_empty() {
-            return invalid("port has no fixed_ips");
-        }
-        let mut fixed_ips = Vec::with_capacity(c.fixed_ips.len());
-        for f in &c.fixed_ips {
-            let Some(subnet) = self.state.subnets.get(&f.subnet_id) else {
-                return invalid(format!("fixed ip subnet_id {:?} is not a known subnet", f.subnet_id));
+    /// Addresses of a port or neighbor: each in a known subnet of `vpc`, a host address that is not
+    /// the gateway, and held by nobody else in the VPC.
+    fn check_fixed_ips<'s>(
+        &self,
+        vpc: &str,
+        owner: &Owner,
+        ips: impl Iterator<Item = (&'s str, &'s str)>,
+    ) -> Checked<Vec<FixedIp>> {
+        let mut out: Vec<FixedIp> = Vec::new();
+        for (subnet_id, ip) in ips {
+            let Some(subnet) = self.state.subnets.get(subnet_id) else {
+                return invalid(format!("fixed ip subnet_id {subnet_id:?} is not a known subnet"));
             };
-            if subnet.vpc_id != c.vpc_id {
+            if subnet.vpc_id != vpc {
                 return invalid(format!(
-                    "subnet {} belongs to VPC {}, not {}",
-                    subnet.id, subnet.vpc_id, c.vpc_id
+                    "subnet {} belongs to VPC {}, not {vpc}",
+                    subnet.id, subnet.vpc_id
                 ));
             }
-            let ip = model::parse_ipv4("fixed ip", &f.ip_address).or_else(invalid)?;
+            let ip = model::parse_ipv4("fixed ip", ip).or_else(invalid)?;
             if !subnet.cidr.contains(&ip) || ip == subnet.cidr.network() || ip == subnet.cidr.broadcast() {
                 return invalid(format!(
                     "fixed ip {ip} is not a host address of subnet {} ({})",
@@ -574,23 +630,100 @@ impl Validator<'_> {
             if ip == subnet.gateway_ip {
                 return invalid(format!("fixed ip {ip} is the gateway of subnet {}", subnet.id));
             }
-            fixed_ips.push(FixedIp {
-                subnet_id: f.subnet_id.clone(),
+            if let Some(other) = self.state.addr_owner(vpc, ip).filter(|o| *o != owner) {
+                return invalid(format!("fixed ip {ip} is already used by {other}"));
+            }
+            if out.iter().any(|f| f.ip == ip) {
+                return invalid(format!("fixed ip {ip} is listed twice"));
+            }
+            out.push(FixedIp {
+                subnet_id: subnet_id.to_string(),
                 ip,
             });
         }
-        for other in self
-            .state
-            .ports
-            .values()
-            .filter(|p| p.vpc_id == c.vpc_id && p.id != c.id)
-        {
-            if other.mac == mac {
-                return invalid(format!("MAC {} is already used by port {}", c.mac_address, other.id));
+        if out.is_empty() {
+            return invalid("no fixed_ips");
+        }
+        Ok(out)
+    }
+
+    fn neighbor(&mut self, s: &NeighborState) {
+        let Some(c) = &s.configuration else {
+            return self.record(ResourceType::Neighbor, s.operation_type, "", |_, _| {
+                invalid("no configuration")
+            });
+        };
+        self.record(ResourceType::Neighbor, s.operation_type, &c.id, |v, op| {
+            let before = v.state.neighbors().get(&c.id).cloned();
+            if !matches!(op, Op::Nothing) {
+                let applied = before.as_ref().map(|b| b.revision);
+                v.check_revision(ResourceType::Neighbor, &c.id, applied, c.revision_number)?;
             }
-            if let Some(f) = other.fixed_ips.iter().find(|f| fixed_ips.iter().any(|n| n.ip == f.ip)) {
-                return invalid(format!("fixed ip {} is already used by port {}", f.ip, other.id));
+            match op {
+                Op::Nothing => Ok(None),
+                Op::Delete => {
+                    v.state.remove_neighbor(&c.id);
+                    let revision = before.as_ref().map_or(0, |b| b.revision).max(c.revision_number);
+                    v.tombstone(ResourceType::Neighbor, &c.id, Some(revision));
+                    Ok(before.map(|b| Change {
+                        before: Some(Resource::Neighbor(b)),
+                        after: None,
+                        outcome: 0,
+                    }))
+                }
+                Op::Upsert => {
+                    let n = v.check_neighbor(c)?;
+                    v.state.put_neighbor(n.clone());
+                    v.tombstone(ResourceType::Neighbor, &c.id, None);
+                    Ok(Some(Change {
+                        before: before.map(Resource::Neighbor),
+                        after: Some(Resource::Neighbor(n)),
+                        outcome: 0,
+                    }))
+                }
             }
+        });
+    }
+
+    fn check_neighbor(&self, c: &NeighborConfiguration) -> Checked<Neighbor> {
+        let Some(vpc) = self.state.vpcs.get(&c.vpc_id) else {
+            return invalid(format!("vpc_id {:?} is not a known VPC", c.vpc_id));
+        };
+        let mac = model::parse_unicast_mac(&c.mac_address).or_else(invalid)?;
+        let host_ip = model::parse_ipv4("host_ip_address", &c.host_ip_address).or_else(invalid)?;
+        if let Some(f) = c.fixed_ips.iter().find(|f| f.tunnel_id != 0 && f.tunnel_id != vpc.vni) {
+            return invalid(format!(
+                "fixed ip {} has tunnel_id {}, but VPC {} has VNI {}",
+                f.ip_address, f.tunnel_id, vpc.id, vpc.vni
+            ));
+        }
+        let ips = c
+            .fixed_ips
+            .iter()
+            .map(|f| (f.subnet_id.as_str(), f.ip_address.as_str()));
+        let fixed_ips = self.check_fixed_ips(&c.vpc_id, &Owner::Neighbor(c.id.clone()), ips)?;
+        Ok(Neighbor {
+            id: c.id.clone(),
+            revision: c.revision_number,
+            vpc_id: c.vpc_id.clone(),
+            mac,
+            host_ip,
+            fixed_ips,
+        })
+    }
+
+    fn check_port(&self, c: &alioth_proto::schema::PortConfiguration) -> Checked<Port> {
+        if !self.state.vpcs.contains_key(&c.vpc_id) {
+            return invalid(format!("vpc_id {:?} is not a known VPC", c.vpc_id));
+        }
+        let mac = model::parse_unicast_mac(&c.mac_address).or_else(invalid)?;
+        let ips = c
+            .fixed_ips
+            .iter()
+            .map(|f| (f.subnet_id.as_str(), f.ip_address.as_str()));
+        let fixed_ips = self.check_fixed_ips(&c.vpc_id, &Owner::Port(c.id.clone()), ips)?;
+        if let Some(other) = self.state.mac_owner(&c.vpc_id, &mac).filter(|o| *o != c.id) {
+            return invalid(format!("MAC {} is already used by port {other}", c.mac_address));
         }
         let iface = self.naming.iface(&c.id, &c.name);
         if iface.is_empty() || iface.len() > 15 {

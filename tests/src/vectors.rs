@@ -20,6 +20,9 @@ pub const GW_IP: [u8; 4] = [198, 18, 0, 1];
 /// The gateway of a second subnet of the VPC: answered through the `ENDPOINTS` lookup.
 pub const GW2_MAC: Mac = [0x0a, 0x58, 198, 18, 1, 1];
 pub const GW2_IP: [u8; 4] = [198, 18, 1, 1];
+/// A port on another host (a neighbor): ARP for it is answered locally.
+pub const REMOTE_MAC: Mac = [0x02, 0, 0, 0, 9, 0x0c];
+pub const REMOTE_IP: [u8; 4] = [198, 18, 0, 12];
 /// An address nobody in the VPC has.
 pub const UNKNOWN_IP: [u8; 4] = [198, 18, 0, 99];
 /// The same gateway address in another VPC (VNI 200) with another MAC: must never leak into VNI 100.

@@ -59,6 +59,24 @@ fn one_port() -> GoalState {
     }
 }
 
+fn neighbor(op: OperationType, id: &str, vpc: &str, sub: &str, third: u8, host: u8) -> NeighborState {
+    NeighborState {
+        operation_type: op as i32,
+        configuration: Some(NeighborConfiguration {
+            id: id.into(),
+            vpc_id: vpc.into(),
+            mac_address: format!("02:00:00:01:{third:02x}:{host:02x}"),
+            host_ip_address: format!("198.19.0.{host}"),
+            fixed_ips: vec![neighbor_configuration::FixedIp {
+                subnet_id: sub.into(),
+                ip_address: format!("198.18.{third}.{host}"),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+    }
+}
+
 /// Applies a plan to a simulated `ENDPOINTS` map.
 fn apply(map: &mut BTreeMap<EndpointKey, Endpoint>, plan: &Plan) {
     for (_, op) in &plan.endpoints {
@@ -155,9 +173,16 @@ fn message() -> impl Strategy<Value = GoalState> {
     let vpcs = prop::collection::vec((op(), 0..2usize, 1..4u32), 0..3);
     let subnets = prop::collection::vec((op(), 0..3usize, 0..2usize, 0..3u8), 0..3);
     let ports = prop::collection::vec((op(), 0..4usize, 0..2usize, 0..3usize, 0..3u8, 10..13u8), 0..4);
+    let neighbors = prop::collection::vec((op(), 0..3usize, 0..2usize, 0..3usize, 0..3u8, 11..14u8), 0..3);
     let full = prop::array::uniform3(prop::bool::weighted(0.15));
     let revisions = prop::collection::vec(0..4u32, 10);
-    let msg = (vpcs, subnets, ports).prop_map(|(vpcs, subnets, ports)| GoalState {
+    let msg = (vpcs, subnets, ports, neighbors).prop_map(|(vpcs, subnets, ports, neighbors)| GoalState {
+        neighbor_states: neighbors
+            .into_iter()
+            .map(|(o, n, v, s, third, host)| {
+                neighbor(o, &format!("n{n}"), &format!("v{v}"), &format!("s{s}"), third, host)
+            })
+            .collect(),
         vpc_states: vpcs
             .into_iter()
             .map(|(o, v, vni)| vpc(o, &format!("v{v}"), vni * 100))
@@ -200,14 +225,14 @@ proptest! {
         let mut map = BTreeMap::new();
         for msg in &msgs {
             let (outcomes, _) = step(&mut state, &mut map, msg);
-            let n = msg.vpc_states.len() + msg.subnet_states.len() + msg.port_states.len();
+            let n = msg.vpc_states.len() + msg.subnet_states.len() + msg.port_states.len() + msg.neighbor_states.len();
             // FULL adds an answer for every resource it deletes implicitly.
             prop_assert!(outcomes.len() >= n);
             prop_assert_eq!(&map, &render(&state));
             for s in state.subnets.values() {
                 prop_assert!(state.vpcs.contains_key(&s.vpc_id));
             }
-            for p in state.ports.values() {
+            for p in state.ports().values() {
                 prop_assert!(state.vpcs.contains_key(&p.vpc_id));
                 for f in &p.fixed_ips {
                     prop_assert!(state.subnets[&f.subnet_id].cidr.contains(&f.ip));

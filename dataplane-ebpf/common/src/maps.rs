@@ -15,8 +15,11 @@ pub const STATS: &str = "STATS";
 
 /// Size of `PORTS`: interfaces with a larger ifindex cannot be ports (the agent refuses them).
 pub const MAX_IFINDEX: u32 = 1 << 18;
-/// Capacity of `ENDPOINTS` (gateways + local ports + remote neighbors).
-pub const MAX_ENDPOINTS: u32 = 1 << 20;
+/// Capacity of `ENDPOINTS` (gateways + local ports + remote neighbors). Allocated on use
+/// (`BPF_F_NO_PREALLOC`), so an idle agent does not pay for it.
+pub const MAX_ENDPOINTS: u32 = 1 << 21;
+/// `BPF_F_NO_PREALLOC`.
+pub const NO_PREALLOC: u32 = 1;
 
 /// A local port as the XDP program sees it.
 #[repr(C)]

@@ -8,7 +8,7 @@
 mod packet;
 
 use alioth_common::counters::COUNTER_SLOTS;
-use alioth_common::maps::{Endpoint, EndpointKey, PortEntry, MAX_ENDPOINTS, MAX_IFINDEX};
+use alioth_common::maps::{Endpoint, EndpointKey, PortEntry, MAX_ENDPOINTS, MAX_IFINDEX, NO_PREALLOC};
 use alioth_common::pipeline::{self, Action, Tables};
 use alioth_common::Counter;
 use aya_ebpf::bindings::xdp_action;
@@ -23,7 +23,7 @@ use packet::XdpPacket;
 static PORTS: Array<PortEntry> = Array::with_max_entries(MAX_IFINDEX, 0);
 
 #[map]
-static ENDPOINTS: HashMap<EndpointKey, Endpoint> = HashMap::with_max_entries(MAX_ENDPOINTS, 0);
+static ENDPOINTS: HashMap<EndpointKey, Endpoint> = HashMap::with_max_entries(MAX_ENDPOINTS, NO_PREALLOC);
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
