@@ -19,6 +19,8 @@ use crate::validate::Naming;
 
 /// Default gRPC address (Alcor's agents listen on 50001).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50001";
+/// HTTP/2 flow-control window per stream (the connection gets twice this).
+pub const H2_WINDOW: u32 = 8 << 20;
 /// Default directory of the agent's record of applied goal state.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/alioth";
 /// Default bpffs directory for this agent's pins.
@@ -103,7 +105,14 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         .await
         .with_context(|| format!("listen on {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, pin_dir = %args.pin_dir.display(), "alioth agent ready");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Small goal-state messages must not wait for Nagle and delayed ACKs (40 ms stalls).
+    let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
+        conn.inspect(|c| {
+            if let Err(e) = c.set_nodelay(true) {
+                tracing::warn!("TCP_NODELAY: {e}");
+            }
+        })
+    });
     serve(
         controller.clone(),
         host_ips,
@@ -145,6 +154,9 @@ where
         .build_v1()
         .context("gRPC reflection")?;
     tonic::transport::Server::builder()
+        // Large goal states (100k resources is ~15 MB) must not crawl through 64 KiB windows.
+        .initial_stream_window_size(Some(H2_WINDOW))
+        .initial_connection_window_size(Some(2 * H2_WINDOW))
         .add_service(provisioner)
         .add_service(health_service)
         .add_service(reflection)

@@ -166,7 +166,7 @@ impl Controller {
             .zip(&timing)
             .map(|(out, t)| {
                 if out.status == OperationStatus::Success || out.status == OperationStatus::Pending {
-                    tracing::info!(resource_id = out.id, resource_type = ?out.resource_type, operation = ?out.operation, status = ?out.status, "applied");
+                    tracing::debug!(resource_id = out.id, resource_type = ?out.resource_type, operation = ?out.operation, status = ?out.status, "applied");
                 }
                 GoalStateOperationStatus {
                     resource_id: out.id.clone(),
@@ -179,6 +179,16 @@ impl Controller {
                 }
             })
             .collect();
+        let applied = outcomes.iter().filter(|o| o.status == OperationStatus::Success).count();
+        let pending = outcomes.iter().filter(|o| o.status == OperationStatus::Pending).count();
+        tracing::info!(
+            resources = outcomes.len(),
+            applied,
+            pending,
+            refused = outcomes.len() - applied - pending,
+            micros = micros(started.elapsed()),
+            "goal state applied"
+        );
         GoalStateOperationReply {
             format_version: msg.format_version,
             operation_statuses: statuses,

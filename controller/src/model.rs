@@ -90,8 +90,8 @@ impl std::fmt::Display for Owner {
 pub struct State {
     pub vpcs: BTreeMap<String, Vpc>,
     pub subnets: BTreeMap<String, Subnet>,
-    ports: BTreeMap<String, Port>,
-    neighbors: BTreeMap<String, Neighbor>,
+    ports: HashMap<String, Port>,
+    neighbors: HashMap<String, Neighbor>,
     /// Revision of deleted resources by (resource type, id): a late, older CREATE is out of order.
     pub tombstones: BTreeMap<(i32, String), u32>,
     /// (VPC, address) -> who holds it.
@@ -105,11 +105,11 @@ pub struct State {
 }
 
 impl State {
-    pub fn ports(&self) -> &BTreeMap<String, Port> {
+    pub fn ports(&self) -> &HashMap<String, Port> {
         &self.ports
     }
 
-    pub fn neighbors(&self) -> &BTreeMap<String, Neighbor> {
+    pub fn neighbors(&self) -> &HashMap<String, Neighbor> {
         &self.neighbors
     }
 

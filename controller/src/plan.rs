@@ -5,7 +5,7 @@
 //! removed by one resource and written by another in the same message is just written, and a key
 //! whose value does not change is not touched at all.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use alioth_common::maps::{endpoint_kind, Endpoint, EndpointKey};
 
@@ -95,16 +95,13 @@ pub fn neighbor_entries(n: &Neighbor, vni: u32) -> Vec<(EndpointKey, Endpoint)> 
         .collect()
 }
 
-/// A resource that renders entries: (kind, id).
-type Owner = (ResourceType, String);
+/// A resource that renders entries: (kind, id), borrowed from the changes or the state.
+type Owner<'a> = (ResourceType, &'a str);
 
-fn owner_of(r: &Resource) -> Option<Owner> {
+fn owner_of(r: &Resource) -> Option<Owner<'_>> {
     match r {
         Resource::Vpc(_) => None,
-        r => {
-            let (kind, id) = r.kind_id();
-            Some((kind, id.to_string()))
-        }
+        r => Some(r.kind_id()),
     }
 }
 
@@ -133,7 +130,7 @@ fn entries(r: &Resource, vni: u32) -> Vec<(EndpointKey, Endpoint)> {
 /// change and then changed itself, ends at exactly its final rendering.
 pub fn plan(state: &State, changes: &[Change]) -> Plan {
     // Versions and VNIs as they were before the message.
-    let mut pre: BTreeMap<Owner, Option<Resource>> = BTreeMap::new();
+    let mut pre: HashMap<Owner, Option<&Resource>> = HashMap::with_capacity(changes.len());
     let mut pre_vni: BTreeMap<&str, Option<u32>> = BTreeMap::new();
     for c in changes {
         let r = c.before.as_ref().or(c.after.as_ref()).expect("a change has a side");
@@ -146,8 +143,7 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                 pre_vni.entry(v.id.as_str()).or_insert(vni);
             }
             _ => {
-                pre.entry(owner_of(r).expect("not a VPC"))
-                    .or_insert_with(|| c.before.clone());
+                pre.entry(owner_of(r).expect("not a VPC")).or_insert(c.before.as_ref());
             }
         }
     }
@@ -159,19 +155,19 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
     };
     let pre_version = |o: &Owner| -> Option<Resource> {
         match pre.get(o) {
-            Some(v) => v.clone(),
+            Some(v) => v.cloned(),
             None => match o.0 {
-                ResourceType::Port => state.ports().get(&o.1).cloned().map(Resource::Port),
-                ResourceType::Neighbor => state.neighbors().get(&o.1).cloned().map(Resource::Neighbor),
-                _ => state.subnets.get(&o.1).cloned().map(Resource::Subnet),
+                ResourceType::Port => state.ports().get(o.1).cloned().map(Resource::Port),
+                ResourceType::Neighbor => state.neighbors().get(o.1).cloned().map(Resource::Neighbor),
+                _ => state.subnets.get(o.1).cloned().map(Resource::Subnet),
             },
         }
     };
 
     // What each touched resource has in the map right now, in replay order.
-    let mut current: BTreeMap<Owner, Vec<(EndpointKey, Endpoint)>> = BTreeMap::new();
+    let mut current: HashMap<Owner, Vec<(EndpointKey, Endpoint)>> = HashMap::with_capacity(changes.len());
     let mut vni_now: BTreeMap<String, Option<u32>> = BTreeMap::new();
-    let in_map = |current: &BTreeMap<Owner, Vec<(EndpointKey, Endpoint)>>, o: &Owner| -> Vec<(EndpointKey, Endpoint)> {
+    let in_map = |current: &HashMap<Owner, Vec<(EndpointKey, Endpoint)>>, o: &Owner| -> Vec<(EndpointKey, Endpoint)> {
         match current.get(o) {
             Some(e) => e.clone(),
             None => pre_version(o)
@@ -224,25 +220,25 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                     .subnets
                     .values()
                     .filter(|s| s.vpc_id == a.id)
-                    .map(|s| (ResourceType::Subnet, s.id.clone()))
+                    .map(|s| (ResourceType::Subnet, s.id.as_str()))
                     .chain(
                         state
                             .ports()
                             .values()
                             .filter(|p| p.vpc_id == a.id)
-                            .map(|p| (ResourceType::Port, p.id.clone())),
+                            .map(|p| (ResourceType::Port, p.id.as_str())),
                     )
                     .chain(
                         state
                             .neighbors()
                             .values()
                             .filter(|n| n.vpc_id == a.id)
-                            .map(|n| (ResourceType::Neighbor, n.id.clone())),
+                            .map(|n| (ResourceType::Neighbor, n.id.as_str())),
                     )
                     .chain(
                         pre.iter()
-                            .filter(|(_, r)| r.as_ref().is_some_and(|r| vpc_of(r) == a.id))
-                            .map(|(k, _)| k.clone()),
+                            .filter(|(_, r)| r.is_some_and(|r| vpc_of(r) == a.id))
+                            .map(|(k, _)| *k),
                     )
                     .collect::<BTreeSet<Owner>>();
                 for m in members {
@@ -252,9 +248,14 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                     };
                     let new_entries = entries(&r, new);
                     replace(o, old_entries, &new_entries);
-                    current.insert(m.clone(), new_entries);
-                    if m.0 == ResourceType::Port && state.ports().contains_key(&m.1) {
-                        out.program.push((o, PortOp::Program { port_id: m.1.clone() }));
+                    current.insert(m, new_entries);
+                    if m.0 == ResourceType::Port && state.ports().contains_key(m.1) {
+                        out.program.push((
+                            o,
+                            PortOp::Program {
+                                port_id: m.1.to_string(),
+                            },
+                        ));
                     }
                 }
             }

@@ -244,10 +244,13 @@ fn absent_under_full<'a, S>(
     config: impl Fn(&'a S) -> Option<(&'a str, i32)>,
 ) -> impl Iterator<Item = String> {
     let named: Vec<(&str, i32)> = states.iter().filter_map(config).collect();
-    let full = named.iter().any(|(_, u)| *u == UpdateType::Full as i32);
+    // Only a FULL message walks the existing resources: DELTA costs what the message names.
+    if !named.iter().any(|(_, u)| *u == UpdateType::Full as i32) {
+        return Vec::new().into_iter();
+    }
     let ids: BTreeSet<&str> = named.iter().map(|(id, _)| *id).collect();
     existing
-        .filter(move |id| full && !ids.contains(id.as_str()))
+        .filter(|id| !ids.contains(id.as_str()))
         .cloned()
         .collect::<Vec<_>>()
         .into_iter()

@@ -38,8 +38,8 @@ pub struct Agent {
     pub state_dir: String,
     /// False once `kill` handed the pins and state to a successor.
     reset_on_drop: bool,
-    /// `--net=/run/netns/NAME` of the agent's namespace.
-    ns_net: String,
+    /// `--net=/run/netns/NAME` of the agent's namespace (None: this one).
+    ns_net: Option<String>,
     pub log: PathBuf,
 }
 
@@ -60,25 +60,56 @@ impl Agent {
         Self::launch(ns, &left.pin_dir, &left.state_dir, extra)
     }
 
+    /// Starts an agent in this (the root) network namespace on a free loopback port: for benchmarks,
+    /// whose ports have no interfaces and so are never attached.
+    pub fn start_local(extra: &[&str]) -> Result<Agent> {
+        let pin_dir = format!("/sys/fs/bpf/{}", netns::unique("alioth-bench-"));
+        let state_dir = std::env::temp_dir()
+            .join(netns::unique("alioth-state-"))
+            .to_string_lossy()
+            .into_owned();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut args = vec!["--listen", &listen];
+        args.extend_from_slice(extra);
+        Self::spawn(None, &pin_dir, &state_dir, &args)
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn launch(ns: &Netns, pin_dir: &str, state_dir: &str, extra: &[&str]) -> Result<Agent> {
+        Self::spawn(Some(ns), pin_dir, state_dir, extra)
+    }
+
+    fn spawn(ns: Option<&Netns>, pin_dir: &str, state_dir: &str, extra: &[&str]) -> Result<Agent> {
         let bin = alioth_bin()?;
         let (pin_dir, state_dir) = (pin_dir.to_string(), state_dir.to_string());
-        let listen = "127.0.0.1:50001".to_string();
+        // A later --listen in `extra` overrides this default.
+        let listen = extra
+            .iter()
+            .position(|a| *a == "--listen")
+            .and_then(|i| extra.get(i + 1))
+            .map_or_else(|| "127.0.0.1:50001".to_string(), |l| l.to_string());
         let log = std::env::temp_dir().join(format!("{}.log", netns::unique("alioth-agent-")));
         let logf = std::fs::File::create(&log)?;
-        let [nsenter, net] = ns.nsenter();
-        let child = std::process::Command::new(nsenter)
-            .arg(net)
-            .arg(&bin)
-            .args([
-                "agent",
-                "--listen",
-                &listen,
-                "--pin-dir",
-                &pin_dir,
-                "--state-dir",
-                &state_dir,
-            ])
+        let mut cmd = match ns {
+            Some(ns) => {
+                let [nsenter, net] = ns.nsenter();
+                let mut c = std::process::Command::new(nsenter);
+                c.arg(net).arg(&bin);
+                c
+            }
+            None => std::process::Command::new(&bin),
+        };
+        cmd.arg("agent");
+        if !extra.contains(&"--listen") {
+            cmd.args(["--listen", &listen]);
+        }
+        let child = cmd
+            .args(["--pin-dir", &pin_dir, "--state-dir", &state_dir])
             .args(extra)
             .env("ALIOTH_LOG", "info")
             .stdin(Stdio::null())
@@ -92,7 +123,7 @@ impl Agent {
             pin_dir,
             state_dir,
             reset_on_drop: true,
-            ns_net: ns.nsenter()[1].clone(),
+            ns_net: ns.map(|ns| ns.nsenter()[1].clone()),
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -117,7 +148,10 @@ impl Agent {
     /// Runs an `alioth` client subcommand in the agent's namespace, pointed at this agent.
     pub fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
         let bin = alioth_bin()?;
-        let mut full = vec!["nsenter", &self.ns_net, bin.to_str().unwrap()];
+        let mut full = match &self.ns_net {
+            Some(net) => vec!["nsenter", net.as_str(), bin.to_str().unwrap()],
+            None => vec![bin.to_str().unwrap()],
+        };
         full.extend_from_slice(args);
         let server_flag = ["apply"].contains(&args[0]);
         let pin_flag = ["status", "stats", "ports"].contains(&args[0]);

@@ -55,6 +55,8 @@ enum Cmd {
 enum Bench {
     /// ns/packet of each port-program path through BPF_PROG_TEST_RUN, beside an XDP_PASS program.
     Dataplane,
+    /// Goal-state programming: 1 port + N neighbors, streamed-message latency, 1M ports + 100k neighbors.
+    Goalstate,
 }
 
 fn main() -> Result<()> {
@@ -97,19 +99,16 @@ fn main() -> Result<()> {
             }
             run(cmd.env("ALIOTH_BIN", root().join("target/release/alioth")))
         }
-        Cmd::Bench {
-            which: Bench::Dataplane,
-        } => {
+        Cmd::Bench { which } => {
             setup::ensure()?;
-            run(cargo().args([
-                "run",
-                "--release",
-                "--quiet",
-                "-p",
-                "alioth-tests",
-                "--bin",
-                "bench-dataplane",
-            ]))
+            build(true)?;
+            let bin = match which {
+                Bench::Dataplane => "bench-dataplane",
+                Bench::Goalstate => "bench-goalstate",
+            };
+            run(cargo()
+                .args(["run", "--release", "--quiet", "-p", "alioth-tests", "--bin", bin])
+                .env("ALIOTH_BIN", root().join("target/release/alioth")))
         }
     }
 }

@@ -1,0 +1,410 @@
+//! `cargo xtask bench goalstate`: how fast the real agent (journal included) takes goal state.
+//!
+//! 1 port + N neighbors per message over unary and over the stream, beside Alcor's published
+//! figures for its agent; per-message latency of small streamed messages; and the memory of the
+//! agent and of its maps at 1M ports + 100k neighbors.
+
+use std::time::{Duration, Instant};
+
+use alioth_proto::schema::goal_state_provisioner_client::GoalStateProvisionerClient;
+use alioth_proto::schema::*;
+use alioth_tests::agent::Agent;
+use anyhow::{ensure, Context, Result};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+/// Alcor's agent (ACA), published: 1 port + N neighbors.
+const ALCOR: [(usize, &str, f64); 5] = [
+    (1, "37 ms", 37.0),
+    (10, "42 ms", 42.0),
+    (100, "147 ms", 147.0),
+    (1_000, "2.5 s", 2_500.0),
+    (10_000, "231 s", 231_000.0),
+];
+
+/// The n-th host address of 198.18.0.0/15 (after the gateway and a few spare).
+fn addr(n: usize) -> String {
+    let v = (198u32 << 24 | 18 << 16) + 10 + n as u32;
+    std::net::Ipv4Addr::from(v).to_string()
+}
+
+fn mac(vpc: u32, n: usize) -> String {
+    let b = (n as u32).to_be_bytes();
+    format!(
+        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        vpc & 0xff,
+        b[0],
+        b[1],
+        b[2],
+        b[3]
+    )
+}
+
+struct Vpc {
+    id: String,
+    vni: u32,
+}
+
+impl Vpc {
+    fn new(name: &str, vni: u32) -> Vpc {
+        Vpc {
+            id: format!("{name}-vpc"),
+            vni,
+        }
+    }
+    fn subnet_id(&self) -> String {
+        format!("{}-subnet", self.id)
+    }
+    fn vpc_state(&self) -> VpcState {
+        VpcState {
+            operation_type: OperationType::Create as i32,
+            configuration: Some(VpcConfiguration {
+                id: self.id.clone(),
+                tunnel_id: self.vni,
+                ..Default::default()
+            }),
+        }
+    }
+    fn subnet_state(&self) -> SubnetState {
+        SubnetState {
+            operation_type: OperationType::Create as i32,
+            configuration: Some(SubnetConfiguration {
+                id: self.subnet_id(),
+                vpc_id: self.id.clone(),
+                cidr: "198.18.0.0/15".into(),
+                gateway: Some(subnet_configuration::Gateway {
+                    ip_address: "198.18.0.1".into(),
+                    mac_address: String::new(),
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+    fn port(&self, n: usize) -> PortState {
+        PortState {
+            operation_type: OperationType::Create as i32,
+            configuration: Some(PortConfiguration {
+                id: format!("{}-p{n:09}", self.vni),
+                vpc_id: self.id.clone(),
+                mac_address: mac(self.vni, n),
+                fixed_ips: vec![port_configuration::FixedIp {
+                    subnet_id: self.subnet_id(),
+                    ip_address: addr(n),
+                }],
+                ..Default::default()
+            }),
+        }
+    }
+    /// A neighbor at the n-th address (the port is at address 0).
+    fn neighbor(&self, n: usize) -> NeighborState {
+        NeighborState {
+            operation_type: OperationType::Create as i32,
+            configuration: Some(NeighborConfiguration {
+                id: format!("{}-n{n:09}", self.vni),
+                vpc_id: self.id.clone(),
+                mac_address: mac(self.vni | 0x80, n),
+                host_ip_address: format!("198.19.{}.{}", (n >> 8) & 0xff, n & 0xff),
+                fixed_ips: vec![neighbor_configuration::FixedIp {
+                    subnet_id: self.subnet_id(),
+                    ip_address: addr(n),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        }
+    }
+    /// VPC + subnet + 1 port + `n` neighbors (neighbors at addresses 1.. after the port's 0).
+    fn message(&self, n: usize) -> GoalState {
+        GoalState {
+            vpc_states: vec![self.vpc_state()],
+            subnet_states: vec![self.subnet_state()],
+            port_states: vec![self.port(0)],
+            neighbor_states: (1..=n).map(|i| self.neighbor(i)).collect(),
+            ..Default::default()
+        }
+    }
+}
+
+fn v2(m: GoalState) -> GoalStateV2 {
+    fn keyed<S>(v: Vec<S>, id: impl Fn(&S) -> String) -> std::collections::HashMap<String, S> {
+        v.into_iter().map(|s| (id(&s), s)).collect()
+    }
+    GoalStateV2 {
+        format_version: 1,
+        vpc_states: keyed(m.vpc_states, |s| s.configuration.as_ref().unwrap().id.clone()),
+        subnet_states: keyed(m.subnet_states, |s| s.configuration.as_ref().unwrap().id.clone()),
+        port_states: keyed(m.port_states, |s| s.configuration.as_ref().unwrap().id.clone()),
+        neighbor_states: keyed(m.neighbor_states, |s| s.configuration.as_ref().unwrap().id.clone()),
+        ..Default::default()
+    }
+}
+
+fn check(reply: &GoalStateOperationReply, expect: usize) -> Result<()> {
+    ensure!(
+        reply.operation_statuses.len() == expect,
+        "{} answers for {expect} resources",
+        reply.operation_statuses.len()
+    );
+    let bad: Vec<_> = reply
+        .operation_statuses
+        .iter()
+        .filter(|s| {
+            !matches!(
+                OperationStatus::try_from(s.operation_status),
+                Ok(OperationStatus::Success | OperationStatus::Pending)
+            )
+        })
+        .take(3)
+        .collect();
+    ensure!(bad.is_empty(), "refused: {bad:?}");
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// A stream whose replies come back in order: send with `tx`, receive with `rx`.
+async fn open_stream(
+    client: &mut GoalStateProvisionerClient<Channel>,
+) -> Result<(mpsc::Sender<GoalStateV2>, tonic::Streaming<GoalStateOperationReply>)> {
+    let (tx, rx) = mpsc::channel(64);
+    let replies = client
+        .push_goal_states_stream(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    Ok((tx, replies))
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// (agent RSS, memory charged to its BPF maps), in MiB.
+fn memory(pid: u32) -> Result<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("VmRSS")?;
+    let mut maps = 0.0;
+    for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
+        let info = std::fs::read_to_string(e?.path()).unwrap_or_default();
+        if info.contains("map_type:") {
+            if let Some(m) = info.lines().find_map(|l| l.strip_prefix("memlock:")) {
+                maps += m.trim().parse::<f64>().unwrap_or(0.0);
+            }
+        }
+    }
+    Ok((rss_kb / 1024.0, maps / (1024.0 * 1024.0)))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let agent = Agent::start_local(&["--bpf-log-level", "off"])?;
+    let channel = Channel::from_shared(format!("http://{}", agent.listen))?
+        .tcp_nodelay(true)
+        .initial_stream_window_size(alioth::agent::H2_WINDOW)
+        .initial_connection_window_size(2 * alioth::agent::H2_WINDOW)
+        .connect()
+        .await?;
+    let mut client = GoalStateProvisionerClient::new(channel)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20);
+    println!(
+        "alioth bench goalstate: the real agent (journal on), a tonic client on loopback; kernel {}",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim()
+    );
+
+    println!();
+    println!("1 port + N neighbors in one message (VPC and subnet included)");
+    println!(
+        "{:>8} {:>12} {:>14} {:>12} {:>14} {:>10} {:>12}",
+        "N", "unary e2e", "unary (agent)", "stream e2e", "stream(agent)", "Alcor ACA", "Alcor/alioth"
+    );
+    let sizes = [1usize, 10, 100, 1_000, 10_000, 100_000];
+    for (i, n) in sizes.iter().copied().enumerate() {
+        let unary = Vpc::new(&format!("unary{n}"), 1000 + i as u32);
+        let msg = unary.message(n);
+        let t = Instant::now();
+        let reply = client.push_network_resource_states(msg).await?.into_inner();
+        let unary_e2e = t.elapsed();
+        check(&reply, n + 3)?;
+        let unary_agent = reply.message_total_operation_time;
+
+        let streamed = Vpc::new(&format!("stream{n}"), 2000 + i as u32);
+        let msg = v2(streamed.message(n));
+        let (tx, mut replies) = open_stream(&mut client).await?;
+        let t = Instant::now();
+        tx.send(msg).await?;
+        let reply = replies.message().await?.context("stream reply")?;
+        let stream_e2e = t.elapsed();
+        drop(tx);
+        check(&reply, n + 3)?;
+        let alcor = ALCOR.iter().find(|(k, _, _)| *k == n);
+        println!(
+            "{n:>8} {:>9.2} ms {:>11.2} ms {:>9.2} ms {:>11.2} ms {:>10} {:>12}",
+            ms(unary_e2e),
+            unary_agent as f64 / 1e3,
+            ms(stream_e2e),
+            reply.message_total_operation_time as f64 / 1e3,
+            alcor.map_or("-", |a| a.1),
+            alcor.map_or("-".into(), |a| format!("{:.0}x", a.2 / ms(unary_e2e.max(stream_e2e)))),
+        );
+    }
+
+    println!();
+    println!("small messages (1 neighbor each), one at a time: round trip per message");
+    let lat = Vpc::new("latency", 3000);
+    let (tx, mut replies) = open_stream(&mut client).await?;
+    let first = GoalState {
+        vpc_states: vec![lat.vpc_state()],
+        subnet_states: vec![lat.subnet_state()],
+        ..Default::default()
+    };
+    tx.send(v2(first)).await?;
+    replies.message().await?.context("reply")?;
+    const SMALL: usize = 5_000;
+    let mut stream_rtt = Vec::with_capacity(SMALL);
+    for i in 1..=SMALL {
+        let m = v2(GoalState {
+            neighbor_states: vec![lat.neighbor(i)],
+            ..Default::default()
+        });
+        let t = Instant::now();
+        tx.send(m).await?;
+        let r = replies.message().await?.context("reply")?;
+        stream_rtt.push(ms(t.elapsed()));
+        check(&r, 1)?;
+    }
+    let mut unary_rtt = Vec::with_capacity(SMALL);
+    for i in SMALL + 1..=2 * SMALL {
+        let m = GoalState {
+            neighbor_states: vec![lat.neighbor(i)],
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let r = client.push_network_resource_states(m).await?.into_inner();
+        unary_rtt.push(ms(t.elapsed()));
+        check(&r, 1)?;
+    }
+    // Pipelined: many messages in flight on one stream.
+    let t = Instant::now();
+    let sender = {
+        let tx = tx.clone();
+        let msgs: Vec<GoalStateV2> = (2 * SMALL + 1..=4 * SMALL)
+            .map(|i| {
+                v2(GoalState {
+                    neighbor_states: vec![lat.neighbor(i)],
+                    ..Default::default()
+                })
+            })
+            .collect();
+        tokio::spawn(async move {
+            for m in msgs {
+                if tx.send(m).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    for _ in 0..2 * SMALL {
+        check(&replies.message().await?.context("reply")?, 1)?;
+    }
+    sender.await?;
+    let pipelined = (2 * SMALL) as f64 / t.elapsed().as_secs_f64();
+    println!("{:<28} {:>10} {:>10} {:>16}", "", "p50", "p99", "Alcor ACA");
+    println!(
+        "{:<28} {:>7.3} ms {:>7.3} ms {:>16}",
+        "stream, per message",
+        percentile(&mut stream_rtt, 0.5),
+        percentile(&mut stream_rtt, 0.99),
+        "1.2 ms"
+    );
+    println!(
+        "{:<28} {:>7.3} ms {:>7.3} ms {:>16}",
+        "unary, per call",
+        percentile(&mut unary_rtt, 0.5),
+        percentile(&mut unary_rtt, 0.99),
+        "3.6 ms"
+    );
+    println!("{:<28} {:>10.0} messages/s", "stream, pipelined", pipelined);
+    drop(tx);
+
+    println!();
+    println!("scale: 1,000,000 ports + 100,000 neighbors (10 VPCs x (100,000 + 10,000)), streamed in batches of 5,000");
+    let (before_rss, before_maps) = memory(agent.pid())?;
+    let (tx, mut replies) = open_stream(&mut client).await?;
+    let t = Instant::now();
+    let batches;
+    let vpcs: Vec<Vpc> = (0..10).map(|v| Vpc::new(&format!("scale{v}"), 4000 + v)).collect();
+    let producer = {
+        let tx = tx.clone();
+        let plan: Vec<(usize, usize, bool)> = (0..10)
+            .flat_map(|v| {
+                (0..20)
+                    .map(move |b| (v, b, false))
+                    .chain((0..2).map(move |b| (v, b, true)))
+            })
+            .collect();
+        batches = plan.len();
+        let vpcs: Vec<(String, u32)> = vpcs.iter().map(|v| (v.id.clone(), v.vni)).collect();
+        tokio::spawn(async move {
+            for (v, b, neighbors) in plan {
+                let vpc = Vpc {
+                    id: vpcs[v].0.clone(),
+                    vni: vpcs[v].1,
+                };
+                let mut m = GoalState::default();
+                if b == 0 && !neighbors {
+                    m.vpc_states.push(vpc.vpc_state());
+                    m.subnet_states.push(vpc.subnet_state());
+                }
+                if neighbors {
+                    // After the 100,000 port addresses of that VPC.
+                    m.neighbor_states = (0..5_000).map(|i| vpc.neighbor(100_000 + b * 5_000 + i)).collect();
+                } else {
+                    m.port_states = (0..5_000).map(|i| vpc.port(b * 5_000 + i)).collect();
+                }
+                if tx.send(v2(m)).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let mut resources = 0usize;
+    for _ in 0..batches {
+        let r = replies.message().await?.context("reply")?;
+        resources += r.operation_statuses.len();
+        let n = r.operation_statuses.len();
+        check(&r, n)?;
+    }
+    producer.await?;
+    let load = t.elapsed();
+    let (rss, maps) = memory(agent.pid())?;
+    let status = agent.cli(&["status", "--json"])?;
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
+    println!("{:<34} {:>12}", "resources applied", resources);
+    println!(
+        "{:<34} {:>9.2} s ({:.0} resources/s)",
+        "load time",
+        load.as_secs_f64(),
+        resources as f64 / load.as_secs_f64()
+    );
+    println!(
+        "{:<34} {:>12}",
+        "ENDPOINTS entries", status["maps"]["ENDPOINTS"]["entries"]
+    );
+    println!("{:<34} {:>9.1} MiB (before: {before_rss:.1} MiB)", "agent RSS", rss);
+    println!(
+        "{:<34} {:>9.1} MiB (before: {before_maps:.1} MiB)",
+        "BPF map memory (memlock)", maps
+    );
+    drop(tx);
+    let (_, left) = agent.stop()?;
+    left.reset()?;
+    Ok(())
+}
