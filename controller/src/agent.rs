@@ -48,6 +48,9 @@ pub struct AgentArgs {
     /// address of this network namespace.
     #[arg(long = "host-ip")]
     pub host_ip: Vec<std::net::IpAddr>,
+    /// Prometheus /metrics address; `off` disables it.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics_listen: String,
     /// Largest gRPC message accepted or sent.
     #[arg(long, default_value_t = 256 << 20)]
     pub max_message_bytes: usize,
@@ -96,6 +99,16 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         }
     });
 
+    if args.metrics_listen != "off" {
+        match tokio::net::TcpListener::bind(&args.metrics_listen).await {
+            Ok(l) => {
+                tracing::info!(listen = %args.metrics_listen, "metrics at /metrics");
+                tokio::spawn(crate::metrics::serve(l, controller.clone()));
+            }
+            // Metrics are not worth failing the data plane for.
+            Err(e) => tracing::warn!(listen = %args.metrics_listen, "metrics disabled: {e}"),
+        }
+    }
     let host_ips = if args.host_ip.is_empty() {
         crate::v2::local_addresses()
     } else {

@@ -10,6 +10,7 @@ use alioth_proto::schema::{
 use anyhow::Result;
 
 use crate::dataplane::{interfaces, Dataplane};
+use crate::metrics::Metrics;
 use crate::model::State;
 use crate::plan::{self, EndpointOp, PortOp};
 use crate::store::Store;
@@ -23,6 +24,7 @@ pub struct Controller {
     store: Option<Store>,
     /// Interface -> port, for ports whose interface does not exist yet; see `retry_pending`.
     pending: BTreeMap<String, String>,
+    metrics: Metrics,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -43,6 +45,7 @@ impl Controller {
             naming,
             store: None,
             pending: BTreeMap::new(),
+            metrics: Metrics::default(),
         }
     }
 
@@ -65,6 +68,7 @@ impl Controller {
             naming,
             store: Some(store),
             pending: BTreeMap::new(),
+            metrics: Metrics::default(),
         };
         for (_, op) in &plan.endpoints {
             if let EndpointOp::Upsert(k, v) = op {
@@ -91,6 +95,14 @@ impl Controller {
 
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn pending_ports(&self) -> usize {
+        self.pending.len()
     }
 
     pub fn dataplane(&mut self) -> &mut Dataplane {
@@ -179,6 +191,8 @@ impl Controller {
                 }
             })
             .collect();
+        self.metrics
+            .observe(started.elapsed(), outcomes.iter().map(|o| o.status));
         let applied = outcomes.iter().filter(|o| o.status == OperationStatus::Success).count();
         let pending = outcomes.iter().filter(|o| o.status == OperationStatus::Pending).count();
         tracing::info!(

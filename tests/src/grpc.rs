@@ -13,6 +13,8 @@ use tonic::transport::Channel;
 
 pub struct Server {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served.
+    pub metrics: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<()>>>,
 }
@@ -28,6 +30,9 @@ impl Server {
         let controller = Arc::new(Mutex::new(Controller::new(dp, naming)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let metrics = metrics_listener.local_addr()?;
+        tokio::spawn(alioth::metrics::serve(metrics_listener, controller.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let task = tokio::spawn(alioth::agent::serve(controller, host_ips, 64 << 20, incoming, async {
@@ -35,9 +40,22 @@ impl Server {
         }));
         Ok(Server {
             addr,
+            metrics,
             stop: Some(stop),
             task: Some(task),
         })
+    }
+
+    /// `GET path` on the metrics port: (status line, body).
+    pub async fn http_get(&self, path: &str) -> Result<(String, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(self.metrics).await?;
+        conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await?;
+        let mut resp = String::new();
+        conn.read_to_string(&mut resp).await?;
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+        Ok((head.lines().next().unwrap_or_default().to_string(), body.to_string()))
     }
 
     pub async fn channel(&self) -> Result<Channel> {

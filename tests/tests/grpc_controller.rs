@@ -281,3 +281,32 @@ async fn malformed_protobuf_is_a_clean_error_and_the_agent_carries_on() -> Resul
     ensure!(statuses(&ok) == [("v".into(), Success)]);
     server.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_report_resources_latency_outcomes_and_packet_counters() -> Result<()> {
+    let server = server().await?;
+    let mut c = server.client().await?;
+    let msg = GoalState {
+        vpc_states: vec![
+            vpc(Create, "v", 1001, 0, UpdateType::Delta),
+            vpc(Create, "bad", 0, 0, UpdateType::Delta),
+        ],
+        ..Default::default()
+    };
+    c.push_network_resource_states(msg).await?;
+    let (status, body) = server.http_get("/metrics").await?;
+    ensure!(status.contains("200"), "{status}");
+    for line in [
+        "alioth_resources{type=\"vpc\"} 1",
+        "alioth_apply_seconds_count 1",
+        "alioth_resource_operations_total{status=\"SUCCESS\"} 1",
+        "alioth_resource_operations_total{status=\"INVALID_ARG\"} 1",
+        "alioth_packets_total{action=\"arp_reply\"} 0",
+        "alioth_drops_total{reason=\"arp_unknown_target\"} 0",
+    ] {
+        ensure!(body.lines().any(|l| l == line), "missing {line:?} in:\n{body}");
+    }
+    let (status, _) = server.http_get("/nope").await?;
+    ensure!(status.contains("404"), "{status}");
+    server.stop().await
+}
