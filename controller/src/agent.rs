@@ -35,24 +35,24 @@ pub struct AgentArgs {
     #[arg(long, default_value = DEFAULT_PIN_DIR, env = "ALIOTH_PIN_DIR")]
     pub pin_dir: PathBuf,
     /// XDP attach mode for port interfaces.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_enum, default_value = "auto", env = "ALIOTH_XDP_MODE")]
     pub xdp_mode: AttachMode,
     /// Host interface of a port: `{id11}` = first 11 characters of the port id (Neutron/ACA `tap` naming),
     /// `{id}` = the whole id, `{name}` = the port name.
-    #[arg(long, default_value = "tap{id11}")]
+    #[arg(long, default_value = "tap{id11}", env = "ALIOTH_PORT_IFACE")]
     pub port_iface: String,
     /// Level of the XDP program's log records (drained into this agent's log).
-    #[arg(long, value_enum, default_value = "warn")]
+    #[arg(long, value_enum, default_value = "warn", env = "ALIOTH_BPF_LOG_LEVEL")]
     pub bpf_log_level: BpfLogLevel,
     /// This host's addresses for GoalStateV2 `host_resources` (repeatable); default: every
     /// address of this network namespace.
-    #[arg(long = "host-ip")]
+    #[arg(long = "host-ip", env = "ALIOTH_HOST_IPS", value_delimiter = ',')]
     pub host_ip: Vec<std::net::IpAddr>,
     /// Prometheus /metrics address; `off` disables it.
-    #[arg(long, default_value = "127.0.0.1:9464")]
+    #[arg(long, default_value = "127.0.0.1:9464", env = "ALIOTH_METRICS_LISTEN")]
     pub metrics_listen: String,
     /// Largest gRPC message accepted or sent.
-    #[arg(long, default_value_t = 256 << 20)]
+    #[arg(long, default_value_t = 256 << 20, env = "ALIOTH_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: usize,
     /// Directory of this agent's record of applied goal state (one per agent instance).
     #[arg(long, default_value = DEFAULT_STATE_DIR, env = "ALIOTH_STATE_DIR")]
@@ -117,7 +117,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listen on {}", args.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, pin_dir = %args.pin_dir.display(), "alioth agent ready");
+    tracing::info!(listen = %listener.local_addr()?, pin_dir = %args.pin_dir.display(), ?host_ips, "alioth agent ready");
     // Small goal-state messages must not wait for Nagle and delayed ACKs (40 ms stalls).
     let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
         conn.inspect(|c| {

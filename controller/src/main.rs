@@ -26,6 +26,8 @@ enum Command {
     Status(cli::InspectArgs),
     /// Programmed ports.
     Ports(cli::InspectArgs),
+    /// gRPC health check of an agent (exit 0 when SERVING): for probes and scripts.
+    Health(cli::HealthArgs),
     /// Packet counters by action and drop reason.
     Stats(cli::InspectArgs),
     /// Lab helper: attach a pass-through XDP program to the VM side of a veth, so that native-mode
@@ -64,6 +66,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Apply(args) => rt.block_on(cli::apply(args)),
         Command::Status(args) => cli::status(args).map(|()| 0),
         Command::Ports(args) => cli::ports(args).map(|()| 0),
+        Command::Health(args) => rt.block_on(cli::health(args)),
         Command::Stats(args) => cli::stats(args).map(|()| 0),
         Command::XdpPass { iface, pin } => alioth::dataplane::attach_pass_pinned(&iface, &pin).map(|()| 0),
     }

@@ -245,6 +245,15 @@ pub struct Leftover {
 }
 
 impl Leftover {
+    /// Takes charge of the pins and state an agent started some other way will leave.
+    pub fn new(pin_dir: &str, state_dir: &str) -> Leftover {
+        Leftover {
+            pin_dir: pin_dir.into(),
+            state_dir: state_dir.into(),
+            armed: true,
+        }
+    }
+
     /// `alioth agent --reset` now, reporting failure.
     pub fn reset(mut self) -> Result<()> {
         self.armed = false;

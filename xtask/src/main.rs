@@ -33,17 +33,25 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// No arguments: a self-contained demo on a netns topology. With `--agent`: the real agent.
+    /// No arguments: a self-contained demo on a netns topology. With `--iface` (or `--agent`): the
+    /// real agent in the foreground.
     Run {
         /// Exit after the demonstration instead of waiting for Ctrl-C.
         #[arg(long)]
         once: bool,
-        /// Run the real agent in the foreground (arguments after `--` go to `alioth agent`).
+        /// The host's interface: its addresses are the host IPs goal state is addressed to
+        /// (GoalStateV2 host_resources). Runs the real agent.
+        #[arg(long)]
+        iface: Option<String>,
+        /// Run the real agent without naming an interface (host IPs: every local address).
         #[arg(long)]
         agent: bool,
+        /// More arguments for `alioth agent`, after `--`.
         #[arg(last = true)]
         agent_args: Vec<String>,
     },
+    /// Build the container image (static binary on scratch) into target/alioth-<version>.oci.tar.
+    Image,
     /// Benchmarks; each prints a table.
     Bench {
         #[command(subcommand)]
@@ -72,16 +80,21 @@ fn main() -> Result<()> {
         }
         Cmd::Run {
             once,
+            iface,
             agent,
             agent_args,
         } => {
             setup::ensure()?;
             build(true)?;
-            if agent {
-                let bin = root().join("target/release/alioth");
-                let mut cmd = Command::new(bin);
-                cmd.arg("agent").args(&agent_args);
-                return run(&mut cmd);
+            if agent || iface.is_some() {
+                let mut cmd = Command::new(root().join("target/release/alioth"));
+                cmd.arg("agent");
+                if let Some(iface) = &iface {
+                    for ip in interface_addresses(iface)? {
+                        cmd.args(["--host-ip", &ip]);
+                    }
+                }
+                return run(cmd.args(&agent_args));
             }
             let mut cmd = cargo();
             cmd.args([
@@ -99,6 +112,11 @@ fn main() -> Result<()> {
             }
             run(cmd.env("ALIOTH_BIN", root().join("target/release/alioth")))
         }
+        Cmd::Image => {
+            setup::ensure()?;
+            setup::ensure_packages(&["buildah"])?;
+            image()
+        }
         Cmd::Bench { which } => {
             setup::ensure()?;
             build(true)?;
@@ -111,6 +129,29 @@ fn main() -> Result<()> {
                 .env("ALIOTH_BIN", root().join("target/release/alioth")))
         }
     }
+}
+
+/// IPv4 and IPv6 addresses of `iface` (from `ip -o addr`).
+fn interface_addresses(iface: &str) -> Result<Vec<String>> {
+    let out = Command::new("ip")
+        .args(["-o", "addr", "show", "dev", iface])
+        .output()
+        .context("run ip")?;
+    if !out.status.success() {
+        bail!("no interface {iface}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let addrs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace().skip_while(|w| *w != "inet" && *w != "inet6");
+            w.next()?;
+            Some(w.next()?.split('/').next()?.to_string())
+        })
+        .collect();
+    if addrs.is_empty() {
+        bail!("{iface} has no address");
+    }
+    Ok(addrs)
 }
 
 /// The workspace root.
@@ -142,6 +183,57 @@ fn build(release: bool) -> Result<()> {
         cmd.arg("--release");
     }
     run(&mut cmd)
+}
+
+/// A statically linked `alioth` (glibc, crt-static) on scratch, built with buildah from the
+/// repository's Containerfile and written as an OCI archive.
+fn image() -> Result<()> {
+    let version = env!("CARGO_PKG_VERSION");
+    let target = "x86_64-unknown-linux-gnu";
+    // An explicit --target keeps crt-static away from build scripts and proc macros.
+    run(cargo()
+        .args(["build", "--release", "-p", "alioth", "--target", target])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static -C strip=symbols"))?;
+    let ctx = root().join("target/image");
+    std::fs::create_dir_all(&ctx)?;
+    std::fs::copy(
+        root().join(format!("target/{target}/release/alioth")),
+        ctx.join("alioth"),
+    )?;
+    let out = root().join(format!("target/alioth-{version}.oci.tar"));
+    let _ = std::fs::remove_file(&out);
+    let tag = format!("localhost/alioth:{version}");
+    let buildah = |args: &[&str]| {
+        let mut c = Command::new("buildah");
+        // vfs + chroot: no kernel overlay or OCI runtime needed (the image has no RUN step anyway).
+        c.args(["--storage-driver", "vfs"]).args(args);
+        c
+    };
+    let containerfile = root().join("deploy/Containerfile");
+    let (containerfile, ctx_s) = (
+        containerfile.to_string_lossy().into_owned(),
+        ctx.to_string_lossy().into_owned(),
+    );
+    run(&mut buildah(&[
+        "bud",
+        "--isolation",
+        "chroot",
+        "-q",
+        "-f",
+        &containerfile,
+        "-t",
+        &tag,
+        &ctx_s,
+    ]))?;
+    let dest = format!("oci-archive:{}:alioth:{version}", out.display());
+    run(&mut buildah(&["push", "-q", &tag, &dest]))?;
+    let size = std::fs::metadata(&out)?.len() as f64 / 1048576.0;
+    let binary = std::fs::metadata(ctx.join("alioth"))?.len() as f64 / 1048576.0;
+    println!(
+        "image: {} ({size:.1} MiB; the static binary is {binary:.1} MiB)",
+        out.display()
+    );
+    Ok(())
 }
 
 fn test(args: &[String]) -> Result<()> {

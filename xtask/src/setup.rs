@@ -29,6 +29,53 @@ const PACKAGES: &[&str] = &[
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// Validates the DaemonSet manifest against the Kubernetes API schemas (PyPI; ships the schemas).
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+
+fn kubernetes_validate_ok() -> bool {
+    Command::new("kubernetes-validate")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Installs Debian packages that only some commands need (e.g. buildah for `image`).
+pub fn ensure_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    require_root()?;
+    apt_install(&missing)
+}
+
+fn installed(p: &str) -> bool {
+    let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", p]).output();
+    matches!(out, Ok(o) if String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn apt_install(missing: &[&str]) -> Result<()> {
+    println!("setup: installing {}", missing.join(" "));
+    let ok = Command::new("apt-get")
+        .arg("update")
+        .arg("-qq")
+        .status()
+        .context("apt-get update")?;
+    if !ok.success() {
+        bail!("apt-get update failed");
+    }
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("apt-get install")?;
+    if !ok.success() {
+        bail!("apt-get install {} failed", missing.join(" "));
+    }
+    Ok(())
+}
+
 pub fn require_root() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc_geteuid() } != 0 {
@@ -43,14 +90,7 @@ extern "C" {
 }
 
 fn missing_packages() -> Vec<&'static str> {
-    PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| {
-            let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", p]).output();
-            !matches!(out, Ok(o) if String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-        })
-        .collect()
+    PACKAGES.iter().copied().filter(|p| !installed(p)).collect()
 }
 
 fn bpf_linker() -> PathBuf {
@@ -67,7 +107,7 @@ fn bpf_linker_ok() -> bool {
 
 /// Runs setup only if something is missing (what `build`, `run`, `test` and `bench` call first).
 pub fn ensure() -> Result<()> {
-    if missing_packages().is_empty() && bpf_linker_ok() {
+    if missing_packages().is_empty() && bpf_linker_ok() && kubernetes_validate_ok() {
         return Ok(());
     }
     setup()
@@ -79,24 +119,7 @@ pub fn setup() -> Result<()> {
     if missing.is_empty() {
         println!("setup: Debian packages present");
     } else {
-        println!("setup: installing {}", missing.join(" "));
-        let ok = Command::new("apt-get")
-            .arg("update")
-            .arg("-qq")
-            .status()
-            .context("apt-get update")?;
-        if !ok.success() {
-            bail!("apt-get update failed");
-        }
-        let ok = Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .context("apt-get install")?;
-        if !ok.success() {
-            bail!("apt-get install {} failed", missing.join(" "));
-        }
+        apt_install(&missing)?;
     }
     if bpf_linker_ok() {
         println!("setup: bpf-linker {BPF_LINKER_VERSION} present");
@@ -117,6 +140,25 @@ pub fn setup() -> Result<()> {
             .context("cargo install bpf-linker")?;
         if !ok.success() || !bpf_linker_ok() {
             bail!("installing bpf-linker failed");
+        }
+    }
+    if kubernetes_validate_ok() {
+        println!("setup: kubernetes-validate present");
+    } else {
+        println!("setup: installing {KUBERNETES_VALIDATE} (PyPI)");
+        let ok = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--root-user-action=ignore",
+                KUBERNETES_VALIDATE,
+            ])
+            .status()
+            .context("pip install kubernetes-validate")?;
+        if !ok.success() || !kubernetes_validate_ok() {
+            bail!("installing {KUBERNETES_VALIDATE} failed");
         }
     }
     for tool in ["/usr/bin/rustc", "/usr/lib/llvm-22/bin/llvm-config"] {

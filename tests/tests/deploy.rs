@@ -1,0 +1,205 @@
+//! The DaemonSet: it validates against the Kubernetes API schemas, asks for what an XDP agent needs,
+//! and the agent started exactly as its container says (command, ConfigMap environment) answers
+//! the gRPC health probe the manifest configures.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use alioth_tests::agent::{alioth_bin, Leftover};
+use alioth_tests::netns::{self, Netns};
+use anyhow::{bail, ensure, Context, Result};
+use serde::Deserialize;
+use serde_yaml::Value;
+
+fn manifest_path() -> PathBuf {
+    [env!("CARGO_MANIFEST_DIR"), "..", "deploy", "alioth.yaml"]
+        .iter()
+        .collect()
+}
+
+/// The manifest's documents.
+fn manifest() -> Result<Vec<Value>> {
+    let text = std::fs::read_to_string(manifest_path())?;
+    let docs = serde_yaml::Deserializer::from_str(&text)
+        .map(Value::deserialize)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(docs)
+}
+
+fn kind<'a>(docs: &'a [Value], kind: &str) -> Result<&'a Value> {
+    docs.iter()
+        .find(|d| d["kind"] == kind)
+        .with_context(|| format!("no {kind} in the manifest"))
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .map(|s| s.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn manifest_validates_against_the_kubernetes_schemas() -> Result<()> {
+    let path = manifest_path();
+    let out = Command::new("kubernetes-validate")
+        .arg("--strict")
+        .arg(&path)
+        .output()
+        .context("run kubernetes-validate")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(out.status.success(), "kubernetes-validate: {text}");
+    for resource in [
+        "namespace/alioth-system",
+        "serviceaccount/alioth-agent",
+        "configmap/alioth-agent",
+        "daemonset/alioth-agent",
+    ] {
+        ensure!(
+            text.contains(&format!("passed for resource {resource}")),
+            "{resource} not validated: {text}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn manifest_asks_for_what_an_xdp_agent_needs() -> Result<()> {
+    let docs = manifest()?;
+    let ds = kind(&docs, "DaemonSet")?;
+    let pod = &ds["spec"]["template"]["spec"];
+    ensure!(pod["hostNetwork"] == true, "hostNetwork");
+    ensure!(ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] == 1);
+    let c = &pod["containers"][0];
+    let caps = strs(&c["securityContext"]["capabilities"]["add"]);
+    ensure!(caps == ["BPF", "PERFMON", "NET_ADMIN"], "capabilities {caps:?}");
+    ensure!(strs(&c["securityContext"]["capabilities"]["drop"]) == ["ALL"]);
+    ensure!(c["securityContext"]["privileged"].is_null(), "not privileged");
+    let mounts = c["volumeMounts"].as_sequence().context("volumeMounts")?;
+    let bpffs = mounts
+        .iter()
+        .find(|m| m["mountPath"] == "/sys/fs/bpf")
+        .context("bpffs mount")?;
+    ensure!(bpffs["mountPropagation"] == "HostToContainer");
+    ensure!(
+        mounts.iter().any(|m| m["mountPath"] == "/var/lib/alioth"),
+        "the journal survives the pod"
+    );
+    let config = &kind(&docs, "ConfigMap")?["data"];
+    let listen = config["ALIOTH_LISTEN"].as_str().context("ALIOTH_LISTEN")?;
+    let port: u64 = listen.rsplit(':').next().context("port")?.parse()?;
+    for probe in ["readinessProbe", "livenessProbe"] {
+        ensure!(
+            c[probe]["grpc"]["port"].as_u64() == Some(port),
+            "{probe} must ask the gRPC health service on {port}"
+        );
+    }
+    ensure!(c["envFrom"][0]["configMapRef"]["name"] == "alioth-agent");
+    Ok(())
+}
+
+struct Node {
+    agent: Child,
+    _left: Leftover,
+    _ns: Netns,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.agent.kill();
+        let _ = self.agent.wait();
+    }
+}
+
+#[test]
+fn agent_started_as_deployed_answers_its_health_probe() -> Result<()> {
+    let docs = manifest()?;
+    let c = &kind(&docs, "DaemonSet")?["spec"]["template"]["spec"]["containers"][0];
+    let mut command = strs(&c["command"]);
+    command.extend(strs(&c["args"]));
+    ensure!(command.first().map(String::as_str) == Some("/alioth"), "{command:?}");
+    let config = kind(&docs, "ConfigMap")?["data"]
+        .as_mapping()
+        .context("ConfigMap data")?
+        .clone();
+
+    let node = Netns::new("alnode")?;
+    // The only substitutions: the binary's path in the image, and this agent's pin and state
+    // directories, which must not be the machine's own (/sys/fs/bpf/alioth, /var/lib/alioth).
+    let pin_dir = format!("/sys/fs/bpf/{}", netns::unique("alioth-deploy-"));
+    let state_dir = std::env::temp_dir()
+        .join(netns::unique("alioth-deploy-"))
+        .to_string_lossy()
+        .into_owned();
+    let left = Leftover::new(&pin_dir, &state_dir);
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", node.name))
+        .arg(alioth_bin()?)
+        .args(&command[1..]);
+    cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    for (k, v) in &config {
+        cmd.env(k.as_str().context("key")?, v.as_str().context("value")?);
+    }
+    cmd.env("ALIOTH_PIN_DIR", &pin_dir).env("ALIOTH_STATE_DIR", &state_dir);
+    let log = std::env::temp_dir().join(netns::unique("alioth-deploy-log-"));
+    let logf = std::fs::File::create(&log)?;
+    let agent = cmd
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone()?)
+        .stderr(logf)
+        .spawn()?;
+    let mut nodeg = Node {
+        agent,
+        _left: left,
+        _ns: node,
+    };
+
+    // The probe: gRPC health on the manifest's port, as the kubelet asks it (pod IP = node IP with
+    // hostNetwork; inside the node namespace, loopback reaches the same 0.0.0.0 listener).
+    let port = c["readinessProbe"]["grpc"]["port"].as_u64().context("probe port")?;
+    let server = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let answer = loop {
+        if let Some(status) = nodeg.agent.try_wait()? {
+            bail!(
+                "agent exited ({status}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        let out = nodeg._ns.net_output(&[
+            alioth_bin()?.to_str().unwrap_or_default(),
+            "health",
+            "--server",
+            &server,
+        ])?;
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no healthy answer in 20 s: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    ensure!(answer.trim() == "SERVING", "{answer}");
+    // And the ConfigMap's metrics address answers too.
+    let metrics = config
+        .get("ALIOTH_METRICS_LISTEN")
+        .and_then(Value::as_str)
+        .context("metrics")?;
+    let mport = metrics.rsplit(':').next().unwrap_or_default();
+    let text = std::fs::read_to_string(&log)?;
+    ensure!(
+        text.contains("metrics at /metrics") && text.contains(&format!(":{mport}")),
+        "{text}"
+    );
+    drop(nodeg);
+    let _ = std::fs::remove_file(&log);
+    Ok(())
+}
