@@ -256,5 +256,8 @@ fn test(args: &[String]) -> Result<()> {
     // The integration tests run the real binary; build it first so it is never stale.
     build(false)?;
     println!("== cargo test (host, BPF_PROG_TEST_RUN, netns)");
-    run(cargo().args(["test", "--workspace"]).args(args))
+    run(cargo()
+        .args(["test", "--workspace"])
+        .args(args)
+        .env("ALIOTH_KUBERNETES_VALIDATE", setup::kubernetes_validate()))
 }

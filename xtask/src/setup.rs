@@ -25,6 +25,8 @@ const PACKAGES: &[&str] = &[
     "dnsmasq-base",
     "iperf3",
     "netsniff-ng",
+    // Debian's python with venv, for the kubernetes-validate tool (PyPI).
+    "python3-venv",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -32,8 +34,16 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Validates the DaemonSet manifest against the Kubernetes API schemas (PyPI; ships the schemas).
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
+/// A venv of our own at a fixed path: found whatever PATH the caller (CI) has.
+const TOOLS_VENV: &str = "/opt/alioth-tools/venv";
+
+/// The kubernetes-validate executable setup installs.
+pub fn kubernetes_validate() -> PathBuf {
+    PathBuf::from(TOOLS_VENV).join("bin/kubernetes-validate")
+}
+
 fn kubernetes_validate_ok() -> bool {
-    Command::new("kubernetes-validate")
+    Command::new(kubernetes_validate())
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success())
@@ -145,14 +155,21 @@ pub fn setup() -> Result<()> {
     if kubernetes_validate_ok() {
         println!("setup: kubernetes-validate present");
     } else {
-        println!("setup: installing {KUBERNETES_VALIDATE} (PyPI)");
-        let ok = Command::new("python3")
+        println!("setup: installing {KUBERNETES_VALIDATE} (PyPI) in {TOOLS_VENV}");
+        let ok = Command::new("/usr/bin/python3")
+            .args(["-m", "venv", TOOLS_VENV])
+            .status()
+            .context("python3 -m venv")?;
+        if !ok.success() {
+            bail!("creating the venv {TOOLS_VENV} failed");
+        }
+        let ok = Command::new(format!("{TOOLS_VENV}/bin/python"))
             .args([
                 "-m",
                 "pip",
                 "install",
                 "--quiet",
-                "--root-user-action=ignore",
+                "--disable-pip-version-check",
                 KUBERNETES_VALIDATE,
             ])
             .status()
