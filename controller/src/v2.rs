@@ -1,6 +1,6 @@
 //! GoalStateV2 (maps keyed by id, plus `host_resources`) -> the resource lists the validator takes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use alioth_proto::schema::{GoalState, GoalStateV2, ResourceType};
@@ -24,16 +24,8 @@ pub fn for_host(msg: &GoalStateV2, host_ips: &[IpAddr]) -> GoalState {
     });
     let take = |t: ResourceType, id: &str| wanted.as_ref().is_none_or(|w| w.contains(&(t as i32, id)));
 
-    // Sorted by id so that the order inside a type does not depend on map iteration.
-    fn sorted<V>(m: &std::collections::HashMap<String, V>) -> Vec<(&String, &V)> {
-        let mut v: Vec<_> = m.iter().collect();
-        v.sort_by(|a, b| a.0.cmp(b.0));
-        v
-    }
-    let ports: Vec<_> = sorted(&msg.port_states)
-        .into_iter()
-        .filter(|(id, _)| take(ResourceType::Port, id))
-        .collect();
+    let ports = select(&msg.port_states, |id| take(ResourceType::Port, id));
+    let neighbors = select(&msg.neighbor_states, |id| take(ResourceType::Neighbor, id));
     let mut subnets: BTreeSet<&str> = msg
         .subnet_states
         .keys()
@@ -47,12 +39,14 @@ pub fn for_host(msg: &GoalStateV2, host_ips: &[IpAddr]) -> GoalState {
         .map(String::as_str)
         .collect();
     if wanted.is_some() {
-        // Pull in what the selected ports and subnets reference.
-        for (_, p) in &ports {
-            if let Some(c) = &p.configuration {
-                vpcs.insert(&c.vpc_id);
-                subnets.extend(c.fixed_ips.iter().map(|f| f.subnet_id.as_str()));
-            }
+        // Pull in what the selected ports, neighbors and subnets reference.
+        for c in ports.iter().filter_map(|p| p.configuration.as_ref()) {
+            vpcs.insert(&c.vpc_id);
+            subnets.extend(c.fixed_ips.iter().map(|f| f.subnet_id.as_str()));
+        }
+        for c in neighbors.iter().filter_map(|n| n.configuration.as_ref()) {
+            vpcs.insert(&c.vpc_id);
+            subnets.extend(c.fixed_ips.iter().map(|f| f.subnet_id.as_str()));
         }
         for id in subnets.clone() {
             if let Some(c) = msg.subnet_states.get(id).and_then(|s| s.configuration.as_ref()) {
@@ -65,34 +59,20 @@ pub fn for_host(msg: &GoalStateV2, host_ips: &[IpAddr]) -> GoalState {
         .iter()
         .filter_map(|id| msg.subnet_states.get(*id).cloned())
         .collect();
-    out.port_states = ports.into_iter().map(|(_, p)| p.clone()).collect();
-    let pick = |t: ResourceType, id: &String| take(t, id);
-    out.neighbor_states = sorted(&msg.neighbor_states)
-        .into_iter()
-        .filter(|(id, _)| pick(ResourceType::Neighbor, id))
-        .map(|(_, s)| s.clone())
-        .collect();
-    out.dhcp_states = sorted(&msg.dhcp_states)
-        .into_iter()
-        .filter(|(id, _)| pick(ResourceType::Dhcp, id))
-        .map(|(_, s)| s.clone())
-        .collect();
-    out.security_group_states = sorted(&msg.security_group_states)
-        .into_iter()
-        .filter(|(id, _)| pick(ResourceType::Securitygroup, id))
-        .map(|(_, s)| s.clone())
-        .collect();
-    out.router_states = sorted(&msg.router_states)
-        .into_iter()
-        .filter(|(id, _)| pick(ResourceType::Router, id))
-        .map(|(_, s)| s.clone())
-        .collect();
-    out.gateway_states = sorted(&msg.gateway_states)
-        .into_iter()
-        .filter(|(id, _)| pick(ResourceType::Gateway, id))
-        .map(|(_, s)| s.clone())
-        .collect();
+    out.port_states = ports;
+    out.neighbor_states = neighbors;
+    out.dhcp_states = select(&msg.dhcp_states, |id| take(ResourceType::Dhcp, id));
+    out.security_group_states = select(&msg.security_group_states, |id| take(ResourceType::Securitygroup, id));
+    out.router_states = select(&msg.router_states, |id| take(ResourceType::Router, id));
+    out.gateway_states = select(&msg.gateway_states, |id| take(ResourceType::Gateway, id));
     out
+}
+
+/// The states of `m` whose id `keep` accepts, sorted by id.
+fn select<S: Clone>(m: &HashMap<String, S>, keep: impl Fn(&str) -> bool) -> Vec<S> {
+    let mut v: Vec<(&String, &S)> = m.iter().filter(|(id, _)| keep(id)).collect();
+    v.sort_by(|a, b| a.0.cmp(b.0));
+    v.into_iter().map(|(_, s)| s.clone()).collect()
 }
 
 /// IPv4 and IPv6 addresses of this network namespace's interfaces.

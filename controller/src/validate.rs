@@ -122,50 +122,10 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
     };
     let is_delete = |op: i32| op == OperationType::Delete as i32;
     // update_type FULL: what the message does not name of that type is deleted (after the rest).
-    let vpc_gone: Vec<VpcState> = absent_under_full(&msg.vpc_states, v.state.vpcs.keys(), |s| {
-        s.configuration.as_ref().map(|c| (c.id.as_str(), c.update_type))
-    })
-    .map(|id| VpcState {
-        operation_type: OperationType::Delete as i32,
-        configuration: Some(VpcConfiguration {
-            id,
-            ..Default::default()
-        }),
-    })
-    .collect();
-    let subnet_gone: Vec<SubnetState> = absent_under_full(&msg.subnet_states, v.state.subnets.keys(), |s| {
-        s.configuration.as_ref().map(|c| (c.id.as_str(), c.update_type))
-    })
-    .map(|id| SubnetState {
-        operation_type: OperationType::Delete as i32,
-        configuration: Some(SubnetConfiguration {
-            id,
-            ..Default::default()
-        }),
-    })
-    .collect();
-    let port_gone: Vec<PortState> = absent_under_full(&msg.port_states, v.state.ports().keys(), |s| {
-        s.configuration.as_ref().map(|c| (c.id.as_str(), c.update_type))
-    })
-    .map(|id| PortState {
-        operation_type: OperationType::Delete as i32,
-        configuration: Some(PortConfiguration {
-            id,
-            ..Default::default()
-        }),
-    })
-    .collect();
-    let neighbor_gone: Vec<NeighborState> = absent_under_full(&msg.neighbor_states, v.state.neighbors().keys(), |s| {
-        s.configuration.as_ref().map(|c| (c.id.as_str(), c.update_type))
-    })
-    .map(|id| NeighborState {
-        operation_type: OperationType::Delete as i32,
-        configuration: Some(NeighborConfiguration {
-            id,
-            ..Default::default()
-        }),
-    })
-    .collect();
+    let vpc_gone = absent_under_full(&msg.vpc_states, v.state.vpcs.keys());
+    let subnet_gone = absent_under_full(&msg.subnet_states, v.state.subnets.keys());
+    let port_gone = absent_under_full(&msg.port_states, v.state.ports().keys());
+    let neighbor_gone = absent_under_full(&msg.neighbor_states, v.state.neighbors().keys());
     for s in msg.vpc_states.iter().filter(|s| !is_delete(s.operation_type)) {
         v.vpc(s);
     }
@@ -237,23 +197,47 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
     (v.outcomes, v.changes)
 }
 
-/// Ids in `existing` that a FULL update of this type leaves out (none unless some state says FULL).
-fn absent_under_full<'a, S>(
-    states: &'a [S],
-    existing: impl Iterator<Item = &'a String>,
-    config: impl Fn(&'a S) -> Option<(&'a str, i32)>,
-) -> impl Iterator<Item = String> {
-    let named: Vec<(&str, i32)> = states.iter().filter_map(config).collect();
-    // Only a FULL message walks the existing resources: DELTA costs what the message names.
+/// Goal-state entries a FULL update names, and the DELETE of one it leaves out.
+trait Reconciled: Sized {
+    fn named(&self) -> Option<(&str, i32)>;
+    fn delete(id: String) -> Self;
+}
+
+macro_rules! reconciled {
+    ($($state:ident / $config:ident),*) => {$(
+        impl Reconciled for $state {
+            fn named(&self) -> Option<(&str, i32)> {
+                self.configuration.as_ref().map(|c| (c.id.as_str(), c.update_type))
+            }
+            fn delete(id: String) -> Self {
+                $state {
+                    operation_type: OperationType::Delete as i32,
+                    configuration: Some($config { id, ..Default::default() }),
+                }
+            }
+        }
+    )*};
+}
+
+reconciled!(
+    VpcState / VpcConfiguration,
+    SubnetState / SubnetConfiguration,
+    PortState / PortConfiguration,
+    NeighborState / NeighborConfiguration
+);
+
+/// DELETEs for the resources in `existing` that a FULL update of this type leaves out (none unless
+/// some state says FULL: a DELTA message costs what it names, not what the agent holds).
+fn absent_under_full<'a, S: Reconciled>(states: &'a [S], existing: impl Iterator<Item = &'a String>) -> Vec<S> {
+    let named: Vec<(&str, i32)> = states.iter().filter_map(S::named).collect();
     if !named.iter().any(|(_, u)| *u == UpdateType::Full as i32) {
-        return Vec::new().into_iter();
+        return Vec::new();
     }
     let ids: BTreeSet<&str> = named.iter().map(|(id, _)| *id).collect();
     existing
         .filter(|id| !ids.contains(id.as_str()))
-        .cloned()
-        .collect::<Vec<_>>()
-        .into_iter()
+        .map(|id| S::delete(id.clone()))
+        .collect()
 }
 
 enum Op {
