@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Mutex;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::controller::Controller;
 use crate::dataplane::{AttachMode, BpfLogLevel, Dataplane};
@@ -51,6 +52,15 @@ pub struct AgentArgs {
     /// Prometheus /metrics address; `off` disables it.
     #[arg(long, default_value = "127.0.0.1:9464", env = "ALIOTH_METRICS_LISTEN")]
     pub metrics_listen: String,
+    /// Serve gRPC over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "ALIOTH_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "ALIOTH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Accept only clients with a certificate issued by this CA (PEM); needs --tls-cert.
+    #[arg(long, env = "ALIOTH_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Largest gRPC message accepted or sent.
     #[arg(long, default_value_t = 256 << 20, env = "ALIOTH_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: usize,
@@ -109,6 +119,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             Err(e) => tracing::warn!(listen = %args.metrics_listen, "metrics disabled: {e}"),
         }
     }
+    let tls = tls_config(&args)?;
     let host_ips = if args.host_ip.is_empty() {
         crate::v2::local_addresses()
     } else {
@@ -130,6 +141,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         controller.clone(),
         host_ips,
         args.max_message_bytes,
+        tls,
         incoming,
         shutdown_signal(),
     )
@@ -148,6 +160,7 @@ pub async fn serve<I, IO, IE>(
     controller: Arc<Mutex<Controller>>,
     host_ips: Vec<std::net::IpAddr>,
     max_message_bytes: usize,
+    tls: Option<ServerTlsConfig>,
     incoming: I,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()>
@@ -166,7 +179,11 @@ where
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("gRPC reflection")?;
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls).context("TLS configuration")?;
+    }
+    server
         // Large goal states (100k resources is ~15 MB) must not crawl through 64 KiB windows.
         .initial_stream_window_size(Some(H2_WINDOW))
         .initial_connection_window_size(Some(2 * H2_WINDOW))
@@ -176,6 +193,20 @@ where
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .context("gRPC server")
+}
+
+/// The server's TLS setup from --tls-cert/--tls-key (and --tls-client-ca for mutual TLS).
+fn tls_config(args: &AgentArgs) -> Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("read {}", p.display()));
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &args.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    tracing::info!(client_auth = args.tls_client_ca.is_some(), "gRPC over TLS");
+    Ok(Some(tls))
 }
 
 async fn shutdown_signal() {

@@ -29,6 +29,59 @@ pub struct ApplyArgs {
     /// Print the reply as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub tls: ClientTls,
+}
+
+/// TLS towards an agent started with --tls-cert (https:// addresses imply TLS too).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ClientTls {
+    /// CA (PEM) that issued the agent's certificate.
+    #[arg(long, env = "ALIOTH_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM), for agents that verify clients.
+    #[arg(long, env = "ALIOTH_TLS_CLIENT_CERT", requires = "tls_client_key")]
+    pub tls_client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-client-cert.
+    #[arg(long, env = "ALIOTH_TLS_CLIENT_KEY", requires = "tls_client_cert")]
+    pub tls_client_key: Option<PathBuf>,
+    /// Name to verify the agent's certificate against (default: the address's host).
+    #[arg(long)]
+    pub tls_domain: Option<String>,
+}
+
+/// A channel to the agent at `server` (host:port or URL), over TLS when asked for.
+pub async fn connect(server: &str, tls: &ClientTls) -> Result<tonic::transport::Channel> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let secure = server.starts_with("https://") || tls.tls_ca.is_some() || tls.tls_client_cert.is_some();
+    let scheme = if secure { "https" } else { "http" };
+    let url = match server.split_once("://") {
+        Some((_, rest)) => format!("{scheme}://{rest}"),
+        None => format!("{scheme}://{server}"),
+    };
+    let mut endpoint = Endpoint::from_shared(url.clone())?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .initial_stream_window_size(crate::agent::H2_WINDOW)
+        .initial_connection_window_size(2 * crate::agent::H2_WINDOW);
+    if secure {
+        let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("read {}", p.display()));
+        let mut cfg = ClientTlsConfig::new();
+        if let Some(ca) = &tls.tls_ca {
+            cfg = cfg.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&tls.tls_client_cert, &tls.tls_client_key) {
+            cfg = cfg.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        if let Some(domain) = &tls.tls_domain {
+            cfg = cfg.domain_name(domain.clone());
+        }
+        endpoint = endpoint.tls_config(cfg).context("TLS configuration")?;
+    }
+    endpoint
+        .connect()
+        .await
+        .with_context(|| format!("connect to the agent at {url}"))
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -59,14 +112,10 @@ pub fn parse_goal_state(text: &str) -> Result<GoalState> {
 
 pub async fn apply(args: ApplyArgs) -> Result<i32> {
     let msg = read_goal_state(&args.file)?;
-    let server = if args.server.contains("://") {
-        args.server.clone()
-    } else {
-        format!("http://{}", args.server)
-    };
-    let mut client = GoalStateProvisionerClient::connect(server.clone())
-        .await
-        .with_context(|| format!("connect to the agent at {server}"))?;
+    let server = args.server.clone();
+    let mut client = GoalStateProvisionerClient::new(connect(&server, &args.tls).await?)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
     let reply = client
         .push_network_resource_states(msg)
         .await
@@ -239,23 +288,16 @@ pub struct HealthArgs {
     /// Service to check; empty = the whole server.
     #[arg(long, default_value = "")]
     pub service: String,
+    #[command(flatten)]
+    pub tls: ClientTls,
 }
 
 /// The standard gRPC health check (what the DaemonSet's probes ask); exits 0 only when SERVING.
 pub async fn health(args: HealthArgs) -> Result<i32> {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
-    let server = if args.server.contains("://") {
-        args.server.clone()
-    } else {
-        format!("http://{}", args.server)
-    };
-    let channel = tonic::transport::Endpoint::from_shared(server.clone())?
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .timeout(std::time::Duration::from_secs(3))
-        .connect()
-        .await
-        .with_context(|| format!("connect to {server}"))?;
+    let server = args.server.clone();
+    let channel = connect(&server, &args.tls).await?;
     let reply = HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: args.service.clone(),

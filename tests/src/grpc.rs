@@ -23,6 +23,11 @@ impl Server {
     /// Loads the XDP object (maps unpinned), and serves on an ephemeral loopback port. Ports get
     /// interface names no machine has, so they are never attached: they answer PENDING.
     pub async fn start(host_ips: Vec<IpAddr>) -> Result<Server> {
+        Self::start_tls(host_ips, None).await
+    }
+
+    /// As `start`, serving gRPC over TLS.
+    pub async fn start_tls(host_ips: Vec<IpAddr>, tls: Option<tonic::transport::ServerTlsConfig>) -> Result<Server> {
         let (dp, _) = Dataplane::load(None, AttachMode::Skb)?;
         let naming = Naming {
             iface_template: "zz{id11}".into(),
@@ -35,9 +40,16 @@ impl Server {
         tokio::spawn(alioth::metrics::serve(metrics_listener, controller.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let task = tokio::spawn(alioth::agent::serve(controller, host_ips, 64 << 20, incoming, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(alioth::agent::serve(
+            controller,
+            host_ips,
+            64 << 20,
+            tls,
+            incoming,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Ok(Server {
             addr,
             metrics,
