@@ -153,7 +153,7 @@ impl Controller {
                 match self.program_port(port_id) {
                     Ok(true) => {}
                     Ok(false) => {
-                        tracing::info!(
+                        tracing::debug!(
                             resource_id = port_id,
                             "interface not present yet; the port is programmed when it appears"
                         );

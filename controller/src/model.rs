@@ -1,6 +1,6 @@
 //! Validated resources: what the controller keeps once a goal-state resource passed validation.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -94,14 +94,22 @@ pub struct State {
     neighbors: HashMap<String, Neighbor>,
     /// Revision of deleted resources by (resource type, id): a late, older CREATE is out of order.
     pub tombstones: BTreeMap<(i32, String), u32>,
-    /// (VPC, address) -> who holds it.
-    addrs: HashMap<(String, Ipv4Addr), Owner>,
-    /// (VPC, MAC) -> port.
-    macs: HashMap<(String, Mac), String>,
+    /// VPC -> address -> who holds it (nested, so lookups by `&str` allocate nothing).
+    addrs: HashMap<String, HashMap<Ipv4Addr, Owner>>,
+    /// VPC -> MAC -> port.
+    macs: HashMap<String, HashMap<Mac, String>>,
     /// Subnet -> ports and neighbors with an address in it.
-    subnet_users: HashMap<String, BTreeSet<String>>,
+    subnet_users: HashMap<String, HashSet<String>>,
     /// VPC -> number of ports and neighbors in it.
     vpc_users: HashMap<String, usize>,
+}
+
+/// `m[k]`, created empty if absent; allocates the key only then.
+fn entry<'m, V: Default>(m: &'m mut HashMap<String, V>, k: &str) -> &'m mut V {
+    if !m.contains_key(k) {
+        m.insert(k.to_string(), V::default());
+    }
+    m.get_mut(k).expect("present")
 }
 
 impl State {
@@ -114,11 +122,11 @@ impl State {
     }
 
     pub fn addr_owner(&self, vpc: &str, ip: Ipv4Addr) -> Option<&Owner> {
-        self.addrs.get(&(vpc.to_string(), ip))
+        self.addrs.get(vpc)?.get(&ip)
     }
 
     pub fn mac_owner(&self, vpc: &str, mac: &Mac) -> Option<&str> {
-        self.macs.get(&(vpc.to_string(), *mac)).map(String::as_str)
+        self.macs.get(vpc)?.get(mac).map(String::as_str)
     }
 
     /// Ids of the ports and neighbors with an address in `subnet`.
@@ -130,30 +138,32 @@ impl State {
         self.vpc_users.get(vpc).is_some_and(|n| *n > 0)
     }
 
-    fn index(&mut self, vpc: &str, ips: &[FixedIp], owner: Owner, add: bool) {
-        let id = match &owner {
-            Owner::Port(id) | Owner::Neighbor(id) => id.clone(),
-        };
+    fn index(&mut self, vpc: &str, ips: &[FixedIp], owner: &Owner, add: bool) {
+        let (Owner::Port(id) | Owner::Neighbor(id)) = owner;
         for f in ips {
-            let key = (vpc.to_string(), f.ip);
-            let users = self.subnet_users.entry(f.subnet_id.clone()).or_default();
             if add {
-                self.addrs.insert(key, owner.clone());
-                users.insert(id.clone());
-            } else {
-                if self.addrs.get(&key) == Some(&owner) {
-                    self.addrs.remove(&key);
+                entry(&mut self.addrs, vpc).insert(f.ip, owner.clone());
+                entry(&mut self.subnet_users, &f.subnet_id).insert(id.clone());
+                continue;
+            }
+            if let Some(addrs) = self.addrs.get_mut(vpc) {
+                if addrs.get(&f.ip) == Some(owner) {
+                    addrs.remove(&f.ip);
                 }
-                users.remove(&id);
+                if addrs.is_empty() {
+                    self.addrs.remove(vpc);
+                }
+            }
+            if let Some(users) = self.subnet_users.get_mut(&f.subnet_id) {
+                users.remove(id);
                 if users.is_empty() {
                     self.subnet_users.remove(&f.subnet_id);
                 }
             }
         }
-        let n = self.vpc_users.entry(vpc.to_string()).or_default();
         if add {
-            *n += 1;
-        } else {
+            *entry(&mut self.vpc_users, vpc) += 1;
+        } else if let Some(n) = self.vpc_users.get_mut(vpc) {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 self.vpc_users.remove(vpc);
@@ -161,55 +171,74 @@ impl State {
         }
     }
 
+    /// True when the indexes equal ones rebuilt from the ports and neighbors (property tests).
+    #[cfg(test)]
+    pub fn indexes_match_contents(&self) -> bool {
+        let mut fresh = State::default();
+        self.ports.values().for_each(|p| drop(fresh.put_port(p.clone())));
+        self.neighbors
+            .values()
+            .for_each(|n| drop(fresh.put_neighbor(n.clone())));
+        (fresh.addrs, fresh.macs, fresh.subnet_users, fresh.vpc_users)
+            == (
+                self.addrs.clone(),
+                self.macs.clone(),
+                self.subnet_users.clone(),
+                self.vpc_users.clone(),
+            )
+    }
+
     pub fn put_port(&mut self, p: Port) -> Option<Port> {
         let old = self.remove_port(&p.id);
-        self.index(&p.vpc_id.clone(), &p.fixed_ips.clone(), Owner::Port(p.id.clone()), true);
-        self.macs.insert((p.vpc_id.clone(), p.mac), p.id.clone());
+        self.index(&p.vpc_id, &p.fixed_ips, &Owner::Port(p.id.clone()), true);
+        entry(&mut self.macs, &p.vpc_id).insert(p.mac, p.id.clone());
         self.ports.insert(p.id.clone(), p);
         old
     }
 
     pub fn remove_port(&mut self, id: &str) -> Option<Port> {
         let old = self.ports.remove(id)?;
-        self.index(&old.vpc_id, &old.fixed_ips, Owner::Port(old.id.clone()), false);
-        let key = (old.vpc_id.clone(), old.mac);
-        if self.macs.get(&key).map(String::as_str) == Some(id) {
-            self.macs.remove(&key);
+        self.index(&old.vpc_id, &old.fixed_ips, &Owner::Port(old.id.clone()), false);
+        if let Some(macs) = self.macs.get_mut(&old.vpc_id) {
+            if macs.get(&old.mac).map(String::as_str) == Some(id) {
+                macs.remove(&old.mac);
+            }
+            if macs.is_empty() {
+                self.macs.remove(&old.vpc_id);
+            }
         }
         Some(old)
     }
 
     pub fn put_neighbor(&mut self, n: Neighbor) -> Option<Neighbor> {
         let old = self.remove_neighbor(&n.id);
-        self.index(
-            &n.vpc_id.clone(),
-            &n.fixed_ips.clone(),
-            Owner::Neighbor(n.id.clone()),
-            true,
-        );
+        self.index(&n.vpc_id, &n.fixed_ips, &Owner::Neighbor(n.id.clone()), true);
         self.neighbors.insert(n.id.clone(), n);
         old
     }
 
     pub fn remove_neighbor(&mut self, id: &str) -> Option<Neighbor> {
         let old = self.neighbors.remove(id)?;
-        self.index(&old.vpc_id, &old.fixed_ips, Owner::Neighbor(old.id.clone()), false);
+        self.index(&old.vpc_id, &old.fixed_ips, &Owner::Neighbor(old.id.clone()), false);
         Some(old)
     }
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff` (or with `-`).
 pub fn parse_mac(s: &str) -> Result<Mac, String> {
-    let parts: Vec<&str> = s.split([':', '-']).collect();
-    if parts.len() != 6 {
-        return Err(format!("MAC address {s:?} must have 6 octets, has {}", parts.len()));
-    }
     let mut mac = [0u8; 6];
-    for (b, p) in mac.iter_mut().zip(&parts) {
-        if p.len() != 2 {
-            return Err(format!("MAC address {s:?}: octet {p:?} is not two hex digits"));
+    let mut n = 0;
+    for p in s.split([':', '-']) {
+        if n < 6 {
+            if p.len() != 2 {
+                return Err(format!("MAC address {s:?}: octet {p:?} is not two hex digits"));
+            }
+            mac[n] = u8::from_str_radix(p, 16).map_err(|_| format!("MAC address {s:?}: octet {p:?} is not hex"))?;
         }
-        *b = u8::from_str_radix(p, 16).map_err(|_| format!("MAC address {s:?}: octet {p:?} is not hex"))?;
+        n += 1;
+    }
+    if n != 6 {
+        return Err(format!("MAC address {s:?} must have 6 octets, has {n}"));
     }
     Ok(mac)
 }

@@ -229,6 +229,7 @@ proptest! {
             // FULL adds an answer for every resource it deletes implicitly.
             prop_assert!(outcomes.len() >= n);
             prop_assert_eq!(&map, &render(&state));
+            prop_assert!(state.indexes_match_contents(), "indexes drifted from the contents");
             for s in state.subnets.values() {
                 prop_assert!(state.vpcs.contains_key(&s.vpc_id));
             }
