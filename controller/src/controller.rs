@@ -166,6 +166,7 @@ impl Controller {
                 timing[*o].network += t.elapsed();
             }
         }
+        let changes = self.revert_failed(changes, &outcomes);
         // Recorded before the reply: an acknowledged change survives a crash of the agent.
         if let Some(store) = self.store.as_mut() {
             if let Err(e) = store.record(&self.state, &changes) {
@@ -208,6 +209,54 @@ impl Controller {
             operation_statuses: statuses,
             message_total_operation_time: micros(started.elapsed()),
         }
+    }
+
+    /// Undoes, in state and maps, the changes whose programming failed, so that what the agent
+    /// holds, what the maps hold and what the journal records stay the same; returns the rest.
+    fn revert_failed(&mut self, changes: Vec<Change>, outcomes: &[Outcome]) -> Vec<Change> {
+        let (failed, kept): (Vec<Change>, Vec<Change>) = changes
+            .into_iter()
+            .partition(|c| outcomes[c.outcome].status == OperationStatus::Failure);
+        for c in failed.into_iter().rev() {
+            let Some(r) = c.after.as_ref().or(c.before.as_ref()) else {
+                continue;
+            };
+            let (kind, id) = r.kind_id();
+            match &c.before {
+                Some(b) => self.state.put(b.clone()),
+                None => self.state.delete(kind, id),
+            }
+            let undo = [Change {
+                before: c.after.clone(),
+                after: c.before.clone(),
+                outcome: c.outcome,
+            }];
+            let plan = plan::plan(&self.state, &undo);
+            for (_, op) in &plan.detach {
+                if let PortOp::Detach { iface } = op {
+                    self.pending.remove(iface);
+                    let _ = self.dp.detach(iface);
+                }
+            }
+            for (_, op) in &plan.endpoints {
+                let r = match op {
+                    EndpointOp::Upsert(k, v) => self.dp.upsert_endpoint(*k, *v),
+                    EndpointOp::Remove(k) => self.dp.remove_endpoint(k),
+                };
+                if let Err(e) = r {
+                    tracing::error!(resource_id = id, "undoing a failed change: {e:#}");
+                }
+            }
+            for (_, op) in &plan.program {
+                if let PortOp::Program { port_id } = op {
+                    if let Err(e) = self.program_port(port_id) {
+                        tracing::error!(resource_id = port_id, "restoring the previous port: {e:#}");
+                    }
+                }
+            }
+            tracing::warn!(resource_id = id, "change undone after its programming failed");
+        }
+        kept
     }
 
     /// Writes `PORTS` and attaches for one port. `Ok(false)` when its interface does not exist yet.

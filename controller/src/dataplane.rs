@@ -271,9 +271,17 @@ impl Dataplane {
             Some(_) => self.forget(iface),
             None => {}
         }
-        let link = self.attach(iface)?;
-        self.attached.insert(iface.to_string(), (index, link));
-        Ok(true)
+        match self.attach(iface) {
+            Ok(link) => {
+                self.attached.insert(iface.to_string(), (index, link));
+                Ok(true)
+            }
+            Err(e) => {
+                // Not ours after all: leave no entry behind for that interface.
+                let _ = self.set_port_entry(index, PortEntry::default());
+                Err(e)
+            }
+        }
     }
 
     fn link_pin(&self, iface: &str) -> Option<PathBuf> {

@@ -256,3 +256,70 @@ fn sigkill_and_restart_of_the_agent_lose_no_packet() -> Result<()> {
     ensure!(status["attached"].as_array().map(Vec::len) == Some(2), "{status}");
     Ok(())
 }
+
+#[test]
+fn a_port_whose_attach_fails_is_undone_everywhere_and_can_be_applied_later() -> Result<()> {
+    let host = Netns::new("alhost")?;
+    // vm2's tap already runs someone else's XDP program: attaching ours is refused.
+    let vm1 = Vm::new(&host, VM1_TAP, "02:00:c6:12:00:0a", "198.18.0.10/24")?;
+    let vm2 = Vm::new(&host, VM2_TAP, "02:00:c6:12:00:0b", "198.18.0.11/24")?;
+    struct Pin(String);
+    impl Drop for Pin {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let foreign = Pin(format!(
+        "/sys/fs/bpf/{}",
+        alioth_tests::netns::unique("alioth-foreign-")
+    ));
+    let bin = alioth_tests::agent::alioth_bin()?;
+    let out = host.net_output(&[
+        bin.to_str().unwrap_or_default(),
+        "xdp-pass",
+        "--iface",
+        VM2_TAP,
+        "--pin",
+        &foreign.0,
+    ])?;
+    ensure!(out.status.success(), "{out:?}");
+    let agent = Agent::start(&host, &[])?;
+    let (code, statuses) = apply(&agent, &example("demo.yaml"))?;
+    ensure!(code == 3, "{statuses:?}");
+    ensure!(
+        statuses["2a2b0d1c-4c1e-4b4f-8a4e-9b1f2e3d4c5b"] == "FAILURE",
+        "{statuses:?}"
+    );
+    ensure!(
+        statuses.values().filter(|s| *s == "SUCCESS").count() == 3,
+        "{statuses:?}"
+    );
+    ensure!(
+        agent.log_text().contains("change undone after its programming failed"),
+        "{}",
+        agent.log_text()
+    );
+    // Undone in the maps: nobody answers for vm2's address, and only vm1 is a port.
+    let silent = vm1
+        .ns
+        .exec_output(&["arping", "-c", "2", "-w", "3", "-I", "eth0", "198.18.0.11"])?;
+    ensure!(
+        !silent.status.success(),
+        "the failed port's address must not be answered"
+    );
+    let status: serde_json::Value = serde_json::from_slice(&agent.cli(&["status", "--json"])?.stdout)?;
+    ensure!(
+        status["maps"]["ENDPOINTS"]["entries"] == 2 && status["attached"].as_array().map(Vec::len) == Some(1),
+        "{status}"
+    );
+    // Once the interface is free, the same goal state applies in full.
+    drop(foreign);
+    let (code, statuses) = apply(&agent, &example("demo.yaml"))?;
+    ensure!(code == 0 && statuses.values().all(|s| s == "SUCCESS"), "{statuses:?}");
+    let arp = vm1
+        .ns
+        .exec(&["arping", "-c", "2", "-w", "5", "-I", "eth0", "198.18.0.11"])?;
+    ensure!(arp.to_lowercase().contains("02:00:c6:12:00:0b"), "{arp}");
+    drop((agent, vm1, vm2, host));
+    Ok(())
+}
