@@ -79,6 +79,12 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         tracing::info!(pin_dir = %args.pin_dir.display(), state_dir = %args.state_dir.display(), "reset: links detached, pins and state removed");
         return Ok(());
     }
+    // Everything that can be misconfigured is checked before the data plane is touched: a bad
+    // start must leave the running data plane (and a previous agent's program) alone.
+    let tls = tls_config(&args)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.listen))?;
     let (store, state) = Store::open(&args.state_dir)?;
     let (dp, logger) = Dataplane::load_with_log(Some(&args.pin_dir), args.xdp_mode, args.bpf_log_level)?;
     if let Some(logger) = logger {
@@ -119,15 +125,11 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             Err(e) => tracing::warn!(listen = %args.metrics_listen, "metrics disabled: {e}"),
         }
     }
-    let tls = tls_config(&args)?;
     let host_ips = if args.host_ip.is_empty() {
         crate::v2::local_addresses()
     } else {
         args.host_ip.clone()
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listen on {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, pin_dir = %args.pin_dir.display(), ?host_ips, "alioth agent ready");
     // Small goal-state messages must not wait for Nagle and delayed ACKs (40 ms stalls).
     let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
