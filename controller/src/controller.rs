@@ -109,10 +109,6 @@ impl Controller {
         &mut self.dp
     }
 
-    pub fn into_dataplane(self) -> Dataplane {
-        self.dp
-    }
-
     /// Applies one v1 goal-state message and answers for each of its resources.
     pub fn push(&mut self, msg: &GoalState) -> GoalStateOperationReply {
         let started = Instant::now();

@@ -58,7 +58,7 @@ enum Attachment {
     /// A bpf_link, pinned under `<pin dir>/links/` when the agent has a pin directory: it outlives
     /// the agent, and a restarted agent swaps its new program in on the same link.
     Link(FdLink),
-    /// A link owned by the program (no pin directory, or a kernel without XDP bpf_links).
+    /// A link owned by the program (no pin directory: tests and benchmarks).
     Owned(XdpLinkId),
 }
 
@@ -116,8 +116,8 @@ pub fn ifname(index: u32) -> Option<String> {
 }
 
 impl Dataplane {
-    /// Loads the object. With `pin_dir`, its maps are pinned there (stale pins are replaced);
-    /// without, they live as long as this value (tests, benchmarks).
+    /// Loads the object with the default log level; see `load_with_log`. Without `pin_dir` the maps
+    /// live as long as this value (tests, benchmarks).
     pub fn load(pin_dir: Option<&Path>, mode: AttachMode) -> Result<(Self, Option<Logger>)> {
         Self::load_with_log(pin_dir, mode, BpfLogLevel::default())
     }
@@ -224,10 +224,6 @@ impl Dataplane {
     /// The pass-through program (the benchmarks' baseline).
     pub fn pass_program(&mut self) -> Result<&mut Xdp> {
         named_program(&mut self.ebpf, PASS_PROGRAM)
-    }
-
-    pub fn ebpf(&mut self) -> &mut Ebpf {
-        &mut self.ebpf
     }
 
     pub fn upsert_endpoint(&mut self, key: EndpointKey, value: Endpoint) -> Result<()> {
@@ -355,10 +351,6 @@ impl Dataplane {
             }
             None => {}
         }
-    }
-
-    pub fn attached(&self) -> impl Iterator<Item = (&str, u32)> {
-        self.attached.iter().map(|(n, (i, _))| (n.as_str(), *i))
     }
 }
 
