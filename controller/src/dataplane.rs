@@ -309,11 +309,7 @@ impl Dataplane {
         let Some(pin) = pin else {
             return Ok(Attachment::Owned(id));
         };
-        let fd = FdLink::try_from(prog.take_link(id)?).context("the kernel attached XDP without a bpf_link")?;
-        let pinned = fd
-            .pin(&pin)
-            .with_context(|| format!("pin the link at {}", pin.display()))?;
-        Ok(Attachment::Link(pinned.into()))
+        Ok(Attachment::Link(pin_link(prog, id, &pin)?))
     }
 
     /// Swaps this agent's program onto a link a previous agent pinned (atomic: no packet sees none).
@@ -429,12 +425,18 @@ pub fn attach_pass_pinned(iface: &str, pin: &Path) -> Result<()> {
     let id = prog
         .attach(iface, XdpMode::Driver)
         .with_context(|| format!("attach {PASS_PROGRAM} to {iface}"))?;
-    let link: FdLink = prog.take_link(id)?.try_into().context("XDP link is not a bpf_link")?;
     if let Some(dir) = pin.parent() {
         ensure_bpffs(pin)?;
         std::fs::create_dir_all(dir)?;
     }
-    link.pin(pin)
+    pin_link(prog, id, pin).map(drop)
+}
+
+/// Takes link `id` from `prog` and pins it at `pin`, so it outlives this process.
+fn pin_link(prog: &mut Xdp, id: XdpLinkId, pin: &Path) -> Result<FdLink> {
+    let fd = FdLink::try_from(prog.take_link(id)?).context("the kernel attached XDP without a bpf_link")?;
+    let pinned = fd
+        .pin(pin)
         .with_context(|| format!("pin the link at {}", pin.display()))?;
-    Ok(())
+    Ok(pinned.into())
 }
