@@ -71,7 +71,7 @@ impl Server {
     }
 
     pub async fn channel(&self) -> Result<Channel> {
-        Ok(Channel::from_shared(format!("http://{}", self.addr))?.connect().await?)
+        alioth::cli::connect(&self.addr.to_string(), &alioth::cli::ClientTls::default()).await
     }
 
     pub async fn client(&self) -> Result<GoalStateProvisionerClient<Channel>> {

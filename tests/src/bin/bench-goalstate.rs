@@ -205,12 +205,8 @@ fn memory(pid: u32) -> Result<(f64, f64)> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let agent = Agent::start_local(&["--bpf-log-level", "off"])?;
-    let channel = Channel::from_shared(format!("http://{}", agent.listen))?
-        .tcp_nodelay(true)
-        .initial_stream_window_size(alioth::agent::H2_WINDOW)
-        .initial_connection_window_size(2 * alioth::agent::H2_WINDOW)
-        .connect()
-        .await?;
+    // The agent's own client settings (TCP_NODELAY, large HTTP/2 windows).
+    let channel = alioth::cli::connect(&agent.listen, &alioth::cli::ClientTls::default()).await?;
     let mut client = GoalStateProvisionerClient::new(channel)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20);
