@@ -61,12 +61,8 @@ impl GoalStateProvisioner for Provisioner {
         let controller = self.controller.clone();
         let host_ips = self.host_ips.clone();
         tokio::spawn(async move {
-            loop {
-                let next = match inbound.message().await {
-                    Ok(Some(msg)) => Ok(msg),
-                    Ok(None) => break,
-                    Err(status) => Err(status),
-                };
+            while let Some(next) = inbound.message().await.transpose() {
+                let failed = next.is_err();
                 let reply = match next {
                     Ok(msg) => Ok(controller.lock().await.push(&v2::for_host(&msg, &host_ips))),
                     Err(status) => {
@@ -74,7 +70,6 @@ impl GoalStateProvisioner for Provisioner {
                         Err(status)
                     }
                 };
-                let failed = reply.is_err();
                 if tx.send(reply).await.is_err() || failed {
                     break;
                 }
