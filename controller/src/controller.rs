@@ -12,7 +12,7 @@ use anyhow::Result;
 use crate::dataplane::{interfaces, Dataplane};
 use crate::metrics::Metrics;
 use crate::model::State;
-use crate::plan::{self, EndpointOp, PortOp};
+use crate::plan::{self, EndpointOp, Plan, PortOp};
 use crate::store::Store;
 use crate::validate::{self, Change, Naming, Outcome};
 
@@ -25,6 +25,14 @@ pub struct Controller {
     /// Interface -> port, for ports whose interface does not exist yet; see `retry_pending`.
     pending: BTreeMap<String, String>,
     metrics: Metrics,
+}
+
+/// One operation of a plan, as `apply_plan` reports it: how long it took and how it went.
+enum Applied {
+    /// A BPF map write.
+    Dataplane(Duration, Result<()>),
+    /// Attaching or detaching; `Ok(false)`: the port's interface does not exist yet.
+    Network(Duration, Result<bool>),
 }
 
 #[derive(Clone, Copy, Default)]
@@ -70,17 +78,16 @@ impl Controller {
             pending: BTreeMap::new(),
             metrics: Metrics::default(),
         };
-        for (_, op) in &plan.endpoints {
-            if let EndpointOp::Upsert(k, v) = op {
-                c.dp.upsert_endpoint(*k, *v)?;
+        // A map that cannot be filled stops the restore before any link runs the new program.
+        c.apply_plan(&plan, |_, applied| match applied {
+            Applied::Dataplane(_, result) => result,
+            Applied::Network(_, result) => {
+                if let Err(e) = result {
+                    tracing::warn!("port not re-attached: {e:#}");
+                }
+                Ok(())
             }
-        }
-        let ids: Vec<String> = c.state.ports().keys().cloned().collect();
-        for id in &ids {
-            if let Err(e) = c.program_port(id) {
-                tracing::warn!(resource_id = id, "port not re-attached: {e:#}");
-            }
-        }
+        })?;
         c.dp.commit()?;
         tracing::info!(
             vpcs = c.state.vpcs.len(),
@@ -121,47 +128,29 @@ impl Controller {
             outcomes[o].reason = Some(format!("{e:#}"));
         };
 
-        for (o, op) in &plan.detach {
-            if let PortOp::Detach { iface } = op {
-                // A deleted or renamed port is no longer waited for.
-                self.pending.remove(iface);
-                let t = Instant::now();
-                if let Err(e) = self.dp.detach(iface) {
-                    fail(&mut outcomes, *o, e);
+        // Every operation is timed against its resource; a failure fails that resource only, so
+        // the reporter never stops the plan.
+        let _ = self.apply_plan(&plan, |o, applied| {
+            let result = match applied {
+                Applied::Dataplane(took, result) => {
+                    timing[o].dataplane += took;
+                    result.map(|()| true)
                 }
-                timing[*o].network += t.elapsed();
-            }
-        }
-        for (o, op) in &plan.endpoints {
-            let t = Instant::now();
-            let r = match op {
-                EndpointOp::Upsert(k, v) => self.dp.upsert_endpoint(*k, *v),
-                EndpointOp::Remove(k) => self.dp.remove_endpoint(k),
+                Applied::Network(took, result) => {
+                    timing[o].network += took;
+                    result
+                }
             };
-            if let Err(e) = r {
-                fail(&mut outcomes, *o, e);
-            }
-            timing[*o].dataplane += t.elapsed();
-        }
-        for (o, op) in &plan.program {
-            if let PortOp::Program { port_id } = op {
-                let t = Instant::now();
-                match self.program_port(port_id) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::debug!(
-                            resource_id = port_id,
-                            "interface not present yet; the port is programmed when it appears"
-                        );
-                        if outcomes[*o].status == OperationStatus::Success {
-                            outcomes[*o].status = OperationStatus::Pending;
-                        }
-                    }
-                    Err(e) => fail(&mut outcomes, *o, e),
+            match result {
+                Ok(true) => {}
+                Ok(false) if outcomes[o].status == OperationStatus::Success => {
+                    outcomes[o].status = OperationStatus::Pending
                 }
-                timing[*o].network += t.elapsed();
+                Ok(false) => {}
+                Err(e) => fail(&mut outcomes, o, e),
             }
-        }
+            Ok(())
+        });
         let changes = self.revert_failed(changes, &outcomes);
         // Recorded before the reply: an acknowledged change survives a crash of the agent.
         if let Some(store) = self.store.as_mut() {
@@ -207,6 +196,36 @@ impl Controller {
         }
     }
 
+    /// Applies `plan` in its order — detaches, endpoint writes, port programming — and reports each
+    /// operation, with the outcome it belongs to, to `report`, which may stop the rest with an error.
+    fn apply_plan(&mut self, plan: &Plan, mut report: impl FnMut(usize, Applied) -> Result<()>) -> Result<()> {
+        for (o, op) in &plan.detach {
+            if let PortOp::Detach { iface } = op {
+                // A deleted or renamed port is no longer waited for.
+                self.pending.remove(iface);
+                let t = Instant::now();
+                let result = self.dp.detach(iface).map(|()| true);
+                report(*o, Applied::Network(t.elapsed(), result))?;
+            }
+        }
+        for (o, op) in &plan.endpoints {
+            let t = Instant::now();
+            let result = match op {
+                EndpointOp::Upsert(k, v) => self.dp.upsert_endpoint(*k, *v),
+                EndpointOp::Remove(k) => self.dp.remove_endpoint(k),
+            };
+            report(*o, Applied::Dataplane(t.elapsed(), result))?;
+        }
+        for (o, op) in &plan.program {
+            if let PortOp::Program { port_id } = op {
+                let t = Instant::now();
+                let result = self.program_port(port_id);
+                report(*o, Applied::Network(t.elapsed(), result))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Undoes, in state and maps, the changes whose programming failed, so that what the agent
     /// holds, what the maps hold and what the journal records stay the same; returns the rest.
     fn revert_failed(&mut self, changes: Vec<Change>, outcomes: &[Outcome]) -> Vec<Change> {
@@ -228,28 +247,12 @@ impl Controller {
                 outcome: c.outcome,
             }];
             let plan = plan::plan(&self.state, &undo);
-            for (_, op) in &plan.detach {
-                if let PortOp::Detach { iface } = op {
-                    self.pending.remove(iface);
-                    let _ = self.dp.detach(iface);
-                }
-            }
-            for (_, op) in &plan.endpoints {
-                let r = match op {
-                    EndpointOp::Upsert(k, v) => self.dp.upsert_endpoint(*k, *v),
-                    EndpointOp::Remove(k) => self.dp.remove_endpoint(k),
-                };
-                if let Err(e) = r {
+            let _ = self.apply_plan(&plan, |_, applied| {
+                if let Applied::Dataplane(_, Err(e)) | Applied::Network(_, Err(e)) = applied {
                     tracing::error!(resource_id = id, "undoing a failed change: {e:#}");
                 }
-            }
-            for (_, op) in &plan.program {
-                if let PortOp::Program { port_id } = op {
-                    if let Err(e) = self.program_port(port_id) {
-                        tracing::error!(resource_id = port_id, "restoring the previous port: {e:#}");
-                    }
-                }
-            }
+                Ok(())
+            });
             tracing::warn!(resource_id = id, "change undone after its programming failed");
         }
         kept
@@ -272,6 +275,10 @@ impl Controller {
         if present {
             self.pending.remove(&iface);
         } else {
+            tracing::debug!(
+                resource_id = port_id,
+                "interface not present yet; the port is programmed when it appears"
+            );
             self.pending.insert(iface, port_id.to_string());
         }
         Ok(present)
