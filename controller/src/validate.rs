@@ -34,6 +34,17 @@ impl State {
             .chain(self.neighbors().values().cloned().map(Resource::Neighbor))
     }
 
+    /// A copy of resource `id` of type `kind`, if the state has it.
+    pub fn get(&self, kind: ResourceType, id: &str) -> Option<Resource> {
+        match kind {
+            ResourceType::Vpc => self.vpcs.get(id).cloned().map(Resource::Vpc),
+            ResourceType::Subnet => self.subnets.get(id).cloned().map(Resource::Subnet),
+            ResourceType::Port => self.ports().get(id).cloned().map(Resource::Port),
+            ResourceType::Neighbor => self.neighbors().get(id).cloned().map(Resource::Neighbor),
+            _ => None,
+        }
+    }
+
     pub fn put(&mut self, r: Resource) {
         match r {
             Resource::Vpc(v) => drop(self.vpcs.insert(v.id.clone(), v)),
@@ -55,6 +66,15 @@ impl State {
 }
 
 impl Resource {
+    pub fn revision(&self) -> u32 {
+        match self {
+            Resource::Vpc(v) => v.revision,
+            Resource::Subnet(s) => s.revision,
+            Resource::Port(p) => p.revision,
+            Resource::Neighbor(n) => n.revision,
+        }
+    }
+
     pub fn kind_id(&self) -> (ResourceType, &str) {
         match self {
             Resource::Vpc(v) => (ResourceType::Vpc, &v.id),
@@ -363,69 +383,41 @@ impl Validator<'_> {
         }
     }
 
-    fn vpc(&mut self, s: &VpcState) {
-        let Some(c) = &s.configuration else {
-            return self.record(ResourceType::Vpc, s.operation_type, "", |_, _| {
-                invalid("no configuration")
-            });
-        };
-        self.record(ResourceType::Vpc, s.operation_type, &c.id, |v, op| {
-            let before = v.state.vpcs.get(&c.id).cloned();
+    /// One resource of any type: its revision is checked, then a DELETE removes it once
+    /// `may_delete` agrees and leaves a tombstone, and a CREATE or UPDATE stores what `build`
+    /// validated; INFO and GET change nothing. `(operation, id, revision)` come from the message.
+    fn resource(
+        &mut self,
+        kind: ResourceType,
+        (raw_op, id, revision): (i32, &str, u32),
+        may_delete: impl FnOnce(&Self) -> Checked<()>,
+        build: impl FnOnce(&Self) -> Checked<Resource>,
+    ) {
+        self.record(kind, raw_op, id, |v, op| {
+            let before = v.state.get(kind, id);
             if !matches!(op, Op::Nothing) {
-                let applied = before.as_ref().map(|b| b.revision);
-                v.check_revision(ResourceType::Vpc, &c.id, applied, c.revision_number)?;
+                v.check_revision(kind, id, before.as_ref().map(Resource::revision), revision)?;
             }
             match op {
                 Op::Nothing => Ok(None),
                 Op::Delete => {
-                    if let Some(sub) = v.state.subnets.values().find(|x| x.vpc_id == c.id) {
-                        return refused(format!("VPC {} is still used by subnet {}", c.id, sub.id));
-                    }
-                    if v.state.vpc_in_use(&c.id) {
-                        return refused(format!("VPC {} is still used by ports or neighbors", c.id));
-                    }
-                    v.state.vpcs.remove(&c.id);
-                    let revision = before.as_ref().map_or(0, |b| b.revision).max(c.revision_number);
-                    v.tombstone(ResourceType::Vpc, &c.id, Some(revision));
+                    may_delete(v)?;
+                    v.state.delete(kind, id);
+                    let applied = before.as_ref().map_or(0, Resource::revision);
+                    v.tombstone(kind, id, Some(applied.max(revision)));
                     Ok(before.map(|b| Change {
-                        before: Some(Resource::Vpc(b)),
+                        before: Some(b),
                         after: None,
                         outcome: 0,
                     }))
                 }
                 Op::Upsert => {
-                    if c.tunnel_id == 0 || c.tunnel_id > MAX_VNI {
-                        return invalid(format!("tunnel_id {} is not a VNI (1..={MAX_VNI})", c.tunnel_id));
-                    }
-                    let cidr = match c.cidr.trim() {
-                        "" => None,
-                        s => Some(model::parse_cidr("VPC cidr", s).or_else(invalid)?),
-                    };
-                    if let Some(s) = cidr.and_then(|net| {
-                        v.state
-                            .subnets
-                            .values()
-                            .find(|s| s.vpc_id == c.id && !net.contains(&s.cidr))
-                    }) {
-                        return invalid(format!(
-                            "VPC cidr {} would leave subnet {} ({}) outside",
-                            c.cidr, s.id, s.cidr
-                        ));
-                    }
-                    if let Some(other) = v.state.vpcs.values().find(|x| x.vni == c.tunnel_id && x.id != c.id) {
-                        return invalid(format!("tunnel_id {} is already used by VPC {}", c.tunnel_id, other.id));
-                    }
-                    let vpc = Vpc {
-                        id: c.id.clone(),
-                        revision: c.revision_number,
-                        vni: c.tunnel_id,
-                        cidr,
-                    };
-                    v.state.vpcs.insert(c.id.clone(), vpc.clone());
-                    v.tombstone(ResourceType::Vpc, &c.id, None);
+                    let after = build(v)?;
+                    v.state.put(after.clone());
+                    v.tombstone(kind, id, None);
                     Ok(Some(Change {
-                        before: before.map(Resource::Vpc),
-                        after: Some(Resource::Vpc(vpc)),
+                        before,
+                        after: Some(after),
                         outcome: 0,
                     }))
                 }
@@ -433,45 +425,75 @@ impl Validator<'_> {
         });
     }
 
+    fn no_configuration(&mut self, kind: ResourceType, raw_op: i32) {
+        self.record(kind, raw_op, "", |_, _| invalid("no configuration"));
+    }
+
+    fn vpc(&mut self, s: &VpcState) {
+        let Some(c) = &s.configuration else {
+            return self.no_configuration(ResourceType::Vpc, s.operation_type);
+        };
+        self.resource(
+            ResourceType::Vpc,
+            (s.operation_type, &c.id, c.revision_number),
+            |v| v.may_delete_vpc(&c.id),
+            |v| v.check_vpc(c).map(Resource::Vpc),
+        );
+    }
+
+    fn may_delete_vpc(&self, id: &str) -> Checked<()> {
+        if let Some(sub) = self.state.subnets.values().find(|x| x.vpc_id == id) {
+            return refused(format!("VPC {id} is still used by subnet {}", sub.id));
+        }
+        if self.state.vpc_in_use(id) {
+            return refused(format!("VPC {id} is still used by ports or neighbors"));
+        }
+        Ok(())
+    }
+
+    fn check_vpc(&self, c: &VpcConfiguration) -> Checked<Vpc> {
+        if c.tunnel_id == 0 || c.tunnel_id > MAX_VNI {
+            return invalid(format!("tunnel_id {} is not a VNI (1..={MAX_VNI})", c.tunnel_id));
+        }
+        let cidr = match c.cidr.trim() {
+            "" => None,
+            s => Some(model::parse_cidr("VPC cidr", s).or_else(invalid)?),
+        };
+        if let Some(s) = cidr.and_then(|net| {
+            self.state
+                .subnets
+                .values()
+                .find(|s| s.vpc_id == c.id && !net.contains(&s.cidr))
+        }) {
+            return invalid(format!(
+                "VPC cidr {} would leave subnet {} ({}) outside",
+                c.cidr, s.id, s.cidr
+            ));
+        }
+        if let Some(other) = self.state.vpcs.values().find(|x| x.vni == c.tunnel_id && x.id != c.id) {
+            return invalid(format!("tunnel_id {} is already used by VPC {}", c.tunnel_id, other.id));
+        }
+        Ok(Vpc {
+            id: c.id.clone(),
+            revision: c.revision_number,
+            vni: c.tunnel_id,
+            cidr,
+        })
+    }
+
     fn subnet(&mut self, s: &SubnetState) {
         let Some(c) = &s.configuration else {
-            return self.record(ResourceType::Subnet, s.operation_type, "", |_, _| {
-                invalid("no configuration")
-            });
+            return self.no_configuration(ResourceType::Subnet, s.operation_type);
         };
-        self.record(ResourceType::Subnet, s.operation_type, &c.id, |v, op| {
-            let before = v.state.subnets.get(&c.id).cloned();
-            if !matches!(op, Op::Nothing) {
-                let applied = before.as_ref().map(|b| b.revision);
-                v.check_revision(ResourceType::Subnet, &c.id, applied, c.revision_number)?;
-            }
-            match op {
-                Op::Nothing => Ok(None),
-                Op::Delete => {
-                    if let Some((user, _, _)) = v.subnet_users(&c.id).first() {
-                        return refused(format!("subnet {} is still used by {user}", c.id));
-                    }
-                    v.state.subnets.remove(&c.id);
-                    let revision = before.as_ref().map_or(0, |b| b.revision).max(c.revision_number);
-                    v.tombstone(ResourceType::Subnet, &c.id, Some(revision));
-                    Ok(before.map(|b| Change {
-                        before: Some(Resource::Subnet(b)),
-                        after: None,
-                        outcome: 0,
-                    }))
-                }
-                Op::Upsert => {
-                    let subnet = v.check_subnet(c)?;
-                    v.state.subnets.insert(c.id.clone(), subnet.clone());
-                    v.tombstone(ResourceType::Subnet, &c.id, None);
-                    Ok(Some(Change {
-                        before: before.map(Resource::Subnet),
-                        after: Some(Resource::Subnet(subnet)),
-                        outcome: 0,
-                    }))
-                }
-            }
-        });
+        self.resource(
+            ResourceType::Subnet,
+            (s.operation_type, &c.id, c.revision_number),
+            |v| match v.subnet_users(&c.id).first() {
+                Some((user, _, _)) => refused(format!("subnet {} is still used by {user}", c.id)),
+                None => Ok(()),
+            },
+            |v| v.check_subnet(c).map(Resource::Subnet),
+        );
     }
 
     /// The ports and neighbors with an address in `subnet`: (who, VPC, addresses).
@@ -560,40 +582,14 @@ impl Validator<'_> {
 
     fn port(&mut self, s: &PortState) {
         let Some(c) = &s.configuration else {
-            return self.record(ResourceType::Port, s.operation_type, "", |_, _| {
-                invalid("no configuration")
-            });
+            return self.no_configuration(ResourceType::Port, s.operation_type);
         };
-        self.record(ResourceType::Port, s.operation_type, &c.id, |v, op| {
-            let before = v.state.ports().get(&c.id).cloned();
-            if !matches!(op, Op::Nothing) {
-                let applied = before.as_ref().map(|b| b.revision);
-                v.check_revision(ResourceType::Port, &c.id, applied, c.revision_number)?;
-            }
-            match op {
-                Op::Nothing => Ok(None),
-                Op::Delete => {
-                    v.state.remove_port(&c.id);
-                    let revision = before.as_ref().map_or(0, |b| b.revision).max(c.revision_number);
-                    v.tombstone(ResourceType::Port, &c.id, Some(revision));
-                    Ok(before.map(|b| Change {
-                        before: Some(Resource::Port(b)),
-                        after: None,
-                        outcome: 0,
-                    }))
-                }
-                Op::Upsert => {
-                    let port = v.check_port(c)?;
-                    v.state.put_port(port.clone());
-                    v.tombstone(ResourceType::Port, &c.id, None);
-                    Ok(Some(Change {
-                        before: before.map(Resource::Port),
-                        after: Some(Resource::Port(port)),
-                        outcome: 0,
-                    }))
-                }
-            }
-        });
+        self.resource(
+            ResourceType::Port,
+            (s.operation_type, &c.id, c.revision_number),
+            |_| Ok(()),
+            |v| v.check_port(c).map(Resource::Port),
+        );
     }
 
     /// Addresses of a port or neighbor: each in a known subnet of `vpc`, a host address that is not
@@ -644,40 +640,14 @@ impl Validator<'_> {
 
     fn neighbor(&mut self, s: &NeighborState) {
         let Some(c) = &s.configuration else {
-            return self.record(ResourceType::Neighbor, s.operation_type, "", |_, _| {
-                invalid("no configuration")
-            });
+            return self.no_configuration(ResourceType::Neighbor, s.operation_type);
         };
-        self.record(ResourceType::Neighbor, s.operation_type, &c.id, |v, op| {
-            let before = v.state.neighbors().get(&c.id).cloned();
-            if !matches!(op, Op::Nothing) {
-                let applied = before.as_ref().map(|b| b.revision);
-                v.check_revision(ResourceType::Neighbor, &c.id, applied, c.revision_number)?;
-            }
-            match op {
-                Op::Nothing => Ok(None),
-                Op::Delete => {
-                    v.state.remove_neighbor(&c.id);
-                    let revision = before.as_ref().map_or(0, |b| b.revision).max(c.revision_number);
-                    v.tombstone(ResourceType::Neighbor, &c.id, Some(revision));
-                    Ok(before.map(|b| Change {
-                        before: Some(Resource::Neighbor(b)),
-                        after: None,
-                        outcome: 0,
-                    }))
-                }
-                Op::Upsert => {
-                    let n = v.check_neighbor(c)?;
-                    v.state.put_neighbor(n.clone());
-                    v.tombstone(ResourceType::Neighbor, &c.id, None);
-                    Ok(Some(Change {
-                        before: before.map(Resource::Neighbor),
-                        after: Some(Resource::Neighbor(n)),
-                        outcome: 0,
-                    }))
-                }
-            }
-        });
+        self.resource(
+            ResourceType::Neighbor,
+            (s.operation_type, &c.id, c.revision_number),
+            |_| Ok(()),
+            |v| v.check_neighbor(c).map(Resource::Neighbor),
+        );
     }
 
     fn check_neighbor(&self, c: &NeighborConfiguration) -> Checked<Neighbor> {
