@@ -5,7 +5,7 @@
 //! removed by one resource and written by another in the same message is just written, and a key
 //! whose value does not change is not touched at all.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use alioth_common::maps::{endpoint_kind, Endpoint, EndpointKey};
 
@@ -191,10 +191,10 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
     };
     let mut out = Plan::default();
     // Ports this message programs anyway (their own change); a subnet change need not add them.
-    let programmed: BTreeSet<String> = changes
+    let programmed: HashSet<&str> = changes
         .iter()
         .filter_map(|c| match &c.after {
-            Some(Resource::Port(p)) => Some(p.id.clone()),
+            Some(Resource::Port(p)) => Some(p.id.as_str()),
             _ => None,
         })
         .collect();
@@ -276,7 +276,7 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                 // the subnet's ports when the gateway changed.
                 if let (Some(Resource::Subnet(b)), Some(Resource::Subnet(a))) = (before, after) {
                     if (b.gateway_ip, b.gateway_mac) != (a.gateway_ip, a.gateway_mac) {
-                        for id in state.subnet_users(&a.id).filter(|id| !programmed.contains(*id)) {
+                        for id in state.subnet_users(&a.id).filter(|id| !programmed.contains(id.as_str())) {
                             if state.ports().get(id).is_some_and(|p| p.fixed_ips[0].subnet_id == a.id) {
                                 out.program.push((o, PortOp::Program { port_id: id.clone() }));
                             }
