@@ -96,21 +96,7 @@ fn main() -> Result<()> {
                 }
                 return run(cmd.args(&agent_args));
             }
-            let mut cmd = cargo();
-            cmd.args([
-                "run",
-                "--release",
-                "--quiet",
-                "-p",
-                "alioth-tests",
-                "--bin",
-                "alioth-demo",
-                "--",
-            ]);
-            if once {
-                cmd.arg("--once");
-            }
-            run(cmd.env("ALIOTH_BIN", root().join("target/release/alioth")))
+            run_tests_bin("alioth-demo", if once { &["--once"] } else { &[] })
         }
         Cmd::Image => {
             setup::ensure()?;
@@ -124,9 +110,7 @@ fn main() -> Result<()> {
                 Bench::Dataplane => "bench-dataplane",
                 Bench::Goalstate => "bench-goalstate",
             };
-            run(cargo()
-                .args(["run", "--release", "--quiet", "-p", "alioth-tests", "--bin", bin])
-                .env("ALIOTH_BIN", root().join("target/release/alioth")))
+            run_tests_bin(bin, &[])
         }
     }
 }
@@ -152,6 +136,14 @@ fn interface_addresses(iface: &str) -> Result<Vec<String>> {
         bail!("{iface} has no address");
     }
     Ok(addrs)
+}
+
+/// Runs a binary of the tests crate (demo, benchmarks) against the release `alioth`.
+fn run_tests_bin(bin: &str, args: &[&str]) -> Result<()> {
+    run(cargo()
+        .args(["run", "--release", "--quiet", "-p", "alioth-tests", "--bin", bin, "--"])
+        .args(args)
+        .env("ALIOTH_BIN", root().join("target/release/alioth")))
 }
 
 /// The workspace root.
