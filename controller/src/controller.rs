@@ -271,7 +271,8 @@ impl Controller {
             ..Default::default()
         };
         let iface = port.iface.clone();
-        let present = self.dp.program_port(&iface, entry)?;
+        let ips: Vec<[u8; 4]> = port.fixed_ips.iter().map(|f| f.ip.octets()).collect();
+        let present = self.dp.program_port(&iface, entry, &ips)?;
         if present {
             self.pending.remove(&iface);
         } else {

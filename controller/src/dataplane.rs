@@ -4,18 +4,28 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
-use alioth_common::maps::{self, Endpoint, EndpointKey, PortEntry};
+use alioth_common::maps::{self, endpoint_kind, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
 use alioth_common::Counter;
 use anyhow::{anyhow, bail, Context, Result};
+use aya::maps::xdp::DevMapHash;
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{xdp::XdpLinkId, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 
-use crate::object::{PASS_PROGRAM, PORT_PROGRAM, XDP_OBJECT};
+use crate::model::Mac;
+use crate::object::{PASS_PROGRAM, PORT_PROGRAM, UPLINK_PROGRAM, XDP_OBJECT};
+use crate::underlay::UplinkInfo;
 
 /// Names of the maps the agent pins (and `status`/`stats` read).
-pub const PINNED_MAPS: [&str; 3] = [maps::PORTS, maps::ENDPOINTS, maps::STATS];
+pub const PINNED_MAPS: [&str; 6] = [
+    maps::PORTS,
+    maps::ENDPOINTS,
+    maps::STATS,
+    maps::UPLINK,
+    maps::NEXTHOPS,
+    maps::REDIRECT,
+];
 
 /// Level of the XDP program's own log records (aya-log), fixed when the object is loaded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -47,6 +57,14 @@ pub struct Dataplane {
     ebpf: Ebpf,
     ports: Array<MapData, PortEntry>,
     endpoints: BpfHashMap<MapData, EndpointKey, Endpoint>,
+    uplink: Array<MapData, Uplink>,
+    next_hops: BpfHashMap<MapData, [u8; 4], NextHop>,
+    redirect: DevMapHash<MapData>,
+    /// (VNI, MAC) of each attached port -> its ifindex: filled into the port's `ENDPOINTS` entries
+    /// (the planner renders them without, as it knows nothing of interfaces).
+    local: HashMap<(u32, Mac), u32>,
+    /// Interface -> the (VNI, MAC) it was programmed with, to drop stale `local` entries.
+    port_keys: HashMap<String, (u32, Mac)>,
     mode: AttachMode,
     /// Interface name -> (ifindex, link).
     attached: HashMap<String, (u32, Attachment)>,
@@ -160,15 +178,27 @@ impl Dataplane {
         named_program(&mut ebpf, PASS_PROGRAM)?
             .load()
             .context("load the pass-through program")?;
+        named_program(&mut ebpf, UPLINK_PROGRAM)?
+            .load()
+            .context("verifier rejected the uplink program")?;
         let ports = Array::try_from(ebpf.take_map(maps::PORTS).ok_or_else(|| anyhow!("no PORTS map"))?)?;
         let endpoints = BpfHashMap::try_from(
             ebpf.take_map(maps::ENDPOINTS)
                 .ok_or_else(|| anyhow!("no ENDPOINTS map"))?,
         )?;
+        let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| anyhow!("no {name} map"));
+        let uplink = Array::try_from(take(maps::UPLINK)?)?;
+        let next_hops = BpfHashMap::try_from(take(maps::NEXTHOPS)?)?;
+        let redirect = DevMapHash::try_from(take(maps::REDIRECT)?)?;
         let dp = Dataplane {
             ebpf,
             ports,
             endpoints,
+            uplink,
+            next_hops,
+            redirect,
+            local: HashMap::new(),
+            port_keys: HashMap::new(),
             mode,
             attached: HashMap::new(),
             pin_dir: pin_dir.map(Path::to_path_buf),
@@ -226,8 +256,71 @@ impl Dataplane {
         named_program(&mut self.ebpf, PASS_PROGRAM)
     }
 
-    pub fn upsert_endpoint(&mut self, key: EndpointKey, value: Endpoint) -> Result<()> {
+    /// The uplink program, for BPF_PROG_TEST_RUN.
+    pub fn uplink_program(&mut self) -> Result<&mut Xdp> {
+        named_program(&mut self.ebpf, UPLINK_PROGRAM)
+    }
+
+    /// Writes an endpoint; a local port's entry gets its interface's index once it is attached.
+    pub fn upsert_endpoint(&mut self, key: EndpointKey, mut value: Endpoint) -> Result<()> {
+        if value.kind == endpoint_kind::LOCAL_PORT {
+            if let Some(i) = self.local.get(&(key.vni, value.mac)) {
+                value.ifindex = *i;
+            }
+        }
         self.endpoints.insert(key, value, 0).context("write ENDPOINTS")
+    }
+
+    /// Writes the `UPLINK` entry directly, without attaching (BPF_PROG_TEST_RUN).
+    pub fn set_uplink_entry(&mut self, entry: Uplink) -> Result<()> {
+        self.uplink.set(0, entry, 0).context("write UPLINK")
+    }
+
+    /// Makes `ifindex` a redirect target.
+    pub fn add_redirect(&mut self, ifindex: u32) -> Result<()> {
+        self.redirect
+            .insert(ifindex, ifindex, None, 0)
+            .with_context(|| format!("add interface {ifindex} to REDIRECT"))
+    }
+
+    fn remove_redirect(&mut self, ifindex: u32) {
+        let _ = self.redirect.remove(ifindex);
+    }
+
+    /// Attaches the uplink program to the underlay interface and configures the overlay endpoint.
+    pub fn set_uplink(&mut self, info: &UplinkInfo, vxlan_port: u16) -> Result<()> {
+        self.add_redirect(info.ifindex)?;
+        self.update_uplink(info, vxlan_port)?;
+        if self.attached.get(&info.name).is_some_and(|(i, _)| *i == info.ifindex) {
+            return Ok(());
+        }
+        let link = self.attach(&info.name, UPLINK_PROGRAM)?;
+        self.attached.insert(info.name.clone(), (info.ifindex, link));
+        Ok(())
+    }
+
+    /// Rewrites the `UPLINK` entry (the uplink's MAC or MTU changed).
+    pub fn update_uplink(&mut self, info: &UplinkInfo, vxlan_port: u16) -> Result<()> {
+        self.set_uplink_entry(Uplink {
+            ifindex: info.ifindex,
+            ip: info.ip.octets(),
+            mac: info.mac,
+            vxlan_port,
+            mtu: info.mtu,
+        })
+    }
+
+    pub fn set_next_hop(&mut self, host: [u8; 4], mac: Mac) -> Result<()> {
+        self.next_hops
+            .insert(host, NextHop { mac, _pad: [0; 2] }, 0)
+            .context("write NEXTHOPS")
+    }
+
+    pub fn remove_next_hop(&mut self, host: &[u8; 4]) -> Result<()> {
+        match self.next_hops.remove(host) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).context("remove from NEXTHOPS"),
+        }
     }
 
     pub fn remove_endpoint(&mut self, key: &EndpointKey) -> Result<()> {
@@ -254,23 +347,52 @@ impl Dataplane {
         sum_counters(&PerCpuArray::try_from(map)?)
     }
 
-    /// Writes the port's entry and attaches the program to `iface`. `Ok(false)`: no such interface yet.
-    pub fn program_port(&mut self, iface: &str, entry: PortEntry) -> Result<bool> {
+    /// Writes the port's entry, attaches the program to `iface`, makes it a redirect target and
+    /// points the port's addresses (`ips`, in its VNI) at it. `Ok(false)`: no such interface yet.
+    pub fn program_port(&mut self, iface: &str, entry: PortEntry, ips: &[[u8; 4]]) -> Result<bool> {
         let Some(index) = ifindex(iface) else {
             return Ok(false);
         };
         // The entry goes first so that the first packet the program sees finds it.
         self.set_port_entry(index, entry)?;
         match self.attached.get(iface) {
-            Some((i, _)) if *i == index => return Ok(true),
+            Some((i, _)) if *i == index => {}
             // Same name, new interface (the old one was deleted): the old link died with it.
-            Some(_) => self.forget(iface),
-            None => {}
+            Some(_) => {
+                self.forget(iface);
+                self.attach_port(iface, index)?;
+            }
+            None => self.attach_port(iface, index)?,
         }
-        match self.attach(iface) {
+        self.add_redirect(index)?;
+        let key = (entry.vni, entry.mac);
+        if let Some(old) = self.port_keys.insert(iface.to_string(), key).filter(|old| *old != key) {
+            self.local.remove(&old);
+        }
+        self.local.insert(key, index);
+        for ip in ips {
+            let value = Endpoint {
+                mac: entry.mac,
+                kind: endpoint_kind::LOCAL_PORT,
+                ifindex: index,
+                ..Default::default()
+            };
+            self.upsert_endpoint(
+                EndpointKey {
+                    vni: entry.vni,
+                    ip: *ip,
+                },
+                value,
+            )?;
+        }
+        Ok(true)
+    }
+
+    fn attach_port(&mut self, iface: &str, index: u32) -> Result<()> {
+        match self.attach(iface, PORT_PROGRAM) {
             Ok(link) => {
                 self.attached.insert(iface.to_string(), (index, link));
-                Ok(true)
+                Ok(())
             }
             Err(e) => {
                 // Not ours after all: leave no entry behind for that interface.
@@ -284,10 +406,10 @@ impl Dataplane {
         self.pin_dir.as_ref().map(|d| d.join(LINKS).join(link_pin_name(iface)))
     }
 
-    fn attach(&mut self, iface: &str) -> Result<Attachment> {
+    fn attach(&mut self, iface: &str, program: &str) -> Result<Attachment> {
         let pin = self.link_pin(iface);
         if let Some(pin) = pin.as_ref().filter(|p| p.exists()) {
-            match self.adopt(pin) {
+            match self.adopt(pin, program) {
                 Ok(link) => return Ok(link),
                 Err(e) => {
                     tracing::info!(iface, "previous link not reusable ({e:#}); attaching afresh");
@@ -296,7 +418,7 @@ impl Dataplane {
             }
         }
         let mode = self.mode;
-        let prog = self.program()?;
+        let prog = named_program(&mut self.ebpf, program)?;
         let id = match mode {
             AttachMode::Driver => prog.attach(iface, XdpMode::Driver),
             AttachMode::Skb => prog.attach(iface, XdpMode::Skb),
@@ -305,7 +427,7 @@ impl Dataplane {
                 prog.attach(iface, XdpMode::Skb)
             }),
         }
-        .with_context(|| format!("attach the port program to {iface}"))?;
+        .with_context(|| format!("attach {program} to {iface}"))?;
         let Some(pin) = pin else {
             return Ok(Attachment::Owned(id));
         };
@@ -313,9 +435,9 @@ impl Dataplane {
     }
 
     /// Swaps this agent's program onto a link a previous agent pinned (atomic: no packet sees none).
-    fn adopt(&mut self, pin: &Path) -> Result<Attachment> {
+    fn adopt(&mut self, pin: &Path, program: &str) -> Result<Attachment> {
         let fd: FdLink = PinnedLink::from_pin(pin)?.into();
-        let prog = self.program()?;
+        let prog = named_program(&mut self.ebpf, program)?;
         let id = prog.attach_to_link(aya::programs::xdp::XdpLink::try_from(fd)?)?;
         let fd = FdLink::try_from(prog.take_link(id)?)?;
         Ok(Attachment::Link(fd))
@@ -327,6 +449,10 @@ impl Dataplane {
             return Ok(());
         };
         self.forget(iface);
+        self.remove_redirect(index);
+        if let Some(key) = self.port_keys.remove(iface) {
+            self.local.remove(&key);
+        }
         self.set_port_entry(index, PortEntry::default())
     }
 

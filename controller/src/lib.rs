@@ -12,5 +12,6 @@ pub mod object;
 pub mod plan;
 pub mod service;
 pub mod store;
+pub mod underlay;
 pub mod v2;
 pub mod validate;

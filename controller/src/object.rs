@@ -8,3 +8,6 @@ pub const PORT_PROGRAM: &str = "alioth_port";
 
 /// A program that passes every frame (veth peers in labs, benchmark baseline).
 pub const PASS_PROGRAM: &str = "alioth_pass";
+
+/// The uplink program: decapsulates VXLAN for local ports, passes everything else.
+pub const UPLINK_PROGRAM: &str = "alioth_uplink";

@@ -138,3 +138,53 @@ pub fn internet_checksum(data: &[u8]) -> u16 {
     }
     !(sum as u16)
 }
+
+/// A UDP datagram with a valid checksum and the given TTL.
+#[allow(clippy::too_many_arguments)]
+pub fn udp(
+    src_mac: Mac,
+    dst_mac: Mac,
+    src: [u8; 4],
+    dst: [u8; 4],
+    ttl: u8,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src, dst, ttl)
+        .udp(sport, dport);
+    let mut out = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut out, payload).expect("write UDP");
+    out
+}
+
+/// The outer side of a VXLAN packet.
+#[derive(Clone, Copy, Debug)]
+pub struct Underlay {
+    pub src_mac: Mac,
+    pub dst_mac: Mac,
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// `inner` in VXLAN as RFC 7348 and Linux's vxlan build it: DF, TTL 64, UDP checksum 0.
+pub fn vxlan(u: &Underlay, vni: u32, inner: &[u8]) -> Vec<u8> {
+    let mut payload = vec![0x08, 0, 0, 0];
+    payload.extend_from_slice(&(vni << 8).to_be_bytes());
+    payload.extend_from_slice(inner);
+    let mut ip = etherparse::Ipv4Header::new((payload.len() + 8) as u16, 64, etherparse::IpNumber::UDP, u.src, u.dst)
+        .expect("IPv4 header");
+    ip.dont_fragment = true;
+    let builder = PacketBuilder::ethernet2(u.src_mac, u.dst_mac)
+        .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+        .udp(u.sport, u.dport);
+    let mut out = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut out, &payload).expect("write VXLAN");
+    // RFC 7348: the UDP checksum SHOULD be transmitted as zero over IPv4.
+    out[40] = 0;
+    out[41] = 0;
+    out
+}

@@ -3,12 +3,15 @@
 //! The same vectors run on the host (the `no_std` pipeline over byte slices) and in the kernel
 //! (the compiled XDP object through BPF_PROG_TEST_RUN), so both must agree with etherparse.
 
-use alioth_common::maps::{endpoint_kind, Endpoint, EndpointKey, PortEntry};
-use alioth_common::pipeline::Action;
+use std::collections::BTreeMap;
+
+use alioth_common::maps::{endpoint_kind, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
+use alioth_common::pipeline::{Action, Tables, Verdict};
+use alioth_common::vxlan::{self, Outer};
 use alioth_common::Counter;
 use etherparse::ArpOperation;
 
-use crate::frames::{self, Mac};
+use crate::frames::{self, Mac, Underlay};
 
 pub const VNI: u32 = 100;
 pub const VM_MAC: Mac = [0x02, 0, 0, 0, 0, 0x0a];
@@ -28,12 +31,103 @@ pub const UNKNOWN_IP: [u8; 4] = [198, 18, 0, 99];
 /// The same gateway address in another VPC (VNI 200) with another MAC: must never leak into VNI 100.
 pub const OTHER_VPC_GW_MAC: Mac = [0x0a, 0x58, 0, 0, 0, 0x02];
 
+/// The interface every redirect goes to: BPF_PROG_TEST_RUN needs a real device in the redirect map,
+/// and the loopback device is the one every namespace has.
+pub const IFINDEX: u32 = 1;
+/// This host's tunnel endpoint.
+pub const UPLINK_MAC: Mac = [0x02, 0, 0xc6, 0x13, 0, 1];
+pub const UPLINK_IP: [u8; 4] = [198, 19, 0, 1];
+/// The remote port's host, and its underlay MAC (the next hop: same segment).
+pub const REMOTE_HOST: [u8; 4] = [198, 19, 0, 2];
+pub const REMOTE_HOST_MAC: Mac = [0x02, 0, 0xc6, 0x13, 0, 2];
+/// A remote port whose host's next hop is not resolved.
+pub const UNRESOLVED_IP: [u8; 4] = [198, 18, 0, 13];
+pub const UNRESOLVED_HOST: [u8; 4] = [198, 19, 0, 3];
+
+/// The uplink of the vector host.
+pub fn uplink() -> Uplink {
+    Uplink {
+        ifindex: IFINDEX,
+        ip: UPLINK_IP,
+        mac: UPLINK_MAC,
+        vxlan_port: vxlan::DEFAULT_PORT,
+        mtu: 1500,
+    }
+}
+
+/// The resolved next hops.
+pub fn next_hops() -> Vec<([u8; 4], NextHop)> {
+    vec![(
+        REMOTE_HOST,
+        NextHop {
+            mac: REMOTE_HOST_MAC,
+            _pad: [0; 2],
+        },
+    )]
+}
+
+/// The vectors' maps as host collections, for the `no_std` pipeline on the host.
+pub struct MapTables {
+    pub endpoints: BTreeMap<EndpointKey, Endpoint>,
+    pub next_hops: BTreeMap<[u8; 4], NextHop>,
+    pub uplink: Option<Uplink>,
+}
+
+impl MapTables {
+    pub fn vectors() -> Self {
+        MapTables {
+            endpoints: endpoints().into_iter().collect(),
+            next_hops: next_hops().into_iter().collect(),
+            uplink: Some(uplink()),
+        }
+    }
+}
+
+impl Tables for MapTables {
+    fn endpoint(&self, key: &EndpointKey) -> Option<Endpoint> {
+        self.endpoints.get(key).copied()
+    }
+    fn next_hop(&self, host_ip: &[u8; 4]) -> Option<NextHop> {
+        self.next_hops.get(host_ip).copied()
+    }
+    fn uplink(&self) -> Option<Uplink> {
+        self.uplink
+    }
+}
+
+/// What the kernel side does with a verdict's frame beyond the pipeline: outer headers written in
+/// front for `Encap`, stripped for `Decap`.
+pub fn finish(v: &Verdict, frame: &[u8]) -> Vec<u8> {
+    match v.action {
+        Action::Encap => {
+            let mut out = vec![0u8; vxlan::OUTER_LEN];
+            out.extend_from_slice(frame);
+            vxlan::write_outer(&mut out[..], &v.outer, frame.len()).expect("room for the outer headers");
+            out
+        }
+        Action::Decap => frame[vxlan::OUTER_LEN..].to_vec(),
+        _ => frame.to_vec(),
+    }
+}
+
+/// The XDP return code of an action.
+pub fn xdp_action(a: &Action) -> u32 {
+    match a {
+        Action::Drop => 1,
+        Action::Pass => 2,
+        Action::Tx => 3,
+        Action::Redirect | Action::Encap | Action::Decap => 4,
+    }
+}
+
 /// The port the frames arrive on.
 pub fn port() -> PortEntry {
     PortEntry {
         mac: VM_MAC,
         vni: VNI,
         ip: VM_IP,
+        gateway_ip: GW_IP,
+        gateway_mac: GW_MAC,
         ..Default::default()
     }
 }
@@ -57,7 +151,30 @@ pub fn endpoints() -> Vec<(EndpointKey, Endpoint)> {
         ),
         (
             EndpointKey { vni: VNI, ip: PEER_IP },
-            ep(PEER_MAC, endpoint_kind::LOCAL_PORT),
+            Endpoint {
+                ifindex: IFINDEX,
+                ..ep(PEER_MAC, endpoint_kind::LOCAL_PORT)
+            },
+        ),
+        (
+            EndpointKey {
+                vni: VNI,
+                ip: REMOTE_IP,
+            },
+            Endpoint {
+                host_ip: REMOTE_HOST,
+                ..ep(REMOTE_MAC, endpoint_kind::REMOTE_PORT)
+            },
+        ),
+        (
+            EndpointKey {
+                vni: VNI,
+                ip: UNRESOLVED_IP,
+            },
+            Endpoint {
+                host_ip: UNRESOLVED_HOST,
+                ..ep([0x02, 0, 0, 0, 9, 0x0d], endpoint_kind::REMOTE_PORT)
+            },
         ),
         (
             EndpointKey { vni: 200, ip: GW_IP },
@@ -78,6 +195,8 @@ pub struct Case {
     pub frame: Vec<u8>,
     pub action: Action,
     pub counter: Counter,
+    /// Target interface of a redirect (0 for other actions).
+    pub ifindex: u32,
     /// The frame after the program for Tx; for other actions the frame must come out unchanged.
     pub output: Option<Vec<u8>>,
 }
@@ -103,6 +222,7 @@ pub fn cases() -> Vec<Case> {
         frame,
         action: Action::Tx,
         counter,
+        ifindex: 0,
         output: Some(out),
     };
     let drop = |name, frame, counter| Case {
@@ -110,6 +230,7 @@ pub fn cases() -> Vec<Case> {
         frame,
         action: Action::Drop,
         counter,
+        ifindex: 0,
         output: None,
     };
     let pass = |name, frame| Case {
@@ -117,6 +238,7 @@ pub fn cases() -> Vec<Case> {
         frame,
         action: Action::Pass,
         counter: Counter::Pass,
+        ifindex: 0,
         output: None,
     };
     let payload = ping_payload();
@@ -177,21 +299,35 @@ pub fn cases() -> Vec<Case> {
             echo(&[0xa5; 1473]),
             Counter::DropTooBig,
         ),
-        pass(
-            "echo request to another port",
-            frames::echo_request(VM_MAC, PEER_MAC, VM_IP, PEER_IP, 1, 1, &payload),
-        ),
-        pass(
+        Case {
+            name: "echo request to another port on this host",
+            frame: frames::echo_request(VM_MAC, PEER_MAC, VM_IP, PEER_IP, 1, 1, &payload),
+            action: Action::Redirect,
+            counter: Counter::ForwardLocal,
+            ifindex: IFINDEX,
+            output: None,
+        },
+        drop(
             "ipv4 to an unknown address",
             frames::echo_request(VM_MAC, GW_MAC, VM_IP, UNKNOWN_IP, 1, 1, &payload),
+            Counter::DropUnknownDestination,
         ),
-        pass("not ipv4 or arp", {
-            let mut f = echo(&payload);
-            f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
-            f
-        }),
-        pass("runt frame", vec![0xff; 10]),
+        drop(
+            "not ipv4 or arp",
+            {
+                let mut f = echo(&payload);
+                f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+                f
+            },
+            Counter::DropUnsupported,
+        ),
+        drop("runt frame", vec![0xff; 10], Counter::DropIpMalformed),
+        pass(
+            "dhcp discover from 0.0.0.0",
+            frames::udp(VM_MAC, [0xff; 6], [0; 4], [255; 4], 64, 68, 67, &[0; 240]),
+        ),
     ];
+    v.extend(overlay_cases());
     let mut bad_icmp = echo(&payload);
     let last = bad_icmp.len() - 1;
     bad_icmp[last] ^= 0x40;
@@ -253,4 +389,198 @@ pub fn cases() -> Vec<Case> {
         Counter::DropGatewayUnhandled,
     ));
     v
+}
+
+/// Frames from the port that leave it: switched, routed, encapsulated, or refused.
+fn overlay_cases() -> Vec<Case> {
+    let data = |n: usize| (0..n).map(|i| i as u8).collect::<Vec<u8>>();
+    let to = |dst_mac, dst_ip, n| frames::udp(VM_MAC, dst_mac, VM_IP, dst_ip, 64, 40000, 5201, &data(n));
+    let drop = |name, frame, counter| Case {
+        name,
+        frame,
+        action: Action::Drop,
+        counter,
+        ifindex: 0,
+        output: None,
+    };
+    let encap = |name, frame: Vec<u8>| {
+        let ip = alioth_common::ipv4::parse(&frame[..]).expect("IPv4");
+        let outer = Outer {
+            src_mac: UPLINK_MAC,
+            dst_mac: REMOTE_HOST_MAC,
+            src_ip: UPLINK_IP,
+            dst_ip: REMOTE_HOST,
+            src_port: vxlan::source_port(&frame[..], &ip),
+            dst_port: vxlan::DEFAULT_PORT,
+            vni: VNI,
+        };
+        let underlay = Underlay {
+            src_mac: UPLINK_MAC,
+            dst_mac: REMOTE_HOST_MAC,
+            src: UPLINK_IP,
+            dst: REMOTE_HOST,
+            sport: outer.src_port,
+            dport: vxlan::DEFAULT_PORT,
+        };
+        Case {
+            name,
+            output: Some(frames::vxlan(&underlay, VNI, &frame)),
+            frame,
+            action: Action::Encap,
+            counter: Counter::Encap,
+            ifindex: IFINDEX,
+        }
+    };
+    vec![
+        Case {
+            name: "udp routed through the gateway MAC to a local port",
+            frame: to(GW_MAC, PEER_IP, 32),
+            action: Action::Redirect,
+            counter: Counter::ForwardLocal,
+            ifindex: IFINDEX,
+            output: Some(frames::udp(
+                GW_MAC,
+                PEER_MAC,
+                VM_IP,
+                PEER_IP,
+                63,
+                40000,
+                5201,
+                &data(32),
+            )),
+        },
+        drop(
+            "routed with ttl 1",
+            frames::udp(VM_MAC, GW_MAC, VM_IP, PEER_IP, 1, 40000, 5201, &data(32)),
+            Counter::DropTtlExpired,
+        ),
+        encap("udp to a remote port", to(REMOTE_MAC, REMOTE_IP, 18)),
+        encap(
+            "a full 1450-byte packet to a remote port",
+            to(REMOTE_MAC, REMOTE_IP, 1450 - 28),
+        ),
+        drop(
+            "a packet that would exceed the uplink MTU once encapsulated",
+            to(REMOTE_MAC, REMOTE_IP, 1450 - 27),
+            Counter::DropOverlayTooBig,
+        ),
+        drop(
+            "to a remote port whose host is not resolved",
+            to([0x02, 0, 0, 0, 9, 0x0d], UNRESOLVED_IP, 18),
+            Counter::DropNoNextHop,
+        ),
+        drop(
+            "to a local port's address at another MAC",
+            to(REMOTE_MAC, PEER_IP, 18),
+            Counter::DropUnknownDestination,
+        ),
+        drop(
+            "to an address that exists only in another VPC",
+            to([0x02, 0, 0, 0, 2, 99], UNKNOWN_IP, 18),
+            Counter::DropUnknownDestination,
+        ),
+        drop(
+            "spoofed source MAC",
+            frames::udp(PEER_MAC, REMOTE_MAC, VM_IP, REMOTE_IP, 64, 1, 2, &data(18)),
+            Counter::DropSpoofedMac,
+        ),
+        drop(
+            "spoofed source IP",
+            frames::udp(VM_MAC, REMOTE_MAC, PEER_IP, REMOTE_IP, 64, 1, 2, &data(18)),
+            Counter::DropSpoofedIp,
+        ),
+        drop(
+            "arp request with a spoofed sender IP",
+            frames::arp_request(VM_MAC, PEER_IP, GW_IP),
+            Counter::DropSpoofedIp,
+        ),
+    ]
+}
+
+/// Frames arriving on the uplink.
+pub fn uplink_cases() -> Vec<Case> {
+    let from_remote = |vni, inner: &[u8]| {
+        let u = Underlay {
+            src_mac: REMOTE_HOST_MAC,
+            dst_mac: UPLINK_MAC,
+            src: REMOTE_HOST,
+            dst: UPLINK_IP,
+            sport: 51234,
+            dport: vxlan::DEFAULT_PORT,
+        };
+        frames::vxlan(&u, vni, inner)
+    };
+    let inner_to = |mac, ip| frames::udp(REMOTE_MAC, mac, REMOTE_IP, ip, 64, 5201, 40000, &[7; 100]);
+    let pass = |name, frame| Case {
+        name,
+        frame,
+        action: Action::Pass,
+        counter: Counter::UplinkPass,
+        ifindex: 0,
+        output: None,
+    };
+    let drop = |name, frame, counter| Case {
+        name,
+        frame,
+        action: Action::Drop,
+        counter,
+        ifindex: 0,
+        output: None,
+    };
+    let inner = inner_to(PEER_MAC, PEER_IP);
+    let mut no_flag = from_remote(VNI, &inner);
+    no_flag[42] = 0;
+    let mut wrong_port = from_remote(VNI, &inner);
+    wrong_port[36..38].copy_from_slice(&4790u16.to_be_bytes());
+    let mut other_host = from_remote(VNI, &inner);
+    edit_ipv4_header(&mut other_host, |h| h[19] = 77);
+    let mut cut = from_remote(VNI, &inner);
+    cut.truncate(cut.len() - 20);
+    vec![
+        Case {
+            name: "vxlan for a local port is decapsulated",
+            frame: from_remote(VNI, &inner),
+            action: Action::Decap,
+            counter: Counter::Decap,
+            ifindex: IFINDEX,
+            output: Some(inner.clone()),
+        },
+        pass("vxlan with an unknown vni", from_remote(4242, &inner)),
+        drop(
+            "vxlan for a gateway address",
+            from_remote(VNI, &inner_to(GW_MAC, GW_IP)),
+            Counter::DropOverlayMisdirected,
+        ),
+        drop(
+            "vxlan for a remote port's address",
+            from_remote(VNI, &inner_to(REMOTE_MAC, REMOTE_IP)),
+            Counter::DropOverlayMisdirected,
+        ),
+        drop(
+            "vxlan for a local port's address at the wrong MAC",
+            from_remote(VNI, &inner_to(GW_MAC, PEER_IP)),
+            Counter::DropOverlayMisdirected,
+        ),
+        drop(
+            "vxlan for a port of another VPC without an interface",
+            from_remote(200, &inner_to([0x02, 0, 0, 0, 2, 99], UNKNOWN_IP)),
+            Counter::DropNoInterface,
+        ),
+        pass(
+            "vxlan carrying arp",
+            from_remote(VNI, &frames::arp_request(REMOTE_MAC, REMOTE_IP, PEER_IP)),
+        ),
+        pass("vxlan without the VNI flag", no_flag),
+        pass("udp to another port", wrong_port),
+        pass("vxlan to another host", other_host),
+        pass("vxlan cut short", cut),
+        pass(
+            "the host's own traffic",
+            frames::echo_request(REMOTE_HOST_MAC, UPLINK_MAC, REMOTE_HOST, UPLINK_IP, 1, 1, &[1; 56]),
+        ),
+        pass(
+            "the host's arp",
+            frames::arp_request(REMOTE_HOST_MAC, REMOTE_HOST, UPLINK_IP),
+        ),
+    ]
 }

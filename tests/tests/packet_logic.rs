@@ -1,42 +1,44 @@
 //! Host tests of the `no_std` packet logic (the same code the XDP program runs), checked against
 //! etherparse and a textbook checksum.
 
-use std::collections::BTreeMap;
-
 use alioth_common::checksum;
-use alioth_common::maps::{Endpoint, EndpointKey};
-use alioth_common::pipeline::{port_ingress, Action, Tables, Verdict};
+use alioth_common::pipeline::{port_ingress, uplink_ingress, Action, Verdict};
 use alioth_common::Counter;
 use alioth_tests::frames;
 use alioth_tests::vectors::{self, *};
 use proptest::prelude::*;
 
-struct MapTables(BTreeMap<EndpointKey, Endpoint>);
-
-impl Tables for MapTables {
-    fn endpoint(&self, key: &EndpointKey) -> Option<Endpoint> {
-        self.0.get(key).copied()
-    }
+fn run(frame: &mut [u8]) -> Verdict {
+    port_ingress(frame, &vectors::port(), &MapTables::vectors())
 }
 
-fn run(frame: &mut [u8]) -> Verdict {
-    let tables = MapTables(vectors::endpoints().into_iter().collect());
-    port_ingress(frame, &vectors::port(), &tables)
+fn check_cases(cases: Vec<Case>, pipeline: impl Fn(&mut [u8]) -> Verdict) {
+    assert!(cases.len() >= 10);
+    for case in cases {
+        let mut frame = case.frame.clone();
+        let v = pipeline(&mut frame);
+        assert_eq!(
+            (v.action, v.counter, v.ifindex),
+            (case.action, case.counter, case.ifindex),
+            "{}",
+            case.name
+        );
+        let frame = vectors::finish(&v, &frame);
+        match &case.output {
+            Some(out) => assert_eq!(&frame, out, "{}: output bytes", case.name),
+            None => assert_eq!(frame, case.frame, "{}: frame must be untouched", case.name),
+        }
+    }
 }
 
 #[test]
 fn vectors_on_the_host() {
-    let cases = vectors::cases();
-    assert!(cases.len() >= 20);
-    for case in cases {
-        let mut frame = case.frame.clone();
-        let v = run(&mut frame);
-        assert_eq!((v.action, v.counter), (case.action, case.counter), "{}", case.name);
-        match &case.output {
-            Some(out) => assert_eq!(&frame, out, "{}: reply bytes", case.name),
-            None => assert_eq!(frame, case.frame, "{}: frame must be untouched", case.name),
-        }
-    }
+    check_cases(vectors::cases(), run);
+}
+
+#[test]
+fn uplink_vectors_on_the_host() {
+    check_cases(vectors::uplink_cases(), |f| uplink_ingress(f, &MapTables::vectors()));
 }
 
 proptest! {
@@ -93,18 +95,31 @@ proptest! {
         }
         let before = frame.clone();
         let v = run(&mut frame);
-        if v.action != Action::Tx {
+        // Only replies and routed frames are rewritten.
+        if !matches!(v.action, Action::Tx | Action::Redirect) {
             prop_assert_eq!(frame, before);
         }
     }
 
     #[test]
-    fn arp_for_any_known_address_gets_its_mac(sender_mac in any::<[u8; 6]>(), sender_ip in any::<[u8; 4]>()) {
-        let sender_mac = [sender_mac[0] & 0xfe, sender_mac[1], sender_mac[2], sender_mac[3], sender_mac[4], sender_mac[5]];
-        prop_assume!(sender_ip != GW_IP && sender_mac != GW_MAC);
-        let mut frame = frames::arp_request(sender_mac, sender_ip, GW_IP);
+    fn arp_for_any_known_address_gets_its_mac(target in prop::sample::select(vec![
+        (GW_IP, GW_MAC), (GW2_IP, GW2_MAC), (PEER_IP, PEER_MAC), (REMOTE_IP, REMOTE_MAC),
+    ])) {
+        let mut frame = frames::arp_request(VM_MAC, VM_IP, target.0);
         let v = run(&mut frame);
         prop_assert_eq!(v.action, Action::Tx);
-        prop_assert_eq!(frame, frames::arp_reply(sender_mac, sender_ip, GW_MAC, GW_IP));
+        prop_assert_eq!(frame, frames::arp_reply(VM_MAC, VM_IP, target.1, target.0));
+    }
+
+    #[test]
+    fn nothing_from_another_sender_is_answered_or_forwarded(sender_mac in any::<[u8; 6]>(), sender_ip in any::<[u8; 4]>(), arp in any::<bool>()) {
+        prop_assume!(sender_mac != VM_MAC);
+        let mut frame = if arp {
+            frames::arp_request(sender_mac, sender_ip, GW_IP)
+        } else {
+            frames::udp(sender_mac, REMOTE_MAC, sender_ip, REMOTE_IP, 64, 1, 2, &[0; 18])
+        };
+        let v = run(&mut frame);
+        prop_assert_eq!((v.action, v.counter), (Action::Drop, Counter::DropSpoofedMac));
     }
 }

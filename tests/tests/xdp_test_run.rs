@@ -4,7 +4,6 @@
 use std::sync::{Mutex, OnceLock};
 
 use alioth::dataplane::{AttachMode, Dataplane};
-use alioth_common::pipeline::Action;
 use alioth_common::Counter;
 use alioth_tests::frames;
 use alioth_tests::vectors::{self, *};
@@ -22,16 +21,24 @@ fn dataplane() -> &'static Mutex<Dataplane> {
         for (k, v) in vectors::endpoints() {
             dp.upsert_endpoint(k, v).unwrap();
         }
+        dp.set_uplink_entry(vectors::uplink()).unwrap();
+        for (host, hop) in vectors::next_hops() {
+            dp.set_next_hop(host, hop.mac).unwrap();
+        }
+        dp.add_redirect(vectors::IFINDEX).unwrap();
         Mutex::new(dp)
     })
 }
 
-/// Runs one frame; returns the XDP action and the frame as the program left it.
+/// Runs one frame through the port program; returns the XDP action and the frame as the program
+/// left it.
 fn run(dp: &mut Dataplane, frame: &[u8]) -> (u32, Vec<u8>) {
+    run_program(dp.program().unwrap(), frame)
+}
+
+fn run_program(prog: &mut aya::programs::Xdp, frame: &[u8]) -> (u32, Vec<u8>) {
     let mut out = vec![0u8; frame.len() + 256];
-    let r = dp
-        .program()
-        .unwrap()
+    let r = prog
         .test_run(TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
@@ -43,22 +50,25 @@ fn run(dp: &mut Dataplane, frame: &[u8]) -> (u32, Vec<u8>) {
     (r.return_value, out)
 }
 
-fn xdp_action(a: Action) -> u32 {
-    match a {
-        Action::Pass => 2,
-        Action::Tx => 3,
-        Action::Drop => 1,
-    }
-}
-
 fn counter(dp: &Dataplane, c: Counter) -> u64 {
     dp.counters().unwrap().into_iter().find(|(k, _)| *k == c).unwrap().1
 }
 
 #[test]
 fn vectors_in_the_kernel() {
+    check_cases(vectors::cases(), run);
+}
+
+#[test]
+fn uplink_vectors_in_the_kernel() {
+    check_cases(vectors::uplink_cases(), |dp, f| {
+        run_program(dp.uplink_program().unwrap(), f)
+    });
+}
+
+fn check_cases(cases: Vec<Case>, run: impl Fn(&mut Dataplane, &[u8]) -> (u32, Vec<u8>)) {
     let mut dp = dataplane().lock().unwrap();
-    for case in vectors::cases() {
+    for case in cases {
         if case.frame.len() < 14 {
             // The kernel never hands XDP a frame shorter than an Ethernet header; test runs refuse it.
             let mut out = vec![0u8; 64];
@@ -76,9 +86,9 @@ fn vectors_in_the_kernel() {
         }
         let before = counter(&dp, case.counter);
         let (action, out) = run(&mut dp, &case.frame);
-        assert_eq!(action, xdp_action(case.action), "{}: XDP action", case.name);
+        assert_eq!(action, vectors::xdp_action(&case.action), "{}: XDP action", case.name);
         match &case.output {
-            Some(expected) => assert_eq!(&out, expected, "{}: reply bytes", case.name),
+            Some(expected) => assert_eq!(&out, expected, "{}: output bytes", case.name),
             None => assert_eq!(out, case.frame, "{}: frame must be untouched", case.name),
         }
         assert_eq!(

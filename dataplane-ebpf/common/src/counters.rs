@@ -34,13 +34,43 @@ pub enum Counter {
     DropGatewayUnhandled,
     /// Larger than the gateway answers (above the maximum IPv4 length we checksum).
     DropTooBig,
+    /// Frame to another port on this host, redirected to its interface.
+    ForwardLocal,
+    /// Frame to a port on another host, encapsulated in VXLAN and redirected to the uplink.
+    Encap,
+    /// VXLAN from the uplink for a local port, decapsulated and redirected to it.
+    Decap,
+    /// Uplink traffic that is not overlay traffic for us, passed to the host stack untouched.
+    UplinkPass,
+    /// Frame from a port whose source MAC is not the port's.
+    DropSpoofedMac,
+    /// IPv4 or ARP from a port whose source address is not one of the port's.
+    DropSpoofedIp,
+    /// Frame from a port that is neither IPv4 nor ARP (IPv6 and others are not carried).
+    DropUnsupported,
+    /// IPv4 to an address the VPC does not know, or to a MAC that does not own the address.
+    DropUnknownDestination,
+    /// To a local port whose interface does not exist (yet).
+    DropNoInterface,
+    /// To a remote port while the agent has no uplink.
+    DropNoUplink,
+    /// To a remote port whose host's underlay next hop is not resolved (yet).
+    DropNoNextHop,
+    /// Would exceed the uplink MTU once encapsulated (the port MTU must leave 50 bytes).
+    DropOverlayTooBig,
+    /// Routed through the gateway with a TTL of 1 or less.
+    DropTtlExpired,
+    /// The target interface is not in the redirect map (gone meanwhile).
+    DropRedirectFailed,
+    /// VXLAN for an address of that VNI that is not a port on this host, or to the wrong MAC.
+    DropOverlayMisdirected,
 }
 
 /// Number of counter slots (size of the `STATS` map).
-pub const COUNTER_SLOTS: u32 = 32;
+pub const COUNTER_SLOTS: u32 = 64;
 
 impl Counter {
-    pub const ALL: [Counter; 15] = [
+    pub const ALL: [Counter; 30] = [
         Counter::Pass,
         Counter::ArpReply,
         Counter::IcmpEchoReply,
@@ -56,6 +86,21 @@ impl Counter {
         Counter::DropIcmpBadChecksum,
         Counter::DropGatewayUnhandled,
         Counter::DropTooBig,
+        Counter::ForwardLocal,
+        Counter::Encap,
+        Counter::Decap,
+        Counter::UplinkPass,
+        Counter::DropSpoofedMac,
+        Counter::DropSpoofedIp,
+        Counter::DropUnsupported,
+        Counter::DropUnknownDestination,
+        Counter::DropNoInterface,
+        Counter::DropNoUplink,
+        Counter::DropNoNextHop,
+        Counter::DropOverlayTooBig,
+        Counter::DropTtlExpired,
+        Counter::DropRedirectFailed,
+        Counter::DropOverlayMisdirected,
     ];
 
     /// Stable name used by `alioth stats` and metrics.
@@ -76,6 +121,21 @@ impl Counter {
             Counter::DropIcmpBadChecksum => "drop_icmp_bad_checksum",
             Counter::DropGatewayUnhandled => "drop_gateway_unhandled",
             Counter::DropTooBig => "drop_too_big",
+            Counter::ForwardLocal => "forward_local",
+            Counter::Encap => "encap",
+            Counter::Decap => "decap",
+            Counter::UplinkPass => "uplink_pass",
+            Counter::DropSpoofedMac => "drop_spoofed_mac",
+            Counter::DropSpoofedIp => "drop_spoofed_ip",
+            Counter::DropUnsupported => "drop_unsupported",
+            Counter::DropUnknownDestination => "drop_unknown_destination",
+            Counter::DropNoInterface => "drop_no_interface",
+            Counter::DropNoUplink => "drop_no_uplink",
+            Counter::DropNoNextHop => "drop_no_next_hop",
+            Counter::DropOverlayTooBig => "drop_overlay_too_big",
+            Counter::DropTtlExpired => "drop_ttl_expired",
+            Counter::DropRedirectFailed => "drop_redirect_failed",
+            Counter::DropOverlayMisdirected => "drop_overlay_misdirected",
         }
     }
 

@@ -83,3 +83,15 @@ pub fn turn_around<P: Packet + ?Sized>(pkt: &mut P, ttl: u8) -> Option<()> {
     h[10..12].copy_from_slice(&csum.to_be_bytes());
     Some(())
 }
+
+/// Sets the TTL (the protocol byte shares its checksum word) and updates the header checksum.
+#[inline(always)]
+pub fn set_ttl<P: Packet + ?Sized>(pkt: &mut P, ttl: u8, proto: u8) -> Option<()> {
+    let h = pkt.array_mut::<4>(ETH_HLEN + 8)?;
+    let old = u16::from_be_bytes([h[0], h[1]]);
+    let new = u16::from_be_bytes([ttl, proto]);
+    let csum = checksum::update16(u16::from_be_bytes([h[2], h[3]]), old, new);
+    h[0] = ttl;
+    h[2..4].copy_from_slice(&csum.to_be_bytes());
+    Some(())
+}

@@ -14,6 +14,7 @@ pub mod ipv4;
 pub mod maps;
 pub mod packet;
 pub mod pipeline;
+pub mod vxlan;
 
 pub use counters::Counter;
 pub use packet::Packet;

@@ -12,12 +12,22 @@ pub const PORTS: &str = "PORTS";
 pub const ENDPOINTS: &str = "ENDPOINTS";
 /// Per-CPU array of `u64` packet counters indexed by `Counter`.
 pub const STATS: &str = "STATS";
+/// One-slot array: the underlay interface and this host's tunnel endpoint (`Uplink`).
+pub const UPLINK: &str = "UPLINK";
+/// Underlay next hop (its MAC) per remote tunnel endpoint IP, resolved and refreshed by the agent.
+pub const NEXTHOPS: &str = "NEXTHOPS";
+/// Device map of redirect targets keyed by ifindex: every attached port and the uplink.
+pub const REDIRECT: &str = "REDIRECT";
 
 /// Size of `PORTS`: interfaces with a larger ifindex cannot be ports (the agent refuses them).
 pub const MAX_IFINDEX: u32 = 1 << 18;
 /// Capacity of `ENDPOINTS` (gateways + local ports + remote neighbors). Allocated on use
 /// (`BPF_F_NO_PREALLOC`), so an idle agent does not pay for it.
 pub const MAX_ENDPOINTS: u32 = 1 << 21;
+/// Capacity of `NEXTHOPS` (distinct remote hosts).
+pub const MAX_NEXTHOPS: u32 = 1 << 16;
+/// Capacity of `REDIRECT` (attached interfaces on this host).
+pub const MAX_REDIRECT: u32 = 1 << 16;
 /// `BPF_F_NO_PREALLOC`.
 pub const NO_PREALLOC: u32 = 1;
 
@@ -70,7 +80,8 @@ pub struct Endpoint {
     /// One of `endpoint_kind`.
     pub kind: u8,
     pub _pad: u8,
-    /// For a local port: its interface (0 while it has none); unused otherwise.
+    /// For a local port: its interface (0 while it has none; the agent fills it in when it attaches
+    /// the port, the planner always renders 0); unused otherwise.
     pub ifindex: u32,
     /// For a remote port: the underlay address of its host.
     pub host_ip: [u8; 4],
@@ -82,10 +93,41 @@ impl Endpoint {
     }
 }
 
+/// The underlay side of this host, as the agent configured it (all zero: no overlay).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Uplink {
+    /// Interface that carries VXLAN; 0 while no uplink is configured.
+    pub ifindex: u32,
+    /// This host's tunnel endpoint address (outer source IP, and the only outer destination decapsulated).
+    pub ip: [u8; 4],
+    pub mac: Mac,
+    /// VXLAN UDP destination port (host order).
+    pub vxlan_port: u16,
+    /// MTU of the uplink: encapsulated packets larger than this are dropped.
+    pub mtu: u32,
+}
+
+impl Uplink {
+    pub const fn is_configured(&self) -> bool {
+        self.ifindex != 0
+    }
+}
+
+/// Underlay next hop toward a remote tunnel endpoint.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NextHop {
+    pub mac: Mac,
+    pub _pad: [u8; 2],
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `repr(C)` structs of integers and byte arrays with explicit padding fields.
     unsafe impl aya::Pod for super::PortEntry {}
     unsafe impl aya::Pod for super::EndpointKey {}
     unsafe impl aya::Pod for super::Endpoint {}
+    unsafe impl aya::Pod for super::Uplink {}
+    unsafe impl aya::Pod for super::NextHop {}
 }

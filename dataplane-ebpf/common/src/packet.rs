@@ -42,3 +42,34 @@ impl Packet for [u8] {
         self.get_mut(off..off.checked_add(N)?)?.try_into().ok()
     }
 }
+
+/// The packet seen from `off` on: the inner frame of an encapsulated packet. Offsets stay
+/// constants, so the inner frame is parsed by the same functions, with the same verifier shape.
+pub struct At<'a, P: ?Sized> {
+    pkt: &'a mut P,
+    off: usize,
+}
+
+impl<'a, P: Packet + ?Sized> At<'a, P> {
+    #[inline(always)]
+    pub fn new(pkt: &'a mut P, off: usize) -> Self {
+        At { pkt, off }
+    }
+}
+
+impl<P: Packet + ?Sized> Packet for At<'_, P> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.pkt.len().saturating_sub(self.off)
+    }
+
+    #[inline(always)]
+    fn array<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
+        self.pkt.array(self.off + off)
+    }
+
+    #[inline(always)]
+    fn array_mut<const N: usize>(&mut self, off: usize) -> Option<&mut [u8; N]> {
+        self.pkt.array_mut(self.off + off)
+    }
+}

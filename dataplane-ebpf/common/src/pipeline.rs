@@ -1,16 +1,24 @@
 //! What the port program does with one frame: the decision logic, independent of where it runs.
 
 use crate::counters::Counter;
-use crate::eth::{self, ETH_P_ARP, ETH_P_IPV4};
-use crate::maps::{Endpoint, EndpointKey, PortEntry};
-use crate::packet::Packet;
+use crate::eth::{self, Mac, ETH_HLEN, ETH_P_ARP, ETH_P_IPV4};
+use crate::ipv4::Ipv4;
+use crate::maps::{endpoint_kind, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
+use crate::packet::{At, Packet};
+use crate::vxlan::{self, Outer};
 use crate::{arp, icmp, ipv4};
 
 /// Lookups the pipeline needs: BPF maps in the kernel, plain collections in host tests.
 pub trait Tables {
     fn endpoint(&self, key: &EndpointKey) -> Option<Endpoint>;
+    /// Underlay next hop toward a remote tunnel endpoint.
+    fn next_hop(&self, host_ip: &[u8; 4]) -> Option<NextHop>;
+    /// The uplink, when the agent configured one.
+    fn uplink(&self) -> Option<Uplink>;
 }
 
+/// What to do with the frame. A plain enum: enums with payloads leave undefined bytes that LLVM
+/// copies through dead registers, which the verifier refuses; the operands live in `Verdict`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Hand the frame to the kernel stack untouched.
@@ -18,38 +26,78 @@ pub enum Action {
     /// Send the (rewritten) frame back out of the interface it came in on.
     Tx,
     Drop,
+    /// Send the frame out of `Verdict::ifindex` (a local port).
+    Redirect,
+    /// Prepend `Verdict::outer` (`vxlan::OUTER_LEN` bytes) and send the result out of the uplink
+    /// `Verdict::ifindex`.
+    Encap,
+    /// Strip the outer headers and send the inner frame out of the port `Verdict::ifindex`.
+    Decap,
 }
 
-/// The action and the counter slot that accounts for it.
+/// The action, the counter slot that accounts for it, and the action's operands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Verdict {
     pub action: Action,
     pub counter: Counter,
+    /// Target interface of `Redirect`, `Encap` and `Decap`; 0 otherwise.
+    pub ifindex: u32,
+    /// Outer headers of `Encap`; all zero otherwise.
+    pub outer: Outer,
 }
 
 impl Verdict {
-    const fn drop(counter: Counter) -> Self {
+    const fn new(action: Action, counter: Counter) -> Self {
         Verdict {
-            action: Action::Drop,
+            action,
             counter,
+            ifindex: 0,
+            outer: Outer::ZERO,
         }
     }
-    const fn pass() -> Self {
+    const fn to(action: Action, counter: Counter, ifindex: u32) -> Self {
         Verdict {
-            action: Action::Pass,
-            counter: Counter::Pass,
+            action,
+            counter,
+            ifindex,
+            outer: Outer::ZERO,
         }
+    }
+    const fn drop(counter: Counter) -> Self {
+        Verdict::new(Action::Drop, counter)
+    }
+    const fn pass() -> Self {
+        Verdict::new(Action::Pass, Counter::Pass)
     }
 }
 
 /// Handles a frame sent by the VM behind `port`.
 #[inline(always)]
 pub fn port_ingress<P: Packet + ?Sized, T: Tables>(pkt: &mut P, port: &PortEntry, tables: &T) -> Verdict {
+    let Some((dst_mac, src_mac)) = eth::macs(pkt) else {
+        return Verdict::drop(Counter::DropIpMalformed);
+    };
+    // Anti-spoofing, first of all: a VM sends only with its own MAC.
+    if src_mac != port.mac {
+        return Verdict::drop(Counter::DropSpoofedMac);
+    }
     match eth::ether_type(pkt) {
         Some(ETH_P_ARP) => arp_request(pkt, port, tables),
-        Some(ETH_P_IPV4) => ipv4_packet(pkt, port, tables),
-        _ => Verdict::pass(),
+        Some(ETH_P_IPV4) => ipv4_packet(pkt, &dst_mac, port, tables),
+        _ => Verdict::drop(Counter::DropUnsupported),
     }
+}
+
+/// True when `ip` is one of the addresses of the port with `port`'s MAC (its extra fixed IPs are
+/// `LOCAL_PORT` endpoints with its MAC).
+#[inline(always)]
+fn owns<T: Tables>(port: &PortEntry, ip: [u8; 4], tables: &T) -> bool {
+    if ip == port.ip {
+        return true;
+    }
+    tables
+        .endpoint(&EndpointKey { vni: port.vni, ip })
+        .is_some_and(|e| e.kind == endpoint_kind::LOCAL_PORT && e.mac == port.mac)
 }
 
 #[inline(always)]
@@ -58,6 +106,10 @@ fn arp_request<P: Packet + ?Sized, T: Tables>(pkt: &mut P, port: &PortEntry, tab
         Ok(req) => req,
         Err(reason) => return Verdict::drop(reason),
     };
+    // The sender must be the port itself; 0.0.0.0 is an address probe (RFC 5227).
+    if req.sender_mac != port.mac || (req.sender_ip != [0; 4] && !owns(port, req.sender_ip, tables)) {
+        return Verdict::drop(Counter::DropSpoofedIp);
+    }
     // Duplicate address detection: the VM asks whether anybody else holds its own address.
     if req.target_ip == port.ip {
         return Verdict::drop(Counter::DropArpSelf);
@@ -72,37 +124,129 @@ fn arp_request<P: Packet + ?Sized, T: Tables>(pkt: &mut P, port: &PortEntry, tab
         return Verdict::drop(Counter::DropArpSelf);
     }
     match arp::write_reply(pkt, &req, &target.mac) {
-        Some(()) => Verdict {
-            action: Action::Tx,
-            counter: Counter::ArpReply,
-        },
+        Some(()) => Verdict::new(Action::Tx, Counter::ArpReply),
         None => Verdict::drop(Counter::DropArpMalformed),
     }
 }
 
 #[inline(always)]
-fn ipv4_packet<P: Packet + ?Sized, T: Tables>(pkt: &mut P, port: &PortEntry, tables: &T) -> Verdict {
+fn ipv4_packet<P: Packet + ?Sized, T: Tables>(pkt: &mut P, dst_mac: &Mac, port: &PortEntry, tables: &T) -> Verdict {
     let ip = match ipv4::parse(pkt) {
         Ok(ip) => ip,
         Err(reason) => return Verdict::drop(reason),
     };
+    if !owns(port, ip.src, tables) {
+        // A DHCP client has no address yet: its requests go to the host (the DHCP path).
+        if ip.src == [0; 4] && ip.proto == ipv4::PROTO_UDP {
+            return Verdict::pass();
+        }
+        return Verdict::drop(Counter::DropSpoofedIp);
+    }
     let Some(dst) = tables.endpoint(&EndpointKey {
         vni: port.vni,
         ip: ip.dst,
     }) else {
-        return Verdict::pass();
+        return Verdict::drop(Counter::DropUnknownDestination);
     };
-    if !dst.is_gateway() {
-        return Verdict::pass();
+    if dst.is_gateway() {
+        return gateway(pkt, &ip, &dst);
     }
-    if let Err(reason) = icmp::check_echo_request(pkt, &ip) {
+    // Switched (to the MAC that owns the address) or routed through the subnet gateway's MAC.
+    if *dst_mac != dst.mac {
+        if *dst_mac != port.gateway_mac {
+            return Verdict::drop(Counter::DropUnknownDestination);
+        }
+        if route(pkt, &port.gateway_mac, &dst.mac).is_none() {
+            return Verdict::drop(Counter::DropTtlExpired);
+        }
+    }
+    match dst.kind {
+        endpoint_kind::LOCAL_PORT if dst.ifindex != 0 => {
+            Verdict::to(Action::Redirect, Counter::ForwardLocal, dst.ifindex)
+        }
+        endpoint_kind::LOCAL_PORT => Verdict::drop(Counter::DropNoInterface),
+        _ => encap(pkt, &ip, port, &dst, tables),
+    }
+}
+
+/// Rewrites a frame the VM sent to its gateway MAC as the gateway forwarding it: MACs and TTL.
+/// `None` when the TTL is spent (or the header is cut short).
+#[inline(always)]
+fn route<P: Packet + ?Sized>(pkt: &mut P, gateway_mac: &Mac, dst_mac: &Mac) -> Option<()> {
+    let h = pkt.array::<2>(ETH_HLEN + 8)?;
+    let (ttl, proto) = (h[0], h[1]);
+    if ttl <= 1 {
+        return None;
+    }
+    eth::set_macs(pkt, dst_mac, gateway_mac)?;
+    ipv4::set_ttl(pkt, ttl - 1, proto)
+}
+
+#[inline(always)]
+fn encap<P: Packet + ?Sized, T: Tables>(pkt: &P, ip: &Ipv4, port: &PortEntry, dst: &Endpoint, tables: &T) -> Verdict {
+    let Some(up) = tables.uplink() else {
+        return Verdict::drop(Counter::DropNoUplink);
+    };
+    let Some(hop) = tables.next_hop(&dst.host_ip) else {
+        return Verdict::drop(Counter::DropNoNextHop);
+    };
+    if pkt.len() + vxlan::OUTER_IP_OVERHEAD > up.mtu as usize {
+        return Verdict::drop(Counter::DropOverlayTooBig);
+    }
+    let outer = Outer {
+        src_mac: up.mac,
+        dst_mac: hop.mac,
+        src_ip: up.ip,
+        dst_ip: dst.host_ip,
+        src_port: vxlan::source_port(pkt, ip),
+        dst_port: up.vxlan_port,
+        vni: port.vni,
+    };
+    Verdict {
+        outer,
+        ..Verdict::to(Action::Encap, Counter::Encap, up.ifindex)
+    }
+}
+
+#[inline(always)]
+fn gateway<P: Packet + ?Sized>(pkt: &mut P, ip: &Ipv4, gw: &Endpoint) -> Verdict {
+    if let Err(reason) = icmp::check_echo_request(pkt, ip) {
         return Verdict::drop(reason);
     }
-    match icmp::write_echo_reply(pkt, &dst.mac) {
-        Some(()) => Verdict {
-            action: Action::Tx,
-            counter: Counter::IcmpEchoReply,
-        },
+    match icmp::write_echo_reply(pkt, &gw.mac) {
+        Some(()) => Verdict::new(Action::Tx, Counter::IcmpEchoReply),
         None => Verdict::drop(Counter::DropIpMalformed),
     }
+}
+
+/// Handles a frame that arrived on the uplink: VXLAN for a port on this host is decapsulated (the
+/// caller strips `vxlan::OUTER_LEN` bytes); anything else is the host's and passes untouched.
+#[inline(always)]
+pub fn uplink_ingress<P: Packet + ?Sized, T: Tables>(pkt: &mut P, tables: &T) -> Verdict {
+    let pass = Verdict::new(Action::Pass, Counter::UplinkPass);
+    let Some(up) = tables.uplink() else {
+        return pass;
+    };
+    let Some(vni) = vxlan::parse_outer(pkt, &up) else {
+        return pass;
+    };
+    let inner = At::new(pkt, vxlan::OUTER_LEN);
+    if eth::ether_type(&inner) != Some(ETH_P_IPV4) {
+        return pass;
+    }
+    let (Some((dst_mac, _)), Ok(ip)) = (eth::macs(&inner), ipv4::parse(&inner)) else {
+        return Verdict::drop(Counter::DropIpMalformed);
+    };
+    // An address this host knows nothing about in that VNI: not ours (maybe the host's own vxlan).
+    let Some(dst) = tables.endpoint(&EndpointKey { vni, ip: ip.dst }) else {
+        return pass;
+    };
+    // Only to a port of this host in that very VNI, at its own MAC: no leaking between VPCs.
+    if dst.kind != endpoint_kind::LOCAL_PORT || dst.mac != dst_mac {
+        return Verdict::drop(Counter::DropOverlayMisdirected);
+    }
+    if dst.ifindex == 0 {
+        return Verdict::drop(Counter::DropNoInterface);
+    }
+    Verdict::to(Action::Decap, Counter::Decap, dst.ifindex)
 }

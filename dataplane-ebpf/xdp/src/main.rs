@@ -8,12 +8,17 @@
 mod packet;
 
 use alioth_common::counters::COUNTER_SLOTS;
-use alioth_common::maps::{Endpoint, EndpointKey, PortEntry, MAX_ENDPOINTS, MAX_IFINDEX, NO_PREALLOC};
-use alioth_common::pipeline::{self, Action, Tables};
-use alioth_common::Counter;
+use alioth_common::maps::{
+    Endpoint, EndpointKey, NextHop, PortEntry, Uplink, MAX_ENDPOINTS, MAX_IFINDEX, MAX_NEXTHOPS, MAX_REDIRECT,
+    NO_PREALLOC,
+};
+use alioth_common::pipeline::{self, Action, Tables, Verdict};
+use alioth_common::vxlan::{self, Outer};
+use alioth_common::{Counter, Packet};
 use aya_ebpf::bindings::xdp_action;
+use aya_ebpf::helpers::bpf_xdp_adjust_head;
 use aya_ebpf::macros::{map, xdp};
-use aya_ebpf::maps::{Array, HashMap, PerCpuArray};
+use aya_ebpf::maps::{Array, DevMapHash, HashMap, PerCpuArray};
 use aya_ebpf::programs::XdpContext;
 use aya_log_ebpf::debug;
 
@@ -28,6 +33,15 @@ static ENDPOINTS: HashMap<EndpointKey, Endpoint> = HashMap::with_max_entries(MAX
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
+#[map]
+static UPLINK: Array<Uplink> = Array::with_max_entries(1, 0);
+
+#[map]
+static NEXTHOPS: HashMap<[u8; 4], NextHop> = HashMap::with_max_entries(MAX_NEXTHOPS, 0);
+
+#[map]
+static REDIRECT: DevMapHash = DevMapHash::with_max_entries(MAX_REDIRECT, 0);
+
 struct Maps;
 
 impl Tables for Maps {
@@ -35,6 +49,17 @@ impl Tables for Maps {
     fn endpoint(&self, key: &EndpointKey) -> Option<Endpoint> {
         // SAFETY: the value is copied out before any other map operation.
         unsafe { ENDPOINTS.get(key).copied() }
+    }
+
+    #[inline(always)]
+    fn next_hop(&self, host_ip: &[u8; 4]) -> Option<NextHop> {
+        // SAFETY: as above.
+        unsafe { NEXTHOPS.get(host_ip).copied() }
+    }
+
+    #[inline(always)]
+    fn uplink(&self) -> Option<Uplink> {
+        UPLINK.get(0).copied().filter(Uplink::is_configured)
     }
 }
 
@@ -56,21 +81,65 @@ pub fn alioth_port(ctx: XdpContext) -> u32 {
     };
     let mut pkt = XdpPacket::new(&ctx);
     let verdict = pipeline::port_ingress(&mut pkt, &port, &Maps);
-    count(verdict.counter);
-    if verdict.action == Action::Drop {
-        // Off unless the agent runs with --bpf-log-level debug: then one record per dropped frame.
-        debug!(
-            &ctx,
-            "ifindex {}: dropped, counter {}",
-            ifindex,
-            verdict.counter.index()
-        );
-    }
-    match verdict.action {
+    finish(&ctx, ifindex, verdict)
+}
+
+/// The uplink program: attached to the underlay interface, decapsulates VXLAN for local ports.
+#[xdp]
+pub fn alioth_uplink(ctx: XdpContext) -> u32 {
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let mut pkt = XdpPacket::new(&ctx);
+    let verdict = pipeline::uplink_ingress(&mut pkt, &Maps);
+    finish(&ctx, ifindex, verdict)
+}
+
+/// Carries out a verdict: counts it, and does the head adjustment and redirect it asks for.
+#[inline(always)]
+fn finish(ctx: &XdpContext, ifindex: u32, verdict: Verdict) -> u32 {
+    let action = match verdict.action {
         Action::Pass => xdp_action::XDP_PASS,
         Action::Tx => xdp_action::XDP_TX,
         Action::Drop => xdp_action::XDP_DROP,
+        Action::Redirect => redirect(verdict.ifindex),
+        Action::Encap => match encap(ctx, &verdict.outer) {
+            Some(()) => redirect(verdict.ifindex),
+            None => xdp_action::XDP_DROP,
+        },
+        Action::Decap => {
+            // SAFETY: the helper validates the adjustment against the frame.
+            match unsafe { bpf_xdp_adjust_head(ctx.ctx, vxlan::OUTER_LEN as i32) } {
+                0 => redirect(verdict.ifindex),
+                _ => xdp_action::XDP_DROP,
+            }
+        }
+    };
+    let counter = match (verdict.counter, action) {
+        (_, xdp_action::XDP_DROP) if verdict.action != Action::Drop => Counter::DropRedirectFailed,
+        (c, _) => c,
+    };
+    count(counter);
+    if action == xdp_action::XDP_DROP {
+        // Off unless the agent runs with --bpf-log-level debug: then one record per dropped frame.
+        debug!(ctx, "ifindex {}: dropped, counter {}", ifindex, counter.index());
     }
+    action
+}
+
+#[inline(always)]
+fn redirect(ifindex: u32) -> u32 {
+    REDIRECT.redirect(ifindex, 0).unwrap_or(xdp_action::XDP_DROP)
+}
+
+/// Grows the frame at the front and writes the outer headers there.
+#[inline(always)]
+fn encap(ctx: &XdpContext, outer: &Outer) -> Option<()> {
+    // SAFETY: the helper validates the adjustment against the headroom.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(vxlan::OUTER_LEN as i32)) } != 0 {
+        return None;
+    }
+    let mut pkt = XdpPacket::new(ctx);
+    let inner_len = pkt.len().checked_sub(vxlan::OUTER_LEN)?;
+    vxlan::write_outer(&mut pkt, outer, inner_len)
 }
 
 /// Passes every frame. Attached to the VM side of a veth lab so that native-mode XDP_TX frames from
