@@ -14,6 +14,7 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::controller::Controller;
 use crate::dataplane::{AttachMode, BpfLogLevel, Dataplane};
+use crate::overlay::{Overlay, OverlayConfig};
 use crate::service::Provisioner;
 use crate::store::Store;
 use crate::validate::Naming;
@@ -67,6 +68,16 @@ pub struct AgentArgs {
     /// Directory of this agent's record of applied goal state (one per agent instance).
     #[arg(long, default_value = DEFAULT_STATE_DIR, env = "ALIOTH_STATE_DIR")]
     pub state_dir: PathBuf,
+    /// Underlay interface for the VXLAN overlay (the uplink program is attached to it). Without it
+    /// the agent switches between local ports only.
+    #[arg(long, env = "ALIOTH_UPLINK")]
+    pub uplink: Option<String>,
+    /// Tunnel endpoint address of this host; default: the uplink's first IPv4 address.
+    #[arg(long, env = "ALIOTH_UPLINK_IP", requires = "uplink")]
+    pub uplink_ip: Option<std::net::Ipv4Addr>,
+    /// VXLAN UDP port (the IANA port; Linux's vxlan default is 8472 unless `dstport 4789`).
+    #[arg(long, default_value_t = alioth_common::vxlan::DEFAULT_PORT, env = "ALIOTH_VXLAN_PORT")]
+    pub vxlan_port: u16,
     /// Detach every port, remove this agent's pins and state, and exit.
     #[arg(long)]
     pub reset: bool,
@@ -85,8 +96,20 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listen on {}", args.listen))?;
+    let uplink = match &args.uplink {
+        Some(name) => Some(Overlay::check(OverlayConfig {
+            uplink: name.clone(),
+            ip: args.uplink_ip,
+            vxlan_port: args.vxlan_port,
+        })?),
+        None => None,
+    };
     let (store, state) = Store::open(&args.state_dir)?;
-    let (dp, logger) = Dataplane::load_with_log(Some(&args.pin_dir), args.xdp_mode, args.bpf_log_level)?;
+    let (mut dp, logger) = Dataplane::load_with_log(Some(&args.pin_dir), args.xdp_mode, args.bpf_log_level)?;
+    let overlay = match uplink {
+        Some((cfg, info)) => Some(Overlay::start(cfg, info, &mut dp)?),
+        None => None,
+    };
     if let Some(logger) = logger {
         // SAFETY: the AsyncFd owns the logger, so the ring buffer fd outlives its registration.
         let mut fd = unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
@@ -104,14 +127,19 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     let naming = Naming {
         iface_template: args.port_iface.clone(),
     };
-    let controller = Arc::new(Mutex::new(Controller::restore(dp, naming, state, store)?));
+    let controller = Arc::new(Mutex::new(Controller::restore(dp, naming, state, store, overlay)?));
 
     let retry = controller.clone();
     let retry_task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
-            tick.tick().await;
-            retry.lock().await.retry_pending();
+            let unresolved = {
+                let mut c = retry.lock().await;
+                c.retry_pending();
+                c.refresh_overlay()
+            };
+            // Next hops being resolved are looked at again soon: until then their traffic drops.
+            let pause = if unresolved > 0 { 100 } else { 1000 };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
         }
     });
 

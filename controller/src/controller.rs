@@ -12,9 +12,10 @@ use anyhow::Result;
 use crate::dataplane::{interfaces, Dataplane};
 use crate::metrics::Metrics;
 use crate::model::State;
+use crate::overlay::Overlay;
 use crate::plan::{self, EndpointOp, Plan, PortOp};
 use crate::store::Store;
-use crate::validate::{self, Change, Naming, Outcome};
+use crate::validate::{self, Change, Naming, Outcome, Resource};
 
 pub struct Controller {
     state: State,
@@ -25,6 +26,8 @@ pub struct Controller {
     /// Interface -> port, for ports whose interface does not exist yet; see `retry_pending`.
     pending: BTreeMap<String, String>,
     metrics: Metrics,
+    /// The uplink and underlay next hops (agents started with --uplink).
+    overlay: Option<Overlay>,
 }
 
 /// One operation of a plan, as `apply_plan` reports it: how long it took and how it went.
@@ -54,13 +57,20 @@ impl Controller {
             store: None,
             pending: BTreeMap::new(),
             metrics: Metrics::default(),
+            overlay: None,
         }
     }
 
     /// Rebuilds the data plane of a restarted agent from its record: fills the freshly loaded maps
     /// with everything `state` renders, swaps the new program onto the links the previous agent
     /// left (or attaches), then moves the new maps' pins in place.
-    pub fn restore(dp: Dataplane, naming: Naming, state: State, store: Store) -> Result<Self> {
+    pub fn restore(
+        dp: Dataplane,
+        naming: Naming,
+        state: State,
+        store: Store,
+        overlay: Option<Overlay>,
+    ) -> Result<Self> {
         let changes: Vec<Change> = state
             .resources()
             .map(|r| Change {
@@ -77,6 +87,7 @@ impl Controller {
             store: Some(store),
             pending: BTreeMap::new(),
             metrics: Metrics::default(),
+            overlay,
         };
         // A map that cannot be filled stops the restore before any link runs the new program.
         c.apply_plan(&plan, |_, applied| match applied {
@@ -88,6 +99,8 @@ impl Controller {
                 Ok(())
             }
         })?;
+        // Next hops the kernel already knows go in before the new program takes over the links.
+        c.refresh_overlay();
         c.dp.commit()?;
         tracing::info!(
             vpcs = c.state.vpcs.len(),
@@ -98,6 +111,19 @@ impl Controller {
             "restored the recorded goal state"
         );
         Ok(c)
+    }
+
+    /// Brings the uplink entry and the next hops of every remote host up to date; returns how
+    /// many hosts still wait for their next hop to resolve.
+    pub fn refresh_overlay(&mut self) -> usize {
+        let Some(overlay) = self.overlay.as_mut() else {
+            return 0;
+        };
+        overlay.refresh(&mut self.dp, self.state.remote_hosts())
+    }
+
+    pub fn overlay(&self) -> Option<&Overlay> {
+        self.overlay.as_ref()
     }
 
     pub fn state(&self) -> &State {
@@ -152,6 +178,15 @@ impl Controller {
             Ok(())
         });
         let changes = self.revert_failed(changes, &outcomes);
+        if changes.iter().any(|c| {
+            matches!(
+                (&c.before, &c.after),
+                (Some(Resource::Neighbor(_)), _) | (_, Some(Resource::Neighbor(_)))
+            )
+        }) {
+            // New remote hosts: ask the kernel to resolve their next hops right away.
+            self.refresh_overlay();
+        }
         // Recorded before the reply: an acknowledged change survives a crash of the agent.
         if let Some(store) = self.store.as_mut() {
             if let Err(e) = store.record(&self.state, &changes) {

@@ -9,6 +9,7 @@ pub mod dataplane;
 pub mod metrics;
 pub mod model;
 pub mod object;
+pub mod overlay;
 pub mod plan;
 pub mod service;
 pub mod store;

@@ -102,6 +102,8 @@ pub struct State {
     subnet_users: HashMap<String, HashSet<String>>,
     /// VPC -> number of ports and neighbors in it.
     vpc_users: HashMap<String, usize>,
+    /// Remote host (tunnel endpoint) -> number of neighbors on it.
+    hosts: HashMap<Ipv4Addr, usize>,
 }
 
 /// `m[k]`, created empty if absent; allocates the key only then.
@@ -132,6 +134,11 @@ impl State {
     /// Ids of the ports and neighbors with an address in `subnet`.
     pub fn subnet_users(&self, subnet: &str) -> impl Iterator<Item = &String> {
         self.subnet_users.get(subnet).into_iter().flatten()
+    }
+
+    /// The remote hosts (tunnel endpoints) the neighbors live on.
+    pub fn remote_hosts(&self) -> impl Iterator<Item = &Ipv4Addr> {
+        self.hosts.keys()
     }
 
     pub fn vpc_in_use(&self, vpc: &str) -> bool {
@@ -179,13 +186,19 @@ impl State {
         self.neighbors
             .values()
             .for_each(|n| drop(fresh.put_neighbor(n.clone())));
-        (fresh.addrs, fresh.macs, fresh.subnet_users, fresh.vpc_users)
-            == (
-                self.addrs.clone(),
-                self.macs.clone(),
-                self.subnet_users.clone(),
-                self.vpc_users.clone(),
-            )
+        (
+            fresh.addrs,
+            fresh.macs,
+            fresh.subnet_users,
+            fresh.vpc_users,
+            fresh.hosts,
+        ) == (
+            self.addrs.clone(),
+            self.macs.clone(),
+            self.subnet_users.clone(),
+            self.vpc_users.clone(),
+            self.hosts.clone(),
+        )
     }
 
     pub fn put_port(&mut self, p: Port) -> Option<Port> {
@@ -213,6 +226,7 @@ impl State {
     pub fn put_neighbor(&mut self, n: Neighbor) -> Option<Neighbor> {
         let old = self.remove_neighbor(&n.id);
         self.index(&n.vpc_id, &n.fixed_ips, &Owner::Neighbor(n.id.clone()), true);
+        *self.hosts.entry(n.host_ip).or_default() += 1;
         self.neighbors.insert(n.id.clone(), n);
         old
     }
@@ -220,6 +234,12 @@ impl State {
     pub fn remove_neighbor(&mut self, id: &str) -> Option<Neighbor> {
         let old = self.neighbors.remove(id)?;
         self.index(&old.vpc_id, &old.fixed_ips, &Owner::Neighbor(old.id.clone()), false);
+        if let Some(n) = self.hosts.get_mut(&old.host_ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.hosts.remove(&old.host_ip);
+            }
+        }
         Some(old)
     }
 }

@@ -6,4 +6,5 @@ pub mod frames;
 pub mod goalstate;
 pub mod grpc;
 pub mod netns;
+pub mod overlay;
 pub mod vectors;

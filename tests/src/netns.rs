@@ -136,10 +136,47 @@ impl Drop for Netns {
     }
 }
 
+/// The pass-through XDP program on an interface, pinned so that it outlives the `alioth xdp-pass`
+/// command; dropped, the pin goes and the program detaches.
+pub struct XdpPass {
+    pin: String,
+}
+
+impl XdpPass {
+    /// Native-mode XDP_TX and redirected frames reach a veth only if its peer runs XDP: this is that
+    /// XDP on `iface` in `ns`.
+    pub fn attach(ns: &Netns, iface: &str) -> Result<XdpPass> {
+        let pin = format!("/sys/fs/bpf/{}", unique("alioth-pass-"));
+        let bin = crate::agent::alioth_bin()?;
+        let out = ns.net_output(&[
+            bin.to_str().unwrap_or_default(),
+            "xdp-pass",
+            "--iface",
+            iface,
+            "--pin",
+            &pin,
+        ])?;
+        if !out.status.success() {
+            bail!(
+                "xdp-pass on {}/{iface}: {}",
+                ns.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(XdpPass { pin })
+    }
+}
+
+impl Drop for XdpPass {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.pin);
+    }
+}
+
 /// A "VM": a namespace whose `eth0` is the peer of `tap` in the host namespace.
 pub struct Vm {
     pub ns: Netns,
-    pass_pin: String,
+    _pass: XdpPass,
 }
 
 impl Vm {
@@ -151,26 +188,7 @@ impl Vm {
         if !cidr_addr.is_empty() {
             ns.exec(&["ip", "addr", "add", cidr_addr, "dev", "eth0"])?;
         }
-        // Native-mode XDP_TX frames from the tap are flushed to this side only if it runs XDP.
-        let pin = format!("/sys/fs/bpf/{}", unique("alioth-vmpass-"));
-        let bin = crate::agent::alioth_bin()?;
-        let out = ns.net_output(&[
-            bin.to_str().unwrap_or_default(),
-            "xdp-pass",
-            "--iface",
-            "eth0",
-            "--pin",
-            &pin,
-        ])?;
-        if !out.status.success() {
-            bail!("xdp-pass on {}: {}", ns.name, String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(Vm { ns, pass_pin: pin })
-    }
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.pass_pin);
+        let pass = XdpPass::attach(&ns, "eth0")?;
+        Ok(Vm { ns, _pass: pass })
     }
 }

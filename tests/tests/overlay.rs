@@ -1,0 +1,233 @@
+//! The VXLAN overlay across hosts, end to end: host namespaces on an underlay bridge, an agent per
+//! host with `--uplink`, VMs behind them, goal state over gRPC; real ping, iperf3 and tcpdump, and a
+//! host running the Linux kernel's own vxlan.
+
+use std::time::Duration;
+
+use alioth_proto::schema::{GoalState, OperationType};
+use alioth_tests::overlay::{iperf3, neighbor, Background, Lab, VpcSpec};
+use anyhow::{ensure, Context, Result};
+
+fn ping(lab: &Lab, from: &str, to_ip: &str, extra: &[&str]) -> Result<String> {
+    let mut args = vec!["ping", "-c", "3", "-i", "0.2", "-W", "2"];
+    args.extend_from_slice(extra);
+    args.push(to_ip);
+    let out = lab.vm(from).ns.exec_output(&args)?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn counter(lab: &Lab, host: usize, name: &str) -> Result<u64> {
+    let agent = lab.hosts[host].agent.as_ref().context("agent")?;
+    agent.stats()?[name].as_u64().with_context(|| format!("counter {name}"))
+}
+
+#[test]
+fn vms_on_three_hosts_talk_over_vxlan() -> Result<()> {
+    let a = VpcSpec::new(1, 1001, 1);
+    let mut lab = Lab::new(vec![a.clone()])?;
+    let vms: Vec<Vec<_>> = (0..3u8)
+        .map(|h| (0..2u8).map(|v| a.vm(1, 10 + h * 10 + v)).collect())
+        .collect();
+    let ids: Vec<Vec<String>> = vms
+        .iter()
+        .map(|h| h.iter().map(|s| s.port_id.clone()).collect())
+        .collect();
+    let ips: Vec<Vec<String>> = vms.iter().map(|h| h.iter().map(|s| s.ip.clone()).collect()).collect();
+    for host_vms in vms {
+        lab.add_host(host_vms)?;
+    }
+    lab.start_agents(&[])?;
+    lab.push_all()?;
+    lab.wait_resolved()?;
+
+    // Every VM reaches every other VM: same host and across hosts.
+    for (h, host_ids) in ids.iter().enumerate() {
+        for id in host_ids {
+            for (h2, host_ips) in ips.iter().enumerate() {
+                for ip in host_ips {
+                    if lab.vm(id).ns.exec(&["ip", "-4", "-br", "addr"])?.contains(ip.as_str()) {
+                        continue;
+                    }
+                    let out = ping(&lab, id, ip, &[])?;
+                    ensure!(out.contains("3 received"), "host {h} {id} -> host {h2} {ip}: {out}");
+                }
+            }
+        }
+    }
+    ensure!(
+        counter(&lab, 0, "encap")? >= 12,
+        "stats: {}",
+        counter(&lab, 0, "encap")?
+    );
+    ensure!(counter(&lab, 0, "decap")? >= 12);
+    ensure!(counter(&lab, 0, "forward_local")? >= 6);
+
+    // The underlay carries VXLAN with the VPC's VNI.
+    let dump = Background::spawn(
+        &lab.underlay.ns,
+        &["tcpdump", "-i", "br0", "-nn", "-c", "4", "udp", "dst", "port", "4789"],
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    ping(&lab, &ids[0][0], &ips[1][0], &[])?;
+    let dump = dump.finish(Duration::from_secs(5))?;
+    ensure!(dump.contains("VXLAN") && dump.contains("vni 1001"), "tcpdump: {dump}");
+
+    // Full-size frames, DF set: 1450-byte IP packets fit the overlay exactly.
+    let out = ping(&lab, &ids[0][0], &ips[2][1], &["-s", "1422", "-M", "do"])?;
+    ensure!(out.contains("3 received"), "1450-byte ping: {out}");
+
+    // TCP and UDP across hosts and on one host.
+    let (server, client) = (&lab.vm(&ids[1][0]).ns, &lab.vm(&ids[0][0]).ns);
+    let tcp = iperf3(server, client, &ips[1][0], &["-t", "2"])?;
+    let bps = tcp["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
+    ensure!(bps > 1e8, "TCP across hosts: {bps} bit/s");
+    let udp = iperf3(
+        server,
+        client,
+        &ips[1][0],
+        &["-u", "-b", "200M", "-l", "1400", "-t", "2"],
+    )?;
+    let lost = udp["end"]["sum"]["lost_percent"].as_f64().unwrap_or(100.0);
+    let packets = udp["end"]["sum"]["packets"].as_u64().unwrap_or(0);
+    ensure!(
+        packets > 1000 && lost < 5.0,
+        "UDP across hosts: {packets} packets, {lost}% lost"
+    );
+    let (server, client) = (&lab.vm(&ids[0][1]).ns, &lab.vm(&ids[0][0]).ns);
+    let tcp = iperf3(server, client, &ips[0][1], &["-t", "2"])?;
+    let bps = tcp["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
+    ensure!(bps > 1e8, "TCP on one host: {bps} bit/s");
+
+    // A neighbor DELETE stops the traffic to it.
+    let spec = a.vm(1, 20);
+    let delete = GoalState {
+        format_version: 1,
+        neighbor_states: vec![neighbor(OperationType::Delete, &spec, &lab.hosts[1].ip)],
+        ..Default::default()
+    };
+    lab.push(0, &delete)?;
+    let before = counter(&lab, 0, "drop_unknown_destination")?;
+    let out = ping(&lab, &ids[0][0], &spec.ip, &[])?;
+    ensure!(out.contains(" 0 received"), "after the neighbor DELETE: {out}");
+    ensure!(counter(&lab, 0, "drop_unknown_destination")? >= before + 3);
+    // The rest keeps working.
+    let out = ping(&lab, &ids[0][0], &ips[2][0], &[])?;
+    ensure!(out.contains("3 received"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn two_vpcs_with_the_same_addresses_never_see_each_other() -> Result<()> {
+    let (a, b) = (VpcSpec::new(1, 1001, 1), VpcSpec::new(2, 1002, 1));
+    let mut lab = Lab::new(vec![a.clone(), b.clone()])?;
+    // Same IPs in both VPCs, different MACs (tags 1 and 2).
+    let (a1, b1, a2, b2) = (a.vm(1, 10), b.vm(2, 10), a.vm(1, 11), b.vm(2, 11));
+    let ids = [&a1, &b1, &a2, &b2].map(|s| s.port_id.clone());
+    let (a2_mac, b2_mac) = (a2.mac.clone(), b2.mac.clone());
+    lab.add_host(vec![a1, b1])?;
+    lab.add_host(vec![a2, b2])?;
+    lab.start_agents(&[])?;
+    lab.push_all()?;
+    lab.wait_resolved()?;
+
+    let captures = [&ids[2], &ids[3]].map(|id| {
+        Background::spawn(
+            &lab.vm(id).ns,
+            &[
+                "tcpdump",
+                "-i",
+                "eth0",
+                "-nn",
+                "-e",
+                "-l",
+                "icmp[icmptype] == icmp-echo",
+            ],
+        )
+    });
+    let [cap_a2, cap_b2] = captures;
+    let (cap_a2, cap_b2) = (cap_a2?, cap_b2?);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Each VPC reaches its own VM at 198.18.1.11.
+    let out = ping(&lab, &ids[0], "198.18.1.11", &[])?;
+    ensure!(out.contains("3 received"), "a1 -> a2: {out}");
+    let out = ping(&lab, &ids[1], "198.18.1.11", &[])?;
+    ensure!(out.contains("3 received"), "b1 -> b2: {out}");
+    // A VM of VPC A that addresses VPC B's MAC gets nowhere.
+    let a1 = &lab.vm(&ids[0]).ns;
+    a1.exec(&[
+        "ip",
+        "neigh",
+        "replace",
+        "198.18.1.11",
+        "lladdr",
+        &b2_mac,
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ])?;
+    let before = counter(&lab, 0, "drop_unknown_destination")?;
+    let out = ping(&lab, &ids[0], "198.18.1.11", &[])?;
+    ensure!(out.contains(" 0 received"), "a1 -> b2's MAC: {out}");
+    ensure!(counter(&lab, 0, "drop_unknown_destination")? >= before + 3);
+    // Spoofing: a VM that sends from another VPC's MAC is dropped at its port.
+    a1.exec(&["ip", "neigh", "del", "198.18.1.11", "dev", "eth0"])?;
+    a1.exec(&["ip", "link", "set", "eth0", "address", &b2_mac])?;
+    let out = ping(&lab, &ids[0], "198.18.1.11", &[])?;
+    ensure!(out.contains(" 0 received"), "spoofed MAC: {out}");
+    ensure!(counter(&lab, 0, "drop_spoofed_mac")? >= 1);
+
+    let (seen_a2, seen_b2) = (cap_a2.finish(Duration::ZERO)?, cap_b2.finish(Duration::ZERO)?);
+    let requests = |s: &str| s.lines().filter(|l| l.contains("ICMP echo request")).count();
+    ensure!(requests(&seen_a2) == 3, "a2 sees exactly a1's 3 requests:\n{seen_a2}");
+    ensure!(requests(&seen_b2) == 3, "b2 sees exactly b1's 3 requests:\n{seen_b2}");
+    // And they came to each VM's own MAC.
+    ensure!(seen_a2
+        .lines()
+        .filter(|l| l.contains("echo request"))
+        .all(|l| l.contains(&a2_mac)));
+    ensure!(seen_b2
+        .lines()
+        .filter(|l| l.contains("echo request"))
+        .all(|l| l.contains(&b2_mac)));
+    Ok(())
+}
+
+#[test]
+fn linux_vxlan_host_interoperates_both_ways_with_full_size_frames() -> Result<()> {
+    let a = VpcSpec::new(1, 1001, 1);
+    let mut lab = Lab::new(vec![a.clone()])?;
+    let (ours, theirs) = (a.vm(1, 10), a.vm(1, 30));
+    let (our_id, their_id) = (ours.port_id.clone(), theirs.port_id.clone());
+    let (our_ip, their_ip) = (ours.ip.clone(), theirs.ip.clone());
+    lab.add_host(vec![ours])?;
+    lab.add_kernel_host(vec![theirs])?;
+    lab.wire_kernel_hosts()?;
+    lab.start_agents(&[])?;
+    lab.push_all()?;
+    lab.wait_resolved()?;
+
+    for (from, to) in [(&our_id, &their_ip), (&their_id, &our_ip)] {
+        let out = ping(&lab, from, to, &[])?;
+        ensure!(out.contains("3 received"), "{from} -> {to}: {out}");
+        let out = ping(&lab, from, to, &["-s", "1422", "-M", "do"])?;
+        ensure!(out.contains("3 received"), "{from} -> {to}, 1450-byte packets: {out}");
+    }
+    // TCP both ways with full-size segments.
+    let (srv, cli) = (&lab.vm(&their_id).ns, &lab.vm(&our_id).ns);
+    for reverse in [false, true] {
+        let mut args = vec!["-t", "2", "-M", "1410"];
+        if reverse {
+            args.push("-R");
+        }
+        let tcp = iperf3(srv, cli, &their_ip, &args)?;
+        let bps = tcp["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
+        ensure!(
+            bps > 1e8,
+            "TCP with the kernel's vxlan (reverse: {reverse}): {bps} bit/s"
+        );
+    }
+    ensure!(counter(&lab, 0, "encap")? > 1000 && counter(&lab, 0, "decap")? > 1000);
+    Ok(())
+}
