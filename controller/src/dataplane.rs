@@ -256,6 +256,15 @@ impl Dataplane {
         named_program(&mut self.ebpf, PASS_PROGRAM)
     }
 
+    /// Any program of the object, loaded on first use (the benchmarks' programs).
+    pub fn loaded_program(&mut self, name: &str) -> Result<&mut Xdp> {
+        let prog = named_program(&mut self.ebpf, name)?;
+        if prog.fd().is_err() {
+            prog.load().with_context(|| format!("load {name}"))?;
+        }
+        Ok(prog)
+    }
+
     /// The uplink program, for BPF_PROG_TEST_RUN.
     pub fn uplink_program(&mut self) -> Result<&mut Xdp> {
         named_program(&mut self.ebpf, UPLINK_PROGRAM)

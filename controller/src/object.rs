@@ -11,3 +11,11 @@ pub const PASS_PROGRAM: &str = "alioth_pass";
 
 /// The uplink program: decapsulates VXLAN for local ports, passes everything else.
 pub const UPLINK_PROGRAM: &str = "alioth_uplink";
+
+/// Reflects every frame: the benchmarks' packet generator (never attached by the agent).
+pub const TX_PROGRAM: &str = "alioth_tx";
+
+/// Benchmarks only: the port and uplink programs with the frame's head restored after each run, so
+/// that encap and decap can be timed in steady state (BPF_PROG_TEST_RUN, repeat > 1).
+pub const BENCH_PORT_PROGRAM: &str = "alioth_bench_port";
+pub const BENCH_UPLINK_PROGRAM: &str = "alioth_bench_uplink";

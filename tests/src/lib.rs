@@ -7,4 +7,5 @@ pub mod goalstate;
 pub mod grpc;
 pub mod netns;
 pub mod overlay;
+pub mod timing;
 pub mod vectors;

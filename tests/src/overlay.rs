@@ -16,10 +16,12 @@ use crate::netns::{self, Netns, Vm, XdpPass};
 /// Name of the uplink inside every host namespace.
 pub const UPLINK: &str = "up0";
 
-/// The underlay: a bridge in its own namespace.
+/// The underlay: a bridge in its own namespace, or (`wire`) one veth straight between two hosts.
 pub struct Underlay {
     pub ns: Netns,
     passes: Vec<XdpPass>,
+    /// Wire mode: the first host's namespace, once plugged, waiting for the second.
+    wire: Option<Option<String>>,
 }
 
 impl Underlay {
@@ -27,16 +29,47 @@ impl Underlay {
         let ns = Netns::new("alul")?;
         ns.exec(&["ip", "link", "add", "br0", "type", "bridge"])?;
         ns.exec(&["ip", "link", "set", "br0", "up"])?;
-        Ok(Underlay { ns, passes: Vec::new() })
+        Ok(Underlay {
+            ns,
+            passes: Vec::new(),
+            wire: None,
+        })
+    }
+
+    /// Two hosts joined by one veth (the `up0` of each): nothing in between, as over a cable.
+    pub fn wire() -> Result<Underlay> {
+        Ok(Underlay {
+            ns: Netns::new("alul")?,
+            passes: Vec::new(),
+            wire: Some(None),
+        })
     }
 
     /// Plugs `host` into the bridge through its `up0` with address 198.19.0.`n`/24. `xdp`: the
     /// bridge side runs XDP, so that native-mode redirects into `up0` reach it.
     fn plug(&mut self, host: &Netns, n: u8, xdp: bool) -> Result<String> {
+        let ip = format!("198.19.0.{n}");
+        if let Some(first) = self.wire.as_mut() {
+            // The first host's up0 is created with its peer parked in the underlay namespace; the
+            // second host takes that peer as its own up0.
+            let parked = "up0peer";
+            match first.take() {
+                None => {
+                    host.veth(UPLINK, &self.ns, parked)?;
+                    *first = Some(host.name.clone());
+                }
+                Some(_) => {
+                    self.ns.exec(&["ip", "link", "set", parked, "netns", &host.name])?;
+                    host.exec(&["ip", "link", "set", parked, "name", UPLINK])?;
+                    host.exec(&["ip", "link", "set", UPLINK, "up"])?;
+                }
+            }
+            host.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", UPLINK])?;
+            return Ok(ip);
+        }
         let port = format!("u{n}");
         host.veth(UPLINK, &self.ns, &port)?;
         self.ns.exec(&["ip", "link", "set", &port, "master", "br0"])?;
-        let ip = format!("198.19.0.{n}");
         host.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", UPLINK])?;
         if xdp {
             self.passes.push(XdpPass::attach(&self.ns, &port)?);
@@ -115,11 +148,15 @@ pub struct Lab {
 
 impl Lab {
     pub fn new(vpcs: Vec<VpcSpec>) -> Result<Lab> {
+        Self::with_underlay(vpcs, Underlay::new()?)
+    }
+
+    pub fn with_underlay(vpcs: Vec<VpcSpec>, underlay: Underlay) -> Result<Lab> {
         Ok(Lab {
             vpcs,
             hosts: Vec::new(),
             kernel_hosts: Vec::new(),
-            underlay: Underlay::new()?,
+            underlay,
         })
     }
 
@@ -183,19 +220,28 @@ impl Lab {
             let vm = overlay_vm(&host.ns, &tap, &spec)?;
             host.ns.exec(&["ip", "link", "set", &tap, "mtu", "1450"])?;
             host.ns.exec(&["ip", "link", "set", &tap, "master", "brk"])?;
+            // XDP_TX from the VM side (the benchmarks' generator) reaches a veth only with NAPI on.
+            host.ns.exec(&["ethtool", "-K", &tap, "gro", "on"])?;
             host.vms.push((spec, vm));
         }
         self.kernel_hosts.push(host);
         Ok(self.kernel_hosts.len() - 1)
     }
 
-    /// Points the kernel hosts at every alioth VM of the first VPC: static FDB entries to the VM's
-    /// host and permanent neighbour entries in their VMs (what l2population's ARP responder does).
+    /// Points the kernel hosts at every VM of the first VPC on the other hosts: static FDB entries
+    /// to the VM's host and permanent neighbour entries in their VMs (what l2population's ARP
+    /// responder does).
     pub fn wire_kernel_hosts(&self) -> Result<()> {
         let vpc = &self.vpcs[0].id;
+        let everywhere: Vec<(&str, &Vec<(VmSpec, Vm)>)> = self
+            .hosts
+            .iter()
+            .map(|h| (h.ip.as_str(), &h.vms))
+            .chain(self.kernel_hosts.iter().map(|k| (k.ip.as_str(), &k.vms)))
+            .collect();
         for k in &self.kernel_hosts {
-            for h in &self.hosts {
-                for (spec, _) in h.vms.iter().filter(|(s, _)| &s.vpc == vpc) {
+            for (host_ip, vms) in everywhere.iter().filter(|(ip, _)| *ip != k.ip) {
+                for (spec, _) in vms.iter().filter(|(s, _)| &s.vpc == vpc) {
                     k.ns.exec(&[
                         "bridge",
                         "fdb",
@@ -204,7 +250,7 @@ impl Lab {
                         "dev",
                         "vx0",
                         "dst",
-                        &h.ip,
+                        host_ip,
                         "self",
                         "permanent",
                     ])?;

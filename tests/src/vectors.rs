@@ -120,6 +120,39 @@ pub fn xdp_action(a: &Action) -> u32 {
     }
 }
 
+/// Loads the vectors into a data plane: the port on `IFINDEX` (where BPF_PROG_TEST_RUN frames
+/// arrive), the endpoints, the uplink, the next hops, and `IFINDEX` as the redirect target.
+pub fn program(dp: &mut alioth::dataplane::Dataplane) -> anyhow::Result<()> {
+    dp.set_port_entry(IFINDEX, port())?;
+    for (k, v) in endpoints() {
+        dp.upsert_endpoint(k, v)?;
+    }
+    dp.set_uplink_entry(uplink())?;
+    for (host, hop) in next_hops() {
+        dp.set_next_hop(host, hop.mac)?;
+    }
+    dp.add_redirect(IFINDEX)
+}
+
+/// A UDP datagram from the vector port to `dst_ip` at `dst_mac`.
+pub fn udp_from_port(dst_mac: Mac, dst_ip: [u8; 4], payload_len: usize) -> Vec<u8> {
+    let data: Vec<u8> = (0..payload_len).map(|i| i as u8).collect();
+    frames::udp(VM_MAC, dst_mac, VM_IP, dst_ip, 64, 40000, 5201, &data)
+}
+
+/// A VXLAN packet from the remote host for the local port `PEER`.
+pub fn vxlan_to_peer(vni: u32, inner: &[u8]) -> Vec<u8> {
+    let u = Underlay {
+        src_mac: REMOTE_HOST_MAC,
+        dst_mac: UPLINK_MAC,
+        src: REMOTE_HOST,
+        dst: UPLINK_IP,
+        sport: 51234,
+        dport: vxlan::DEFAULT_PORT,
+    };
+    frames::vxlan(&u, vni, inner)
+}
+
 /// The port the frames arrive on.
 pub fn port() -> PortEntry {
     PortEntry {
@@ -394,7 +427,7 @@ pub fn cases() -> Vec<Case> {
 /// Frames from the port that leave it: switched, routed, encapsulated, or refused.
 fn overlay_cases() -> Vec<Case> {
     let data = |n: usize| (0..n).map(|i| i as u8).collect::<Vec<u8>>();
-    let to = |dst_mac, dst_ip, n| frames::udp(VM_MAC, dst_mac, VM_IP, dst_ip, 64, 40000, 5201, &data(n));
+    let to = udp_from_port;
     let drop = |name, frame, counter| Case {
         name,
         frame,
@@ -499,17 +532,7 @@ fn overlay_cases() -> Vec<Case> {
 
 /// Frames arriving on the uplink.
 pub fn uplink_cases() -> Vec<Case> {
-    let from_remote = |vni, inner: &[u8]| {
-        let u = Underlay {
-            src_mac: REMOTE_HOST_MAC,
-            dst_mac: UPLINK_MAC,
-            src: REMOTE_HOST,
-            dst: UPLINK_IP,
-            sport: 51234,
-            dport: vxlan::DEFAULT_PORT,
-        };
-        frames::vxlan(&u, vni, inner)
-    };
+    let from_remote = vxlan_to_peer;
     let inner_to = |mac, ip| frames::udp(REMOTE_MAC, mac, REMOTE_IP, ip, 64, 5201, 40000, &[7; 100]);
     let pass = |name, frame| Case {
         name,

@@ -17,15 +17,7 @@ fn dataplane() -> &'static Mutex<Dataplane> {
     static DP: OnceLock<Mutex<Dataplane>> = OnceLock::new();
     DP.get_or_init(|| {
         let (mut dp, _) = Dataplane::load(None, AttachMode::Auto).expect("load the XDP object (run as root)");
-        dp.set_port_entry(LO_IFINDEX, vectors::port()).unwrap();
-        for (k, v) in vectors::endpoints() {
-            dp.upsert_endpoint(k, v).unwrap();
-        }
-        dp.set_uplink_entry(vectors::uplink()).unwrap();
-        for (host, hop) in vectors::next_hops() {
-            dp.set_next_hop(host, hop.mac).unwrap();
-        }
-        dp.add_redirect(vectors::IFINDEX).unwrap();
+        vectors::program(&mut dp).unwrap();
         Mutex::new(dp)
     })
 }

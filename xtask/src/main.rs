@@ -65,6 +65,8 @@ enum Bench {
     Dataplane,
     /// Goal-state programming: 1 port + N neighbors, streamed-message latency, 1M ports + 100k neighbors.
     Goalstate,
+    /// VM -> VM across two hosts: Linux vxlan + bridge vs alioth (pps, TCP, ping), encap/decap ns.
+    Overlay,
 }
 
 fn main() -> Result<()> {
@@ -109,6 +111,7 @@ fn main() -> Result<()> {
             let bin = match which {
                 Bench::Dataplane => "bench-dataplane",
                 Bench::Goalstate => "bench-goalstate",
+                Bench::Overlay => "bench-overlay",
             };
             run_tests_bin(bin, &[])
         }

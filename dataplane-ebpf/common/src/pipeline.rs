@@ -71,6 +71,11 @@ impl Verdict {
     }
 }
 
+/// A frame on an interface that is not a programmed port: handed to the host, counted.
+pub const fn unknown_port() -> Verdict {
+    Verdict::new(Action::Pass, Counter::DropUnknownPort)
+}
+
 /// Handles a frame sent by the VM behind `port`.
 #[inline(always)]
 pub fn port_ingress<P: Packet + ?Sized, T: Tables>(pkt: &mut P, port: &PortEntry, tables: &T) -> Verdict {

@@ -73,24 +73,63 @@ fn count(counter: Counter) {
 
 #[xdp]
 pub fn alioth_port(ctx: XdpContext) -> u32 {
-    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    let Some(port) = PORTS.get(ifindex).copied().filter(PortEntry::is_programmed) else {
-        count(Counter::DropUnknownPort);
-        debug!(&ctx, "ifindex {}: not a programmed port, passed", ifindex);
-        return xdp_action::XDP_PASS;
-    };
-    let mut pkt = XdpPacket::new(&ctx);
-    let verdict = pipeline::port_ingress(&mut pkt, &port, &Maps);
+    let (ifindex, verdict) = port_path(&ctx);
     finish(&ctx, ifindex, verdict)
 }
 
 /// The uplink program: attached to the underlay interface, decapsulates VXLAN for local ports.
 #[xdp]
 pub fn alioth_uplink(ctx: XdpContext) -> u32 {
-    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    let mut pkt = XdpPacket::new(&ctx);
-    let verdict = pipeline::uplink_ingress(&mut pkt, &Maps);
+    let (ifindex, verdict) = uplink_path(&ctx);
     finish(&ctx, ifindex, verdict)
+}
+
+/// Benchmarks only (never attached): the port program, then the frame's head put back where it
+/// was, so that BPF_PROG_TEST_RUN with repeat > 1 measures encapsulation in steady state. The
+/// undo costs one more helper call, which the figure includes.
+#[xdp]
+pub fn alioth_bench_port(ctx: XdpContext) -> u32 {
+    let (ifindex, verdict) = port_path(&ctx);
+    let action = finish(&ctx, ifindex, verdict);
+    undo_head(&ctx, verdict.action);
+    action
+}
+
+/// Benchmarks only: the uplink program with the head put back (decapsulation in steady state).
+#[xdp]
+pub fn alioth_bench_uplink(ctx: XdpContext) -> u32 {
+    let (ifindex, verdict) = uplink_path(&ctx);
+    let action = finish(&ctx, ifindex, verdict);
+    undo_head(&ctx, verdict.action);
+    action
+}
+
+#[inline(always)]
+fn port_path(ctx: &XdpContext) -> (u32, Verdict) {
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let Some(port) = PORTS.get(ifindex).copied().filter(PortEntry::is_programmed) else {
+        return (ifindex, pipeline::unknown_port());
+    };
+    let mut pkt = XdpPacket::new(ctx);
+    (ifindex, pipeline::port_ingress(&mut pkt, &port, &Maps))
+}
+
+#[inline(always)]
+fn uplink_path(ctx: &XdpContext) -> (u32, Verdict) {
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let mut pkt = XdpPacket::new(ctx);
+    (ifindex, pipeline::uplink_ingress(&mut pkt, &Maps))
+}
+
+#[inline(always)]
+fn undo_head(ctx: &XdpContext, action: Action) {
+    let delta = match action {
+        Action::Encap => vxlan::OUTER_LEN as i32,
+        Action::Decap => -(vxlan::OUTER_LEN as i32),
+        _ => return,
+    };
+    // SAFETY: reverses the adjustment `finish` made; the helper validates it.
+    unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) };
 }
 
 /// Carries out a verdict: counts it, and does the head adjustment and redirect it asks for.
@@ -148,6 +187,13 @@ fn encap(ctx: &XdpContext, outer: &Outer) -> Option<()> {
 #[xdp]
 pub fn alioth_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// Sends every frame back out of the interface it came in on: the benchmarks' in-kernel packet
+/// generator (BPF_PROG_RUN with live frames on a VM's interface). Never attached by the agent.
+#[xdp]
+pub fn alioth_tx(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
 }
 
 #[cfg(not(test))]

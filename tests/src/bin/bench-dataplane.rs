@@ -9,69 +9,13 @@
 
 use alioth::dataplane::{AttachMode, Dataplane};
 use alioth_tests::frames;
+use alioth_tests::timing::{measure, steady, ROUNDS, SAMPLES};
 use alioth_tests::vectors::{self, *};
-use anyhow::{ensure, Result};
-use aya::programs::{TestRun, TestRunOptions, Xdp};
-
-const SAMPLES: usize = 20_000;
-const ROUNDS: usize = 5;
-
-/// Mean of the middle 80 %: the clock here ticks in ~10 ns steps, so a median would be quantised.
-fn trimmed_mean(v: &mut [u64]) -> f64 {
-    v.sort_unstable();
-    let cut = v.len() / 10;
-    let mid = &v[cut..v.len() - cut];
-    mid.iter().sum::<u64>() as f64 / mid.len() as f64
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_unstable_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Median over `ROUNDS` of the trimmed mean kernel time of `SAMPLES` single runs; checks the action.
-fn measure(prog: &Xdp, frame: &[u8], expect_action: u32) -> Result<f64> {
-    let mut out = vec![0u8; frame.len() + 256];
-    let mut rounds = Vec::with_capacity(ROUNDS);
-    for _ in 0..ROUNDS {
-        let mut samples = Vec::with_capacity(SAMPLES);
-        for _ in 0..SAMPLES {
-            let r = prog.test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat: 1,
-                ..Default::default()
-            })?;
-            ensure!(
-                r.return_value == expect_action,
-                "unexpected XDP action {}",
-                r.return_value
-            );
-            samples.push(r.duration.as_nanos() as u64);
-        }
-        rounds.push(trimmed_mean(&mut samples));
-    }
-    Ok(median(&mut rounds))
-}
-
-/// Steady-state ns per run: one BPF_PROG_TEST_RUN with a million repetitions (idempotent inputs only).
-fn steady(prog: &Xdp, frame: &[u8]) -> Result<u64> {
-    let mut out = vec![0u8; frame.len() + 256];
-    let opts = TestRunOptions {
-        data_in: Some(frame),
-        data_out: Some(&mut out),
-        repeat: 1_000_000,
-        ..Default::default()
-    };
-    Ok(prog.test_run(opts)?.duration.as_nanos() as u64)
-}
+use anyhow::Result;
 
 fn main() -> Result<()> {
     let (mut dp, _) = Dataplane::load(None, AttachMode::Auto)?;
-    dp.set_port_entry(1, vectors::port())?;
-    for (k, v) in vectors::endpoints() {
-        dp.upsert_endpoint(k, v)?;
-    }
+    vectors::program(&mut dp)?;
     let payload = vectors::ping_payload();
     let echo = frames::echo_request(VM_MAC, GW_MAC, VM_IP, GW_IP, 1, 1, &payload);
     let paths: Vec<(&str, Vec<u8>, u32, Option<u64>)> = vec![
@@ -95,9 +39,9 @@ fn main() -> Result<()> {
             None,
         ),
         (
-            "ipv4 not for a gateway (XDP_PASS)",
-            frames::echo_request(VM_MAC, PEER_MAC, VM_IP, PEER_IP, 1, 1, &payload),
-            2,
+            "udp 60 B to a local port (XDP_REDIRECT)",
+            vectors::udp_from_port(PEER_MAC, PEER_IP, 18),
+            4,
             None,
         ),
     ];

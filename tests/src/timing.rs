@@ -1,0 +1,57 @@
+//! Timing of XDP programs through BPF_PROG_TEST_RUN, shared by the benchmarks.
+
+use anyhow::{ensure, Result};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+
+pub const SAMPLES: usize = 20_000;
+pub const ROUNDS: usize = 5;
+
+/// Mean of the middle 80 %: the clock here ticks in ~10 ns steps, so a median would be quantised.
+fn trimmed_mean(v: &mut [u64]) -> f64 {
+    v.sort_unstable();
+    let cut = v.len() / 10;
+    let mid = &v[cut..v.len() - cut];
+    mid.iter().sum::<u64>() as f64 / mid.len() as f64
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_unstable_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Median over `ROUNDS` of the trimmed mean kernel time of `SAMPLES` single runs; checks the action.
+pub fn measure(prog: &Xdp, frame: &[u8], expect_action: u32) -> Result<f64> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut rounds = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let mut samples = Vec::with_capacity(SAMPLES);
+        for _ in 0..SAMPLES {
+            let r = prog.test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat: 1,
+                ..Default::default()
+            })?;
+            ensure!(
+                r.return_value == expect_action,
+                "unexpected XDP action {}",
+                r.return_value
+            );
+            samples.push(r.duration.as_nanos() as u64);
+        }
+        rounds.push(trimmed_mean(&mut samples));
+    }
+    Ok(median(&mut rounds))
+}
+
+/// Steady-state ns per run: one BPF_PROG_TEST_RUN with a million repetitions (idempotent inputs only).
+pub fn steady(prog: &Xdp, frame: &[u8]) -> Result<u64> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        repeat: 1_000_000,
+        ..Default::default()
+    };
+    Ok(prog.test_run(opts)?.duration.as_nanos() as u64)
+}
