@@ -1,7 +1,7 @@
 //! The overlay's view of the underlay, kept fresh in the maps: the uplink entry (address, MAC, MTU)
 //! and the next-hop MAC toward every remote host that neighbors live on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,8 @@ pub struct Overlay {
     info: UplinkInfo,
     /// Remote host -> next-hop MAC, as written to `NEXTHOPS`.
     next_hops: HashMap<Ipv4Addr, Mac>,
+    /// Hosts the uplink has no route to (warned about once, until that changes).
+    unreachable: HashSet<Ipv4Addr>,
     last_reconfirm: Instant,
 }
 
@@ -47,6 +49,7 @@ impl Overlay {
             cfg,
             info,
             next_hops: HashMap::new(),
+            unreachable: HashSet::new(),
             last_reconfirm: Instant::now(),
         })
     }
@@ -86,7 +89,11 @@ impl Overlay {
         let mut unresolved = 0;
         for host in hosts {
             wanted.insert(*host, ());
-            match tables.next_hop(&self.info.name, *host) {
+            let hop = tables.next_hop(&self.info.name, *host);
+            if hop.is_ok() {
+                self.unreachable.remove(host);
+            }
+            match hop {
                 Ok((_, Some(mac))) => {
                     if self.next_hops.get(host) != Some(&mac) {
                         match dp.set_next_hop(host.octets(), mac) {
@@ -111,7 +118,9 @@ impl Overlay {
                     if self.next_hops.remove(host).is_some() {
                         let _ = dp.remove_next_hop(&host.octets());
                     }
-                    tracing::warn!(host = %host, "remote host unreachable over the uplink: {reason}");
+                    if self.unreachable.insert(*host) {
+                        tracing::warn!(host = %host, "remote host unreachable over the uplink: {reason}");
+                    }
                 }
             }
         }
@@ -121,6 +130,7 @@ impl Overlay {
             .filter(|h| !wanted.contains_key(h))
             .copied()
             .collect();
+        self.unreachable.retain(|h| wanted.contains_key(h));
         for host in gone {
             self.next_hops.remove(&host);
             let _ = dp.remove_next_hop(&host.octets());

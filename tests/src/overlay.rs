@@ -20,8 +20,8 @@ pub const UPLINK: &str = "up0";
 pub struct Underlay {
     pub ns: Netns,
     passes: Vec<XdpPass>,
-    /// Wire mode: the first host's namespace, once plugged, waiting for the second.
-    wire: Option<Option<String>>,
+    /// Wire mode: whether the first host is plugged in (and waits for the second).
+    wire: Option<bool>,
 }
 
 impl Underlay {
@@ -41,7 +41,7 @@ impl Underlay {
         Ok(Underlay {
             ns: Netns::new("alul")?,
             passes: Vec::new(),
-            wire: Some(None),
+            wire: Some(false),
         })
     }
 
@@ -53,16 +53,13 @@ impl Underlay {
             // The first host's up0 is created with its peer parked in the underlay namespace; the
             // second host takes that peer as its own up0.
             let parked = "up0peer";
-            match first.take() {
-                None => {
-                    host.veth(UPLINK, &self.ns, parked)?;
-                    *first = Some(host.name.clone());
-                }
-                Some(_) => {
-                    self.ns.exec(&["ip", "link", "set", parked, "netns", &host.name])?;
-                    host.exec(&["ip", "link", "set", parked, "name", UPLINK])?;
-                    host.exec(&["ip", "link", "set", UPLINK, "up"])?;
-                }
+            if !*first {
+                host.veth(UPLINK, &self.ns, parked)?;
+                *first = true;
+            } else {
+                self.ns.exec(&["ip", "link", "set", parked, "netns", &host.name])?;
+                host.exec(&["ip", "link", "set", parked, "name", UPLINK])?;
+                host.exec(&["ip", "link", "set", UPLINK, "up"])?;
             }
             host.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", UPLINK])?;
             return Ok(ip);

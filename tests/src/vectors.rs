@@ -234,6 +234,28 @@ pub struct Case {
     pub output: Option<Vec<u8>>,
 }
 
+impl Case {
+    /// A frame that must be dropped, untouched, and counted under `counter`.
+    pub fn drop(name: &'static str, frame: Vec<u8>, counter: Counter) -> Case {
+        Case {
+            name,
+            frame,
+            action: Action::Drop,
+            counter,
+            ifindex: 0,
+            output: None,
+        }
+    }
+
+    /// A frame that must pass to the host untouched, counted under `counter`.
+    pub fn pass(name: &'static str, frame: Vec<u8>, counter: Counter) -> Case {
+        Case {
+            action: Action::Pass,
+            ..Case::drop(name, frame, counter)
+        }
+    }
+}
+
 /// A standard 56-byte ping payload.
 pub fn ping_payload() -> Vec<u8> {
     (0..56u8).collect()
@@ -258,22 +280,8 @@ pub fn cases() -> Vec<Case> {
         ifindex: 0,
         output: Some(out),
     };
-    let drop = |name, frame, counter| Case {
-        name,
-        frame,
-        action: Action::Drop,
-        counter,
-        ifindex: 0,
-        output: None,
-    };
-    let pass = |name, frame| Case {
-        name,
-        frame,
-        action: Action::Pass,
-        counter: Counter::Pass,
-        ifindex: 0,
-        output: None,
-    };
+    let drop = Case::drop;
+    let pass = |name, frame| Case::pass(name, frame, Counter::Pass);
     let payload = ping_payload();
     let echo = |payload: &[u8]| frames::echo_request(VM_MAC, GW_MAC, VM_IP, GW_IP, 0x1234, 7, payload);
     let mut v = vec![
@@ -428,14 +436,7 @@ pub fn cases() -> Vec<Case> {
 fn overlay_cases() -> Vec<Case> {
     let data = |n: usize| (0..n).map(|i| i as u8).collect::<Vec<u8>>();
     let to = udp_from_port;
-    let drop = |name, frame, counter| Case {
-        name,
-        frame,
-        action: Action::Drop,
-        counter,
-        ifindex: 0,
-        output: None,
-    };
+    let drop = Case::drop;
     let encap = |name, frame: Vec<u8>| {
         let ip = alioth_common::ipv4::parse(&frame[..]).expect("IPv4");
         let outer = Outer {
@@ -534,22 +535,8 @@ fn overlay_cases() -> Vec<Case> {
 pub fn uplink_cases() -> Vec<Case> {
     let from_remote = vxlan_to_peer;
     let inner_to = |mac, ip| frames::udp(REMOTE_MAC, mac, REMOTE_IP, ip, 64, 5201, 40000, &[7; 100]);
-    let pass = |name, frame| Case {
-        name,
-        frame,
-        action: Action::Pass,
-        counter: Counter::UplinkPass,
-        ifindex: 0,
-        output: None,
-    };
-    let drop = |name, frame, counter| Case {
-        name,
-        frame,
-        action: Action::Drop,
-        counter,
-        ifindex: 0,
-        output: None,
-    };
+    let pass = |name, frame| Case::pass(name, frame, Counter::UplinkPass);
+    let drop = Case::drop;
     let inner = inner_to(PEER_MAC, PEER_IP);
     let mut no_flag = from_remote(VNI, &inner);
     no_flag[42] = 0;
