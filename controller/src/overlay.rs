@@ -85,10 +85,10 @@ impl Overlay {
         if reconfirm {
             self.last_reconfirm = Instant::now();
         }
-        let mut wanted: HashMap<Ipv4Addr, ()> = HashMap::new();
+        let mut wanted: HashSet<Ipv4Addr> = HashSet::new();
         let mut unresolved = 0;
         for host in hosts {
-            wanted.insert(*host, ());
+            wanted.insert(*host);
             let hop = tables.next_hop(&self.info.name, *host);
             if hop.is_ok() {
                 self.unreachable.remove(host);
@@ -124,13 +124,8 @@ impl Overlay {
                 }
             }
         }
-        let gone: Vec<Ipv4Addr> = self
-            .next_hops
-            .keys()
-            .filter(|h| !wanted.contains_key(h))
-            .copied()
-            .collect();
-        self.unreachable.retain(|h| wanted.contains_key(h));
+        let gone: Vec<Ipv4Addr> = self.next_hops.keys().filter(|h| !wanted.contains(h)).copied().collect();
+        self.unreachable.retain(|h| wanted.contains(h));
         for host in gone {
             self.next_hops.remove(&host);
             let _ = dp.remove_next_hop(&host.octets());

@@ -9,10 +9,6 @@ use alioth_tests::frames;
 use alioth_tests::vectors::{self, *};
 use aya::programs::{TestRun, TestRunOptions};
 use proptest::prelude::*;
-
-/// BPF_PROG_TEST_RUN delivers frames as if received on the loopback device.
-const LO_IFINDEX: u32 = 1;
-
 fn dataplane() -> &'static Mutex<Dataplane> {
     static DP: OnceLock<Mutex<Dataplane>> = OnceLock::new();
     DP.get_or_init(|| {
@@ -108,7 +104,7 @@ fn other_vpc_with_the_same_gateway_ip_answers_with_its_own_mac() {
     let mut port = vectors::port();
     port.vni = 200;
     port.gateway_mac = OTHER_VPC_GW_MAC;
-    dp.set_port_entry(LO_IFINDEX, port).unwrap();
+    dp.set_port_entry(vectors::IFINDEX, port).unwrap();
     for (k, v) in vectors::endpoints() {
         dp.upsert_endpoint(k, v).unwrap();
     }
