@@ -3,15 +3,16 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use alioth_common::maps::PortEntry;
+use alioth_common::maps::{DhcpEntry, PortEntry};
 use alioth_proto::schema::{
     goal_state_operation_reply::GoalStateOperationStatus, GoalState, GoalStateOperationReply, OperationStatus,
 };
 use anyhow::Result;
 
 use crate::dataplane::{interfaces, Dataplane};
+use crate::dhcp;
 use crate::metrics::Metrics;
-use crate::model::State;
+use crate::model::{FixedIp, Port, State};
 use crate::overlay::Overlay;
 use crate::plan::{self, EndpointOp, Plan, PortOp};
 use crate::store::Store;
@@ -28,6 +29,8 @@ pub struct Controller {
     metrics: Metrics,
     /// The uplink and underlay next hops (agents started with --uplink).
     overlay: Option<Overlay>,
+    /// Default DHCP lease time in seconds.
+    dhcp_lease: u32,
 }
 
 /// One operation of a plan, as `apply_plan` reports it: how long it took and how it went.
@@ -58,6 +61,7 @@ impl Controller {
             pending: BTreeMap::new(),
             metrics: Metrics::default(),
             overlay: None,
+            dhcp_lease: dhcp::DEFAULT_LEASE_SECS,
         }
     }
 
@@ -88,6 +92,7 @@ impl Controller {
             pending: BTreeMap::new(),
             metrics: Metrics::default(),
             overlay,
+            dhcp_lease: dhcp::DEFAULT_LEASE_SECS,
         };
         // A map that cannot be filled stops the restore before any link runs the new program.
         c.apply_plan(&plan, |_, applied| match applied {
@@ -299,15 +304,19 @@ impl Controller {
             return Ok(true);
         };
         let vni = self.state.vpcs[&port.vpc_id].vni;
+        let primary = &self.state.subnets[&port.fixed_ips[0].subnet_id];
         let entry = PortEntry {
             mac: port.mac,
             vni,
             ip: port.primary_ip().octets(),
+            gateway_ip: primary.gateway_ip.octets(),
+            gateway_mac: primary.gateway_mac,
             ..Default::default()
         };
         let iface = port.iface.clone();
         let ips: Vec<[u8; 4]> = port.fixed_ips.iter().map(|f| f.ip.octets()).collect();
-        let present = self.dp.program_port(&iface, entry, &ips)?;
+        let dhcp = self.dhcp_entry(port);
+        let present = self.dp.program_port(&iface, entry, &ips, dhcp.as_ref())?;
         if present {
             self.pending.remove(&iface);
         } else {
@@ -318,6 +327,44 @@ impl Controller {
             self.pending.insert(iface, port_id.to_string());
         }
         Ok(present)
+    }
+
+    /// What the DHCP server answers `port`: its address in a DHCP-enabled subnet (the one its DHCP
+    /// entry names, else the first), with the entry's host name. `None`: no DHCP for this port.
+    fn dhcp_entry(&self, port: &Port) -> Option<DhcpEntry> {
+        let host = self.state.dhcp_host(&port.mac);
+        let enabled = |f: &&FixedIp| self.state.subnets.get(&f.subnet_id).is_some_and(|s| s.dhcp_enable);
+        let fixed = host
+            .and_then(|h| {
+                port.fixed_ips
+                    .iter()
+                    .filter(enabled)
+                    .find(|f| f.subnet_id == h.subnet_id)
+            })
+            .or_else(|| port.fixed_ips.iter().find(enabled))?;
+        if let Some(h) = host.filter(|h| h.ip.is_some_and(|ip| ip != fixed.ip)) {
+            tracing::warn!(
+                resource_id = port.id,
+                dhcp_id = h.id,
+                "DHCP entry names {:?}, the port has {}: handing out the port's address",
+                h.ip,
+                fixed.ip
+            );
+        }
+        let subnet = &self.state.subnets[&fixed.subnet_id];
+        let name = host.and_then(|h| h.host_name.as_deref());
+        match dhcp::render(fixed.ip, subnet, name, self.dhcp_lease) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::error!(resource_id = port.id, "no DHCP for this port: {e}");
+                None
+            }
+        }
+    }
+
+    /// Lease time the DHCP server hands out unless a subnet overrides it.
+    pub fn set_dhcp_lease(&mut self, secs: u32) {
+        self.dhcp_lease = secs;
     }
 
     /// Attaches ports whose interface has appeared since they were pushed. One interface listing,

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
-use alioth_common::maps::{self, endpoint_kind, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
+use alioth_common::maps::{self, endpoint_kind, DhcpEntry, DhcpKey, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
 use alioth_common::Counter;
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::xdp::DevMapHash;
@@ -18,13 +18,14 @@ use crate::object::{PASS_PROGRAM, PORT_PROGRAM, UPLINK_PROGRAM, XDP_OBJECT};
 use crate::underlay::UplinkInfo;
 
 /// Names of the maps the agent pins (and `status`/`stats` read).
-pub const PINNED_MAPS: [&str; 6] = [
+pub const PINNED_MAPS: [&str; 7] = [
     maps::PORTS,
     maps::ENDPOINTS,
     maps::STATS,
     maps::UPLINK,
     maps::NEXTHOPS,
     maps::REDIRECT,
+    maps::DHCP,
 ];
 
 /// Level of the XDP program's own log records (aya-log), fixed when the object is loaded.
@@ -60,6 +61,7 @@ pub struct Dataplane {
     uplink: Array<MapData, Uplink>,
     next_hops: BpfHashMap<MapData, [u8; 4], NextHop>,
     redirect: DevMapHash<MapData>,
+    dhcp: BpfHashMap<MapData, DhcpKey, DhcpEntry>,
     /// (VNI, MAC) of each attached port -> its ifindex: filled into the port's `ENDPOINTS` entries
     /// (the planner renders them without, as it knows nothing of interfaces).
     local: HashMap<(u32, Mac), u32>,
@@ -190,6 +192,7 @@ impl Dataplane {
         let uplink = Array::try_from(take(maps::UPLINK)?)?;
         let next_hops = BpfHashMap::try_from(take(maps::NEXTHOPS)?)?;
         let redirect = DevMapHash::try_from(take(maps::REDIRECT)?)?;
+        let dhcp = BpfHashMap::try_from(take(maps::DHCP)?)?;
         let dp = Dataplane {
             ebpf,
             ports,
@@ -197,6 +200,7 @@ impl Dataplane {
             uplink,
             next_hops,
             redirect,
+            dhcp,
             local: HashMap::new(),
             port_keys: HashMap::new(),
             mode,
@@ -358,10 +362,17 @@ impl Dataplane {
 
     /// Writes the port's entry, attaches the program to `iface`, makes it a redirect target and
     /// points the port's addresses (`ips`, in its VNI) at it. `Ok(false)`: no such interface yet.
-    pub fn program_port(&mut self, iface: &str, entry: PortEntry, ips: &[[u8; 4]]) -> Result<bool> {
+    pub fn program_port(
+        &mut self,
+        iface: &str,
+        entry: PortEntry,
+        ips: &[[u8; 4]],
+        dhcp: Option<&DhcpEntry>,
+    ) -> Result<bool> {
         let Some(index) = ifindex(iface) else {
             return Ok(false);
         };
+        self.set_dhcp(entry.vni, entry.mac, dhcp)?;
         // The entry goes first so that the first packet the program sees finds it.
         self.set_port_entry(index, entry)?;
         match self.attached.get(iface) {
@@ -377,6 +388,7 @@ impl Dataplane {
         let key = (entry.vni, entry.mac);
         if let Some(old) = self.port_keys.insert(iface.to_string(), key).filter(|old| *old != key) {
             self.local.remove(&old);
+            self.set_dhcp(old.0, old.1, None)?;
         }
         self.local.insert(key, index);
         for ip in ips {
@@ -461,8 +473,21 @@ impl Dataplane {
         self.remove_redirect(index);
         if let Some(key) = self.port_keys.remove(iface) {
             self.local.remove(&key);
+            self.set_dhcp(key.0, key.1, None)?;
         }
         self.set_port_entry(index, PortEntry::default())
+    }
+
+    /// Writes (or, with `None`, removes) what the DHCP server answers the port (`vni`, `mac`).
+    pub fn set_dhcp(&mut self, vni: u32, mac: Mac, entry: Option<&DhcpEntry>) -> Result<()> {
+        let key = DhcpKey { vni, mac, _pad: [0; 2] };
+        match entry {
+            Some(e) => self.dhcp.insert(key, *e, 0).context("write DHCP"),
+            None => match self.dhcp.remove(&key) {
+                Err(aya::maps::MapError::KeyNotFound) | Ok(()) => Ok(()),
+                Err(e) => Err(e).context("remove from DHCP"),
+            },
+        }
     }
 
     fn forget(&mut self, iface: &str) {

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod cli;
 pub mod controller;
 pub mod dataplane;
+pub mod dhcp;
 pub mod metrics;
 pub mod model;
 pub mod object;

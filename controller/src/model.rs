@@ -28,6 +28,29 @@ pub struct Subnet {
     pub gateway_mac: Mac,
     pub dhcp_enable: bool,
     pub dns: Vec<Ipv4Addr>,
+    /// Extra DHCP options, encoded (`dhcp::parse_extra`).
+    #[serde(default)]
+    pub dhcp_options: Vec<DhcpOption>,
+}
+
+/// One DHCP option as it goes on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DhcpOption {
+    pub code: u8,
+    pub value: Vec<u8>,
+}
+
+/// A DHCP entry (Alcor's DHCPState): what the server tells the port with that MAC beyond the
+/// port's own address, i.e. its host name.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DhcpHost {
+    pub id: String,
+    pub revision: u32,
+    pub subnet_id: String,
+    pub mac: Mac,
+    /// The address the entry names; the port's fixed IP is what is handed out (they should agree).
+    pub ip: Option<Ipv4Addr>,
+    pub host_name: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -104,6 +127,9 @@ pub struct State {
     vpc_users: HashMap<String, usize>,
     /// Remote host (tunnel endpoint) -> number of neighbors on it.
     hosts: HashMap<Ipv4Addr, usize>,
+    dhcp: HashMap<String, DhcpHost>,
+    /// MAC -> DHCP entry.
+    dhcp_macs: HashMap<Mac, String>,
 }
 
 /// `m[k]`, created empty if absent; allocates the key only then.
@@ -121,6 +147,30 @@ impl State {
 
     pub fn neighbors(&self) -> &HashMap<String, Neighbor> {
         &self.neighbors
+    }
+
+    pub fn dhcp_hosts(&self) -> &HashMap<String, DhcpHost> {
+        &self.dhcp
+    }
+
+    /// The DHCP entry of `mac`, if goal state has one.
+    pub fn dhcp_host(&self, mac: &Mac) -> Option<&DhcpHost> {
+        self.dhcp.get(self.dhcp_macs.get(mac)?)
+    }
+
+    pub fn put_dhcp(&mut self, d: DhcpHost) -> Option<DhcpHost> {
+        let old = self.remove_dhcp(&d.id);
+        self.dhcp_macs.insert(d.mac, d.id.clone());
+        self.dhcp.insert(d.id.clone(), d);
+        old
+    }
+
+    pub fn remove_dhcp(&mut self, id: &str) -> Option<DhcpHost> {
+        let old = self.dhcp.remove(id)?;
+        if self.dhcp_macs.get(&old.mac).map(String::as_str) == Some(id) {
+            self.dhcp_macs.remove(&old.mac);
+        }
+        Some(old)
     }
 
     pub fn addr_owner(&self, vpc: &str, ip: Ipv4Addr) -> Option<&Owner> {

@@ -95,6 +95,21 @@ pub fn neighbor_entries(n: &Neighbor, vni: u32) -> Vec<(EndpointKey, Endpoint)> 
         .collect()
 }
 
+/// True when a subnet's change reaches its ports' `PORTS` or `DHCP` entries.
+fn serves_differently(b: &Subnet, a: &Subnet) -> bool {
+    let served = |s: &Subnet| {
+        (
+            s.cidr,
+            s.gateway_ip,
+            s.gateway_mac,
+            s.dhcp_enable,
+            s.dns.clone(),
+            s.dhcp_options.clone(),
+        )
+    };
+    served(b) != served(a)
+}
+
 /// A resource that renders entries: (kind, id), borrowed from the changes or the state.
 type Owner<'a> = (ResourceType, &'a str);
 
@@ -111,6 +126,8 @@ fn vpc_of(r: &Resource) -> &str {
         Resource::Subnet(s) => &s.vpc_id,
         Resource::Port(p) => &p.vpc_id,
         Resource::Neighbor(n) => &n.vpc_id,
+        // Renders no entries: keyed by nothing of a VPC.
+        Resource::Dhcp(_) => "",
     }
 }
 
@@ -119,7 +136,7 @@ fn entries(r: &Resource, vni: u32) -> Vec<(EndpointKey, Endpoint)> {
         Resource::Subnet(s) => subnet_entries(s, vni),
         Resource::Port(p) => port_entries(p, vni),
         Resource::Neighbor(n) => neighbor_entries(n, vni),
-        Resource::Vpc(_) => Vec::new(),
+        Resource::Vpc(_) | Resource::Dhcp(_) => Vec::new(),
     }
 }
 
@@ -159,6 +176,7 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
             None => match o.0 {
                 ResourceType::Port => state.ports().get(o.1).cloned().map(Resource::Port),
                 ResourceType::Neighbor => state.neighbors().get(o.1).cloned().map(Resource::Neighbor),
+                ResourceType::Dhcp => state.dhcp_hosts().get(o.1).cloned().map(Resource::Dhcp),
                 _ => state.subnets.get(o.1).cloned().map(Resource::Subnet),
             },
         }
@@ -272,15 +290,30 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                 };
                 replace(o, old_entries, &new_entries);
                 current.insert(owner, new_entries);
-                // A port's PORTS entry carries its primary subnet's gateway: rewrite the entries of
-                // the subnet's ports when the gateway changed.
+                // A port's PORTS entry carries its primary subnet's gateway, and its DHCP entry
+                // what its subnet serves: reprogram the subnet's ports when either changed.
                 if let (Some(Resource::Subnet(b)), Some(Resource::Subnet(a))) = (before, after) {
-                    if (b.gateway_ip, b.gateway_mac) != (a.gateway_ip, a.gateway_mac) {
+                    if serves_differently(b, a) {
                         for id in state.subnet_users(&a.id).filter(|id| !programmed.contains(id.as_str())) {
-                            if state.ports().get(id).is_some_and(|p| p.fixed_ips[0].subnet_id == a.id) {
+                            if state.ports().contains_key(id) {
                                 out.program.push((o, PortOp::Program { port_id: id.clone() }));
                             }
                         }
+                    }
+                }
+                // A DHCP entry changes what its MAC's port is told.
+                if let Some(Resource::Dhcp(d)) = after.as_ref().or(before.as_ref()) {
+                    let port = state
+                        .subnets
+                        .get(&d.subnet_id)
+                        .and_then(|s| state.mac_owner(&s.vpc_id, &d.mac));
+                    if let Some(id) = port.filter(|id| !programmed.contains(id)) {
+                        out.program.push((
+                            o,
+                            PortOp::Program {
+                                port_id: id.to_string(),
+                            },
+                        ));
                     }
                 }
                 match (before, after) {

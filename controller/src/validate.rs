@@ -8,11 +8,13 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use alioth_proto::schema::{
-    GoalState, NeighborConfiguration, NeighborState, OperationStatus, OperationType, PortConfiguration, PortState,
-    ResourceType, SubnetConfiguration, SubnetState, UpdateType, VpcConfiguration, VpcState,
+    DhcpConfiguration, DhcpState, GoalState, NeighborConfiguration, NeighborState, OperationStatus, OperationType,
+    PortConfiguration, PortState, ResourceType, SubnetConfiguration, SubnetState, UpdateType, VpcConfiguration,
+    VpcState,
 };
 
-use crate::model::{self, FixedIp, Neighbor, Owner, Port, State, Subnet, Vpc, MAX_VNI};
+use crate::dhcp;
+use crate::model::{self, DhcpHost, FixedIp, Neighbor, Owner, Port, State, Subnet, Vpc, MAX_VNI};
 
 /// A resource as stored in `State`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -21,6 +23,7 @@ pub enum Resource {
     Subnet(Subnet),
     Port(Port),
     Neighbor(Neighbor),
+    Dhcp(DhcpHost),
 }
 
 impl State {
@@ -32,6 +35,7 @@ impl State {
         vpcs.chain(subnets)
             .chain(ports)
             .chain(self.neighbors().values().cloned().map(Resource::Neighbor))
+            .chain(self.dhcp_hosts().values().cloned().map(Resource::Dhcp))
     }
 
     /// A copy of resource `id` of type `kind`, if the state has it.
@@ -41,6 +45,7 @@ impl State {
             ResourceType::Subnet => self.subnets.get(id).cloned().map(Resource::Subnet),
             ResourceType::Port => self.ports().get(id).cloned().map(Resource::Port),
             ResourceType::Neighbor => self.neighbors().get(id).cloned().map(Resource::Neighbor),
+            ResourceType::Dhcp => self.dhcp_hosts().get(id).cloned().map(Resource::Dhcp),
             _ => None,
         }
     }
@@ -51,6 +56,7 @@ impl State {
             Resource::Subnet(s) => drop(self.subnets.insert(s.id.clone(), s)),
             Resource::Port(p) => drop(self.put_port(p)),
             Resource::Neighbor(n) => drop(self.put_neighbor(n)),
+            Resource::Dhcp(d) => drop(self.put_dhcp(d)),
         }
     }
 
@@ -60,6 +66,7 @@ impl State {
             ResourceType::Subnet => drop(self.subnets.remove(id)),
             ResourceType::Port => drop(self.remove_port(id)),
             ResourceType::Neighbor => drop(self.remove_neighbor(id)),
+            ResourceType::Dhcp => drop(self.remove_dhcp(id)),
             _ => {}
         }
     }
@@ -72,6 +79,7 @@ impl Resource {
             Resource::Subnet(s) => s.revision,
             Resource::Port(p) => p.revision,
             Resource::Neighbor(n) => n.revision,
+            Resource::Dhcp(d) => d.revision,
         }
     }
 
@@ -81,6 +89,7 @@ impl Resource {
             Resource::Subnet(s) => (ResourceType::Subnet, &s.id),
             Resource::Port(p) => (ResourceType::Port, &p.id),
             Resource::Neighbor(n) => (ResourceType::Neighbor, &n.id),
+            Resource::Dhcp(d) => (ResourceType::Dhcp, &d.id),
         }
     }
 }
@@ -146,6 +155,7 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
     let subnet_gone = absent_under_full(&msg.subnet_states, v.state.subnets.keys());
     let port_gone = absent_under_full(&msg.port_states, v.state.ports().keys());
     let neighbor_gone = absent_under_full(&msg.neighbor_states, v.state.neighbors().keys());
+    let dhcp_gone = absent_under_full(&msg.dhcp_states, v.state.dhcp_hosts().keys());
     for s in msg.vpc_states.iter().filter(|s| !is_delete(s.operation_type)) {
         v.vpc(s);
     }
@@ -157,6 +167,17 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
     }
     for s in msg.neighbor_states.iter().filter(|s| !is_delete(s.operation_type)) {
         v.neighbor(s);
+    }
+    for s in msg.dhcp_states.iter().filter(|s| !is_delete(s.operation_type)) {
+        v.dhcp(s);
+    }
+    for s in msg
+        .dhcp_states
+        .iter()
+        .filter(|s| is_delete(s.operation_type))
+        .chain(&dhcp_gone)
+    {
+        v.dhcp(s);
     }
     for s in msg
         .neighbor_states
@@ -193,12 +214,6 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
     v.unsupported(
         ResourceType::Securitygroup,
         msg.security_group_states
-            .iter()
-            .map(|s| (s.operation_type, s.configuration.as_ref().map(|c| c.id.as_str()))),
-    );
-    v.unsupported(
-        ResourceType::Dhcp,
-        msg.dhcp_states
             .iter()
             .map(|s| (s.operation_type, s.configuration.as_ref().map(|c| c.id.as_str()))),
     );
@@ -243,7 +258,8 @@ reconciled!(
     VpcState / VpcConfiguration,
     SubnetState / SubnetConfiguration,
     PortState / PortConfiguration,
-    NeighborState / NeighborConfiguration
+    NeighborState / NeighborConfiguration,
+    DhcpState / DhcpConfiguration
 );
 
 /// DELETEs for the resources in `existing` that a FULL update of this type leaves out (none unless
@@ -490,7 +506,10 @@ impl Validator<'_> {
             (s.operation_type, &c.id, c.revision_number),
             |v| match v.subnet_users(&c.id).first() {
                 Some((user, _, _)) => refused(format!("subnet {} is still used by {user}", c.id)),
-                None => Ok(()),
+                None => match v.state.dhcp_hosts().values().find(|d| d.subnet_id == c.id) {
+                    Some(d) => refused(format!("subnet {} is still used by DHCP entry {}", c.id, d.id)),
+                    None => Ok(()),
+                },
             },
             |v| v.check_subnet(c).map(Resource::Subnet),
         );
@@ -568,7 +587,13 @@ impl Validator<'_> {
             .map(|d| model::parse_ipv4("dns entry", &d.entry))
             .collect::<Result<Vec<_>, _>>()
             .or_else(invalid)?;
-        Ok(Subnet {
+        let dhcp_options = c
+            .extra_dhcp_options
+            .iter()
+            .map(|o| dhcp::parse_extra(&o.name, &o.value))
+            .collect::<Result<Vec<_>, _>>()
+            .or_else(invalid)?;
+        let subnet = Subnet {
             id: c.id.clone(),
             revision: c.revision_number,
             vpc_id: c.vpc_id.clone(),
@@ -577,7 +602,10 @@ impl Validator<'_> {
             gateway_mac,
             dhcp_enable: c.dhcp_enable,
             dns,
-        })
+            dhcp_options,
+        };
+        dhcp::check_subnet(&subnet).or_else(invalid)?;
+        Ok(subnet)
     }
 
     fn port(&mut self, s: &PortState) {
@@ -636,6 +664,64 @@ impl Validator<'_> {
             return invalid("no fixed_ips");
         }
         Ok(out)
+    }
+
+    fn dhcp(&mut self, s: &DhcpState) {
+        let Some(c) = &s.configuration else {
+            return self.no_configuration(ResourceType::Dhcp, s.operation_type);
+        };
+        self.resource(
+            ResourceType::Dhcp,
+            (s.operation_type, &c.id, c.revision_number),
+            |_| Ok(()),
+            |v| v.check_dhcp(c).map(Resource::Dhcp),
+        );
+    }
+
+    fn check_dhcp(&self, c: &DhcpConfiguration) -> Checked<DhcpHost> {
+        let Some(subnet) = self.state.subnets.get(&c.subnet_id) else {
+            return invalid(format!("subnet_id {:?} is not a known subnet", c.subnet_id));
+        };
+        let mac = model::parse_unicast_mac(&c.mac_address).or_else(invalid)?;
+        let ip = match c.ipv4_address.trim() {
+            "" => None,
+            a => {
+                let ip = model::parse_ipv4("ipv4_address", a).or_else(invalid)?;
+                if !subnet.cidr.contains(&ip) {
+                    return invalid(format!(
+                        "ipv4_address {ip} is outside subnet {} ({})",
+                        subnet.id, subnet.cidr
+                    ));
+                }
+                Some(ip)
+            }
+        };
+        let host_name = match c.port_host_name.trim() {
+            "" => None,
+            h if h.len() > dhcp::MAX_HOST_NAME => {
+                return invalid(format!(
+                    "port_host_name {h:?} is longer than {} bytes",
+                    dhcp::MAX_HOST_NAME
+                ))
+            }
+            h if !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') => {
+                return invalid(format!(
+                    "port_host_name {h:?} is not a host name (letters, digits, '-', '.')"
+                ))
+            }
+            h => Some(h.to_string()),
+        };
+        if let Some(other) = self.state.dhcp_host(&mac).filter(|d| d.id != c.id) {
+            return invalid(format!("MAC {} already has DHCP entry {}", c.mac_address, other.id));
+        }
+        Ok(DhcpHost {
+            id: c.id.clone(),
+            revision: c.revision_number,
+            subnet_id: c.subnet_id.clone(),
+            mac,
+            ip,
+            host_name,
+        })
     }
 
     fn neighbor(&mut self, s: &NeighborState) {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use alioth_common::maps::{endpoint_kind, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
+use alioth_common::maps::{endpoint_kind, DhcpEntry, DhcpKey, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
 use alioth_common::pipeline::{Action, Tables, Verdict};
 use alioth_common::vxlan::{self, Outer};
 use alioth_common::Counter;
@@ -71,6 +71,7 @@ pub struct MapTables {
     pub endpoints: BTreeMap<EndpointKey, Endpoint>,
     pub next_hops: BTreeMap<[u8; 4], NextHop>,
     pub uplink: Option<Uplink>,
+    pub dhcp: BTreeMap<DhcpKey, DhcpEntry>,
 }
 
 impl MapTables {
@@ -79,6 +80,7 @@ impl MapTables {
             endpoints: endpoints().into_iter().collect(),
             next_hops: next_hops().into_iter().collect(),
             uplink: Some(uplink()),
+            dhcp: [(dhcp_key(), dhcp_entry())].into_iter().collect(),
         }
     }
 }
@@ -92,6 +94,9 @@ impl Tables for MapTables {
     }
     fn uplink(&self) -> Option<Uplink> {
         self.uplink
+    }
+    fn dhcp(&self, key: &DhcpKey) -> Option<&DhcpEntry> {
+        self.dhcp.get(key)
     }
 }
 
@@ -131,7 +136,54 @@ pub fn program(dp: &mut alioth::dataplane::Dataplane) -> anyhow::Result<()> {
     for (host, hop) in next_hops() {
         dp.set_next_hop(host, hop.mac)?;
     }
+    dp.set_dhcp(VNI, VM_MAC, Some(&dhcp_entry()))?;
     dp.add_redirect(IFINDEX)
+}
+
+/// Lease time of the vector subnet.
+pub const LEASE_SECS: u32 = 7200;
+pub const HOST_NAME: &str = "vm-a";
+pub const DNS: [[u8; 4]; 2] = [[198, 18, 0, 2], [198, 18, 0, 3]];
+pub const DOMAIN: &str = "tenant.example";
+/// Extra options of the vector subnet: sent only when the client's request list names them.
+pub const NTP: [u8; 4] = [198, 18, 0, 5];
+pub const ROUTE: &str = "198.19.0.0/16";
+
+/// The vector port's subnet as goal state describes it (DHCP on, with extra options).
+pub fn dhcp_subnet() -> alioth::model::Subnet {
+    let extra = [
+        ("domain-name", DOMAIN.to_string()),
+        ("ntp-server", "198.18.0.5".to_string()),
+        ("classless-static-route", format!("{ROUTE},198.18.0.1")),
+        ("lease-time", LEASE_SECS.to_string()),
+    ];
+    alioth::model::Subnet {
+        id: "subnet-a".into(),
+        revision: 1,
+        vpc_id: "vpc-a".into(),
+        cidr: "198.18.0.0/24".parse().unwrap(),
+        gateway_ip: GW_IP.into(),
+        gateway_mac: GW_MAC,
+        dhcp_enable: true,
+        dns: DNS.iter().map(|a| (*a).into()).collect(),
+        dhcp_options: extra
+            .iter()
+            .map(|(n, v)| alioth::dhcp::parse_extra(n, v).unwrap())
+            .collect(),
+    }
+}
+
+pub fn dhcp_key() -> DhcpKey {
+    DhcpKey {
+        vni: VNI,
+        mac: VM_MAC,
+        _pad: [0; 2],
+    }
+}
+
+/// What the agent renders for the vector port.
+pub fn dhcp_entry() -> DhcpEntry {
+    alioth::dhcp::render(VM_IP.into(), &dhcp_subnet(), Some(HOST_NAME), 86_400).unwrap()
 }
 
 /// A UDP datagram from the vector port to `dst_ip` at `dst_mac`.
@@ -363,9 +415,20 @@ pub fn cases() -> Vec<Case> {
             Counter::DropUnsupported,
         ),
         drop("runt frame", vec![0xff; 10], Counter::DropIpMalformed),
-        pass(
-            "dhcp discover from 0.0.0.0",
+        drop(
+            "dhcp to port 67 that is no BOOTREQUEST",
             frames::udp(VM_MAC, [0xff; 6], [0; 4], [255; 4], 64, 68, 67, &[0; 240]),
+            Counter::DropDhcpMalformed,
+        ),
+        drop(
+            "dhcp server traffic from a port",
+            frames::udp(VM_MAC, PEER_MAC, VM_IP, PEER_IP, 64, 67, 68, &[0; 240]),
+            Counter::DropDhcpServer,
+        ),
+        drop(
+            "udp from 0.0.0.0 that is not dhcp",
+            frames::udp(VM_MAC, PEER_MAC, [0; 4], PEER_IP, 64, 40000, 5201, &[0; 16]),
+            Counter::DropSpoofedIp,
         ),
     ];
     v.extend(overlay_cases());

@@ -25,7 +25,7 @@ fn run(dp: &mut Dataplane, frame: &[u8]) -> (u32, Vec<u8>) {
 }
 
 fn run_program(prog: &mut aya::programs::Xdp, frame: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; frame.len() + 256];
+    let mut out = vec![0u8; frame.len() + 1024];
     let r = prog
         .test_run(TestRunOptions {
             data_in: Some(frame),

@@ -64,13 +64,37 @@ pub enum Counter {
     DropRedirectFailed,
     /// VXLAN for an address of that VNI that is not a port on this host, or to the wrong MAC.
     DropOverlayMisdirected,
+    /// DHCPDISCOVER answered with a DHCPOFFER.
+    DhcpOffer,
+    /// DHCPREQUEST answered with a DHCPACK.
+    DhcpAck,
+    /// DHCPREQUEST for an address that is not the port's, answered with a DHCPNAK.
+    DhcpNak,
+    /// DHCPINFORM answered with a DHCPACK (configuration only, no lease).
+    DhcpInform,
+    /// DHCPRELEASE taken note of (addresses are static: nothing to free).
+    DhcpRelease,
+    /// DHCPDECLINE: the VM found its address in use; also reported to the agent as an event.
+    DhcpDecline,
+    /// DHCP from a port whose subnet does not serve DHCP.
+    DropDhcpDisabled,
+    /// DHCP whose client hardware address (or client identifier) is not the port's MAC.
+    DropDhcpUnknownClient,
+    /// DHCP that is not a well-formed Ethernet BOOTREQUEST (bad magic, no message type, relayed...).
+    DropDhcpMalformed,
+    /// DHCP server traffic (UDP source port 67) from a port: no rogue servers inside a VPC.
+    DropDhcpServer,
+    /// DHCPREQUEST that selects another server.
+    DropDhcpOtherServer,
+    /// A DHCP message type a server does not answer.
+    DropDhcpUnsupported,
 }
 
 /// Number of counter slots (size of the `STATS` map).
 pub const COUNTER_SLOTS: u32 = 64;
 
 impl Counter {
-    pub const ALL: [Counter; 30] = [
+    pub const ALL: [Counter; 42] = [
         Counter::Pass,
         Counter::ArpReply,
         Counter::IcmpEchoReply,
@@ -101,6 +125,18 @@ impl Counter {
         Counter::DropTtlExpired,
         Counter::DropRedirectFailed,
         Counter::DropOverlayMisdirected,
+        Counter::DhcpOffer,
+        Counter::DhcpAck,
+        Counter::DhcpNak,
+        Counter::DhcpInform,
+        Counter::DhcpRelease,
+        Counter::DhcpDecline,
+        Counter::DropDhcpDisabled,
+        Counter::DropDhcpUnknownClient,
+        Counter::DropDhcpMalformed,
+        Counter::DropDhcpServer,
+        Counter::DropDhcpOtherServer,
+        Counter::DropDhcpUnsupported,
     ];
 
     /// Stable name used by `alioth stats` and metrics.
@@ -136,6 +172,18 @@ impl Counter {
             Counter::DropTtlExpired => "drop_ttl_expired",
             Counter::DropRedirectFailed => "drop_redirect_failed",
             Counter::DropOverlayMisdirected => "drop_overlay_misdirected",
+            Counter::DhcpOffer => "dhcp_offer",
+            Counter::DhcpAck => "dhcp_ack",
+            Counter::DhcpNak => "dhcp_nak",
+            Counter::DhcpInform => "dhcp_inform",
+            Counter::DhcpRelease => "dhcp_release",
+            Counter::DhcpDecline => "dhcp_decline",
+            Counter::DropDhcpDisabled => "drop_dhcp_disabled",
+            Counter::DropDhcpUnknownClient => "drop_dhcp_unknown_client",
+            Counter::DropDhcpMalformed => "drop_dhcp_malformed",
+            Counter::DropDhcpServer => "drop_dhcp_server",
+            Counter::DropDhcpOtherServer => "drop_dhcp_other_server",
+            Counter::DropDhcpUnsupported => "drop_dhcp_unsupported",
         }
     }
 

@@ -5,9 +5,13 @@
 //! they are unit- and property-tested.
 #![no_std]
 
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
 pub mod arp;
 pub mod checksum;
 pub mod counters;
+pub mod dhcp;
 pub mod eth;
 pub mod icmp;
 pub mod ipv4;

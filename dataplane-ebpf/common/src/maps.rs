@@ -18,6 +18,10 @@ pub const UPLINK: &str = "UPLINK";
 pub const NEXTHOPS: &str = "NEXTHOPS";
 /// Device map of redirect targets keyed by ifindex: every attached port and the uplink.
 pub const REDIRECT: &str = "REDIRECT";
+/// What the DHCP server answers each local port (`DhcpKey` -> `DhcpEntry`); absent: no DHCP.
+pub const DHCP: &str = "DHCP";
+/// Ring buffer of `Event`s the agent logs and counts (a DHCPDECLINE, say).
+pub const EVENTS: &str = "EVENTS";
 
 /// Size of `PORTS`: interfaces with a larger ifindex cannot be ports (the agent refuses them).
 pub const MAX_IFINDEX: u32 = 1 << 18;
@@ -28,6 +32,10 @@ pub const MAX_ENDPOINTS: u32 = 1 << 21;
 pub const MAX_NEXTHOPS: u32 = 1 << 16;
 /// Capacity of `REDIRECT` (attached interfaces on this host).
 pub const MAX_REDIRECT: u32 = 1 << 16;
+/// Capacity of `DHCP` (local ports with DHCP).
+pub const MAX_DHCP: u32 = 1 << 16;
+/// Size of `EVENTS` in bytes (a power of two pages).
+pub const EVENTS_BYTES: u32 = 1 << 16;
 /// `BPF_F_NO_PREALLOC`.
 pub const NO_PREALLOC: u32 = 1;
 
@@ -122,6 +130,72 @@ pub struct NextHop {
     pub _pad: [u8; 2],
 }
 
+/// A local port as the DHCP server knows it: its VPC and MAC (the client hardware address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct DhcpKey {
+    pub vni: u32,
+    pub mac: Mac,
+    pub _pad: [u8; 2],
+}
+
+/// Options the server sends only when the client's parameter request list names them.
+pub const DHCP_MAX_OPTIONAL: usize = 8;
+/// Bytes of pre-rendered options in a reply (whole 8-byte words).
+pub const DHCP_OPTIONS_LEN: usize = 264;
+
+/// Everything a DHCP reply to one port says, rendered by the agent: the XDP program only copies
+/// it and fills in the per-message fields.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DhcpEntry {
+    /// For optional option `i`: bit `w` set when 8-byte word `w` of `options` belongs to it (each
+    /// optional option starts on a word boundary and is padded with PAD to the next one).
+    pub optional_words: [u64; DHCP_MAX_OPTIONAL],
+    /// The address handed out (yiaddr).
+    pub ip: [u8; 4],
+    /// Server identifier and reply source: the subnet's gateway.
+    pub server_ip: [u8; 4],
+    pub server_mac: Mac,
+    pub _pad: [u8; 2],
+    /// Values of options 51, 58 and 59 (lease, renewal and rebinding time), big-endian seconds.
+    pub lease: [u8; 12],
+    /// Codes of the optional options (0: unused slot).
+    pub optional_codes: [u8; DHCP_MAX_OPTIONAL],
+    /// Rendered options after the per-message ones, ending with END; zero (PAD) after it.
+    pub options: [u8; DHCP_OPTIONS_LEN],
+    pub _pad2: [u8; 4],
+}
+
+impl Default for DhcpEntry {
+    fn default() -> Self {
+        DhcpEntry {
+            optional_words: [0; DHCP_MAX_OPTIONAL],
+            ip: [0; 4],
+            server_ip: [0; 4],
+            server_mac: [0; 6],
+            _pad: [0; 2],
+            lease: [0; 12],
+            optional_codes: [0; DHCP_MAX_OPTIONAL],
+            options: [0; DHCP_OPTIONS_LEN],
+            _pad2: [0; 4],
+        }
+    }
+}
+
+/// Something the data plane tells the agent: which counter fired, on which interface, about which
+/// address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Event {
+    pub ifindex: u32,
+    /// `Counter` index.
+    pub counter: u32,
+    pub mac: Mac,
+    pub _pad: [u8; 2],
+    pub ip: [u8; 4],
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `repr(C)` structs of integers and byte arrays with explicit padding fields.
@@ -130,4 +204,6 @@ mod pod {
     unsafe impl aya::Pod for super::Endpoint {}
     unsafe impl aya::Pod for super::Uplink {}
     unsafe impl aya::Pod for super::NextHop {}
+    unsafe impl aya::Pod for super::DhcpKey {}
+    unsafe impl aya::Pod for super::DhcpEntry {}
 }

@@ -14,6 +14,20 @@ pub trait Packet {
     /// Mutable `N` bytes at `off`, or `None` when they are not all inside the packet.
     fn array_mut<const N: usize>(&mut self, off: usize) -> Option<&mut [u8; N]>;
 
+    /// Grows or trims the frame at its tail to `len` bytes; `None` when it cannot (new bytes are
+    /// unspecified: the caller writes them).
+    fn resize(&mut self, _len: usize) -> Option<()> {
+        None
+    }
+
+    /// One's complement sum of the `N` bytes at `off` taken as big-endian 16-bit words, folded to
+    /// 16 bits. `N` is a multiple of 4 and at most 512: what the kernel's checksum helper takes.
+    #[inline(always)]
+    fn sum16<const N: usize>(&self, off: usize) -> Option<u16> {
+        let bytes = self.array::<N>(off)?;
+        Some(crate::checksum::fold(crate::checksum::sum_bytes(bytes)))
+    }
+
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -40,6 +54,28 @@ impl Packet for [u8] {
 
     fn array_mut<const N: usize>(&mut self, off: usize) -> Option<&mut [u8; N]> {
         self.get_mut(off..off.checked_add(N)?)?.try_into().ok()
+    }
+}
+
+/// A frame on the host that can change length, as the kernel's can (DHCP replies grow).
+#[cfg(feature = "alloc")]
+impl Packet for alloc::vec::Vec<u8> {
+    fn len(&self) -> usize {
+        alloc::vec::Vec::len(self)
+    }
+
+    fn array<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
+        self.as_slice().array(off)
+    }
+
+    fn array_mut<const N: usize>(&mut self, off: usize) -> Option<&mut [u8; N]> {
+        self.as_mut_slice().array_mut(off)
+    }
+
+    fn resize(&mut self, len: usize) -> Option<()> {
+        // Garbage, not zeros, in the new bytes: the writer must not rely on them.
+        alloc::vec::Vec::resize(self, len, 0xa5);
+        Some(())
     }
 }
 

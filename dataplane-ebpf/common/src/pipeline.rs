@@ -3,10 +3,10 @@
 use crate::counters::Counter;
 use crate::eth::{self, Mac, ETH_HLEN, ETH_P_ARP, ETH_P_IPV4};
 use crate::ipv4::Ipv4;
-use crate::maps::{endpoint_kind, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
+use crate::maps::{endpoint_kind, DhcpEntry, DhcpKey, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
 use crate::packet::{At, Packet};
 use crate::vxlan::{self, Outer};
-use crate::{arp, icmp, ipv4};
+use crate::{arp, dhcp, icmp, ipv4};
 
 /// Lookups the pipeline needs: BPF maps in the kernel, plain collections in host tests.
 pub trait Tables {
@@ -15,6 +15,8 @@ pub trait Tables {
     fn next_hop(&self, host_ip: &[u8; 4]) -> Option<NextHop>;
     /// The uplink, when the agent configured one.
     fn uplink(&self) -> Option<Uplink>;
+    /// What the DHCP server answers a port; `None`: its subnet does not serve DHCP.
+    fn dhcp(&self, key: &DhcpKey) -> Option<&DhcpEntry>;
 }
 
 /// What to do with the frame. A plain enum: enums with payloads leave undefined bytes that LLVM
@@ -65,9 +67,6 @@ impl Verdict {
     }
     const fn drop(counter: Counter) -> Self {
         Verdict::new(Action::Drop, counter)
-    }
-    const fn pass() -> Self {
-        Verdict::new(Action::Pass, Counter::Pass)
     }
 }
 
@@ -140,11 +139,27 @@ fn ipv4_packet<P: Packet + ?Sized, T: Tables>(pkt: &mut P, dst_mac: &Mac, port: 
         Ok(ip) => ip,
         Err(reason) => return Verdict::drop(reason),
     };
-    if !owns(port, ip.src, tables) {
-        // A DHCP client has no address yet: its requests go to the host (the DHCP path).
-        if ip.src == [0; 4] && ip.proto == ipv4::PROTO_UDP {
-            return Verdict::pass();
+    // UDP that is not a later fragment carries ports: DHCP is looked at before anything else.
+    if ip.proto == ipv4::PROTO_UDP && ip.frag & 0x1fff == 0 {
+        if ip.header_len != ipv4::IPV4_MIN_HLEN {
+            return Verdict::drop(Counter::DropIpOptions);
         }
+        let Some((src_port, dst_port)) = dhcp::udp_ports(pkt) else {
+            return Verdict::drop(Counter::DropIpMalformed);
+        };
+        // No rogue DHCP server inside a VPC.
+        if src_port == dhcp::SERVER_PORT {
+            return Verdict::drop(Counter::DropDhcpServer);
+        }
+        if dst_port == dhcp::SERVER_PORT {
+            // A client without an address yet sends from 0.0.0.0.
+            if ip.src != [0; 4] && !owns(port, ip.src, tables) {
+                return Verdict::drop(Counter::DropSpoofedIp);
+            }
+            return dhcp_request(pkt, &ip, port, tables);
+        }
+    }
+    if !owns(port, ip.src, tables) {
         return Verdict::drop(Counter::DropSpoofedIp);
     }
     let Some(dst) = tables.endpoint(&EndpointKey {
@@ -171,6 +186,37 @@ fn ipv4_packet<P: Packet + ?Sized, T: Tables>(pkt: &mut P, dst_mac: &Mac, port: 
         }
         endpoint_kind::LOCAL_PORT => Verdict::drop(Counter::DropNoInterface),
         _ => encap(pkt, &ip, port, &dst, tables),
+    }
+}
+
+/// Answers a DHCP request from the VM behind `port` (turning the frame into the reply), or
+/// consumes it.
+#[inline(always)]
+fn dhcp_request<P: Packet + ?Sized, T: Tables>(pkt: &mut P, ip: &Ipv4, port: &PortEntry, tables: &T) -> Verdict {
+    let key = DhcpKey {
+        vni: port.vni,
+        mac: port.mac,
+        _pad: [0; 2],
+    };
+    let Some(entry) = tables.dhcp(&key) else {
+        return Verdict::drop(Counter::DropDhcpDisabled);
+    };
+    // To us (broadcast, or unicast to our server address when renewing); never to another server.
+    if ip.dst != [255; 4] && ip.dst != entry.server_ip {
+        return Verdict::drop(Counter::DropDhcpOtherServer);
+    }
+    let req = match dhcp::parse(pkt, ip, &port.mac) {
+        Ok(req) => req,
+        Err(reason) => return Verdict::drop(reason),
+    };
+    let (reply, counter) = dhcp::decide(&req, entry);
+    if reply == 0 {
+        return Verdict::drop(counter);
+    }
+    let unrequested = dhcp::unrequested_words(pkt, &req, entry);
+    match dhcp::write_reply(pkt, &req, entry, &port.mac, reply, unrequested) {
+        Some(()) => Verdict::new(Action::Tx, counter),
+        None => Verdict::drop(Counter::DropDhcpMalformed),
     }
 }
 

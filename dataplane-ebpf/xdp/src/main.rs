@@ -9,8 +9,8 @@ mod packet;
 
 use alioth_common::counters::COUNTER_SLOTS;
 use alioth_common::maps::{
-    Endpoint, EndpointKey, NextHop, PortEntry, Uplink, MAX_ENDPOINTS, MAX_IFINDEX, MAX_NEXTHOPS, MAX_REDIRECT,
-    NO_PREALLOC,
+    DhcpEntry, DhcpKey, Endpoint, EndpointKey, Event, NextHop, PortEntry, Uplink, EVENTS_BYTES, MAX_DHCP,
+    MAX_ENDPOINTS, MAX_IFINDEX, MAX_NEXTHOPS, MAX_REDIRECT, NO_PREALLOC,
 };
 use alioth_common::pipeline::{self, Action, Tables, Verdict};
 use alioth_common::vxlan::{self, Outer};
@@ -18,7 +18,7 @@ use alioth_common::{Counter, Packet};
 use aya_ebpf::bindings::xdp_action;
 use aya_ebpf::helpers::bpf_xdp_adjust_head;
 use aya_ebpf::macros::{map, xdp};
-use aya_ebpf::maps::{Array, DevMapHash, HashMap, PerCpuArray};
+use aya_ebpf::maps::{Array, DevMapHash, HashMap, PerCpuArray, RingBuf};
 use aya_ebpf::programs::XdpContext;
 use aya_log_ebpf::debug;
 
@@ -42,6 +42,12 @@ static NEXTHOPS: HashMap<[u8; 4], NextHop> = HashMap::with_max_entries(MAX_NEXTH
 #[map]
 static REDIRECT: DevMapHash = DevMapHash::with_max_entries(MAX_REDIRECT, 0);
 
+#[map]
+static DHCP: HashMap<DhcpKey, DhcpEntry> = HashMap::with_max_entries(MAX_DHCP, NO_PREALLOC);
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
 struct Maps;
 
 impl Tables for Maps {
@@ -60,6 +66,13 @@ impl Tables for Maps {
     #[inline(always)]
     fn uplink(&self) -> Option<Uplink> {
         UPLINK.get(0).copied().filter(Uplink::is_configured)
+    }
+
+    #[inline(always)]
+    fn dhcp(&self, key: &DhcpKey) -> Option<&DhcpEntry> {
+        // SAFETY: read-only use of the value while the program runs; the agent replaces entries
+        // whole (a reply built from a concurrently replaced entry is the old or the new one's).
+        unsafe { DHCP.get(key) }
     }
 }
 
@@ -111,7 +124,19 @@ fn port_path(ctx: &XdpContext) -> (u32, Verdict) {
         return (ifindex, pipeline::unknown_port());
     };
     let mut pkt = XdpPacket::new(ctx);
-    (ifindex, pipeline::port_ingress(&mut pkt, &port, &Maps))
+    let verdict = pipeline::port_ingress(&mut pkt, &port, &Maps);
+    if verdict.counter == Counter::DhcpDecline {
+        // The VM says its address is taken: worth a line in the agent's log.
+        let event = Event {
+            ifindex,
+            counter: Counter::DhcpDecline.index(),
+            mac: port.mac,
+            _pad: [0; 2],
+            ip: port.ip,
+        };
+        let _ = EVENTS.output::<Event>(&event, 0);
+    }
+    (ifindex, verdict)
 }
 
 #[inline(always)]

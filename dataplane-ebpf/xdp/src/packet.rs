@@ -1,9 +1,12 @@
 //! `Packet` over an XDP frame: every access is bounds-checked against `data_end` where it happens.
 
 use alioth_common::Packet;
+use aya_ebpf::bindings::xdp_md;
+use aya_ebpf::helpers::{bpf_csum_diff, bpf_xdp_adjust_tail};
 use aya_ebpf::programs::XdpContext;
 
 pub struct XdpPacket {
+    ctx: *mut xdp_md,
     start: usize,
     end: usize,
 }
@@ -12,6 +15,7 @@ impl XdpPacket {
     #[inline(always)]
     pub fn new(ctx: &XdpContext) -> Self {
         XdpPacket {
+            ctx: ctx.ctx,
             start: ctx.data(),
             end: ctx.data_end(),
         }
@@ -44,5 +48,38 @@ impl Packet for XdpPacket {
         }
         // SAFETY: as above; the frame is writable for XDP programs.
         Some(unsafe { &mut *(p as *mut [u8; N]) })
+    }
+
+    #[inline(always)]
+    fn resize(&mut self, len: usize) -> Option<()> {
+        let delta = len as i32 - self.len() as i32;
+        // SAFETY: the helper validates the new tail against the frame's buffer.
+        if unsafe { bpf_xdp_adjust_tail(self.ctx, delta) } != 0 {
+            return None;
+        }
+        // Every packet pointer is void after the helper: reload both ends.
+        // SAFETY: ctx is the program's context.
+        unsafe {
+            self.start = (*self.ctx).data as usize;
+            self.end = (*self.ctx).data_end as usize;
+        }
+        Some(())
+    }
+
+    /// The kernel's checksum helper instead of a loop of loads: one call per 512 bytes.
+    #[inline(always)]
+    fn sum16<const N: usize>(&self, off: usize) -> Option<u16> {
+        let p = self.start + off;
+        if p + N > self.end {
+            return None;
+        }
+        // SAFETY: [p, p + N) lies inside the frame; the helper only reads it.
+        let sum = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, p as *mut u32, N as u32, 0) };
+        if sum < 0 {
+            return None;
+        }
+        // The helper sums 16-bit words in memory order (little-endian here): fold, then swap to
+        // the big-endian words the rest of the checksum code adds up.
+        Some(alioth_common::checksum::fold(sum as u64).swap_bytes())
     }
 }
