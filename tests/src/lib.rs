@@ -2,6 +2,7 @@
 //! and running the real agent.
 
 pub mod agent;
+pub mod dhcp;
 pub mod frames;
 pub mod goalstate;
 pub mod grpc;

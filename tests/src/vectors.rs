@@ -333,7 +333,6 @@ pub fn cases() -> Vec<Case> {
         output: Some(out),
     };
     let drop = Case::drop;
-    let pass = |name, frame| Case::pass(name, frame, Counter::Pass);
     let payload = ping_payload();
     let echo = |payload: &[u8]| frames::echo_request(VM_MAC, GW_MAC, VM_IP, GW_IP, 0x1234, 7, payload);
     let mut v = vec![

@@ -335,10 +335,10 @@ pub fn write_reply<P: Packet + ?Sized>(
     let ciaddr = if reply == msg::ACK { req.ciaddr } else { [0; 4] };
     // RFC 2131 4.1: NAKs are broadcast; a client with an address gets it unicast; one without,
     // broadcast if it asks, else unicast to the offered address at its MAC.
-    let (dst_mac, dst_ip) = if nak || (ciaddr == [0; 4] && (req.broadcast || yiaddr == [0; 4])) {
+    let (dst_mac, dst_ip) = if nak || (req.ciaddr == [0; 4] && (req.broadcast || yiaddr == [0; 4])) {
         (BROADCAST, [255; 4])
-    } else if ciaddr != [0; 4] {
-        (*mac, ciaddr)
+    } else if req.ciaddr != [0; 4] {
+        (*mac, req.ciaddr)
     } else {
         (*mac, yiaddr)
     };
