@@ -148,7 +148,7 @@ fn encode(code: u8, kind: Option<Kind>, v: &str) -> Result<Vec<u8>, String> {
         Some(Kind::Text) => v.as_bytes().to_vec(),
         Some(Kind::Routes) => {
             let parts: Vec<&str> = list().collect();
-            if parts.is_empty() || parts.len() % 2 != 0 {
+            if parts.is_empty() || !parts.len().is_multiple_of(2) {
                 return Err("routes are pairs of network/prefix,router".into());
             }
             let mut routes = Vec::new();
@@ -323,6 +323,7 @@ pub fn render(ip: Ipv4Addr, subnet: &Subnet, host_name: Option<&str>, default_le
         ));
     }
     e.options[..out.len()].copy_from_slice(&out);
+    e.words = out.len().div_ceil(8) as u8;
     Ok(e)
 }
 

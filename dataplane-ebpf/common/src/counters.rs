@@ -88,13 +88,16 @@ pub enum Counter {
     DropDhcpOtherServer,
     /// A DHCP message type a server does not answer.
     DropDhcpUnsupported,
+    /// No room to grow the request's frame into the reply (the driver left too little head- and
+    /// tailroom).
+    DropDhcpNoRoom,
 }
 
 /// Number of counter slots (size of the `STATS` map).
 pub const COUNTER_SLOTS: u32 = 64;
 
 impl Counter {
-    pub const ALL: [Counter; 42] = [
+    pub const ALL: [Counter; 43] = [
         Counter::Pass,
         Counter::ArpReply,
         Counter::IcmpEchoReply,
@@ -137,6 +140,7 @@ impl Counter {
         Counter::DropDhcpServer,
         Counter::DropDhcpOtherServer,
         Counter::DropDhcpUnsupported,
+        Counter::DropDhcpNoRoom,
     ];
 
     /// Stable name used by `alioth stats` and metrics.
@@ -184,6 +188,7 @@ impl Counter {
             Counter::DropDhcpServer => "drop_dhcp_server",
             Counter::DropDhcpOtherServer => "drop_dhcp_other_server",
             Counter::DropDhcpUnsupported => "drop_dhcp_unsupported",
+            Counter::DropDhcpNoRoom => "drop_dhcp_no_room",
         }
     }
 

@@ -7,7 +7,7 @@
 
 use crate::checksum;
 use crate::counters::Counter;
-use crate::eth::{self, Mac, BROADCAST, ETH_HLEN};
+use crate::eth::{Mac, BROADCAST, ETH_HLEN, ETH_P_IPV4};
 use crate::ipv4::{Ipv4, IPV4_MIN_HLEN, PROTO_UDP};
 use crate::maps::{DhcpEntry, DHCP_MAX_OPTIONAL, DHCP_OPTIONS_LEN};
 use crate::packet::Packet;
@@ -19,8 +19,6 @@ pub const CLIENT_PORT: u16 = 68;
 pub const UDP: usize = ETH_HLEN + IPV4_MIN_HLEN;
 pub const BOOTP: usize = UDP + 8;
 const XID_SECS: usize = BOOTP + 4;
-const FLAGS: usize = BOOTP + 10;
-const CIADDR: usize = BOOTP + 12;
 const CHADDR: usize = BOOTP + 28;
 const SNAME: usize = BOOTP + 44;
 const SNAME_LEN: usize = 64;
@@ -34,8 +32,8 @@ pub const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
 pub const MESSAGE_OPTIONS_LEN: usize = 32;
 /// Where the rendered options of the `DhcpEntry` go.
 pub const RENDERED: usize = OPTIONS + MESSAGE_OPTIONS_LEN;
-/// Length of an OFFER or ACK frame (an IP datagram of 564 bytes: under the 576 every client takes).
-pub const REPLY_LEN: usize = RENDERED + DHCP_OPTIONS_LEN;
+/// Longest OFFER or ACK frame (an IP datagram of 564 bytes: under the 576 every client takes).
+pub const MAX_REPLY_LEN: usize = RENDERED + DHCP_OPTIONS_LEN;
 /// Length of a NAK frame: the BOOTP minimum of 300 bytes of message.
 pub const NAK_LEN: usize = BOOTP + 300;
 /// Broadcast bit of `flags`.
@@ -86,6 +84,10 @@ const MAX_OFFSET: usize = 1600;
 /// What the server needs of a request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Request {
+    pub xid: [u8; 4],
+    pub flags: [u8; 2],
+    /// The whole client hardware address field (the MAC and its padding).
+    pub chaddr: [u8; 16],
     pub msg_type: u8,
     pub broadcast: bool,
     /// Option 52: 1 = `file` holds options, 2 = `sname`, 3 = both.
@@ -127,11 +129,13 @@ pub fn parse<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4, mac: &Mac) -> Result<Reques
     if pkt.array::<6>(CHADDR) != Some(mac) {
         return Err(Counter::DropDhcpUnknownClient);
     }
-    let mut req = Request {
-        broadcast: pkt.array::<1>(FLAGS).is_some_and(|f| f[0] & FLAG_BROADCAST != 0),
-        ciaddr: *pkt.array::<4>(CIADDR).ok_or(Counter::DropDhcpMalformed)?,
-        ..Request::default()
-    };
+    let head = pkt.array::<{ 44 - 4 }>(XID_SECS).ok_or(Counter::DropDhcpMalformed)?;
+    let mut req = Request::default();
+    req.xid.copy_from_slice(&head[..4]);
+    req.flags.copy_from_slice(&head[6..8]);
+    req.broadcast = head[6] & FLAG_BROADCAST != 0;
+    req.ciaddr.copy_from_slice(&head[8..12]);
+    req.chaddr.copy_from_slice(&head[24..40]);
     let end = ETH_HLEN + ip.total_len;
     if !options(pkt, OPTIONS, end, mac, &mut req) {
         return Err(Counter::DropDhcpMalformed);
@@ -315,8 +319,21 @@ fn contains(set: &[u64; 4], code: u8) -> bool {
     (word >> (code & 63)) & 1 != 0
 }
 
+/// Length of an OFFER or ACK frame: as many option words as the entry uses, at least the BOOTP
+/// minimum of 300 bytes of message. Replies barely larger than requests need little room to
+/// grow into (veth frames have about 200 bytes in front and often nothing behind).
+#[inline(always)]
+pub fn reply_len(entry: &DhcpEntry) -> usize {
+    let min = (NAK_LEN - RENDERED).div_ceil(8);
+    let words = (entry.words as usize).clamp(min, DHCP_OPTIONS_LEN / 8);
+    RENDERED + words * 8
+}
+
 /// Turns the request in `pkt` into the server's `reply` (OFFER, ACK or NAK) to the client `mac`.
 /// `unrequested`: words of the rendered options to leave out (`unrequested_words`).
+///
+/// Everything is written from `req` and `entry`: the frame may grow at either end (veth leaves
+/// little tailroom but always 256 bytes of headroom), which moves the request's bytes.
 #[inline(always)]
 pub fn write_reply<P: Packet + ?Sized>(
     pkt: &mut P,
@@ -325,11 +342,26 @@ pub fn write_reply<P: Packet + ?Sized>(
     mac: &Mac,
     reply: u8,
     unrequested: u64,
+) -> Result<(), Counter> {
+    let len = if reply == msg::NAK { NAK_LEN } else { reply_len(entry) };
+    if pkt.resize(len).is_none() {
+        return Err(Counter::DropDhcpNoRoom);
+    }
+    build(pkt, req, entry, mac, reply, unrequested, len).ok_or(Counter::DropDhcpMalformed)
+}
+
+#[inline(always)]
+fn build<P: Packet + ?Sized>(
+    pkt: &mut P,
+    req: &Request,
+    entry: &DhcpEntry,
+    mac: &Mac,
+    reply: u8,
+    unrequested: u64,
+    len: usize,
 ) -> Option<()> {
     let nak = reply == msg::NAK;
     let inform = req.msg_type == msg::INFORM;
-    let len = if nak { NAK_LEN } else { REPLY_LEN };
-    pkt.resize(len)?;
 
     let yiaddr = if nak || inform { [0; 4] } else { entry.ip };
     let ciaddr = if reply == msg::ACK { req.ciaddr } else { [0; 4] };
@@ -342,7 +374,10 @@ pub fn write_reply<P: Packet + ?Sized>(
     } else {
         (*mac, yiaddr)
     };
-    eth::set_macs(pkt, &dst_mac, &entry.server_mac)?;
+    let e = pkt.array_mut::<ETH_HLEN>(0)?;
+    e[..6].copy_from_slice(&dst_mac);
+    e[6..12].copy_from_slice(&entry.server_mac);
+    e[12..].copy_from_slice(&ETH_P_IPV4.to_be_bytes());
 
     let ip_len = ((len - ETH_HLEN) as u16).to_be_bytes();
     let mut h = [0u8; IPV4_MIN_HLEN];
@@ -361,16 +396,17 @@ pub fn write_reply<P: Packet + ?Sized>(
     let udp_len = ((len - UDP) as u16).to_be_bytes();
     *pkt.array_mut::<8>(UDP)? = [0, SERVER_PORT as u8, 0, CLIENT_PORT as u8, udp_len[0], udp_len[1], 0, 0];
 
-    // op, htype, hlen, hops; xid stays; secs 0; flags stay; ciaddr, yiaddr, siaddr, giaddr.
-    *pkt.array_mut::<4>(BOOTP)? = [2, 1, 6, 0];
-    let secs = pkt.array_mut::<8>(XID_SECS)?;
-    secs[4] = 0;
-    secs[5] = 0;
-    let addrs = pkt.array_mut::<16>(CIADDR)?;
-    addrs[..4].copy_from_slice(&ciaddr);
-    addrs[4..8].copy_from_slice(&yiaddr);
-    addrs[8..].copy_from_slice(&[0; 8]);
-    // chaddr stays; sname and file may have carried the request's overloaded options.
+    // op, htype, hlen, hops, xid, secs 0, flags, ciaddr, yiaddr, siaddr, giaddr, chaddr.
+    let b = pkt.array_mut::<{ CHADDR + 16 - BOOTP }>(BOOTP)?;
+    b[..4].copy_from_slice(&[2, 1, 6, 0]);
+    b[4..8].copy_from_slice(&req.xid);
+    b[8..10].copy_from_slice(&[0, 0]);
+    b[10..12].copy_from_slice(&req.flags);
+    b[12..16].copy_from_slice(&ciaddr);
+    b[16..20].copy_from_slice(&yiaddr);
+    b[20..28].copy_from_slice(&[0; 8]);
+    b[28..].copy_from_slice(&req.chaddr);
+    // No server name or boot file (the request's may have carried overloaded options).
     *pkt.array_mut::<{ SNAME_LEN + FILE_LEN }>(SNAME)? = [0; SNAME_LEN + FILE_LEN];
     *pkt.array_mut::<4>(MAGIC)? = MAGIC_COOKIE;
 
@@ -395,17 +431,24 @@ pub fn write_reply<P: Packet + ?Sized>(
         *pkt.array_mut::<{ NAK_LEN - RENDERED }>(RENDERED)? = [0; NAK_LEN - RENDERED];
         pkt.sum16::<{ NAK_LEN - UDP }>(UDP)? as u64
     } else {
-        *pkt.array_mut::<DHCP_OPTIONS_LEN>(RENDERED)? = entry.options;
-        if unrequested != 0 {
-            let mut w = 0;
-            while w < DHCP_OPTIONS_LEN / 8 {
-                if unrequested & (1 << w) != 0 {
-                    *pkt.array_mut::<8>(RENDERED + w * 8)? = [0; 8];
-                }
-                w += 1;
+        // The rendered options, word by word (an unrequested one's words as PAD), summed from the
+        // entry as they are written.
+        let words = (len - RENDERED) / 8;
+        let mut sum = pkt.sum16::<{ RENDERED - UDP }>(UDP)? as u64;
+        let mut w = 0;
+        while w < DHCP_OPTIONS_LEN / 8 {
+            if w >= words {
+                break;
             }
+            let mut word = [0u8; 8];
+            if unrequested & (1 << w) == 0 {
+                word.copy_from_slice(&entry.options[w * 8..w * 8 + 8]);
+            }
+            *pkt.array_mut::<8>(RENDERED + w * 8)? = word;
+            sum += checksum::sum_bytes(&word);
+            w += 1;
         }
-        pkt.sum16::<512>(UDP)? as u64 + pkt.sum16::<{ REPLY_LEN - UDP - 512 }>(UDP + 512)? as u64
+        sum
     };
     // Pseudo-header: addresses, protocol, UDP length.
     let mut pseudo = [0u8; 12];

@@ -157,7 +157,9 @@ pub struct DhcpEntry {
     /// Server identifier and reply source: the subnet's gateway.
     pub server_ip: [u8; 4],
     pub server_mac: Mac,
-    pub _pad: [u8; 2],
+    /// 8-byte words of `options` in use (up to and including END).
+    pub words: u8,
+    pub _pad: u8,
     /// Values of options 51, 58 and 59 (lease, renewal and rebinding time), big-endian seconds.
     pub lease: [u8; 12],
     /// Codes of the optional options (0: unused slot).
@@ -174,7 +176,8 @@ impl Default for DhcpEntry {
             ip: [0; 4],
             server_ip: [0; 4],
             server_mac: [0; 6],
-            _pad: [0; 2],
+            words: 0,
+            _pad: 0,
             lease: [0; 12],
             optional_codes: [0; DHCP_MAX_OPTIONAL],
             options: [0; DHCP_OPTIONS_LEN],

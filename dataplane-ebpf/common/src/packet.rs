@@ -14,8 +14,8 @@ pub trait Packet {
     /// Mutable `N` bytes at `off`, or `None` when they are not all inside the packet.
     fn array_mut<const N: usize>(&mut self, off: usize) -> Option<&mut [u8; N]>;
 
-    /// Grows or trims the frame at its tail to `len` bytes; `None` when it cannot (new bytes are
-    /// unspecified: the caller writes them).
+    /// Makes the frame `len` bytes long, growing or trimming it at either end; `None` when it
+    /// cannot. Afterwards the contents are unspecified: the caller writes every byte it needs.
     fn resize(&mut self, _len: usize) -> Option<()> {
         None
     }
@@ -73,7 +73,8 @@ impl Packet for alloc::vec::Vec<u8> {
     }
 
     fn resize(&mut self, len: usize) -> Option<()> {
-        // Garbage, not zeros, in the new bytes: the writer must not rely on them.
+        // Garbage everywhere, as when the kernel grows the head: the writer relies on nothing.
+        self.clear();
         alloc::vec::Vec::resize(self, len, 0xa5);
         Some(())
     }

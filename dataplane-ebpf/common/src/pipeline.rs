@@ -151,11 +151,10 @@ fn ipv4_packet<P: Packet + ?Sized, T: Tables>(pkt: &mut P, dst_mac: &Mac, port: 
         if src_port == dhcp::SERVER_PORT {
             return Verdict::drop(Counter::DropDhcpServer);
         }
+        // To the DHCP server: consumed here whatever the source address (0.0.0.0 before a lease;
+        // an address goal state took away when renewing, which gets the NAK that sends the
+        // client back to DISCOVER), so never forwarded and never a spoofing risk.
         if dst_port == dhcp::SERVER_PORT {
-            // A client without an address yet sends from 0.0.0.0.
-            if ip.src != [0; 4] && !owns(port, ip.src, tables) {
-                return Verdict::drop(Counter::DropSpoofedIp);
-            }
             return dhcp_request(pkt, &ip, port, tables);
         }
     }
@@ -215,8 +214,8 @@ fn dhcp_request<P: Packet + ?Sized, T: Tables>(pkt: &mut P, ip: &Ipv4, port: &Po
     }
     let unrequested = dhcp::unrequested_words(pkt, &req, entry);
     match dhcp::write_reply(pkt, &req, entry, &port.mac, reply, unrequested) {
-        Some(()) => Verdict::new(Action::Tx, counter),
-        None => Verdict::drop(Counter::DropDhcpMalformed),
+        Ok(()) => Verdict::new(Action::Tx, counter),
+        Err(reason) => Verdict::drop(reason),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use alioth_common::Packet;
 use aya_ebpf::bindings::xdp_md;
-use aya_ebpf::helpers::{bpf_csum_diff, bpf_xdp_adjust_tail};
+use aya_ebpf::helpers::{bpf_csum_diff, bpf_xdp_adjust_head, bpf_xdp_adjust_tail};
 use aya_ebpf::programs::XdpContext;
 
 pub struct XdpPacket {
@@ -53,8 +53,10 @@ impl Packet for XdpPacket {
     #[inline(always)]
     fn resize(&mut self, len: usize) -> Option<()> {
         let delta = len as i32 - self.len() as i32;
-        // SAFETY: the helper validates the new tail against the frame's buffer.
-        if unsafe { bpf_xdp_adjust_tail(self.ctx, delta) } != 0 {
+        // The tail first; a veth frame often has no room there, but always 256 bytes in front.
+        // SAFETY: the helpers validate the new bounds against the frame's buffer.
+        if unsafe { bpf_xdp_adjust_tail(self.ctx, delta) } != 0 && unsafe { bpf_xdp_adjust_head(self.ctx, -delta) } != 0
+        {
             return None;
         }
         // Every packet pointer is void after the helper: reload both ends.
