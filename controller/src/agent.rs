@@ -78,6 +78,9 @@ pub struct AgentArgs {
     /// VXLAN UDP port (the IANA port; Linux's vxlan default is 8472 unless `dstport 4789`).
     #[arg(long, default_value_t = alioth_common::vxlan::DEFAULT_PORT, env = "ALIOTH_VXLAN_PORT")]
     pub vxlan_port: u16,
+    /// DHCP lease time in seconds, unless a subnet's `lease-time` option says otherwise.
+    #[arg(long, default_value_t = crate::dhcp::DEFAULT_LEASE_SECS, env = "ALIOTH_DHCP_LEASE_TIME")]
+    pub dhcp_lease_time: u32,
     /// Detach every port, remove this agent's pins and state, and exit.
     #[arg(long)]
     pub reset: bool,
@@ -124,10 +127,14 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             }
         });
     }
+    let events = dp.take_events()?;
     let naming = Naming {
         iface_template: args.port_iface.clone(),
     };
-    let controller = Arc::new(Mutex::new(Controller::restore(dp, naming, state, store, overlay)?));
+    let mut controller = Controller::restore(dp, naming, state, store, overlay)?;
+    controller.set_dhcp_lease(args.dhcp_lease_time);
+    let controller = Arc::new(Mutex::new(controller));
+    watch_events(events, controller.clone())?;
 
     let retry = controller.clone();
     let retry_task = tokio::spawn(async move {
@@ -182,6 +189,34 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     // Links and maps stay pinned: the data plane keeps forwarding until an agent takes over again
     // (or `alioth agent --reset` removes it).
     tracing::info!("exiting; the data plane keeps forwarding");
+    Ok(())
+}
+
+/// Hands every event the data plane reports (a DHCPDECLINE...) to the controller.
+fn watch_events(ring: aya::maps::RingBuf<aya::maps::MapData>, controller: Arc<Mutex<Controller>>) -> Result<()> {
+    // SAFETY: the AsyncFd owns the ring, so its fd outlives the registration.
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("watch the event ring: {}", e.into_parts().1))?;
+    tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else {
+                break;
+            };
+            let mut events = Vec::new();
+            while let Some(item) = guard.get_inner_mut().next() {
+                if item.len() >= std::mem::size_of::<alioth_common::maps::Event>() {
+                    // SAFETY: the program writes whole `Event`s; read unaligned from the ring.
+                    events
+                        .push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<alioth_common::maps::Event>()) });
+                }
+            }
+            guard.clear_ready();
+            let mut c = controller.lock().await;
+            for e in &events {
+                c.event(e);
+            }
+        }
+    });
     Ok(())
 }
 

@@ -135,6 +135,20 @@ impl Controller {
         &self.state
     }
 
+    /// Logs and counts what the data plane reported.
+    pub fn event(&mut self, e: &alioth_common::maps::Event) {
+        if e.counter == alioth_common::Counter::DhcpDecline.index() {
+            self.metrics.dhcp_declines += 1;
+            let iface = crate::dataplane::ifname(e.ifindex).unwrap_or_else(|| e.ifindex.to_string());
+            tracing::warn!(
+                iface,
+                mac = crate::model::format_mac(&e.mac),
+                ip = %std::net::Ipv4Addr::from(e.ip),
+                "DHCPDECLINE: the VM found its address in use (duplicate address in the VPC?)"
+            );
+        }
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }

@@ -478,6 +478,15 @@ impl Dataplane {
         self.set_port_entry(index, PortEntry::default())
     }
 
+    /// The ring of data-plane events (`Event`); taken once, by the agent's event task.
+    pub fn take_events(&mut self) -> Result<aya::maps::RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map(maps::EVENTS)
+            .ok_or_else(|| anyhow!("no EVENTS map"))?;
+        Ok(aya::maps::RingBuf::try_from(map)?)
+    }
+
     /// Writes (or, with `None`, removes) what the DHCP server answers the port (`vni`, `mac`).
     pub fn set_dhcp(&mut self, vni: u32, mac: Mac, entry: Option<&DhcpEntry>) -> Result<()> {
         let key = DhcpKey { vni, mac, _pad: [0; 2] };

@@ -23,6 +23,8 @@ pub struct Metrics {
     sum: f64,
     /// Answers by status, indexed by `OperationStatus as usize`.
     outcomes: [u64; 5],
+    /// DHCPDECLINE events the data plane reported.
+    pub dhcp_declines: u64,
 }
 
 impl Metrics {
@@ -54,6 +56,7 @@ pub fn render(controller: &mut Controller) -> String {
         ("subnet", state.subnets.len()),
         ("port", state.ports().len()),
         ("neighbor", state.neighbors().len()),
+        ("dhcp", state.dhcp_hosts().len()),
     ] {
         let _ = writeln!(out, "alioth_resources{{type=\"{t}\"}} {n}");
     }
@@ -63,6 +66,11 @@ pub fn render(controller: &mut Controller) -> String {
     );
     let _ = writeln!(out, "alioth_pending_ports {}", controller.pending_ports());
     let m = controller.metrics();
+    let _ = writeln!(
+        out,
+        "# HELP alioth_dhcp_declines_total DHCPDECLINEs: a VM found its address in use.\n# TYPE alioth_dhcp_declines_total counter\nalioth_dhcp_declines_total {}",
+        m.dhcp_declines
+    );
     let _ = writeln!(
         out,
         "# HELP alioth_apply_seconds Time to validate, plan and apply one goal-state message."
