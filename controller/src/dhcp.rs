@@ -353,7 +353,8 @@ mod tests {
             parse_extra("ntp-server", "198.18.0.5, 198.18.0.6").unwrap().value.len(),
             8
         );
-        assert_eq!(parse_extra("option:66", "198.18.0.7").unwrap().value, [198, 18, 0, 7]);
+        assert_eq!(parse_extra("option:150", "198.18.0.7").unwrap().value, [198, 18, 0, 7]);
+        assert_eq!(parse_extra("option:66", "boot.example").unwrap().value, b"boot.example");
         assert_eq!(parse_extra("224", "01:02:ff").unwrap().value, [1, 2, 255]);
         assert_eq!(parse_extra("225", "hello").unwrap().value, b"hello");
         assert_eq!(

@@ -8,10 +8,12 @@
 //! steady-state cost from one run with repeat = 1,000,000 is printed too.
 
 use alioth::dataplane::{AttachMode, Dataplane};
+use alioth_tests::dhcp::Request;
 use alioth_tests::frames;
 use alioth_tests::timing::{measure, steady, ROUNDS, SAMPLES};
 use alioth_tests::vectors::{self, *};
 use anyhow::Result;
+use dhcproto::v4::MessageType;
 
 fn main() -> Result<()> {
     let (mut dp, _) = Dataplane::load(None, AttachMode::Auto)?;
@@ -37,6 +39,23 @@ fn main() -> Result<()> {
             frames::arp_request(VM_MAC, VM_IP, UNKNOWN_IP),
             1,
             None,
+        ),
+        (
+            "dhcp discover -> offer (XDP_TX)",
+            Request::new(MessageType::Discover).frame(),
+            3,
+            Some(200),
+        ),
+        (
+            "dhcp request -> ack (XDP_TX)",
+            Request {
+                requested_ip: Some(VM_IP),
+                server_id: Some(GW_IP),
+                ..Request::new(MessageType::Request)
+            }
+            .frame(),
+            3,
+            Some(200),
         ),
         (
             "udp 60 B to a local port (XDP_REDIRECT)",
