@@ -330,17 +330,11 @@ impl Dataplane {
     }
 
     pub fn remove_next_hop(&mut self, host: &[u8; 4]) -> Result<()> {
-        match self.next_hops.remove(host) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e).context("remove from NEXTHOPS"),
-        }
+        absent_is_removed(self.next_hops.remove(host)).context("remove from NEXTHOPS")
     }
 
     pub fn remove_endpoint(&mut self, key: &EndpointKey) -> Result<()> {
-        match self.endpoints.remove(key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e).context("remove from ENDPOINTS"),
-        }
+        absent_is_removed(self.endpoints.remove(key)).context("remove from ENDPOINTS")
     }
 
     /// Writes a `PORTS` entry directly, without attaching (BPF_PROG_TEST_RUN frames arrive on `lo`).
@@ -492,10 +486,7 @@ impl Dataplane {
         let key = DhcpKey { vni, mac, _pad: [0; 2] };
         match entry {
             Some(e) => self.dhcp.insert(key, *e, 0).context("write DHCP"),
-            None => match self.dhcp.remove(&key) {
-                Err(aya::maps::MapError::KeyNotFound) | Ok(()) => Ok(()),
-                Err(e) => Err(e).context("remove from DHCP"),
-            },
+            None => absent_is_removed(self.dhcp.remove(&key)).context("remove from DHCP"),
         }
     }
 
@@ -516,6 +507,16 @@ impl Dataplane {
             }
             None => {}
         }
+    }
+}
+
+/// A map delete whose key was not there is done: aya reports that as the syscall's ENOENT (its
+/// `KeyNotFound` is for lookups), so both mean success.
+fn absent_is_removed(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match r {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        r => r,
     }
 }
 
