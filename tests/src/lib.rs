@@ -6,6 +6,7 @@ pub mod dhcp;
 pub mod frames;
 pub mod goalstate;
 pub mod grpc;
+pub mod kernel;
 pub mod netns;
 pub mod overlay;
 pub mod timing;

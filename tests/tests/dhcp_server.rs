@@ -2,14 +2,11 @@
 //! host and through the compiled XDP object in the kernel (BPF_PROG_TEST_RUN). Replies must decode
 //! with dhcproto and say exactly what goal state says; host and kernel must agree byte for byte.
 
-use std::sync::{Mutex, OnceLock};
-
-use alioth::dataplane::{AttachMode, Dataplane};
 use alioth_common::pipeline::{port_ingress, Action};
 use alioth_common::Counter;
 use alioth_tests::dhcp::{check_reply, Request};
+use alioth_tests::kernel::{counter, run_program, vector_dataplane};
 use alioth_tests::vectors::{self, MapTables, GW_IP, VM_IP, VM_MAC};
-use aya::programs::{TestRun, TestRunOptions};
 use dhcproto::v4::MessageType;
 use proptest::prelude::*;
 
@@ -20,35 +17,11 @@ fn host(frame: &[u8]) -> (Action, Counter, Vec<u8>) {
     (v.action, v.counter, buf)
 }
 
-fn dataplane() -> &'static Mutex<Dataplane> {
-    static DP: OnceLock<Mutex<Dataplane>> = OnceLock::new();
-    DP.get_or_init(|| {
-        let (mut dp, _) = Dataplane::load(None, AttachMode::Auto).expect("load the XDP object (run as root)");
-        vectors::program(&mut dp).unwrap();
-        Mutex::new(dp)
-    })
-}
-
-fn counter(dp: &Dataplane, c: Counter) -> u64 {
-    dp.counters().unwrap().into_iter().find(|(k, _)| *k == c).unwrap().1
-}
-
 /// The kernel: (XDP action, counter that moved, frame after).
 fn kernel(frame: &[u8]) -> (u32, Counter, Vec<u8>) {
-    let mut dp = dataplane().lock().unwrap();
+    let mut dp = vector_dataplane().lock().unwrap();
     let before = dp.counters().unwrap();
-    let mut out = vec![0u8; frame.len() + 1024];
-    let r = dp
-        .program()
-        .unwrap()
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat: 1,
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
-    out.truncate(r.data_size_out as usize);
+    let (action, out) = run_program(dp.program().unwrap(), frame);
     let after = dp.counters().unwrap();
     let moved: Vec<Counter> = after
         .iter()
@@ -57,7 +30,7 @@ fn kernel(frame: &[u8]) -> (u32, Counter, Vec<u8>) {
         .map(|((c, _), _)| *c)
         .collect();
     assert_eq!(moved.len(), 1, "exactly one counter moves per frame: {moved:?}");
-    (r.return_value, moved[0], out)
+    (action, moved[0], out)
 }
 
 /// Runs `req` on the host and in the kernel and checks both against the expectation.
@@ -216,14 +189,14 @@ fn dhcp_disabled_gets_nothing() {
 fn decline_reaches_the_event_ring() {
     // Counted in the kernel like any consumed frame; the event itself is read by the agent's
     // event task, which the netns test sees in the agent's metrics.
-    let dp = dataplane().lock().unwrap();
+    let dp = vector_dataplane().lock().unwrap();
     let before = counter(&dp, Counter::DhcpDecline);
     drop(dp);
     check(&Request {
         requested_ip: Some(VM_IP),
         ..Request::new(MessageType::Decline)
     });
-    let dp = dataplane().lock().unwrap();
+    let dp = vector_dataplane().lock().unwrap();
     assert_eq!(counter(&dp, Counter::DhcpDecline), before + 1);
 }
 

@@ -1,45 +1,18 @@
 //! The compiled XDP object in the real kernel, through BPF_PROG_TEST_RUN: every test vector must
 //! give the same verdict, counter and bytes as on the host.
 
-use std::sync::{Mutex, OnceLock};
-
 use alioth::dataplane::{AttachMode, Dataplane};
 use alioth_common::Counter;
 use alioth_tests::frames;
+use alioth_tests::kernel::{counter, run_program, vector_dataplane};
 use alioth_tests::vectors::{self, *};
 use aya::programs::{TestRun, TestRunOptions};
 use proptest::prelude::*;
-fn dataplane() -> &'static Mutex<Dataplane> {
-    static DP: OnceLock<Mutex<Dataplane>> = OnceLock::new();
-    DP.get_or_init(|| {
-        let (mut dp, _) = Dataplane::load(None, AttachMode::Auto).expect("load the XDP object (run as root)");
-        vectors::program(&mut dp).unwrap();
-        Mutex::new(dp)
-    })
-}
 
 /// Runs one frame through the port program; returns the XDP action and the frame as the program
 /// left it.
 fn run(dp: &mut Dataplane, frame: &[u8]) -> (u32, Vec<u8>) {
     run_program(dp.program().unwrap(), frame)
-}
-
-fn run_program(prog: &mut aya::programs::Xdp, frame: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; frame.len() + 1024];
-    let r = prog
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat: 1,
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
-    out.truncate(r.data_size_out as usize);
-    (r.return_value, out)
-}
-
-fn counter(dp: &Dataplane, c: Counter) -> u64 {
-    dp.counters().unwrap().into_iter().find(|(k, _)| *k == c).unwrap().1
 }
 
 #[test]
@@ -55,7 +28,7 @@ fn uplink_vectors_in_the_kernel() {
 }
 
 fn check_cases(cases: Vec<Case>, run: impl Fn(&mut Dataplane, &[u8]) -> (u32, Vec<u8>)) {
-    let mut dp = dataplane().lock().unwrap();
+    let mut dp = vector_dataplane().lock().unwrap();
     for case in cases {
         if case.frame.len() < 14 {
             // The kernel never hands XDP a frame shorter than an Ethernet header; test runs refuse it.
@@ -120,7 +93,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
     #[test]
     fn kernel_answers_any_echo_request_exactly(payload in prop::collection::vec(any::<u8>(), 0..1472), id in any::<u16>(), seq in any::<u16>()) {
-        let mut dp = dataplane().lock().unwrap();
+        let mut dp = vector_dataplane().lock().unwrap();
         let frame = frames::echo_request(VM_MAC, GW_MAC, VM_IP, GW_IP, id, seq, &payload);
         let (action, out) = run(&mut dp, &frame);
         prop_assert_eq!(action, 3);
@@ -135,7 +108,7 @@ proptest! {
             1 => frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes()),
             _ => {}
         }
-        let mut dp = dataplane().lock().unwrap();
+        let mut dp = vector_dataplane().lock().unwrap();
         let (action, out) = run(&mut dp, &frame);
         prop_assert!((1..=3).contains(&action));
         if action != 3 {

@@ -89,7 +89,6 @@ pub struct Request {
     /// The whole client hardware address field (the MAC and its padding).
     pub chaddr: [u8; 16],
     pub msg_type: u8,
-    pub broadcast: bool,
     /// Option 52: 1 = `file` holds options, 2 = `sname`, 3 = both.
     pub overload: u8,
     /// A client identifier of hardware type 1 that names another MAC than `chaddr`.
@@ -104,8 +103,8 @@ pub struct Request {
     pub parameters_len: usize,
 }
 
-/// True when the UDP datagram of `ip` (no IP options) is addressed to the DHCP server port; the
-/// ports themselves, or `None` when the header is cut short.
+/// Source and destination port of the UDP header after an option-less IPv4 header, or `None`
+/// when it is cut short.
 #[inline(always)]
 pub fn udp_ports<P: Packet + ?Sized>(pkt: &P) -> Option<(u16, u16)> {
     let p = pkt.array::<4>(UDP)?;
@@ -133,7 +132,6 @@ pub fn parse<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4, mac: &Mac) -> Result<Reques
     let mut req = Request::default();
     req.xid.copy_from_slice(&head[..4]);
     req.flags.copy_from_slice(&head[6..8]);
-    req.broadcast = head[6] & FLAG_BROADCAST != 0;
     req.ciaddr.copy_from_slice(&head[8..12]);
     req.chaddr.copy_from_slice(&head[24..40]);
     let end = ETH_HLEN + ip.total_len;
@@ -367,7 +365,8 @@ fn build<P: Packet + ?Sized>(
     let ciaddr = if reply == msg::ACK { req.ciaddr } else { [0; 4] };
     // RFC 2131 4.1: NAKs are broadcast; a client with an address gets it unicast; one without,
     // broadcast if it asks, else unicast to the offered address at its MAC.
-    let (dst_mac, dst_ip) = if nak || (req.ciaddr == [0; 4] && (req.broadcast || yiaddr == [0; 4])) {
+    let broadcast = req.flags[0] & FLAG_BROADCAST != 0;
+    let (dst_mac, dst_ip) = if nak || (req.ciaddr == [0; 4] && (broadcast || yiaddr == [0; 4])) {
         (BROADCAST, [255; 4])
     } else if req.ciaddr != [0; 4] {
         (*mac, req.ciaddr)
