@@ -18,6 +18,8 @@ pub struct Request {
     pub xid: u32,
     pub broadcast: bool,
     pub ciaddr: [u8; 4],
+    /// Relayed by this address (from port 67, unicast to the server); 0.0.0.0: not relayed.
+    pub giaddr: [u8; 4],
     pub requested_ip: Option<[u8; 4]>,
     pub server_id: Option<[u8; 4]>,
     /// Option 55; `None`: no list (the client gets every option).
@@ -38,6 +40,7 @@ impl Request {
             xid: 0x1234_5678,
             broadcast: false,
             ciaddr: [0; 4],
+            giaddr: [0; 4],
             requested_ip: None,
             server_id: None,
             parameters: Some(vec![1, 3, 6, 12, 15, 26, 28, 42, 121]),
@@ -55,7 +58,7 @@ impl Request {
             self.ciaddr.into(),
             Ipv4Addr::UNSPECIFIED,
             Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
+            self.giaddr.into(),
             &self.chaddr,
         );
         m.set_opcode(Opcode::BootRequest);
@@ -112,12 +115,21 @@ impl Request {
     pub fn frame(&self) -> Vec<u8> {
         let (src, dst) = self.addresses();
         let dst_mac = if dst == [255; 4] { [0xff; 6] } else { GW_MAC };
-        frames::udp(VM_MAC, dst_mac, src, dst, 64, 68, 67, &self.payload())
+        let src_port = if self.relayed() { 67 } else { 68 };
+        frames::udp(VM_MAC, dst_mac, src, dst, 64, src_port, 67, &self.payload())
     }
 
-    /// IP source and destination: a client with an address sends from it, and unicasts to the
-    /// server it knows (RENEWING); without one, from 0.0.0.0 to broadcast.
+    fn relayed(&self) -> bool {
+        self.giaddr != [0; 4]
+    }
+
+    /// IP source and destination: a relay sends from its address to the server; a client with
+    /// an address sends from it, and unicasts to the server it knows (RENEWING); without one,
+    /// from 0.0.0.0 to broadcast.
     fn addresses(&self) -> ([u8; 4], [u8; 4]) {
+        if self.relayed() {
+            return (self.giaddr, GW_IP);
+        }
         match (self.ciaddr, self.server_id) {
             ([0, 0, 0, 0], _) => ([0; 4], [255; 4]),
             (c, Some(s)) => (c, s),
@@ -130,6 +142,9 @@ impl Request {
         let (_, dst) = self.addresses();
         if dst != [255; 4] && dst != GW_IP {
             return (None, Counter::DropDhcpOtherServer);
+        }
+        if self.relayed() && self.giaddr != VM_IP {
+            return (None, Counter::DropSpoofedIp);
         }
         if self.chaddr != VM_MAC {
             return (None, Counter::DropDhcpUnknownClient);
@@ -182,7 +197,9 @@ pub fn check_reply(req: &Request, reply: &[u8]) {
     let Some(TransportSlice::Udp(udp)) = &p.transport else {
         panic!("not UDP")
     };
-    assert_eq!((udp.source_port(), udp.destination_port()), (67, 68));
+    let relayed = req.relayed();
+    let client_port = if relayed { 67 } else { 68 };
+    assert_eq!((udp.source_port(), udp.destination_port()), (67, client_port));
     let mut pseudo = Vec::new();
     pseudo.extend_from_slice(&h.source);
     pseudo.extend_from_slice(&h.destination);
@@ -195,6 +212,7 @@ pub fn check_reply(req: &Request, reply: &[u8]) {
     let m = Message::decode(&mut dhcproto::Decoder::new(udp.payload())).expect("dhcproto decodes the reply");
     assert_eq!(m.opcode(), Opcode::BootReply);
     assert_eq!(m.xid(), req.xid);
+    assert_eq!(m.giaddr(), Ipv4Addr::from(req.giaddr), "giaddr echoed");
     assert_eq!(&m.chaddr()[..6], &VM_MAC);
     let o = m.opts();
     assert_eq!(o.msg_type(), Some(want), "message type");
@@ -203,7 +221,9 @@ pub fn check_reply(req: &Request, reply: &[u8]) {
         Some(&DhcpOption::ServerIdentifier(GW_IP.into()))
     );
     // Where the reply goes (RFC 2131 4.1).
-    let (dst_mac, dst_ip) = if want == MessageType::Nak || (req.ciaddr == [0; 4] && req.broadcast) {
+    let (dst_mac, dst_ip) = if relayed {
+        (VM_MAC, req.giaddr)
+    } else if want == MessageType::Nak || (req.ciaddr == [0; 4] && req.broadcast) {
         ([0xff; 6], [255; 4])
     } else if req.ciaddr != [0; 4] {
         (VM_MAC, req.ciaddr)
@@ -214,6 +234,9 @@ pub fn check_reply(req: &Request, reply: &[u8]) {
     };
     assert_eq!((eth_dst, h.destination), (&dst_mac[..], dst_ip), "reply destination");
     if want == MessageType::Nak {
+        if relayed {
+            assert!(m.flags().broadcast(), "a relayed NAK asks the relay to broadcast it");
+        }
         assert_eq!(m.yiaddr(), Ipv4Addr::UNSPECIFIED);
         assert!(o.get(OptionCode::AddressLeaseTime).is_none() && o.get(OptionCode::SubnetMask).is_none());
         return;

@@ -425,6 +425,15 @@ pub fn cases() -> Vec<Case> {
             Counter::DropDhcpServer,
         ),
         drop(
+            "a BOOTREPLY to port 67 (a relay's or server's answer)",
+            frames::udp(VM_MAC, PEER_MAC, VM_IP, GW_IP, 64, 67, 67, &{
+                let mut m = [0; 240];
+                m[..3].copy_from_slice(&[2, 1, 6]);
+                m
+            }),
+            Counter::DropDhcpServer,
+        ),
+        drop(
             "udp from 0.0.0.0 that is not dhcp",
             frames::udp(VM_MAC, PEER_MAC, [0; 4], PEER_IP, 64, 40000, 5201, &[0; 16]),
             Counter::DropSpoofedIp,

@@ -167,6 +167,29 @@ fn overload_client_id_and_unpadded_requests() {
     });
 }
 
+/// A relay on the port itself (giaddr = the port's address, as perfdhcp sends) is answered at
+/// its server port; a giaddr that is not the port's is spoofing.
+#[test]
+fn relayed_by_the_port_itself() {
+    let relayed = |msg_type, giaddr| Request {
+        giaddr,
+        ..Request::new(msg_type)
+    };
+    check(&relayed(MessageType::Discover, VM_IP));
+    check(&Request {
+        requested_ip: Some(VM_IP),
+        server_id: Some(GW_IP),
+        ..relayed(MessageType::Request, VM_IP)
+    });
+    check(&Request {
+        requested_ip: Some([198, 18, 0, 77]),
+        ..relayed(MessageType::Request, VM_IP)
+    });
+    let spoofed = relayed(MessageType::Discover, [198, 18, 0, 77]);
+    assert_eq!(spoofed.expected(), (None, Counter::DropSpoofedIp));
+    check(&spoofed);
+}
+
 #[test]
 fn unknown_mac_gets_nothing() {
     // chaddr is not the port's MAC (the frame's source MAC is, or anti-spoofing drops it first).
@@ -230,13 +253,15 @@ fn request() -> impl Strategy<Value = Request> {
         )),
         any::<bool>(),
         any::<bool>(),
+        prop_oneof![3 => Just([0; 4]), 1 => address()],
     )
         .prop_map(
-            |(msg_type, xid, broadcast, ciaddr, requested_ip, server_id, parameters, overload, pad)| Request {
+            |(msg_type, xid, broadcast, ciaddr, requested_ip, server_id, parameters, overload, pad, giaddr)| Request {
                 msg_type,
                 xid,
                 broadcast,
                 ciaddr,
+                giaddr,
                 requested_ip,
                 server_id,
                 overload_file: overload && parameters.as_ref().is_none_or(|p| p.len() < 80),

@@ -67,6 +67,8 @@ enum Bench {
     Goalstate,
     /// VM -> VM across two hosts: Linux vxlan + bridge vs alioth (pps, TCP, ping), encap/decap ns.
     Overlay,
+    /// perfdhcp DORA exchanges/s, drops and latency: dnsmasq as Neutron runs it vs alioth's XDP server.
+    Dhcp,
 }
 
 fn main() -> Result<()> {
@@ -112,6 +114,7 @@ fn main() -> Result<()> {
                 Bench::Dataplane => "bench-dataplane",
                 Bench::Goalstate => "bench-goalstate",
                 Bench::Overlay => "bench-overlay",
+                Bench::Dhcp => "bench-dhcp",
             };
             run_tests_bin(bin, &[])
         }

@@ -10,7 +10,7 @@ use crate::counters::Counter;
 use crate::eth::{Mac, BROADCAST, ETH_HLEN, ETH_P_IPV4};
 use crate::ipv4::{Ipv4, IPV4_MIN_HLEN, PROTO_UDP};
 use crate::maps::{DhcpEntry, DHCP_MAX_OPTIONAL, DHCP_OPTIONS_LEN};
-use crate::packet::Packet;
+use crate::packet::{clear, Packet};
 
 pub const SERVER_PORT: u16 = 67;
 pub const CLIENT_PORT: u16 = 68;
@@ -87,13 +87,17 @@ pub struct Request {
     pub xid: [u8; 4],
     pub flags: [u8; 2],
     /// The whole client hardware address field (the MAC and its padding).
-    pub chaddr: [u8; 16],
+    /// As two words in memory order: byte by byte, it would take 16 stack slots in BPF.
+    pub chaddr: [u64; 2],
     pub msg_type: u8,
     /// Option 52: 1 = `file` holds options, 2 = `sname`, 3 = both.
     pub overload: u8,
     /// A client identifier of hardware type 1 that names another MAC than `chaddr`.
     pub foreign_client_id: bool,
     pub ciaddr: [u8; 4],
+    /// The relay agent's address: non-zero only when the port relays its own requests (a relay
+    /// agent on the VM, or a load generator such as perfdhcp); the reply goes back to it.
+    pub giaddr: [u8; 4],
     /// Option 50; 0.0.0.0 when absent.
     pub requested_ip: [u8; 4],
     /// Option 54; 0.0.0.0 when absent.
@@ -111,18 +115,23 @@ pub fn udp_ports<P: Packet + ?Sized>(pkt: &P) -> Option<(u16, u16)> {
     Some((u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])))
 }
 
-/// Parses the BOOTREQUEST of a UDP datagram to port 67 sent by the VM with `mac`.
+/// Parses the BOOTREQUEST of a UDP datagram to port 67 sent by the VM with `mac` and address
+/// `port_ip`.
 #[inline(always)]
-pub fn parse<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4, mac: &Mac) -> Result<Request, Counter> {
+pub fn parse<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4, mac: &Mac, port_ip: &[u8; 4]) -> Result<Request, Counter> {
     if ip.proto != PROTO_UDP || ip.header_len != IPV4_MIN_HLEN || ip.is_fragment() {
         return Err(Counter::DropDhcpMalformed);
     }
     let fixed = pkt.array::<4>(BOOTP).ok_or(Counter::DropDhcpMalformed)?;
-    // BOOTREQUEST, Ethernet, 6-byte addresses, not relayed (there are no relays inside a port).
+    // A BOOTREPLY to port 67 is a relay's or server's answer: no server inside a VPC.
+    if fixed[0] == 2 {
+        return Err(Counter::DropDhcpServer);
+    }
+    // BOOTREQUEST, Ethernet, 6-byte addresses.
     if fixed[0] != 1 || fixed[1] != 1 || fixed[2] != 6 {
         return Err(Counter::DropDhcpMalformed);
     }
-    if pkt.array::<4>(MAGIC) != Some(&MAGIC_COOKIE) || pkt.array::<4>(BOOTP + 24) != Some(&[0; 4]) {
+    if pkt.array::<4>(MAGIC) != Some(&MAGIC_COOKIE) {
         return Err(Counter::DropDhcpMalformed);
     }
     if pkt.array::<6>(CHADDR) != Some(mac) {
@@ -133,7 +142,12 @@ pub fn parse<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4, mac: &Mac) -> Result<Reques
     req.xid.copy_from_slice(&head[..4]);
     req.flags.copy_from_slice(&head[6..8]);
     req.ciaddr.copy_from_slice(&head[8..12]);
-    req.chaddr.copy_from_slice(&head[24..40]);
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&head[i..i + 8]);
+        u64::from_ne_bytes(w)
+    };
+    req.chaddr = [word(24), word(32)];
     let end = ETH_HLEN + ip.total_len;
     if !options(pkt, OPTIONS, end, mac, &mut req) {
         return Err(Counter::DropDhcpMalformed);
@@ -145,6 +159,14 @@ pub fn parse<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4, mac: &Mac) -> Result<Reques
     if req.overload & 2 != 0 && !options(pkt, SNAME, SNAME + SNAME_LEN, mac, &mut req) {
         return Err(Counter::DropDhcpMalformed);
     }
+    // Relayed: only by the port itself, for its own MAC; the reply goes to the port's address, so
+    // nobody else's traffic can be steered with it. Read after the options walks: a value the
+    // verifier knows two ways would double the states it explores there.
+    let giaddr = *pkt.array::<4>(BOOTP + 24).ok_or(Counter::DropDhcpMalformed)?;
+    if giaddr != [0; 4] && giaddr != *port_ip {
+        return Err(Counter::DropSpoofedIp);
+    }
+    req.giaddr = giaddr;
     if req.foreign_client_id {
         return Err(Counter::DropDhcpUnknownClient);
     }
@@ -363,10 +385,20 @@ fn build<P: Packet + ?Sized>(
 
     let yiaddr = if nak || inform { [0; 4] } else { entry.ip };
     let ciaddr = if reply == msg::ACK { req.ciaddr } else { [0; 4] };
-    // RFC 2131 4.1: NAKs are broadcast; a client with an address gets it unicast; one without,
-    // broadcast if it asks, else unicast to the offered address at its MAC.
+    // RFC 2131 4.1: a relayed request is answered to the relay's server port (a NAK with the
+    // broadcast bit, so the relay broadcasts it); else NAKs are broadcast; a client with an
+    // address gets it unicast; one without, broadcast if it asks, else unicast to the offered
+    // address at its MAC.
+    let relayed = req.giaddr != [0; 4];
     let broadcast = req.flags[0] & FLAG_BROADCAST != 0;
-    let (dst_mac, dst_ip) = if nak || (req.ciaddr == [0; 4] && (broadcast || yiaddr == [0; 4])) {
+    let mut flags = req.flags;
+    if relayed && nak {
+        flags[0] |= FLAG_BROADCAST;
+    }
+    let dst_port = if relayed { SERVER_PORT } else { CLIENT_PORT };
+    let (dst_mac, dst_ip) = if relayed {
+        (*mac, req.giaddr)
+    } else if nak || (req.ciaddr == [0; 4] && (broadcast || yiaddr == [0; 4])) {
         (BROADCAST, [255; 4])
     } else if req.ciaddr != [0; 4] {
         (*mac, req.ciaddr)
@@ -393,20 +425,24 @@ fn build<P: Packet + ?Sized>(
     *pkt.array_mut::<IPV4_MIN_HLEN>(ETH_HLEN)? = h;
 
     let udp_len = ((len - UDP) as u16).to_be_bytes();
-    *pkt.array_mut::<8>(UDP)? = [0, SERVER_PORT as u8, 0, CLIENT_PORT as u8, udp_len[0], udp_len[1], 0, 0];
+    let udp = [0, SERVER_PORT as u8, 0, dst_port as u8, udp_len[0], udp_len[1], 0, 0];
+    *pkt.array_mut::<8>(UDP)? = udp;
 
     // op, htype, hlen, hops, xid, secs 0, flags, ciaddr, yiaddr, siaddr, giaddr, chaddr.
+    let op = [2, 1, 6, 0];
     let b = pkt.array_mut::<{ CHADDR + 16 - BOOTP }>(BOOTP)?;
-    b[..4].copy_from_slice(&[2, 1, 6, 0]);
+    b[..4].copy_from_slice(&op);
     b[4..8].copy_from_slice(&req.xid);
     b[8..10].copy_from_slice(&[0, 0]);
-    b[10..12].copy_from_slice(&req.flags);
+    b[10..12].copy_from_slice(&flags);
     b[12..16].copy_from_slice(&ciaddr);
     b[16..20].copy_from_slice(&yiaddr);
-    b[20..28].copy_from_slice(&[0; 8]);
-    b[28..].copy_from_slice(&req.chaddr);
+    b[20..24].copy_from_slice(&[0; 4]);
+    b[24..28].copy_from_slice(&req.giaddr);
+    b[28..36].copy_from_slice(&req.chaddr[0].to_ne_bytes());
+    b[36..].copy_from_slice(&req.chaddr[1].to_ne_bytes());
     // No server name or boot file (the request's may have carried overloaded options).
-    *pkt.array_mut::<{ SNAME_LEN + FILE_LEN }>(SNAME)? = [0; SNAME_LEN + FILE_LEN];
+    clear(pkt.array_mut::<{ SNAME_LEN + FILE_LEN }>(SNAME)?);
     *pkt.array_mut::<4>(MAGIC)? = MAGIC_COOKIE;
 
     let mut m = [0u8; MESSAGE_OPTIONS_LEN];
@@ -426,29 +462,34 @@ fn build<P: Packet + ?Sized>(
     }
     *pkt.array_mut::<MESSAGE_OPTIONS_LEN>(OPTIONS)? = m;
 
-    let sum = if nak {
-        *pkt.array_mut::<{ NAK_LEN - RENDERED }>(RENDERED)? = [0; NAK_LEN - RENDERED];
-        pkt.sum16::<{ NAK_LEN - UDP }>(UDP)? as u64
+    // The checksum is summed from what was written, never read back from the packet.
+    let mut sum = checksum::sum_bytes(&udp) + checksum::sum_bytes(&op) + checksum::sum_bytes(&req.xid);
+    sum += checksum::sum_bytes(&flags) + checksum::sum_bytes(&ciaddr) + checksum::sum_bytes(&yiaddr);
+    sum += checksum::sum_bytes(&req.giaddr) + checksum::sum_bytes(&MAGIC_COOKIE) + checksum::sum_bytes(&m);
+    // Words in memory order are summed as 32-bit halves, which fold to the byte-swapped 16-bit
+    // sum of the same bytes.
+    let mut native = halves(req.chaddr[0]) + halves(req.chaddr[1]);
+    if nak {
+        clear(pkt.array_mut::<{ NAK_LEN - RENDERED }>(RENDERED)?);
     } else {
-        // The rendered options, word by word (an unrequested one's words as PAD), summed from the
-        // entry as they are written.
+        // The rendered options, a word per load and store (an unrequested one's words as PAD).
         let words = (len - RENDERED) / 8;
-        let mut sum = pkt.sum16::<{ RENDERED - UDP }>(UDP)? as u64;
         let mut w = 0;
         while w < DHCP_OPTIONS_LEN / 8 {
             if w >= words {
                 break;
             }
-            let mut word = [0u8; 8];
-            if unrequested & (1 << w) == 0 {
-                word.copy_from_slice(&entry.options[w * 8..w * 8 + 8]);
-            }
-            *pkt.array_mut::<8>(RENDERED + w * 8)? = word;
-            sum += checksum::sum_bytes(&word);
+            let word = if unrequested & (1 << w) == 0 {
+                entry.option_word(w)
+            } else {
+                0
+            };
+            *pkt.array_mut::<8>(RENDERED + w * 8)? = word.to_ne_bytes();
+            native += halves(word);
             w += 1;
         }
-        sum
-    };
+    }
+    sum += u16::from_be_bytes(checksum::fold(native).to_ne_bytes()) as u64;
     // Pseudo-header: addresses, protocol, UDP length.
     let mut pseudo = [0u8; 12];
     pseudo[..4].copy_from_slice(&entry.server_ip);
@@ -461,7 +502,12 @@ fn build<P: Packet + ?Sized>(
         0 => 0xffff,
         c => c,
     };
-    let udp = pkt.array_mut::<8>(UDP)?;
-    udp[6..8].copy_from_slice(&csum.to_be_bytes());
+    pkt.array_mut::<2>(UDP + 6)?.copy_from_slice(&csum.to_be_bytes());
     Some(())
+}
+
+/// The two 32-bit halves of a word, added (a step of a one's complement sum).
+#[inline(always)]
+fn halves(word: u64) -> u64 {
+    (word & 0xffff_ffff) + (word >> 32)
 }

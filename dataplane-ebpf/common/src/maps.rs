@@ -152,6 +152,9 @@ pub struct DhcpEntry {
     /// For optional option `i`: bit `w` set when 8-byte word `w` of `options` belongs to it (each
     /// optional option starts on a word boundary and is padded with PAD to the next one).
     pub optional_words: [u64; DHCP_MAX_OPTIONAL],
+    /// Rendered options after the per-message ones, ending with END; zero (PAD) after it. Right
+    /// after the u64s, so 8-byte aligned: the program copies it a word per load.
+    pub options: [u8; DHCP_OPTIONS_LEN],
     /// The address handed out (yiaddr).
     pub ip: [u8; 4],
     /// Server identifier and reply source: the subnet's gateway.
@@ -164,9 +167,17 @@ pub struct DhcpEntry {
     pub lease: [u8; 12],
     /// Codes of the optional options (0: unused slot).
     pub optional_codes: [u8; DHCP_MAX_OPTIONAL],
-    /// Rendered options after the per-message ones, ending with END; zero (PAD) after it.
-    pub options: [u8; DHCP_OPTIONS_LEN],
     pub _pad2: [u8; 4],
+}
+
+impl DhcpEntry {
+    /// Word `w` (< `DHCP_OPTIONS_LEN / 8`) of `options`, in memory order.
+    #[inline(always)]
+    pub fn option_word(&self, w: usize) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.options[w * 8..w * 8 + 8]);
+        u64::from_ne_bytes(b)
+    }
 }
 
 impl Default for DhcpEntry {

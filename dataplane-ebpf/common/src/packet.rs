@@ -110,3 +110,19 @@ impl<P: Packet + ?Sized> Packet for At<'_, P> {
         self.pkt.array_mut(self.off + off)
     }
 }
+
+/// Zeroes `dst` a word at a time. A plain `fill(0)` of more than a few bytes becomes a call to
+/// `memset`, which in BPF is a byte-at-a-time loop (192 iterations for a DHCP reply's `sname`
+/// and `file`); volatile stores are never merged back into one.
+#[inline(always)]
+pub fn clear<const N: usize>(dst: &mut [u8; N]) {
+    let mut chunks = dst.chunks_exact_mut(8);
+    for c in &mut chunks {
+        // SAFETY: `c` is 8 writable bytes; [u8; 8] has alignment 1.
+        unsafe { core::ptr::write_volatile(c.as_mut_ptr() as *mut [u8; 8], [0; 8]) };
+    }
+    for b in chunks.into_remainder() {
+        // SAFETY: as above, one byte.
+        unsafe { core::ptr::write_volatile(b, 0) };
+    }
+}

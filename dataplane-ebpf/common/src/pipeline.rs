@@ -147,8 +147,8 @@ fn ipv4_packet<P: Packet + ?Sized, T: Tables>(pkt: &mut P, dst_mac: &Mac, port: 
         let Some((src_port, dst_port)) = dhcp::udp_ports(pkt) else {
             return Verdict::drop(Counter::DropIpMalformed);
         };
-        // No rogue DHCP server inside a VPC.
-        if src_port == dhcp::SERVER_PORT {
+        // No rogue DHCP server inside a VPC (port 67 to port 67 is a relay: looked at below).
+        if src_port == dhcp::SERVER_PORT && dst_port != dhcp::SERVER_PORT {
             return Verdict::drop(Counter::DropDhcpServer);
         }
         // To the DHCP server: consumed here whatever the source address (0.0.0.0 before a lease;
@@ -204,7 +204,7 @@ fn dhcp_request<P: Packet + ?Sized, T: Tables>(pkt: &mut P, ip: &Ipv4, port: &Po
     if ip.dst != [255; 4] && ip.dst != entry.server_ip {
         return Verdict::drop(Counter::DropDhcpOtherServer);
     }
-    let req = match dhcp::parse(pkt, ip, &port.mac) {
+    let req = match dhcp::parse(pkt, ip, &port.mac, &port.ip) {
         Ok(req) => req,
         Err(reason) => return Verdict::drop(reason),
     };
