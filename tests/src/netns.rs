@@ -192,3 +192,25 @@ impl Vm {
         Ok(Vm { ns, _pass: pass })
     }
 }
+
+/// A scratch directory (goal-state files, leases, client scripts) removed on drop.
+pub struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    pub fn new(prefix: &str) -> Result<Self> {
+        let p = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&p)?;
+        Ok(Scratch(p))
+    }
+
+    /// The path of `name` inside the directory.
+    pub fn path(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,11 +1,10 @@
 //! Real DHCP clients against the XDP server: `dhclient` and `udhcpc` in VM namespaces obtain
 //! exactly the goal-state lease, renew it, follow an address change, and a foreign MAC gets nothing.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use alioth_tests::agent::Agent;
-use alioth_tests::netns::{unique, Netns, Vm};
+use alioth_tests::netns::{Netns, Scratch, Vm};
 use anyhow::{bail, ensure, Context, Result};
 
 const VPC: &str = "6f1e0c2a-dhcp-4ece-b3f0-8d36e3d88001";
@@ -77,26 +76,6 @@ portStates:
     y
 }
 
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Result<Self> {
-        let p = std::env::temp_dir().join(unique("alioth-dhcp"));
-        std::fs::create_dir_all(&p)?;
-        Ok(Scratch(p))
-    }
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn apply(agent: &Agent, scratch: &Scratch, yaml: &str) -> Result<()> {
     let file = scratch.path("goal.yaml");
     std::fs::write(&file, yaml)?;
@@ -145,7 +124,7 @@ fn check_interface(vm: &Vm, addr: &str) -> Result<()> {
 
 #[test]
 fn dhclient_and_udhcpc_get_the_goal_state_lease() -> Result<()> {
-    let scratch = Scratch::new()?;
+    let scratch = Scratch::new("alioth-dhcp")?;
     let host = Netns::new("aldhcp")?;
     let vms = PORTS
         .iter()

@@ -13,14 +13,13 @@
 //! judged by its collapse. Latency is taken at a light fixed load that neither server drops.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use alioth::dataplane::{AttachMode, Dataplane};
 use alioth_tests::agent::Agent;
 use alioth_tests::dhcp::Request;
-use alioth_tests::netns::{unique, Netns, Vm};
+use alioth_tests::netns::{Netns, Scratch, Vm};
 use alioth_tests::timing::measure;
 use alioth_tests::vectors::{self, GW_IP, VM_IP};
 use anyhow::{bail, ensure, Context, Result};
@@ -156,26 +155,6 @@ fn sweep(vm: &Vm, server: &str, clients: &[&str], label: &str) -> Result<Run> {
     Ok(best)
 }
 
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Result<Self> {
-        let p = std::env::temp_dir().join(unique("alioth-bench-dhcp"));
-        std::fs::create_dir_all(&p)?;
-        Ok(Scratch(p))
-    }
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// dnsmasq as Neutron's DHCP agent starts it (neutron/agent/linux/dhcp.py), DNS off, quiet (no
 /// per-packet log lines: the kindest setting for it), no ping check, killed on drop.
 struct Dnsmasq(Child);
@@ -286,7 +265,7 @@ fn main() -> Result<()> {
         None => 10_000,
     };
     ensure!((1..=16_000).contains(&clients), "CLIENTS must be 1..=16000 (a /18)");
-    let scratch = Scratch::new()?;
+    let scratch = Scratch::new("alioth-bench-dhcp")?;
     let hosts: String = (0..clients)
         .map(|i| {
             let (_, mac, ip) = client(i);
