@@ -51,6 +51,15 @@ impl Request {
         }
     }
 
+    /// The REQUEST of a client in SELECTING that takes our offer of its address.
+    pub fn selecting() -> Self {
+        Request {
+            requested_ip: Some(VM_IP),
+            server_id: Some(GW_IP),
+            ..Request::new(MessageType::Request)
+        }
+    }
+
     /// The DHCP message (UDP payload).
     pub fn payload(&self) -> Vec<u8> {
         let mut m = Message::new_with_id(

@@ -13,6 +13,14 @@ pub fn fold(mut sum: u64) -> u16 {
     sum as u16
 }
 
+/// Folds a sum of the packet's 16-bit words as loaded in memory order (little-endian here) into
+/// the big-endian sum the rest of this module adds up: one's complement sums are byte-order
+/// independent up to a final swap.
+#[inline(always)]
+pub fn fold_memory_order(sum: u64) -> u16 {
+    u16::from_be_bytes(fold(sum).to_ne_bytes())
+}
+
 /// One's complement sum of `len` bytes at `off` (odd tail padded with zero), `4 <= len <= MAX`.
 ///
 /// Returns `None` when the range is not inside the packet or its length is out of bounds.

@@ -489,7 +489,7 @@ fn build<P: Packet + ?Sized>(
             w += 1;
         }
     }
-    sum += u16::from_be_bytes(checksum::fold(native).to_ne_bytes()) as u64;
+    sum += checksum::fold_memory_order(native) as u64;
     // Pseudo-header: addresses, protocol, UDP length.
     let mut pseudo = [0u8; 12];
     pseudo[..4].copy_from_slice(&entry.server_ip);

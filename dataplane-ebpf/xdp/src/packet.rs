@@ -80,8 +80,7 @@ impl Packet for XdpPacket {
         if sum < 0 {
             return None;
         }
-        // The helper sums 16-bit words in memory order (little-endian here): fold, then swap to
-        // the big-endian words the rest of the checksum code adds up.
-        Some(alioth_common::checksum::fold(sum as u64).swap_bytes())
+        // The helper sums 16-bit words in memory order.
+        Some(alioth_common::checksum::fold_memory_order(sum as u64))
     }
 }

@@ -48,12 +48,7 @@ fn main() -> Result<()> {
         ),
         (
             "dhcp request -> ack (XDP_TX)",
-            Request {
-                requested_ip: Some(VM_IP),
-                server_id: Some(GW_IP),
-                ..Request::new(MessageType::Request)
-            }
-            .frame(),
+            Request::selecting().frame(),
             3,
             Some(200),
         ),

@@ -21,7 +21,7 @@ use alioth_tests::agent::Agent;
 use alioth_tests::dhcp::Request;
 use alioth_tests::netns::{Netns, Scratch, Vm};
 use alioth_tests::timing::measure;
-use alioth_tests::vectors::{self, GW_IP, VM_IP};
+use alioth_tests::vectors;
 use anyhow::{bail, ensure, Context, Result};
 use dhcproto::v4::MessageType;
 
@@ -82,9 +82,9 @@ fn children_cpu() -> f64 {
 }
 
 /// perfdhcp in the VM against `server`, `clients` given as perfdhcp arguments, at `rate` (0: as
-/// fast as it can) for `period` seconds.
-fn perfdhcp(vm: &Vm, server: &str, clients: &[&str], rate: u32, period: u32) -> Result<Run> {
-    let period_s = period.to_string();
+/// fast as it can) for `PERIOD` seconds.
+fn perfdhcp(vm: &Vm, server: &str, clients: &[&str], rate: u32) -> Result<Run> {
+    let period_s = PERIOD.to_string();
     let rate_s = rate.to_string();
     let mut args = vec!["timeout", "60", "perfdhcp", "-4", "-l", "eth0", "-p", &period_s];
     if rate > 0 {
@@ -94,7 +94,7 @@ fn perfdhcp(vm: &Vm, server: &str, clients: &[&str], rate: u32, period: u32) -> 
     args.push(server);
     let cpu = children_cpu();
     let out = vm.ns.exec_output(&args)?;
-    let generator_cpu = (children_cpu() - cpu) / period as f64;
+    let generator_cpu = (children_cpu() - cpu) / PERIOD as f64;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let sections = parse_perfdhcp(&text);
     let (Some(d), Some(r)) = (sections.get("DISCOVER-OFFER"), sections.get("REQUEST-ACK")) else {
@@ -140,7 +140,7 @@ fn parse_perfdhcp(text: &str) -> BTreeMap<String, BTreeMap<String, f64>> {
 fn sweep(vm: &Vm, server: &str, clients: &[&str], label: &str) -> Result<Run> {
     let mut best = Run::default();
     for rate in RATES {
-        let r = perfdhcp(vm, server, clients, rate, PERIOD)?;
+        let r = perfdhcp(vm, server, clients, rate)?;
         let offered = if rate == 0 { "max".to_string() } else { rate.to_string() };
         println!(
             "  {label:<30} offered {offered:>6}/s: {:>8.0} exchanges/s, {:>7} drops, generator {:.2} CPU",
@@ -298,7 +298,7 @@ fn main() -> Result<()> {
     let dn_all = sweep(&vm, GATEWAY, &all, &format!("dnsmasq, {clients} clients"))?;
     drop(dnsmasq);
     let dnsmasq = Dnsmasq::start(&host, &tap, &scratch)?;
-    let dn_lat = perfdhcp(&vm, GATEWAY, &one, LATENCY_RATE, PERIOD)?;
+    let dn_lat = perfdhcp(&vm, GATEWAY, &one, LATENCY_RATE)?;
     drop(dnsmasq);
     host.exec(&["ip", "addr", "flush", "dev", &tap])?;
 
@@ -313,7 +313,7 @@ fn main() -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     let al_one = sweep(&vm, GATEWAY, &one, "alioth, 1 client (its port)")?;
-    let al_lat = perfdhcp(&vm, GATEWAY, &one, LATENCY_RATE, PERIOD)?;
+    let al_lat = perfdhcp(&vm, GATEWAY, &one, LATENCY_RATE)?;
     let stats = agent.stats()?;
     drop(agent);
 
@@ -355,12 +355,7 @@ fn main() -> Result<()> {
     let (mut dp, _) = Dataplane::load(None, AttachMode::Auto)?;
     vectors::program(&mut dp)?;
     let discover = Request::new(MessageType::Discover).frame();
-    let request = Request {
-        requested_ip: Some(VM_IP),
-        server_id: Some(GW_IP),
-        ..Request::new(MessageType::Request)
-    }
-    .frame();
+    let request = Request::selecting().frame();
     let baseline = measure(dp.pass_program()?, &discover, 2)?;
     let offer = measure(dp.program()?, &discover, 3)? - baseline;
     let ack = measure(dp.program()?, &request, 3)? - baseline;
