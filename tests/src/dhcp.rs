@@ -183,10 +183,35 @@ impl Request {
     }
 
     fn requested(&self, code: u8) -> bool {
-        // An empty list is no list.
+        // An empty list is no list; an unpadded runt whose list's last 4-byte window runs past
+        // the frame's end gets every option (the server reads the list a window at a time).
         self.parameters
             .as_ref()
-            .is_none_or(|p| p.is_empty() || p.contains(&code))
+            .is_none_or(|p| p.is_empty() || p.contains(&code) || self.list_cut_short())
+    }
+
+    /// Whether the parameter list's last 4-byte window (from the list's start) ends past the
+    /// message's end.
+    fn list_cut_short(&self) -> bool {
+        if self.overload_file {
+            return false; // in the 128-byte `file` field, followed by more of the message
+        }
+        let m = self.payload();
+        let mut at = 240;
+        while at + 1 < m.len() {
+            match m[at] {
+                0 => at += 1,
+                255 => break,
+                code => {
+                    let len = usize::from(m[at + 1]);
+                    if code == 55 {
+                        return at + 2 + len.next_multiple_of(4) > m.len();
+                    }
+                    at += 2 + len;
+                }
+            }
+        }
+        false
     }
 }
 
