@@ -5,6 +5,8 @@ use aya::programs::{TestRun, TestRunOptions, Xdp};
 
 pub const SAMPLES: usize = 20_000;
 pub const ROUNDS: usize = 5;
+/// Runs of one steady-state BPF_PROG_TEST_RUN.
+pub const STEADY_REPEAT: u64 = 1_000_000;
 
 /// Mean of the middle 80 %: the clock here ticks in ~10 ns steps, so a median would be quantised.
 fn trimmed_mean(v: &mut [u64]) -> f64 {
@@ -50,7 +52,7 @@ pub fn steady(prog: &Xdp, frame: &[u8]) -> Result<u64> {
     let opts = TestRunOptions {
         data_in: Some(frame),
         data_out: Some(&mut out),
-        repeat: 1_000_000,
+        repeat: STEADY_REPEAT as u32,
         ..Default::default()
     };
     Ok(prog.test_run(opts)?.duration.as_nanos() as u64)
