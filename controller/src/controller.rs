@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use alioth_common::maps::{DhcpEntry, PortEntry};
+use alioth_common::maps::{DhcpEntry, Endpoint, EndpointKey, PortEntry};
 use alioth_proto::schema::{
     goal_state_operation_reply::GoalStateOperationStatus, GoalState, GoalStateOperationReply, OperationStatus,
 };
@@ -262,13 +262,35 @@ impl Controller {
                 report(*o, Applied::Network(t.elapsed(), result))?;
             }
         }
-        for (o, op) in &plan.endpoints {
+        // Runs of writes go to the kernel in batches; each write is reported with its share of
+        // its batch's time. Removals (few, and in order with the writes) go one by one.
+        let mut ops = &plan.endpoints[..];
+        while let Some((o, op)) = ops.first() {
+            if let EndpointOp::Remove(k) = op {
+                let t = Instant::now();
+                let result = self.dp.remove_endpoint(k);
+                report(*o, Applied::Dataplane(t.elapsed(), result))?;
+                ops = &ops[1..];
+                continue;
+            }
+            let run = ops
+                .iter()
+                .take_while(|(_, op)| matches!(op, EndpointOp::Upsert(..)))
+                .count();
+            let entries: Vec<(EndpointKey, Endpoint)> = ops[..run]
+                .iter()
+                .filter_map(|(_, op)| match op {
+                    EndpointOp::Upsert(k, v) => Some((*k, *v)),
+                    EndpointOp::Remove(_) => None,
+                })
+                .collect();
             let t = Instant::now();
-            let result = match op {
-                EndpointOp::Upsert(k, v) => self.dp.upsert_endpoint(*k, *v),
-                EndpointOp::Remove(k) => self.dp.remove_endpoint(k),
-            };
-            report(*o, Applied::Dataplane(t.elapsed(), result))?;
+            let results = self.dp.upsert_endpoints(&entries);
+            let share = t.elapsed() / run as u32;
+            for ((o, _), result) in ops[..run].iter().zip(results) {
+                report(*o, Applied::Dataplane(share, result))?;
+            }
+            ops = &ops[run..];
         }
         for (o, op) in &plan.program {
             if let PortOp::Program { port_id } = op {

@@ -2,17 +2,19 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use alioth_common::maps::{self, endpoint_kind, DhcpEntry, DhcpKey, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
 use alioth_common::Counter;
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::xdp::DevMapHash;
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap as BpfHashMap, IterableMap, MapData, PerCpuArray};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{xdp::XdpLinkId, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 
+use crate::batch;
 use crate::model::Mac;
 use crate::object::{PASS_PROGRAM, PORT_PROGRAM, UPLINK_PROGRAM, XDP_OBJECT};
 use crate::underlay::UplinkInfo;
@@ -275,13 +277,45 @@ impl Dataplane {
     }
 
     /// Writes an endpoint; a local port's entry gets its interface's index once it is attached.
-    pub fn upsert_endpoint(&mut self, key: EndpointKey, mut value: Endpoint) -> Result<()> {
+    pub fn upsert_endpoint(&mut self, key: EndpointKey, value: Endpoint) -> Result<()> {
+        let value = self.with_local_ifindex(&key, value);
+        self.endpoints.insert(key, value, 0).context("write ENDPOINTS")
+    }
+
+    /// Writes many endpoints with as few bpf() calls as possible; one result per entry.
+    pub fn upsert_endpoints(&mut self, entries: &[(EndpointKey, Endpoint)]) -> Vec<Result<()>> {
+        let entries: Vec<(EndpointKey, Endpoint)> = entries
+            .iter()
+            .map(|(k, v)| (*k, self.with_local_ifindex(k, *v)))
+            .collect();
+        let mut results = Vec::with_capacity(entries.len());
+        let mut rest = &entries[..];
+        while !rest.is_empty() {
+            match batch::update(self.endpoints.map().fd().as_fd(), rest) {
+                Ok(()) => {
+                    results.extend(rest.iter().map(|_| Ok(())));
+                    break;
+                }
+                Err((written, err)) => {
+                    // The entries before `written` are in; the next one failed: its own error,
+                    // then the batch goes on after it.
+                    results.extend((0..written).map(|_| Ok(())));
+                    results.push(Err(anyhow::Error::new(err).context("write ENDPOINTS")));
+                    rest = &rest[written + 1..];
+                }
+            }
+        }
+        results
+    }
+
+    /// A local port's endpoint carries the interface it is redirected to, once attached.
+    fn with_local_ifindex(&self, key: &EndpointKey, mut value: Endpoint) -> Endpoint {
         if value.kind == endpoint_kind::LOCAL_PORT {
             if let Some(i) = self.local.get(&(key.vni, value.mac)) {
                 value.ifindex = *i;
             }
         }
-        self.endpoints.insert(key, value, 0).context("write ENDPOINTS")
+        value
     }
 
     /// Writes the `UPLINK` entry directly, without attaching (BPF_PROG_TEST_RUN).
