@@ -23,12 +23,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptors = out.join("alcor_descriptor.bin");
     let files: Vec<String> = FILES.iter().map(|f| format!("proto/{f}")).collect();
+    // Maps (GoalStateV2's resources by id) decode into BTreeMaps: no hashing of 100,000 ids, and
+    // the agent takes the resources in id order without sorting them.
     tonic_prost_build::configure()
+        .btree_map(".")
         .file_descriptor_set_path(&descriptors)
         .compile_protos(&files, &["proto".to_string()])?;
     let set = std::fs::read(&descriptors)?;
     pbjson_build::Builder::new()
         .register_descriptors(&set)?
+        .btree_map(["."])
         .build(&[".alcor.schema"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())

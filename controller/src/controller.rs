@@ -165,7 +165,9 @@ impl Controller {
     pub fn push(&mut self, msg: &GoalState) -> GoalStateOperationReply {
         let started = Instant::now();
         let (mut outcomes, changes) = validate::validate(&mut self.state, msg, &self.naming);
+        let t_validate = started.elapsed();
         let plan = plan::plan(&self.state, &changes);
+        let t_plan = started.elapsed();
         let mut timing = vec![Timing::default(); outcomes.len()];
         let fail = |outcomes: &mut Vec<Outcome>, o: usize, e: anyhow::Error| {
             tracing::error!(resource_id = outcomes[o].id, "programming failed: {e:#}");
@@ -196,6 +198,7 @@ impl Controller {
             }
             Ok(())
         });
+        let t_apply = started.elapsed();
         let changes = self.revert_failed(changes, &outcomes);
         if changes.iter().any(|c| {
             matches!(
@@ -213,6 +216,15 @@ impl Controller {
             }
         }
 
+        let t_record = started.elapsed();
+        tracing::debug!(
+            resources = outcomes.len(),
+            validate_us = t_validate.as_micros() as u64,
+            plan_us = (t_plan - t_validate).as_micros() as u64,
+            apply_us = (t_apply - t_plan).as_micros() as u64,
+            record_us = (t_record - t_apply).as_micros() as u64,
+            "message applied"
+        );
         let statuses = outcomes
             .iter()
             .zip(&timing)

@@ -5,7 +5,9 @@
 //! removed by one resource and written by another in the same message is just written, and a key
 //! whose value does not change is not touched at all.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 use alioth_common::maps::{endpoint_kind, Endpoint, EndpointKey};
 

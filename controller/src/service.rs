@@ -64,7 +64,11 @@ impl GoalStateProvisioner for Provisioner {
             while let Some(next) = inbound.message().await.transpose() {
                 let failed = next.is_err();
                 let reply = match next {
-                    Ok(msg) => Ok(controller.lock().await.push(&v2::for_host(&msg, &host_ips))),
+                    Ok(msg) => {
+                        // Converted before taking the lock that serializes the messages.
+                        let msg = v2::for_host(msg, &host_ips);
+                        Ok(controller.lock().await.push(&msg))
+                    }
                     Err(status) => {
                         tracing::warn!("goal-state stream ended by an error: {status}");
                         Err(status)

@@ -1,6 +1,6 @@
 //! GoalStateV2 (maps keyed by id, plus `host_resources`) -> the resource lists the validator takes.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use alioth_proto::schema::{GoalState, GoalStateV2, ResourceType};
@@ -9,14 +9,12 @@ use alioth_proto::schema::{GoalState, GoalStateV2, ResourceType};
 ///
 /// Without `host_resources` every resource is taken (as Alcor's own agent does). With it, only the
 /// resources listed under one of `host_ips`, plus the VPCs and subnets those reference when the
-/// message carries them, so that a sender listing only ports still gets them applied.
-pub fn for_host(msg: &GoalStateV2, host_ips: &[IpAddr]) -> GoalState {
-    let mut out = GoalState {
-        format_version: msg.format_version,
-        ..Default::default()
-    };
-    let wanted: Option<BTreeSet<(i32, &str)>> = (!msg.host_resources.is_empty()).then(|| {
-        msg.host_resources
+/// message carries them, so that a sender listing only ports still gets them applied. The states
+/// are moved, not copied: a message can carry 100,000 of them.
+pub fn for_host(mut msg: GoalStateV2, host_ips: &[IpAddr]) -> GoalState {
+    let host_resources = std::mem::take(&mut msg.host_resources);
+    let wanted: Option<BTreeSet<(i32, &str)>> = (!host_resources.is_empty()).then(|| {
+        host_resources
             .iter()
             .filter(|(ip, _)| ip.parse::<IpAddr>().is_ok_and(|ip| host_ips.contains(&ip)))
             .flat_map(|(_, r)| r.resources.iter().map(|r| (r.r#type, r.id.as_str())))
@@ -24,55 +22,68 @@ pub fn for_host(msg: &GoalStateV2, host_ips: &[IpAddr]) -> GoalState {
     });
     let take = |t: ResourceType, id: &str| wanted.as_ref().is_none_or(|w| w.contains(&(t as i32, id)));
 
-    let ports = select(&msg.port_states, |id| take(ResourceType::Port, id));
-    let neighbors = select(&msg.neighbor_states, |id| take(ResourceType::Neighbor, id));
-    let mut subnets: BTreeSet<&str> = msg
+    let ports = select(std::mem::take(&mut msg.port_states), |id| take(ResourceType::Port, id));
+    let neighbors = select(std::mem::take(&mut msg.neighbor_states), |id| {
+        take(ResourceType::Neighbor, id)
+    });
+    let mut subnets: BTreeSet<String> = msg
         .subnet_states
         .keys()
         .filter(|id| take(ResourceType::Subnet, id))
-        .map(String::as_str)
+        .cloned()
         .collect();
-    let mut vpcs: BTreeSet<&str> = msg
+    let mut vpcs: BTreeSet<String> = msg
         .vpc_states
         .keys()
         .filter(|id| take(ResourceType::Vpc, id))
-        .map(String::as_str)
+        .cloned()
         .collect();
     if wanted.is_some() {
         // Pull in what the selected ports, neighbors and subnets reference.
+        let mut pull = |vpc: &String, subnet_ids: &mut dyn Iterator<Item = &String>| {
+            if !vpcs.contains(vpc) {
+                vpcs.insert(vpc.clone());
+            }
+            for id in subnet_ids {
+                if !subnets.contains(id) {
+                    subnets.insert(id.clone());
+                }
+            }
+        };
         for c in ports.iter().filter_map(|p| p.configuration.as_ref()) {
-            vpcs.insert(&c.vpc_id);
-            subnets.extend(c.fixed_ips.iter().map(|f| f.subnet_id.as_str()));
+            pull(&c.vpc_id, &mut c.fixed_ips.iter().map(|f| &f.subnet_id));
         }
         for c in neighbors.iter().filter_map(|n| n.configuration.as_ref()) {
-            vpcs.insert(&c.vpc_id);
-            subnets.extend(c.fixed_ips.iter().map(|f| f.subnet_id.as_str()));
+            pull(&c.vpc_id, &mut c.fixed_ips.iter().map(|f| &f.subnet_id));
         }
-        for id in subnets.clone() {
+        for id in &subnets {
             if let Some(c) = msg.subnet_states.get(id).and_then(|s| s.configuration.as_ref()) {
-                vpcs.insert(&c.vpc_id);
+                vpcs.insert(c.vpc_id.clone());
             }
         }
     }
-    out.vpc_states = vpcs.iter().filter_map(|id| msg.vpc_states.get(*id).cloned()).collect();
-    out.subnet_states = subnets
-        .iter()
-        .filter_map(|id| msg.subnet_states.get(*id).cloned())
-        .collect();
-    out.port_states = ports;
-    out.neighbor_states = neighbors;
-    out.dhcp_states = select(&msg.dhcp_states, |id| take(ResourceType::Dhcp, id));
-    out.security_group_states = select(&msg.security_group_states, |id| take(ResourceType::Securitygroup, id));
-    out.router_states = select(&msg.router_states, |id| take(ResourceType::Router, id));
-    out.gateway_states = select(&msg.gateway_states, |id| take(ResourceType::Gateway, id));
-    out
+    GoalState {
+        format_version: msg.format_version,
+        vpc_states: vpcs.iter().filter_map(|id| msg.vpc_states.remove(id)).collect(),
+        subnet_states: subnets.iter().filter_map(|id| msg.subnet_states.remove(id)).collect(),
+        port_states: ports,
+        neighbor_states: neighbors,
+        dhcp_states: select(std::mem::take(&mut msg.dhcp_states), |id| take(ResourceType::Dhcp, id)),
+        security_group_states: select(std::mem::take(&mut msg.security_group_states), |id| {
+            take(ResourceType::Securitygroup, id)
+        }),
+        router_states: select(std::mem::take(&mut msg.router_states), |id| {
+            take(ResourceType::Router, id)
+        }),
+        gateway_states: select(std::mem::take(&mut msg.gateway_states), |id| {
+            take(ResourceType::Gateway, id)
+        }),
+    }
 }
 
-/// The states of `m` whose id `keep` accepts, sorted by id.
-fn select<S: Clone>(m: &HashMap<String, S>, keep: impl Fn(&str) -> bool) -> Vec<S> {
-    let mut v: Vec<(&String, &S)> = m.iter().filter(|(id, _)| keep(id)).collect();
-    v.sort_by(|a, b| a.0.cmp(b.0));
-    v.into_iter().map(|(_, s)| s.clone()).collect()
+/// The states of `m` whose id `keep` accepts, in id order.
+fn select<S>(m: BTreeMap<String, S>, keep: impl Fn(&str) -> bool) -> Vec<S> {
+    m.into_iter().filter(|(id, _)| keep(id)).map(|(_, s)| s).collect()
 }
 
 /// IPv4 and IPv6 addresses of this network namespace's interfaces.

@@ -150,6 +150,7 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
         changes: Vec::new(),
     };
     let is_delete = |op: i32| op == OperationType::Delete as i32;
+    v.state.reserve(msg.port_states.len(), msg.neighbor_states.len());
     // update_type FULL: what the message does not name of that type is deleted (after the rest).
     let vpc_gone = absent_under_full(&msg.vpc_states, v.state.vpcs.keys());
     let subnet_gone = absent_under_full(&msg.subnet_states, v.state.subnets.keys());

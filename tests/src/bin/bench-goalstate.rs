@@ -127,7 +127,7 @@ impl Vpc {
 }
 
 fn v2(m: GoalState) -> GoalStateV2 {
-    fn keyed<S>(v: Vec<S>, id: impl Fn(&S) -> String) -> std::collections::HashMap<String, S> {
+    fn keyed<S>(v: Vec<S>, id: impl Fn(&S) -> String) -> std::collections::BTreeMap<String, S> {
         v.into_iter().map(|s| (id(&s), s)).collect()
     }
     GoalStateV2 {
