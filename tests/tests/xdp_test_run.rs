@@ -116,3 +116,23 @@ proptest! {
         }
     }
 }
+
+/// The verifier gives a program a budget of 1,000,000 walked instructions; the port program must
+/// keep headroom, so that a new packet path or another kernel's verifier does not stop the agent
+/// from loading. (The DHCP server is most of it: moving it into a tail-called program is the next
+/// step if this fails.)
+#[test]
+fn port_program_keeps_verifier_headroom() {
+    let mut dp = vector_dataplane().lock().unwrap();
+    let walked = dp
+        .program()
+        .unwrap()
+        .info()
+        .unwrap()
+        .verified_instruction_count()
+        .expect("the kernel reports verified instructions");
+    assert!(
+        walked < 920_000,
+        "the verifier walked {walked} instructions of its 1,000,000"
+    );
+}

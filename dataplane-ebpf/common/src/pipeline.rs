@@ -186,18 +186,34 @@ fn ipv4_packet<P: Packet + ?Sized, T: Tables, const DHCP_SERVER: bool>(
         return Verdict::drop(Counter::DropSpoofedIp);
     }
     // The port's own gateway needs no hash lookup (the subnet's GATEWAY endpoint says the same).
-    if ip.dst == port.gateway_ip {
-        return gateway(pkt, &ip, &port.gateway_mac);
-    }
-    let Some(dst) = tables.endpoint(&EndpointKey {
-        vni: port.vni,
-        ip: ip.dst,
-    }) else {
-        return Verdict::drop(Counter::DropUnknownDestination);
+    // One call of `gateway` for both ways there: the verifier walks its checksum loop once.
+    let gateway_mac = if ip.dst == port.gateway_ip {
+        port.gateway_mac
+    } else {
+        let Some(dst) = tables.endpoint(&EndpointKey {
+            vni: port.vni,
+            ip: ip.dst,
+        }) else {
+            return Verdict::drop(Counter::DropUnknownDestination);
+        };
+        if !dst.is_gateway() {
+            return forward(pkt, &ip, dst_mac, port, &dst, tables);
+        }
+        dst.mac
     };
-    if dst.is_gateway() {
-        return gateway(pkt, &ip, &dst.mac);
-    }
+    gateway(pkt, &ip, &gateway_mac)
+}
+
+/// A frame for another port of the VPC: switched or routed to a local one, or encapsulated.
+#[inline(always)]
+fn forward<P: Packet + ?Sized, T: Tables>(
+    pkt: &mut P,
+    ip: &Ipv4,
+    dst_mac: &Mac,
+    port: &PortEntry,
+    dst: &Endpoint,
+    tables: &T,
+) -> Verdict {
     // Switched (to the MAC that owns the address) or routed through the subnet gateway's MAC.
     if *dst_mac != dst.mac {
         if *dst_mac != port.gateway_mac {
@@ -212,7 +228,7 @@ fn ipv4_packet<P: Packet + ?Sized, T: Tables, const DHCP_SERVER: bool>(
             Verdict::to(Action::Redirect, Counter::ForwardLocal, dst.ifindex)
         }
         endpoint_kind::LOCAL_PORT => Verdict::drop(Counter::DropNoInterface),
-        _ => encap(pkt, &ip, port, &dst, tables),
+        _ => encap(pkt, ip, port, dst, tables),
     }
 }
 
