@@ -285,17 +285,14 @@ impl Controller {
                 ops = &ops[1..];
                 continue;
             }
-            let run = ops
+            let entries: Vec<(EndpointKey, Endpoint)> = ops
                 .iter()
-                .take_while(|(_, op)| matches!(op, EndpointOp::Upsert(..)))
-                .count();
-            let entries: Vec<(EndpointKey, Endpoint)> = ops[..run]
-                .iter()
-                .filter_map(|(_, op)| match op {
+                .map_while(|(_, op)| match op {
                     EndpointOp::Upsert(k, v) => Some((*k, *v)),
                     EndpointOp::Remove(_) => None,
                 })
                 .collect();
+            let run = entries.len();
             let t = Instant::now();
             let results = self.dp.upsert_endpoints(&entries);
             let share = t.elapsed() / run as u32;

@@ -296,12 +296,22 @@ impl Dataplane {
                     results.extend(rest.iter().map(|_| Ok(())));
                     break;
                 }
-                Err((written, err)) => {
+                Err((written, err)) if written < rest.len() => {
                     // The entries before `written` are in; the next one failed: its own error,
                     // then the batch goes on after it.
                     results.extend((0..written).map(|_| Ok(())));
                     results.push(Err(anyhow::Error::new(err).context("write ENDPOINTS")));
                     rest = &rest[written + 1..];
+                }
+                Err((_, err)) => {
+                    // Refused as a whole (no entry named: a kernel without batch updates for
+                    // this map, say): one write per entry, each with its own result.
+                    tracing::debug!("ENDPOINTS batch update refused ({err}); writing one by one");
+                    results.extend(
+                        rest.iter()
+                            .map(|(k, v)| self.endpoints.insert(k, v, 0).context("write ENDPOINTS")),
+                    );
+                    break;
                 }
             }
         }

@@ -4,8 +4,8 @@
 //! Paths that rewrite the frame are not idempotent (a reply run again is another path), so every
 //! sample is one run (repeat = 1) on a fresh copy of the input; the kernel's own per-run time is
 //! used, and the baseline carries the same fixed cost of the test harness. Each syscall leaves the
-//! caches cold-ish, so these are upper bounds. The steady-state cost comes from one run with
-//! repeat = 1,000,000 of the benchmark program, which turns ARP and ICMP replies back into their
+//! caches cold-ish, so these are upper bounds. The steady-state cost is the median of 5 runs with
+//! repeat = 200,000 of the benchmark program, which turns ARP and ICMP replies back into their
 //! requests after each run (DHCP replies cannot be turned back).
 
 use alioth::dataplane::{AttachMode, Dataplane};
@@ -30,7 +30,7 @@ struct Path {
     steady: Steady,
 }
 
-/// How the path is measured in steady state (repeat = 1M on one buffer).
+/// How the path is measured in steady state (`STEADY_REPEAT` runs on one buffer).
 enum Steady {
     /// The program leaves the frame as it was (drop, redirect).
     Idempotent,
