@@ -630,15 +630,16 @@ fn named_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
     Ok(p.try_into()?)
 }
 
-/// Attaches the pass-through program to `iface` (native mode) and pins the link at `pin`, so it
-/// stays attached after this process exits; removing the pin (or the interface) detaches it.
-pub fn attach_pass_pinned(iface: &str, pin: &Path) -> Result<()> {
+/// Attaches `program` (a lab helper: pass-through or sink) to `iface` (native mode) and pins the
+/// link at `pin`, so it stays attached after this process exits; removing the pin (or the
+/// interface) detaches it.
+pub fn attach_pinned(program: &str, iface: &str, pin: &Path) -> Result<()> {
     let mut ebpf = Ebpf::load(XDP_OBJECT).context("load the XDP object")?;
-    let prog = named_program(&mut ebpf, PASS_PROGRAM)?;
+    let prog = named_program(&mut ebpf, program)?;
     prog.load()?;
     let id = prog
         .attach(iface, XdpMode::Driver)
-        .with_context(|| format!("attach {PASS_PROGRAM} to {iface}"))?;
+        .with_context(|| format!("attach {program} to {iface}"))?;
     if let Some(dir) = pin.parent() {
         ensure_bpffs(pin)?;
         std::fs::create_dir_all(dir)?;

@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use alioth::object::{PASS_PROGRAM, SINK_PROGRAM};
 use alioth::{agent, cli};
 
 /// Applying a large goal state is allocation-bound (ids, resources, journal records); glibc's
@@ -44,6 +45,10 @@ enum Command {
         /// bpffs path that keeps the link attached after this command exits; remove it to detach.
         #[arg(long)]
         pin: std::path::PathBuf,
+        /// Attach the benchmarks' packet sink instead: drops UDP to the discard port (9), counted
+        /// by the veth, and passes everything else.
+        #[arg(long)]
+        sink: bool,
     },
 }
 
@@ -80,6 +85,9 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Ports(args) => cli::ports(args).map(|()| 0),
         Command::Health(args) => rt.block_on(cli::health(args)),
         Command::Stats(args) => cli::stats(args).map(|()| 0),
-        Command::XdpPass { iface, pin } => alioth::dataplane::attach_pass_pinned(&iface, &pin).map(|()| 0),
+        Command::XdpPass { iface, pin, sink } => {
+            let program = if sink { SINK_PROGRAM } else { PASS_PROGRAM };
+            alioth::dataplane::attach_pinned(program, &iface, &pin).map(|()| 0)
+        }
     }
 }

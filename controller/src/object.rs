@@ -12,6 +12,9 @@ pub const PASS_PROGRAM: &str = "alioth_pass";
 /// The uplink program: decapsulates VXLAN for local ports, passes everything else.
 pub const UPLINK_PROGRAM: &str = "alioth_uplink";
 
+/// Drops UDP to the discard port, passes the rest: the benchmarks' packet sink on a receiving VM.
+pub const SINK_PROGRAM: &str = "alioth_sink";
+
 /// Reflects every frame: the benchmarks' packet generator (never attached by the agent).
 pub const TX_PROGRAM: &str = "alioth_tx";
 

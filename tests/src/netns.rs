@@ -146,16 +146,25 @@ impl XdpPass {
     /// Native-mode XDP_TX and redirected frames reach a veth only if its peer runs XDP: this is that
     /// XDP on `iface` in `ns`.
     pub fn attach(ns: &Netns, iface: &str) -> Result<XdpPass> {
+        Self::attach_program(ns, iface, false)
+    }
+
+    /// `attach`, or with `sink` the benchmarks' packet sink (`alioth xdp-pass --sink`).
+    fn attach_program(ns: &Netns, iface: &str, sink: bool) -> Result<XdpPass> {
         let pin = format!("/sys/fs/bpf/{}", unique("alioth-pass-"));
         let bin = crate::agent::alioth_bin()?;
-        let out = ns.net_output(&[
+        let mut args = vec![
             bin.to_str().unwrap_or_default(),
             "xdp-pass",
             "--iface",
             iface,
             "--pin",
             &pin,
-        ])?;
+        ];
+        if sink {
+            args.push("--sink");
+        }
+        let out = ns.net_output(&args)?;
         if !out.status.success() {
             bail!(
                 "xdp-pass on {}/{iface}: {}",
@@ -176,7 +185,7 @@ impl Drop for XdpPass {
 /// A "VM": a namespace whose `eth0` is the peer of `tap` in the host namespace.
 pub struct Vm {
     pub ns: Netns,
-    _pass: XdpPass,
+    pass: XdpPass,
 }
 
 impl Vm {
@@ -189,7 +198,26 @@ impl Vm {
             ns.exec(&["ip", "addr", "add", cidr_addr, "dev", "eth0"])?;
         }
         let pass = XdpPass::attach(&ns, "eth0")?;
-        Ok(Vm { ns, _pass: pass })
+        Ok(Vm { ns, pass })
+    }
+
+    /// Swaps eth0's pass-through program for the benchmarks' packet sink: UDP to the discard port
+    /// is dropped at the interface (veth counts it) instead of climbing the VM's stack.
+    pub fn sink(&mut self) -> Result<()> {
+        // Unpinned, the link goes (from a kernel work queue: the next attach may find it there).
+        let _ = std::fs::remove_file(&self.pass.pin);
+        let mut tries = 0;
+        self.pass = loop {
+            match XdpPass::attach_program(&self.ns, "eth0", true) {
+                Ok(p) => break p,
+                Err(e) if tries >= 20 => return Err(e),
+                Err(_) => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        };
+        Ok(())
     }
 }
 

@@ -346,6 +346,16 @@ impl Lab {
     }
 
     /// The VM with port id `id`, on any host.
+    pub fn vm_mut(&mut self, id: &str) -> &mut Vm {
+        self.hosts
+            .iter_mut()
+            .flat_map(|h| &mut h.vms)
+            .chain(self.kernel_hosts.iter_mut().flat_map(|k| &mut k.vms))
+            .find(|(s, _)| s.port_id == id)
+            .map(|(_, vm)| vm)
+            .unwrap_or_else(|| panic!("no VM {id}"))
+    }
+
     pub fn vm(&self, id: &str) -> &Vm {
         self.hosts
             .iter()

@@ -9,13 +9,14 @@ mod bench;
 mod packet;
 
 use alioth_common::counters::COUNTER_SLOTS;
+use alioth_common::eth::{self, ETH_P_IPV4};
 use alioth_common::maps::{
     DhcpEntry, DhcpKey, Endpoint, EndpointKey, Event, NextHop, PortEntry, Uplink, EVENTS_BYTES, MAX_DHCP,
     MAX_ENDPOINTS, MAX_IFINDEX, MAX_NEXTHOPS, MAX_REDIRECT, NO_PREALLOC,
 };
 use alioth_common::pipeline::{self, Action, Tables, Verdict};
 use alioth_common::vxlan::{self, Outer};
-use alioth_common::{Counter, Packet};
+use alioth_common::{dhcp, ipv4, Counter, Packet};
 use aya_ebpf::bindings::xdp_action;
 use aya_ebpf::helpers::bpf_xdp_adjust_head;
 use aya_ebpf::macros::{map, xdp};
@@ -204,6 +205,25 @@ fn encap(ctx: &XdpContext, outer: &Outer) -> Option<()> {
 pub fn alioth_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
+
+/// The benchmarks' packet sink on a receiving VM's interface, as a hardware tester's receive port:
+/// UDP to the discard port (9) is dropped (veth counts the drops per queue), everything else
+/// passes, so ping and TCP still reach the VM. Never attached by the agent.
+#[xdp]
+pub fn alioth_sink(ctx: XdpContext) -> u32 {
+    let pkt = XdpPacket::new(&ctx);
+    let discard = eth::ether_type(&pkt) == Some(ETH_P_IPV4)
+        && ipv4::parse(&pkt).is_ok_and(|ip| ip.proto == ipv4::PROTO_UDP && ip.header_len == ipv4::IPV4_MIN_HLEN)
+        && dhcp::udp_ports(&pkt).is_some_and(|(_, dst)| dst == DISCARD_PORT);
+    if discard {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+/// The UDP port `alioth_sink` drops (RFC 863).
+const DISCARD_PORT: u16 = 9;
 
 /// Sends every frame back out of the interface it came in on: the benchmarks' in-kernel packet
 /// generator (BPF_PROG_RUN with live frames on a VM's interface). Never attached by the agent.
