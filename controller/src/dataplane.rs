@@ -64,6 +64,8 @@ pub struct Dataplane {
     next_hops: BpfHashMap<MapData, [u8; 4], NextHop>,
     redirect: DevMapHash<MapData>,
     dhcp: BpfHashMap<MapData, DhcpKey, DhcpEntry>,
+    /// `GENERATION`, and the value last published in it.
+    generation: (Array<MapData, u64>, u64),
     /// (VNI, MAC) of each attached port -> its ifindex: filled into the port's `ENDPOINTS` entries
     /// (the planner renders them without, as it knows nothing of interfaces).
     local: HashMap<(u32, Mac), u32>,
@@ -195,7 +197,8 @@ impl Dataplane {
         let next_hops = BpfHashMap::try_from(take(maps::NEXTHOPS)?)?;
         let redirect = DevMapHash::try_from(take(maps::REDIRECT)?)?;
         let dhcp = BpfHashMap::try_from(take(maps::DHCP)?)?;
-        let dp = Dataplane {
+        let generation = Array::try_from(take(maps::GENERATION)?)?;
+        let mut dp = Dataplane {
             ebpf,
             ports,
             endpoints,
@@ -203,12 +206,14 @@ impl Dataplane {
             next_hops,
             redirect,
             dhcp,
+            generation: (generation, 0),
             local: HashMap::new(),
             port_keys: HashMap::new(),
             mode,
             attached: HashMap::new(),
             pin_dir: pin_dir.map(Path::to_path_buf),
         };
+        dp.changed()?;
         Ok((dp, logger))
     }
 
@@ -279,7 +284,16 @@ impl Dataplane {
     /// Writes an endpoint; a local port's entry gets its interface's index once it is attached.
     pub fn upsert_endpoint(&mut self, key: EndpointKey, value: Endpoint) -> Result<()> {
         let value = self.with_local_ifindex(&key, value);
-        self.endpoints.insert(key, value, 0).context("write ENDPOINTS")
+        self.endpoints.insert(key, value, 0).context("write ENDPOINTS")?;
+        self.changed()
+    }
+
+    /// Publishes a new generation after a change to `ENDPOINTS` or `NEXTHOPS`: the XDP programs'
+    /// caches of destinations drop what they filled before it.
+    fn changed(&mut self) -> Result<()> {
+        let (map, last) = &mut self.generation;
+        *last += 1;
+        map.set(0, *last, 0).context("write GENERATION")
     }
 
     /// Writes many endpoints with as few bpf() calls as possible; one result per entry.
@@ -313,6 +327,13 @@ impl Dataplane {
                     );
                     break;
                 }
+            }
+        }
+        if let Err(e) = self.changed() {
+            // The entries are written, but the data plane may keep using what it cached before.
+            let e = format!("{e:#}");
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(anyhow!("{e}"));
             }
         }
         results
@@ -370,15 +391,18 @@ impl Dataplane {
     pub fn set_next_hop(&mut self, host: [u8; 4], mac: Mac) -> Result<()> {
         self.next_hops
             .insert(host, NextHop { mac, _pad: [0; 2] }, 0)
-            .context("write NEXTHOPS")
+            .context("write NEXTHOPS")?;
+        self.changed()
     }
 
     pub fn remove_next_hop(&mut self, host: &[u8; 4]) -> Result<()> {
-        absent_is_removed(self.next_hops.remove(host)).context("remove from NEXTHOPS")
+        absent_is_removed(self.next_hops.remove(host)).context("remove from NEXTHOPS")?;
+        self.changed()
     }
 
     pub fn remove_endpoint(&mut self, key: &EndpointKey) -> Result<()> {
-        absent_is_removed(self.endpoints.remove(key)).context("remove from ENDPOINTS")
+        absent_is_removed(self.endpoints.remove(key)).context("remove from ENDPOINTS")?;
+        self.changed()
     }
 
     /// Writes a `PORTS` entry directly, without attaching (BPF_PROG_TEST_RUN frames arrive on `lo`).

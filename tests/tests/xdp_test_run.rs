@@ -2,6 +2,7 @@
 //! give the same verdict, counter and bytes as on the host.
 
 use alioth::dataplane::{AttachMode, Dataplane};
+use alioth_common::maps::{endpoint_kind, Endpoint, EndpointKey};
 use alioth_common::Counter;
 use alioth_tests::frames;
 use alioth_tests::kernel::{counter, run_program, vector_dataplane};
@@ -87,6 +88,56 @@ fn other_vpc_with_the_same_gateway_ip_answers_with_its_own_mac() {
     // 198.18.0.11 exists only in VNI 100.
     let (action, _) = run(&mut dp, &frames::arp_request(VM_MAC, VM_IP, PEER_IP));
     assert_eq!(action, 1, "no answer across VPCs");
+}
+
+/// The programs cache destinations per CPU: every change the agent makes to an endpoint or a next
+/// hop must reach the very next frame.
+#[test]
+fn destination_changes_reach_the_next_frame() {
+    let (mut dp, _) = Dataplane::load(None, AttachMode::Auto).unwrap();
+    vectors::program(&mut dp).unwrap();
+    let frame = udp_from_port(REMOTE_MAC, REMOTE_IP, 18);
+    // Outer destination MAC and IP of an encapsulated frame.
+    let outer = |out: &[u8]| (out[0..6].to_vec(), out[30..34].to_vec());
+    let key = EndpointKey { vni: VNI, ip: REMOTE_IP };
+    for _ in 0..2 {
+        let (action, out) = run(&mut dp, &frame);
+        assert_eq!(action, 4, "redirected to the uplink");
+        assert_eq!(outer(&out), (REMOTE_HOST_MAC.to_vec(), REMOTE_HOST.to_vec()));
+    }
+    let new_mac = [0x02, 0, 0xc6, 0x13, 0, 0x22];
+    dp.set_next_hop(REMOTE_HOST, new_mac).unwrap();
+    assert_eq!(outer(&run(&mut dp, &frame).1), (new_mac.to_vec(), REMOTE_HOST.to_vec()), "new next hop");
+
+    // The port moves to another host.
+    let other_host = [198, 19, 0, 4];
+    let other_mac = [0x02, 0, 0xc6, 0x13, 0, 4];
+    dp.set_next_hop(other_host, other_mac).unwrap();
+    let moved = Endpoint {
+        mac: REMOTE_MAC,
+        kind: endpoint_kind::REMOTE_PORT,
+        host_ip: other_host,
+        ..Default::default()
+    };
+    dp.upsert_endpoint(key, moved).unwrap();
+    assert_eq!(outer(&run(&mut dp, &frame).1), (other_mac.to_vec(), other_host.to_vec()), "moved");
+    dp.remove_next_hop(&other_host).unwrap();
+    let before = counter(&dp, Counter::DropNoNextHop);
+    assert_eq!(run(&mut dp, &frame).0, 1, "its host's next hop is gone");
+    assert_eq!(counter(&dp, Counter::DropNoNextHop), before + 1);
+
+    dp.remove_endpoint(&key).unwrap();
+    let before = counter(&dp, Counter::DropUnknownDestination);
+    assert_eq!(run(&mut dp, &frame).0, 1, "deleted");
+    assert_eq!(counter(&dp, Counter::DropUnknownDestination), before + 1);
+
+    // Decapsulation caches the same way: the local port's address, then gone.
+    let vx = vxlan_to_peer(VNI, &udp_from_port(PEER_MAC, PEER_IP, 18));
+    for _ in 0..2 {
+        assert_eq!(run_program(dp.uplink_program().unwrap(), &vx).0, 4, "decapsulated");
+    }
+    dp.remove_endpoint(&EndpointKey { vni: VNI, ip: PEER_IP }).unwrap();
+    assert_eq!(run_program(dp.uplink_program().unwrap(), &vx).0, 2, "unknown now: passed");
 }
 
 proptest! {

@@ -22,6 +22,10 @@ pub const REDIRECT: &str = "REDIRECT";
 pub const DHCP: &str = "DHCP";
 /// Ring buffer of `Event`s the agent logs and counts (a DHCPDECLINE, say).
 pub const EVENTS: &str = "EVENTS";
+/// One-slot array of a `u64` the agent bumps after every change to `ENDPOINTS` or `NEXTHOPS`
+/// (0: not set yet). The XDP programs' per-CPU cache of destinations trusts only entries it
+/// filled under the current value.
+pub const GENERATION: &str = "GENERATION";
 
 /// Size of `PORTS`: interfaces with a larger ifindex cannot be ports (the agent refuses them).
 pub const MAX_IFINDEX: u32 = 1 << 18;

@@ -17,6 +17,32 @@ pub trait Tables {
     fn uplink(&self) -> Option<Uplink>;
     /// What the DHCP server answers a port; `None`: its subnet does not serve DHCP.
     fn dhcp(&self, key: &DhcpKey) -> Option<&DhcpEntry>;
+
+    /// Where forwarded traffic to `key` goes. The kernel answers from a per-CPU cache in front of
+    /// the two lookups below (two hash lookups were most of the cost of an encapsulation).
+    #[inline(always)]
+    fn destination(&self, key: &EndpointKey) -> Option<Destination> {
+        look_up_destination(self, key)
+    }
+}
+
+/// `Tables::destination` from the endpoint and next-hop lookups (what a cache falls back to).
+#[inline(always)]
+pub fn look_up_destination<T: Tables + ?Sized>(tables: &T, key: &EndpointKey) -> Option<Destination> {
+    let endpoint = tables.endpoint(key)?;
+    let hop = match endpoint.kind {
+        endpoint_kind::REMOTE_PORT => tables.next_hop(&endpoint.host_ip),
+        _ => None,
+    };
+    Some(Destination { endpoint, hop })
+}
+
+/// An endpoint traffic is forwarded to, with the underlay next hop toward its host when it is a
+/// remote port (`None`: not resolved yet, or not remote).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Destination {
+    pub endpoint: Endpoint,
+    pub hop: Option<NextHop>,
 }
 
 /// What to do with the frame. A plain enum: enums with payloads leave undefined bytes that LLVM
@@ -185,23 +211,38 @@ fn ipv4_packet<P: Packet + ?Sized, T: Tables, const DHCP_SERVER: bool>(
     if !owns(port, ip.src, tables) {
         return Verdict::drop(Counter::DropSpoofedIp);
     }
+    let key = EndpointKey {
+        vni: port.vni,
+        ip: ip.dst,
+    };
     // The port's own gateway needs no hash lookup (the subnet's GATEWAY endpoint says the same).
-    // One call of `gateway` for both ways there: the verifier walks its checksum loop once.
+    // ICMP to the VPC's other gateways takes the plain lookup, the rest the cached one: then one
+    // state per way reaches `gateway` and the verifier walks its checksum loop twice, not once per
+    // outcome of the cache too.
     let gateway_mac = if ip.dst == port.gateway_ip {
         port.gateway_mac
+    } else if let Some(gw) = other_gateway(&ip, &key, tables) {
+        gw.mac
     } else {
-        let Some(dst) = tables.endpoint(&EndpointKey {
-            vni: port.vni,
-            ip: ip.dst,
-        }) else {
+        let Some(dst) = tables.destination(&key) else {
             return Verdict::drop(Counter::DropUnknownDestination);
         };
-        if !dst.is_gateway() {
-            return forward(pkt, &ip, dst_mac, port, &dst, tables);
+        if dst.endpoint.is_gateway() {
+            // Not ICMP: the gateway answers echo requests only.
+            return Verdict::drop(Counter::DropGatewayUnhandled);
         }
-        dst.mac
+        return forward(pkt, &ip, dst_mac, port, &dst, tables);
     };
     gateway(pkt, &ip, &gateway_mac)
+}
+
+/// The gateway an ICMP packet is addressed to, if it is one.
+#[inline(always)]
+fn other_gateway<T: Tables>(ip: &Ipv4, key: &EndpointKey, tables: &T) -> Option<Endpoint> {
+    if ip.proto != ipv4::PROTO_ICMP {
+        return None;
+    }
+    tables.endpoint(key).filter(Endpoint::is_gateway)
 }
 
 /// A frame for another port of the VPC: switched or routed to a local one, or encapsulated.
@@ -211,9 +252,10 @@ fn forward<P: Packet + ?Sized, T: Tables>(
     ip: &Ipv4,
     dst_mac: &Mac,
     port: &PortEntry,
-    dst: &Endpoint,
+    to: &Destination,
     tables: &T,
 ) -> Verdict {
+    let dst = &to.endpoint;
     // Switched (to the MAC that owns the address) or routed through the subnet gateway's MAC.
     if *dst_mac != dst.mac {
         if *dst_mac != port.gateway_mac {
@@ -228,7 +270,7 @@ fn forward<P: Packet + ?Sized, T: Tables>(
             Verdict::to(Action::Redirect, Counter::ForwardLocal, dst.ifindex)
         }
         endpoint_kind::LOCAL_PORT => Verdict::drop(Counter::DropNoInterface),
-        _ => encap(pkt, ip, port, dst, tables),
+        _ => encap(pkt, ip, port, to, tables),
     }
 }
 
@@ -277,13 +319,14 @@ fn route<P: Packet + ?Sized>(pkt: &mut P, gateway_mac: &Mac, dst_mac: &Mac) -> O
 }
 
 #[inline(always)]
-fn encap<P: Packet + ?Sized, T: Tables>(pkt: &P, ip: &Ipv4, port: &PortEntry, dst: &Endpoint, tables: &T) -> Verdict {
+fn encap<P: Packet + ?Sized, T: Tables>(pkt: &P, ip: &Ipv4, port: &PortEntry, to: &Destination, tables: &T) -> Verdict {
     let Some(up) = tables.uplink() else {
         return Verdict::drop(Counter::DropNoUplink);
     };
-    let Some(hop) = tables.next_hop(&dst.host_ip) else {
+    let Some(hop) = to.hop else {
         return Verdict::drop(Counter::DropNoNextHop);
     };
+    let dst = &to.endpoint;
     if pkt.len() + vxlan::OUTER_IP_OVERHEAD > up.mtu as usize {
         return Verdict::drop(Counter::DropOverlayTooBig);
     }
@@ -332,7 +375,7 @@ pub fn uplink_ingress<P: Packet + ?Sized, T: Tables>(pkt: &mut P, tables: &T) ->
         return Verdict::drop(Counter::DropIpMalformed);
     };
     // An address this host knows nothing about in that VNI: not ours (maybe the host's own vxlan).
-    let Some(dst) = tables.endpoint(&EndpointKey { vni, ip: ip.dst }) else {
+    let Some(Destination { endpoint: dst, .. }) = tables.destination(&EndpointKey { vni, ip: ip.dst }) else {
         return pass;
     };
     // Only to a port of this host in that very VNI, at its own MAC: no leaking between VPCs.

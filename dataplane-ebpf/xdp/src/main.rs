@@ -6,6 +6,7 @@
 #![no_main]
 
 mod bench;
+mod cache;
 mod packet;
 
 use alioth_common::counters::COUNTER_SLOTS;
@@ -14,7 +15,7 @@ use alioth_common::maps::{
     DhcpEntry, DhcpKey, Endpoint, EndpointKey, Event, NextHop, PortEntry, Uplink, EVENTS_BYTES, MAX_DHCP,
     MAX_ENDPOINTS, MAX_IFINDEX, MAX_NEXTHOPS, MAX_REDIRECT, NO_PREALLOC,
 };
-use alioth_common::pipeline::{self, Action, Tables, Verdict};
+use alioth_common::pipeline::{self, Action, Destination, Tables, Verdict};
 use alioth_common::vxlan::{self, Outer};
 use alioth_common::{dhcp, ipv4, Counter, Packet};
 use aya_ebpf::bindings::xdp_action;
@@ -75,6 +76,11 @@ impl Tables for Maps {
         // SAFETY: read-only use of the value while the program runs; the agent replaces entries
         // whole (a reply built from a concurrently replaced entry is the old or the new one's).
         unsafe { DHCP.get(key) }
+    }
+
+    #[inline(always)]
+    fn destination(&self, key: &EndpointKey) -> Option<Destination> {
+        cache::destination(key, || pipeline::look_up_destination(self, key))
     }
 }
 
