@@ -1,6 +1,6 @@
 //! BPF_MAP_UPDATE_BATCH, which aya 0.14 does not wrap: one bpf() call writes many hash map
 //! entries, where one call per entry made the syscalls the largest part of programming 10,000
-//! neighbors.
+//! neighbors. Also a plain delete for the map types aya gives no `remove`.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -58,6 +58,42 @@ pub fn update<K: Pod, V: Pod>(fd: BorrowedFd<'_>, entries: &[(K, V)]) -> Result<
     Ok(())
 }
 
+/// `enum bpf_cmd` value of BPF_MAP_DELETE_ELEM.
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+
+/// The `elem` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// Deletes `key` from the map `fd` (for maps whose aya type has no `remove`, the array device map).
+pub fn delete<K: Pod>(fd: BorrowedFd<'_>, key: &K) -> io::Result<()> {
+    let mut attr = ElemAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        key: key as *const K as u64,
+        ..Default::default()
+    };
+    // SAFETY: attr is a valid bpf_attr prefix; the key outlives the call; nothing is written back.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_DELETE_ELEM,
+            &mut attr as *mut ElemAttr,
+            std::mem::size_of::<ElemAttr>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,14 +131,6 @@ mod tests {
     }
 
     fn lookup(fd: BorrowedFd<'_>, key: u32) -> Option<u64> {
-        #[repr(C)]
-        struct ElemAttr {
-            map_fd: u32,
-            _pad: u32,
-            key: u64,
-            value: u64,
-            flags: u64,
-        }
         let mut value = 0u64;
         let attr = ElemAttr {
             map_fd: fd.as_raw_fd() as u32,
@@ -135,5 +163,16 @@ mod tests {
         assert_eq!(err.raw_os_error(), Some(libc::E2BIG));
         assert_eq!(lookup(map.as_fd(), 4), Some(4));
         assert_eq!(lookup(map.as_fd(), 5), None);
+    }
+
+    #[test]
+    fn deletes_one_entry_and_says_when_it_is_absent() {
+        let map = small_hash_map();
+        update(map.as_fd(), &[(1u32, 10u64), (2, 20)]).expect("batch update");
+        delete(map.as_fd(), &1u32).expect("delete");
+        assert_eq!(lookup(map.as_fd(), 1), None);
+        assert_eq!(lookup(map.as_fd(), 2), Some(20));
+        let err = delete(map.as_fd(), &1u32).expect_err("already gone");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
     }
 }

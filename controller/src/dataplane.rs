@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use alioth_common::maps::{self, endpoint_kind, DhcpEntry, DhcpKey, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
 use alioth_common::Counter;
 use anyhow::{anyhow, bail, Context, Result};
-use aya::maps::xdp::DevMapHash;
+use aya::maps::xdp::DevMap;
 use aya::maps::{Array, HashMap as BpfHashMap, IterableMap, MapData, PerCpuArray};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{xdp::XdpLinkId, Xdp, XdpMode};
@@ -62,7 +62,7 @@ pub struct Dataplane {
     endpoints: BpfHashMap<MapData, EndpointKey, Endpoint>,
     uplink: Array<MapData, Uplink>,
     next_hops: BpfHashMap<MapData, [u8; 4], NextHop>,
-    redirect: DevMapHash<MapData>,
+    redirect: DevMap<MapData>,
     dhcp: BpfHashMap<MapData, DhcpKey, DhcpEntry>,
     /// `GENERATION`, and the value last published in it.
     generation: (Array<MapData, u64>, u64),
@@ -195,7 +195,7 @@ impl Dataplane {
         let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| anyhow!("no {name} map"));
         let uplink = Array::try_from(take(maps::UPLINK)?)?;
         let next_hops = BpfHashMap::try_from(take(maps::NEXTHOPS)?)?;
-        let redirect = DevMapHash::try_from(take(maps::REDIRECT)?)?;
+        let redirect = DevMap::try_from(take(maps::REDIRECT)?)?;
         let dhcp = BpfHashMap::try_from(take(maps::DHCP)?)?;
         let generation = Array::try_from(take(maps::GENERATION)?)?;
         let mut dp = Dataplane {
@@ -357,12 +357,13 @@ impl Dataplane {
     /// Makes `ifindex` a redirect target.
     pub fn add_redirect(&mut self, ifindex: u32) -> Result<()> {
         self.redirect
-            .insert(ifindex, ifindex, None, 0)
+            .set(ifindex, ifindex, None, 0)
             .with_context(|| format!("add interface {ifindex} to REDIRECT"))
     }
 
     fn remove_redirect(&mut self, ifindex: u32) {
-        let _ = self.redirect.remove(ifindex);
+        // aya's array device map has no remove; a slot already empty is as good as removed.
+        let _ = batch::delete(self.redirect.map().fd().as_fd(), &ifindex);
     }
 
     /// Attaches the uplink program to the underlay interface and configures the overlay endpoint.

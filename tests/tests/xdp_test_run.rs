@@ -99,7 +99,10 @@ fn destination_changes_reach_the_next_frame() {
     let frame = udp_from_port(REMOTE_MAC, REMOTE_IP, 18);
     // Outer destination MAC and IP of an encapsulated frame.
     let outer = |out: &[u8]| (out[0..6].to_vec(), out[30..34].to_vec());
-    let key = EndpointKey { vni: VNI, ip: REMOTE_IP };
+    let key = EndpointKey {
+        vni: VNI,
+        ip: REMOTE_IP,
+    };
     for _ in 0..2 {
         let (action, out) = run(&mut dp, &frame);
         assert_eq!(action, 4, "redirected to the uplink");
@@ -107,7 +110,11 @@ fn destination_changes_reach_the_next_frame() {
     }
     let new_mac = [0x02, 0, 0xc6, 0x13, 0, 0x22];
     dp.set_next_hop(REMOTE_HOST, new_mac).unwrap();
-    assert_eq!(outer(&run(&mut dp, &frame).1), (new_mac.to_vec(), REMOTE_HOST.to_vec()), "new next hop");
+    assert_eq!(
+        outer(&run(&mut dp, &frame).1),
+        (new_mac.to_vec(), REMOTE_HOST.to_vec()),
+        "new next hop"
+    );
 
     // The port moves to another host.
     let other_host = [198, 19, 0, 4];
@@ -120,7 +127,11 @@ fn destination_changes_reach_the_next_frame() {
         ..Default::default()
     };
     dp.upsert_endpoint(key, moved).unwrap();
-    assert_eq!(outer(&run(&mut dp, &frame).1), (other_mac.to_vec(), other_host.to_vec()), "moved");
+    assert_eq!(
+        outer(&run(&mut dp, &frame).1),
+        (other_mac.to_vec(), other_host.to_vec()),
+        "moved"
+    );
     dp.remove_next_hop(&other_host).unwrap();
     let before = counter(&dp, Counter::DropNoNextHop);
     assert_eq!(run(&mut dp, &frame).0, 1, "its host's next hop is gone");
@@ -137,7 +148,11 @@ fn destination_changes_reach_the_next_frame() {
         assert_eq!(run_program(dp.uplink_program().unwrap(), &vx).0, 4, "decapsulated");
     }
     dp.remove_endpoint(&EndpointKey { vni: VNI, ip: PEER_IP }).unwrap();
-    assert_eq!(run_program(dp.uplink_program().unwrap(), &vx).0, 2, "unknown now: passed");
+    assert_eq!(
+        run_program(dp.uplink_program().unwrap(), &vx).0,
+        2,
+        "unknown now: passed"
+    );
 }
 
 proptest! {

