@@ -27,7 +27,7 @@ struct Snapshot {
 }
 
 /// One journal line: a resource's new version (or its deletion) and its tombstone.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 enum Entry {
     Put(Resource),
     Delete {
@@ -37,6 +37,22 @@ enum Entry {
     Tombstone {
         kind: i32,
         id: String,
+        revision: Option<u32>,
+    },
+}
+
+/// `Entry` as `record` writes it: borrowed, so no resource is copied to be written. Same variant
+/// and field names, hence the same JSON, as the `Entry` that reads it back.
+#[derive(Serialize)]
+enum EntryRef<'a> {
+    Put(&'a Resource),
+    Delete {
+        kind: i32,
+        id: &'a str,
+    },
+    Tombstone {
+        kind: i32,
+        id: &'a str,
         revision: Option<u32>,
     },
 }
@@ -109,15 +125,15 @@ impl Store {
                 continue;
             };
             let (kind, id) = r.kind_id();
-            let (kind, id) = (kind as i32, id.to_string());
+            let kind = kind as i32;
             let entry = match &c.after {
-                Some(a) => Entry::Put(a.clone()),
-                None => Entry::Delete { kind, id: id.clone() },
+                Some(a) => EntryRef::Put(a),
+                None => EntryRef::Delete { kind, id },
             };
             serde_json::to_writer(&mut self.journal, &entry)?;
             self.journal.write_all(b"\n")?;
-            let revision = state.tombstones.get(&(kind, id.clone())).copied();
-            serde_json::to_writer(&mut self.journal, &Entry::Tombstone { kind, id, revision })?;
+            let revision = state.tombstones.get(&(kind, id.to_string())).copied();
+            serde_json::to_writer(&mut self.journal, &EntryRef::Tombstone { kind, id, revision })?;
             self.journal.write_all(b"\n")?;
         }
         self.journal
