@@ -43,19 +43,7 @@ pub fn update<K: Pod, V: Pod>(fd: BorrowedFd<'_>, entries: &[(K, V)]) -> Result<
     };
     // SAFETY: attr is a valid bpf_attr prefix; keys and values hold `count` entries each and
     // outlive the call; the kernel writes back only `attr.count`.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_UPDATE_BATCH,
-            &mut attr as *mut BatchAttr,
-            std::mem::size_of::<BatchAttr>() as u32,
-        )
-    };
-    if r < 0 {
-        let err = io::Error::last_os_error();
-        return Err(((attr.count as usize).min(entries.len()), err));
-    }
-    Ok(())
+    unsafe { bpf(BPF_MAP_UPDATE_BATCH, &mut attr) }.map_err(|err| ((attr.count as usize).min(entries.len()), err))
 }
 
 /// `enum bpf_cmd` value of BPF_MAP_DELETE_ELEM.
@@ -80,14 +68,17 @@ pub fn delete<K: Pod>(fd: BorrowedFd<'_>, key: &K) -> io::Result<()> {
         ..Default::default()
     };
     // SAFETY: attr is a valid bpf_attr prefix; the key outlives the call; nothing is written back.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_DELETE_ELEM,
-            &mut attr as *mut ElemAttr,
-            std::mem::size_of::<ElemAttr>() as u32,
-        )
-    };
+    unsafe { bpf(BPF_MAP_DELETE_ELEM, &mut attr) }
+}
+
+/// bpf(2) with `attr` as its `union bpf_attr`.
+///
+/// # Safety
+/// `attr` is a valid prefix of `union bpf_attr` for `cmd`, and every pointer in it is valid for
+/// what the kernel does with it during the call.
+unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
+    // SAFETY: as the caller promises.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut A, std::mem::size_of::<A>() as u32) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
