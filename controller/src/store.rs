@@ -120,6 +120,13 @@ impl Store {
 
     /// Appends `changes` (as `state` now has them) to the journal.
     pub fn record(&mut self, state: &State, changes: &[Change]) -> Result<()> {
+        self.append(&Store::encode(state, changes)?)
+    }
+
+    /// The journal lines of `changes` (as `state` now has them): `append` writes them. Needs no
+    /// store, so it can run on another thread while the changes are being programmed.
+    pub fn encode(state: &State, changes: &[Change]) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(changes.len() * 256);
         for c in changes {
             let Some(r) = c.after.as_ref().or(c.before.as_ref()) else {
                 continue;
@@ -130,14 +137,20 @@ impl Store {
                 Some(a) => EntryRef::Put(a),
                 None => EntryRef::Delete { kind, id },
             };
-            serde_json::to_writer(&mut self.journal, &entry)?;
-            self.journal.write_all(b"\n")?;
+            serde_json::to_writer(&mut out, &entry)?;
+            out.push(b'\n');
             let revision = state.tombstones.get(&(kind, id.to_string())).copied();
-            serde_json::to_writer(&mut self.journal, &EntryRef::Tombstone { kind, id, revision })?;
-            self.journal.write_all(b"\n")?;
+            serde_json::to_writer(&mut out, &EntryRef::Tombstone { kind, id, revision })?;
+            out.push(b'\n');
         }
+        Ok(out)
+    }
+
+    /// Appends lines from `encode` to the journal.
+    pub fn append(&mut self, lines: &[u8]) -> Result<()> {
         self.journal
-            .flush()
+            .write_all(lines)
+            .and_then(|()| self.journal.flush())
             .with_context(|| format!("write the journal in {}", self.dir.display()))
     }
 

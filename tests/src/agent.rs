@@ -68,11 +68,21 @@ impl Agent {
             .join(netns::unique("alioth-state-"))
             .to_string_lossy()
             .into_owned();
+        Self::local(&pin_dir, &state_dir, extra)
+    }
+
+    /// `start_local` on the pins and state a previous local agent left (a restart).
+    pub fn restart_local(mut left: Leftover, extra: &[&str]) -> Result<Agent> {
+        left.armed = false;
+        Self::local(&left.pin_dir, &left.state_dir, extra)
+    }
+
+    fn local(pin_dir: &str, state_dir: &str, extra: &[&str]) -> Result<Agent> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let listen = format!("127.0.0.1:{port}");
         let mut args = vec!["--listen", &listen];
         args.extend_from_slice(extra);
-        Self::spawn(None, &pin_dir, &state_dir, &args)
+        Self::spawn(None, pin_dir, state_dir, &args)
     }
 
     /// The agent's process id.
@@ -111,7 +121,12 @@ impl Agent {
         let child = cmd
             .args(["--pin-dir", &pin_dir, "--state-dir", &state_dir])
             .args(extra)
-            .env("ALIOTH_LOG", "info")
+            // The tests read info lines; ALIOTH_TEST_AGENT_LOG adds more (e.g. phase timings:
+            // "info,alioth::controller=debug").
+            .env(
+                "ALIOTH_LOG",
+                std::env::var("ALIOTH_TEST_AGENT_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(logf.try_clone()?)
             .stderr(logf)

@@ -310,3 +310,66 @@ async fn metrics_report_resources_latency_outcomes_and_packet_counters() -> Resu
     ensure!(status.contains("404"), "{status}");
     server.stop().await
 }
+
+/// A message large enough for its journal lines to be encoded beside its map writes: recorded,
+/// it survives a SIGKILL, so the restarted agent takes it again as an idempotent replay and still
+/// knows its revisions.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_message_is_journaled_and_survives_sigkill() -> Result<()> {
+    let neighbor = |n: u32, revision: u32| NeighborState {
+        operation_type: Create as i32,
+        configuration: Some(NeighborConfiguration {
+            id: format!("big-n{n}"),
+            vpc_id: "big".into(),
+            mac_address: format!("02:00:00:00:{:02x}:{:02x}", n >> 8, n & 0xff),
+            host_ip_address: "198.19.0.2".into(),
+            revision_number: revision,
+            fixed_ips: vec![neighbor_configuration::FixedIp {
+                subnet_id: "big-s".into(),
+                ip_address: format!("198.18.{}.{}", 20 + n / 200, 10 + n % 200),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+    };
+    let mut big = GoalState {
+        vpc_states: vec![vpc(Create, "big", 1900, 1, UpdateType::Delta)],
+        subnet_states: vec![SubnetState {
+            operation_type: Create as i32,
+            configuration: Some(SubnetConfiguration {
+                id: "big-s".into(),
+                vpc_id: "big".into(),
+                cidr: "198.18.0.0/15".into(),
+                ..Default::default()
+            }),
+        }],
+        ..Default::default()
+    };
+    big.neighbor_states = (0..1000).map(|n| neighbor(n, 5)).collect();
+    let agent = alioth_tests::agent::Agent::start_local(&["--bpf-log-level", "off"])?;
+    let push = async |agent: &alioth_tests::agent::Agent, m: GoalState| -> Result<Vec<(String, OperationStatus)>> {
+        let channel = alioth::cli::connect(&agent.listen, &alioth::cli::ClientTls::default()).await?;
+        let mut c = alioth_proto::schema::goal_state_provisioner_client::GoalStateProvisionerClient::new(channel)
+            .max_decoding_message_size(64 << 20);
+        Ok(statuses(&c.push_network_resource_states(m).await?.into_inner()))
+    };
+    let first = push(&agent, big.clone()).await?;
+    ensure!(
+        first.len() == 1002 && first.iter().all(|(_, s)| *s == Success),
+        "{first:?}"
+    );
+    let agent = alioth_tests::agent::Agent::restart_local(agent.kill()?, &["--bpf-log-level", "off"])?;
+    // Asked first, before anything is pushed again: only the journal can know revision 5.
+    let older = GoalState {
+        neighbor_states: vec![neighbor(999, 4)],
+        ..Default::default()
+    };
+    let older = push(&agent, older).await?;
+    ensure!(older[0].1 == OutOfOrder, "the journal kept revision 5: {older:?}");
+    let again = push(&agent, big).await?;
+    ensure!(
+        again.iter().all(|(_, s)| *s == Success),
+        "replay after the restart: {again:?}"
+    );
+    Ok(())
+}
