@@ -230,11 +230,11 @@ impl Controller {
         }
         // Recorded before the reply: an acknowledged change survives a crash of the agent.
         if let Some(store) = self.store.as_mut() {
-            let lines = match journal_ahead {
-                Some(Ok(lines)) if changes.len() == before => Ok(lines),
-                _ => Store::encode(&self.state, &changes),
+            let recorded = match journal_ahead {
+                Some(Ok(lines)) if changes.len() == before => store.append(&lines),
+                _ => store.record(&self.state, &changes),
             };
-            if let Err(e) = lines.and_then(|l| store.append(&l)) {
+            if let Err(e) = recorded {
                 tracing::error!("recording applied goal state failed: {e:#}");
             }
         }

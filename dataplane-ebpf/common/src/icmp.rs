@@ -53,10 +53,16 @@ pub fn write_echo_reply<P: Packet + ?Sized>(pkt: &mut P, gateway_mac: &Mac) -> O
     let (_, client_mac) = eth::macs(pkt)?;
     eth::set_macs(pkt, &client_mac, gateway_mac)?;
     ipv4::turn_around(pkt, REPLY_TTL)?;
+    set_type(pkt, ECHO_REPLY)
+}
+
+/// Sets the ICMP message type of an option-less IPv4 packet and updates the ICMP checksum.
+#[inline(always)]
+pub fn set_type<P: Packet + ?Sized>(pkt: &mut P, icmp_type: u8) -> Option<()> {
     let h = pkt.array_mut::<4>(ETH_HLEN + IPV4_MIN_HLEN)?;
     let old = u16::from_be_bytes([h[0], h[1]]);
     let csum = u16::from_be_bytes([h[2], h[3]]);
-    h[0] = ECHO_REPLY;
+    h[0] = icmp_type;
     let new = u16::from_be_bytes([h[0], h[1]]);
     h[2..4].copy_from_slice(&checksum::update16(csum, old, new).to_be_bytes());
     Some(())

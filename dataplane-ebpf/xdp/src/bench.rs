@@ -9,7 +9,7 @@ use alioth_common::arp::{self, ARP_FRAME_LEN};
 use alioth_common::eth::{self, ETH_HLEN, ETH_P_ARP, ETH_P_IPV4};
 use alioth_common::ipv4::{self, IPV4_MIN_HLEN};
 use alioth_common::pipeline::Action;
-use alioth_common::{checksum, icmp, vxlan, Packet};
+use alioth_common::{icmp, vxlan, Packet};
 
 use crate::packet::XdpPacket;
 
@@ -58,12 +58,7 @@ fn undo_reply(pkt: &mut XdpPacket) -> Option<()> {
             eth::set_macs(pkt, &src, &dst)?;
             // Swapped back; the TTL stays the reply's (the gateway does not check it).
             ipv4::turn_around(pkt, icmp::REPLY_TTL)?;
-            let h = pkt.array_mut::<4>(ETH_HLEN + IPV4_MIN_HLEN)?;
-            let csum = u16::from_be_bytes([h[2], h[3]]);
-            let old = u16::from_be_bytes([h[0], h[1]]);
-            h[0] = icmp::ECHO_REQUEST;
-            let new = u16::from_be_bytes([h[0], h[1]]);
-            h[2..4].copy_from_slice(&checksum::update16(csum, old, new).to_be_bytes());
+            icmp::set_type(pkt, icmp::ECHO_REQUEST)?;
         }
         _ => {}
     }
