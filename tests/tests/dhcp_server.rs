@@ -212,14 +212,16 @@ fn dhcp_disabled_gets_nothing() {
 fn decline_reaches_the_event_ring() {
     // Counted in the kernel like any consumed frame; the event itself is read by the agent's
     // event task, which the netns test sees in the agent's metrics.
-    let dp = vector_dataplane().lock().unwrap();
-    let before = counter(&dp, Counter::DhcpDecline);
-    drop(dp);
-    check(&Request {
+    let decline = Request {
         requested_ip: Some(VM_IP),
         ..Request::new(MessageType::Decline)
-    });
-    let dp = vector_dataplane().lock().unwrap();
+    };
+    check(&decline);
+    // Counted under one hold of the shared data plane: other tests send DECLINEs too.
+    let mut dp = vector_dataplane().lock().unwrap();
+    let before = counter(&dp, Counter::DhcpDecline);
+    let (action, _) = run_program(dp.program().unwrap(), &decline.frame());
+    assert_eq!(action, vectors::xdp_action(&Action::Drop), "consumed");
     assert_eq!(counter(&dp, Counter::DhcpDecline), before + 1);
 }
 
