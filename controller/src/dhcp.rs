@@ -6,7 +6,10 @@
 use std::net::Ipv4Addr;
 
 use alioth_common::dhcp::opt;
-use alioth_common::maps::{DhcpEntry, DHCP_MAX_OPTIONAL, DHCP_OPTIONS_LEN};
+use alioth_common::dhcp::{message_options, options_sum};
+use alioth_common::maps::{
+    DhcpEntry, DHCP_MAX_OPTIONAL, DHCP_MESSAGE_OPTIONS_LEN, DHCP_OPTIONS_LEN, DHCP_REPLY_OPTIONS_LEN,
+};
 use ipnet::Ipv4Net;
 
 use crate::model::{self, DhcpOption, Subnet};
@@ -281,19 +284,18 @@ fn options(subnet: &Subnet, host_name: Option<&str>, default_lease: u32) -> ([u3
 pub fn render(ip: Ipv4Addr, subnet: &Subnet, host_name: Option<&str>, default_lease: u32) -> Result<DhcpEntry, String> {
     let host_name = host_name.filter(|h| !h.is_empty() && h.len() <= MAX_HOST_NAME);
     let ([lease, t1, t2], (standard, optional)) = options(subnet, host_name, default_lease);
+    let server_ip = subnet.gateway_ip.octets();
     let mut e = DhcpEntry {
         ip: ip.octets(),
-        server_ip: subnet.gateway_ip.octets(),
+        server_ip,
         server_mac: subnet.gateway_mac,
         ..Default::default()
     };
-    e.lease[..4].copy_from_slice(&lease.to_be_bytes());
-    e.lease[4..8].copy_from_slice(&t1.to_be_bytes());
-    e.lease[8..].copy_from_slice(&t2.to_be_bytes());
     if optional.len() > DHCP_MAX_OPTIONAL {
         return Err(format!("more than {DHCP_MAX_OPTIONAL} optional DHCP options"));
     }
-    let mut out: Vec<u8> = Vec::with_capacity(DHCP_OPTIONS_LEN);
+    let mut out: Vec<u8> = Vec::with_capacity(DHCP_REPLY_OPTIONS_LEN);
+    out.extend_from_slice(&message_options(server_ip, [lease, t1, t2]));
     let put = |out: &mut Vec<u8>, o: &DhcpOption| {
         out.push(o.code);
         out.push(o.value.len() as u8);
@@ -316,14 +318,14 @@ pub fn render(ip: Ipv4Addr, subnet: &Subnet, host_name: Option<&str>, default_le
         pad_to_word(&mut out);
     }
     out.push(opt::END);
-    if out.len() > DHCP_OPTIONS_LEN {
+    if out.len() > DHCP_REPLY_OPTIONS_LEN {
         return Err(format!(
             "the DHCP options take {} bytes, more than the {DHCP_OPTIONS_LEN} a reply has room for",
-            out.len()
+            out.len() - DHCP_MESSAGE_OPTIONS_LEN
         ));
     }
     e.options[..out.len()].copy_from_slice(&out);
-    e.words = out.len().div_ceil(8) as u8;
+    e.options_sum = options_sum(&e.options);
     Ok(e)
 }
 
@@ -382,7 +384,13 @@ mod tests {
         ]);
         let e = render("198.18.0.10".parse().unwrap(), &s, Some("vm1"), 3600).unwrap();
         assert_eq!(e.ip, [198, 18, 0, 10]);
-        assert_eq!(e.lease, [0, 0, 14, 16, 0, 0, 7, 8, 0, 0, 12, 78]);
+        // 53 (type filled in per reply), 54 (the gateway), then lease, renewal and rebinding times.
+        assert_eq!(e.options[..9], [53, 1, 0, 54, 4, 198, 18, 0, 1]);
+        assert_eq!(
+            e.options[9..27],
+            [51, 4, 0, 0, 14, 16, 58, 4, 0, 0, 7, 8, 59, 4, 0, 0, 12, 78]
+        );
+        assert_eq!(e.options_sum, options_sum(&e.options));
         assert_eq!(e.optional_codes[..3], [121, 42, 0]);
         for k in 0..2 {
             let first = e.optional_words[k].trailing_zeros() as usize;
@@ -401,7 +409,7 @@ mod tests {
         let o = &e.options;
         let at = o.windows(2).position(|w| w == [26, 2]).unwrap();
         assert_eq!(o[at + 2..at + 4], 1400u16.to_be_bytes());
-        assert_eq!(e.lease[..4], 120u32.to_be_bytes());
+        assert_eq!(e.options[11..15], 120u32.to_be_bytes());
         assert_eq!(e.optional_codes, [0; DHCP_MAX_OPTIONAL]);
     }
 

@@ -73,6 +73,20 @@ pub fn sum_bytes<const N: usize>(bytes: &[u8; N]) -> u64 {
     sum
 }
 
+/// One's complement sum of `bytes` as 16-bit words in memory order (little-endian here; an odd
+/// tail as a word with a zero second byte): fold it and store the result as native bytes. Usable
+/// in constants.
+pub const fn sum_memory_order(bytes: &[u8]) -> u64 {
+    let mut sum: u64 = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let hi = if i + 1 < bytes.len() { bytes[i + 1] } else { 0 };
+        sum += u16::from_le_bytes([bytes[i], hi]) as u64;
+        i += 2;
+    }
+    sum
+}
+
 /// Checksum field value for data whose one's complement sum (with the checksum field zeroed) is `sum`.
 #[inline(always)]
 pub fn finish(sum: u64) -> u16 {

@@ -1,16 +1,17 @@
 //! The DHCP server (RFC 2131/2132): a BOOTREQUEST from a port is parsed, answered from the port's
 //! pre-rendered `DhcpEntry`, and the frame is rewritten in place into the reply.
 //!
-//! Every offset the reply is written at is a constant: the reply has one fixed layout (per-message
-//! options, then the rendered options), so the verifier sees no variable packet writes. The only
+//! Every reply has one length and one layout (the entry's options field, whose per-message options
+//! are filled in), so it is written into one bounds-checked array of the frame, and its checksum is
+//! summed from the values written plus the sum the agent stored with the options. The only
 //! variable reads are the request's options, walked by a bounded loop in 4-byte windows.
 
 use crate::checksum;
 use crate::counters::Counter;
 use crate::eth::{Mac, BROADCAST, ETH_HLEN, ETH_P_IPV4};
 use crate::ipv4::{Ipv4, IPV4_MIN_HLEN, PROTO_UDP};
-use crate::maps::{DhcpEntry, DHCP_MAX_OPTIONAL, DHCP_OPTIONS_LEN};
-use crate::packet::{clear, Packet};
+use crate::maps::{DhcpEntry, DHCP_MAX_OPTIONAL, DHCP_MESSAGE_OPTIONS_LEN, DHCP_REPLY_OPTIONS_LEN};
+use crate::packet::Packet;
 
 pub const SERVER_PORT: u16 = 67;
 pub const CLIENT_PORT: u16 = 68;
@@ -28,14 +29,22 @@ const MAGIC: usize = BOOTP + 236;
 /// Where the options start.
 pub const OPTIONS: usize = BOOTP + 240;
 pub const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
-/// Room for the per-message options: 53, 54, 51, 58, 59, then PAD.
-pub const MESSAGE_OPTIONS_LEN: usize = 32;
-/// Where the rendered options of the `DhcpEntry` go.
-pub const RENDERED: usize = OPTIONS + MESSAGE_OPTIONS_LEN;
-/// Longest OFFER or ACK frame (an IP datagram of 564 bytes: under the 576 every client takes).
-pub const MAX_REPLY_LEN: usize = RENDERED + DHCP_OPTIONS_LEN;
-/// Length of a NAK frame: the BOOTP minimum of 300 bytes of message.
-pub const NAK_LEN: usize = BOOTP + 300;
+/// Length of every reply frame: the whole options field of a `DhcpEntry` (PAD after END). An IP
+/// datagram of 540 bytes: under the 576 every client takes.
+pub const REPLY_LEN: usize = OPTIONS + DHCP_REPLY_OPTIONS_LEN;
+/// 8-byte words of a reply's options field, and of its per-message options.
+const OPTION_WORDS: usize = DHCP_REPLY_OPTIONS_LEN / 8;
+const MESSAGE_WORDS: usize = DHCP_MESSAGE_OPTIONS_LEN / 8;
+/// Layout of the per-message options (`message_options`): the message type's value, then 54, then
+/// the lease times from `LEASE_AT` to `LEASE_END`, PAD after.
+const TYPE_AT: usize = 2;
+const LEASE_AT: usize = 9;
+const LEASE_END: usize = LEASE_AT + 3 * 6;
+/// The word the lease times start in, the bytes of it before them, and END right after 54 (a NAK).
+const LEASE_WORD: usize = LEASE_AT / 8;
+const LEASE_KEEP: u64 = (1 << ((LEASE_AT % 8) * 8)) - 1;
+const NAK_END: u64 = (opt::END as u64) << ((LEASE_AT % 8) * 8);
+const _: () = assert!(LEASE_END <= DHCP_MESSAGE_OPTIONS_LEN && TYPE_AT.is_multiple_of(2));
 /// Broadcast bit of `flags`.
 const FLAG_BROADCAST: u8 = 0x80;
 
@@ -340,21 +349,12 @@ fn contains(set: &[u64; 4], code: u8) -> bool {
     (word >> (code & 63)) & 1 != 0
 }
 
-/// Length of an OFFER or ACK frame: as many option words as the entry uses, at least the BOOTP
-/// minimum of 300 bytes of message. Replies barely larger than requests need little room to
-/// grow into (veth frames have about 200 bytes in front and often nothing behind).
-#[inline(always)]
-pub fn reply_len(entry: &DhcpEntry) -> usize {
-    let min = (NAK_LEN - RENDERED).div_ceil(8);
-    let words = (entry.words as usize).clamp(min, DHCP_OPTIONS_LEN / 8);
-    RENDERED + words * 8
-}
-
 /// Turns the request in `pkt` into the server's `reply` (OFFER, ACK or NAK) to the client `mac`.
-/// `unrequested`: words of the rendered options to leave out (`unrequested_words`).
+/// `unrequested`: words of the entry's options to leave out (`unrequested_words`).
 ///
-/// Everything is written from `req` and `entry`: the frame may grow at either end (veth leaves
-/// little tailroom but always 256 bytes of headroom), which moves the request's bytes.
+/// Everything is written from `req` and `entry`: the frame may grow at either end, which moves the
+/// request's bytes. Every reply has the same length, so the whole frame is one bounds check and
+/// every write is at a constant offset.
 #[inline(always)]
 pub fn write_reply<P: Packet + ?Sized>(
     pkt: &mut P,
@@ -364,23 +364,36 @@ pub fn write_reply<P: Packet + ?Sized>(
     reply: u8,
     unrequested: u64,
 ) -> Result<(), Counter> {
-    let len = if reply == msg::NAK { NAK_LEN } else { reply_len(entry) };
-    if pkt.resize(len).is_none() {
+    if pkt.resize(REPLY_LEN).is_none() {
         return Err(Counter::DropDhcpNoRoom);
     }
-    build(pkt, req, entry, mac, reply, unrequested, len).ok_or(Counter::DropDhcpMalformed)
+    let frame = pkt.array_mut::<REPLY_LEN>(0).ok_or(Counter::DropDhcpNoRoom)?;
+    build(frame, req, entry, mac, reply, unrequested);
+    Ok(())
 }
 
+/// Writes `v` at the constant offset `off` (one store per field once inlined).
 #[inline(always)]
-fn build<P: Packet + ?Sized>(
-    pkt: &mut P,
-    req: &Request,
-    entry: &DhcpEntry,
-    mac: &Mac,
-    reply: u8,
-    unrequested: u64,
-    len: usize,
-) -> Option<()> {
+fn put<const W: usize>(f: &mut [u8; REPLY_LEN], off: usize, v: [u8; W]) {
+    f[off..off + W].copy_from_slice(&v);
+}
+
+/// The 16-bit words of the IP header that are the same in every reply, and of the UDP checksum's
+/// part that is (source port, length, BOOTP op..hops, secs, siaddr, magic cookie; pseudo-header
+/// protocol and length): summed at compile time, in memory order.
+const IP_FIXED: [u8; 12] = {
+    let len = ((REPLY_LEN - ETH_HLEN) as u16).to_be_bytes();
+    [0x45, 0, len[0], len[1], 0, 0, 0, 0, 64, PROTO_UDP, 0, 0]
+};
+const UDP_LEN: [u8; 2] = ((REPLY_LEN - UDP) as u16).to_be_bytes();
+const OP: [u8; 4] = [2, 1, 6, 0];
+const UDP_FIXED_SUM: u64 = checksum::sum_memory_order(&[0, SERVER_PORT as u8, UDP_LEN[0], UDP_LEN[1]])
+    + checksum::sum_memory_order(&OP)
+    + checksum::sum_memory_order(&MAGIC_COOKIE)
+    + checksum::sum_memory_order(&[0, PROTO_UDP, UDP_LEN[0], UDP_LEN[1]]);
+
+#[inline(always)]
+fn build(f: &mut [u8; REPLY_LEN], req: &Request, entry: &DhcpEntry, mac: &Mac, reply: u8, unrequested: u64) {
     let nak = reply == msg::NAK;
     let inform = req.msg_type == msg::INFORM;
 
@@ -406,105 +419,122 @@ fn build<P: Packet + ?Sized>(
     } else {
         (*mac, yiaddr)
     };
-    let e = pkt.array_mut::<ETH_HLEN>(0)?;
-    e[..6].copy_from_slice(&dst_mac);
-    e[6..12].copy_from_slice(&entry.server_mac);
-    e[12..].copy_from_slice(&ETH_P_IPV4.to_be_bytes());
+    put(f, 0, dst_mac);
+    put(f, 6, entry.server_mac);
+    put(f, 12, ETH_P_IPV4.to_be_bytes());
 
-    let ip_len = ((len - ETH_HLEN) as u16).to_be_bytes();
-    let mut h = [0u8; IPV4_MIN_HLEN];
-    h[0] = 0x45;
-    h[2] = ip_len[0];
-    h[3] = ip_len[1];
-    h[8] = 64;
-    h[9] = PROTO_UDP;
-    h[12..16].copy_from_slice(&entry.server_ip);
-    h[16..20].copy_from_slice(&dst_ip);
-    let csum = checksum::finish(checksum::sum_bytes(&h)).to_be_bytes();
-    h[10] = csum[0];
-    h[11] = csum[1];
-    *pkt.array_mut::<IPV4_MIN_HLEN>(ETH_HLEN)? = h;
+    // Checksums are summed from the values written, in memory order (16-bit words as loaded), and
+    // never read back from the packet. Every field below starts at an even offset.
+    let ne32 = |b: [u8; 4]| u32::from_ne_bytes(b) as u64;
+    let addresses = ne32(entry.server_ip) + ne32(dst_ip);
+    put(f, ETH_HLEN, IP_FIXED);
+    put(f, ETH_HLEN + 12, entry.server_ip);
+    put(f, ETH_HLEN + 16, dst_ip);
+    let ip_sum = checksum::sum_memory_order(&IP_FIXED) + addresses;
+    put(f, ETH_HLEN + 10, (!checksum::fold(ip_sum)).to_ne_bytes());
 
-    let udp_len = ((len - UDP) as u16).to_be_bytes();
-    let udp = [0, SERVER_PORT as u8, 0, dst_port as u8, udp_len[0], udp_len[1], 0, 0];
-    *pkt.array_mut::<8>(UDP)? = udp;
-
+    put(
+        f,
+        UDP,
+        [0, SERVER_PORT as u8, 0, dst_port as u8, UDP_LEN[0], UDP_LEN[1]],
+    );
     // op, htype, hlen, hops, xid, secs 0, flags, ciaddr, yiaddr, siaddr, giaddr, chaddr.
-    let op = [2, 1, 6, 0];
-    let b = pkt.array_mut::<{ CHADDR + 16 - BOOTP }>(BOOTP)?;
-    b[..4].copy_from_slice(&op);
-    b[4..8].copy_from_slice(&req.xid);
-    b[8..10].copy_from_slice(&[0, 0]);
-    b[10..12].copy_from_slice(&flags);
-    b[12..16].copy_from_slice(&ciaddr);
-    b[16..20].copy_from_slice(&yiaddr);
-    b[20..24].copy_from_slice(&[0; 4]);
-    b[24..28].copy_from_slice(&req.giaddr);
-    b[28..36].copy_from_slice(&req.chaddr[0].to_ne_bytes());
-    b[36..].copy_from_slice(&req.chaddr[1].to_ne_bytes());
+    put(f, BOOTP, OP);
+    put(f, BOOTP + 4, req.xid);
+    put(f, BOOTP + 8, [0, 0]);
+    put(f, BOOTP + 10, flags);
+    put(f, BOOTP + 12, ciaddr);
+    put(f, BOOTP + 16, yiaddr);
+    put(f, BOOTP + 20, [0; 4]);
+    put(f, BOOTP + 24, req.giaddr);
+    put(f, CHADDR, req.chaddr[0].to_ne_bytes());
+    put(f, CHADDR + 8, req.chaddr[1].to_ne_bytes());
     // No server name or boot file (the request's may have carried overloaded options).
-    clear(pkt.array_mut::<{ SNAME_LEN + FILE_LEN }>(SNAME)?);
-    *pkt.array_mut::<4>(MAGIC)? = MAGIC_COOKIE;
-
-    let mut m = [0u8; MESSAGE_OPTIONS_LEN];
-    m[..3].copy_from_slice(&[opt::MESSAGE_TYPE, 1, reply]);
-    m[3..5].copy_from_slice(&[opt::SERVER_ID, 4]);
-    m[5..9].copy_from_slice(&entry.server_ip);
-    if nak {
-        m[9] = opt::END;
-    } else if !inform {
-        // An INFORM gets configuration, never a lease.
-        m[9..11].copy_from_slice(&[opt::LEASE_TIME, 4]);
-        m[11..15].copy_from_slice(&entry.lease[..4]);
-        m[15..17].copy_from_slice(&[opt::RENEWAL_TIME, 4]);
-        m[17..21].copy_from_slice(&entry.lease[4..8]);
-        m[21..23].copy_from_slice(&[opt::REBINDING_TIME, 4]);
-        m[23..27].copy_from_slice(&entry.lease[8..]);
+    let mut i = 0;
+    while i < SNAME_LEN + FILE_LEN {
+        put(f, SNAME + i, [0; 8]);
+        // Keeps LLVM from turning the stores into `memset`, a byte loop in BPF; emits nothing.
+        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+        i += 8;
     }
-    *pkt.array_mut::<MESSAGE_OPTIONS_LEN>(OPTIONS)? = m;
+    put(f, MAGIC, MAGIC_COOKIE);
+    let mut sum = UDP_FIXED_SUM + addresses + ((dst_port as u64) << 8) + ne32(req.xid);
+    sum += u16::from_ne_bytes(flags) as u64 + ne32(ciaddr) + ne32(yiaddr) + ne32(req.giaddr);
+    sum += halves(req.chaddr[0]) + halves(req.chaddr[1]);
 
-    // The checksum is summed from what was written, never read back from the packet.
-    let mut sum = checksum::sum_bytes(&udp) + checksum::sum_bytes(&op) + checksum::sum_bytes(&req.xid);
-    sum += checksum::sum_bytes(&flags) + checksum::sum_bytes(&ciaddr) + checksum::sum_bytes(&yiaddr);
-    sum += checksum::sum_bytes(&req.giaddr) + checksum::sum_bytes(&MAGIC_COOKIE) + checksum::sum_bytes(&m);
-    // Words in memory order are summed as 32-bit halves, which fold to the byte-swapped 16-bit
-    // sum of the same bytes.
-    let mut native = halves(req.chaddr[0]) + halves(req.chaddr[1]);
-    if nak {
-        clear(pkt.array_mut::<{ NAK_LEN - RENDERED }>(RENDERED)?);
-    } else {
-        // The rendered options, a word per load and store (an unrequested one's words as PAD).
-        let words = (len - RENDERED) / 8;
-        let mut w = 0;
-        while w < DHCP_OPTIONS_LEN / 8 {
-            if w >= words {
-                break;
-            }
-            let word = if unrequested & (1 << w) == 0 {
-                entry.option_word(w)
-            } else {
+    // The options field: the entry's, with the message type filled in (its sum precomputed by the
+    // agent, the type byte at an even offset), a word per load and store.
+    let mut w = 0;
+    while w < OPTION_WORDS {
+        let mut word = entry.option_word(w);
+        if w == 0 {
+            word |= (reply as u64) << (TYPE_AT * 8);
+        }
+        put(f, OPTIONS + w * 8, word.to_ne_bytes());
+        w += 1;
+    }
+    sum += entry.options_sum as u64 + reply as u64;
+    // Rarely: a NAK keeps only 53 and 54; an INFORM gets no lease; a client's parameter request
+    // list may leave options out. Those words are rewritten and their sums swapped.
+    if nak || inform || unrequested != 0 {
+        let (mut removed, mut added) = (0u64, 0u64);
+        let mut w = 1;
+        while w < OPTION_WORDS {
+            let old = entry.option_word(w);
+            let new = if w < MESSAGE_WORDS && (nak || inform) {
+                match w {
+                    LEASE_WORD if nak => (old & LEASE_KEEP) | NAK_END,
+                    LEASE_WORD => old & LEASE_KEEP,
+                    _ => 0,
+                }
+            } else if nak || unrequested & (1 << w) != 0 {
                 0
+            } else {
+                old
             };
-            *pkt.array_mut::<8>(RENDERED + w * 8)? = word.to_ne_bytes();
-            native += halves(word);
+            if new != old {
+                put(f, OPTIONS + w * 8, new.to_ne_bytes());
+                removed += halves(old);
+                added += halves(new);
+            }
             w += 1;
         }
+        // One's complement subtraction: adding the complement.
+        sum += added + (!checksum::fold(removed)) as u64;
     }
-    sum += checksum::fold_memory_order(native) as u64;
-    // Pseudo-header: addresses, protocol, UDP length.
-    let mut pseudo = [0u8; 12];
-    pseudo[..4].copy_from_slice(&entry.server_ip);
-    pseudo[4..8].copy_from_slice(&dst_ip);
-    pseudo[9] = PROTO_UDP;
-    pseudo[10] = udp_len[0];
-    pseudo[11] = udp_len[1];
-    let csum = match checksum::finish(sum + checksum::sum_bytes(&pseudo)) {
+    let csum = match !checksum::fold(sum) {
         // RFC 768: a computed zero is sent as all ones (zero means "no checksum").
         0 => 0xffff,
         c => c,
     };
-    pkt.array_mut::<2>(UDP + 6)?.copy_from_slice(&csum.to_be_bytes());
-    Some(())
+    put(f, UDP + 6, csum.to_ne_bytes());
+}
+
+/// The per-message options at the start of every reply's options field, as the agent renders them
+/// into a `DhcpEntry`: 53 (its value, the message type, filled in per reply), 54, the lease times
+/// 51, 58 and 59 (`lease`: seconds), then PAD to a whole word.
+pub fn message_options(server_ip: [u8; 4], lease: [u32; 3]) -> [u8; DHCP_MESSAGE_OPTIONS_LEN] {
+    let mut m = [opt::PAD; DHCP_MESSAGE_OPTIONS_LEN];
+    m[..TYPE_AT + 1].copy_from_slice(&[opt::MESSAGE_TYPE, 1, 0]);
+    m[TYPE_AT + 1..TYPE_AT + 3].copy_from_slice(&[opt::SERVER_ID, 4]);
+    m[TYPE_AT + 3..LEASE_AT].copy_from_slice(&server_ip);
+    let mut at = LEASE_AT;
+    for (code, secs) in [opt::LEASE_TIME, opt::RENEWAL_TIME, opt::REBINDING_TIME]
+        .into_iter()
+        .zip(lease)
+    {
+        m[at..at + 2].copy_from_slice(&[code, 4]);
+        m[at + 2..at + 6].copy_from_slice(&secs.to_be_bytes());
+        at += 6;
+    }
+    debug_assert_eq!(at, LEASE_END);
+    m
+}
+
+/// The one's complement sum of a `DhcpEntry`'s options field (in memory order, folded), which the
+/// agent stores beside it so that the program copies the options without summing them.
+pub fn options_sum(options: &[u8; DHCP_REPLY_OPTIONS_LEN]) -> u32 {
+    checksum::fold(checksum::sum_memory_order(options)) as u32
 }
 
 /// The two 32-bit halves of a word, added (a step of a one's complement sum).

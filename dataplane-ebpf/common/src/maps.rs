@@ -145,37 +145,43 @@ pub struct DhcpKey {
 
 /// Options the server sends only when the client's parameter request list names them.
 pub const DHCP_MAX_OPTIONAL: usize = 8;
-/// Bytes of pre-rendered options in a reply (whole 8-byte words).
-pub const DHCP_OPTIONS_LEN: usize = 264;
+/// Bytes of a reply's options field for the subnet's and port's options (whole 8-byte words). With
+/// the per-message options, a reply is 212 bytes longer than a request of the BOOTP minimum: what
+/// XDP's headroom has room for (256 bytes less the kernel's 40-byte frame header), so replies grow
+/// at the front, which the kernel does without zeroing the new bytes first.
+pub const DHCP_OPTIONS_LEN: usize = 240;
+/// Bytes before them for the per-message options (`dhcp::message_options`).
+pub const DHCP_MESSAGE_OPTIONS_LEN: usize = 32;
+/// The whole options field of a reply.
+pub const DHCP_REPLY_OPTIONS_LEN: usize = DHCP_MESSAGE_OPTIONS_LEN + DHCP_OPTIONS_LEN;
 
-/// Everything a DHCP reply to one port says, rendered by the agent: the XDP program only copies
-/// it and fills in the per-message fields.
+/// Everything a DHCP reply to one port says, rendered by the agent: the XDP program copies it and
+/// fills in the per-message fields.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DhcpEntry {
     /// For optional option `i`: bit `w` set when 8-byte word `w` of `options` belongs to it (each
     /// optional option starts on a word boundary and is padded with PAD to the next one).
     pub optional_words: [u64; DHCP_MAX_OPTIONAL],
-    /// Rendered options after the per-message ones, ending with END; zero (PAD) after it. Right
-    /// after the u64s, so 8-byte aligned: the program copies it a word per load.
-    pub options: [u8; DHCP_OPTIONS_LEN],
+    /// The reply's options field: the per-message options (message type 0: filled in per reply),
+    /// then the subnet's and the port's, END, PAD to the end. Right after the u64s, so 8-byte
+    /// aligned: the program copies it a word per load.
+    pub options: [u8; DHCP_REPLY_OPTIONS_LEN],
     /// The address handed out (yiaddr).
     pub ip: [u8; 4],
     /// Server identifier and reply source: the subnet's gateway.
     pub server_ip: [u8; 4],
     pub server_mac: Mac,
-    /// 8-byte words of `options` in use (up to and including END).
-    pub words: u8,
-    pub _pad: u8,
-    /// Values of options 51, 58 and 59 (lease, renewal and rebinding time), big-endian seconds.
-    pub lease: [u8; 12],
+    pub _pad: [u8; 2],
+    /// `dhcp::options_sum` of `options`: the program never sums the words it copies.
+    pub options_sum: u32,
     /// Codes of the optional options (0: unused slot).
     pub optional_codes: [u8; DHCP_MAX_OPTIONAL],
     pub _pad2: [u8; 4],
 }
 
 impl DhcpEntry {
-    /// Word `w` (< `DHCP_OPTIONS_LEN / 8`) of `options`, in memory order.
+    /// Word `w` (< `DHCP_REPLY_OPTIONS_LEN / 8`) of `options`, in memory order.
     #[inline(always)]
     pub fn option_word(&self, w: usize) -> u64 {
         let mut b = [0u8; 8];
@@ -188,14 +194,13 @@ impl Default for DhcpEntry {
     fn default() -> Self {
         DhcpEntry {
             optional_words: [0; DHCP_MAX_OPTIONAL],
+            options: [0; DHCP_REPLY_OPTIONS_LEN],
             ip: [0; 4],
             server_ip: [0; 4],
             server_mac: [0; 6],
-            words: 0,
-            _pad: 0,
-            lease: [0; 12],
+            _pad: [0; 2],
+            options_sum: 0,
             optional_codes: [0; DHCP_MAX_OPTIONAL],
-            options: [0; DHCP_OPTIONS_LEN],
             _pad2: [0; 4],
         }
     }

@@ -53,9 +53,11 @@ impl Packet for XdpPacket {
     #[inline(always)]
     fn resize(&mut self, len: usize) -> Option<()> {
         let delta = len as i32 - self.len() as i32;
-        // The tail first; a veth frame often has no room there, but always 256 bytes in front.
+        // The head first: XDP frames have 256 bytes of headroom (216 usable), and the kernel
+        // zeroes what the tail grows by, which costs more than the helper call itself. The tail
+        // when a request is too short for that.
         // SAFETY: the helpers validate the new bounds against the frame's buffer.
-        if unsafe { bpf_xdp_adjust_tail(self.ctx, delta) } != 0 && unsafe { bpf_xdp_adjust_head(self.ctx, -delta) } != 0
+        if unsafe { bpf_xdp_adjust_head(self.ctx, -delta) } != 0 && unsafe { bpf_xdp_adjust_tail(self.ctx, delta) } != 0
         {
             return None;
         }
