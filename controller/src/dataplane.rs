@@ -1,11 +1,11 @@
 //! The loaded XDP object: its pinned maps and its attachments to port interfaces.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::CString;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use alioth_common::maps::{self, endpoint_kind, DhcpEntry, DhcpKey, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
+use alioth_common::maps::{self, endpoint_kind, DhcpEntry, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
 use alioth_common::Counter;
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::xdp::DevMap;
@@ -63,7 +63,13 @@ pub struct Dataplane {
     uplink: Array<MapData, Uplink>,
     next_hops: BpfHashMap<MapData, [u8; 4], NextHop>,
     redirect: DevMap<MapData>,
-    dhcp: BpfHashMap<MapData, DhcpKey, DhcpEntry>,
+    dhcp: Array<MapData, DhcpEntry>,
+    /// Free `DHCP` slots, the least recently freed first. A changed entry is written to a fresh
+    /// slot before the port points at it, and a freed slot is reused last, so a program still
+    /// building a reply from a slot never has it rewritten under it.
+    dhcp_free: VecDeque<u32>,
+    /// Interface -> its `DHCP` slot and what was written there.
+    dhcp_slots: HashMap<String, (u32, DhcpEntry)>,
     /// `GENERATION`, and the value last published in it.
     generation: (Array<MapData, u64>, u64),
     /// (VNI, MAC) of each attached port -> its ifindex: filled into the port's `ENDPOINTS` entries
@@ -196,7 +202,7 @@ impl Dataplane {
         let uplink = Array::try_from(take(maps::UPLINK)?)?;
         let next_hops = BpfHashMap::try_from(take(maps::NEXTHOPS)?)?;
         let redirect = DevMap::try_from(take(maps::REDIRECT)?)?;
-        let dhcp = BpfHashMap::try_from(take(maps::DHCP)?)?;
+        let dhcp = Array::try_from(take(maps::DHCP)?)?;
         let generation = Array::try_from(take(maps::GENERATION)?)?;
         let mut dp = Dataplane {
             ebpf,
@@ -206,6 +212,8 @@ impl Dataplane {
             next_hops,
             redirect,
             dhcp,
+            dhcp_free: (1..maps::MAX_DHCP).collect(),
+            dhcp_slots: HashMap::new(),
             generation: (generation, 0),
             local: HashMap::new(),
             port_keys: HashMap::new(),
@@ -435,9 +443,27 @@ impl Dataplane {
         let Some(index) = ifindex(iface) else {
             return Ok(false);
         };
-        self.set_dhcp(entry.vni, entry.mac, dhcp)?;
+        let mut entry = entry;
+        let old = self.dhcp_slots.get(iface).copied();
+        entry.dhcp_slot = match (dhcp, old) {
+            (None, _) => 0,
+            (Some(e), Some((slot, written))) if *e == written => slot,
+            (Some(e), _) => self.add_dhcp(e, old.map(|(slot, _)| slot))?,
+        };
         // The entry goes first so that the first packet the program sees finds it.
-        self.set_port_entry(index, entry)?;
+        if let Err(e) = self.set_port_entry(index, entry) {
+            if entry.dhcp_slot != 0 && old.map(|(slot, _)| slot) != Some(entry.dhcp_slot) {
+                self.dhcp_free.push_front(entry.dhcp_slot);
+            }
+            return Err(e);
+        }
+        self.dhcp_slots.remove(iface);
+        if let Some(e) = dhcp {
+            self.dhcp_slots.insert(iface.to_string(), (entry.dhcp_slot, *e));
+        }
+        if let Some((slot, _)) = old.filter(|(slot, _)| *slot != entry.dhcp_slot) {
+            self.dhcp_free.push_back(slot);
+        }
         match self.attached.get(iface) {
             Some((i, _)) if *i == index => {}
             // Same name, new interface (the old one was deleted): the old link died with it.
@@ -451,7 +477,6 @@ impl Dataplane {
         let key = (entry.vni, entry.mac);
         if let Some(old) = self.port_keys.insert(iface.to_string(), key).filter(|old| *old != key) {
             self.local.remove(&old);
-            self.set_dhcp(old.0, old.1, None)?;
         }
         self.local.insert(key, index);
         for ip in ips {
@@ -536,9 +561,12 @@ impl Dataplane {
         self.remove_redirect(index);
         if let Some(key) = self.port_keys.remove(iface) {
             self.local.remove(&key);
-            self.set_dhcp(key.0, key.1, None)?;
         }
-        self.set_port_entry(index, PortEntry::default())
+        self.set_port_entry(index, PortEntry::default())?;
+        if let Some((slot, _)) = self.dhcp_slots.remove(iface) {
+            self.dhcp_free.push_back(slot);
+        }
+        Ok(())
     }
 
     /// The ring of data-plane events (`Event`); taken once, by the agent's event task.
@@ -550,13 +578,24 @@ impl Dataplane {
         Ok(aya::maps::RingBuf::try_from(map)?)
     }
 
-    /// Writes (or, with `None`, removes) what the DHCP server answers the port (`vni`, `mac`).
-    pub fn set_dhcp(&mut self, vni: u32, mac: Mac, entry: Option<&DhcpEntry>) -> Result<()> {
-        let key = DhcpKey { vni, mac, _pad: [0; 2] };
-        match entry {
-            Some(e) => self.dhcp.insert(key, *e, 0).context("write DHCP"),
-            None => absent_is_removed(self.dhcp.remove(&key)).context("remove from DHCP"),
+    /// Writes a DHCP entry to a free slot and returns the slot, for a `PortEntry::dhcp_slot`.
+    /// With every slot taken, `current` (the port's own slot) is rewritten in place.
+    pub fn add_dhcp(&mut self, entry: &DhcpEntry, current: Option<u32>) -> Result<u32> {
+        let (slot, fresh) = match (self.dhcp_free.pop_front(), current) {
+            (Some(slot), _) => (slot, true),
+            (None, Some(slot)) => (slot, false),
+            (None, None) => bail!(
+                "all {} DHCP slots are in use: no DHCP for more ports on this host",
+                maps::MAX_DHCP - 1
+            ),
+        };
+        if let Err(e) = self.dhcp.set(slot, *entry, 0) {
+            if fresh {
+                self.dhcp_free.push_front(slot);
+            }
+            return Err(e).context("write DHCP");
         }
+        Ok(slot)
     }
 
     fn forget(&mut self, iface: &str) {

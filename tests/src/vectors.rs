@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use alioth_common::maps::{endpoint_kind, DhcpEntry, DhcpKey, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
+use alioth_common::maps::{endpoint_kind, DhcpEntry, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
 use alioth_common::pipeline::{Action, Tables, Verdict};
 use alioth_common::vxlan::{self, Outer};
 use alioth_common::Counter;
@@ -71,7 +71,7 @@ pub struct MapTables {
     pub endpoints: BTreeMap<EndpointKey, Endpoint>,
     pub next_hops: BTreeMap<[u8; 4], NextHop>,
     pub uplink: Option<Uplink>,
-    pub dhcp: BTreeMap<DhcpKey, DhcpEntry>,
+    pub dhcp: BTreeMap<u32, DhcpEntry>,
 }
 
 impl MapTables {
@@ -80,7 +80,7 @@ impl MapTables {
             endpoints: endpoints().into_iter().collect(),
             next_hops: next_hops().into_iter().collect(),
             uplink: Some(uplink()),
-            dhcp: [(dhcp_key(), dhcp_entry())].into_iter().collect(),
+            dhcp: [(DHCP_SLOT, dhcp_entry())].into_iter().collect(),
         }
     }
 }
@@ -95,8 +95,8 @@ impl Tables for MapTables {
     fn uplink(&self) -> Option<Uplink> {
         self.uplink
     }
-    fn dhcp(&self, key: &DhcpKey) -> Option<&DhcpEntry> {
-        self.dhcp.get(key)
+    fn dhcp(&self, slot: u32) -> Option<&DhcpEntry> {
+        self.dhcp.get(&slot)
     }
 }
 
@@ -128,6 +128,11 @@ pub fn xdp_action(a: &Action) -> u32 {
 /// Loads the vectors into a data plane: the port on `IFINDEX` (where BPF_PROG_TEST_RUN frames
 /// arrive), the endpoints, the uplink, the next hops, and `IFINDEX` as the redirect target.
 pub fn program(dp: &mut alioth::dataplane::Dataplane) -> anyhow::Result<()> {
+    let slot = dp.add_dhcp(&dhcp_entry(), None)?;
+    anyhow::ensure!(
+        slot == DHCP_SLOT,
+        "a fresh data plane hands out DHCP slot {DHCP_SLOT} first"
+    );
     dp.set_port_entry(IFINDEX, port())?;
     for (k, v) in endpoints() {
         dp.upsert_endpoint(k, v)?;
@@ -136,7 +141,6 @@ pub fn program(dp: &mut alioth::dataplane::Dataplane) -> anyhow::Result<()> {
     for (host, hop) in next_hops() {
         dp.set_next_hop(host, hop.mac)?;
     }
-    dp.set_dhcp(VNI, VM_MAC, Some(&dhcp_entry()))?;
     dp.add_redirect(IFINDEX)
 }
 
@@ -173,13 +177,8 @@ pub fn dhcp_subnet() -> alioth::model::Subnet {
     }
 }
 
-pub fn dhcp_key() -> DhcpKey {
-    DhcpKey {
-        vni: VNI,
-        mac: VM_MAC,
-        _pad: [0; 2],
-    }
-}
+/// The vector port's `DHCP` slot: the first a fresh data plane hands out.
+pub const DHCP_SLOT: u32 = 1;
 
 /// What the agent renders for the vector port.
 pub fn dhcp_entry() -> DhcpEntry {
@@ -213,6 +212,7 @@ pub fn port() -> PortEntry {
         ip: VM_IP,
         gateway_ip: GW_IP,
         gateway_mac: GW_MAC,
+        dhcp_slot: DHCP_SLOT,
         ..Default::default()
     }
 }

@@ -2,7 +2,7 @@
 //! give the same verdict, counter and bytes as on the host.
 
 use alioth::dataplane::{AttachMode, Dataplane};
-use alioth_common::maps::{endpoint_kind, Endpoint, EndpointKey};
+use alioth_common::maps::{endpoint_kind, Endpoint, EndpointKey, PortEntry, MAX_DHCP};
 use alioth_common::Counter;
 use alioth_tests::frames;
 use alioth_tests::kernel::{counter, run_program, vector_dataplane};
@@ -92,6 +92,51 @@ fn other_vpc_with_the_same_gateway_ip_answers_with_its_own_mac() {
 
 /// The programs cache destinations per CPU: every change the agent makes to an endpoint or a next
 /// hop must reach the very next frame.
+#[test]
+fn dhcp_entries_change_through_fresh_slots() {
+    let (mut dp, _) = Dataplane::load(None, AttachMode::Auto).unwrap();
+    vectors::program(&mut dp).unwrap();
+    let request = alioth_tests::dhcp::Request::new(dhcproto::v4::MessageType::Discover).frame();
+    let yiaddr = |out: &[u8]| out[alioth_common::dhcp::BOOTP + 16..][..4].to_vec();
+    let (action, out) = run(&mut dp, &request);
+    assert_eq!((action, yiaddr(&out)), (3, VM_IP.to_vec()));
+    // A changed entry goes to a fresh slot; the port then points at it.
+    let mut moved = vectors::dhcp_entry();
+    moved.ip = [198, 18, 0, 77];
+    let slot = dp.add_dhcp(&moved, Some(DHCP_SLOT)).unwrap();
+    assert_ne!(slot, DHCP_SLOT);
+    let (_, out) = run(&mut dp, &request);
+    assert_eq!(yiaddr(&out), VM_IP.to_vec(), "the old slot is untouched");
+    dp.set_port_entry(
+        IFINDEX,
+        PortEntry {
+            dhcp_slot: slot,
+            ..vectors::port()
+        },
+    )
+    .unwrap();
+    let (action, out) = run(&mut dp, &request);
+    assert_eq!((action, yiaddr(&out)), (3, moved.ip.to_vec()));
+    // Slot 0: no DHCP.
+    dp.set_port_entry(
+        IFINDEX,
+        PortEntry {
+            dhcp_slot: 0,
+            ..vectors::port()
+        },
+    )
+    .unwrap();
+    assert_eq!(run(&mut dp, &request).0, 1);
+    assert_eq!(counter(&dp, Counter::DropDhcpDisabled), 1);
+    // Every slot taken: a port's own slot is rewritten in place; a new port gets an error.
+    for _ in 3..MAX_DHCP {
+        dp.add_dhcp(&moved, None).unwrap();
+    }
+    assert_eq!(dp.add_dhcp(&moved, Some(slot)).unwrap(), slot);
+    let err = dp.add_dhcp(&moved, None).unwrap_err();
+    assert!(format!("{err:#}").contains("in use"), "{err:#}");
+}
+
 #[test]
 fn destination_changes_reach_the_next_frame() {
     let (mut dp, _) = Dataplane::load(None, AttachMode::Auto).unwrap();
@@ -197,6 +242,7 @@ fn port_program_keeps_verifier_headroom() {
         .unwrap()
         .verified_instruction_count()
         .expect("the kernel reports verified instructions");
+    eprintln!("verified instructions: {walked}");
     assert!(
         walked < 920_000,
         "the verifier walked {walked} instructions of its 1,000,000"

@@ -3,7 +3,7 @@
 use crate::counters::Counter;
 use crate::eth::{self, Mac, ETH_HLEN, ETH_P_ARP, ETH_P_IPV4};
 use crate::ipv4::Ipv4;
-use crate::maps::{endpoint_kind, DhcpEntry, DhcpKey, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
+use crate::maps::{endpoint_kind, DhcpEntry, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
 use crate::packet::{At, Packet};
 use crate::vxlan::{self, Outer};
 use crate::{arp, dhcp, icmp, ipv4};
@@ -15,8 +15,8 @@ pub trait Tables {
     fn next_hop(&self, host_ip: &[u8; 4]) -> Option<NextHop>;
     /// The uplink, when the agent configured one.
     fn uplink(&self) -> Option<Uplink>;
-    /// What the DHCP server answers a port; `None`: its subnet does not serve DHCP.
-    fn dhcp(&self, key: &DhcpKey) -> Option<&DhcpEntry>;
+    /// What the DHCP server answers the port whose `dhcp_slot` is `slot` (never 0).
+    fn dhcp(&self, slot: u32) -> Option<&DhcpEntry>;
 
     /// Where forwarded traffic to `key` goes. The kernel answers from a per-CPU cache in front of
     /// the two lookups below (two hash lookups were most of the cost of an encapsulation).
@@ -278,12 +278,10 @@ fn forward<P: Packet + ?Sized, T: Tables>(
 /// consumes it.
 #[inline(always)]
 fn dhcp_request<P: Packet + ?Sized, T: Tables>(pkt: &mut P, ip: &Ipv4, port: &PortEntry, tables: &T) -> Verdict {
-    let key = DhcpKey {
-        vni: port.vni,
-        mac: port.mac,
-        _pad: [0; 2],
-    };
-    let Some(entry) = tables.dhcp(&key) else {
+    if port.dhcp_slot == 0 {
+        return Verdict::drop(Counter::DropDhcpDisabled);
+    }
+    let Some(entry) = tables.dhcp(port.dhcp_slot) else {
         return Verdict::drop(Counter::DropDhcpDisabled);
     };
     // To us (broadcast, or unicast to our server address when renewing); never to another server.

@@ -12,7 +12,7 @@ mod packet;
 use alioth_common::counters::COUNTER_SLOTS;
 use alioth_common::eth::{self, ETH_P_IPV4};
 use alioth_common::maps::{
-    DhcpEntry, DhcpKey, Endpoint, EndpointKey, Event, NextHop, PortEntry, Uplink, EVENTS_BYTES, MAX_DHCP,
+    DhcpEntry, Endpoint, EndpointKey, Event, NextHop, PortEntry, Uplink, EVENTS_BYTES, MAX_DHCP,
     MAX_ENDPOINTS, MAX_IFINDEX, MAX_NEXTHOPS, NO_PREALLOC,
 };
 use alioth_common::pipeline::{self, Action, Destination, Tables, Verdict};
@@ -46,7 +46,7 @@ static NEXTHOPS: HashMap<[u8; 4], NextHop> = HashMap::with_max_entries(MAX_NEXTH
 static REDIRECT: DevMap = DevMap::with_max_entries(MAX_IFINDEX, 0);
 
 #[map]
-static DHCP: HashMap<DhcpKey, DhcpEntry> = HashMap::with_max_entries(MAX_DHCP, NO_PREALLOC);
+static DHCP: Array<DhcpEntry> = Array::with_max_entries(MAX_DHCP, 0);
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
@@ -72,10 +72,10 @@ impl Tables for Maps {
     }
 
     #[inline(always)]
-    fn dhcp(&self, key: &DhcpKey) -> Option<&DhcpEntry> {
-        // SAFETY: read-only use of the value while the program runs; the agent replaces entries
-        // whole (a reply built from a concurrently replaced entry is the old or the new one's).
-        unsafe { DHCP.get(key) }
+    fn dhcp(&self, slot: u32) -> Option<&DhcpEntry> {
+        // The agent writes a changed entry to a fresh slot before pointing the port at it, and
+        // reuses a freed slot last: the slot read here is never rewritten under the reply.
+        DHCP.get(slot)
     }
 
     #[inline(always)]
