@@ -326,6 +326,7 @@ pub fn render(ip: Ipv4Addr, subnet: &Subnet, host_name: Option<&str>, default_le
     }
     e.options[..out.len()].copy_from_slice(&out);
     e.options_sum = options_sum(&e.options);
+    e.words = out.len().div_ceil(8) as u8;
     Ok(e)
 }
 

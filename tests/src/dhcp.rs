@@ -1,6 +1,7 @@
 //! DHCP test requests built, and replies checked, with `dhcproto`: a maintained implementation
 //! independent of the data plane's own parser and builder.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use alioth_common::Counter;
@@ -321,5 +322,39 @@ pub fn check_reply(req: &Request, reply: &[u8]) {
             (ROUTE.parse().unwrap(), GW_IP.into()),
         ];
         assert_eq!(routes, &DhcpOption::ClasslessStaticRoute(want));
+    }
+}
+
+/// perfdhcp's report: "***Statistics for: NAME***" sections of "key: number [unit]" lines.
+pub fn parse_perfdhcp(text: &str) -> BTreeMap<String, BTreeMap<String, f64>> {
+    let mut out: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    let mut section = None;
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("***Statistics for: ") {
+            section = Some(name.trim_end_matches('*').to_string());
+            continue;
+        }
+        let (Some(s), Some((k, v))) = (&section, line.split_once(':')) else {
+            continue;
+        };
+        if let Some(v) = v.split_whitespace().next().and_then(|v| v.parse().ok()) {
+            out.entry(s.clone()).or_default().insert(k.trim().to_string(), v);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_perfdhcp_report() {
+        let text = "***Statistics for: DISCOVER-OFFER***\nsent packets: 10\nreceived packets: 8\ndrops: 2\n\
+                    min delay: 0.100 ms\navg delay: 1.5 ms\n***Statistics for: REQUEST-ACK***\nreceived packets: 7\n";
+        let s = parse_perfdhcp(text);
+        assert_eq!(s["DISCOVER-OFFER"]["drops"], 2.0);
+        assert_eq!(s["DISCOVER-OFFER"]["avg delay"], 1.5);
+        assert_eq!(s["REQUEST-ACK"]["received packets"], 7.0);
     }
 }

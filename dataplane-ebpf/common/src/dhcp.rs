@@ -1,9 +1,10 @@
 //! The DHCP server (RFC 2131/2132): a BOOTREQUEST from a port is parsed, answered from the port's
 //! pre-rendered `DhcpEntry`, and the frame is rewritten in place into the reply.
 //!
-//! Every reply has one length and one layout (the entry's options field, whose per-message options
-//! are filled in), so it is written into one bounds-checked array of the frame, and its checksum is
-//! summed from the values written plus the sum the agent stored with the options. The only
+//! Every reply has one layout (the entry's options field, whose per-message options are filled in,
+//! up to its END): all but the options past the BOOTP minimum are written into one bounds-checked
+//! array of the frame, and the checksum is summed from the values written plus the sum the agent
+//! stored with the options. The only
 //! variable reads are the request's options, walked by a bounded loop in 4-byte windows.
 
 use crate::checksum;
@@ -29,12 +30,14 @@ const MAGIC: usize = BOOTP + 236;
 /// Where the options start.
 pub const OPTIONS: usize = BOOTP + 240;
 pub const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
-/// Length of every reply frame: the whole options field of a `DhcpEntry` (PAD after END). An IP
-/// datagram of 540 bytes: under the 576 every client takes.
-pub const REPLY_LEN: usize = OPTIONS + DHCP_REPLY_OPTIONS_LEN;
-/// 8-byte words of a reply's options field, and of its per-message options.
+/// Longest reply frame: the whole options field of a `DhcpEntry`. An IP datagram of 540 bytes:
+/// under the 576 every client takes.
+pub const MAX_REPLY_LEN: usize = OPTIONS + DHCP_REPLY_OPTIONS_LEN;
+/// 8-byte words of a reply's options field, of its per-message options, and of every reply (300
+/// bytes of message, the BOOTP minimum, and a NAK's length).
 const OPTION_WORDS: usize = DHCP_REPLY_OPTIONS_LEN / 8;
 const MESSAGE_WORDS: usize = DHCP_MESSAGE_OPTIONS_LEN / 8;
+const MIN_WORDS: usize = (BOOTP + 300 - OPTIONS).div_ceil(8);
 /// Layout of the per-message options (`message_options`): the message type's value, then 54, then
 /// the lease times from `LEASE_AT` to `LEASE_END`, PAD after.
 const TYPE_AT: usize = 2;
@@ -349,12 +352,23 @@ fn contains(set: &[u64; 4], code: u8) -> bool {
     (word >> (code & 63)) & 1 != 0
 }
 
+/// Length of a reply frame: the options field up to the entry's END (at least the BOOTP minimum
+/// of 300 bytes of message; a NAK is that long).
+#[inline(always)]
+pub fn reply_len(entry: &DhcpEntry, reply: u8) -> usize {
+    let words = if reply == msg::NAK {
+        MIN_WORDS
+    } else {
+        (entry.words as usize).clamp(MIN_WORDS, OPTION_WORDS)
+    };
+    OPTIONS + words * 8
+}
+
 /// Turns the request in `pkt` into the server's `reply` (OFFER, ACK or NAK) to the client `mac`.
 /// `unrequested`: words of the entry's options to leave out (`unrequested_words`).
 ///
 /// Everything is written from `req` and `entry`: the frame may grow at either end, which moves the
-/// request's bytes. Every reply has the same length, so the whole frame is one bounds check and
-/// every write is at a constant offset.
+/// request's bytes.
 #[inline(always)]
 pub fn write_reply<P: Packet + ?Sized>(
     pkt: &mut P,
@@ -364,36 +378,42 @@ pub fn write_reply<P: Packet + ?Sized>(
     reply: u8,
     unrequested: u64,
 ) -> Result<(), Counter> {
-    if pkt.resize(REPLY_LEN).is_none() {
+    let len = reply_len(entry, reply);
+    if pkt.resize(len).is_none() {
         return Err(Counter::DropDhcpNoRoom);
     }
-    let frame = pkt.array_mut::<REPLY_LEN>(0).ok_or(Counter::DropDhcpNoRoom)?;
-    build(frame, req, entry, mac, reply, unrequested);
-    Ok(())
+    build(pkt, req, entry, mac, reply, unrequested, len).ok_or(Counter::DropDhcpNoRoom)
 }
+
+/// The shortest reply: up to the options words every reply has.
+const MIN_LEN: usize = OPTIONS + MIN_WORDS * 8;
 
 /// Writes `v` at the constant offset `off` (one store per field once inlined).
 #[inline(always)]
-fn put<const W: usize>(f: &mut [u8; REPLY_LEN], off: usize, v: [u8; W]) {
+fn put<const W: usize>(f: &mut [u8; MIN_LEN], off: usize, v: [u8; W]) {
     f[off..off + W].copy_from_slice(&v);
 }
 
-/// The 16-bit words of the IP header that are the same in every reply, and of the UDP checksum's
-/// part that is (source port, length, BOOTP op..hops, secs, siaddr, magic cookie; pseudo-header
-/// protocol and length): summed at compile time, in memory order.
-const IP_FIXED: [u8; 12] = {
-    let len = ((REPLY_LEN - ETH_HLEN) as u16).to_be_bytes();
-    [0x45, 0, len[0], len[1], 0, 0, 0, 0, 64, PROTO_UDP, 0, 0]
-};
-const UDP_LEN: [u8; 2] = ((REPLY_LEN - UDP) as u16).to_be_bytes();
+/// The 16-bit words of the IP header that are the same in every reply but for the length, and of
+/// the UDP checksum's part that is (source port, BOOTP op..hops, secs, siaddr, magic cookie;
+/// pseudo-header protocol): summed at compile time, in memory order.
+const IP_FIXED: [u8; 12] = [0x45, 0, 0, 0, 0, 0, 0, 0, 64, PROTO_UDP, 0, 0];
 const OP: [u8; 4] = [2, 1, 6, 0];
-const UDP_FIXED_SUM: u64 = checksum::sum_memory_order(&[0, SERVER_PORT as u8, UDP_LEN[0], UDP_LEN[1]])
+const UDP_FIXED_SUM: u64 = checksum::sum_memory_order(&[0, SERVER_PORT as u8])
     + checksum::sum_memory_order(&OP)
     + checksum::sum_memory_order(&MAGIC_COOKIE)
-    + checksum::sum_memory_order(&[0, PROTO_UDP, UDP_LEN[0], UDP_LEN[1]]);
+    + checksum::sum_memory_order(&[0, PROTO_UDP]);
 
 #[inline(always)]
-fn build(f: &mut [u8; REPLY_LEN], req: &Request, entry: &DhcpEntry, mac: &Mac, reply: u8, unrequested: u64) {
+fn build<P: Packet + ?Sized>(
+    pkt: &mut P,
+    req: &Request,
+    entry: &DhcpEntry,
+    mac: &Mac,
+    reply: u8,
+    unrequested: u64,
+    len: usize,
+) -> Option<()> {
     let nak = reply == msg::NAK;
     let inform = req.msg_type == msg::INFORM;
 
@@ -419,6 +439,8 @@ fn build(f: &mut [u8; REPLY_LEN], req: &Request, entry: &DhcpEntry, mac: &Mac, r
     } else {
         (*mac, yiaddr)
     };
+    // Everything up to the options words every reply has: one bounds check, constant offsets.
+    let f = pkt.array_mut::<MIN_LEN>(0)?;
     put(f, 0, dst_mac);
     put(f, 6, entry.server_mac);
     put(f, 12, ETH_P_IPV4.to_be_bytes());
@@ -426,17 +448,20 @@ fn build(f: &mut [u8; REPLY_LEN], req: &Request, entry: &DhcpEntry, mac: &Mac, r
     // Checksums are summed from the values written, in memory order (16-bit words as loaded), and
     // never read back from the packet. Every field below starts at an even offset.
     let ne32 = |b: [u8; 4]| u32::from_ne_bytes(b) as u64;
+    let ip_len = ((len - ETH_HLEN) as u16).to_be_bytes();
+    let udp_len = ((len - UDP) as u16).to_be_bytes();
     let addresses = ne32(entry.server_ip) + ne32(dst_ip);
     put(f, ETH_HLEN, IP_FIXED);
+    put(f, ETH_HLEN + 2, ip_len);
     put(f, ETH_HLEN + 12, entry.server_ip);
     put(f, ETH_HLEN + 16, dst_ip);
-    let ip_sum = checksum::sum_memory_order(&IP_FIXED) + addresses;
+    let ip_sum = checksum::sum_memory_order(&IP_FIXED) + u16::from_ne_bytes(ip_len) as u64 + addresses;
     put(f, ETH_HLEN + 10, (!checksum::fold(ip_sum)).to_ne_bytes());
 
     put(
         f,
         UDP,
-        [0, SERVER_PORT as u8, 0, dst_port as u8, UDP_LEN[0], UDP_LEN[1]],
+        [0, SERVER_PORT as u8, 0, dst_port as u8, udp_len[0], udp_len[1], 0, 0],
     );
     // op, htype, hlen, hops, xid, secs 0, flags, ciaddr, yiaddr, siaddr, giaddr, chaddr.
     put(f, BOOTP, OP);
@@ -458,14 +483,16 @@ fn build(f: &mut [u8; REPLY_LEN], req: &Request, entry: &DhcpEntry, mac: &Mac, r
         i += 8;
     }
     put(f, MAGIC, MAGIC_COOKIE);
-    let mut sum = UDP_FIXED_SUM + addresses + ((dst_port as u64) << 8) + ne32(req.xid);
-    sum += u16::from_ne_bytes(flags) as u64 + ne32(ciaddr) + ne32(yiaddr) + ne32(req.giaddr);
+    // The UDP length is in the header and in the pseudo-header.
+    let mut sum = UDP_FIXED_SUM + 2 * u16::from_ne_bytes(udp_len) as u64 + addresses + ((dst_port as u64) << 8);
+    sum += ne32(req.xid) + u16::from_ne_bytes(flags) as u64 + ne32(ciaddr) + ne32(yiaddr) + ne32(req.giaddr);
     sum += halves(req.chaddr[0]) + halves(req.chaddr[1]);
 
     // The options field: the entry's, with the message type filled in (its sum precomputed by the
-    // agent, the type byte at an even offset), a word per load and store.
+    // agent, the type byte at an even offset), a word per load and store. Words after the entry's
+    // END are PAD and add nothing to the sum.
     let mut w = 0;
-    while w < OPTION_WORDS {
+    while w < MIN_WORDS {
         let mut word = entry.option_word(w);
         if w == 0 {
             word |= (reply as u64) << (TYPE_AT * 8);
@@ -473,41 +500,66 @@ fn build(f: &mut [u8; REPLY_LEN], req: &Request, entry: &DhcpEntry, mac: &Mac, r
         put(f, OPTIONS + w * 8, word.to_ne_bytes());
         w += 1;
     }
-    sum += entry.options_sum as u64 + reply as u64;
-    // Rarely: a NAK keeps only 53 and 54; an INFORM gets no lease; a client's parameter request
-    // list may leave options out. Those words are rewritten and their sums swapped.
-    if nak || inform || unrequested != 0 {
-        let (mut removed, mut added) = (0u64, 0u64);
-        let mut w = 1;
+    let words = (len - OPTIONS) / 8;
+    while w < OPTION_WORDS {
+        if w >= words {
+            break;
+        }
+        *pkt.array_mut::<8>(OPTIONS + w * 8)? = entry.option_word(w).to_ne_bytes();
+        w += 1;
+    }
+    let mut options_sum = entry.options_sum as u64 + reply as u64;
+    // Rarely: a client's parameter request list leaves options out (their words become PAD); an
+    // INFORM gets no lease times; a NAK keeps only 53 and 54.
+    if unrequested != 0 && !nak {
+        let mut removed = 0;
+        let mut w = MESSAGE_WORDS;
         while w < OPTION_WORDS {
-            let old = entry.option_word(w);
-            let new = if w < MESSAGE_WORDS && (nak || inform) {
-                match w {
-                    LEASE_WORD if nak => (old & LEASE_KEEP) | NAK_END,
-                    LEASE_WORD => old & LEASE_KEEP,
-                    _ => 0,
-                }
-            } else if nak || unrequested & (1 << w) != 0 {
-                0
-            } else {
-                old
-            };
-            if new != old {
-                put(f, OPTIONS + w * 8, new.to_ne_bytes());
-                removed += halves(old);
-                added += halves(new);
+            if w >= words {
+                break;
             }
+            let old = entry.option_word(w);
+            // All ones to keep the word, zero to blank it: no branch per word for the verifier.
+            let keep = ((unrequested >> w) & 1).wrapping_sub(1);
+            *pkt.array_mut::<8>(OPTIONS + w * 8)? = (old & keep).to_ne_bytes();
+            removed += halves(old & !keep);
             w += 1;
         }
         // One's complement subtraction: adding the complement.
-        sum += added + (!checksum::fold(removed)) as u64;
+        options_sum += (!checksum::fold(removed)) as u64;
     }
+    if nak || inform {
+        let f = pkt.array_mut::<MIN_LEN>(0)?;
+        let old = entry.option_word(LEASE_WORD);
+        let first = (old & LEASE_KEEP) | if nak { NAK_END } else { 0 };
+        put(f, OPTIONS + LEASE_WORD * 8, first.to_ne_bytes());
+        let mut removed = halves(old);
+        let mut w = LEASE_WORD + 1;
+        while w < MESSAGE_WORDS {
+            put(f, OPTIONS + w * 8, [0; 8]);
+            removed += halves(entry.option_word(w));
+            w += 1;
+        }
+        if nak {
+            while w < MIN_WORDS {
+                put(f, OPTIONS + w * 8, [0; 8]);
+                w += 1;
+            }
+            // Nothing but 53 and 54 (words before the lease times are whole).
+            const _: () = assert!(LEASE_WORD == 1);
+            options_sum = halves(entry.option_word(0)) + reply as u64 + halves(first);
+        } else {
+            options_sum += halves(first) + (!checksum::fold(removed)) as u64;
+        }
+    }
+    sum += options_sum;
     let csum = match !checksum::fold(sum) {
         // RFC 768: a computed zero is sent as all ones (zero means "no checksum").
         0 => 0xffff,
         c => c,
     };
-    put(f, UDP + 6, csum.to_ne_bytes());
+    *pkt.array_mut::<2>(UDP + 6)? = csum.to_ne_bytes();
+    Some(())
 }
 
 /// The per-message options at the start of every reply's options field, as the agent renders them

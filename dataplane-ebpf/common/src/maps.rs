@@ -141,9 +141,9 @@ pub struct NextHop {
 /// Options the server sends only when the client's parameter request list names them.
 pub const DHCP_MAX_OPTIONAL: usize = 8;
 /// Bytes of a reply's options field for the subnet's and port's options (whole 8-byte words). With
-/// the per-message options, a reply is 212 bytes longer than a request of the BOOTP minimum: what
-/// XDP's headroom has room for (256 bytes less the kernel's 40-byte frame header), so replies grow
-/// at the front, which the kernel does without zeroing the new bytes first.
+/// the per-message options, the longest reply is 212 bytes longer than a request of the BOOTP
+/// minimum: what XDP's headroom has room for (256 bytes less the kernel's 40-byte frame header),
+/// so replies grow at the front, which the kernel does without zeroing the new bytes first.
 pub const DHCP_OPTIONS_LEN: usize = 240;
 /// Bytes before them for the per-message options (`dhcp::message_options`).
 pub const DHCP_MESSAGE_OPTIONS_LEN: usize = 32;
@@ -167,7 +167,9 @@ pub struct DhcpEntry {
     /// Server identifier and reply source: the subnet's gateway.
     pub server_ip: [u8; 4],
     pub server_mac: Mac,
-    pub _pad: [u8; 2],
+    /// 8-byte words of `options` in use (up to and including END).
+    pub words: u8,
+    pub _pad: u8,
     /// `dhcp::options_sum` of `options`: the program never sums the words it copies.
     pub options_sum: u32,
     /// Codes of the optional options (0: unused slot).
@@ -193,7 +195,8 @@ impl Default for DhcpEntry {
             ip: [0; 4],
             server_ip: [0; 4],
             server_mac: [0; 6],
-            _pad: [0; 2],
+            words: 0,
+            _pad: 0,
             options_sum: 0,
             optional_codes: [0; DHCP_MAX_OPTIONAL],
             _pad2: [0; 4],

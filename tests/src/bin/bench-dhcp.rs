@@ -19,7 +19,7 @@ use std::time::Duration;
 use alioth::dataplane::{AttachMode, Dataplane};
 use alioth::object::PORT_PROGRAM;
 use alioth_tests::agent::Agent;
-use alioth_tests::dhcp::Request;
+use alioth_tests::dhcp::{parse_perfdhcp, Request};
 use alioth_tests::netns::{Netns, Scratch, Vm};
 use alioth_tests::timing::{cold, COLD_ROUNDS};
 use alioth_tests::vectors;
@@ -116,25 +116,6 @@ fn perfdhcp(vm: &Vm, server: &str, clients: &[&str], rate: u32) -> Result<Run> {
         ra_delay: delays(r),
         generator_cpu,
     })
-}
-
-/// perfdhcp's report: "***Statistics for: NAME***" sections of "key: number [unit]" lines.
-fn parse_perfdhcp(text: &str) -> BTreeMap<String, BTreeMap<String, f64>> {
-    let mut out: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
-    let mut section = None;
-    for line in text.lines() {
-        if let Some(name) = line.strip_prefix("***Statistics for: ") {
-            section = Some(name.trim_end_matches('*').to_string());
-            continue;
-        }
-        let (Some(s), Some((k, v))) = (&section, line.split_once(':')) else {
-            continue;
-        };
-        if let Some(v) = v.split_whitespace().next().and_then(|v| v.parse().ok()) {
-            out.entry(s.clone()).or_default().insert(k.trim().to_string(), v);
-        }
-    }
-    out
 }
 
 /// The sweep: every rate, then the run with the most completed exchanges per second.
@@ -368,19 +349,4 @@ fn main() -> Result<()> {
         1e3 / (offer + ack)
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_perfdhcp_report() {
-        let text = "***Statistics for: DISCOVER-OFFER***\nsent packets: 10\nreceived packets: 8\ndrops: 2\n\
-                    min delay: 0.100 ms\navg delay: 1.5 ms\n***Statistics for: REQUEST-ACK***\nreceived packets: 7\n";
-        let s = parse_perfdhcp(text);
-        assert_eq!(s["DISCOVER-OFFER"]["drops"], 2.0);
-        assert_eq!(s["DISCOVER-OFFER"]["avg delay"], 1.5);
-        assert_eq!(s["REQUEST-ACK"]["received packets"], 7.0);
-    }
 }
