@@ -12,8 +12,8 @@ mod packet;
 use alioth_common::counters::COUNTER_SLOTS;
 use alioth_common::eth::{self, ETH_P_IPV4};
 use alioth_common::maps::{
-    DhcpEntry, Endpoint, EndpointKey, Event, NextHop, PortEntry, Uplink, EVENTS_BYTES, MAX_DHCP,
-    MAX_ENDPOINTS, MAX_IFINDEX, MAX_NEXTHOPS, NO_PREALLOC,
+    DhcpEntry, Endpoint, EndpointKey, Event, NextHop, PortEntry, Uplink, EVENTS_BYTES, MAX_DHCP, MAX_ENDPOINTS,
+    MAX_IFINDEX, MAX_NEXTHOPS, NO_PREALLOC,
 };
 use alioth_common::pipeline::{self, Action, Destination, Tables, Verdict};
 use alioth_common::vxlan::{self, Outer};
