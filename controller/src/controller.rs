@@ -11,6 +11,7 @@ use anyhow::Result;
 
 use crate::dataplane::{interfaces, Dataplane};
 use crate::dhcp;
+use crate::garbage;
 use crate::metrics::Metrics;
 use crate::model::{FixedIp, Port, State};
 use crate::overlay::Overlay;
@@ -36,6 +37,9 @@ pub struct Controller {
 /// Changes in a message from which its journal lines are encoded beside its map writes (a thread
 /// costs more than encoding a few).
 const ENCODE_AHEAD: usize = 512;
+/// Resources in a message from which what it leaves behind is freed on another thread (a hand-over
+/// costs more than freeing a few).
+pub const FREE_LATER: usize = 512;
 
 /// One operation of a plan, as `apply_plan` reports it: how long it took and how it went.
 enum Applied {
@@ -278,6 +282,9 @@ impl Controller {
             micros = micros(started.elapsed()),
             "goal state applied"
         );
+        if outcomes.len() >= FREE_LATER {
+            garbage::free_later((outcomes, changes, plan, timing));
+        }
         GoalStateOperationReply {
             format_version: msg.format_version,
             operation_statuses: statuses,

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod controller;
 pub mod dataplane;
 pub mod dhcp;
+pub mod garbage;
 pub mod metrics;
 pub mod model;
 pub mod object;

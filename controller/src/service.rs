@@ -14,7 +14,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::controller::Controller;
+use crate::controller::{Controller, FREE_LATER};
+use crate::garbage;
 use crate::v2;
 
 pub struct Provisioner {
@@ -46,6 +47,7 @@ impl GoalStateProvisioner for Provisioner {
     ) -> Result<Response<GoalStateOperationReply>, Status> {
         let msg = request.into_inner();
         let reply = self.controller.lock().await.push(&msg);
+        release(msg, &reply);
         Ok(Response::new(reply))
     }
 
@@ -67,7 +69,9 @@ impl GoalStateProvisioner for Provisioner {
                     Ok(msg) => {
                         // Converted before taking the lock that serializes the messages.
                         let msg = v2::for_host(msg, &host_ips);
-                        Ok(controller.lock().await.push(&msg))
+                        let reply = controller.lock().await.push(&msg);
+                        release(msg, &reply);
+                        Ok(reply)
                     }
                     Err(status) => {
                         tracing::warn!("goal-state stream ended by an error: {status}");
@@ -95,5 +99,12 @@ impl GoalStateProvisioner for Provisioner {
         Err(Status::unimplemented(
             "PushGoalstates (neighbor rules) is not implemented yet",
         ))
+    }
+}
+
+/// Frees a large message off the reply's path.
+fn release(msg: GoalState, reply: &GoalStateOperationReply) {
+    if reply.operation_statuses.len() >= FREE_LATER {
+        garbage::free_later(msg);
     }
 }
