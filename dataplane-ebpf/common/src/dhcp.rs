@@ -4,15 +4,15 @@
 //! Every reply has one layout (the entry's options field, whose per-message options are filled in,
 //! up to its END): all but the options past the BOOTP minimum are written into one bounds-checked
 //! array of the frame, and the checksum is summed from the values written plus the sum the agent
-//! stored with the options. The only
-//! variable reads are the request's options, walked by a bounded loop in 4-byte windows.
+//! stored with the options. The only variable reads are the request's options, walked by a bounded
+//! loop in 4-byte windows.
 
 use crate::checksum;
 use crate::counters::Counter;
 use crate::eth::{Mac, BROADCAST, ETH_HLEN, ETH_P_IPV4};
 use crate::ipv4::{Ipv4, IPV4_MIN_HLEN, PROTO_UDP};
 use crate::maps::{DhcpEntry, DHCP_MAX_OPTIONAL, DHCP_MESSAGE_OPTIONS_LEN, DHCP_REPLY_OPTIONS_LEN};
-use crate::packet::Packet;
+use crate::packet::{clear, Packet};
 
 pub const SERVER_PORT: u16 = 67;
 pub const CLIENT_PORT: u16 = 68;
@@ -33,6 +33,9 @@ pub const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
 /// Longest reply frame: the whole options field of a `DhcpEntry`. An IP datagram of 540 bytes:
 /// under the 576 every client takes.
 pub const MAX_REPLY_LEN: usize = OPTIONS + DHCP_REPLY_OPTIONS_LEN;
+/// It grows from a request of the BOOTP minimum within XDP's usable headroom (256 bytes less the
+/// kernel's 40-byte frame header): at the front, which the kernel does not zero.
+const _: () = assert!(MAX_REPLY_LEN - (BOOTP + 300) <= 256 - 40);
 /// 8-byte words of a reply's options field, of its per-message options, and of every reply (300
 /// bytes of message, the BOOTP minimum, and a NAK's length).
 const OPTION_WORDS: usize = DHCP_REPLY_OPTIONS_LEN / 8;
@@ -398,6 +401,7 @@ fn put<const W: usize>(f: &mut [u8; MIN_LEN], off: usize, v: [u8; W]) {
 /// the UDP checksum's part that is (source port, BOOTP op..hops, secs, siaddr, magic cookie;
 /// pseudo-header protocol): summed at compile time, in memory order.
 const IP_FIXED: [u8; 12] = [0x45, 0, 0, 0, 0, 0, 0, 0, 64, PROTO_UDP, 0, 0];
+const IP_FIXED_SUM: u64 = checksum::sum_memory_order(&IP_FIXED);
 const OP: [u8; 4] = [2, 1, 6, 0];
 const UDP_FIXED_SUM: u64 = checksum::sum_memory_order(&[0, SERVER_PORT as u8])
     + checksum::sum_memory_order(&OP)
@@ -455,7 +459,7 @@ fn build<P: Packet + ?Sized>(
     put(f, ETH_HLEN + 2, ip_len);
     put(f, ETH_HLEN + 12, entry.server_ip);
     put(f, ETH_HLEN + 16, dst_ip);
-    let ip_sum = checksum::sum_memory_order(&IP_FIXED) + u16::from_ne_bytes(ip_len) as u64 + addresses;
+    let ip_sum = IP_FIXED_SUM + u16::from_ne_bytes(ip_len) as u64 + addresses;
     put(f, ETH_HLEN + 10, (!checksum::fold(ip_sum)).to_ne_bytes());
 
     put(
@@ -475,13 +479,7 @@ fn build<P: Packet + ?Sized>(
     put(f, CHADDR, req.chaddr[0].to_ne_bytes());
     put(f, CHADDR + 8, req.chaddr[1].to_ne_bytes());
     // No server name or boot file (the request's may have carried overloaded options).
-    let mut i = 0;
-    while i < SNAME_LEN + FILE_LEN {
-        put(f, SNAME + i, [0; 8]);
-        // Keeps LLVM from turning the stores into `memset`, a byte loop in BPF; emits nothing.
-        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
-        i += 8;
-    }
+    clear(f[SNAME..].first_chunk_mut::<{ SNAME_LEN + FILE_LEN }>()?);
     put(f, MAGIC, MAGIC_COOKIE);
     // The UDP length is in the header and in the pseudo-header.
     let mut sum = UDP_FIXED_SUM + 2 * u16::from_ne_bytes(udp_len) as u64 + addresses + ((dst_port as u64) << 8);
@@ -541,10 +539,7 @@ fn build<P: Packet + ?Sized>(
             w += 1;
         }
         if nak {
-            while w < MIN_WORDS {
-                put(f, OPTIONS + w * 8, [0; 8]);
-                w += 1;
-            }
+            clear(f[OPTIONS + MESSAGE_WORDS * 8..].first_chunk_mut::<{ (MIN_WORDS - MESSAGE_WORDS) * 8 }>()?);
             // Nothing but 53 and 54 (words before the lease times are whole).
             const _: () = assert!(LEASE_WORD == 1);
             options_sum = halves(entry.option_word(0)) + reply as u64 + halves(first);

@@ -111,18 +111,19 @@ impl<P: Packet + ?Sized> Packet for At<'_, P> {
     }
 }
 
-/// Zeroes `dst` a word at a time. A plain `fill(0)` of more than a few bytes becomes a call to
-/// `memset`, which in BPF is a byte-at-a-time loop (192 iterations for a DHCP reply's `sname`
-/// and `file`); volatile stores are never merged back into one.
+/// Zeroes `dst` a word at a time, one store each. A plain `fill(0)` of more than a few bytes becomes
+/// a call to `memset`, which in BPF is a byte-at-a-time loop (192 iterations for a DHCP reply's
+/// `sname` and `file`); a compiler fence after each store keeps LLVM from merging them back into
+/// one, and emits nothing.
 #[inline(always)]
 pub fn clear<const N: usize>(dst: &mut [u8; N]) {
     let mut chunks = dst.chunks_exact_mut(8);
     for c in &mut chunks {
-        // SAFETY: `c` is 8 writable bytes; [u8; 8] has alignment 1.
-        unsafe { core::ptr::write_volatile(c.as_mut_ptr() as *mut [u8; 8], [0; 8]) };
+        c.copy_from_slice(&[0; 8]);
+        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
     }
     for b in chunks.into_remainder() {
-        // SAFETY: as above, one byte.
-        unsafe { core::ptr::write_volatile(b, 0) };
+        *b = 0;
+        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
     }
 }
