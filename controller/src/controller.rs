@@ -257,7 +257,7 @@ impl Controller {
             .zip(&timing)
             .map(|(out, t)| {
                 if out.status == OperationStatus::Success || out.status == OperationStatus::Pending {
-                    tracing::debug!(resource_id = out.id, resource_type = ?out.resource_type, operation = ?out.operation, status = ?out.status, "applied");
+                    tracing::trace!(resource_id = out.id, resource_type = ?out.resource_type, operation = ?out.operation, status = ?out.status, "applied");
                 }
                 GoalStateOperationStatus {
                     resource_id: out.id.clone(),
@@ -482,7 +482,7 @@ impl Applier<'_> {
             .or_else(|| port.fixed_ips.iter().find(enabled))?;
         if let Some(h) = host.filter(|h| h.ip.is_some_and(|ip| ip != fixed.ip)) {
             tracing::warn!(
-                resource_id = port.id,
+                resource_id = &*port.id,
                 dhcp_id = h.id,
                 "DHCP entry names {:?}, the port has {}: handing out the port's address",
                 h.ip,
@@ -494,7 +494,7 @@ impl Applier<'_> {
         match dhcp::render(fixed.ip, subnet, name, self.dhcp_lease) {
             Ok(e) => Some(e),
             Err(e) => {
-                tracing::error!(resource_id = port.id, "no DHCP for this port: {e}");
+                tracing::error!(resource_id = &*port.id, "no DHCP for this port: {e}");
                 None
             }
         }

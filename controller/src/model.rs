@@ -1,6 +1,7 @@
 //! Validated resources: what the controller keeps once a goal-state resource passed validation.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 // foldhash: SipHash on every id and address was a tenth of applying a large goal state.
 use foldhash::{HashMap, HashSet};
@@ -9,6 +10,10 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 pub type Mac = [u8; 6];
+
+/// A port's or neighbor's id: shared by the resource, the state's indexes and the changes that
+/// name it, which a large message would otherwise copy half a dozen times per resource.
+pub type Id = Arc<str>;
 
 /// Largest VXLAN network identifier (24 bits).
 pub const MAX_VNI: u32 = (1 << 24) - 1;
@@ -64,7 +69,7 @@ pub struct FixedIp {
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Port {
-    pub id: String,
+    pub id: Id,
     pub revision: u32,
     pub vpc_id: String,
     pub mac: Mac,
@@ -83,7 +88,7 @@ impl Port {
 /// A port on another host, reached over the overlay.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Neighbor {
-    pub id: String,
+    pub id: Id,
     pub revision: u32,
     pub vpc_id: String,
     pub mac: Mac,
@@ -95,8 +100,8 @@ pub struct Neighbor {
 /// Who holds an address inside a VPC.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Owner {
-    Port(String),
-    Neighbor(String),
+    Port(Id),
+    Neighbor(Id),
 }
 
 impl std::fmt::Display for Owner {
@@ -111,21 +116,22 @@ impl std::fmt::Display for Owner {
 /// Everything the agent has accepted, by id.
 ///
 /// Ports and neighbors change only through the `put_*`/`remove_*` methods, which keep the indexes
-/// the validator needs to stay O(resources in the message) whatever the size of the state.
+/// the validator needs to stay O(resources in the message) whatever the size of the state. They
+/// are shared (`Arc`) with the changes that put them there: a change costs no copy.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
     pub vpcs: BTreeMap<String, Vpc>,
     pub subnets: BTreeMap<String, Subnet>,
-    ports: HashMap<String, Port>,
-    neighbors: HashMap<String, Neighbor>,
+    ports: HashMap<Id, Arc<Port>>,
+    neighbors: HashMap<Id, Arc<Neighbor>>,
     /// Revision of deleted resources by (resource type, id): a late, older CREATE is out of order.
     pub tombstones: BTreeMap<(i32, String), u32>,
     /// VPC -> address -> who holds it (nested, so lookups by `&str` allocate nothing).
     addrs: HashMap<String, HashMap<Ipv4Addr, Owner>>,
     /// VPC -> MAC -> port.
-    macs: HashMap<String, HashMap<Mac, String>>,
+    macs: HashMap<String, HashMap<Mac, Id>>,
     /// Subnet -> ports and neighbors with an address in it.
-    subnet_users: HashMap<String, HashSet<String>>,
+    subnet_users: HashMap<String, HashSet<Id>>,
     /// VPC -> number of ports and neighbors in it.
     vpc_users: HashMap<String, usize>,
     /// Remote host (tunnel endpoint) -> number of neighbors on it.
@@ -144,11 +150,11 @@ fn entry<'m, V: Default>(m: &'m mut HashMap<String, V>, k: &str) -> &'m mut V {
 }
 
 impl State {
-    pub fn ports(&self) -> &HashMap<String, Port> {
+    pub fn ports(&self) -> &HashMap<Id, Arc<Port>> {
         &self.ports
     }
 
-    pub fn neighbors(&self) -> &HashMap<String, Neighbor> {
+    pub fn neighbors(&self) -> &HashMap<Id, Arc<Neighbor>> {
         &self.neighbors
     }
 
@@ -181,11 +187,11 @@ impl State {
     }
 
     pub fn mac_owner(&self, vpc: &str, mac: &Mac) -> Option<&str> {
-        self.macs.get(vpc)?.get(mac).map(String::as_str)
+        self.macs.get(vpc)?.get(mac).map(|id| &**id)
     }
 
     /// Ids of the ports and neighbors with an address in `subnet`.
-    pub fn subnet_users(&self, subnet: &str) -> impl Iterator<Item = &String> {
+    pub fn subnet_users(&self, subnet: &str) -> impl Iterator<Item = &Id> {
         self.subnet_users.get(subnet).into_iter().flatten()
     }
 
@@ -215,7 +221,7 @@ impl State {
                 }
             }
             if let Some(users) = self.subnet_users.get_mut(&f.subnet_id) {
-                users.remove(id);
+                users.remove(&**id);
                 if users.is_empty() {
                     self.subnet_users.remove(&f.subnet_id);
                 }
@@ -254,7 +260,7 @@ impl State {
         )
     }
 
-    pub fn put_port(&mut self, p: Port) -> Option<Port> {
+    pub fn put_port(&mut self, p: Arc<Port>) -> Option<Arc<Port>> {
         let old = self.remove_port(&p.id);
         self.index(&p.vpc_id, &p.fixed_ips, &Owner::Port(p.id.clone()), true);
         entry(&mut self.macs, &p.vpc_id).insert(p.mac, p.id.clone());
@@ -262,11 +268,11 @@ impl State {
         old
     }
 
-    pub fn remove_port(&mut self, id: &str) -> Option<Port> {
+    pub fn remove_port(&mut self, id: &str) -> Option<Arc<Port>> {
         let old = self.ports.remove(id)?;
         self.index(&old.vpc_id, &old.fixed_ips, &Owner::Port(old.id.clone()), false);
         if let Some(macs) = self.macs.get_mut(&old.vpc_id) {
-            if macs.get(&old.mac).map(String::as_str) == Some(id) {
+            if macs.get(&old.mac).map(|m| &**m) == Some(id) {
                 macs.remove(&old.mac);
             }
             if macs.is_empty() {
@@ -283,7 +289,7 @@ impl State {
         self.neighbors.reserve(neighbors);
     }
 
-    pub fn put_neighbor(&mut self, n: Neighbor) -> Option<Neighbor> {
+    pub fn put_neighbor(&mut self, n: Arc<Neighbor>) -> Option<Arc<Neighbor>> {
         let old = self.remove_neighbor(&n.id);
         self.index(&n.vpc_id, &n.fixed_ips, &Owner::Neighbor(n.id.clone()), true);
         *self.hosts.entry(n.host_ip).or_default() += 1;
@@ -291,7 +297,7 @@ impl State {
         old
     }
 
-    pub fn remove_neighbor(&mut self, id: &str) -> Option<Neighbor> {
+    pub fn remove_neighbor(&mut self, id: &str) -> Option<Arc<Neighbor>> {
         let old = self.neighbors.remove(id)?;
         self.index(&old.vpc_id, &old.fixed_ips, &Owner::Neighbor(old.id.clone()), false);
         if let Some(n) = self.hosts.get_mut(&old.host_ip) {
@@ -306,6 +312,26 @@ impl State {
 
 /// Parses `aa:bb:cc:dd:ee:ff` (or with `-`).
 pub fn parse_mac(s: &str) -> Result<Mac, String> {
+    // The usual form, without splitting into substrings; anything else takes the general path,
+    // which also explains what is wrong.
+    let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    if b.len() == 17 {
+        let mut mac = [0u8; 6];
+        let well_formed = mac.iter_mut().enumerate().all(|(i, m)| {
+            let sep = i == 5 || matches!(b[3 * i + 2], b':' | b'-');
+            match (hex(b[3 * i]), hex(b[3 * i + 1])) {
+                (Some(h), Some(l)) if sep => {
+                    *m = h << 4 | l;
+                    true
+                }
+                _ => false,
+            }
+        });
+        if well_formed {
+            return Ok(mac);
+        }
+    }
     let mut mac = [0u8; 6];
     let mut n = 0;
     for p in s.split([':', '-']) {

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use foldhash::{HashMap, HashMapExt, HashSet};
+use smallvec::SmallVec;
 
 use alioth_common::maps::{endpoint_kind, Endpoint, EndpointKey};
 
@@ -81,20 +82,17 @@ pub fn render(state: &State) -> BTreeMap<EndpointKey, Endpoint> {
     subnets.chain(ports).chain(neighbors).collect()
 }
 
-pub fn neighbor_entries(n: &Neighbor, vni: u32) -> Vec<(EndpointKey, Endpoint)> {
-    n.fixed_ips
-        .iter()
-        .map(|f| {
-            let key = EndpointKey { vni, ip: f.ip.octets() };
-            let value = Endpoint {
-                mac: n.mac,
-                kind: endpoint_kind::REMOTE_PORT,
-                host_ip: n.host_ip.octets(),
-                ..Default::default()
-            };
-            (key, value)
-        })
-        .collect()
+pub fn neighbor_entries(n: &Neighbor, vni: u32) -> impl Iterator<Item = (EndpointKey, Endpoint)> + '_ {
+    n.fixed_ips.iter().map(move |f| {
+        let key = EndpointKey { vni, ip: f.ip.octets() };
+        let value = Endpoint {
+            mac: n.mac,
+            kind: endpoint_kind::REMOTE_PORT,
+            host_ip: n.host_ip.octets(),
+            ..Default::default()
+        };
+        (key, value)
+    })
 }
 
 /// True when a subnet's change reaches its ports' `PORTS` or `DHCP` entries.
@@ -110,6 +108,19 @@ fn serves_differently(b: &Subnet, a: &Subnet) -> bool {
         )
     };
     served(b) != served(a)
+}
+
+/// What one resource renders: almost always one entry, kept inline.
+type Entries = SmallVec<[(EndpointKey, Endpoint); 1]>;
+
+/// What a message does to one `ENDPOINTS` key.
+struct KeyOp {
+    /// The outcome of the last change to touch the key.
+    owner: usize,
+    /// The key's value once the message is applied (`None`: removed).
+    now: Option<Endpoint>,
+    /// What the map held before the message.
+    original: Option<Endpoint>,
 }
 
 /// A resource that renders entries: (kind, id), borrowed from the changes or the state.
@@ -133,12 +144,12 @@ fn vpc_of(r: &Resource) -> &str {
     }
 }
 
-fn entries(r: &Resource, vni: u32) -> Vec<(EndpointKey, Endpoint)> {
+fn entries(r: &Resource, vni: u32) -> Entries {
     match r {
-        Resource::Subnet(s) => subnet_entries(s, vni),
-        Resource::Port(p) => port_entries(p, vni),
-        Resource::Neighbor(n) => neighbor_entries(n, vni),
-        Resource::Vpc(_) | Resource::Dhcp(_) => Vec::new(),
+        Resource::Subnet(s) => subnet_entries(s, vni).into_iter().collect(),
+        Resource::Port(p) => port_entries(p, vni).into_iter().collect(),
+        Resource::Neighbor(n) => neighbor_entries(n, vni).collect(),
+        Resource::Vpc(_) | Resource::Dhcp(_) => Entries::new(),
     }
 }
 
@@ -178,16 +189,16 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
             None => match o.0 {
                 ResourceType::Port => state.ports().get(o.1).cloned().map(Resource::Port),
                 ResourceType::Neighbor => state.neighbors().get(o.1).cloned().map(Resource::Neighbor),
-                ResourceType::Dhcp => state.dhcp_hosts().get(o.1).cloned().map(Resource::Dhcp),
-                _ => state.subnets.get(o.1).cloned().map(Resource::Subnet),
+                ResourceType::Dhcp => state.dhcp_hosts().get(o.1).map(|r| Resource::Dhcp(Box::new(r.clone()))),
+                _ => state.subnets.get(o.1).map(|r| Resource::Subnet(Box::new(r.clone()))),
             },
         }
     };
 
     // What each touched resource has in the map right now, in replay order.
-    let mut current: HashMap<Owner, Vec<(EndpointKey, Endpoint)>> = HashMap::with_capacity(changes.len());
+    let mut current: HashMap<Owner, Entries> = HashMap::with_capacity(changes.len());
     let mut vni_now: BTreeMap<String, Option<u32>> = BTreeMap::new();
-    let in_map = |current: &HashMap<Owner, Vec<(EndpointKey, Endpoint)>>, o: &Owner| -> Vec<(EndpointKey, Endpoint)> {
+    let in_map = |current: &HashMap<Owner, Entries>, o: &Owner| -> Entries {
         match current.get(o) {
             Some(e) => e.clone(),
             None => pre_version(o)
@@ -197,16 +208,18 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
     };
 
     // Last word per key wins; `original` is what the key held before the message.
-    let mut ops: BTreeMap<EndpointKey, (usize, Option<Endpoint>)> = BTreeMap::new();
-    let mut original: BTreeMap<EndpointKey, Option<Endpoint>> = BTreeMap::new();
-    let mut replace = |owner: usize, old: Vec<(EndpointKey, Endpoint)>, new: &[(EndpointKey, Endpoint)]| {
+    let mut ops: HashMap<EndpointKey, KeyOp> = HashMap::with_capacity(changes.len());
+    let mut replace = |owner: usize, old: Entries, new: &[(EndpointKey, Endpoint)]| {
+        let mut word = |k: EndpointKey, original: Option<Endpoint>, now: Option<Endpoint>| {
+            ops.entry(k)
+                .and_modify(|op| (op.owner, op.now) = (owner, now))
+                .or_insert(KeyOp { owner, now, original });
+        };
         for (k, v) in old {
-            original.entry(k).or_insert(Some(v));
-            ops.insert(k, (owner, None));
+            word(k, Some(v), None);
         }
         for (k, v) in new {
-            original.entry(*k).or_insert(None);
-            ops.insert(*k, (owner, Some(*v)));
+            word(*k, None, Some(*v));
         }
     };
     let mut out = Plan::default();
@@ -214,7 +227,7 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
     let programmed: HashSet<&str> = changes
         .iter()
         .filter_map(|c| match &c.after {
-            Some(Resource::Port(p)) => Some(p.id.as_str()),
+            Some(Resource::Port(p)) => Some(&*p.id),
             _ => None,
         })
         .collect();
@@ -246,14 +259,14 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                             .ports()
                             .values()
                             .filter(|p| p.vpc_id == a.id)
-                            .map(|p| (ResourceType::Port, p.id.as_str())),
+                            .map(|p| (ResourceType::Port, &*p.id)),
                     )
                     .chain(
                         state
                             .neighbors()
                             .values()
                             .filter(|n| n.vpc_id == a.id)
-                            .map(|n| (ResourceType::Neighbor, n.id.as_str())),
+                            .map(|n| (ResourceType::Neighbor, &*n.id)),
                     )
                     .chain(
                         pre.iter()
@@ -286,9 +299,9 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                 let new_entries = match after {
                     Some(a) => match vni_now.get(vpc_of(a)).copied().unwrap_or_else(|| vni_pre(vpc_of(a))) {
                         Some(vni) => entries(a, vni),
-                        None => Vec::new(),
+                        None => Entries::new(),
                     },
-                    None => Vec::new(),
+                    None => Entries::new(),
                 };
                 replace(o, old_entries, &new_entries);
                 current.insert(owner, new_entries);
@@ -296,9 +309,14 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                 // what its subnet serves: reprogram the subnet's ports when either changed.
                 if let (Some(Resource::Subnet(b)), Some(Resource::Subnet(a))) = (before, after) {
                     if serves_differently(b, a) {
-                        for id in state.subnet_users(&a.id).filter(|id| !programmed.contains(id.as_str())) {
+                        for id in state.subnet_users(&a.id).filter(|id| !programmed.contains(&***id)) {
                             if state.ports().contains_key(id) {
-                                out.program.push((o, PortOp::Program { port_id: id.clone() }));
+                                out.program.push((
+                                    o,
+                                    PortOp::Program {
+                                        port_id: id.to_string(),
+                                    },
+                                ));
                             }
                         }
                     }
@@ -323,9 +341,19 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                         if b.iface != a.iface {
                             out.detach.push((o, PortOp::Detach { iface: b.iface.clone() }));
                         }
-                        out.program.push((o, PortOp::Program { port_id: a.id.clone() }));
+                        out.program.push((
+                            o,
+                            PortOp::Program {
+                                port_id: a.id.to_string(),
+                            },
+                        ));
                     }
-                    (None, Some(Resource::Port(a))) => out.program.push((o, PortOp::Program { port_id: a.id.clone() })),
+                    (None, Some(Resource::Port(a))) => out.program.push((
+                        o,
+                        PortOp::Program {
+                            port_id: a.id.to_string(),
+                        },
+                    )),
                     (Some(Resource::Port(b)), None) => out.detach.push((o, PortOp::Detach { iface: b.iface.clone() })),
                     _ => {}
                 }
@@ -333,18 +361,23 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
         }
     }
 
-    for (k, (o, v)) in &ops {
-        if let Some(v) = v {
-            if original.get(k) != Some(&Some(*v)) {
-                out.endpoints.push((*o, EndpointOp::Upsert(*k, *v)));
-            }
+    // Writes, then removals, each in key order.
+    let mut upserts: Vec<(EndpointKey, usize, Endpoint)> = Vec::with_capacity(ops.len());
+    let mut removals: Vec<(EndpointKey, usize)> = Vec::new();
+    for (k, op) in &ops {
+        match op.now {
+            Some(v) if op.original != Some(v) => upserts.push((*k, op.owner, v)),
+            None if op.original.is_some() => removals.push((*k, op.owner)),
+            _ => {}
         }
     }
-    for (k, (o, v)) in &ops {
-        if v.is_none() && original.get(k) != Some(&None) {
-            out.endpoints.push((*o, EndpointOp::Remove(*k)));
-        }
-    }
+    upserts.sort_unstable_by_key(|(k, _, _)| *k);
+    removals.sort_unstable_by_key(|(k, _)| *k);
+    out.endpoints.reserve(upserts.len() + removals.len());
+    out.endpoints
+        .extend(upserts.into_iter().map(|(k, o, v)| (o, EndpointOp::Upsert(k, v))));
+    out.endpoints
+        .extend(removals.into_iter().map(|(k, o)| (o, EndpointOp::Remove(k))));
     out
 }
 
