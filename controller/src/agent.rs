@@ -15,7 +15,7 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use crate::controller::Controller;
 use crate::dataplane::{AttachMode, BpfLogLevel, Dataplane};
 use crate::overlay::{Overlay, OverlayConfig};
-use crate::service::Provisioner;
+use crate::service::{Provisioner, Provisioning};
 use crate::store::Store;
 use crate::validate::Naming;
 
@@ -234,9 +234,7 @@ where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let provisioner = GoalStateProvisionerServer::new(Provisioner::new(controller, host_ips))
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes);
+    let provisioner = Provisioning::new(Provisioner::new(controller, host_ips), max_message_bytes);
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<GoalStateProvisionerServer<Provisioner>>().await;
     let reflection = tonic_reflection::server::Builder::configure()

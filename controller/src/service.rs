@@ -1,17 +1,22 @@
 //! `alcor.schema.GoalStateProvisioner` over tonic.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use alioth_proto::schema::goal_state_provisioner_server::GoalStateProvisioner;
+use alioth_proto::schema::goal_state_provisioner_server::{GoalStateProvisioner, GoalStateProvisionerServer};
 use alioth_proto::schema::{
     GoalState, GoalStateOperationReply, GoalStateV2, HostRequest, HostRequestReply, NeighborRulesRequest,
 };
+use alioth_proto::wire;
 use std::net::IpAddr;
 
 use tokio::sync::{mpsc, Mutex};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
+use tonic::codegen::{http, Service};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::controller::{Controller, FREE_LATER};
@@ -54,36 +59,15 @@ impl GoalStateProvisioner for Provisioner {
     type PushGoalStatesStreamStream = ReplyStream;
 
     /// One reply per GoalStateV2, in order, for as long as the client keeps the stream open.
+    /// (`Provisioning` serves this method with `stream`, which decodes the maps as entries; this is
+    /// the same for a server built from the generated code alone.)
     async fn push_goal_states_stream(
         &self,
         request: Request<Streaming<GoalStateV2>>,
     ) -> Result<Response<Self::PushGoalStatesStreamStream>, Status> {
-        let mut inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(STREAM_WINDOW);
-        let controller = self.controller.clone();
-        let host_ips = self.host_ips.clone();
-        tokio::spawn(async move {
-            while let Some(next) = inbound.message().await.transpose() {
-                let failed = next.is_err();
-                let reply = match next {
-                    Ok(msg) => {
-                        // Converted before taking the lock that serializes the messages.
-                        let msg = v2::for_host(msg, &host_ips);
-                        let reply = controller.lock().await.push(&msg);
-                        release(msg, &reply);
-                        Ok(reply)
-                    }
-                    Err(status) => {
-                        tracing::warn!("goal-state stream ended by an error: {status}");
-                        Err(status)
-                    }
-                };
-                if tx.send(reply).await.is_err() || failed {
-                    break;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(
+            self.stream(request.into_inner(), wire::GoalStateV2::from),
+        ))
     }
 
     async fn request_goal_states(&self, _request: Request<HostRequest>) -> Result<Response<HostRequestReply>, Status> {
@@ -99,6 +83,105 @@ impl GoalStateProvisioner for Provisioner {
         Err(Status::unimplemented(
             "PushGoalstates (neighbor rules) is not implemented yet",
         ))
+    }
+}
+
+impl Provisioner {
+    /// Applies each message of `inbound` (converted by `wire`) and answers it, in order.
+    fn stream<M: Send + 'static>(&self, mut inbound: Streaming<M>, wire: fn(M) -> wire::GoalStateV2) -> ReplyStream {
+        let (tx, rx) = mpsc::channel(STREAM_WINDOW);
+        let controller = self.controller.clone();
+        let host_ips = self.host_ips.clone();
+        tokio::spawn(async move {
+            while let Some(next) = inbound.message().await.transpose() {
+                let failed = next.is_err();
+                let reply = match next {
+                    Ok(msg) => {
+                        // Converted before taking the lock that serializes the messages.
+                        let msg = v2::for_host(wire(msg), &host_ips);
+                        let reply = controller.lock().await.push(&msg);
+                        release(msg, &reply);
+                        Ok(reply)
+                    }
+                    Err(status) => {
+                        tracing::warn!("goal-state stream ended by an error: {status}");
+                        Err(status)
+                    }
+                };
+                if tx.send(reply).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Box::pin(ReceiverStream::new(rx))
+    }
+}
+
+/// `GoalStateProvisioner` as the agent serves it: the generated server, except that
+/// `PushGoalStatesStream` decodes each GoalStateV2 with its maps as entries (`wire`), not into
+/// search trees the agent would take apart again. Same bytes, same replies.
+#[derive(Clone)]
+pub struct Provisioning {
+    generated: GoalStateProvisionerServer<Provisioner>,
+    provisioner: Arc<Provisioner>,
+    max_message_bytes: usize,
+}
+
+const STREAM_PATH: &str = "/alcor.schema.GoalStateProvisioner/PushGoalStatesStream";
+
+impl Provisioning {
+    pub fn new(provisioner: Provisioner, max_message_bytes: usize) -> Self {
+        let provisioner = Arc::new(provisioner);
+        Provisioning {
+            generated: GoalStateProvisionerServer::from_arc(provisioner.clone())
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+            provisioner,
+            max_message_bytes,
+        }
+    }
+}
+
+impl tonic::server::NamedService for Provisioning {
+    const NAME: &'static str = <GoalStateProvisionerServer<Provisioner> as tonic::server::NamedService>::NAME;
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl Service<http::Request<tonic::body::Body>> for Provisioning {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        if req.uri().path() != STREAM_PATH {
+            return self.generated.call(req);
+        }
+        let method = StreamEntries(self.provisioner.clone());
+        let max = Some(self.max_message_bytes);
+        Box::pin(async move {
+            let codec = tonic_prost::ProstCodec::<GoalStateOperationReply, wire::GoalStateV2>::default();
+            let mut grpc = tonic::server::Grpc::new(codec).apply_max_message_size_config(max, max);
+            Ok(grpc.streaming(method, req).await)
+        })
+    }
+}
+
+/// `PushGoalStatesStream` over GoalStateV2 decoded as entries.
+struct StreamEntries(Arc<Provisioner>);
+
+impl tonic::server::StreamingService<wire::GoalStateV2> for StreamEntries {
+    type Response = GoalStateOperationReply;
+    type ResponseStream = ReplyStream;
+    type Future = BoxFuture<Response<ReplyStream>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<wire::GoalStateV2>>) -> Self::Future {
+        let replies = self.0.stream(request.into_inner(), |m| m);
+        Box::pin(std::future::ready(Ok(Response::new(replies))))
     }
 }
 

@@ -3,16 +3,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use alioth_proto::schema::{GoalState, GoalStateV2, ResourceType};
+use alioth_proto::schema::{GoalState, ResourceType, SubnetState, VpcState};
+use alioth_proto::wire::{
+    self, DhcpStateEntry, GatewayStateEntry, HostResourcesEntry, NeighborStateEntry, PortStateEntry, RouterStateEntry,
+    SecurityGroupStateEntry, SubnetStateEntry, VpcStateEntry,
+};
 
 /// The part of `msg` meant for a host with addresses `host_ips`.
 ///
 /// Without `host_resources` every resource is taken (as Alcor's own agent does). With it, only the
 /// resources listed under one of `host_ips`, plus the VPCs and subnets those reference when the
 /// message carries them, so that a sender listing only ports still gets them applied. The states
-/// are moved, not copied: a message can carry 100,000 of them.
-pub fn for_host(mut msg: GoalStateV2, host_ips: &[IpAddr]) -> GoalState {
-    let host_resources = std::mem::take(&mut msg.host_resources);
+/// are moved, not copied: a message can carry 100,000 of them. Each map's states come out in id
+/// order, each id once (the last entry of an id wins, as in a decoded map).
+pub fn for_host(msg: wire::GoalStateV2, host_ips: &[IpAddr]) -> GoalState {
+    let host_resources = pairs(msg.host_resources, HostResourcesEntry::into_pair);
     let wanted: Option<BTreeSet<(i32, &str)>> = (!host_resources.is_empty()).then(|| {
         host_resources
             .iter()
@@ -22,18 +27,24 @@ pub fn for_host(mut msg: GoalStateV2, host_ips: &[IpAddr]) -> GoalState {
     });
     let take = |t: ResourceType, id: &str| wanted.as_ref().is_none_or(|w| w.contains(&(t as i32, id)));
 
-    let ports = select(std::mem::take(&mut msg.port_states), |id| take(ResourceType::Port, id));
-    let neighbors = select(std::mem::take(&mut msg.neighbor_states), |id| {
+    let ports = select(pairs(msg.port_states, PortStateEntry::into_pair), |id| {
+        take(ResourceType::Port, id)
+    });
+    let neighbors = select(pairs(msg.neighbor_states, NeighborStateEntry::into_pair), |id| {
         take(ResourceType::Neighbor, id)
     });
-    let mut subnets: BTreeSet<String> = msg
-        .subnet_states
+    // Few: by id, to pick what the selected resources reference.
+    let mut subnet_states: BTreeMap<String, SubnetState> = pairs(msg.subnet_states, SubnetStateEntry::into_pair)
+        .into_iter()
+        .collect();
+    let mut vpc_states: BTreeMap<String, VpcState> =
+        pairs(msg.vpc_states, VpcStateEntry::into_pair).into_iter().collect();
+    let mut subnets: BTreeSet<String> = subnet_states
         .keys()
         .filter(|id| take(ResourceType::Subnet, id))
         .cloned()
         .collect();
-    let mut vpcs: BTreeSet<String> = msg
-        .vpc_states
+    let mut vpcs: BTreeSet<String> = vpc_states
         .keys()
         .filter(|id| take(ResourceType::Vpc, id))
         .cloned()
@@ -57,33 +68,43 @@ pub fn for_host(mut msg: GoalStateV2, host_ips: &[IpAddr]) -> GoalState {
             pull(&c.vpc_id, &mut c.fixed_ips.iter().map(|f| &f.subnet_id));
         }
         for id in &subnets {
-            if let Some(c) = msg.subnet_states.get(id).and_then(|s| s.configuration.as_ref()) {
+            if let Some(c) = subnet_states.get(id).and_then(|s| s.configuration.as_ref()) {
                 vpcs.insert(c.vpc_id.clone());
             }
         }
     }
     GoalState {
         format_version: msg.format_version,
-        vpc_states: vpcs.iter().filter_map(|id| msg.vpc_states.remove(id)).collect(),
-        subnet_states: subnets.iter().filter_map(|id| msg.subnet_states.remove(id)).collect(),
+        vpc_states: vpcs.iter().filter_map(|id| vpc_states.remove(id)).collect(),
+        subnet_states: subnets.iter().filter_map(|id| subnet_states.remove(id)).collect(),
         port_states: ports,
         neighbor_states: neighbors,
-        dhcp_states: select(std::mem::take(&mut msg.dhcp_states), |id| take(ResourceType::Dhcp, id)),
-        security_group_states: select(std::mem::take(&mut msg.security_group_states), |id| {
-            take(ResourceType::Securitygroup, id)
+        dhcp_states: select(pairs(msg.dhcp_states, DhcpStateEntry::into_pair), |id| {
+            take(ResourceType::Dhcp, id)
         }),
-        router_states: select(std::mem::take(&mut msg.router_states), |id| {
+        security_group_states: select(
+            pairs(msg.security_group_states, SecurityGroupStateEntry::into_pair),
+            |id| take(ResourceType::Securitygroup, id),
+        ),
+        router_states: select(pairs(msg.router_states, RouterStateEntry::into_pair), |id| {
             take(ResourceType::Router, id)
         }),
-        gateway_states: select(std::mem::take(&mut msg.gateway_states), |id| {
+        gateway_states: select(pairs(msg.gateway_states, GatewayStateEntry::into_pair), |id| {
             take(ResourceType::Gateway, id)
         }),
     }
 }
 
-/// The states of `m` whose id `keep` accepts, in id order.
-fn select<S>(m: BTreeMap<String, S>, keep: impl Fn(&str) -> bool) -> Vec<S> {
-    m.into_iter().filter(|(id, _)| keep(id)).map(|(_, s)| s).collect()
+/// A map field's entries as (id, state) in id order, each id once.
+fn pairs<E, S>(entries: Vec<E>, pair: impl Fn(E) -> (String, S)) -> Vec<(String, S)> {
+    wire::by_id(entries.into_iter().map(pair).collect())
+}
+
+/// The states whose id `keep` accepts, in order.
+fn select<S>(pairs: Vec<(String, S)>, keep: impl Fn(&str) -> bool) -> Vec<S> {
+    let mut out = Vec::with_capacity(pairs.len());
+    out.extend(pairs.into_iter().filter(|(id, _)| keep(id)).map(|(_, s)| s));
+    out
 }
 
 /// IPv4 and IPv6 addresses of this network namespace's interfaces.
