@@ -24,16 +24,14 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// Writes `entries` (BPF_ANY) into the hash map `fd`. On failure, the entries before the
-/// returned count were written and the error is the next one's.
-pub fn update<K: Pod, V: Pod>(fd: BorrowedFd<'_>, entries: &[(K, V)]) -> Result<(), (usize, io::Error)> {
-    if entries.is_empty() {
+/// Writes `keys[i]` -> `values[i]` (BPF_ANY) into the hash map `fd`. On failure, the entries
+/// before the returned count were written and the error is the next one's.
+pub fn update<K: Pod, V: Pod>(fd: BorrowedFd<'_>, keys: &[K], values: &[V]) -> Result<(), (usize, io::Error)> {
+    let len = keys.len().min(values.len());
+    if len == 0 {
         return Ok(());
     }
-    // The kernel reads keys and values as two packed arrays.
-    let keys: Vec<K> = entries.iter().map(|(k, _)| *k).collect();
-    let values: Vec<V> = entries.iter().map(|(_, v)| *v).collect();
-    let count = u32::try_from(entries.len()).map_err(|_| (0, io::Error::from(io::ErrorKind::InvalidInput)))?;
+    let count = u32::try_from(len).map_err(|_| (0, io::Error::from(io::ErrorKind::InvalidInput)))?;
     let mut attr = BatchAttr {
         keys: keys.as_ptr() as u64,
         values: values.as_ptr() as u64,
@@ -41,9 +39,10 @@ pub fn update<K: Pod, V: Pod>(fd: BorrowedFd<'_>, entries: &[(K, V)]) -> Result<
         map_fd: fd.as_raw_fd() as u32,
         ..Default::default()
     };
-    // SAFETY: attr is a valid bpf_attr prefix; keys and values hold `count` entries each and
-    // outlive the call; the kernel writes back only `attr.count`.
-    unsafe { bpf(BPF_MAP_UPDATE_BATCH, &mut attr) }.map_err(|err| ((attr.count as usize).min(entries.len()), err))
+    // SAFETY: attr is a valid bpf_attr prefix; keys and values hold at least `count` entries each
+    // (the packed arrays the kernel reads) and outlive the call; the kernel writes back only
+    // `attr.count`.
+    unsafe { bpf(BPF_MAP_UPDATE_BATCH, &mut attr) }.map_err(|err| ((attr.count as usize).min(len), err))
 }
 
 /// `enum bpf_cmd` value of BPF_MAP_DELETE_ELEM.
@@ -138,9 +137,10 @@ mod tests {
     #[test]
     fn writes_every_entry_in_one_call() {
         let map = small_hash_map();
-        let entries: Vec<(u32, u64)> = (1..=4).map(|k| (k, u64::from(k) * 10)).collect();
-        update(map.as_fd(), &entries).expect("batch update");
-        for (k, v) in entries {
+        let keys: Vec<u32> = (1..=4).collect();
+        let values: Vec<u64> = keys.iter().map(|k| u64::from(*k) * 10).collect();
+        update(map.as_fd(), &keys, &values).expect("batch update");
+        for (k, v) in keys.into_iter().zip(values) {
             assert_eq!(lookup(map.as_fd(), k), Some(v));
         }
     }
@@ -148,8 +148,9 @@ mod tests {
     #[test]
     fn a_failure_says_how_many_were_written() {
         let map = small_hash_map();
-        let entries: Vec<(u32, u64)> = (1..=6).map(|k| (k, u64::from(k))).collect();
-        let (written, err) = update(map.as_fd(), &entries).expect_err("the map holds 4");
+        let keys: Vec<u32> = (1..=6).collect();
+        let values: Vec<u64> = keys.iter().map(|k| u64::from(*k)).collect();
+        let (written, err) = update(map.as_fd(), &keys, &values).expect_err("the map holds 4");
         assert_eq!(written, 4);
         assert_eq!(err.raw_os_error(), Some(libc::E2BIG));
         assert_eq!(lookup(map.as_fd(), 4), Some(4));
@@ -159,7 +160,7 @@ mod tests {
     #[test]
     fn deletes_one_entry_and_says_when_it_is_absent() {
         let map = small_hash_map();
-        update(map.as_fd(), &[(1u32, 10u64), (2, 20)]).expect("batch update");
+        update(map.as_fd(), &[1u32, 2], &[10u64, 20]).expect("batch update");
         delete(map.as_fd(), &1u32).expect("delete");
         assert_eq!(lookup(map.as_fd(), 1), None);
         assert_eq!(lookup(map.as_fd(), 2), Some(20));

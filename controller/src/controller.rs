@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use alioth_common::maps::{DhcpEntry, Endpoint, EndpointKey, PortEntry};
+use alioth_common::maps::{DhcpEntry, PortEntry};
 use alioth_proto::schema::{
     goal_state_operation_reply::GoalStateOperationStatus, GoalState, GoalStateOperationReply, OperationStatus,
 };
@@ -410,18 +410,24 @@ impl Applier<'_> {
                 ops = &ops[1..];
                 continue;
             }
-            let entries: Vec<(EndpointKey, Endpoint)> = ops
+            let run = ops
                 .iter()
-                .map_while(|(_, op)| match op {
+                .take_while(|(_, op)| matches!(op, EndpointOp::Upsert(..)))
+                .count();
+            let t = Instant::now();
+            let failed = self
+                .dp
+                .upsert_endpoints(ops[..run].iter().filter_map(|(_, op)| match op {
                     EndpointOp::Upsert(k, v) => Some((*k, *v)),
                     EndpointOp::Remove(_) => None,
-                })
-                .collect();
-            let run = entries.len();
-            let t = Instant::now();
-            let results = self.dp.upsert_endpoints(&entries);
+                }));
             let share = t.elapsed() / run as u32;
-            for ((o, _), result) in ops[..run].iter().zip(results) {
+            let mut failed = failed.into_iter().peekable();
+            for (i, (o, _)) in ops[..run].iter().enumerate() {
+                let result = match failed.next_if(|(at, _)| *at == i) {
+                    Some((_, e)) => Err(e),
+                    None => Ok(()),
+                };
                 report(*o, Applied::Dataplane(share, result))?;
             }
             ops = &ops[run..];

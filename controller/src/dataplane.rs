@@ -81,6 +81,9 @@ pub struct Dataplane {
     /// Interface name -> (ifindex, link).
     attached: HashMap<String, (u32, Attachment)>,
     pin_dir: Option<PathBuf>,
+    /// Keys and values of the last batch write, kept for the next: a large message then writes
+    /// from memory already in place instead of fresh pages.
+    batch: (Vec<EndpointKey>, Vec<Endpoint>),
 }
 
 /// How the port program is attached to one interface.
@@ -220,6 +223,7 @@ impl Dataplane {
             mode,
             attached: HashMap::new(),
             pin_dir: pin_dir.map(Path::to_path_buf),
+            batch: Default::default(),
         };
         dp.changed()?;
         Ok((dp, logger))
@@ -304,35 +308,39 @@ impl Dataplane {
         map.set(0, *last, 0).context("write GENERATION")
     }
 
-    /// Writes many endpoints with as few bpf() calls as possible; one result per entry.
-    pub fn upsert_endpoints(&mut self, entries: &[(EndpointKey, Endpoint)]) -> Vec<Result<()>> {
-        let entries: Vec<(EndpointKey, Endpoint)> = entries
-            .iter()
-            .map(|(k, v)| (*k, self.with_local_ifindex(k, *v)))
-            .collect();
-        let mut results = Vec::with_capacity(entries.len());
-        let mut rest = &entries[..];
-        while !rest.is_empty() {
-            match batch::update(self.endpoints.map().fd().as_fd(), rest) {
-                Ok(()) => {
-                    results.extend(rest.iter().map(|_| Ok(())));
-                    break;
-                }
-                Err((written, err)) if written < rest.len() => {
+    /// Writes many endpoints with as few bpf() calls as possible. Returns the entries that failed
+    /// (by position in `entries`) with their errors; empty when all were written.
+    pub fn upsert_endpoints(
+        &mut self,
+        entries: impl IntoIterator<Item = (EndpointKey, Endpoint)>,
+    ) -> Vec<(usize, anyhow::Error)> {
+        let (mut keys, mut values) = std::mem::take(&mut self.batch);
+        keys.clear();
+        values.clear();
+        for (k, v) in entries {
+            values.push(self.with_local_ifindex(&k, v));
+            keys.push(k);
+        }
+        let mut failed = Vec::new();
+        let mut at = 0;
+        while at < keys.len() {
+            match batch::update(self.endpoints.map().fd().as_fd(), &keys[at..], &values[at..]) {
+                Ok(()) => break,
+                Err((written, err)) if at + written < keys.len() => {
                     // The entries before `written` are in; the next one failed: its own error,
                     // then the batch goes on after it.
-                    results.extend((0..written).map(|_| Ok(())));
-                    results.push(Err(anyhow::Error::new(err).context("write ENDPOINTS")));
-                    rest = &rest[written + 1..];
+                    failed.push((at + written, anyhow::Error::new(err).context("write ENDPOINTS")));
+                    at += written + 1;
                 }
                 Err((_, err)) => {
                     // Refused as a whole (no entry named: a kernel without batch updates for
                     // this map, say): one write per entry, each with its own result.
                     tracing::debug!("ENDPOINTS batch update refused ({err}); writing one by one");
-                    results.extend(
-                        rest.iter()
-                            .map(|(k, v)| self.endpoints.insert(k, v, 0).context("write ENDPOINTS")),
-                    );
+                    for (i, (k, v)) in keys.iter().zip(&values).enumerate().skip(at) {
+                        if let Err(e) = self.endpoints.insert(k, v, 0) {
+                            failed.push((i, anyhow::Error::new(e).context("write ENDPOINTS")));
+                        }
+                    }
                     break;
                 }
             }
@@ -340,11 +348,13 @@ impl Dataplane {
         if let Err(e) = self.changed() {
             // The entries are written, but the data plane may keep using what it cached before.
             let e = format!("{e:#}");
-            for r in results.iter_mut().filter(|r| r.is_ok()) {
-                *r = Err(anyhow!("{e}"));
-            }
+            let mut prior = failed.into_iter().peekable();
+            failed = (0..keys.len())
+                .map(|i| prior.next_if(|(at, _)| *at == i).unwrap_or_else(|| (i, anyhow!("{e}"))))
+                .collect();
         }
-        results
+        self.batch = (keys, values);
+        failed
     }
 
     /// A local port's endpoint carries the interface it is redirected to, once attached.

@@ -7,14 +7,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use foldhash::{HashMap, HashMapExt, HashSet};
 use smallvec::SmallVec;
 
 use alioth_common::maps::{endpoint_kind, Endpoint, EndpointKey};
 
 use alioth_proto::schema::ResourceType;
 
-use crate::model::{Neighbor, Port, State, Subnet};
+use crate::model::{HashMap, HashSet, Neighbor, Port, State, Subnet};
 use crate::validate::{Change, Resource};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -160,7 +159,8 @@ fn entries(r: &Resource, vni: u32) -> Entries {
 /// change and then changed itself, ends at exactly its final rendering.
 pub fn plan(state: &State, changes: &[Change]) -> Plan {
     // Versions and VNIs as they were before the message.
-    let mut pre: HashMap<Owner, Option<&Resource>> = HashMap::with_capacity(changes.len());
+    let mut pre: HashMap<Owner, Option<&Resource>> =
+        HashMap::with_capacity_and_hasher(changes.len(), Default::default());
     let mut pre_vni: BTreeMap<&str, Option<u32>> = BTreeMap::new();
     for c in changes {
         let r = c.before.as_ref().or(c.after.as_ref()).expect("a change has a side");
@@ -196,7 +196,7 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
     };
 
     // What each touched resource has in the map right now, in replay order.
-    let mut current: HashMap<Owner, Entries> = HashMap::with_capacity(changes.len());
+    let mut current: HashMap<Owner, Entries> = HashMap::with_capacity_and_hasher(changes.len(), Default::default());
     let mut vni_now: BTreeMap<String, Option<u32>> = BTreeMap::new();
     let in_map = |current: &HashMap<Owner, Entries>, o: &Owner| -> Entries {
         match current.get(o) {
@@ -208,7 +208,7 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
     };
 
     // Last word per key wins; `original` is what the key held before the message.
-    let mut ops: HashMap<EndpointKey, KeyOp> = HashMap::with_capacity(changes.len());
+    let mut ops: HashMap<EndpointKey, KeyOp> = HashMap::with_capacity_and_hasher(changes.len(), Default::default());
     let mut replace = |owner: usize, old: Entries, new: &[(EndpointKey, Endpoint)]| {
         let mut word = |k: EndpointKey, original: Option<Endpoint>, now: Option<Endpoint>| {
             ops.entry(k)
