@@ -27,6 +27,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // the agent takes the resources in id order without sorting them.
     tonic_prost_build::configure()
         .btree_map(".")
+        // Clients and servers decode from one slice (`codec.rs`).
+        .codec_path("crate::codec::SliceCodec")
         .file_descriptor_set_path(&descriptors)
         .compile_protos(&files, &["proto".to_string()])?;
     let set = std::fs::read(&descriptors)?;

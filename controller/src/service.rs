@@ -164,7 +164,7 @@ impl Service<http::Request<tonic::body::Body>> for Provisioning {
         let method = StreamEntries(self.provisioner.clone());
         let max = Some(self.max_message_bytes);
         Box::pin(async move {
-            let codec = tonic_prost::ProstCodec::<GoalStateOperationReply, wire::GoalStateV2>::default();
+            let codec = alioth_proto::codec::SliceCodec::<GoalStateOperationReply, wire::GoalStateV2>::default();
             let mut grpc = tonic::server::Grpc::new(codec).apply_max_message_size_config(max, max);
             Ok(grpc.streaming(method, req).await)
         })

@@ -14,4 +14,5 @@ pub use alcor::schema;
 /// Encoded `FileDescriptorSet` of every file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/alcor_descriptor.bin"));
 
+pub mod codec;
 pub mod wire;

@@ -270,6 +270,20 @@ async fn malformed_protobuf_is_a_clean_error_and_the_agent_carries_on() -> Resul
         matches!(err.code(), tonic::Code::Internal | tonic::Code::InvalidArgument),
         "{err:?}"
     );
+    // The same bytes as a GoalStateV2 (field 2: host_resources, a map) on the stream.
+    grpc.ready().await?;
+    let codec = tonic_prost::ProstCodec::<Malformed, GoalStateOperationReply>::default();
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/alcor.schema.GoalStateProvisioner/PushGoalStatesStream");
+    let outbound = tokio_stream::iter([Malformed { vpc_states: 7 }]);
+    let err = match grpc.streaming(tonic::Request::new(outbound), path, codec).await {
+        Ok(replies) => replies.into_inner().message().await.expect_err("must be refused"),
+        Err(status) => status,
+    };
+    ensure!(
+        matches!(err.code(), tonic::Code::Internal | tonic::Code::InvalidArgument),
+        "{err:?}"
+    );
     let mut client = server.client().await?;
     let ok = client
         .push_network_resource_states(GoalState {

@@ -14,6 +14,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
+/// The client side of the round trips uses the agent's allocator: with glibc's, freeing a sent
+/// 10,000-neighbor message took 2 ms of the client's share of the end-to-end time.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Alcor's agent (ACA), published: 1 port + N neighbors.
 const ALCOR: [(usize, &str, f64); 5] = [
     (1, "37 ms", 37.0),
