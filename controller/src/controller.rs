@@ -252,38 +252,40 @@ impl Controller {
             record_us = (t_record - t_apply).as_micros() as u64,
             "message applied"
         );
+        let resources = outcomes.len();
+        let applied = outcomes.iter().filter(|o| o.status == OperationStatus::Success).count();
+        let pending = outcomes.iter().filter(|o| o.status == OperationStatus::Pending).count();
+        self.metrics
+            .observe(started.elapsed(), outcomes.iter().map(|o| o.status));
+        // The answers take the outcomes' ids: no second copy of 10,000 ids.
         let statuses = outcomes
-            .iter()
+            .into_iter()
             .zip(&timing)
             .map(|(out, t)| {
                 if out.status == OperationStatus::Success || out.status == OperationStatus::Pending {
                     tracing::trace!(resource_id = out.id, resource_type = ?out.resource_type, operation = ?out.operation, status = ?out.status, "applied");
                 }
                 GoalStateOperationStatus {
-                    resource_id: out.id.clone(),
                     resource_type: out.resource_type as i32,
                     operation_type: out.operation as i32,
                     operation_status: out.status as i32,
                     dataplane_programming_time: micros(t.dataplane),
                     network_configuration_time: micros(t.network),
                     state_elapse_time: micros(out.validation + t.dataplane + t.network),
+                    resource_id: out.id,
                 }
             })
             .collect();
-        self.metrics
-            .observe(started.elapsed(), outcomes.iter().map(|o| o.status));
-        let applied = outcomes.iter().filter(|o| o.status == OperationStatus::Success).count();
-        let pending = outcomes.iter().filter(|o| o.status == OperationStatus::Pending).count();
         tracing::info!(
-            resources = outcomes.len(),
+            resources,
             applied,
             pending,
-            refused = outcomes.len() - applied - pending,
+            refused = resources - applied - pending,
             micros = micros(started.elapsed()),
             "goal state applied"
         );
-        if outcomes.len() >= FREE_LATER {
-            garbage::free_later((outcomes, changes, plan, timing));
+        if resources >= FREE_LATER {
+            garbage::free_later((changes, plan, timing));
         }
         GoalStateOperationReply {
             format_version: msg.format_version,

@@ -158,8 +158,8 @@ fn entries(r: &Resource, vni: u32) -> Entries {
 /// touched so far are tracked, so a resource changed twice in one message, or re-keyed by a VNI
 /// change and then changed itself, ends at exactly its final rendering.
 pub fn plan(state: &State, changes: &[Change]) -> Plan {
-    // Versions and VNIs as they were before the message.
-    let mut pre: HashMap<Owner, Option<&Resource>> =
+    // Versions and VNIs as they were before the message, and how many changes each resource has.
+    let mut pre: HashMap<Owner, (Option<&Resource>, usize)> =
         HashMap::with_capacity_and_hasher(changes.len(), Default::default());
     let mut pre_vni: BTreeMap<&str, Option<u32>> = BTreeMap::new();
     for c in changes {
@@ -173,10 +173,17 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                 pre_vni.entry(v.id.as_str()).or_insert(vni);
             }
             _ => {
-                pre.entry(owner_of(r).expect("not a VPC")).or_insert(c.before.as_ref());
+                pre.entry(owner_of(r).expect("not a VPC"))
+                    .or_insert((c.before.as_ref(), 0))
+                    .1 += 1;
             }
         }
     }
+    // A VNI change re-keys what its VPC has in the map, reading what each member holds there.
+    let rekeys = changes.iter().any(|c| match (&c.before, &c.after) {
+        (Some(Resource::Vpc(b)), Some(Resource::Vpc(a))) => b.vni != a.vni,
+        _ => false,
+    });
     let vni_pre = |vpc: &str| {
         pre_vni
             .get(vpc)
@@ -185,7 +192,7 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
     };
     let pre_version = |o: &Owner| -> Option<Resource> {
         match pre.get(o) {
-            Some(v) => v.cloned(),
+            Some((v, _)) => v.cloned(),
             None => match o.0 {
                 ResourceType::Port => state.ports().get(o.1).cloned().map(Resource::Port),
                 ResourceType::Neighbor => state.neighbors().get(o.1).cloned().map(Resource::Neighbor),
@@ -270,7 +277,7 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                     )
                     .chain(
                         pre.iter()
-                            .filter(|(_, r)| r.is_some_and(|r| vpc_of(r) == a.id))
+                            .filter(|(_, (r, _))| r.is_some_and(|r| vpc_of(r) == a.id))
                             .map(|(k, _)| *k),
                     )
                     .collect::<BTreeSet<Owner>>();
@@ -304,7 +311,11 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                     None => Entries::new(),
                 };
                 replace(o, old_entries, &new_entries);
-                current.insert(owner, new_entries);
+                // Read back only by a later change of the same resource or a re-keying: the usual
+                // message (each resource once, no VNI change) needs no record of it.
+                if rekeys || pre.get(&owner).is_some_and(|(_, n)| *n > 1) {
+                    current.insert(owner, new_entries);
+                }
                 // A port's PORTS entry carries its primary subnet's gateway, and its DHCP entry
                 // what its subnet serves: reprogram the subnet's ports when either changed.
                 if let (Some(Resource::Subnet(b)), Some(Resource::Subnet(a))) = (before, after) {

@@ -26,7 +26,8 @@ struct Snapshot {
     tombstones: Vec<(i32, String, u32)>,
 }
 
-/// One journal line: a resource's new version (or its deletion) and its tombstone.
+/// One journal line: a resource's new version (which forgets its tombstone), or its deletion and
+/// the tombstone that leaves.
 #[derive(Deserialize)]
 enum Entry {
     Put(Resource),
@@ -86,7 +87,14 @@ impl Store {
                     break;
                 };
                 match entry {
-                    Entry::Put(r) => state.put(r),
+                    Entry::Put(r) => {
+                        // A resource put again is no longer deleted (as the validator does).
+                        let (kind, id) = r.kind_id();
+                        if !state.tombstones.is_empty() {
+                            state.tombstones.remove(&(kind as i32, id.to_string()));
+                        }
+                        state.put(r)
+                    }
                     Entry::Delete { kind, id } => {
                         state.delete(ResourceType::try_from(kind).unwrap_or(ResourceType::Gateway), &id)
                     }
@@ -126,22 +134,26 @@ impl Store {
     /// The journal lines of `changes` (as `state` now has them): `append` writes them. Needs no
     /// store, so it can run on another thread while the changes are being programmed.
     pub fn encode(state: &State, changes: &[Change]) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(changes.len() * 256);
+        let mut out = Vec::with_capacity(changes.len() * 192);
         for c in changes {
             let Some(r) = c.after.as_ref().or(c.before.as_ref()) else {
                 continue;
             };
             let (kind, id) = r.kind_id();
             let kind = kind as i32;
+            // A put also forgets the resource's tombstone when read back; a deletion is followed by
+            // the tombstone it leaves.
             let entry = match &c.after {
                 Some(a) => EntryRef::Put(a),
                 None => EntryRef::Delete { kind, id },
             };
             serde_json::to_writer(&mut out, &entry)?;
             out.push(b'\n');
-            let revision = state.tombstones.get(&(kind, id.to_string())).copied();
-            serde_json::to_writer(&mut out, &EntryRef::Tombstone { kind, id, revision })?;
-            out.push(b'\n');
+            if c.after.is_none() {
+                let revision = state.tombstones.get(&(kind, id.to_string())).copied();
+                serde_json::to_writer(&mut out, &EntryRef::Tombstone { kind, id, revision })?;
+                out.push(b'\n');
+            }
         }
         Ok(out)
     }
@@ -217,8 +229,21 @@ mod tests {
                 vpc_states: vec![vpc(OperationType::Create, "b", 1)],
                 ..Default::default()
             },
+            GoalState {
+                vpc_states: vec![vpc(OperationType::Delete, "b", 2)],
+                ..Default::default()
+            },
+            // Created again: its tombstone goes.
+            GoalState {
+                vpc_states: vec![vpc(OperationType::Create, "a", 3)],
+                ..Default::default()
+            },
         ] {
-            let (_, changes) = validate(&mut state, &msg, &Naming::default());
+            let (outcomes, changes) = validate(&mut state, &msg, &Naming::default());
+            assert!(
+                outcomes.iter().all(|o| o.status == OperationStatus::Success),
+                "{outcomes:?}"
+            );
             store.record(&state, &changes).unwrap();
         }
         drop(store);
@@ -229,9 +254,11 @@ mod tests {
         let (_, replayed) = Store::open(&dir).unwrap();
         assert_eq!(replayed, state);
         assert_eq!(
-            replayed.tombstones.get(&(ResourceType::Vpc as i32, "a".into())),
+            replayed.tombstones.get(&(ResourceType::Vpc as i32, "b".into())),
             Some(&2)
         );
+        assert_eq!(replayed.tombstones.get(&(ResourceType::Vpc as i32, "a".into())), None);
+        assert!(replayed.vpcs.contains_key("a"));
         // Compacted: a second open reads the snapshot alone.
         let (_, again) = Store::open(&dir).unwrap();
         assert_eq!(again, state);
