@@ -244,6 +244,27 @@ async fn main() -> Result<()> {
         std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim()
     );
 
+    // How busy the machine is: the same CPU-bound work, timed beside the runs.
+    let probe = Vpc::new("probe", 999).message(10_000);
+    let load = || {
+        let t = Instant::now();
+        let bytes = prost::Message::encode_to_vec(&probe);
+        let back = <GoalState as prost::Message>::decode(&bytes[..]).expect("decodes");
+        ensure!(back.neighbor_states.len() == 10_000, "probe decoded");
+        Ok(ms(t.elapsed()))
+    };
+    let check_machine = |when: &str| -> Result<()> {
+        let mut t: Vec<f64> = (0..9).map(|_| load()).collect::<Result<_>>()?;
+        println!(
+            "machine check {when}: encoding and decoding a 10,000-neighbor message in the client, 9 times: least {:.2} ms, median {:.2} ms, most {:.2} ms",
+            percentile(&mut t, 0.0),
+            percentile(&mut t, 0.5),
+            percentile(&mut t, 1.0)
+        );
+        Ok(())
+    };
+    check_machine("before")?;
+
     println!();
     println!(
         "1 port + N neighbors in one message (VPC and subnet included), each size sent {REPEATS} times (100,000: once)"
@@ -291,6 +312,9 @@ async fn main() -> Result<()> {
             alcor.map_or("-".into(), |a| format!("{:.0}x", a.2 / worst)),
         );
     }
+
+    check_machine("after")?;
+    drop(probe);
 
     println!();
     println!("small messages (1 neighbor each), one at a time: round trip per message");
