@@ -196,8 +196,8 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
             None => match o.0 {
                 ResourceType::Port => state.ports().get(o.1).cloned().map(Resource::Port),
                 ResourceType::Neighbor => state.neighbors().get(o.1).cloned().map(Resource::Neighbor),
-                ResourceType::Dhcp => state.dhcp_hosts().get(o.1).map(|r| Resource::Dhcp(Box::new(r.clone()))),
-                _ => state.subnets.get(o.1).map(|r| Resource::Subnet(Box::new(r.clone()))),
+                ResourceType::Dhcp => state.dhcp_hosts().get(o.1).cloned().map(Resource::from),
+                _ => state.subnets.get(o.1).cloned().map(Resource::from),
             },
         }
     };

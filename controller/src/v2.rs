@@ -4,10 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use alioth_proto::schema::{GoalState, ResourceType, SubnetState, VpcState};
-use alioth_proto::wire::{
-    self, DhcpStateEntry, GatewayStateEntry, HostResourcesEntry, NeighborStateEntry, PortStateEntry, RouterStateEntry,
-    SecurityGroupStateEntry, SubnetStateEntry, VpcStateEntry,
-};
+use alioth_proto::wire::{self, by_id};
 
 /// The part of `msg` meant for a host with addresses `host_ips`.
 ///
@@ -17,7 +14,7 @@ use alioth_proto::wire::{
 /// are moved, not copied: a message can carry 100,000 of them. Each map's states come out in id
 /// order, each id once (the last entry of an id wins, as in a decoded map).
 pub fn for_host(msg: wire::GoalStateV2, host_ips: &[IpAddr]) -> GoalState {
-    let host_resources = pairs(msg.host_resources, HostResourcesEntry::into_pair);
+    let host_resources = by_id(msg.host_resources);
     let wanted: Option<BTreeSet<(i32, &str)>> = (!host_resources.is_empty()).then(|| {
         host_resources
             .iter()
@@ -27,18 +24,11 @@ pub fn for_host(msg: wire::GoalStateV2, host_ips: &[IpAddr]) -> GoalState {
     });
     let take = |t: ResourceType, id: &str| wanted.as_ref().is_none_or(|w| w.contains(&(t as i32, id)));
 
-    let ports = select(pairs(msg.port_states, PortStateEntry::into_pair), |id| {
-        take(ResourceType::Port, id)
-    });
-    let neighbors = select(pairs(msg.neighbor_states, NeighborStateEntry::into_pair), |id| {
-        take(ResourceType::Neighbor, id)
-    });
+    let ports = select(by_id(msg.port_states), |id| take(ResourceType::Port, id));
+    let neighbors = select(by_id(msg.neighbor_states), |id| take(ResourceType::Neighbor, id));
     // Few: by id, to pick what the selected resources reference.
-    let mut subnet_states: BTreeMap<String, SubnetState> = pairs(msg.subnet_states, SubnetStateEntry::into_pair)
-        .into_iter()
-        .collect();
-    let mut vpc_states: BTreeMap<String, VpcState> =
-        pairs(msg.vpc_states, VpcStateEntry::into_pair).into_iter().collect();
+    let mut subnet_states: BTreeMap<String, SubnetState> = by_id(msg.subnet_states).into_iter().collect();
+    let mut vpc_states: BTreeMap<String, VpcState> = by_id(msg.vpc_states).into_iter().collect();
     let mut subnets: BTreeSet<String> = subnet_states
         .keys()
         .filter(|id| take(ResourceType::Subnet, id))
@@ -79,25 +69,13 @@ pub fn for_host(msg: wire::GoalStateV2, host_ips: &[IpAddr]) -> GoalState {
         subnet_states: subnets.iter().filter_map(|id| subnet_states.remove(id)).collect(),
         port_states: ports,
         neighbor_states: neighbors,
-        dhcp_states: select(pairs(msg.dhcp_states, DhcpStateEntry::into_pair), |id| {
-            take(ResourceType::Dhcp, id)
+        dhcp_states: select(by_id(msg.dhcp_states), |id| take(ResourceType::Dhcp, id)),
+        security_group_states: select(by_id(msg.security_group_states), |id| {
+            take(ResourceType::Securitygroup, id)
         }),
-        security_group_states: select(
-            pairs(msg.security_group_states, SecurityGroupStateEntry::into_pair),
-            |id| take(ResourceType::Securitygroup, id),
-        ),
-        router_states: select(pairs(msg.router_states, RouterStateEntry::into_pair), |id| {
-            take(ResourceType::Router, id)
-        }),
-        gateway_states: select(pairs(msg.gateway_states, GatewayStateEntry::into_pair), |id| {
-            take(ResourceType::Gateway, id)
-        }),
+        router_states: select(by_id(msg.router_states), |id| take(ResourceType::Router, id)),
+        gateway_states: select(by_id(msg.gateway_states), |id| take(ResourceType::Gateway, id)),
     }
-}
-
-/// A map field's entries as (id, state) in id order, each id once.
-fn pairs<E, S>(entries: Vec<E>, pair: impl Fn(E) -> (String, S)) -> Vec<(String, S)> {
-    wire::by_id(entries.into_iter().map(pair).collect())
 }
 
 /// The states whose id `keep` accepts, in order.

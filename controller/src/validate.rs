@@ -15,7 +15,7 @@ use alioth_proto::schema::{
 };
 
 use crate::dhcp;
-use crate::model::{self, DhcpHost, FixedIp, Neighbor, Owner, Port, State, Subnet, Vpc, MAX_VNI};
+use crate::model::{self, DhcpHost, FixedIp, Id, Neighbor, Owner, Port, State, Subnet, Vpc, MAX_VNI};
 
 /// A resource as stored in `State`. Ports and neighbors are shared with the state; the rest, few
 /// and larger, are boxed, so that a change stays a few words however large its resource.
@@ -31,23 +31,23 @@ pub enum Resource {
 impl State {
     /// Every resource, in dependency order (VPCs, subnets, ports, neighbors).
     pub fn resources(&self) -> impl Iterator<Item = Resource> + '_ {
-        let vpcs = self.vpcs.values().map(|r| Resource::Vpc(Box::new(r.clone())));
-        let subnets = self.subnets.values().map(|r| Resource::Subnet(Box::new(r.clone())));
+        let vpcs = self.vpcs.values().cloned().map(Resource::from);
+        let subnets = self.subnets.values().cloned().map(Resource::from);
         let ports = self.ports().values().cloned().map(Resource::Port);
         vpcs.chain(subnets)
             .chain(ports)
             .chain(self.neighbors().values().cloned().map(Resource::Neighbor))
-            .chain(self.dhcp_hosts().values().map(|r| Resource::Dhcp(Box::new(r.clone()))))
+            .chain(self.dhcp_hosts().values().cloned().map(Resource::from))
     }
 
     /// A copy of resource `id` of type `kind`, if the state has it.
     pub fn get(&self, kind: ResourceType, id: &str) -> Option<Resource> {
         match kind {
-            ResourceType::Vpc => self.vpcs.get(id).map(|v| Resource::Vpc(Box::new(v.clone()))),
-            ResourceType::Subnet => self.subnets.get(id).map(|s| Resource::Subnet(Box::new(s.clone()))),
+            ResourceType::Vpc => self.vpcs.get(id).cloned().map(Resource::from),
+            ResourceType::Subnet => self.subnets.get(id).cloned().map(Resource::from),
             ResourceType::Port => self.ports().get(id).cloned().map(Resource::Port),
             ResourceType::Neighbor => self.neighbors().get(id).cloned().map(Resource::Neighbor),
-            ResourceType::Dhcp => self.dhcp_hosts().get(id).map(|d| Resource::Dhcp(Box::new(d.clone()))),
+            ResourceType::Dhcp => self.dhcp_hosts().get(id).cloned().map(Resource::from),
             _ => None,
         }
     }
@@ -73,6 +73,24 @@ impl State {
         }
     }
 }
+
+macro_rules! resource_from {
+    ($($variant:ident($ty:ty) by $wrap:ident),*) => {$(
+        impl From<$ty> for Resource {
+            fn from(r: $ty) -> Self {
+                Resource::$variant($wrap::new(r))
+            }
+        }
+    )*};
+}
+
+resource_from!(
+    Vpc(Vpc) by Box,
+    Subnet(Subnet) by Box,
+    Port(Port) by Arc,
+    Neighbor(Neighbor) by Arc,
+    Dhcp(DhcpHost) by Box
+);
 
 impl Resource {
     pub fn revision(&self) -> u32 {
@@ -471,7 +489,7 @@ impl Validator<'_> {
             ResourceType::Vpc,
             (s.operation_type, &c.id, c.revision_number),
             |v| v.may_delete_vpc(&c.id),
-            |v| v.check_vpc(c).map(|r| Resource::Vpc(Box::new(r))),
+            |v| v.check_vpc(c).map(Resource::from),
         );
     }
 
@@ -529,7 +547,7 @@ impl Validator<'_> {
                     None => Ok(()),
                 },
             },
-            |v| v.check_subnet(c).map(|r| Resource::Subnet(Box::new(r))),
+            |v| v.check_subnet(c).map(Resource::from),
         );
     }
 
@@ -634,7 +652,7 @@ impl Validator<'_> {
             ResourceType::Port,
             (s.operation_type, &c.id, c.revision_number),
             |_| Ok(()),
-            |v| v.check_port(c).map(|p| Resource::Port(Arc::new(p))),
+            |v| v.check_port(c).map(Resource::from),
         );
     }
 
@@ -692,7 +710,7 @@ impl Validator<'_> {
             ResourceType::Dhcp,
             (s.operation_type, &c.id, c.revision_number),
             |_| Ok(()),
-            |v| v.check_dhcp(c).map(|r| Resource::Dhcp(Box::new(r))),
+            |v| v.check_dhcp(c).map(Resource::from),
         );
     }
 
@@ -750,7 +768,7 @@ impl Validator<'_> {
             ResourceType::Neighbor,
             (s.operation_type, &c.id, c.revision_number),
             |_| Ok(()),
-            |v| v.check_neighbor(c).map(|n| Resource::Neighbor(Arc::new(n))),
+            |v| v.check_neighbor(c).map(Resource::from),
         );
     }
 
@@ -770,9 +788,8 @@ impl Validator<'_> {
             .fixed_ips
             .iter()
             .map(|f| (f.subnet_id.as_str(), f.ip_address.as_str()));
-        let owner = Owner::Neighbor(c.id.as_str().into());
-        let fixed_ips = self.check_fixed_ips(&c.vpc_id, &owner, ips)?;
-        let Owner::Neighbor(id) = owner else { unreachable!() };
+        let id: Id = c.id.as_str().into();
+        let fixed_ips = self.check_fixed_ips(&c.vpc_id, &Owner::Neighbor(id.clone()), ips)?;
         Ok(Neighbor {
             id,
             revision: c.revision_number,
@@ -792,8 +809,8 @@ impl Validator<'_> {
             .fixed_ips
             .iter()
             .map(|f| (f.subnet_id.as_str(), f.ip_address.as_str()));
-        let owner = Owner::Port(c.id.as_str().into());
-        let fixed_ips = self.check_fixed_ips(&c.vpc_id, &owner, ips)?;
+        let id: Id = c.id.as_str().into();
+        let fixed_ips = self.check_fixed_ips(&c.vpc_id, &Owner::Port(id.clone()), ips)?;
         if let Some(other) = self.state.mac_owner(&c.vpc_id, &mac).filter(|o| *o != c.id) {
             return invalid(format!("MAC {} is already used by port {other}", c.mac_address));
         }
@@ -801,7 +818,6 @@ impl Validator<'_> {
         if iface.is_empty() || iface.len() > 15 {
             return invalid(format!("interface name {iface:?} is not a valid Linux interface name"));
         }
-        let Owner::Port(id) = owner else { unreachable!() };
         Ok(Port {
             id,
             revision: c.revision_number,

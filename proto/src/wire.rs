@@ -5,10 +5,20 @@
 //! building a search tree of 100,000 ids that the agent would only take apart again (about half
 //! of decoding a large message); the agent orders the entries by id itself (`by_id`).
 
+use std::collections::BTreeMap;
+
 use crate::schema::{
     DhcpState, GatewayState, HostResources, NeighborState, PortState, RouterState, SecurityGroupState, SubnetState,
     VpcState,
 };
+
+/// An entry of a map field.
+pub trait MapEntry: Sized {
+    type Value;
+    fn new(key: String, value: Self::Value) -> Self;
+    /// (key, value); an entry without a value holds the default value, as in a map.
+    fn into_pair(self) -> (String, Self::Value);
+}
 
 macro_rules! entries {
     ($($entry:ident: $value:ty),* $(,)?) => {$(
@@ -21,9 +31,12 @@ macro_rules! entries {
             pub value: ::core::option::Option<$value>,
         }
 
-        impl $entry {
-            /// (key, value); an entry without a value holds the default value, as in a map.
-            pub fn into_pair(self) -> (::prost::alloc::string::String, $value) {
+        impl MapEntry for $entry {
+            type Value = $value;
+            fn new(key: String, value: $value) -> Self {
+                $entry { key, value: Some(value) }
+            }
+            fn into_pair(self) -> (String, $value) {
                 (self.key, self.value.unwrap_or_default())
             }
         }
@@ -67,10 +80,11 @@ pub struct GoalStateV2 {
     pub gateway_states: ::prost::alloc::vec::Vec<GatewayStateEntry>,
 }
 
-/// The pairs of a map field in key order, each key once: the last entry with a key wins, as when
-/// the same bytes decode into a map. Entries already in key order (a sender's sorted map) are
-/// only checked.
-pub fn by_id<V>(mut pairs: Vec<(String, V)>) -> Vec<(String, V)> {
+/// A map field's entries as (key, value) in key order, each key once: the last entry with a key
+/// wins, as when the same bytes decode into a map. Entries already in key order (a sender's
+/// sorted map) are only checked.
+pub fn by_id<E: MapEntry>(entries: Vec<E>) -> Vec<(String, E::Value)> {
+    let mut pairs: Vec<_> = entries.into_iter().map(E::into_pair).collect();
     if pairs.windows(2).all(|w| w[0].0 < w[1].0) {
         return pairs;
     }
@@ -82,30 +96,25 @@ pub fn by_id<V>(mut pairs: Vec<(String, V)>) -> Vec<(String, V)> {
     pairs
 }
 
+/// A map's pairs as entries, in key order.
+fn entries<E: MapEntry>(map: BTreeMap<String, E::Value>) -> Vec<E> {
+    map.into_iter().map(|(key, value)| E::new(key, value)).collect()
+}
+
 impl From<crate::schema::GoalStateV2> for GoalStateV2 {
     /// The same message with its maps as entries (in key order).
     fn from(m: crate::schema::GoalStateV2) -> Self {
-        macro_rules! entries_of {
-            ($map:expr, $entry:ident) => {
-                $map.into_iter()
-                    .map(|(key, value)| $entry {
-                        key,
-                        value: Some(value),
-                    })
-                    .collect()
-            };
-        }
         GoalStateV2 {
             format_version: m.format_version,
-            host_resources: entries_of!(m.host_resources, HostResourcesEntry),
-            vpc_states: entries_of!(m.vpc_states, VpcStateEntry),
-            subnet_states: entries_of!(m.subnet_states, SubnetStateEntry),
-            port_states: entries_of!(m.port_states, PortStateEntry),
-            dhcp_states: entries_of!(m.dhcp_states, DhcpStateEntry),
-            neighbor_states: entries_of!(m.neighbor_states, NeighborStateEntry),
-            security_group_states: entries_of!(m.security_group_states, SecurityGroupStateEntry),
-            router_states: entries_of!(m.router_states, RouterStateEntry),
-            gateway_states: entries_of!(m.gateway_states, GatewayStateEntry),
+            host_resources: entries(m.host_resources),
+            vpc_states: entries(m.vpc_states),
+            subnet_states: entries(m.subnet_states),
+            port_states: entries(m.port_states),
+            dhcp_states: entries(m.dhcp_states),
+            neighbor_states: entries(m.neighbor_states),
+            security_group_states: entries(m.security_group_states),
+            router_states: entries(m.router_states),
+            gateway_states: entries(m.gateway_states),
         }
     }
 }
@@ -172,12 +181,7 @@ mod tests {
             ..Default::default()
         };
         let as_map = schema::GoalStateV2::decode(&wire.encode_to_vec()[..]).unwrap();
-        let pairs = by_id(
-            wire.neighbor_states
-                .into_iter()
-                .map(NeighborStateEntry::into_pair)
-                .collect(),
-        );
+        let pairs = by_id(wire.neighbor_states);
         assert_eq!(pairs, as_map.neighbor_states.into_iter().collect::<Vec<_>>());
         let macs: Vec<&str> = pairs
             .iter()
