@@ -45,7 +45,8 @@ pub fn update<K: Pod, V: Pod>(fd: BorrowedFd<'_>, keys: &[K], values: &[V]) -> R
     unsafe { bpf(BPF_MAP_UPDATE_BATCH, &mut attr) }.map_err(|err| ((attr.count as usize).min(len), err))
 }
 
-/// `enum bpf_cmd` value of BPF_MAP_DELETE_ELEM.
+/// `enum bpf_cmd` values of BPF_MAP_UPDATE_ELEM and BPF_MAP_DELETE_ELEM.
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 
 /// The `elem` member of `union bpf_attr`.
@@ -57,6 +58,18 @@ struct ElemAttr {
     key: u64,
     value: u64,
     flags: u64,
+}
+
+/// Writes `key` -> `value` (BPF_ANY) into the map `fd`: one entry, for kernels that refuse batches.
+pub fn update_one<K: Pod, V: Pod>(fd: BorrowedFd<'_>, key: &K, value: &V) -> io::Result<()> {
+    let mut attr = ElemAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        key: key as *const K as u64,
+        value: value as *const V as u64,
+        ..Default::default()
+    };
+    // SAFETY: attr is a valid bpf_attr prefix; key and value outlive the call and are only read.
+    unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr) }
 }
 
 /// Deletes `key` from the map `fd` (for maps whose aya type has no `remove`, the array device map).
@@ -85,12 +98,17 @@ unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
-    /// A 4-entry BPF hash map of u32 -> u64, made with a raw BPF_MAP_CREATE.
+    /// A 4-entry BPF hash map of u32 -> u64.
     fn small_hash_map() -> OwnedFd {
+        hash_map(4, 8, 4)
+    }
+
+    /// A BPF hash map of `max_entries`, made with a raw BPF_MAP_CREATE.
+    pub(crate) fn hash_map(key_size: u32, value_size: u32, max_entries: u32) -> OwnedFd {
         #[repr(C)]
         struct CreateAttr {
             map_type: u32,
@@ -101,9 +119,9 @@ mod tests {
         }
         let attr = CreateAttr {
             map_type: 1, // BPF_MAP_TYPE_HASH
-            key_size: 4,
-            value_size: 8,
-            max_entries: 4,
+            key_size,
+            value_size,
+            max_entries,
             map_flags: 0,
         };
         // SAFETY: a valid bpf_attr prefix for BPF_MAP_CREATE (cmd 0).
@@ -158,9 +176,11 @@ mod tests {
     }
 
     #[test]
-    fn deletes_one_entry_and_says_when_it_is_absent() {
+    fn writes_and_deletes_one_entry_and_says_when_it_is_absent() {
         let map = small_hash_map();
         update(map.as_fd(), &[1u32, 2], &[10u64, 20]).expect("batch update");
+        update_one(map.as_fd(), &3u32, &30u64).expect("one update");
+        assert_eq!(lookup(map.as_fd(), 3), Some(30));
         delete(map.as_fd(), &1u32).expect("delete");
         assert_eq!(lookup(map.as_fd(), 1), None);
         assert_eq!(lookup(map.as_fd(), 2), Some(20));

@@ -174,8 +174,6 @@ impl Controller {
         let started = Instant::now();
         let (mut outcomes, changes) = validate::validate(&mut self.state, msg, &self.naming);
         let t_validate = started.elapsed();
-        let plan = plan::plan(&self.state, &changes);
-        let t_plan = started.elapsed();
         let mut timing = vec![Timing::default(); outcomes.len()];
         let fail = |outcomes: &mut Vec<Outcome>, o: usize, e: anyhow::Error| {
             tracing::error!(resource_id = outcomes[o].id, "programming failed: {e:#}");
@@ -206,20 +204,19 @@ impl Controller {
             }
             Ok(())
         };
-        // A large message's journal lines are encoded on another thread while its map writes run
-        // (each took about as long for 10,000 neighbors); they stand unless a change failed.
-        let journal_ahead = if self.store.is_some() && changes.len() >= ENCODE_AHEAD {
-            let mut applier = self.applier();
-            let (state, changes) = (applier.state, &changes);
-            std::thread::scope(|s| {
-                let ahead = s.spawn(|| Store::encode(state, changes));
-                let _ = applier.apply_plan(&plan, report);
-                ahead.join().ok()
-            })
-        } else {
-            let _ = self.apply_plan(&plan, report);
-            None
-        };
+        // A large message's journal lines are encoded on another thread while it is planned and
+        // its map writes run (the encoding took about as long as the writes for 10,000
+        // neighbors); they stand unless a change failed.
+        let encode_ahead = self.store.is_some() && changes.len() >= ENCODE_AHEAD;
+        let mut applier = self.applier();
+        let state = applier.state;
+        let (plan, t_plan, journal_ahead) = std::thread::scope(|s| {
+            let ahead = encode_ahead.then(|| s.spawn(|| Store::encode(state, &changes)));
+            let plan = plan::plan(state, &changes);
+            let t_plan = started.elapsed();
+            let _ = applier.apply_plan(&plan, report);
+            (plan, t_plan, ahead.and_then(|a| a.join().ok()))
+        });
         let t_apply = started.elapsed();
         let before = changes.len();
         let changes = self.revert_failed(changes, &outcomes);

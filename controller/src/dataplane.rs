@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::CString;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use alioth_common::maps::{self, endpoint_kind, DhcpEntry, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
@@ -300,6 +300,15 @@ impl Dataplane {
         self.changed()
     }
 
+    /// The `ENDPOINTS` entry of `key`, if any.
+    pub fn endpoint(&self, key: &EndpointKey) -> Result<Option<Endpoint>> {
+        match self.endpoints.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e).context("read ENDPOINTS"),
+        }
+    }
+
     /// Publishes a new generation after a change to `ENDPOINTS` or `NEXTHOPS`: the XDP programs'
     /// caches of destinations drop what they filled before it.
     fn changed(&mut self) -> Result<()> {
@@ -321,30 +330,36 @@ impl Dataplane {
             values.push(self.with_local_ifindex(&k, v));
             keys.push(k);
         }
-        let mut failed = Vec::new();
-        let mut at = 0;
-        while at < keys.len() {
-            match batch::update(self.endpoints.map().fd().as_fd(), &keys[at..], &values[at..]) {
-                Ok(()) => break,
-                Err((written, err)) if at + written < keys.len() => {
-                    // The entries before `written` are in; the next one failed: its own error,
-                    // then the batch goes on after it.
-                    failed.push((at + written, anyhow::Error::new(err).context("write ENDPOINTS")));
-                    at += written + 1;
-                }
-                Err((_, err)) => {
-                    // Refused as a whole (no entry named: a kernel without batch updates for
-                    // this map, say): one write per entry, each with its own result.
-                    tracing::debug!("ENDPOINTS batch update refused ({err}); writing one by one");
-                    for (i, (k, v)) in keys.iter().zip(&values).enumerate().skip(at) {
-                        if let Err(e) = self.endpoints.insert(k, v, 0) {
-                            failed.push((i, anyhow::Error::new(e).context("write ENDPOINTS")));
-                        }
-                    }
-                    break;
+        let fd = self.endpoints.map().fd().as_fd();
+        // The kernel's hash map inserts (about half a microsecond each, under per-bucket locks)
+        // are most of a large write: its parts go in on several CPUs at once. The keys are
+        // distinct (one operation per key in a plan), so the parts do not race on an entry.
+        let parts = if keys.len() >= PARALLEL_WRITES {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_WRITERS)
+        } else {
+            1
+        };
+        let chunk = keys.len().div_ceil(parts).max(1);
+        let mut failed = std::thread::scope(|s| {
+            let others: Vec<_> = keys
+                .chunks(chunk)
+                .zip(values.chunks(chunk))
+                .enumerate()
+                .skip(1)
+                .map(|(i, (k, v))| s.spawn(move || write_endpoints(fd, k, v, i * chunk)))
+                .collect();
+            let first = chunk.min(keys.len());
+            let mut failed = write_endpoints(fd, &keys[..first], &values[..first], 0);
+            for part in others {
+                match part.join() {
+                    Ok(f) => failed.extend(f),
+                    Err(panic) => std::panic::resume_unwind(panic),
                 }
             }
-        }
+            failed
+        });
         if let Err(e) = self.changed() {
             // The entries are written, but the data plane may keep using what it cached before.
             let e = format!("{e:#}");
@@ -628,6 +643,48 @@ impl Dataplane {
     }
 }
 
+/// Batch writes from this many entries are split across CPUs (a thread costs tens of
+/// microseconds; 4,096 inserts a few milliseconds).
+const PARALLEL_WRITES: usize = 4096;
+/// At most this many writers: the buckets' locks and the memory allocator are shared.
+const MAX_WRITERS: usize = 4;
+
+/// Writes `keys[i]` -> `values[i]` into `ENDPOINTS` (`fd`); returns the entries that failed, by
+/// position plus `offset`, with their errors.
+fn write_endpoints(
+    fd: BorrowedFd<'_>,
+    keys: &[EndpointKey],
+    values: &[Endpoint],
+    offset: usize,
+) -> Vec<(usize, anyhow::Error)> {
+    let write_error = |e: std::io::Error| anyhow::Error::new(e).context("write ENDPOINTS");
+    let mut failed = Vec::new();
+    let mut at = 0;
+    while at < keys.len() {
+        match batch::update(fd, &keys[at..], &values[at..]) {
+            Ok(()) => break,
+            Err((written, err)) if at + written < keys.len() => {
+                // The entries before `written` are in; the next one failed: its own error, then
+                // the batch goes on after it.
+                failed.push((offset + at + written, write_error(err)));
+                at += written + 1;
+            }
+            Err((_, err)) => {
+                // Refused as a whole (no entry named: a kernel without batch updates for this
+                // map, say): one write per entry, each with its own result.
+                tracing::debug!("ENDPOINTS batch update refused ({err}); writing one by one");
+                for (i, (k, v)) in keys.iter().zip(values).enumerate().skip(at) {
+                    if let Err(e) = batch::update_one(fd, k, v) {
+                        failed.push((offset + i, write_error(e)));
+                    }
+                }
+                break;
+            }
+        }
+    }
+    failed
+}
+
 /// A map delete whose key was not there is done: aya reports that as the syscall's ENOENT (its
 /// `KeyNotFound` is for lookups), so both mean success.
 fn absent_is_removed(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
@@ -728,4 +785,27 @@ fn pin_link(prog: &mut Xdp, id: XdpLinkId, pin: &Path) -> Result<FdLink> {
         .pin(pin)
         .with_context(|| format!("pin the link at {}", pin.display()))?;
     Ok(pinned.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Failures are reported at their position in the whole write, whatever part they were in.
+    #[test]
+    fn failed_entries_keep_their_position() {
+        let map = crate::batch::tests::hash_map(8, 16, 4);
+        let keys: Vec<EndpointKey> = (1..=6u32)
+            .map(|i| EndpointKey {
+                vni: 1,
+                ip: i.to_be_bytes(),
+            })
+            .collect();
+        let values = vec![Endpoint::default(); keys.len()];
+        // The map holds 4: the last two fail, each with its own error.
+        let failed = write_endpoints(map.as_fd(), &keys, &values, 100);
+        let at: Vec<usize> = failed.iter().map(|(i, _)| *i).collect();
+        assert_eq!(at, [104, 105]);
+        assert!(format!("{:#}", failed[0].1).contains("write ENDPOINTS"));
+    }
 }

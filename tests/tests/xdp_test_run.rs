@@ -90,6 +90,41 @@ fn other_vpc_with_the_same_gateway_ip_answers_with_its_own_mac() {
     assert_eq!(action, 1, "no answer across VPCs");
 }
 
+/// A write large enough to be split across CPUs puts every entry in, and a second one replaces
+/// every value.
+#[test]
+fn a_large_endpoint_write_reaches_every_entry() {
+    let (mut dp, _) = Dataplane::load(None, AttachMode::Auto).unwrap();
+    let entries = |kind: u8| {
+        (0..10_000u32).map(move |i| {
+            let key = EndpointKey {
+                vni: 300 + i % 3,
+                ip: (0xC612_0000 + i).to_be_bytes(),
+            };
+            let b = i.to_be_bytes();
+            let value = Endpoint {
+                mac: [2, 0, b[0], b[1], b[2], b[3]],
+                kind,
+                host_ip: [198, 19, 0, (i % 250) as u8],
+                ..Default::default()
+            };
+            (key, value)
+        })
+    };
+    for kind in [endpoint_kind::REMOTE_PORT, endpoint_kind::GATEWAY] {
+        let failed = dp.upsert_endpoints(entries(kind));
+        assert!(
+            failed.is_empty(),
+            "{} entries failed, first: {:#}",
+            failed.len(),
+            failed[0].1
+        );
+        for (k, v) in entries(kind) {
+            assert_eq!(dp.endpoint(&k).unwrap(), Some(v), "{k:?}");
+        }
+    }
+}
+
 /// The programs cache destinations per CPU: every change the agent makes to an endpoint or a next
 /// hop must reach the very next frame.
 #[test]
