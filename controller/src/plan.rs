@@ -302,7 +302,14 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
             (before, after) => {
                 let r = after.as_ref().or(before.as_ref()).expect("a change has a side");
                 let owner = owner_of(r).expect("not a VPC");
-                let old_entries = in_map(&current, &owner);
+                // The usual message changes each resource once and no VNI: what the resource has
+                // in the map is then what its version before the message renders, and nothing
+                // reads back what this change renders.
+                let once = !rekeys && pre.get(&owner).is_none_or(|(_, n)| *n <= 1);
+                let old_entries = match (once, before) {
+                    (true, None) => Entries::new(),
+                    _ => in_map(&current, &owner),
+                };
                 let new_entries = match after {
                     Some(a) => match vni_now.get(vpc_of(a)).copied().unwrap_or_else(|| vni_pre(vpc_of(a))) {
                         Some(vni) => entries(a, vni),
@@ -311,9 +318,7 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                     None => Entries::new(),
                 };
                 replace(o, old_entries, &new_entries);
-                // Read back only by a later change of the same resource or a re-keying: the usual
-                // message (each resource once, no VNI change) needs no record of it.
-                if rekeys || pre.get(&owner).is_some_and(|(_, n)| *n > 1) {
+                if !once {
                     current.insert(owner, new_entries);
                 }
                 // A port's PORTS entry carries its primary subnet's gateway, and its DHCP entry
