@@ -110,6 +110,9 @@ fn main() -> Result<()> {
         Cmd::Bench { which } => {
             setup::ensure()?;
             build(true)?;
+            // The build leaves about 100 MB of dirty pages (the binaries), which the kernel would
+            // otherwise write back some 30 s later, in the middle of the measurements.
+            run(&mut Command::new("sync"))?;
             let bin = match which {
                 Bench::Dataplane => "bench-dataplane",
                 Bench::Goalstate => "bench-goalstate",
