@@ -236,7 +236,8 @@ fn memory(pid: u32) -> Result<(f64, f64)> {
 async fn main() -> Result<()> {
     // As the agent: no transparent huge pages. With them, the time outside the agent of a 10k
     // round trip (client encode and decode, transport) reached 27-45 ms in the worst of 16 on this
-    // VM, against 25-30 without: zeroing fresh 2 MiB pages the end-to-end time charged to the agent.
+    // VM, against 25-30 without: time spent zeroing the client's fresh 2 MiB pages, which the
+    // end-to-end figure would charge to the agent.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     let agent = Agent::start_local(&["--bpf-log-level", "off"])?;
