@@ -446,8 +446,8 @@ impl Applier<'_> {
         let Some(port) = self.state.ports().get(port_id) else {
             return Ok(true);
         };
-        let vni = self.state.vpcs[&port.vpc_id].vni;
-        let primary = &self.state.subnets[&port.fixed_ips[0].subnet_id];
+        let vni = self.state.vpcs[&*port.vpc_id].vni;
+        let primary = &self.state.subnets[&*port.fixed_ips[0].subnet_id];
         let entry = PortEntry {
             mac: port.mac,
             vni,
@@ -476,13 +476,13 @@ impl Applier<'_> {
     /// entry names, else the first), with the entry's host name. `None`: no DHCP for this port.
     fn dhcp_entry(&self, port: &Port) -> Option<DhcpEntry> {
         let host = self.state.dhcp_host(&port.mac);
-        let enabled = |f: &&FixedIp| self.state.subnets.get(&f.subnet_id).is_some_and(|s| s.dhcp_enable);
+        let enabled = |f: &&FixedIp| self.state.subnets.get(&*f.subnet_id).is_some_and(|s| s.dhcp_enable);
         let fixed = host
             .and_then(|h| {
                 port.fixed_ips
                     .iter()
                     .filter(enabled)
-                    .find(|f| f.subnet_id == h.subnet_id)
+                    .find(|f| *f.subnet_id == *h.subnet_id)
             })
             .or_else(|| port.fixed_ips.iter().find(enabled))?;
         if let Some(h) = host.filter(|h| h.ip.is_some_and(|ip| ip != fixed.ip)) {
@@ -494,7 +494,7 @@ impl Applier<'_> {
                 fixed.ip
             );
         }
-        let subnet = &self.state.subnets[&fixed.subnet_id];
+        let subnet = &self.state.subnets[&*fixed.subnet_id];
         let name = host.and_then(|h| h.host_name.as_deref());
         match dhcp::render(fixed.ip, subnet, name, self.dhcp_lease) {
             Ok(e) => Some(e),

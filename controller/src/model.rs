@@ -24,7 +24,8 @@ pub const MAX_VNI: u32 = (1 << 24) - 1;
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Vpc {
-    pub id: String,
+    /// Shared with the ports and neighbors in it.
+    pub id: Id,
     pub revision: u32,
     pub vni: u32,
     pub cidr: Option<Ipv4Net>,
@@ -32,7 +33,8 @@ pub struct Vpc {
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Subnet {
-    pub id: String,
+    /// Shared with the addresses in it.
+    pub id: Id,
     pub revision: u32,
     pub vpc_id: String,
     pub cidr: Ipv4Net,
@@ -67,17 +69,20 @@ pub struct DhcpHost {
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FixedIp {
-    pub subnet_id: String,
+    pub subnet_id: Id,
     pub ip: Ipv4Addr,
 }
+
+/// A port's or neighbor's addresses: almost always one, kept inline.
+pub type FixedIps = smallvec::SmallVec<[FixedIp; 1]>;
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Port {
     pub id: Id,
     pub revision: u32,
-    pub vpc_id: String,
+    pub vpc_id: Id,
     pub mac: Mac,
-    pub fixed_ips: Vec<FixedIp>,
+    pub fixed_ips: FixedIps,
     /// Host-side interface the port program attaches to.
     pub iface: String,
 }
@@ -94,11 +99,11 @@ impl Port {
 pub struct Neighbor {
     pub id: Id,
     pub revision: u32,
-    pub vpc_id: String,
+    pub vpc_id: Id,
     pub mac: Mac,
     /// Underlay address of the host carrying the port (the tunnel endpoint).
     pub host_ip: Ipv4Addr,
-    pub fixed_ips: Vec<FixedIp>,
+    pub fixed_ips: FixedIps,
 }
 
 /// Who holds an address inside a VPC.
@@ -224,10 +229,10 @@ impl State {
                     self.addrs.remove(vpc);
                 }
             }
-            if let Some(users) = self.subnet_users.get_mut(&f.subnet_id) {
+            if let Some(users) = self.subnet_users.get_mut(&*f.subnet_id) {
                 users.remove(&**id);
                 if users.is_empty() {
-                    self.subnet_users.remove(&f.subnet_id);
+                    self.subnet_users.remove(&*f.subnet_id);
                 }
             }
         }
@@ -275,12 +280,12 @@ impl State {
     pub fn remove_port(&mut self, id: &str) -> Option<Arc<Port>> {
         let old = self.ports.remove(id)?;
         self.index(&old.vpc_id, &old.fixed_ips, &Owner::Port(old.id.clone()), false);
-        if let Some(macs) = self.macs.get_mut(&old.vpc_id) {
+        if let Some(macs) = self.macs.get_mut(&*old.vpc_id) {
             if macs.get(&old.mac).map(|m| &**m) == Some(id) {
                 macs.remove(&old.mac);
             }
             if macs.is_empty() {
-                self.macs.remove(&old.vpc_id);
+                self.macs.remove(&*old.vpc_id);
             }
         }
         Some(old)

@@ -170,7 +170,7 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                     Some(Resource::Vpc(b)) => Some(b.vni),
                     _ => None,
                 };
-                pre_vni.entry(v.id.as_str()).or_insert(vni);
+                pre_vni.entry(&*v.id).or_insert(vni);
             }
             _ => {
                 pre.entry(owner_of(r).expect("not a VPC"))
@@ -243,12 +243,12 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
         let o = c.outcome;
         match (&c.before, &c.after) {
             (_, Some(Resource::Vpc(a))) | (Some(Resource::Vpc(a)), None) => {
-                let old = vni_now.get(&a.id).copied().unwrap_or_else(|| vni_pre(&a.id));
+                let old = vni_now.get(&*a.id).copied().unwrap_or_else(|| vni_pre(&a.id));
                 let new = match &c.after {
                     Some(Resource::Vpc(a)) => Some(a.vni),
                     _ => None,
                 };
-                vni_now.insert(a.id.clone(), new);
+                vni_now.insert(a.id.to_string(), new);
                 let (Some(old), Some(new)) = (old, new) else {
                     continue;
                 };
@@ -259,8 +259,8 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                 let members = state
                     .subnets
                     .values()
-                    .filter(|s| s.vpc_id == a.id)
-                    .map(|s| (ResourceType::Subnet, s.id.as_str()))
+                    .filter(|s| s.vpc_id == *a.id)
+                    .map(|s| (ResourceType::Subnet, &*s.id))
                     .chain(
                         state
                             .ports()
@@ -277,13 +277,13 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                     )
                     .chain(
                         pre.iter()
-                            .filter(|(_, (r, _))| r.is_some_and(|r| vpc_of(r) == a.id))
+                            .filter(|(_, (r, _))| r.is_some_and(|r| vpc_of(r) == &*a.id))
                             .map(|(k, _)| *k),
                     )
                     .collect::<BTreeSet<Owner>>();
                 for m in members {
                     let old_entries = in_map(&current, &m);
-                    let Some(r) = pre_version(&m).filter(|r| vpc_of(r) == a.id) else {
+                    let Some(r) = pre_version(&m).filter(|r| vpc_of(r) == &*a.id) else {
                         continue;
                     };
                     let new_entries = entries(&r, new);

@@ -15,7 +15,7 @@ use alioth_proto::schema::{
 };
 
 use crate::dhcp;
-use crate::model::{self, DhcpHost, FixedIp, Id, Neighbor, Owner, Port, State, Subnet, Vpc, MAX_VNI};
+use crate::model::{self, DhcpHost, FixedIp, FixedIps, Id, Neighbor, Owner, Port, State, Subnet, Vpc, MAX_VNI};
 
 /// A resource as stored in `State`. Ports and neighbors are shared with the state; the rest, few
 /// and larger, are boxed, so that a change stays a few words however large its resource.
@@ -54,8 +54,8 @@ impl State {
 
     pub fn put(&mut self, r: Resource) {
         match r {
-            Resource::Vpc(v) => drop(self.vpcs.insert(v.id.clone(), *v)),
-            Resource::Subnet(s) => drop(self.subnets.insert(s.id.clone(), *s)),
+            Resource::Vpc(v) => drop(self.vpcs.insert(v.id.to_string(), *v)),
+            Resource::Subnet(s) => drop(self.subnets.insert(s.id.to_string(), *s)),
             Resource::Port(p) => drop(self.put_port(p)),
             Resource::Neighbor(n) => drop(self.put_neighbor(n)),
             Resource::Dhcp(d) => drop(self.put_dhcp(*d)),
@@ -522,11 +522,16 @@ impl Validator<'_> {
                 c.cidr, s.id, s.cidr
             ));
         }
-        if let Some(other) = self.state.vpcs.values().find(|x| x.vni == c.tunnel_id && x.id != c.id) {
+        if let Some(other) = self
+            .state
+            .vpcs
+            .values()
+            .find(|x| x.vni == c.tunnel_id && *x.id != *c.id)
+        {
             return invalid(format!("tunnel_id {} is already used by VPC {}", c.tunnel_id, other.id));
         }
         Ok(Vpc {
-            id: c.id.clone(),
+            id: c.id.as_str().into(),
             revision: c.revision_number,
             vni: c.tunnel_id,
             cidr,
@@ -557,8 +562,8 @@ impl Validator<'_> {
             .subnet_users(subnet)
             .filter_map(
                 |id| match (self.state.ports().get(id), self.state.neighbors().get(id)) {
-                    (Some(p), _) => Some((Owner::Port(p.id.clone()), p.vpc_id.as_str(), p.fixed_ips.as_slice())),
-                    (None, Some(n)) => Some((Owner::Neighbor(n.id.clone()), n.vpc_id.as_str(), n.fixed_ips.as_slice())),
+                    (Some(p), _) => Some((Owner::Port(p.id.clone()), &*p.vpc_id, p.fixed_ips.as_slice())),
+                    (None, Some(n)) => Some((Owner::Neighbor(n.id.clone()), &*n.vpc_id, n.fixed_ips.as_slice())),
                     _ => None,
                 },
             )
@@ -589,7 +594,7 @@ impl Validator<'_> {
             .state
             .subnets
             .values()
-            .find(|x| x.vpc_id == c.vpc_id && x.id != c.id && (x.cidr.contains(&cidr) || cidr.contains(&x.cidr)))
+            .find(|x| x.vpc_id == c.vpc_id && *x.id != *c.id && (x.cidr.contains(&cidr) || cidr.contains(&x.cidr)))
         {
             return invalid(format!(
                 "subnet cidr {cidr} overlaps subnet {} ({})",
@@ -613,7 +618,7 @@ impl Validator<'_> {
             return invalid(format!("gateway ip {gateway_ip} is used by {owner}"));
         }
         for (user, _, ips) in &users {
-            if ips.iter().any(|f| f.subnet_id == c.id && !cidr.contains(&f.ip)) {
+            if ips.iter().any(|f| *f.subnet_id == *c.id && !cidr.contains(&f.ip)) {
                 return invalid(format!("cidr {cidr} would leave {user} outside its subnet"));
             }
         }
@@ -630,7 +635,7 @@ impl Validator<'_> {
             .collect::<Result<Vec<_>, _>>()
             .or_else(invalid)?;
         let subnet = Subnet {
-            id: c.id.clone(),
+            id: c.id.as_str().into(),
             revision: c.revision_number,
             vpc_id: c.vpc_id.clone(),
             cidr,
@@ -663,8 +668,8 @@ impl Validator<'_> {
         vpc: &str,
         owner: &Owner,
         ips: impl Iterator<Item = (&'s str, &'s str)>,
-    ) -> Checked<Vec<FixedIp>> {
-        let mut out: Vec<FixedIp> = Vec::new();
+    ) -> Checked<FixedIps> {
+        let mut out = FixedIps::new();
         for (subnet_id, ip) in ips {
             let Some(subnet) = self.state.subnets.get(subnet_id) else {
                 return invalid(format!("fixed ip subnet_id {subnet_id:?} is not a known subnet"));
@@ -692,7 +697,7 @@ impl Validator<'_> {
                 return invalid(format!("fixed ip {ip} is listed twice"));
             }
             out.push(FixedIp {
-                subnet_id: subnet_id.to_string(),
+                subnet_id: subnet.id.clone(),
                 ip,
             });
         }
@@ -793,7 +798,7 @@ impl Validator<'_> {
         Ok(Neighbor {
             id,
             revision: c.revision_number,
-            vpc_id: c.vpc_id.clone(),
+            vpc_id: vpc.id.clone(),
             mac,
             host_ip,
             fixed_ips,
@@ -801,9 +806,9 @@ impl Validator<'_> {
     }
 
     fn check_port(&self, c: &alioth_proto::schema::PortConfiguration) -> Checked<Port> {
-        if !self.state.vpcs.contains_key(&c.vpc_id) {
+        let Some(vpc) = self.state.vpcs.get(&c.vpc_id) else {
             return invalid(format!("vpc_id {:?} is not a known VPC", c.vpc_id));
-        }
+        };
         let mac = model::parse_unicast_mac(&c.mac_address).or_else(invalid)?;
         let ips = c
             .fixed_ips
@@ -821,7 +826,7 @@ impl Validator<'_> {
         Ok(Port {
             id,
             revision: c.revision_number,
-            vpc_id: c.vpc_id.clone(),
+            vpc_id: vpc.id.clone(),
             mac,
             fixed_ips,
             iface,

@@ -234,9 +234,9 @@ proptest! {
                 prop_assert!(state.vpcs.contains_key(&s.vpc_id));
             }
             for p in state.ports().values() {
-                prop_assert!(state.vpcs.contains_key(&p.vpc_id));
+                prop_assert!(state.vpcs.contains_key(&*p.vpc_id));
                 for f in &p.fixed_ips {
-                    prop_assert!(state.subnets[&f.subnet_id].cidr.contains(&f.ip));
+                    prop_assert!(state.subnets[&*f.subnet_id].cidr.contains(&f.ip));
                 }
             }
         }
