@@ -4,7 +4,9 @@
 //! reverse order), against the state as it will be once the earlier valid resources of the same
 //! message are applied. Invalid resources are answered and skipped; nothing is written here.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -176,6 +178,7 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
         outcomes: Vec::with_capacity(named),
         changes: Vec::with_capacity(named),
         clock: Instant::now(),
+        recent: RefCell::default(),
     };
     let is_delete = |op: i32| op == OperationType::Delete as i32;
     v.state.reserve(msg.port_states.len(), msg.neighbor_states.len());
@@ -332,6 +335,17 @@ struct Validator<'a> {
     /// When the previous resource's validation ended: the next one's starts there (one clock
     /// read per resource).
     clock: Instant,
+    /// The VPC and subnet the previous port or neighbor named.
+    recent: RefCell<Recent>,
+}
+
+/// Copies of the VPC and subnet a port or neighbor named last: a large message names the same
+/// ones thousands of times, where a search-tree lookup compares long ids several times. Emptied
+/// whenever a VPC or subnet is validated.
+#[derive(Default)]
+struct Recent {
+    vpc: Option<Vpc>,
+    subnet: Option<Rc<Subnet>>,
 }
 
 type Checked<T> = Result<T, (OperationStatus, String)>;
@@ -445,6 +459,9 @@ impl Validator<'_> {
         may_delete: impl FnOnce(&Self) -> Checked<()>,
         build: impl FnOnce(&Self) -> Checked<Resource>,
     ) {
+        if matches!(kind, ResourceType::Vpc | ResourceType::Subnet) {
+            *self.recent.borrow_mut() = Recent::default();
+        }
         self.record(kind, raw_op, id, |v, op| {
             let before = v.state.get(kind, id);
             if !matches!(op, Op::Nothing) {
@@ -661,6 +678,28 @@ impl Validator<'_> {
         );
     }
 
+    /// The VPC `id` names, if known (through `recent`).
+    fn known_vpc(&self, id: &str) -> Option<Vpc> {
+        let mut recent = self.recent.borrow_mut();
+        if let Some(v) = recent.vpc.as_ref().filter(|v| &*v.id == id) {
+            return Some(v.clone());
+        }
+        let v = self.state.vpcs.get(id)?.clone();
+        recent.vpc = Some(v.clone());
+        Some(v)
+    }
+
+    /// The subnet `id` names, if known (through `recent`).
+    fn known_subnet(&self, id: &str) -> Option<Rc<Subnet>> {
+        let mut recent = self.recent.borrow_mut();
+        if let Some(s) = recent.subnet.as_ref().filter(|s| &*s.id == id) {
+            return Some(s.clone());
+        }
+        let s = Rc::new(self.state.subnets.get(id)?.clone());
+        recent.subnet = Some(s.clone());
+        Some(s)
+    }
+
     /// Addresses of a port or neighbor: each in a known subnet of `vpc`, a host address that is not
     /// the gateway, and held by nobody else in the VPC.
     fn check_fixed_ips<'s>(
@@ -671,7 +710,7 @@ impl Validator<'_> {
     ) -> Checked<FixedIps> {
         let mut out = FixedIps::new();
         for (subnet_id, ip) in ips {
-            let Some(subnet) = self.state.subnets.get(subnet_id) else {
+            let Some(subnet) = self.known_subnet(subnet_id) else {
                 return invalid(format!("fixed ip subnet_id {subnet_id:?} is not a known subnet"));
             };
             if subnet.vpc_id != vpc {
@@ -778,7 +817,7 @@ impl Validator<'_> {
     }
 
     fn check_neighbor(&self, c: &NeighborConfiguration) -> Checked<Neighbor> {
-        let Some(vpc) = self.state.vpcs.get(&c.vpc_id) else {
+        let Some(vpc) = self.known_vpc(&c.vpc_id) else {
             return invalid(format!("vpc_id {:?} is not a known VPC", c.vpc_id));
         };
         let mac = model::parse_unicast_mac(&c.mac_address).or_else(invalid)?;
@@ -806,7 +845,7 @@ impl Validator<'_> {
     }
 
     fn check_port(&self, c: &alioth_proto::schema::PortConfiguration) -> Checked<Port> {
-        let Some(vpc) = self.state.vpcs.get(&c.vpc_id) else {
+        let Some(vpc) = self.known_vpc(&c.vpc_id) else {
             return invalid(format!("vpc_id {:?} is not a known VPC", c.vpc_id));
         };
         let mac = model::parse_unicast_mac(&c.mac_address).or_else(invalid)?;
