@@ -269,26 +269,34 @@ impl State {
         )
     }
 
+    /// Stores `p`, replacing the port of the same id; one lookup of the id (the old port's
+    /// index entries go before the new one's are made, which may name the same addresses).
     pub fn put_port(&mut self, p: Arc<Port>) -> Option<Arc<Port>> {
-        let old = self.remove_port(&p.id);
+        let old = self.ports.insert(p.id.clone(), p.clone());
+        if let Some(old) = &old {
+            self.unindex_port(old);
+        }
         self.index(&p.vpc_id, &p.fixed_ips, &Owner::Port(p.id.clone()), true);
         entry(&mut self.macs, &p.vpc_id).insert(p.mac, p.id.clone());
-        self.ports.insert(p.id.clone(), p);
         old
     }
 
     pub fn remove_port(&mut self, id: &str) -> Option<Arc<Port>> {
         let old = self.ports.remove(id)?;
+        self.unindex_port(&old);
+        Some(old)
+    }
+
+    fn unindex_port(&mut self, old: &Port) {
         self.index(&old.vpc_id, &old.fixed_ips, &Owner::Port(old.id.clone()), false);
         if let Some(macs) = self.macs.get_mut(&*old.vpc_id) {
-            if macs.get(&old.mac).map(|m| &**m) == Some(id) {
+            if macs.get(&old.mac) == Some(&old.id) {
                 macs.remove(&old.mac);
             }
             if macs.is_empty() {
                 self.macs.remove(&*old.vpc_id);
             }
         }
-        Some(old)
     }
 
     /// Room for `ports` and `neighbors` more: one table growth for a large message instead of a
@@ -298,16 +306,24 @@ impl State {
         self.neighbors.reserve(neighbors);
     }
 
+    /// Stores `n`, replacing the neighbor of the same id; one lookup of the id, as `put_port`.
     pub fn put_neighbor(&mut self, n: Arc<Neighbor>) -> Option<Arc<Neighbor>> {
-        let old = self.remove_neighbor(&n.id);
+        let old = self.neighbors.insert(n.id.clone(), n.clone());
+        if let Some(old) = &old {
+            self.unindex_neighbor(old);
+        }
         self.index(&n.vpc_id, &n.fixed_ips, &Owner::Neighbor(n.id.clone()), true);
         *self.hosts.entry(n.host_ip).or_default() += 1;
-        self.neighbors.insert(n.id.clone(), n);
         old
     }
 
     pub fn remove_neighbor(&mut self, id: &str) -> Option<Arc<Neighbor>> {
         let old = self.neighbors.remove(id)?;
+        self.unindex_neighbor(&old);
+        Some(old)
+    }
+
+    fn unindex_neighbor(&mut self, old: &Neighbor) {
         self.index(&old.vpc_id, &old.fixed_ips, &Owner::Neighbor(old.id.clone()), false);
         if let Some(n) = self.hosts.get_mut(&old.host_ip) {
             *n -= 1;
@@ -315,7 +331,6 @@ impl State {
                 self.hosts.remove(&old.host_ip);
             }
         }
-        Some(old)
     }
 }
 
