@@ -211,7 +211,15 @@ impl Controller {
         let mut applier = self.applier();
         let state = applier.state;
         let (plan, t_plan, journal_ahead) = std::thread::scope(|s| {
-            let ahead = encode_ahead.then(|| s.spawn(|| Store::encode(state, &changes)));
+            // Without a thread (the process is out of them), the lines are encoded when recorded.
+            let ahead = encode_ahead
+                .then(|| {
+                    std::thread::Builder::new()
+                        .name("alioth-journal".into())
+                        .spawn_scoped(s, || Store::encode(state, &changes))
+                        .ok()
+                })
+                .flatten();
             let plan = plan::plan(state, &changes);
             let t_plan = started.elapsed();
             let _ = applier.apply_plan(&plan, report);

@@ -343,19 +343,30 @@ impl Dataplane {
         };
         let chunk = keys.len().div_ceil(parts).max(1);
         let mut failed = std::thread::scope(|s| {
+            // A part whose thread cannot be had (the process is out of threads) is written here:
+            // its closure holds only references and indices, so a copy is still at hand.
             let others: Vec<_> = keys
                 .chunks(chunk)
                 .zip(values.chunks(chunk))
                 .enumerate()
                 .skip(1)
-                .map(|(i, (k, v))| s.spawn(move || write_endpoints(fd, k, v, i * chunk)))
+                .map(|(i, (k, v))| {
+                    let write = move || write_endpoints(fd, k, v, i * chunk);
+                    std::thread::Builder::new()
+                        .name("alioth-write".into())
+                        .spawn_scoped(s, write)
+                        .map_err(|_| write)
+                })
                 .collect();
             let first = chunk.min(keys.len());
             let mut failed = write_endpoints(fd, &keys[..first], &values[..first], 0);
             for part in others {
-                match part.join() {
-                    Ok(f) => failed.extend(f),
-                    Err(panic) => std::panic::resume_unwind(panic),
+                match part {
+                    Ok(thread) => match thread.join() {
+                        Ok(f) => failed.extend(f),
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    },
+                    Err(write) => failed.extend(write()),
                 }
             }
             failed
