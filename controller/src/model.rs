@@ -135,27 +135,20 @@ pub struct State {
     neighbors: HashMap<Id, Arc<Neighbor>>,
     /// Revision of deleted resources by (resource type, id): a late, older CREATE is out of order.
     pub tombstones: BTreeMap<(i32, String), u32>,
-    /// VPC -> address -> who holds it (nested, so lookups by `&str` allocate nothing).
-    addrs: HashMap<String, HashMap<Ipv4Addr, Owner>>,
+    /// VPC -> address -> who holds it (nested, so lookups by `&str` allocate nothing). Keyed by
+    /// the ids the resources share, so adding to an entry is one lookup and no allocation.
+    addrs: HashMap<Id, HashMap<Ipv4Addr, Owner>>,
     /// VPC -> MAC -> port.
-    macs: HashMap<String, HashMap<Mac, Id>>,
+    macs: HashMap<Id, HashMap<Mac, Id>>,
     /// Subnet -> ports and neighbors with an address in it.
-    subnet_users: HashMap<String, HashSet<Id>>,
+    subnet_users: HashMap<Id, HashSet<Id>>,
     /// VPC -> number of ports and neighbors in it.
-    vpc_users: HashMap<String, usize>,
+    vpc_users: HashMap<Id, usize>,
     /// Remote host (tunnel endpoint) -> number of neighbors on it.
     hosts: HashMap<Ipv4Addr, usize>,
     dhcp: HashMap<String, DhcpHost>,
     /// MAC -> DHCP entry.
     dhcp_macs: HashMap<Mac, String>,
-}
-
-/// `m[k]`, created empty if absent; allocates the key only then.
-fn entry<'m, V: Default>(m: &'m mut HashMap<String, V>, k: &str) -> &'m mut V {
-    if !m.contains_key(k) {
-        m.insert(k.to_string(), V::default());
-    }
-    m.get_mut(k).expect("present")
 }
 
 impl State {
@@ -213,20 +206,23 @@ impl State {
         self.vpc_users.get(vpc).is_some_and(|n| *n > 0)
     }
 
-    fn index(&mut self, vpc: &str, ips: &[FixedIp], owner: &Owner, add: bool) {
+    fn index(&mut self, vpc: &Id, ips: &[FixedIp], owner: &Owner, add: bool) {
         let (Owner::Port(id) | Owner::Neighbor(id)) = owner;
         for f in ips {
             if add {
-                entry(&mut self.addrs, vpc).insert(f.ip, owner.clone());
-                entry(&mut self.subnet_users, &f.subnet_id).insert(id.clone());
+                self.addrs.entry(vpc.clone()).or_default().insert(f.ip, owner.clone());
+                self.subnet_users
+                    .entry(f.subnet_id.clone())
+                    .or_default()
+                    .insert(id.clone());
                 continue;
             }
-            if let Some(addrs) = self.addrs.get_mut(vpc) {
+            if let Some(addrs) = self.addrs.get_mut(&**vpc) {
                 if addrs.get(&f.ip) == Some(owner) {
                     addrs.remove(&f.ip);
                 }
                 if addrs.is_empty() {
-                    self.addrs.remove(vpc);
+                    self.addrs.remove(&**vpc);
                 }
             }
             if let Some(users) = self.subnet_users.get_mut(&*f.subnet_id) {
@@ -237,11 +233,11 @@ impl State {
             }
         }
         if add {
-            *entry(&mut self.vpc_users, vpc) += 1;
-        } else if let Some(n) = self.vpc_users.get_mut(vpc) {
+            *self.vpc_users.entry(vpc.clone()).or_default() += 1;
+        } else if let Some(n) = self.vpc_users.get_mut(&**vpc) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                self.vpc_users.remove(vpc);
+                self.vpc_users.remove(&**vpc);
             }
         }
     }
@@ -277,7 +273,10 @@ impl State {
             self.unindex_port(old);
         }
         self.index(&p.vpc_id, &p.fixed_ips, &Owner::Port(p.id.clone()), true);
-        entry(&mut self.macs, &p.vpc_id).insert(p.mac, p.id.clone());
+        self.macs
+            .entry(p.vpc_id.clone())
+            .or_default()
+            .insert(p.mac, p.id.clone());
         old
     }
 
