@@ -90,9 +90,7 @@ impl Store {
                     Entry::Put(r) => {
                         // A resource put again is no longer deleted (as the validator does).
                         let (kind, id) = r.kind_id();
-                        if !state.tombstones.is_empty() {
-                            state.tombstones.remove(&(kind as i32, id.to_string()));
-                        }
+                        state.forget_tombstone(kind, id);
                         state.put(r)
                     }
                     Entry::Delete { kind, id } => {

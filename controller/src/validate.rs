@@ -64,6 +64,14 @@ impl State {
         }
     }
 
+    /// Forgets the tombstone of resource `id` of type `kind` (it exists again). Free when there
+    /// are no tombstones, the common case.
+    pub fn forget_tombstone(&mut self, kind: ResourceType, id: &str) {
+        if !self.tombstones.is_empty() {
+            self.tombstones.remove(&(kind as i32, id.to_string()));
+        }
+    }
+
     pub fn delete(&mut self, kind: ResourceType, id: &str) {
         match kind {
             ResourceType::Vpc => drop(self.vpcs.remove(id)),
@@ -344,8 +352,22 @@ struct Validator<'a> {
 /// whenever a VPC or subnet is validated.
 #[derive(Default)]
 struct Recent {
-    vpc: Option<Vpc>,
+    vpc: Option<Rc<Vpc>>,
     subnet: Option<Rc<Subnet>>,
+}
+
+/// What `slot` holds if `hit` accepts it, else a copy of what `load` finds, kept in `slot`.
+fn remembered<'a, T: Clone + 'a>(
+    slot: &mut Option<Rc<T>>,
+    hit: impl Fn(&T) -> bool,
+    load: impl FnOnce() -> Option<&'a T>,
+) -> Option<Rc<T>> {
+    if let Some(t) = slot.as_ref().filter(|t| hit(t)) {
+        return Some(t.clone());
+    }
+    let t = Rc::new(load()?.clone());
+    *slot = Some(t.clone());
+    Some(t)
 }
 
 type Checked<T> = Result<T, (OperationStatus, String)>;
@@ -380,19 +402,12 @@ impl Validator<'_> {
 
     /// Remembers a deletion's revision, or forgets it when the resource is created again.
     fn tombstone(&mut self, kind: ResourceType, id: &str, revision: Option<u32>) {
-        // Forgetting a tombstone that cannot exist costs nothing (the common case).
-        if revision.is_none() && self.state.tombstones.is_empty() {
-            return;
-        }
-        let key = (kind as i32, id.to_string());
         match revision {
             Some(r) if r > 0 => {
-                self.state.tombstones.insert(key, r);
+                self.state.tombstones.insert((kind as i32, id.to_string()), r);
             }
             Some(_) => {}
-            None => {
-                self.state.tombstones.remove(&key);
-            }
+            None => self.state.forget_tombstone(kind, id),
         }
     }
 
@@ -679,25 +694,21 @@ impl Validator<'_> {
     }
 
     /// The VPC `id` names, if known (through `recent`).
-    fn known_vpc(&self, id: &str) -> Option<Vpc> {
-        let mut recent = self.recent.borrow_mut();
-        if let Some(v) = recent.vpc.as_ref().filter(|v| &*v.id == id) {
-            return Some(v.clone());
-        }
-        let v = self.state.vpcs.get(id)?.clone();
-        recent.vpc = Some(v.clone());
-        Some(v)
+    fn known_vpc(&self, id: &str) -> Option<Rc<Vpc>> {
+        remembered(
+            &mut self.recent.borrow_mut().vpc,
+            |v| &*v.id == id,
+            || self.state.vpcs.get(id),
+        )
     }
 
     /// The subnet `id` names, if known (through `recent`).
     fn known_subnet(&self, id: &str) -> Option<Rc<Subnet>> {
-        let mut recent = self.recent.borrow_mut();
-        if let Some(s) = recent.subnet.as_ref().filter(|s| &*s.id == id) {
-            return Some(s.clone());
-        }
-        let s = Rc::new(self.state.subnets.get(id)?.clone());
-        recent.subnet = Some(s.clone());
-        Some(s)
+        remembered(
+            &mut self.recent.borrow_mut().subnet,
+            |s| &*s.id == id,
+            || self.state.subnets.get(id),
+        )
     }
 
     /// Addresses of a port or neighbor: each in a known subnet of `vpc`, a host address that is not
