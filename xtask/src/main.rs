@@ -239,6 +239,7 @@ fn image() -> Result<()> {
 
 fn test(args: &[String]) -> Result<()> {
     setup::require_root()?;
+    setup::warn_if_low_disk(&root());
     println!("== cargo fmt --check");
     run(cargo().args(["fmt", "--all", "--check"]))?;
     run(cargo()

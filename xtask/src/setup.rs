@@ -1,6 +1,6 @@
 //! Installs the eBPF toolchain and the test tools on a fresh Debian machine, idempotently.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -97,6 +97,31 @@ pub fn require_root() -> Result<()> {
 extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
+}
+
+/// Disk a clean `cargo xtask test` writes under target/ (measured: about 2 GiB), with headroom.
+const TEST_DISK_GIB: u64 = 4;
+
+/// Warns, before a long build, when the target directory's file system is nearly full:
+/// the build would otherwise stop midway on "No space left on device".
+pub fn warn_if_low_disk(dir: &Path) {
+    let free = Command::new("df")
+        .args(["-Pk", "--"])
+        .arg(dir)
+        .output()
+        .ok()
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.lines().nth(1)?.split_whitespace().nth(3)?.parse::<u64>().ok()
+        });
+    if let Some(kib) = free.filter(|&kib| kib < TEST_DISK_GIB << 20) {
+        eprintln!(
+            "warning: only {} MiB free under {}; a clean test build needs about {TEST_DISK_GIB} GiB \
+             (`cargo clean` frees old builds)",
+            kib >> 10,
+            dir.display()
+        );
+    }
 }
 
 fn missing_packages() -> Vec<&'static str> {
