@@ -9,6 +9,7 @@ pub mod controller;
 pub mod dataplane;
 pub mod dhcp;
 pub mod garbage;
+pub mod jsonl;
 pub mod metrics;
 pub mod model;
 pub mod object;

@@ -393,9 +393,42 @@ pub fn format_mac(mac: &Mac) -> String {
 }
 
 pub fn parse_ipv4(what: &str, s: &str) -> Result<Ipv4Addr, String> {
+    if let Some(ip) = dotted_quad(s.as_bytes()) {
+        return Ok(ip);
+    }
     s.trim()
         .parse()
         .map_err(|_| format!("{what} {s:?} is not an IPv4 address"))
+}
+
+/// `a.b.c.d` in its usual form, without the general parser: a port or neighbor has two addresses,
+/// and `FromStr` took a tenth of validating one. Anything else (spaces, leading zeros, garbage)
+/// is `None` and takes the general path, which decides exactly as before.
+fn dotted_quad(s: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (n, octet) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if s.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut value = 0u32;
+        // At most four digits are read: enough to refuse a fourth, never enough to overflow.
+        while let Some(d @ b'0'..=b'9') = s.get(i).copied().filter(|_| i - start < 4) {
+            value = value * 10 + u32::from(d - b'0');
+            i += 1;
+        }
+        let digits = i - start;
+        let canonical = digits == 1 || (matches!(digits, 2..=3) && s[start] != b'0');
+        if !canonical || value > 255 {
+            return None;
+        }
+        *octet = value as u8;
+    }
+    (i == s.len()).then(|| Ipv4Addr::from(octets))
 }
 
 /// A network in CIDR notation with no host bits set.
@@ -432,6 +465,45 @@ mod tests {
             .contains("multicast"));
         assert!(parse_unicast_mac("00:00:00:00:00:00").is_err());
         assert_eq!(format_mac(&[2, 0, 0, 0, 0, 10]), "02:00:00:00:00:0a");
+    }
+
+    proptest::proptest! {
+        /// The fast path decides as `FromStr` does: on every address's text, and on anything.
+        #[test]
+        fn addresses_parse_as_from_str_does(
+            ip in proptest::prelude::any::<u32>(),
+            near in "[0-9]{1,4}(\\.[0-9]{0,4}){2,4}",
+            s in "[0-9. a]{0,20}",
+        ) {
+            let text = Ipv4Addr::from(ip).to_string();
+            proptest::prop_assert_eq!(parse_ipv4("ip", &text), Ok(Ipv4Addr::from(ip)));
+            for s in [near, s] {
+                proptest::prop_assert_eq!(parse_ipv4("ip", &s).ok(), s.trim().parse::<Ipv4Addr>().ok());
+            }
+        }
+    }
+
+    #[test]
+    fn addresses() {
+        for ok in ["0.0.0.0", "198.18.0.1", "255.255.255.255", " 198.18.0.1 "] {
+            assert_eq!(parse_ipv4("ip", ok), Ok(ok.trim().parse().unwrap()), "{ok}");
+        }
+        for bad in [
+            "",
+            "1.2.3",
+            "1.2.3.4.5",
+            "256.0.0.1",
+            "01.2.3.4",
+            "1..2.3",
+            "1.2.3.4a",
+            "-1.2.3.4",
+            "1.2.3.99999999999999999999",
+        ] {
+            assert!(
+                parse_ipv4("ip", bad).unwrap_err().contains("not an IPv4 address"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

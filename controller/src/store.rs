@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use alioth_proto::schema::ResourceType;
 
+use crate::jsonl;
 use crate::model::State;
 use crate::validate::{Change, Resource};
 
@@ -132,7 +133,8 @@ impl Store {
     /// The journal lines of `changes` (as `state` now has them): `append` writes them. Needs no
     /// store, so it can run on another thread while the changes are being programmed.
     pub fn encode(state: &State, changes: &[Change]) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(changes.len() * 192);
+        // A neighbor's line is about 200 bytes; pages reserved and not written cost nothing.
+        let mut out = Vec::with_capacity(changes.len() * 256);
         for c in changes {
             let Some(r) = c.after.as_ref().or(c.before.as_ref()) else {
                 continue;
@@ -141,11 +143,12 @@ impl Store {
             let kind = kind as i32;
             // A put also forgets the resource's tombstone when read back; a deletion is followed by
             // the tombstone it leaves.
-            let entry = match &c.after {
-                Some(a) => EntryRef::Put(a),
-                None => EntryRef::Delete { kind, id },
-            };
-            serde_json::to_writer(&mut out, &entry)?;
+            // Ports and neighbors, most of a large message, are written by hand (`jsonl`).
+            match &c.after {
+                Some(a) if jsonl::put(&mut out, a) => {}
+                Some(a) => serde_json::to_writer(&mut out, &EntryRef::Put(a))?,
+                None => serde_json::to_writer(&mut out, &EntryRef::Delete { kind, id })?,
+            }
             out.push(b'\n');
             if c.after.is_none() {
                 let revision = state.tombstones.get(&(kind, id.to_string())).copied();
