@@ -5,6 +5,7 @@
 //! removed by one resource and written by another in the same message is just written, and a key
 //! whose value does not change is not touched at all.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use smallvec::SmallVec;
@@ -214,13 +215,21 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
         }
     };
 
-    // Last word per key wins; `original` is what the key held before the message.
-    let mut ops: HashMap<EndpointKey, KeyOp> = HashMap::with_capacity_and_hasher(changes.len(), Default::default());
+    // Last word per key wins; `original` is what the key held before the message. Keys are kept
+    // in the order first touched (the changes' order), which makes the plan deterministic without
+    // sorting it: sorting 10,000 keys was a third of planning them.
+    let mut ops: Vec<(EndpointKey, KeyOp)> = Vec::with_capacity(changes.len());
+    let mut op_of: HashMap<EndpointKey, usize> = HashMap::with_capacity_and_hasher(changes.len(), Default::default());
     let mut replace = |owner: usize, old: Entries, new: &[(EndpointKey, Endpoint)]| {
-        let mut word = |k: EndpointKey, original: Option<Endpoint>, now: Option<Endpoint>| {
-            ops.entry(k)
-                .and_modify(|op| (op.owner, op.now) = (owner, now))
-                .or_insert(KeyOp { owner, now, original });
+        let mut word = |k: EndpointKey, original: Option<Endpoint>, now: Option<Endpoint>| match op_of.entry(k) {
+            Entry::Occupied(e) => {
+                let op = &mut ops[*e.get()].1;
+                (op.owner, op.now) = (owner, now);
+            }
+            Entry::Vacant(e) => {
+                e.insert(ops.len());
+                ops.push((k, KeyOp { owner, now, original }));
+            }
         };
         for (k, v) in old {
             word(k, Some(v), None);
@@ -377,23 +386,17 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
         }
     }
 
-    // Writes, then removals, each in key order.
-    let mut upserts: Vec<(EndpointKey, usize, Endpoint)> = Vec::with_capacity(ops.len());
-    let mut removals: Vec<(EndpointKey, usize)> = Vec::new();
-    for (k, op) in &ops {
+    // Writes, then removals, each in the order their keys were first touched.
+    let mut removals: Vec<(usize, EndpointOp)> = Vec::new();
+    out.endpoints.reserve(ops.len());
+    for (k, op) in ops {
         match op.now {
-            Some(v) if op.original != Some(v) => upserts.push((*k, op.owner, v)),
-            None if op.original.is_some() => removals.push((*k, op.owner)),
+            Some(v) if op.original != Some(v) => out.endpoints.push((op.owner, EndpointOp::Upsert(k, v))),
+            None if op.original.is_some() => removals.push((op.owner, EndpointOp::Remove(k))),
             _ => {}
         }
     }
-    upserts.sort_unstable_by_key(|(k, _, _)| *k);
-    removals.sort_unstable_by_key(|(k, _)| *k);
-    out.endpoints.reserve(upserts.len() + removals.len());
-    out.endpoints
-        .extend(upserts.into_iter().map(|(k, o, v)| (o, EndpointOp::Upsert(k, v))));
-    out.endpoints
-        .extend(removals.into_iter().map(|(k, o)| (o, EndpointOp::Remove(k))));
+    out.endpoints.append(&mut removals);
     out
 }
 
