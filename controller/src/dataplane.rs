@@ -81,6 +81,9 @@ pub struct Dataplane {
     /// Interface name -> (ifindex, link).
     attached: HashMap<String, (u32, Attachment)>,
     pin_dir: Option<PathBuf>,
+    /// Whether `commit` has put this object in place (always, without a pin directory). Until
+    /// then, links a previous agent pinned keep running its program.
+    committed: bool,
     /// Keys and values of the last batch write, kept for the next: a large message then writes
     /// from memory already in place instead of fresh pages.
     batch: (Vec<EndpointKey>, Vec<Endpoint>),
@@ -93,6 +96,9 @@ enum Attachment {
     Link(FdLink),
     /// A link owned by the program (no pin directory: tests and benchmarks).
     Owned(XdpLinkId),
+    /// A link a previous agent pinned, still running its program on its maps until `commit`
+    /// swaps this one's in (with `program`, the name of the program it is to run).
+    Inherited(&'static str),
 }
 
 /// Where a loaded object's maps are pinned until `commit` puts them in place (bpffs names may not
@@ -223,17 +229,34 @@ impl Dataplane {
             mode,
             attached: HashMap::new(),
             pin_dir: pin_dir.map(Path::to_path_buf),
+            committed: pin_dir.is_none(),
             batch: Default::default(),
         };
         dp.changed()?;
         Ok((dp, logger))
     }
 
-    /// Puts this object's maps in place of the previous agent's, carrying its counters over, and
-    /// detaches links of interfaces that are no longer ports. Call once every port is programmed:
-    /// by then every link a port needs runs this agent's program.
+    /// Swaps this agent's program onto the links a previous agent left, puts this object's maps in
+    /// place of the previous agent's, carrying its counters over, and detaches links of interfaces
+    /// that are no longer ports. Call once every port is programmed: the maps are complete, so no
+    /// frame meets a port, neighbor or next hop that is not written yet.
     pub fn commit(&mut self) -> Result<()> {
         let Some(dir) = self.pin_dir.clone() else { return Ok(()) };
+        self.committed = true;
+        let inherited: Vec<(String, &'static str)> = self
+            .attached
+            .iter()
+            .filter_map(|(iface, (_, a))| match a {
+                Attachment::Inherited(program) => Some((iface.clone(), *program)),
+                _ => None,
+            })
+            .collect();
+        for (iface, program) in inherited {
+            let link = self.attach(&iface, program)?;
+            if let Some((_, a)) = self.attached.get_mut(&iface) {
+                *a = link;
+            }
+        }
         let links = dir.join(LINKS);
         for entry in std::fs::read_dir(&links)? {
             let entry = entry?;
@@ -551,9 +574,15 @@ impl Dataplane {
         self.pin_dir.as_ref().map(|d| d.join(LINKS).join(link_pin_name(iface)))
     }
 
-    fn attach(&mut self, iface: &str, program: &str) -> Result<Attachment> {
+    fn attach(&mut self, iface: &str, program: &'static str) -> Result<Attachment> {
         let pin = self.link_pin(iface);
         if let Some(pin) = pin.as_ref().filter(|p| p.exists()) {
+            // Swapped now, the link would run this agent's program on maps still being filled
+            // (frames to ports, neighbors or next hops not written yet would drop): the previous
+            // agent's program keeps the link, on its complete maps, until `commit`.
+            if !self.committed {
+                return Ok(Attachment::Inherited(program));
+            }
             match self.adopt(pin, program) {
                 Ok(link) => return Ok(link),
                 Err(e) => {
@@ -647,6 +676,12 @@ impl Dataplane {
             Some((_, Attachment::Owned(id))) => {
                 if let Ok(prog) = self.program() {
                     let _ = prog.detach(id);
+                }
+            }
+            // Unpinned, the previous agent's link detaches.
+            Some((_, Attachment::Inherited(_))) => {
+                if let Some(pin) = pin {
+                    let _ = std::fs::remove_file(pin);
                 }
             }
             None => {}

@@ -219,27 +219,32 @@ fn sigkill_and_restart_of_the_agent_lose_no_packet() -> Result<()> {
     let t = topology(&[])?;
     let (code, _) = apply(&t.agent, &example("demo.yaml"))?;
     ensure!(code == 0);
-    // 600 pings 10 ms apart (6 s) while the agent is killed and a new one takes over.
-    let ping = t
-        .vm1
-        .ns
-        .command("timeout")
-        .args(["30", "ping", "-q", "-i", "0.01", "-c", "600", "-W", "1", "198.18.0.1"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
+    // 600 pings 10 ms apart (6 s) from VM 1 to the gateway (answered by the port program) and to
+    // VM 2 (switched by it), while the agent is killed and a new one takes over.
+    let ping = |to: &str| {
+        t.vm1
+            .ns
+            .command("timeout")
+            .args(["30", "ping", "-q", "-i", "0.01", "-c", "600", "-W", "1", to])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+    };
+    let pings = [ping("198.18.0.1")?, ping("198.18.0.11")?];
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let left = t.agent.kill()?;
     let pin_dir = left.pin_dir.clone();
     // The data plane runs alone for a while, then a new agent adopts it.
     std::thread::sleep(std::time::Duration::from_millis(1000));
     let agent = Agent::start_with(&t.host, left, &[])?;
-    let out = ping.wait_with_output()?;
-    let summary = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        summary.contains("600 packets transmitted, 600 received"),
-        "ping: {summary}\n{}",
-        agent.log_text()
-    );
+    for ping in pings {
+        let out = ping.wait_with_output()?;
+        let summary = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            summary.contains("600 packets transmitted, 600 received"),
+            "ping: {summary}\n{}",
+            agent.log_text()
+        );
+    }
     ensure!(
         agent.log_text().contains("restored the recorded goal state"),
         "{}",
@@ -250,6 +255,7 @@ fn sigkill_and_restart_of_the_agent_lose_no_packet() -> Result<()> {
     let (code, statuses) = apply(&agent, &example("demo.yaml"))?;
     ensure!(code == 0 && statuses.values().all(|s| s == "SUCCESS"), "{statuses:?}");
     ensure!(counter(&agent, "icmp_echo_reply")? >= 600, "stats: {}", agent.stats()?);
+    ensure!(counter(&agent, "forward_local")? >= 1200, "stats: {}", agent.stats()?);
     // Nothing is left in the staging area, and both ports are attached.
     ensure!(!std::path::Path::new(&pin_dir).join("staging").exists());
     let status: serde_json::Value = serde_json::from_slice(&agent.cli(&["status", "--json"])?.stdout)?;
