@@ -28,11 +28,43 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/alioth";
 /// Default bpffs directory for this agent's pins.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/alioth";
 
+/// Where the agent serves gRPC: a TCP address, or a unix socket (`unix:/run/alioth/grpc.sock`),
+/// which only local processes allowed by its file mode (0600, root) can reach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.strip_prefix("unix:") {
+            Some("") => Err("unix: needs a socket path (unix:/run/alioth/grpc.sock)".into()),
+            Some(path) => Ok(Listen::Unix(path.into())),
+            None => s
+                .parse()
+                .map(Listen::Tcp)
+                .map_err(|e| format!("{s:?} is neither HOST:PORT nor unix:PATH ({e})")),
+        }
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Tcp(a) => write!(f, "{a}"),
+            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
 #[derive(Clone, Debug, clap::Args)]
 pub struct AgentArgs {
-    /// gRPC listen address.
+    /// gRPC listen address: HOST:PORT, or unix:PATH for a unix socket.
     #[arg(long, default_value = DEFAULT_LISTEN, env = "ALIOTH_LISTEN")]
-    pub listen: SocketAddr,
+    pub listen: Listen,
     /// bpffs directory for this agent's pinned maps (one per agent instance).
     #[arg(long, default_value = DEFAULT_PIN_DIR, env = "ALIOTH_PIN_DIR")]
     pub pin_dir: PathBuf,
@@ -96,9 +128,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     // Everything that can be misconfigured is checked before the data plane is touched: a bad
     // start must leave the running data plane (and a previous agent's program) alone.
     let tls = tls_config(&args)?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listen on {}", args.listen))?;
+    let listener = Listener::bind(&args.listen).await?;
     let uplink = match &args.uplink {
         Some(name) => Some(Overlay::check(OverlayConfig {
             uplink: name.clone(),
@@ -165,24 +195,29 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     } else {
         args.host_ip.clone()
     };
-    tracing::info!(listen = %listener.local_addr()?, pin_dir = %args.pin_dir.display(), ?host_ips, "alioth agent ready");
-    // Small goal-state messages must not wait for Nagle and delayed ACKs (40 ms stalls).
-    let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
-        conn.inspect(|c| {
-            if let Err(e) = c.set_nodelay(true) {
-                tracing::warn!("TCP_NODELAY: {e}");
-            }
-        })
-    });
-    serve(
-        controller.clone(),
-        host_ips,
-        args.max_message_bytes,
-        tls,
-        incoming,
-        shutdown_signal(),
-    )
-    .await?;
+    tracing::info!(listen = %listener.address()?, pin_dir = %args.pin_dir.display(), ?host_ips, "alioth agent ready");
+    let served = match listener {
+        Listener::Tcp(l) => {
+            // Small goal-state messages must not wait for Nagle and delayed ACKs (40 ms stalls).
+            let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(l), |conn| {
+                conn.inspect(|c| {
+                    if let Err(e) = c.set_nodelay(true) {
+                        tracing::warn!("TCP_NODELAY: {e}");
+                    }
+                })
+            });
+            let (max, host_ips) = (args.max_message_bytes, host_ips);
+            serve(controller.clone(), host_ips, max, tls, incoming, shutdown_signal()).await
+        }
+        Listener::Unix(l, path) => {
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
+            let (max, host_ips) = (args.max_message_bytes, host_ips);
+            let served = serve(controller.clone(), host_ips, max, tls, incoming, shutdown_signal()).await;
+            let _ = std::fs::remove_file(&path);
+            served
+        }
+    };
+    served?;
 
     retry_task.abort();
     let _ = retry_task.await;
@@ -190,6 +225,56 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     // (or `alioth agent --reset` removes it).
     tracing::info!("exiting; the data plane keeps forwarding");
     Ok(())
+}
+
+/// The bound gRPC socket.
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    /// With its path, removed when the agent exits.
+    Unix(tokio::net::UnixListener, PathBuf),
+}
+
+impl Listener {
+    async fn bind(listen: &Listen) -> Result<Listener> {
+        match listen {
+            Listen::Tcp(addr) => Ok(Listener::Tcp(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listen on {addr}"))?,
+            )),
+            Listen::Unix(path) => {
+                use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+                let meta = std::fs::symlink_metadata(path);
+                if let Ok(meta) = &meta {
+                    // A socket a previous agent left (it was killed) is replaced, unless an
+                    // agent still answers on it; anything else at that path is not ours to remove.
+                    if !meta.file_type().is_socket() {
+                        anyhow::bail!("listen on {}: exists and is not a socket", path.display());
+                    }
+                    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                        anyhow::bail!("listen on {}: another process serves it", path.display());
+                    }
+                    std::fs::remove_file(path).with_context(|| format!("remove stale socket {}", path.display()))?;
+                }
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+                }
+                let l =
+                    tokio::net::UnixListener::bind(path).with_context(|| format!("listen on {}", path.display()))?;
+                // Goal state programs the host's network: only root may send it.
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("chmod 0600 {}", path.display()))?;
+                Ok(Listener::Unix(l, path.clone()))
+            }
+        }
+    }
+
+    fn address(&self) -> Result<String> {
+        Ok(match self {
+            Listener::Tcp(l) => l.local_addr()?.to_string(),
+            Listener::Unix(_, path) => format!("unix:{}", path.display()),
+        })
+    }
 }
 
 /// Hands every event the data plane reports (a DHCPDECLINE...) to the controller.

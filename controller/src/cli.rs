@@ -23,7 +23,7 @@ pub struct ApplyArgs {
     /// Goal-state file (YAML or JSON, proto3 JSON mapping of alcor.schema.GoalState); `-` reads stdin.
     #[arg(short, long)]
     pub file: PathBuf,
-    /// Agent address.
+    /// Agent address: host:port, a URL, or unix:PATH.
     #[arg(long, default_value = "http://127.0.0.1:50001", env = "ALIOTH_SERVER")]
     pub server: String,
     /// Print the reply as JSON.
@@ -50,14 +50,17 @@ pub struct ClientTls {
     pub tls_domain: Option<String>,
 }
 
-/// A channel to the agent at `server` (host:port or URL), over TLS when asked for.
+/// A channel to the agent at `server` (host:port, URL or unix:PATH), over TLS when asked for.
 pub async fn connect(server: &str, tls: &ClientTls) -> Result<tonic::transport::Channel> {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
     let secure = server.starts_with("https://") || tls.tls_ca.is_some() || tls.tls_client_cert.is_some();
     let scheme = if secure { "https" } else { "http" };
-    let url = match server.split_once("://") {
-        Some((_, rest)) => format!("{scheme}://{rest}"),
-        None => format!("{scheme}://{server}"),
+    let socket = server.strip_prefix("unix:").map(PathBuf::from);
+    let url = match (&socket, server.split_once("://")) {
+        // The URL only names the HTTP/2 authority; the connector below dials the socket.
+        (Some(_), _) => format!("{scheme}://localhost"),
+        (None, Some((_, rest))) => format!("{scheme}://{rest}"),
+        (None, None) => format!("{scheme}://{server}"),
     };
     let mut endpoint = Endpoint::from_shared(url.clone())?
         .connect_timeout(std::time::Duration::from_secs(5))
@@ -78,10 +81,25 @@ pub async fn connect(server: &str, tls: &ClientTls) -> Result<tonic::transport::
         }
         endpoint = endpoint.tls_config(cfg).context("TLS configuration")?;
     }
-    endpoint
-        .connect()
-        .await
-        .with_context(|| format!("connect to the agent at {url}"))
+    match socket {
+        Some(path) => {
+            let dial = path.clone();
+            endpoint
+                .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                    let path = dial.clone();
+                    async move {
+                        let stream = tokio::net::UnixStream::connect(path).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                }))
+                .await
+                .with_context(|| format!("connect to the agent at unix:{}", path.display()))
+        }
+        None => endpoint
+            .connect()
+            .await
+            .with_context(|| format!("connect to the agent at {url}")),
+    }
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -282,7 +300,7 @@ pub fn status(args: InspectArgs) -> Result<()> {
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct HealthArgs {
-    /// Agent address.
+    /// Agent address: host:port, a URL, or unix:PATH.
     #[arg(long, default_value = "http://127.0.0.1:50001", env = "ALIOTH_SERVER")]
     pub server: String,
     /// Service to check; empty = the whole server.

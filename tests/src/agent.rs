@@ -77,7 +77,11 @@ impl Agent {
         Self::local(&left.pin_dir, &left.state_dir, extra)
     }
 
+    /// A free loopback port unless `extra` says where to listen.
     fn local(pin_dir: &str, state_dir: &str, extra: &[&str]) -> Result<Agent> {
+        if extra.contains(&"--listen") {
+            return Self::spawn(None, pin_dir, state_dir, extra);
+        }
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let listen = format!("127.0.0.1:{port}");
         let mut args = vec!["--listen", &listen];
@@ -168,9 +172,12 @@ impl Agent {
             None => vec![bin.to_str().unwrap()],
         };
         full.extend_from_slice(args);
-        let server_flag = ["apply"].contains(&args[0]);
+        let server_flag = ["apply", "health"].contains(&args[0]);
         let pin_flag = ["status", "stats", "ports"].contains(&args[0]);
-        let server = format!("http://{}", self.listen);
+        let server = match self.listen.starts_with("unix:") {
+            true => self.listen.clone(),
+            false => format!("http://{}", self.listen),
+        };
         if server_flag {
             full.extend_from_slice(&["--server", &server]);
         }

@@ -387,3 +387,76 @@ async fn a_large_message_is_journaled_and_survives_sigkill() -> Result<()> {
     );
     Ok(())
 }
+
+/// `--listen unix:PATH`: goal state, health and the CLI over a unix socket that only root may
+/// use; a socket a killed agent left is taken over, and a bad address is refused up front.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_serves_goal_state_on_a_unix_socket() -> Result<()> {
+    use alioth_tests::agent::Agent;
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = alioth_tests::netns::Scratch::new("alioth-uds-")?;
+    let listen = format!("unix:{}", dir.path("run/grpc.sock"));
+    let args = [
+        "--listen",
+        listen.as_str(),
+        "--bpf-log-level",
+        "off",
+        "--metrics-listen",
+        "off",
+    ];
+    let agent = Agent::start_local(&args)?;
+    let socket = std::path::Path::new(&listen["unix:".len()..]).to_path_buf();
+    let mode = std::fs::metadata(&socket)?.permissions().mode() & 0o777;
+    ensure!(mode == 0o600, "socket mode {mode:o}");
+
+    let channel = alioth::cli::connect(&listen, &alioth::cli::ClientTls::default()).await?;
+    let mut client = alioth_proto::schema::goal_state_provisioner_client::GoalStateProvisionerClient::new(channel);
+    let msg = GoalState {
+        vpc_states: vec![vpc(Create, "uds", 1950, 1, UpdateType::Delta)],
+        ..Default::default()
+    };
+    let reply = statuses(&client.push_network_resource_states(msg.clone()).await?.into_inner());
+    ensure!(reply == [("uds".to_string(), Success)], "{reply:?}");
+    let health = agent.cli(&["health"])?;
+    ensure!(health.status.success(), "{}", String::from_utf8_lossy(&health.stderr));
+
+    // Killed, the agent leaves its socket behind; the next one replaces it and answers.
+    let agent = Agent::restart_local(agent.kill()?, &args)?;
+    ensure!(socket.exists());
+    let file = dir.path("vpc.json");
+    std::fs::write(&file, serde_json::to_vec(&msg)?)?;
+    let out = agent.cli(&["apply", "-f", &file])?;
+    ensure!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Stopped, it removes the socket.
+    let (status, left) = agent.stop()?;
+    ensure!(
+        status.success() && !socket.exists(),
+        "{status}; socket left: {}",
+        socket.exists()
+    );
+    left.reset()?;
+
+    // Neither an empty path nor a file that is not a socket is listened on.
+    let bin = alioth_tests::agent::alioth_bin()?;
+    let plain = dir.path("not-a-socket");
+    std::fs::write(&plain, "keep me")?;
+    for (listen, expect) in [
+        ("unix:", "needs a socket path"),
+        (&*format!("unix:{plain}"), "not a socket"),
+    ] {
+        let out = alioth_tests::netns::run_output(&[bin.to_str().unwrap_or_default(), "agent", "--listen", listen])?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success() && err.contains(expect),
+            "--listen {listen}: {err}"
+        );
+    }
+    ensure!(std::fs::read_to_string(&plain)? == "keep me");
+    Ok(())
+}
