@@ -456,6 +456,23 @@ impl Dataplane {
         })
     }
 
+    /// The next hops the previous agent left pinned, before `commit` replaces its maps: the last
+    /// MAC it knew for each remote host. Empty when there is no previous agent.
+    pub fn previous_next_hops(&self) -> Result<Vec<([u8; 4], Mac)>> {
+        let Some(dir) = self.pin_dir.as_ref().filter(|_| !self.committed) else {
+            return Ok(Vec::new());
+        };
+        let pin = dir.join(maps::NEXTHOPS);
+        if !pin.exists() {
+            return Ok(Vec::new());
+        }
+        let data = MapData::from_pin(&pin).with_context(|| format!("open {}", pin.display()))?;
+        let old: BpfHashMap<_, [u8; 4], NextHop> = BpfHashMap::try_from(aya::maps::Map::HashMap(data))?;
+        old.iter()
+            .map(|e| e.map(|(host, hop)| (host, hop.mac)).context("read NEXTHOPS"))
+            .collect()
+    }
+
     pub fn set_next_hop(&mut self, host: [u8; 4], mac: Mac) -> Result<()> {
         self.next_hops
             .insert(host, NextHop { mac, _pad: [0; 2] }, 0)

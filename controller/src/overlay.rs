@@ -41,14 +41,35 @@ impl Overlay {
         Ok((cfg, info))
     }
 
-    /// Attaches the uplink program and writes the uplink entry.
+    /// Attaches the uplink program and writes the uplink entry. The next hops a previous agent
+    /// knew are carried over: the kernel may have forgotten some while no agent kept them
+    /// confirmed, and they stay in use until it resolves them again (`refresh` corrects them,
+    /// and drops those of hosts no longer in goal state).
     pub fn start(cfg: OverlayConfig, info: UplinkInfo, dp: &mut Dataplane) -> Result<Overlay> {
         dp.set_uplink(&info, cfg.vxlan_port)?;
         tracing::info!(uplink = info.name, ip = %info.ip, mac = format_mac(&info.mac), mtu = info.mtu, vxlan_port = cfg.vxlan_port, "overlay uplink attached");
+        let mut next_hops = HashMap::new();
+        match dp.previous_next_hops() {
+            Ok(previous) => {
+                for (host, mac) in previous {
+                    match dp.set_next_hop(host, mac) {
+                        Ok(()) => drop(next_hops.insert(Ipv4Addr::from(host), mac)),
+                        Err(e) => tracing::warn!(host = %Ipv4Addr::from(host), "next hop not carried over: {e:#}"),
+                    }
+                }
+                if !next_hops.is_empty() {
+                    tracing::info!(
+                        hosts = next_hops.len(),
+                        "underlay next hops carried over from the previous agent"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("next hops of the previous agent not carried over: {e:#}"),
+        }
         Ok(Overlay {
             cfg,
             info,
-            next_hops: HashMap::new(),
+            next_hops,
             unreachable: HashSet::new(),
             last_reconfirm: Instant::now(),
         })
