@@ -51,15 +51,6 @@ impl std::str::FromStr for Listen {
     }
 }
 
-impl std::fmt::Display for Listen {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Listen::Tcp(a) => write!(f, "{a}"),
-            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
-    }
-}
-
 #[derive(Clone, Debug, clap::Args)]
 pub struct AgentArgs {
     /// gRPC listen address: HOST:PORT, or unix:PATH for a unix socket.
@@ -196,6 +187,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         args.host_ip.clone()
     };
     tracing::info!(listen = %listener.address()?, pin_dir = %args.pin_dir.display(), ?host_ips, "alioth agent ready");
+    let max = args.max_message_bytes;
     let served = match listener {
         Listener::Tcp(l) => {
             // Small goal-state messages must not wait for Nagle and delayed ACKs (40 ms stalls).
@@ -206,12 +198,10 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                     }
                 })
             });
-            let (max, host_ips) = (args.max_message_bytes, host_ips);
             serve(controller.clone(), host_ips, max, tls, incoming, shutdown_signal()).await
         }
         Listener::Unix(l, path) => {
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
-            let (max, host_ips) = (args.max_message_bytes, host_ips);
             let served = serve(controller.clone(), host_ips, max, tls, incoming, shutdown_signal()).await;
             let _ = std::fs::remove_file(&path);
             served
@@ -244,8 +234,7 @@ impl Listener {
             )),
             Listen::Unix(path) => {
                 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-                let meta = std::fs::symlink_metadata(path);
-                if let Ok(meta) = &meta {
+                if let Ok(meta) = std::fs::symlink_metadata(path) {
                     // A socket a previous agent left (it was killed) is replaced, unless an
                     // agent still answers on it; anything else at that path is not ours to remove.
                     if !meta.file_type().is_socket() {
