@@ -83,15 +83,9 @@ impl Controller {
         store: Store,
         overlay: Option<Overlay>,
     ) -> Result<Self> {
-        let changes: Vec<Change> = state
-            .resources()
-            .map(|r| Change {
-                before: None,
-                after: Some(r),
-                outcome: 0,
-            })
-            .collect();
-        let plan = plan::plan(&state, &changes);
+        let started = Instant::now();
+        let plan = plan::everything(&state);
+        let t_plan = started.elapsed();
         let mut c = Controller {
             state,
             dp,
@@ -112,6 +106,7 @@ impl Controller {
                 Ok(())
             }
         })?;
+        let t_apply = started.elapsed();
         // Next hops the kernel already knows go in before the new program takes over the links.
         c.refresh_overlay();
         c.dp.commit()?;
@@ -121,6 +116,9 @@ impl Controller {
             ports = c.state.ports().len(),
             neighbors = c.state.neighbors().len(),
             pending = c.pending.len(),
+            plan_ms = t_plan.as_millis() as u64,
+            apply_ms = (t_apply - t_plan).as_millis() as u64,
+            commit_ms = (started.elapsed() - t_apply).as_millis() as u64,
             "restored the recorded goal state"
         );
         Ok(c)

@@ -95,6 +95,49 @@ pub fn neighbor_entries(n: &Neighbor, vni: u32) -> impl Iterator<Item = (Endpoin
     })
 }
 
+/// The plan that fills empty maps with everything `state` renders and programs every port: a
+/// restarted agent's, whose every operation answers outcome 0. Written straight from the state
+/// (a valid state renders each key once), not replayed through `plan` as creations: at a million
+/// resources that replay took seconds of hash-map bookkeeping that has nothing to reconcile.
+pub fn everything(state: &State) -> Plan {
+    let vni = |vpc: &str| state.vpcs.get(vpc).map(|v| v.vni);
+    let subnets = state
+        .subnets
+        .values()
+        .filter_map(|s| Some(subnet_entries(s, vni(&s.vpc_id)?)))
+        .flatten();
+    let ports = state
+        .ports()
+        .values()
+        .filter_map(|p| Some(port_entries(p, vni(&p.vpc_id)?)))
+        .flatten();
+    let neighbors = state
+        .neighbors()
+        .values()
+        .filter_map(|n| Some(neighbor_entries(n, vni(&n.vpc_id)?)))
+        .flatten();
+    Plan {
+        detach: Vec::new(),
+        endpoints: subnets
+            .chain(ports)
+            .chain(neighbors)
+            .map(|(k, v)| (0, EndpointOp::Upsert(k, v)))
+            .collect(),
+        program: state
+            .ports()
+            .keys()
+            .map(|id| {
+                (
+                    0,
+                    PortOp::Program {
+                        port_id: id.to_string(),
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
 /// True when a subnet's change reaches its ports' `PORTS` or `DHCP` entries.
 fn serves_differently(b: &Subnet, a: &Subnet) -> bool {
     let served = |s: &Subnet| {

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use alioth_proto::schema::*;
 use proptest::prelude::*;
@@ -229,6 +229,16 @@ proptest! {
             // FULL adds an answer for every resource it deletes implicitly.
             prop_assert!(outcomes.len() >= n);
             prop_assert_eq!(&map, &render(&state));
+            // What a restarted agent writes into empty maps is the same, and programs every port.
+            let all = everything(&state);
+            let mut fresh = BTreeMap::new();
+            apply(&mut fresh, &all);
+            prop_assert_eq!(&fresh, &map);
+            let programmed: BTreeSet<&str> = all.program.iter().map(|(_, op)| match op {
+                PortOp::Program { port_id } => port_id.as_str(),
+                PortOp::Detach { iface } => panic!("detaches {iface}"),
+            }).collect();
+            prop_assert!(programmed.iter().copied().eq(state.ports().keys().map(|k| &**k).collect::<BTreeSet<_>>()));
             prop_assert!(state.indexes_match_contents(), "indexes drifted from the contents");
             for s in state.subnets.values() {
                 prop_assert!(state.vpcs.contains_key(&s.vpc_id));
