@@ -128,9 +128,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         })?),
         None => None,
     };
-    let started = std::time::Instant::now();
     let (store, state) = Store::open(&args.state_dir)?;
-    tracing::info!(millis = started.elapsed().as_millis() as u64, "journal replayed");
     let (mut dp, logger) = Dataplane::load_with_log(Some(&args.pin_dir), args.xdp_mode, args.bpf_log_level)?;
     let overlay = match uplink {
         Some((cfg, info)) => Some(Overlay::start(cfg, info, &mut dp)?),

@@ -67,6 +67,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating) `dir`, returns the recorded state, and compacts the journal into a snapshot.
     pub fn open(dir: &Path) -> Result<(Store, State)> {
+        let started = std::time::Instant::now();
         fs::create_dir_all(dir).with_context(|| format!("create state directory {}", dir.display()))?;
         let mut state = State::default();
         let snap = dir.join(SNAPSHOT);
@@ -110,7 +111,13 @@ impl Store {
                 }
             }
         }
+        let replayed = started.elapsed();
         write_snapshot(dir, &state)?;
+        tracing::info!(
+            replay_ms = replayed.as_millis() as u64,
+            snapshot_ms = (started.elapsed() - replayed).as_millis() as u64,
+            "journal replayed and compacted"
+        );
         let file = OpenOptions::new()
             .create(true)
             .write(true)
