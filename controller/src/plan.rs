@@ -444,4 +444,4 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -310,53 +310,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("alioth-store-ids-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let (mut store, mut state) = Store::open(&dir).unwrap();
-        let fixed = |ip: &str| port_configuration::FixedIp {
-            subnet_id: "s".into(),
-            ip_address: ip.into(),
-        };
+        use crate::plan::tests::{neighbor, port, subnet, vpc};
+        use OperationType::Create;
         let msg = GoalState {
-            vpc_states: vec![VpcState {
-                operation_type: OperationType::Create as i32,
-                configuration: Some(VpcConfiguration {
-                    id: "v".into(),
-                    tunnel_id: 7,
-                    ..Default::default()
-                }),
-            }],
-            subnet_states: vec![SubnetState {
-                operation_type: OperationType::Create as i32,
-                configuration: Some(SubnetConfiguration {
-                    id: "s".into(),
-                    vpc_id: "v".into(),
-                    cidr: "198.18.0.0/24".into(),
-                    ..Default::default()
-                }),
-            }],
-            port_states: vec![PortState {
-                operation_type: OperationType::Create as i32,
-                configuration: Some(PortConfiguration {
-                    id: "p".into(),
-                    vpc_id: "v".into(),
-                    mac_address: "02:00:00:00:00:0a".into(),
-                    fixed_ips: vec![fixed("198.18.0.10")],
-                    ..Default::default()
-                }),
-            }],
-            neighbor_states: vec![NeighborState {
-                operation_type: OperationType::Create as i32,
-                configuration: Some(NeighborConfiguration {
-                    id: "n".into(),
-                    vpc_id: "v".into(),
-                    mac_address: "02:00:00:00:00:0b".into(),
-                    host_ip_address: "198.19.0.2".into(),
-                    fixed_ips: vec![neighbor_configuration::FixedIp {
-                        subnet_id: "s".into(),
-                        ip_address: "198.18.0.11".into(),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-            }],
+            vpc_states: vec![vpc(Create, "v", 7)],
+            subnet_states: vec![subnet(Create, "s", "v", 0)],
+            port_states: vec![port(Create, "p", "v", "s", 0, 10)],
+            neighbor_states: vec![neighbor(Create, "n", "v", "s", 0, 11)],
             ..Default::default()
         };
         let (outcomes, changes) = validate(&mut state, &msg, &Naming::default());

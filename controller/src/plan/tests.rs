@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::validate::{validate, Naming};
 
-fn vpc(op: OperationType, id: &str, vni: u32) -> VpcState {
+pub(crate) fn vpc(op: OperationType, id: &str, vni: u32) -> VpcState {
     VpcState {
         operation_type: op as i32,
         configuration: Some(VpcConfiguration {
@@ -17,7 +17,7 @@ fn vpc(op: OperationType, id: &str, vni: u32) -> VpcState {
     }
 }
 
-fn subnet(op: OperationType, id: &str, vpc: &str, third: u8) -> SubnetState {
+pub(crate) fn subnet(op: OperationType, id: &str, vpc: &str, third: u8) -> SubnetState {
     SubnetState {
         operation_type: op as i32,
         configuration: Some(SubnetConfiguration {
@@ -33,7 +33,7 @@ fn subnet(op: OperationType, id: &str, vpc: &str, third: u8) -> SubnetState {
     }
 }
 
-fn port(op: OperationType, id: &str, vpc: &str, sub: &str, third: u8, host: u8) -> PortState {
+pub(crate) fn port(op: OperationType, id: &str, vpc: &str, sub: &str, third: u8, host: u8) -> PortState {
     PortState {
         operation_type: op as i32,
         configuration: Some(PortConfiguration {
@@ -59,7 +59,7 @@ fn one_port() -> GoalState {
     }
 }
 
-fn neighbor(op: OperationType, id: &str, vpc: &str, sub: &str, third: u8, host: u8) -> NeighborState {
+pub(crate) fn neighbor(op: OperationType, id: &str, vpc: &str, sub: &str, third: u8, host: u8) -> NeighborState {
     NeighborState {
         operation_type: op as i32,
         configuration: Some(NeighborConfiguration {
