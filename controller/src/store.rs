@@ -240,6 +240,16 @@ mod tests {
     use crate::validate::{validate, Naming};
     use alioth_proto::schema::*;
 
+    /// Validates `msg`, which must be accepted whole, and records it.
+    fn accept(store: &mut Store, state: &mut State, msg: &GoalState) {
+        let (outcomes, changes) = validate(state, msg, &Naming::default());
+        assert!(
+            outcomes.iter().all(|o| o.status == OperationStatus::Success),
+            "{outcomes:?}"
+        );
+        store.record(state, &changes).unwrap();
+    }
+
     #[test]
     fn journal_replays_to_the_same_state_and_survives_a_torn_line() {
         let dir = std::env::temp_dir().join(format!("alioth-store-{}", std::process::id()));
@@ -277,12 +287,7 @@ mod tests {
                 ..Default::default()
             },
         ] {
-            let (outcomes, changes) = validate(&mut state, &msg, &Naming::default());
-            assert!(
-                outcomes.iter().all(|o| o.status == OperationStatus::Success),
-                "{outcomes:?}"
-            );
-            store.record(&state, &changes).unwrap();
+            accept(&mut store, &mut state, &msg);
         }
         drop(store);
         // A write cut short by SIGKILL.
@@ -319,12 +324,7 @@ mod tests {
             neighbor_states: vec![neighbor(Create, "n", "v", "s", 0, 11)],
             ..Default::default()
         };
-        let (outcomes, changes) = validate(&mut state, &msg, &Naming::default());
-        assert!(
-            outcomes.iter().all(|o| o.status == OperationStatus::Success),
-            "{outcomes:?}"
-        );
-        store.record(&state, &changes).unwrap();
+        accept(&mut store, &mut state, &msg);
         drop(store);
         // From the journal, then (compacted) from the snapshot.
         for _ in 0..2 {
