@@ -163,6 +163,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             let unresolved = {
                 let mut c = retry.lock().await;
                 c.retry_pending();
+                c.compact_record();
                 c.refresh_overlay()
             };
             // Next hops being resolved are looked at again soon: until then their traffic drops.

@@ -357,6 +357,17 @@ impl Controller {
         self.applier().program_port(port_id)
     }
 
+    /// Compacts the record of applied goal state once its journal has outgrown its snapshot. Called
+    /// between messages (it rewrites the whole state: about a second per million resources), not
+    /// on a reply's path.
+    pub fn compact_record(&mut self) {
+        if let Some(store) = self.store.as_mut() {
+            if let Err(e) = store.compact_if_due(&self.state) {
+                tracing::error!("compacting the journal failed (it stays valid): {e:#}");
+            }
+        }
+    }
+
     /// Lease time the DHCP server hands out unless a subnet overrides it.
     pub fn set_dhcp_lease(&mut self, secs: u32) {
         self.dhcp_lease = secs;

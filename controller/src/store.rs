@@ -2,8 +2,10 @@
 //!
 //! Every accepted change is appended (one JSON line) before the reply goes out, so an agent killed
 //! at any point restarts with exactly what it had acknowledged. At start the journal is replayed
-//! onto the snapshot and compacted into a new snapshot. No fsync: a process crash keeps the page
-//! cache, and a machine crash loses the BPF maps as well.
+//! onto the snapshot and compacted into a new snapshot, and so it is while the agent runs once the
+//! journal outgrows the snapshot: the record stays proportional to the state, however long the
+//! agent runs. A change that leaves its resource as it was (a replayed message) is not recorded.
+//! No fsync: a process crash keeps the page cache, and a machine crash loses the BPF maps as well.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -62,7 +64,18 @@ enum EntryRef<'a> {
 pub struct Store {
     dir: PathBuf,
     journal: BufWriter<File>,
+    /// Bytes appended to the journal since the last compaction.
+    appended: u64,
+    /// Size of the snapshot the last compaction wrote.
+    snapshot: u64,
+    /// The journal is compacted once it holds this much and more than twice the snapshot.
+    compact_after: u64,
 }
+
+/// Journal size from which a running agent compacts: a compaction rewrites the whole state (about
+/// a second per million resources here), so it waits until the journal is worth it, and its cost
+/// per byte recorded stays constant.
+const COMPACT_AFTER: u64 = 64 << 20;
 
 impl Store {
     /// Opens (creating) `dir`, returns the recorded state, and compacts the journal into a snapshot.
@@ -112,24 +125,40 @@ impl Store {
             }
         }
         let replayed = started.elapsed();
-        write_snapshot(dir, &state)?;
+        let (snapshot, journal) = compact(dir, &state)?;
         tracing::info!(
             replay_ms = replayed.as_millis() as u64,
             snapshot_ms = (started.elapsed() - replayed).as_millis() as u64,
             "journal replayed and compacted"
         );
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(&journal)?;
-        Ok((
-            Store {
-                dir: dir.to_path_buf(),
-                journal: BufWriter::new(file),
-            },
-            state,
-        ))
+        let store = Store {
+            dir: dir.to_path_buf(),
+            journal,
+            appended: 0,
+            snapshot,
+            compact_after: COMPACT_AFTER,
+        };
+        Ok((store, state))
+    }
+
+    /// Compacts the journal into a new snapshot of `state` (which must be what the journal leads
+    /// to) once the journal has grown past `COMPACT_AFTER` and twice the snapshot.
+    pub fn compact_if_due(&mut self, state: &State) -> Result<()> {
+        if self.appended < self.compact_after.max(2 * self.snapshot) {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let journal = std::mem::take(&mut self.appended);
+        // On failure (a full disk) the journal stands as it was, still valid, and the next try
+        // waits until as much again has been appended.
+        (self.snapshot, self.journal) = compact(&self.dir, state)?;
+        tracing::info!(
+            journal_bytes = journal,
+            snapshot_bytes = self.snapshot,
+            millis = started.elapsed().as_millis() as u64,
+            "journal compacted"
+        );
+        Ok(())
     }
 
     /// Appends `changes` (as `state` now has them) to the journal.
@@ -146,6 +175,10 @@ impl Store {
             let Some(r) = c.after.as_ref().or(c.before.as_ref()) else {
                 continue;
             };
+            // Replayed as it was: the record already says so (and it had no tombstone).
+            if c.before.is_some() && c.before == c.after {
+                continue;
+            }
             let (kind, id) = r.kind_id();
             let kind = kind as i32;
             // A put also forgets the resource's tombstone when read back; a deletion is followed by
@@ -171,7 +204,9 @@ impl Store {
         self.journal
             .write_all(lines)
             .and_then(|()| self.journal.flush())
-            .with_context(|| format!("write the journal in {}", self.dir.display()))
+            .with_context(|| format!("write the journal in {}", self.dir.display()))?;
+        self.appended += lines.len() as u64;
+        Ok(())
     }
 
     /// Removes the record (for `--reset`).
@@ -217,7 +252,23 @@ fn shared_ids(state: &State, mut r: Resource) -> Resource {
     r
 }
 
-fn write_snapshot(dir: &Path, state: &State) -> Result<()> {
+/// Writes the snapshot of `state`, then empties the journal: (snapshot size, the journal to append
+/// to). A crash between the two replays the journal onto the snapshot it led to, which changes
+/// nothing.
+fn compact(dir: &Path, state: &State) -> Result<(u64, BufWriter<File>)> {
+    let size = write_snapshot(dir, state)?;
+    let path = dir.join(JOURNAL);
+    let file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .with_context(|| format!("truncate {}", path.display()))?;
+    Ok((size, BufWriter::new(file)))
+}
+
+/// Writes the snapshot of `state` atomically; returns its size.
+fn write_snapshot(dir: &Path, state: &State) -> Result<u64> {
     let resources = state.resources().collect();
     let tombstones = state
         .tombstones
@@ -229,9 +280,10 @@ fn write_snapshot(dir: &Path, state: &State) -> Result<()> {
     serde_json::to_writer(&mut w, &Snapshot { resources, tombstones })?;
     w.flush()?;
     drop(w);
+    let size = fs::metadata(&tmp)?.len();
     // Atomic replace: a crash leaves either the old or the new snapshot.
     fs::rename(&tmp, dir.join(SNAPSHOT))?;
-    Ok(())
+    Ok(size)
 }
 
 #[cfg(test)]
@@ -337,6 +389,74 @@ mod tests {
                 assert!(std::sync::Arc::ptr_eq(&fixed_ips[0].subnet_id, subnet));
             }
         }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A message replayed as it was adds nothing to the journal; one that changes a resource does.
+    #[test]
+    fn a_replayed_message_is_not_recorded_again() {
+        use crate::plan::tests::{subnet, vpc};
+        use OperationType::{Create, Update};
+        let dir = std::env::temp_dir().join(format!("alioth-store-replay-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let (mut store, mut state) = Store::open(&dir).unwrap();
+        let journal = || fs::metadata(dir.join(JOURNAL)).unwrap().len();
+        let msg = GoalState {
+            vpc_states: vec![vpc(Create, "v", 7)],
+            subnet_states: vec![subnet(Create, "s", "v", 0)],
+            ..Default::default()
+        };
+        accept(&mut store, &mut state, &msg);
+        let once = journal();
+        assert!(once > 0);
+        accept(&mut store, &mut state, &msg);
+        assert_eq!(journal(), once, "the replay was recorded");
+        accept(
+            &mut store,
+            &mut state,
+            &GoalState {
+                vpc_states: vec![vpc(Update, "v", 8)],
+                ..Default::default()
+            },
+        );
+        assert!(journal() > once, "the VNI change was not recorded");
+        drop(store);
+        assert_eq!(Store::open(&dir).unwrap().1, state);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A running agent's journal is compacted once it outgrows the snapshot: it stays bounded,
+    /// and what is read back is what was recorded, tombstones included.
+    #[test]
+    fn a_running_journal_is_compacted_and_stays_bounded() {
+        use crate::plan::tests::vpc;
+        use OperationType::{Create, Delete, Update};
+        let dir = std::env::temp_dir().join(format!("alioth-store-compact-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let (mut store, mut state) = Store::open(&dir).unwrap();
+        store.compact_after = 4096;
+        let journal = || fs::metadata(dir.join(JOURNAL)).unwrap().len();
+        let mut largest = 0;
+        for i in 1..=300u32 {
+            // VPC "a" changes VNI every time; "b" comes and goes, leaving tombstones.
+            let mut a = vpc(Update, "a", 1 + i % 50);
+            a.configuration.as_mut().unwrap().revision_number = i;
+            let mut b = vpc(if i % 2 == 1 { Create } else { Delete }, "b", 1000);
+            b.configuration.as_mut().unwrap().revision_number = i;
+            let msg = GoalState {
+                vpc_states: vec![a, b],
+                ..Default::default()
+            };
+            accept(&mut store, &mut state, &msg);
+            store.compact_if_due(&state).unwrap();
+            largest = largest.max(journal());
+        }
+        assert!(largest < 4096 + 1024, "the journal grew to {largest} bytes");
+        assert!(state
+            .tombstones
+            .contains_key(&(ResourceType::Vpc as i32, "b".to_string())));
+        drop(store);
+        assert_eq!(Store::open(&dir).unwrap().1, state);
         fs::remove_dir_all(&dir).unwrap();
     }
 }
