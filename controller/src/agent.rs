@@ -91,6 +91,10 @@ pub struct AgentArgs {
     /// Directory of this agent's record of applied goal state (one per agent instance).
     #[arg(long, default_value = DEFAULT_STATE_DIR, env = "ALIOTH_STATE_DIR")]
     pub state_dir: PathBuf,
+    /// Journal size (bytes) from which the record is compacted into a new snapshot (once the
+    /// journal is also twice the snapshot).
+    #[arg(long, default_value_t = crate::store::COMPACT_AFTER, env = "ALIOTH_JOURNAL_COMPACT_BYTES")]
+    pub journal_compact_bytes: u64,
     /// Underlay interface for the VXLAN overlay (the uplink program is attached to it). Without it
     /// the agent switches between local ports only.
     #[arg(long, env = "ALIOTH_UPLINK")]
@@ -128,7 +132,8 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         })?),
         None => None,
     };
-    let (store, state) = Store::open(&args.state_dir)?;
+    let (mut store, state) = Store::open(&args.state_dir)?;
+    store.set_compact_after(args.journal_compact_bytes);
     let (mut dp, logger) = Dataplane::load_with_log(Some(&args.pin_dir), args.xdp_mode, args.bpf_log_level)?;
     let overlay = match uplink {
         Some((cfg, info)) => Some(Overlay::start(cfg, info, &mut dp)?),

@@ -32,6 +32,8 @@ pub struct Controller {
     overlay: Option<Overlay>,
     /// Default DHCP lease time in seconds.
     dhcp_lease: u32,
+    /// When the last message was applied.
+    last_push: Instant,
 }
 
 /// Changes in a message from which its journal lines are encoded beside its map writes (a thread
@@ -70,6 +72,7 @@ impl Controller {
             metrics: Metrics::default(),
             overlay: None,
             dhcp_lease: dhcp::DEFAULT_LEASE_SECS,
+            last_push: Instant::now(),
         }
     }
 
@@ -95,6 +98,7 @@ impl Controller {
             metrics: Metrics::default(),
             overlay,
             dhcp_lease: dhcp::DEFAULT_LEASE_SECS,
+            last_push: Instant::now(),
         };
         // A map that cannot be filled stops the restore before any link runs the new program.
         c.apply_plan(&plan, |_, applied| match applied {
@@ -290,6 +294,7 @@ impl Controller {
         if resources >= FREE_LATER {
             garbage::free_later((changes, plan, timing));
         }
+        self.last_push = Instant::now();
         GoalStateOperationReply {
             format_version: msg.format_version,
             operation_statuses: statuses,
@@ -359,10 +364,11 @@ impl Controller {
 
     /// Compacts the record of applied goal state once its journal has outgrown its snapshot. Called
     /// between messages (it rewrites the whole state: about a second per million resources), not
-    /// on a reply's path.
+    /// on a reply's path, and preferably when no message came for a second.
     pub fn compact_record(&mut self) {
+        let idle = self.last_push.elapsed() >= Duration::from_secs(1);
         if let Some(store) = self.store.as_mut() {
-            if let Err(e) = store.compact_if_due(&self.state) {
+            if let Err(e) = store.compact_if_due(&self.state, idle) {
                 tracing::error!("compacting the journal failed (it stays valid): {e:#}");
             }
         }
