@@ -4,7 +4,6 @@ use std::collections::{HashMap, VecDeque};
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use alioth_common::maps::{self, endpoint_kind, DhcpEntry, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
 use alioth_common::Counter;
@@ -82,6 +81,8 @@ pub struct Dataplane {
     /// Interface name -> (ifindex, link).
     attached: HashMap<String, (u32, Attachment)>,
     pin_dir: Option<PathBuf>,
+    /// Interface indexes in the data plane's network namespace.
+    names: Names,
     /// Whether `commit` has put this object in place (always, without a pin directory). Until
     /// then, links a previous agent pinned keep running its program.
     committed: bool,
@@ -113,37 +114,53 @@ fn link_pin_name(iface: &str) -> String {
     iface.replace('.', "_")
 }
 
-/// Interface index of `name`, or `None` if there is no such interface. One ioctl on a socket kept
-/// for the purpose: glibc's `if_nametoindex` opens and closes a socket on every call, which was a
-/// quarter of restoring a million ports (about 2.4 s).
+/// Interface index of `name` in the calling thread's network namespace, or `None` if there is no
+/// such interface.
 pub fn ifindex(name: &str) -> Option<u32> {
-    static SOCKET: OnceLock<Option<OwnedFd>> = OnceLock::new();
-    let socket = SOCKET.get_or_init(|| {
+    let c = CString::new(name).ok()?;
+    // SAFETY: c is a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (idx != 0).then_some(idx)
+}
+
+/// Interface indexes in the network namespace this was made in (the data plane's), by one ioctl
+/// on a socket kept for the purpose: glibc's `if_nametoindex` opens and closes a socket on every
+/// call, which was a quarter of restoring a million ports (about 2.4 s). A socket answers for the
+/// namespace it was created in, whichever the caller's is now.
+struct Names {
+    socket: Option<OwnedFd>,
+}
+
+impl Names {
+    fn new() -> Names {
         // SAFETY: plain socket(2); the descriptor is owned from here on.
         let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        // SAFETY: fd is a fresh descriptor nothing else owns.
-        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
-    });
-    let Some(socket) = socket else {
-        let c = CString::new(name).ok()?;
-        // SAFETY: c is a valid NUL-terminated string.
-        let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-        return (idx != 0).then_some(idx);
-    };
-    // The kernel's limit, NUL included; names with a NUL are no interface's.
-    if name.is_empty() || name.len() >= libc::IF_NAMESIZE || name.contains('\0') {
-        return None;
+        Names {
+            // SAFETY: fd is a fresh descriptor nothing else owns.
+            socket: (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) }),
+        }
     }
-    // SAFETY: ifreq is plain data; all zeroes is a valid value (and NUL-terminates the name).
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
-        *d = s as libc::c_char;
+
+    /// `ifindex`, in this one's namespace.
+    fn index(&self, name: &str) -> Option<u32> {
+        let Some(socket) = &self.socket else {
+            return ifindex(name);
+        };
+        // The kernel's limit, NUL included; names with a NUL are no interface's.
+        if name.is_empty() || name.len() >= libc::IF_NAMESIZE || name.contains('\0') {
+            return None;
+        }
+        // SAFETY: ifreq is plain data; all zeroes is a valid value (and NUL-terminates the name).
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+            *d = s as libc::c_char;
+        }
+        // SAFETY: SIOCGIFINDEX reads ifr_name and writes ifr_ifindex of the ifreq it is given.
+        let r = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFINDEX as _, &mut req) };
+        // SAFETY: on success the kernel wrote the index into this member of the union.
+        let idx = unsafe { req.ifr_ifru.ifru_ifindex };
+        (r == 0 && idx > 0).then_some(idx as u32)
     }
-    // SAFETY: SIOCGIFINDEX reads ifr_name and writes ifr_ifindex of the ifreq it is given.
-    let r = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFINDEX as _, &mut req) };
-    // SAFETY: on success the kernel wrote the index into this member of the union.
-    let idx = unsafe { req.ifr_ifru.ifru_ifindex };
-    (r == 0 && idx > 0).then_some(idx as u32)
 }
 
 /// (index, name) of every interface of the current network namespace, by index.
@@ -255,6 +272,7 @@ impl Dataplane {
             mode,
             attached: HashMap::new(),
             pin_dir: pin_dir.map(Path::to_path_buf),
+            names: Names::new(),
             committed: pin_dir.is_none(),
             batch: Default::default(),
         };
@@ -542,7 +560,7 @@ impl Dataplane {
         ips: &[[u8; 4]],
         dhcp: Option<&DhcpEntry>,
     ) -> Result<bool> {
-        let Some(index) = ifindex(iface) else {
+        let Some(index) = self.names.index(iface) else {
             return Ok(false);
         };
         let mut entry = entry;
@@ -883,15 +901,18 @@ mod tests {
     /// The ioctl gives what glibc's if_nametoindex gives, for every interface and for names that
     /// are no interface's.
     #[test]
-    fn ifindex_agrees_with_if_nametoindex() {
+    fn names_agree_with_if_nametoindex() {
+        let names = Names::new();
+        assert!(names.socket.is_some());
         let all = interfaces();
         assert!(all.iter().any(|(_, n)| n == "lo"));
         for (index, name) in &all {
+            assert_eq!(names.index(name), Some(*index), "{name}");
             assert_eq!(ifindex(name), Some(*index), "{name}");
         }
         let long = "x".repeat(libc::IF_NAMESIZE);
         for name in ["", "alioth-none0", "lo\0", &long] {
-            assert_eq!(ifindex(name), None, "{name:?}");
+            assert_eq!(names.index(name), None, "{name:?}");
         }
     }
 
