@@ -147,7 +147,7 @@ impl Store {
     }
 
     /// Compacts the journal into a new snapshot of `state` (which must be what the journal leads
-    /// to) once the journal has grown past `COMPACT_AFTER` and twice the snapshot, and either the
+    /// to) once the journal has grown past its threshold and twice the snapshot, and either the
     /// agent is `idle` or the journal is four times past that (a bulk load is not held up by
     /// compactions it would soon make moot, and a busy agent's journal is bounded all the same).
     pub fn compact_if_due(&mut self, state: &State, idle: bool) -> Result<()> {
