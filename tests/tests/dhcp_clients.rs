@@ -211,12 +211,15 @@ fn dhclient_and_udhcpc_get_the_goal_state_lease() -> Result<()> {
         Ok(counter(&agent, "dhcp_release")? > released)
     })?;
 
-    // udhcpc (busybox) with its default script, kept running so that it can renew.
+    // udhcpc (busybox) with its default script, kept running so that it can renew. The script's
+    // environment appears whole (renamed into place): the test reads it as soon as it exists.
     let env_dump = scratch.path("udhcpc.env");
     let script = scratch.path("udhcpc.sh");
     std::fs::write(
         &script,
-        format!("#!/bin/sh\nenv | sort > {env_dump}.$1\nexec /etc/udhcpc/default.script \"$@\"\n"),
+        format!(
+            "#!/bin/sh\nenv | sort > {env_dump}.$1.tmp\nmv {env_dump}.$1.tmp {env_dump}.$1\nexec /etc/udhcpc/default.script \"$@\"\n"
+        ),
     )?;
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let mut udhcpc = vms[1]
