@@ -5,7 +5,14 @@
 //! onto the snapshot and compacted into a new snapshot, and so it is while the agent runs once the
 //! journal outgrows the snapshot: the record stays proportional to the state, however long the
 //! agent runs. A change that leaves its resource as it was (a replayed message) is not recorded.
-//! No fsync: a process crash keeps the page cache, and a machine crash loses the BPF maps as well.
+//!
+//! A compaction retires the journal (renamed `journal-<n>.jsonl`; new lines go to a fresh one) and
+//! writes the snapshot on another thread, from the resources as they were then, so neither a
+//! message nor the start waits for it; the retired journals it covers go once the snapshot is in
+//! place. Reading back replays the snapshot, the retired journals in order, then the journal: a
+//! crash at any point of a compaction reads back the same state (replaying lines the snapshot
+//! already holds changes nothing). No fsync: a process crash keeps the page cache, and a machine
+//! crash loses the BPF maps as well.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -22,6 +29,8 @@ use crate::validate::{Change, Resource};
 
 const SNAPSHOT: &str = "state.json";
 const JOURNAL: &str = "journal.jsonl";
+/// A journal retired by a compaction: `journal-<n>.jsonl`, read back in the order of n.
+const RETIRED: (&str, &str) = ("journal-", ".jsonl");
 
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
@@ -70,6 +79,10 @@ pub struct Store {
     snapshot: u64,
     /// The journal is compacted once it holds this much and more than twice the snapshot.
     compact_after: u64,
+    /// The compaction writing a snapshot on another thread, if one is: the snapshot's size.
+    compacting: Option<std::thread::JoinHandle<Result<u64>>>,
+    /// The number the next retired journal gets.
+    next_retired: u64,
 }
 
 /// Journal size from which a running agent compacts by default: a compaction rewrites the whole
@@ -92,52 +105,38 @@ impl Store {
             }
             state.tombstones = s.tombstones.into_iter().map(|(k, id, r)| ((k, id), r)).collect();
         }
+        let retired = retired_journals(dir)?;
+        for (_, path) in &retired {
+            replay(&mut state, path)?;
+        }
         let journal = dir.join(JOURNAL);
         if journal.exists() {
-            for (n, line) in BufReader::new(File::open(&journal)?).lines().enumerate() {
-                let line = line?;
-                // A torn last line (killed mid-write) was never acknowledged: stop there.
-                let Ok(entry) = serde_json::from_str::<Entry>(&line) else {
-                    tracing::warn!("journal line {} is incomplete; ignoring it and what follows", n + 1);
-                    break;
-                };
-                match entry {
-                    Entry::Put(r) => {
-                        // A resource put again is no longer deleted (as the validator does).
-                        let (kind, id) = r.kind_id();
-                        state.forget_tombstone(kind, id);
-                        state.put(shared_ids(&state, r))
-                    }
-                    Entry::Delete { kind, id } => {
-                        state.delete(ResourceType::try_from(kind).unwrap_or(ResourceType::Gateway), &id)
-                    }
-                    Entry::Tombstone {
-                        kind,
-                        id,
-                        revision: Some(r),
-                    } => drop(state.tombstones.insert((kind, id), r)),
-                    Entry::Tombstone {
-                        kind,
-                        id,
-                        revision: None,
-                    } => drop(state.tombstones.remove(&(kind, id))),
-                }
-            }
+            replay(&mut state, &journal)?;
         }
-        let replayed = started.elapsed();
-        let (snapshot, journal) = compact(dir, &state)?;
         tracing::info!(
-            replay_ms = replayed.as_millis() as u64,
-            snapshot_ms = (started.elapsed() - replayed).as_millis() as u64,
-            "journal replayed and compacted"
+            retired = retired.len(),
+            millis = started.elapsed().as_millis() as u64,
+            "journal replayed"
         );
-        let store = Store {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&journal)
+            .with_context(|| format!("open {}", journal.display()))?;
+        let mut store = Store {
             dir: dir.to_path_buf(),
-            journal,
-            appended: 0,
-            snapshot,
+            appended: file.metadata()?.len(),
+            journal: BufWriter::new(file),
+            snapshot: fs::metadata(&snap).map_or(0, |m| m.len()),
             compact_after: COMPACT_AFTER,
+            compacting: None,
+            next_retired: retired.last().map_or(1, |(n, _)| n + 1),
         };
+        // What was read is compacted while the agent starts. The journal is retired in any case:
+        // new lines never follow a line torn by a kill.
+        if store.appended > 0 || !retired.is_empty() {
+            store.compact(&state)?;
+        }
         Ok((store, state))
     }
 
@@ -150,23 +149,77 @@ impl Store {
     /// to) once the journal has grown past its threshold and twice the snapshot, and either the
     /// agent is `idle` or the journal is four times past that (a bulk load is not held up by
     /// compactions it would soon make moot, and a busy agent's journal is bounded all the same).
+    /// One compaction at a time.
     pub fn compact_if_due(&mut self, state: &State, idle: bool) -> Result<()> {
+        self.reap(false);
         let due = self.compact_after.max(2 * self.snapshot);
-        if self.appended < due || (!idle && self.appended < 4 * due) {
+        if self.compacting.is_some() || self.appended < due || (!idle && self.appended < 4 * due) {
             return Ok(());
         }
-        let started = std::time::Instant::now();
-        let journal = std::mem::take(&mut self.appended);
-        // On failure (a full disk) the journal stands as it was, still valid, and the next try
-        // waits until as much again has been appended.
-        (self.snapshot, self.journal) = compact(&self.dir, state)?;
-        tracing::info!(
-            journal_bytes = journal,
-            snapshot_bytes = self.snapshot,
-            millis = started.elapsed().as_millis() as u64,
-            "journal compacted"
-        );
+        self.compact(state)
+    }
+
+    /// Retires the journal and writes a snapshot of `state` on another thread (here when there is
+    /// none to be had), which removes the retired journals once it is in place.
+    fn compact(&mut self, state: &State) -> Result<()> {
+        self.reap(true);
+        let n = self.next_retired;
+        let retired = self.dir.join(format!("{}{n:010}{}", RETIRED.0, RETIRED.1));
+        self.journal.flush()?;
+        fs::rename(self.dir.join(JOURNAL), &retired)
+            .with_context(|| format!("retire the journal as {}", retired.display()))?;
+        self.next_retired += 1;
+        let path = self.dir.join(JOURNAL);
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .with_context(|| format!("create {}", path.display()))?;
+        (self.journal, self.appended) = (BufWriter::new(file), 0);
+        // The resources as they are now (shared, not copied): later messages go to the new journal.
+        let snapshot = Snapshot {
+            resources: state.resources().collect(),
+            tombstones: state
+                .tombstones
+                .iter()
+                .map(|((k, id), r)| (*k, id.clone(), *r))
+                .collect(),
+        };
+        let snapshot = std::sync::Arc::new(snapshot);
+        let (dir, theirs) = (self.dir.clone(), snapshot.clone());
+        let spawned = std::thread::Builder::new()
+            .name("alioth-compact".into())
+            .spawn(move || finish_compaction(&dir, &theirs, n));
+        match spawned {
+            Ok(handle) => self.compacting = Some(handle),
+            // The process cannot have another thread: the start or the message waits for it.
+            Err(_) => self.compacted(finish_compaction(&self.dir, &snapshot, n)),
+        }
         Ok(())
+    }
+
+    /// Notes how a compaction ended. A failed one is logged; its retired journals stay, read back
+    /// until the next one succeeds.
+    fn compacted(&mut self, result: Result<u64>) {
+        match result {
+            Ok(size) => self.snapshot = size,
+            Err(e) => tracing::error!("compacting the journal failed (the record stays valid): {e:#}"),
+        }
+    }
+
+    /// Takes the result of the compaction on the other thread once it is done (`wait`: waits for
+    /// it).
+    fn reap(&mut self, wait: bool) {
+        if !self.compacting.as_ref().is_some_and(|h| wait || h.is_finished()) {
+            return;
+        }
+        if let Some(handle) = self.compacting.take() {
+            let result = handle
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the compacting thread panicked")));
+            self.compacted(result);
+        }
     }
 
     /// Appends `changes` (as `state` now has them) to the journal.
@@ -219,8 +272,13 @@ impl Store {
 
     /// Removes the record (for `--reset`).
     pub fn remove(dir: &Path) -> Result<()> {
-        for f in [SNAPSHOT, JOURNAL] {
-            let p = dir.join(f);
+        let retired = if dir.exists() {
+            retired_journals(dir)?
+        } else {
+            Vec::new()
+        };
+        let files = [SNAPSHOT, &format!("{SNAPSHOT}.tmp"), JOURNAL].map(|f| dir.join(f));
+        for p in files.into_iter().chain(retired.into_iter().map(|(_, p)| p)) {
             if p.exists() {
                 fs::remove_file(&p).with_context(|| format!("remove {}", p.display()))?;
             }
@@ -228,6 +286,90 @@ impl Store {
         let _ = fs::remove_dir(dir);
         Ok(())
     }
+}
+
+impl Drop for Store {
+    /// A compaction under way is finished first: a store opened next on the same directory must
+    /// not read retired journals as they are being removed.
+    fn drop(&mut self) {
+        self.reap(true);
+    }
+}
+
+/// Replays the journal at `path` onto `state`. A torn last line (killed mid-write) was never
+/// acknowledged: reading stops there.
+fn replay(state: &mut State, path: &Path) -> Result<()> {
+    let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    for (n, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("read {}", path.display()))?;
+        let Ok(entry) = serde_json::from_str::<Entry>(&line) else {
+            tracing::warn!(
+                journal = %path.display(),
+                "journal line {} is incomplete; ignoring it and what follows",
+                n + 1
+            );
+            break;
+        };
+        match entry {
+            Entry::Put(r) => {
+                // A resource put again is no longer deleted (as the validator does).
+                let (kind, id) = r.kind_id();
+                state.forget_tombstone(kind, id);
+                let r = shared_ids(state, r);
+                state.put(r)
+            }
+            Entry::Delete { kind, id } => {
+                state.delete(ResourceType::try_from(kind).unwrap_or(ResourceType::Gateway), &id)
+            }
+            Entry::Tombstone {
+                kind,
+                id,
+                revision: Some(r),
+            } => drop(state.tombstones.insert((kind, id), r)),
+            Entry::Tombstone {
+                kind,
+                id,
+                revision: None,
+            } => drop(state.tombstones.remove(&(kind, id))),
+        }
+    }
+    Ok(())
+}
+
+/// The retired journals in `dir`, in order.
+fn retired_journals(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).with_context(|| format!("list {}", dir.display()))? {
+        let e = e?;
+        let name = e.file_name();
+        let n = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(RETIRED.0)?.strip_suffix(RETIRED.1)?.parse::<u64>().ok());
+        if let Some(n) = n {
+            out.push((n, e.path()));
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Puts `snapshot` in place, then removes the retired journals up to the `n`-th, which it holds;
+/// returns the snapshot's size.
+fn finish_compaction(dir: &Path, snapshot: &Snapshot, n: u64) -> Result<u64> {
+    let started = std::time::Instant::now();
+    let size = write_snapshot(dir, snapshot)?;
+    for (m, path) in retired_journals(dir)? {
+        if m <= n {
+            fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
+        }
+    }
+    tracing::info!(
+        resources = snapshot.resources.len(),
+        snapshot_bytes = size,
+        millis = started.elapsed().as_millis() as u64,
+        "journal compacted"
+    );
+    Ok(size)
 }
 
 /// `r` with its VPC and subnet ids shared with the state's own VPC and subnet, as validation makes
@@ -260,32 +402,11 @@ fn shared_ids(state: &State, mut r: Resource) -> Resource {
     r
 }
 
-/// Writes the snapshot of `state`, then empties the journal: (snapshot size, the journal to append
-/// to). A crash between the two replays the journal onto the snapshot it led to, which changes
-/// nothing.
-fn compact(dir: &Path, state: &State) -> Result<(u64, BufWriter<File>)> {
-    let size = write_snapshot(dir, state)?;
-    let path = dir.join(JOURNAL);
-    let file = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(&path)
-        .with_context(|| format!("truncate {}", path.display()))?;
-    Ok((size, BufWriter::new(file)))
-}
-
-/// Writes the snapshot of `state` atomically; returns its size.
-fn write_snapshot(dir: &Path, state: &State) -> Result<u64> {
-    let resources = state.resources().collect();
-    let tombstones = state
-        .tombstones
-        .iter()
-        .map(|((k, id), r)| (*k, id.clone(), *r))
-        .collect();
+/// Writes `snapshot` atomically; returns its size.
+fn write_snapshot(dir: &Path, snapshot: &Snapshot) -> Result<u64> {
     let tmp = dir.join(format!("{SNAPSHOT}.tmp"));
-    let mut w = BufWriter::new(File::create(&tmp)?);
-    serde_json::to_writer(&mut w, &Snapshot { resources, tombstones })?;
+    let mut w = BufWriter::new(File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?);
+    serde_json::to_writer(&mut w, snapshot)?;
     w.flush()?;
     drop(w);
     let size = fs::metadata(&tmp)?.len();
@@ -459,6 +580,7 @@ mod tests {
             accept(&mut store, &mut state, &msg);
             let idle = i <= 300;
             store.compact_if_due(&state, idle).unwrap();
+            store.reap(true);
             let largest = if idle { &mut largest_idle } else { &mut largest_busy };
             *largest = (*largest).max(journal());
         }
@@ -474,6 +596,95 @@ mod tests {
             .tombstones
             .contains_key(&(ResourceType::Vpc as i32, "b".to_string())));
         drop(store);
+        assert_eq!(Store::open(&dir).unwrap().1, state);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A crash at any point of a compaction reads back the same state: before its snapshot is in
+    /// place (the old snapshot, the retired and the current journal), and after it but before the
+    /// retired journal it holds is removed.
+    #[test]
+    fn a_crash_during_a_compaction_reads_back_the_same_state() {
+        use crate::plan::tests::{port, subnet, vpc};
+        use OperationType::{Create, Delete, Update};
+        let dir = std::env::temp_dir().join(format!("alioth-store-crash-{}", std::process::id()));
+        let before = std::env::temp_dir().join(format!("alioth-store-crash-before-{}", std::process::id()));
+        let _ = (fs::remove_dir_all(&dir), fs::remove_dir_all(&before));
+        let (mut store, mut state) = Store::open(&dir).unwrap();
+        let steps = [
+            GoalState {
+                vpc_states: vec![vpc(Create, "v", 7)],
+                subnet_states: vec![subnet(Create, "s", "v", 0)],
+                port_states: vec![port(Create, "p1", "v", "s", 0, 10), port(Create, "p2", "v", "s", 0, 11)],
+                ..Default::default()
+            },
+            GoalState {
+                port_states: vec![port(Update, "p1", "v", "s", 0, 12), port(Delete, "p2", "v", "s", 0, 11)],
+                ..Default::default()
+            },
+            GoalState {
+                vpc_states: vec![vpc(Update, "v", 8)],
+                port_states: vec![port(Create, "p3", "v", "s", 0, 11)],
+                ..Default::default()
+            },
+        ];
+        accept(&mut store, &mut state, &steps[0]);
+        accept(&mut store, &mut state, &steps[1]);
+        let retired = fs::read(dir.join(JOURNAL)).unwrap();
+        store.compact(&state).unwrap();
+        store.reap(true);
+        accept(&mut store, &mut state, &steps[2]);
+        drop(store);
+        let current = fs::read(dir.join(JOURNAL)).unwrap();
+        let name = format!("{}{:010}{}", RETIRED.0, 1, RETIRED.1);
+
+        // After: the new snapshot, its retired journal still there, the current journal.
+        fs::write(dir.join(&name), &retired).unwrap();
+        assert_eq!(Store::open(&dir).unwrap().1, state);
+        // Before: no snapshot yet, the retired journal, the current journal.
+        fs::create_dir_all(&before).unwrap();
+        fs::write(before.join(&name), &retired).unwrap();
+        fs::write(before.join(JOURNAL), &current).unwrap();
+        assert_eq!(Store::open(&before).unwrap().1, state);
+        // Both compacted what they read: no retired journal is left.
+        for d in [&dir, &before] {
+            assert!(retired_journals(d).unwrap().is_empty());
+            assert_eq!(Store::open(d).unwrap().1, state);
+            fs::remove_dir_all(d).unwrap();
+        }
+    }
+
+    /// A compaction whose snapshot cannot be written leaves a valid record, read back in full (a
+    /// start that cannot compact still starts); the next one that can puts everything in its
+    /// snapshot and removes the retired journals.
+    #[test]
+    fn a_failed_compaction_leaves_a_valid_record_and_a_later_one_completes() {
+        use crate::plan::tests::vpc;
+        use OperationType::Create;
+        let dir = std::env::temp_dir().join(format!("alioth-store-fail-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let (mut store, mut state) = Store::open(&dir).unwrap();
+        let msg = |id: &str, vni| GoalState {
+            vpc_states: vec![vpc(Create, id, vni)],
+            ..Default::default()
+        };
+        accept(&mut store, &mut state, &msg("a", 1));
+        // The snapshot's temporary file cannot be created where a directory stands.
+        let blocker = dir.join(format!("{SNAPSHOT}.tmp"));
+        fs::create_dir(&blocker).unwrap();
+        store.compact(&state).unwrap();
+        store.reap(true);
+        assert_eq!(retired_journals(&dir).unwrap().len(), 1);
+        assert!(!dir.join(SNAPSHOT).exists());
+        accept(&mut store, &mut state, &msg("b", 2));
+        drop(store);
+        // Restarted while it still fails: everything is read back.
+        assert_eq!(Store::open(&dir).unwrap().1, state);
+        fs::remove_dir(&blocker).unwrap();
+        // Restarted once it can: compacted, nothing retired left, the same state.
+        assert_eq!(Store::open(&dir).unwrap().1, state);
+        assert!(retired_journals(&dir).unwrap().is_empty());
+        assert!(dir.join(SNAPSHOT).exists());
         assert_eq!(Store::open(&dir).unwrap().1, state);
         fs::remove_dir_all(&dir).unwrap();
     }
