@@ -190,7 +190,15 @@ impl Store {
         let (dir, theirs) = (self.dir.clone(), snapshot.clone());
         let spawned = std::thread::Builder::new()
             .name("alioth-compact".into())
-            .spawn(move || finish_compaction(&dir, &theirs, n));
+            .spawn(move || {
+                // Background work: messages (and the restore at a start) go first on a busy host.
+                // SAFETY: sched_setscheduler on this thread (0) with a valid sched_param.
+                unsafe {
+                    let param = libc::sched_param { sched_priority: 0 };
+                    libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+                }
+                finish_compaction(&dir, &theirs, n)
+            });
         match spawned {
             Ok(handle) => self.compacting = Some(handle),
             // The process cannot have another thread: the start or the message waits for it.
