@@ -429,6 +429,30 @@ mod tests {
     use crate::validate::{validate, Naming};
     use alioth_proto::schema::*;
 
+    /// A scratch state directory, removed when dropped (also when the test fails).
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("alioth-store-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            Scratch(dir)
+        }
+    }
+
+    impl std::ops::Deref for Scratch {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
     /// Validates `msg`, which must be accepted whole, and records it.
     fn accept(store: &mut Store, state: &mut State, msg: &GoalState) {
         let (outcomes, changes) = validate(state, msg, &Naming::default());
@@ -441,8 +465,7 @@ mod tests {
 
     #[test]
     fn journal_replays_to_the_same_state_and_survives_a_torn_line() {
-        let dir = std::env::temp_dir().join(format!("alioth-store-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let dir = Scratch::new("torn");
         let (mut store, mut state) = Store::open(&dir).unwrap();
         let vpc = |op: OperationType, id: &str, rev| VpcState {
             operation_type: op as i32,
@@ -494,15 +517,13 @@ mod tests {
         // Compacted: a second open reads the snapshot alone.
         let (_, again) = Store::open(&dir).unwrap();
         assert_eq!(again, state);
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Read back from the journal and then from the snapshot, ports and neighbors share their
     /// VPC's and subnet's ids, as validated ones do.
     #[test]
     fn replayed_ports_and_neighbors_share_their_vpc_and_subnet_ids() {
-        let dir = std::env::temp_dir().join(format!("alioth-store-ids-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let dir = Scratch::new("ids");
         let (mut store, mut state) = Store::open(&dir).unwrap();
         use crate::plan::tests::{neighbor, port, subnet, vpc};
         use OperationType::Create;
@@ -526,7 +547,6 @@ mod tests {
                 assert!(std::sync::Arc::ptr_eq(&fixed_ips[0].subnet_id, subnet));
             }
         }
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A message replayed as it was adds nothing to the journal; one that changes a resource does.
@@ -534,8 +554,7 @@ mod tests {
     fn a_replayed_message_is_not_recorded_again() {
         use crate::plan::tests::{subnet, vpc};
         use OperationType::{Create, Update};
-        let dir = std::env::temp_dir().join(format!("alioth-store-replay-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let dir = Scratch::new("replay");
         let (mut store, mut state) = Store::open(&dir).unwrap();
         let journal = || fs::metadata(dir.join(JOURNAL)).unwrap().len();
         let msg = GoalState {
@@ -559,7 +578,6 @@ mod tests {
         assert!(journal() > once, "the VNI change was not recorded");
         drop(store);
         assert_eq!(Store::open(&dir).unwrap().1, state);
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A running agent's journal is compacted once it outgrows the snapshot (later while messages
@@ -569,8 +587,7 @@ mod tests {
     fn a_running_journal_is_compacted_and_stays_bounded() {
         use crate::plan::tests::vpc;
         use OperationType::{Create, Delete, Update};
-        let dir = std::env::temp_dir().join(format!("alioth-store-compact-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let dir = Scratch::new("compact");
         let (mut store, mut state) = Store::open(&dir).unwrap();
         store.set_compact_after(4096);
         let journal = || fs::metadata(dir.join(JOURNAL)).unwrap().len();
@@ -605,7 +622,6 @@ mod tests {
             .contains_key(&(ResourceType::Vpc as i32, "b".to_string())));
         drop(store);
         assert_eq!(Store::open(&dir).unwrap().1, state);
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A crash at any point of a compaction reads back the same state: before its snapshot is in
@@ -615,9 +631,7 @@ mod tests {
     fn a_crash_during_a_compaction_reads_back_the_same_state() {
         use crate::plan::tests::{port, subnet, vpc};
         use OperationType::{Create, Delete, Update};
-        let dir = std::env::temp_dir().join(format!("alioth-store-crash-{}", std::process::id()));
-        let before = std::env::temp_dir().join(format!("alioth-store-crash-before-{}", std::process::id()));
-        let _ = (fs::remove_dir_all(&dir), fs::remove_dir_all(&before));
+        let (dir, before) = (Scratch::new("crash"), Scratch::new("crash-before"));
         let (mut store, mut state) = Store::open(&dir).unwrap();
         let steps = [
             GoalState {
@@ -650,7 +664,7 @@ mod tests {
         fs::write(dir.join(&name), &retired).unwrap();
         assert_eq!(Store::open(&dir).unwrap().1, state);
         // Before: no snapshot yet, the retired journal, the current journal.
-        fs::create_dir_all(&before).unwrap();
+        fs::create_dir_all(&*before).unwrap();
         fs::write(before.join(&name), &retired).unwrap();
         fs::write(before.join(JOURNAL), &current).unwrap();
         assert_eq!(Store::open(&before).unwrap().1, state);
@@ -658,7 +672,6 @@ mod tests {
         for d in [&dir, &before] {
             assert!(retired_journals(d).unwrap().is_empty());
             assert_eq!(Store::open(d).unwrap().1, state);
-            fs::remove_dir_all(d).unwrap();
         }
     }
 
@@ -669,8 +682,7 @@ mod tests {
     fn a_failed_compaction_leaves_a_valid_record_and_a_later_one_completes() {
         use crate::plan::tests::vpc;
         use OperationType::Create;
-        let dir = std::env::temp_dir().join(format!("alioth-store-fail-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let dir = Scratch::new("fail");
         let (mut store, mut state) = Store::open(&dir).unwrap();
         let msg = |id: &str, vni| GoalState {
             vpc_states: vec![vpc(Create, id, vni)],
@@ -694,6 +706,5 @@ mod tests {
         assert!(retired_journals(&dir).unwrap().is_empty());
         assert!(dir.join(SNAPSHOT).exists());
         assert_eq!(Store::open(&dir).unwrap().1, state);
-        fs::remove_dir_all(&dir).unwrap();
     }
 }
