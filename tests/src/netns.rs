@@ -47,6 +47,22 @@ pub fn run(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// 600 pings 10 ms apart (6 s) running in the background, for the restart tests: not one may be
+/// lost while the agent is killed and another takes over.
+pub struct SteadyPings(std::process::Child);
+
+impl SteadyPings {
+    /// Waits for the pings; fails with ping's summary unless every one was answered.
+    pub fn all_answered(self) -> Result<()> {
+        let out = self.0.wait_with_output()?;
+        let summary = String::from_utf8_lossy(&out.stdout);
+        if !summary.contains("600 packets transmitted, 600 received") {
+            bail!("ping lost packets: {summary}");
+        }
+        Ok(())
+    }
+}
+
 /// A network namespace that is deleted (with everything in it) when dropped.
 pub struct Netns {
     pub name: String,
@@ -84,6 +100,17 @@ impl Netns {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.name, program]);
         c
+    }
+
+    /// Starts `SteadyPings` from this namespace to `ip`.
+    pub fn steady_pings(&self, ip: &str) -> Result<SteadyPings> {
+        let child = self
+            .command("timeout")
+            .args(["30", "ping", "-q", "-i", "0.01", "-c", "600", "-W", "1", ip])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("ping {ip} from {}", self.name))?;
+        Ok(SteadyPings(child))
     }
 
     /// `nsenter` arguments that enter only the network namespace. BPF tools need this: `ip netns exec`

@@ -221,29 +221,18 @@ fn sigkill_and_restart_of_the_agent_lose_no_packet() -> Result<()> {
     ensure!(code == 0);
     // 600 pings 10 ms apart (6 s) from VM 1 to the gateway (answered by the port program) and to
     // VM 2 (switched by it), while the agent is killed and a new one takes over.
-    let ping = |to: &str| {
-        t.vm1
-            .ns
-            .command("timeout")
-            .args(["30", "ping", "-q", "-i", "0.01", "-c", "600", "-W", "1", to])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-    };
-    let pings = [ping("198.18.0.1")?, ping("198.18.0.11")?];
+    let pings = [
+        t.vm1.ns.steady_pings("198.18.0.1")?,
+        t.vm1.ns.steady_pings("198.18.0.11")?,
+    ];
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let left = t.agent.kill()?;
     let pin_dir = left.pin_dir.clone();
     // The data plane runs alone for a while, then a new agent adopts it.
     std::thread::sleep(std::time::Duration::from_millis(1000));
     let agent = Agent::start_with(&t.host, left, &[])?;
-    for ping in pings {
-        let out = ping.wait_with_output()?;
-        let summary = String::from_utf8_lossy(&out.stdout);
-        ensure!(
-            summary.contains("600 packets transmitted, 600 received"),
-            "ping: {summary}\n{}",
-            agent.log_text()
-        );
+    for pings in pings {
+        pings.all_answered().with_context(|| agent.log_text())?;
     }
     ensure!(
         agent.log_text().contains("restored the recorded goal state"),

@@ -252,13 +252,7 @@ fn vms_on_two_hosts_lose_no_packet_while_an_agent_is_sigkilled_and_restarted() -
     let conf = format!("net.ipv4.conf.{UPLINK}.arp_ignore=8");
     lab.hosts[1].ns.exec(&["sysctl", "-qw", &conf])?;
 
-    let ping = lab
-        .vm(&x_id)
-        .ns
-        .command("timeout")
-        .args(["30", "ping", "-q", "-i", "0.01", "-c", "600", "-W", "1", &y_ip])
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
+    let pings = lab.vm(&x_id).ns.steady_pings(&y_ip)?;
     std::thread::sleep(Duration::from_millis(1500));
     let left = lab.hosts[0].agent.take().context("agent")?.kill()?;
     // Host 0's data plane encapsulates and decapsulates alone for a while, and its kernel loses
@@ -268,12 +262,7 @@ fn vms_on_two_hosts_lose_no_packet_while_an_agent_is_sigkilled_and_restarted() -
     let agent = Agent::start_with(&lab.hosts[0].ns, left, &["--uplink", UPLINK])?;
     let log = agent.log_text();
     lab.hosts[0].agent = Some(agent);
-    let out = ping.wait_with_output()?;
-    let summary = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        summary.contains("600 packets transmitted, 600 received"),
-        "ping across hosts: {summary}\n{log}"
-    );
+    pings.all_answered().with_context(|| format!("across hosts\n{log}"))?;
     ensure!(log.contains("restored the recorded goal state"), "{log}");
     ensure!(log.contains("next hops carried over from the previous agent"), "{log}");
 
