@@ -10,13 +10,14 @@ use alioth_common::Counter;
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::xdp::DevMap;
 use aya::maps::{Array, HashMap as BpfHashMap, IterableMap, MapData, PerCpuArray};
-use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::{xdp::XdpLinkId, Xdp, XdpMode};
+use aya::programs::links::FdLink;
+use aya::programs::{xdp::XdpLinkId, SchedClassifier, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 
+use crate::attach::{self, Attachment, Links};
 use crate::batch;
 use crate::model::Mac;
-use crate::object::{PASS_PROGRAM, PORT_PROGRAM, UPLINK_PROGRAM, XDP_OBJECT};
+use crate::object::{PASS_PROGRAM, PORT_PROGRAM, PORT_TC_PROGRAM, UPLINK_PROGRAM, UPLINK_TC_PROGRAM, XDP_OBJECT};
 use crate::underlay::UplinkInfo;
 
 /// Names of the maps the agent pins (and `status`/`stats` read).
@@ -91,28 +92,9 @@ pub struct Dataplane {
     batch: (Vec<EndpointKey>, Vec<Endpoint>),
 }
 
-/// How the port program is attached to one interface.
-enum Attachment {
-    /// A bpf_link, pinned under `<pin dir>/links/` when the agent has a pin directory: it outlives
-    /// the agent, and a restarted agent swaps its new program in on the same link.
-    Link(FdLink),
-    /// A link owned by the program (no pin directory: tests and benchmarks).
-    Owned(XdpLinkId),
-    /// A link a previous agent pinned, still running its program on its maps until `commit`
-    /// swaps this one's in (with `program`, the name of the program it is to run).
-    Inherited(&'static str),
-}
-
 /// Where a loaded object's maps are pinned until `commit` puts them in place (bpffs names may not
 /// contain dots).
 const STAGING: &str = "staging";
-/// Where links are pinned, one file per interface.
-const LINKS: &str = "links";
-
-/// bpffs refuses dots in names; interface names may have them (VLANs: eth0.100).
-fn link_pin_name(iface: &str) -> String {
-    iface.replace('.', "_")
-}
 
 /// Interface index of `name` in the calling thread's network namespace, or `None` if there is no
 /// such interface.
@@ -216,7 +198,9 @@ impl Dataplane {
             ensure_bpffs(dir)?;
             let staging = dir.join(STAGING);
             std::fs::create_dir_all(&staging).with_context(|| format!("create pin directory {}", staging.display()))?;
-            std::fs::create_dir_all(dir.join(LINKS))?;
+            for links in attach::pin_dirs(dir) {
+                std::fs::create_dir_all(&links).with_context(|| format!("create {}", links.display()))?;
+            }
             for m in PINNED_MAPS {
                 let path = staging.join(m);
                 // Left by an agent that died while starting: never in use.
@@ -245,6 +229,11 @@ impl Dataplane {
         named_program(&mut ebpf, UPLINK_PROGRAM)?
             .load()
             .context("verifier rejected the uplink program")?;
+        for tc in [PORT_TC_PROGRAM, UPLINK_TC_PROGRAM] {
+            attach::named::<SchedClassifier>(&mut ebpf, tc)?
+                .load()
+                .with_context(|| format!("verifier rejected {tc}"))?;
+        }
         let ports = Array::try_from(ebpf.take_map(maps::PORTS).ok_or_else(|| anyhow!("no PORTS map"))?)?;
         let endpoints = BpfHashMap::try_from(
             ebpf.take_map(maps::ENDPOINTS)
@@ -290,24 +279,23 @@ impl Dataplane {
         let inherited: Vec<(String, &'static str)> = self
             .attached
             .iter()
-            .filter_map(|(iface, (_, a))| match a {
-                Attachment::Inherited(program) => Some((iface.clone(), *program)),
-                _ => None,
-            })
+            .filter(|(_, (_, a))| a.inherited())
+            .map(|(iface, (_, a))| (iface.clone(), a.program))
             .collect();
         for (iface, program) in inherited {
-            let link = self.attach(&iface, program)?;
+            let link = self.links().attach(&iface, program)?;
             if let Some((_, a)) = self.attached.get_mut(&iface) {
                 *a = link;
             }
         }
-        let links = dir.join(LINKS);
-        for entry in std::fs::read_dir(&links)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !self.attached.keys().any(|iface| link_pin_name(iface) == name) {
-                tracing::info!(iface = name, "detaching a link no port needs any more");
-                std::fs::remove_file(entry.path())?;
+        for links in attach::pin_dirs(&dir) {
+            for entry in std::fs::read_dir(&links)? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !self.attached.keys().any(|iface| attach::pin_name(iface) == name) {
+                    tracing::info!(iface = name, "detaching a link no port needs any more");
+                    std::fs::remove_file(entry.path())?;
+                }
             }
         }
         let old_stats = dir.join(maps::STATS);
@@ -484,7 +472,11 @@ impl Dataplane {
         if self.attached.get(&info.name).is_some_and(|(i, _)| *i == info.ifindex) {
             return Ok(());
         }
-        let link = self.attach(&info.name, UPLINK_PROGRAM)?;
+        if let Some((_, old)) = self.attached.remove(&info.name) {
+            // Same name, new interface: the old links died with the old one.
+            self.links().forget(&info.name, old);
+        }
+        let link = self.links().attach(&info.name, UPLINK_PROGRAM)?;
         self.attached.insert(info.name.clone(), (info.ifindex, link));
         Ok(())
     }
@@ -618,7 +610,7 @@ impl Dataplane {
     }
 
     fn attach_port(&mut self, iface: &str, index: u32) -> Result<()> {
-        match self.attach(iface, PORT_PROGRAM) {
+        match self.links().attach(iface, PORT_PROGRAM) {
             Ok(link) => {
                 self.attached.insert(iface.to_string(), (index, link));
                 Ok(())
@@ -631,51 +623,14 @@ impl Dataplane {
         }
     }
 
-    fn link_pin(&self, iface: &str) -> Option<PathBuf> {
-        self.pin_dir.as_ref().map(|d| d.join(LINKS).join(link_pin_name(iface)))
-    }
-
-    fn attach(&mut self, iface: &str, program: &'static str) -> Result<Attachment> {
-        let pin = self.link_pin(iface);
-        if let Some(pin) = pin.as_ref().filter(|p| p.exists()) {
-            // Swapped now, the link would run this agent's program on maps still being filled
-            // (frames to ports, neighbors or next hops not written yet would drop): the previous
-            // agent's program keeps the link, on its complete maps, until `commit`.
-            if !self.committed {
-                return Ok(Attachment::Inherited(program));
-            }
-            match self.adopt(pin, program) {
-                Ok(link) => return Ok(link),
-                Err(e) => {
-                    tracing::info!(iface, "previous link not reusable ({e:#}); attaching afresh");
-                    std::fs::remove_file(pin)?;
-                }
-            }
+    /// The links of this agent's object.
+    fn links(&mut self) -> Links<'_> {
+        Links {
+            ebpf: &mut self.ebpf,
+            pin_dir: self.pin_dir.as_deref(),
+            mode: self.mode,
+            committed: self.committed,
         }
-        let mode = self.mode;
-        let prog = named_program(&mut self.ebpf, program)?;
-        let id = match mode {
-            AttachMode::Driver => prog.attach(iface, XdpMode::Driver),
-            AttachMode::Skb => prog.attach(iface, XdpMode::Skb),
-            AttachMode::Auto => prog.attach(iface, XdpMode::Driver).or_else(|e| {
-                tracing::info!(iface, "native XDP refused ({e}); using generic XDP");
-                prog.attach(iface, XdpMode::Skb)
-            }),
-        }
-        .with_context(|| format!("attach {program} to {iface}"))?;
-        let Some(pin) = pin else {
-            return Ok(Attachment::Owned(id));
-        };
-        Ok(Attachment::Link(pin_link(prog, id, &pin)?))
-    }
-
-    /// Swaps this agent's program onto a link a previous agent pinned (atomic: no packet sees none).
-    fn adopt(&mut self, pin: &Path, program: &str) -> Result<Attachment> {
-        let fd: FdLink = PinnedLink::from_pin(pin)?.into();
-        let prog = named_program(&mut self.ebpf, program)?;
-        let id = prog.attach_to_link(aya::programs::xdp::XdpLink::try_from(fd)?)?;
-        let fd = FdLink::try_from(prog.take_link(id)?)?;
-        Ok(Attachment::Link(fd))
     }
 
     /// Detaches from `iface` and clears its `PORTS` entry. Missing interfaces are not an error.
@@ -725,27 +680,8 @@ impl Dataplane {
     }
 
     fn forget(&mut self, iface: &str) {
-        let pin = self.link_pin(iface);
-        match self.attached.remove(iface) {
-            // Unpinned and closed, the link detaches (if the interface is not gone already).
-            Some((_, Attachment::Link(fd))) => {
-                if let Some(pin) = pin {
-                    let _ = std::fs::remove_file(pin);
-                }
-                drop(fd);
-            }
-            Some((_, Attachment::Owned(id))) => {
-                if let Ok(prog) = self.program() {
-                    let _ = prog.detach(id);
-                }
-            }
-            // Unpinned, the previous agent's link detaches.
-            Some((_, Attachment::Inherited(_))) => {
-                if let Some(pin) = pin {
-                    let _ = std::fs::remove_file(pin);
-                }
-            }
-            None => {}
+        if let Some((_, attachment)) = self.attached.remove(iface) {
+            self.links().forget(iface, attachment);
         }
     }
 }
@@ -839,7 +775,8 @@ pub fn sum_counters<T: std::borrow::Borrow<MapData>>(map: &PerCpuArray<T, u64>) 
 
 /// Detaches every pinned link and removes the agent's pins from `dir` (`alioth agent --reset`).
 pub fn remove_pins(dir: &Path) -> Result<()> {
-    for sub in [dir.join(LINKS), dir.join(STAGING)] {
+    let [xdp_links, tc_links] = attach::pin_dirs(dir);
+    for sub in [xdp_links, tc_links, dir.join(STAGING)] {
         if sub.exists() {
             for entry in std::fs::read_dir(&sub)? {
                 std::fs::remove_file(entry?.path())?;
@@ -862,10 +799,7 @@ fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
 }
 
 fn named_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
-    let Some(p) = ebpf.program_mut(name) else {
-        bail!("the object has no program {name}");
-    };
-    Ok(p.try_into()?)
+    attach::named(ebpf, name)
 }
 
 /// Attaches `program` (a lab helper: pass-through or sink) to `iface` (native mode) and pins the

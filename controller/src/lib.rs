@@ -3,6 +3,7 @@
 //! The binary (`alioth`) is a thin CLI over these modules; tests and benchmarks use them directly.
 
 pub mod agent;
+pub mod attach;
 pub mod batch;
 pub mod cli;
 pub mod controller;

@@ -159,6 +159,31 @@ pub fn udp(
     out
 }
 
+/// A TCP segment (ACK and PSH set) with a valid checksum.
+pub fn tcp(src_mac: Mac, dst_mac: Mac, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, 1, 65535)
+        .ack(1)
+        .psh();
+    let mut out = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut out, payload).expect("write TCP");
+    out
+}
+
+/// `frame` (Ethernet, option-less IPv4, TCP or UDP) as a guest with checksum offload sends it: the
+/// L4 checksum field holds only the pseudo-header sum, for the device to finish.
+pub fn offloaded(mut frame: Vec<u8>) -> Vec<u8> {
+    let ip = &frame[14..34];
+    let (proto, total) = (ip[9], u16::from_be_bytes([ip[2], ip[3]]));
+    let mut pseudo = ip[12..20].to_vec();
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&(total - 20).to_be_bytes());
+    let field = 34 + if proto == 6 { 16 } else { 6 };
+    frame[field..field + 2].copy_from_slice(&(!internet_checksum(&pseudo)).to_be_bytes());
+    frame
+}
+
 /// The outer side of a VXLAN packet.
 #[derive(Clone, Copy, Debug)]
 pub struct Underlay {

@@ -564,6 +564,38 @@ fn overlay_cases() -> Vec<Case> {
             "a full 1450-byte packet to a remote port",
             to(REMOTE_MAC, REMOTE_IP, 1450 - 28),
         ),
+        encap(
+            "tcp with a finished checksum to a remote port",
+            frames::tcp(VM_MAC, REMOTE_MAC, VM_IP, REMOTE_IP, 40000, 5201, &data(1000)),
+        ),
+        Case::pass(
+            "tcp with its checksum left to the device, to a remote port: the skb path",
+            frames::offloaded(frames::tcp(
+                VM_MAC,
+                REMOTE_MAC,
+                VM_IP,
+                REMOTE_IP,
+                40000,
+                5201,
+                &data(1000),
+            )),
+            Counter::SkbPath,
+        ),
+        Case::pass(
+            "udp with its checksum left to the device, to a local port: the skb path",
+            frames::offloaded(to(PEER_MAC, PEER_IP, 100)),
+            Counter::SkbPath,
+        ),
+        Case::pass(
+            "routed udp with its checksum left to the device: the skb path, untouched",
+            frames::offloaded(to(GW_MAC, PEER_IP, 100)),
+            Counter::SkbPath,
+        ),
+        Case::pass(
+            "a GSO super-frame to a remote port: the skb path",
+            to(REMOTE_MAC, REMOTE_IP, 2000),
+            Counter::SkbPath,
+        ),
         drop(
             "a packet that would exceed the uplink MTU once encapsulated",
             to(REMOTE_MAC, REMOTE_IP, 1450 - 27),
@@ -627,6 +659,11 @@ pub fn uplink_cases() -> Vec<Case> {
             output: Some(inner.clone()),
         },
         pass("vxlan with an unknown vni", from_remote(4242, &inner)),
+        Case::pass(
+            "vxlan whose inner checksum is left to the device: the skb path",
+            from_remote(VNI, &frames::offloaded(inner.clone())),
+            Counter::SkbPath,
+        ),
         drop(
             "vxlan for a gateway address",
             from_remote(VNI, &inner_to(GW_MAC, GW_IP)),

@@ -91,13 +91,16 @@ pub enum Counter {
     /// No room to grow the request's frame into the reply (the driver left too little head- and
     /// tailroom).
     DropDhcpNoRoom,
+    /// Left by XDP to the TC program on the same interface: a checksum the device was to finish
+    /// or a GSO super-frame (see `offload`). Counted again there by what it does.
+    SkbPath,
 }
 
 /// Number of counter slots (size of the `STATS` map).
 pub const COUNTER_SLOTS: u32 = 64;
 
 impl Counter {
-    pub const ALL: [Counter; 43] = [
+    pub const ALL: [Counter; 44] = [
         Counter::Pass,
         Counter::ArpReply,
         Counter::IcmpEchoReply,
@@ -141,6 +144,7 @@ impl Counter {
         Counter::DropDhcpOtherServer,
         Counter::DropDhcpUnsupported,
         Counter::DropDhcpNoRoom,
+        Counter::SkbPath,
     ];
 
     /// Stable name used by `alioth stats` and metrics.
@@ -189,6 +193,7 @@ impl Counter {
             Counter::DropDhcpOtherServer => "drop_dhcp_other_server",
             Counter::DropDhcpUnsupported => "drop_dhcp_unsupported",
             Counter::DropDhcpNoRoom => "drop_dhcp_no_room",
+            Counter::SkbPath => "skb_path",
         }
     }
 

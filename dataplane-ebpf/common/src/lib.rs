@@ -16,6 +16,7 @@ pub mod eth;
 pub mod icmp;
 pub mod ipv4;
 pub mod maps;
+pub mod offload;
 pub mod packet;
 pub mod pipeline;
 pub mod vxlan;

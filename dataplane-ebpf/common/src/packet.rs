@@ -28,6 +28,13 @@ pub trait Packet {
         Some(crate::checksum::fold(crate::checksum::sum_bytes(bytes)))
     }
 
+    /// Payload bytes per segment of a GSO super-frame (the skb's `gso_size`); 0 for a frame that
+    /// goes on the wire as it is (always, in XDP).
+    #[inline(always)]
+    fn gso_size(&self) -> usize {
+        0
+    }
+
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -108,6 +115,11 @@ impl<P: Packet + ?Sized> Packet for At<'_, P> {
     #[inline(always)]
     fn array_mut<const N: usize>(&mut self, off: usize) -> Option<&mut [u8; N]> {
         self.pkt.array_mut(self.off + off)
+    }
+
+    #[inline(always)]
+    fn gso_size(&self) -> usize {
+        self.pkt.gso_size()
     }
 }
 

@@ -6,7 +6,7 @@ use crate::ipv4::Ipv4;
 use crate::maps::{endpoint_kind, DhcpEntry, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
 use crate::packet::{At, Packet};
 use crate::vxlan::{self, Outer};
-use crate::{arp, dhcp, icmp, ipv4};
+use crate::{arp, dhcp, icmp, ipv4, offload};
 
 /// Lookups the pipeline needs: BPF maps in the kernel, plain collections in host tests.
 pub trait Tables {
@@ -101,10 +101,18 @@ pub const fn unknown_port() -> Verdict {
     Verdict::new(Action::Pass, Counter::DropUnknownPort)
 }
 
-/// Handles a frame sent by the VM behind `port`.
+/// Handles a frame sent by the VM behind `port`, in XDP.
 #[inline(always)]
 pub fn port_ingress<P: Packet + ?Sized, T: Tables>(pkt: &mut P, port: &PortEntry, tables: &T) -> Verdict {
     port_ingress_with::<P, T, true>(pkt, port, tables)
+}
+
+/// [`port_ingress`] on the skb path (the TC program): for the frames XDP left to it (see
+/// `offload`), whose checksum and segmentation the kernel finishes. Everything XDP answers itself
+/// (ARP, ICMP to gateways, DHCP) never gets here.
+#[inline(always)]
+pub fn port_ingress_skb<P: Packet + ?Sized, T: Tables>(pkt: &mut P, port: &PortEntry, tables: &T) -> Verdict {
+    port_frame::<P, T, false, true>(pkt, port, tables)
 }
 
 /// [`port_ingress`], with the DHCP server left out when `DHCP_SERVER` is false: for the benchmark
@@ -113,6 +121,17 @@ pub fn port_ingress<P: Packet + ?Sized, T: Tables>(pkt: &mut P, port: &PortEntry
 /// server; requests to it are handled like any other UDP there).
 #[inline(always)]
 pub fn port_ingress_with<P: Packet + ?Sized, T: Tables, const DHCP_SERVER: bool>(
+    pkt: &mut P,
+    port: &PortEntry,
+    tables: &T,
+) -> Verdict {
+    port_frame::<P, T, DHCP_SERVER, false>(pkt, port, tables)
+}
+
+/// The port pipeline; `SKB`: running on the skb path, where offloaded frames are finished by the
+/// kernel instead of being left to it.
+#[inline(always)]
+fn port_frame<P: Packet + ?Sized, T: Tables, const DHCP_SERVER: bool, const SKB: bool>(
     pkt: &mut P,
     port: &PortEntry,
     tables: &T,
@@ -126,7 +145,7 @@ pub fn port_ingress_with<P: Packet + ?Sized, T: Tables, const DHCP_SERVER: bool>
     }
     match eth::ether_type(pkt) {
         Some(ETH_P_ARP) => arp_request(pkt, port, tables),
-        Some(ETH_P_IPV4) => ipv4_packet::<P, T, DHCP_SERVER>(pkt, &dst_mac, port, tables),
+        Some(ETH_P_IPV4) => ipv4_packet::<P, T, DHCP_SERVER, SKB>(pkt, &dst_mac, port, tables),
         _ => Verdict::drop(Counter::DropUnsupported),
     }
 }
@@ -179,7 +198,7 @@ fn arp_request<P: Packet + ?Sized, T: Tables>(pkt: &mut P, port: &PortEntry, tab
 }
 
 #[inline(always)]
-fn ipv4_packet<P: Packet + ?Sized, T: Tables, const DHCP_SERVER: bool>(
+fn ipv4_packet<P: Packet + ?Sized, T: Tables, const DHCP_SERVER: bool, const SKB: bool>(
     pkt: &mut P,
     dst_mac: &Mac,
     port: &PortEntry,
@@ -231,7 +250,7 @@ fn ipv4_packet<P: Packet + ?Sized, T: Tables, const DHCP_SERVER: bool>(
             // Not ICMP: the gateway answers echo requests only.
             return Verdict::drop(Counter::DropGatewayUnhandled);
         }
-        return forward(pkt, &ip, dst_mac, port, &dst, tables);
+        return forward::<P, T, SKB>(pkt, &ip, dst_mac, port, &dst, tables);
     };
     gateway(pkt, &ip, &gateway_mac)
 }
@@ -247,7 +266,7 @@ fn other_gateway<T: Tables>(ip: &Ipv4, key: &EndpointKey, tables: &T) -> Option<
 
 /// A frame for another port of the VPC: switched or routed to a local one, or encapsulated.
 #[inline(always)]
-fn forward<P: Packet + ?Sized, T: Tables>(
+fn forward<P: Packet + ?Sized, T: Tables, const SKB: bool>(
     pkt: &mut P,
     ip: &Ipv4,
     dst_mac: &Mac,
@@ -255,6 +274,10 @@ fn forward<P: Packet + ?Sized, T: Tables>(
     to: &Destination,
     tables: &T,
 ) -> Verdict {
+    // Before anything is rewritten: the skb path runs this pipeline again on the frame as sent.
+    if !SKB && offload::needs_skb(pkt, ip) {
+        return Verdict::new(Action::Pass, Counter::SkbPath);
+    }
     let dst = &to.endpoint;
     // Switched (to the MAC that owns the address) or routed through the subnet gateway's MAC.
     if *dst_mac != dst.mac {
@@ -325,7 +348,15 @@ fn encap<P: Packet + ?Sized, T: Tables>(pkt: &P, ip: &Ipv4, port: &PortEntry, to
         return Verdict::drop(Counter::DropNoNextHop);
     };
     let dst = &to.endpoint;
-    if pkt.len() + vxlan::OUTER_IP_OVERHEAD > up.mtu as usize {
+    // A GSO super-frame is checked by the segments it becomes.
+    let wire_len = match pkt.gso_size() {
+        0 => pkt.len(),
+        gso => match offload::segment_len(pkt, ip, gso) {
+            Some(len) => len,
+            None => return Verdict::drop(Counter::DropOverlayTooBig),
+        },
+    };
+    if wire_len + vxlan::OUTER_IP_OVERHEAD > up.mtu as usize {
         return Verdict::drop(Counter::DropOverlayTooBig);
     }
     let outer = Outer {
@@ -358,6 +389,18 @@ fn gateway<P: Packet + ?Sized>(pkt: &mut P, ip: &Ipv4, gateway_mac: &Mac) -> Ver
 /// caller strips `vxlan::OUTER_LEN` bytes); anything else is the host's and passes untouched.
 #[inline(always)]
 pub fn uplink_ingress<P: Packet + ?Sized, T: Tables>(pkt: &mut P, tables: &T) -> Verdict {
+    uplink_frame::<P, T, false>(pkt, tables)
+}
+
+/// [`uplink_ingress`] on the skb path: the frames the uplink's XDP program left to it (an inner
+/// checksum still to be finished, which a veth underlay passes on, or a GRO super-frame).
+#[inline(always)]
+pub fn uplink_ingress_skb<P: Packet + ?Sized, T: Tables>(pkt: &mut P, tables: &T) -> Verdict {
+    uplink_frame::<P, T, true>(pkt, tables)
+}
+
+#[inline(always)]
+fn uplink_frame<P: Packet + ?Sized, T: Tables, const SKB: bool>(pkt: &mut P, tables: &T) -> Verdict {
     let pass = Verdict::new(Action::Pass, Counter::UplinkPass);
     let Some(up) = tables.uplink() else {
         return pass;
@@ -382,6 +425,9 @@ pub fn uplink_ingress<P: Packet + ?Sized, T: Tables>(pkt: &mut P, tables: &T) ->
     }
     if dst.ifindex == 0 {
         return Verdict::drop(Counter::DropNoInterface);
+    }
+    if !SKB && offload::needs_skb(&inner, &ip) {
+        return Verdict::new(Action::Pass, Counter::SkbPath);
     }
     Verdict::to(Action::Decap, Counter::Decap, dst.ifindex)
 }

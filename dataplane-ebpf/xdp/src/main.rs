@@ -8,6 +8,7 @@
 mod bench;
 mod cache;
 mod packet;
+mod tc;
 
 use alioth_common::counters::COUNTER_SLOTS;
 use alioth_common::eth::{self, ETH_P_IPV4};
@@ -20,9 +21,9 @@ use alioth_common::vxlan::{self, Outer};
 use alioth_common::{dhcp, ipv4, Counter, Packet};
 use aya_ebpf::bindings::xdp_action;
 use aya_ebpf::helpers::bpf_xdp_adjust_head;
-use aya_ebpf::macros::{map, xdp};
+use aya_ebpf::macros::{classifier, map, xdp};
 use aya_ebpf::maps::{Array, DevMap, HashMap, PerCpuArray, RingBuf};
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::programs::{TcContext, XdpContext};
 use aya_log_ebpf::debug;
 
 use packet::XdpPacket;
@@ -85,7 +86,7 @@ impl Tables for Maps {
 }
 
 #[inline(always)]
-fn count(counter: Counter) {
+pub(crate) fn count(counter: Counter) {
     if let Some(slot) = STATS.get_ptr_mut(counter.index()) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *slot += 1 };
@@ -103,6 +104,28 @@ pub fn alioth_port(ctx: XdpContext) -> u32 {
 pub fn alioth_uplink(ctx: XdpContext) -> u32 {
     let (ifindex, verdict) = uplink_path(&ctx);
     finish(&ctx, ifindex, verdict)
+}
+
+/// The port program's skb path: TC ingress on the same interface, for the frames `alioth_port`
+/// passed to it (a checksum left to the device, a GSO super-frame).
+#[classifier]
+pub fn alioth_port_tc(ctx: TcContext) -> i32 {
+    // SAFETY: the program's own context.
+    let ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    let Some(port) = PORTS.get(ifindex).copied().filter(PortEntry::is_programmed) else {
+        return tc::finish(&ctx, pipeline::unknown_port());
+    };
+    let mut pkt = tc::packet(&ctx);
+    let verdict = pipeline::port_ingress_skb(&mut pkt, &port, &Maps);
+    tc::finish(&ctx, verdict)
+}
+
+/// The uplink program's skb path: decapsulation of what `alioth_uplink` passed to it.
+#[classifier]
+pub fn alioth_uplink_tc(ctx: TcContext) -> i32 {
+    let mut pkt = tc::packet(&ctx);
+    let verdict = pipeline::uplink_ingress_skb(&mut pkt, &Maps);
+    tc::finish(&ctx, verdict)
 }
 
 /// Benchmarks only (never attached): the port program without the DHCP server (see

@@ -1,33 +1,113 @@
-//! `Packet` over an XDP frame: every access is bounds-checked against `data_end` where it happens.
+//! `Packet` over a frame in the kernel, an XDP buffer or an skb: every access is bounds-checked
+//! against the end of the directly accessible bytes where it happens.
 
 use alioth_common::Packet;
-use aya_ebpf::bindings::xdp_md;
+use aya_ebpf::bindings::{__sk_buff, xdp_md};
 use aya_ebpf::helpers::{bpf_csum_diff, bpf_xdp_adjust_head, bpf_xdp_adjust_tail};
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::programs::{TcContext, XdpContext};
 
-pub struct XdpPacket {
-    ctx: *mut xdp_md,
+/// What differs between the two kinds of frame.
+pub trait Buffer: Copy {
+    /// Start and end of the bytes the program may access directly.
+    fn bounds(self) -> (usize, usize);
+    /// The frame's whole length (an skb's may go on past the directly accessible bytes).
+    fn total_len(self, start: usize, end: usize) -> usize;
+    /// Changes the frame's length by `delta` bytes; `None` when it cannot.
+    fn resize(self, delta: i32) -> Option<()>;
+    fn gso_size(self) -> usize;
+}
+
+impl Buffer for *mut xdp_md {
+    #[inline(always)]
+    fn bounds(self) -> (usize, usize) {
+        // SAFETY: the program's own context.
+        unsafe { ((*self).data as usize, (*self).data_end as usize) }
+    }
+
+    #[inline(always)]
+    fn total_len(self, start: usize, end: usize) -> usize {
+        // Opaque to LLVM: otherwise it uses a length comparison to delete a later pointer check,
+        // and the verifier, which only trusts pointer-vs-data_end compares, rejects the access.
+        core::hint::black_box(end - start)
+    }
+
+    #[inline(always)]
+    fn resize(self, delta: i32) -> Option<()> {
+        // The head first: XDP frames have 256 bytes of headroom (216 usable), and the kernel
+        // zeroes what the tail grows by, which costs more than the helper call itself. The tail
+        // when a request is too short for that.
+        // SAFETY: the helpers validate the new bounds against the frame's buffer.
+        let ok = unsafe { bpf_xdp_adjust_head(self, -delta) } == 0 || unsafe { bpf_xdp_adjust_tail(self, delta) } == 0;
+        ok.then_some(())
+    }
+
+    #[inline(always)]
+    fn gso_size(self) -> usize {
+        0
+    }
+}
+
+impl Buffer for *mut __sk_buff {
+    #[inline(always)]
+    fn bounds(self) -> (usize, usize) {
+        // SAFETY: the program's own context.
+        unsafe { ((*self).data as usize, (*self).data_end as usize) }
+    }
+
+    #[inline(always)]
+    fn total_len(self, _start: usize, _end: usize) -> usize {
+        // SAFETY: as above.
+        unsafe { (*self).len as usize }
+    }
+
+    #[inline(always)]
+    fn resize(self, _delta: i32) -> Option<()> {
+        // Only the DHCP server resizes, and it is XDP's alone.
+        None
+    }
+
+    #[inline(always)]
+    fn gso_size(self) -> usize {
+        // SAFETY: as above.
+        unsafe { (*self).gso_size as usize }
+    }
+}
+
+pub struct Frame<B> {
+    buf: B,
     start: usize,
     end: usize,
+}
+
+pub type XdpPacket = Frame<*mut xdp_md>;
+pub type SkbPacket = Frame<*mut __sk_buff>;
+
+impl<B: Buffer> Frame<B> {
+    #[inline(always)]
+    fn of(buf: B) -> Self {
+        let (start, end) = buf.bounds();
+        Frame { buf, start, end }
+    }
 }
 
 impl XdpPacket {
     #[inline(always)]
     pub fn new(ctx: &XdpContext) -> Self {
-        XdpPacket {
-            ctx: ctx.ctx,
-            start: ctx.data(),
-            end: ctx.data_end(),
-        }
+        Frame::of(ctx.ctx)
     }
 }
 
-impl Packet for XdpPacket {
+impl SkbPacket {
+    #[inline(always)]
+    pub fn new(ctx: &TcContext) -> Self {
+        Frame::of(ctx.skb.skb)
+    }
+}
+
+impl<B: Buffer> Packet for Frame<B> {
     #[inline(always)]
     fn len(&self) -> usize {
-        // Opaque to LLVM: otherwise it uses a length comparison to delete a later pointer check,
-        // and the verifier, which only trusts pointer-vs-data_end compares, rejects the access.
-        core::hint::black_box(self.end - self.start)
+        self.buf.total_len(self.start, self.end)
     }
 
     #[inline(always)]
@@ -46,27 +126,15 @@ impl Packet for XdpPacket {
         if p + N > self.end {
             return None;
         }
-        // SAFETY: as above; the frame is writable for XDP programs.
+        // SAFETY: as above; the frame is writable for XDP and TC programs.
         Some(unsafe { &mut *(p as *mut [u8; N]) })
     }
 
     #[inline(always)]
     fn resize(&mut self, len: usize) -> Option<()> {
-        let delta = len as i32 - self.len() as i32;
-        // The head first: XDP frames have 256 bytes of headroom (216 usable), and the kernel
-        // zeroes what the tail grows by, which costs more than the helper call itself. The tail
-        // when a request is too short for that.
-        // SAFETY: the helpers validate the new bounds against the frame's buffer.
-        if unsafe { bpf_xdp_adjust_head(self.ctx, -delta) } != 0 && unsafe { bpf_xdp_adjust_tail(self.ctx, delta) } != 0
-        {
-            return None;
-        }
+        self.buf.resize(len as i32 - self.len() as i32)?;
         // Every packet pointer is void after the helper: reload both ends.
-        // SAFETY: ctx is the program's context.
-        unsafe {
-            self.start = (*self.ctx).data as usize;
-            self.end = (*self.ctx).data_end as usize;
-        }
+        (self.start, self.end) = self.buf.bounds();
         Some(())
     }
 
@@ -84,5 +152,10 @@ impl Packet for XdpPacket {
         }
         // The helper sums 16-bit words in memory order.
         Some(alioth_common::checksum::fold_memory_order(sum as u64))
+    }
+
+    #[inline(always)]
+    fn gso_size(&self) -> usize {
+        self.buf.gso_size()
     }
 }

@@ -1,0 +1,106 @@
+//! The skb path: TC programs on the same interfaces as the XDP programs, for the frames XDP leaves
+//! to them (`alioth_common::offload`). They run the same pipeline; what differs is how a verdict
+//! is carried out: `bpf_skb_adjust_room` with the UDP-tunnel flags instead of moving the head, so
+//! the kernel keeps a partial checksum and GSO through the encapsulation (the uplink's device, or
+//! software GSO before it, finishes both), and `bpf_redirect` instead of the device map.
+
+use alioth_common::eth::ETH_HLEN;
+use alioth_common::pipeline::{Action, Verdict};
+use alioth_common::vxlan::{self, Outer};
+use alioth_common::{Counter, Packet};
+use aya_ebpf::bindings::{
+    bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
+    BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_OK, TC_ACT_SHOT,
+};
+use aya_ebpf::helpers::bpf_redirect;
+use aya_ebpf::programs::TcContext;
+
+use crate::count;
+use crate::packet::SkbPacket;
+
+const SHOT: i32 = TC_ACT_SHOT as i32;
+
+/// Headers the pipeline reads, outer and inner: made directly accessible before it runs.
+const HEADERS: u32 = (vxlan::OUTER_LEN + ETH_HLEN + 60 + 60) as u32;
+
+/// `BPF_F_ADJ_ROOM_ENCAP_L2(len)`: the inner MAC header's length, for the kernel's GSO.
+const fn encap_l2(len: usize) -> u64 {
+    (len as u64 & 0xff) << 56
+}
+
+/// The outer headers are added in front of the inner frame's MAC header, which is written again
+/// behind them. The segment size stays the guest's (the port MTU leaves room for the headers).
+const ENCAP_FLAGS: u64 = BPF_F_ADJ_ROOM_FIXED_GSO as u64
+    | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 as u64
+    | BPF_F_ADJ_ROOM_ENCAP_L4_UDP as u64
+    | BPF_F_ADJ_ROOM_ENCAP_L2_ETH as u64
+    | encap_l2(ETH_HLEN);
+
+/// Makes the headers directly accessible (an skb's head may hold fewer bytes than its frame).
+#[inline(always)]
+pub fn packet(ctx: &TcContext) -> SkbPacket {
+    let want = ctx.len().min(HEADERS);
+    if ((ctx.data_end() - ctx.data()) as u32) < want {
+        let _ = ctx.pull_data(want);
+    }
+    SkbPacket::new(ctx)
+}
+
+/// Carries out a verdict of the skb path. A pass is not counted: the XDP program counted it.
+#[inline(always)]
+pub fn finish(ctx: &TcContext, verdict: Verdict) -> i32 {
+    let action = match verdict.action {
+        Action::Pass => return TC_ACT_OK as i32,
+        Action::Drop => SHOT,
+        // Only the XDP program answers (ARP, ICMP, DHCP); back out of the interface, if ever.
+        // SAFETY: the program's own context.
+        Action::Tx => redirect(unsafe { (*ctx.skb.skb).ifindex }),
+        Action::Redirect => redirect(verdict.ifindex),
+        Action::Encap => match encap(ctx, &verdict.outer) {
+            Some(()) => redirect(verdict.ifindex),
+            None => SHOT,
+        },
+        Action::Decap => match decap(ctx) {
+            Some(()) => redirect(verdict.ifindex),
+            None => SHOT,
+        },
+    };
+    let counter = match (verdict.counter, action) {
+        (_, SHOT) if verdict.action != Action::Drop => Counter::DropRedirectFailed,
+        (c, _) => c,
+    };
+    count(counter);
+    action
+}
+
+/// Out of `ifindex` (TC_ACT_REDIRECT), or TC_ACT_SHOT when the helper refuses.
+#[inline(always)]
+fn redirect(ifindex: u32) -> i32 {
+    // SAFETY: plain helper call.
+    unsafe { bpf_redirect(ifindex, 0) as i32 }
+}
+
+/// Inserts room for the outer headers behind the MAC header, then writes the outer headers and,
+/// behind them, the inner MAC header again.
+#[inline(always)]
+fn encap(ctx: &TcContext, outer: &Outer) -> Option<()> {
+    let inner_eth = *SkbPacket::new(ctx).array::<ETH_HLEN>(0)?;
+    ctx.adjust_room(vxlan::OUTER_LEN as i32, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS)
+        .ok()?;
+    let mut pkt = SkbPacket::new(ctx);
+    let inner_len = pkt.len().checked_sub(vxlan::OUTER_LEN)?;
+    *pkt.array_mut::<ETH_HLEN>(vxlan::OUTER_LEN)? = inner_eth;
+    vxlan::write_outer(&mut pkt, outer, inner_len)
+}
+
+/// Removes the outer IPv4, UDP and VXLAN headers and the inner MAC header behind the outer MAC
+/// header, which then takes the inner MAC addresses (both carry IPv4).
+#[inline(always)]
+fn decap(ctx: &TcContext) -> Option<()> {
+    let macs = *SkbPacket::new(ctx).array::<12>(vxlan::OUTER_LEN)?;
+    ctx.adjust_room(-(vxlan::OUTER_LEN as i32), BPF_ADJ_ROOM_MAC, 0).ok()?;
+    let mut pkt = SkbPacket::new(ctx);
+    let dst: &mut [u8; 12] = pkt.array_mut::<12>(0)?;
+    *dst = macs;
+    Some(())
+}
