@@ -19,6 +19,10 @@ use crate::service::{Provisioner, Provisioning};
 use crate::store::Store;
 use crate::validate::Naming;
 
+/// Pause after an underlay refresh that notifications asked for: our own neighbour solicitations
+/// notify too, and a change must still reach the next hops well within 100 ms.
+const UNDERLAY_PAUSE_MS: u64 = 20;
+
 /// Default gRPC address (Alcor's agents listen on 50001).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50001";
 /// HTTP/2 flow-control window per stream (the connection gets twice this).
@@ -115,7 +119,10 @@ pub struct AgentArgs {
 
 pub async fn run(args: AgentArgs) -> Result<()> {
     if args.reset {
-        crate::dataplane::remove_pins(&args.pin_dir)?;
+        // Nothing mounted: nothing pinned to remove.
+        if crate::bpffs::ensure(&args.pin_dir, false).is_ok() {
+            crate::dataplane::remove_pins(&args.pin_dir)?;
+        }
         Store::remove(&args.state_dir)?;
         tracing::info!(pin_dir = %args.pin_dir.display(), state_dir = %args.state_dir.display(), "reset: links detached, pins and state removed");
         return Ok(());
@@ -161,6 +168,30 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     controller.set_dhcp_lease(args.dhcp_lease_time);
     let controller = Arc::new(Mutex::new(controller));
     watch_events(events, controller.clone())?;
+
+    let (changes, mut changed) = tokio::sync::mpsc::unbounded_channel();
+    crate::netlink::watch(changes)?;
+    let follow = controller.clone();
+    let follow_task = tokio::spawn(async move {
+        while let Some(first) = changed.recv().await {
+            let mut underlay = false;
+            {
+                let mut c = follow.lock().await;
+                underlay |= c.link_changed(&first);
+                // What piled up meanwhile, under the same lock.
+                while let Ok(next) = changed.try_recv() {
+                    underlay |= c.link_changed(&next);
+                }
+                if underlay {
+                    c.refresh_overlay();
+                }
+            }
+            if underlay {
+                // Our own neighbour solicitations notify too: at most one refresh per pause.
+                tokio::time::sleep(Duration::from_millis(UNDERLAY_PAUSE_MS)).await;
+            }
+        }
+    });
 
     let retry = controller.clone();
     let retry_task = tokio::spawn(async move {
@@ -217,6 +248,8 @@ pub async fn run(args: AgentArgs) -> Result<()> {
 
     retry_task.abort();
     let _ = retry_task.await;
+    follow_task.abort();
+    let _ = follow_task.await;
     // Links and maps stay pinned: the data plane keeps forwarding until an agent takes over again
     // (or `alioth agent --reset` removes it).
     tracing::info!("exiting; the data plane keeps forwarding");

@@ -3,7 +3,7 @@
 //! neighbors. Also a plain delete for the map types aya gives no `remove`.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd};
 
 use aya::Pod;
 
@@ -81,6 +81,43 @@ pub fn delete<K: Pod>(fd: BorrowedFd<'_>, key: &K) -> io::Result<()> {
     };
     // SAFETY: attr is a valid bpf_attr prefix; the key outlives the call; nothing is written back.
     unsafe { bpf(BPF_MAP_DELETE_ELEM, &mut attr) }
+}
+
+/// Detaches the link pinned at `pin` now (BPF_OBJ_GET, then BPF_LINK_DETACH), whoever else holds
+/// it. Unpinning alone leaves the detach to a kernel work queue, some milliseconds later.
+pub fn detach_pinned_link(pin: &std::path::Path) -> io::Result<()> {
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    let path = std::ffi::CString::new(pin.as_os_str().as_encoded_bytes())?;
+    // bpf_attr's obj_get: pathname (a pointer), bpf_fd, file_flags.
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    let mut get = ObjGet {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    // SAFETY: a valid obj_get prefix; the path outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &mut get as *mut ObjGet,
+            size_of::<ObjGet>() as u32,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor the kernel just gave us.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    let mut detach = [fd.as_raw_fd() as u32, 0, 0, 0];
+    // SAFETY: `link_detach.link_fd` is the first word of bpf_attr for this command.
+    unsafe { bpf(BPF_LINK_DETACH, &mut detach) }
 }
 
 /// bpf(2) with `attr` as its `union bpf_attr`.

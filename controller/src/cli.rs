@@ -181,6 +181,8 @@ pub fn reply_table(reply: &GoalStateOperationReply) -> String {
 }
 
 fn open_map(pin_dir: &Path, name: &str) -> Result<MapData> {
+    // The agent's pins are on the machine's bpffs, also when this runs under `ip netns exec`.
+    crate::bpffs::ensure(pin_dir, false)?;
     let path = pin_dir.join(name);
     if !path.exists() {
         bail!(

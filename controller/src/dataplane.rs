@@ -195,7 +195,7 @@ impl Dataplane {
         loader.override_global("AYA_LOG_LEVEL", &level, false);
         let mut paths: Vec<(&str, PathBuf)> = Vec::new();
         if let Some(dir) = pin_dir {
-            ensure_bpffs(dir)?;
+            crate::bpffs::ensure(dir, true)?;
             let staging = dir.join(STAGING);
             std::fs::create_dir_all(&staging).with_context(|| format!("create pin directory {}", staging.display()))?;
             for links in attach::pin_dirs(dir) {
@@ -633,6 +633,20 @@ impl Dataplane {
         }
     }
 
+    /// The index of the interface `iface` the programs were attached to, if they are.
+    pub fn attached_index(&self, iface: &str) -> Option<u32> {
+        self.attached.get(iface).map(|(i, _)| *i)
+    }
+
+    /// Attached interfaces that are gone, or whose name now has another index.
+    pub fn stale_attachments(&self) -> Vec<String> {
+        self.attached
+            .iter()
+            .filter(|(name, (index, _))| self.names.index(name) != Some(*index))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// Detaches from `iface` and clears its `PORTS` entry. Missing interfaces are not an error.
     pub fn detach(&mut self, iface: &str) -> Result<()> {
         let Some(index) = self.attached.get(iface).map(|(i, _)| *i) else {
@@ -738,33 +752,6 @@ fn absent_is_removed(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps
     }
 }
 
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
-fn is_bpffs(path: &Path) -> bool {
-    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs fills the zeroed struct; c is NUL-terminated.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
-}
-
-/// Mounts bpffs at /sys/fs/bpf when the pin directory lives there and nothing is mounted yet.
-pub fn ensure_bpffs(pin_dir: &Path) -> Result<()> {
-    let root = Path::new("/sys/fs/bpf");
-    if !pin_dir.starts_with(root) || is_bpffs(root) {
-        return Ok(());
-    }
-    tracing::info!("mounting bpffs at /sys/fs/bpf");
-    let (src, target, fstype) = (c"bpf", c"/sys/fs/bpf", c"bpf");
-    // SAFETY: all pointers are valid NUL-terminated strings.
-    let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
-    if rc != 0 {
-        bail!("mount bpffs at /sys/fs/bpf: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Sums each counter over the CPUs.
 pub fn sum_counters<T: std::borrow::Borrow<MapData>>(map: &PerCpuArray<T, u64>) -> Result<Vec<(Counter, u64)>> {
     Counter::ALL
@@ -779,7 +766,13 @@ pub fn remove_pins(dir: &Path) -> Result<()> {
     for sub in [xdp_links, tc_links, dir.join(STAGING)] {
         if sub.exists() {
             for entry in std::fs::read_dir(&sub)? {
-                std::fs::remove_file(entry?.path())?;
+                let path = entry?.path();
+                // Detached at once: with the XDP link gone first, the TC link would answer
+                // alone until the kernel got round to releasing it.
+                if let Err(e) = batch::detach_pinned_link(&path) {
+                    tracing::warn!(pin = %path.display(), "detach: {e}");
+                }
+                std::fs::remove_file(&path)?;
             }
             std::fs::remove_dir(&sub)?;
         }
@@ -813,7 +806,7 @@ pub fn attach_pinned(program: &str, iface: &str, pin: &Path) -> Result<()> {
         .attach(iface, XdpMode::Driver)
         .with_context(|| format!("attach {program} to {iface}"))?;
     if let Some(dir) = pin.parent() {
-        ensure_bpffs(pin)?;
+        crate::bpffs::ensure(pin, true)?;
         std::fs::create_dir_all(dir)?;
     }
     pin_link(prog, id, pin).map(drop)

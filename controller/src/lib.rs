@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod attach;
 pub mod batch;
+pub mod bpffs;
 pub mod cli;
 pub mod controller;
 pub mod dataplane;
@@ -13,6 +14,7 @@ pub mod garbage;
 pub mod jsonl;
 pub mod metrics;
 pub mod model;
+pub mod netlink;
 pub mod object;
 pub mod overlay;
 pub mod plan;

@@ -82,6 +82,10 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<i32> {
+    // Commands that use pins, before the runtime starts threads (see `bpffs`).
+    if !matches!(cli.command, Command::Apply(_) | Command::Health(_)) {
+        alioth::bpffs::leave_private_mount_namespace()?;
+    }
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Agent(args) => rt.block_on(agent::run(args)).map(|()| 0),

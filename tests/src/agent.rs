@@ -38,8 +38,8 @@ pub struct Agent {
     pub state_dir: String,
     /// False once `kill` handed the pins and state to a successor.
     reset_on_drop: bool,
-    /// `--net=/run/netns/NAME` of the agent's namespace (None: this one).
-    ns_net: Option<String>,
+    /// The agent's network namespace (None: this one).
+    ns_name: Option<String>,
     pub log: PathBuf,
 }
 
@@ -109,11 +109,12 @@ impl Agent {
             .map_or_else(|| "127.0.0.1:50001".to_string(), |l| l.to_string());
         let log = std::env::temp_dir().join(format!("{}.log", netns::unique("alioth-agent-")));
         let logf = std::fs::File::create(&log)?;
+        // As operators start it: `ip netns exec` (a private mount namespace whose /sys hides the
+        // machine's bpffs; the agent pins on the machine's all the same).
         let mut cmd = match ns {
             Some(ns) => {
-                let [nsenter, net] = ns.nsenter();
-                let mut c = std::process::Command::new(nsenter);
-                c.arg(net).arg(&bin);
+                let mut c = std::process::Command::new("ip");
+                c.args(["netns", "exec", &ns.name]).arg(&bin);
                 c
             }
             None => std::process::Command::new(&bin),
@@ -142,7 +143,7 @@ impl Agent {
             pin_dir,
             state_dir,
             reset_on_drop: true,
-            ns_net: ns.map(|ns| ns.nsenter()[1].clone()),
+            ns_name: ns.map(|ns| ns.name.clone()),
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -167,8 +168,8 @@ impl Agent {
     /// Runs an `alioth` client subcommand in the agent's namespace, pointed at this agent.
     pub fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
         let bin = alioth_bin()?;
-        let mut full = match &self.ns_net {
-            Some(net) => vec!["nsenter", net.as_str(), bin.to_str().unwrap()],
+        let mut full = match &self.ns_name {
+            Some(name) => vec!["ip", "netns", "exec", name.as_str(), bin.to_str().unwrap()],
             None => vec![bin.to_str().unwrap()],
         };
         full.extend_from_slice(args);

@@ -61,6 +61,17 @@ impl SteadyPings {
         }
         Ok(())
     }
+
+    /// Waits for the pings; how many were answered.
+    pub fn answered(self) -> Result<u64> {
+        let out = self.0.wait_with_output()?;
+        let summary = String::from_utf8_lossy(&out.stdout);
+        let received = summary
+            .split(", ")
+            .find_map(|part| part.strip_suffix(" received"))
+            .and_then(|n| n.trim().parse().ok());
+        received.with_context(|| format!("no ping summary: {summary}"))
+    }
 }
 
 /// A network namespace that is deleted (with everything in it) when dropped.

@@ -1,0 +1,128 @@
+//! Interfaces and the underlay as they change, from the kernel's rtnetlink notifications: a port's
+//! tap that is deleted and created again (a VM reboot, a migration) is attached again as it
+//! appears, and a route or neighbour change reaches the next hops at once, not at the next poll.
+
+use std::os::fd::AsRawFd;
+
+use anyhow::{Context, Result};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::protocols::NETLINK_ROUTE;
+use netlink_sys::{Socket, SocketAddr};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// What changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// An interface exists (new, or changed) under this name and index.
+    Link { name: String, index: u32 },
+    /// An interface was deleted.
+    LinkGone { name: String, index: u32 },
+    /// A route or neighbour entry changed: next hops may have.
+    Underlay,
+    /// Notifications were lost (the socket's buffer overran): look at everything again.
+    Resync,
+}
+
+/// Subscribes to link, IPv4 route and neighbour notifications of the calling thread's network
+/// namespace and sends what changes to `tx`, from a thread of its own, until `tx` is closed.
+pub fn watch(tx: UnboundedSender<Change>) -> Result<()> {
+    let mut socket = Socket::new(NETLINK_ROUTE).context("netlink socket")?;
+    let groups = (libc::RTMGRP_LINK | libc::RTMGRP_NEIGH | libc::RTMGRP_IPV4_ROUTE) as u32;
+    socket
+        .bind(&SocketAddr::new(0, groups))
+        .context("subscribe to rtnetlink notifications")?;
+    grow_receive_buffer(&socket);
+    std::thread::Builder::new()
+        .name("alioth-netlink".into())
+        .spawn(move || receive(socket, tx))
+        .context("start the netlink thread")?;
+    Ok(())
+}
+
+/// Bursts (thousands of taps at a host's boot) must not overrun the socket: a larger buffer.
+fn grow_receive_buffer(socket: &Socket) {
+    let size: libc::c_int = 4 << 20;
+    // SAFETY: setsockopt reads `size` for the given length; the descriptor is the socket's.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+fn receive(socket: Socket, tx: UnboundedSender<Change>) {
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match socket.recv(&mut &mut buf[..], 0) {
+            Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                tracing::warn!("rtnetlink notifications overran; looking at every interface again");
+                if tx.send(Change::Resync).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::error!("rtnetlink socket failed ({e}); interface changes are seen by polling only");
+                return;
+            }
+        };
+        for change in parse(&buf[..n]) {
+            if tx.send(change).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The changes in one datagram (several messages each); what does not parse is skipped.
+pub fn parse(mut bytes: &[u8]) -> Vec<Change> {
+    let mut out = Vec::new();
+    while bytes.len() >= 16 {
+        let len = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        if len < 16 || len > bytes.len() {
+            break;
+        }
+        if let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..len]) {
+            if let NetlinkPayload::InnerMessage(inner) = msg.payload {
+                out.extend(change(inner));
+            }
+        }
+        // Messages are 4-byte aligned.
+        bytes = &bytes[len.next_multiple_of(4).min(bytes.len())..];
+    }
+    out
+}
+
+fn change(msg: RouteNetlinkMessage) -> Option<Change> {
+    match msg {
+        RouteNetlinkMessage::NewLink(link) => {
+            let (name, index) = name_and_index(&link)?;
+            Some(Change::Link { name, index })
+        }
+        RouteNetlinkMessage::DelLink(link) => {
+            let (name, index) = name_and_index(&link)?;
+            Some(Change::LinkGone { name, index })
+        }
+        RouteNetlinkMessage::NewRoute(_)
+        | RouteNetlinkMessage::DelRoute(_)
+        | RouteNetlinkMessage::NewNeighbour(_)
+        | RouteNetlinkMessage::DelNeighbour(_) => Some(Change::Underlay),
+        _ => None,
+    }
+}
+
+fn name_and_index(link: &LinkMessage) -> Option<(String, u32)> {
+    let name = link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.clone()),
+        _ => None,
+    })?;
+    Some((name, link.header.index))
+}
