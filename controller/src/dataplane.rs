@@ -343,6 +343,11 @@ impl Dataplane {
         Ok(prog)
     }
 
+    /// A TC (skb path) program of the object, for BPF_PROG_TEST_RUN.
+    pub fn tc_program(&mut self, name: &str) -> Result<&mut SchedClassifier> {
+        attach::named(&mut self.ebpf, name)
+    }
+
     /// The uplink program, for BPF_PROG_TEST_RUN.
     pub fn uplink_program(&mut self) -> Result<&mut Xdp> {
         named_program(&mut self.ebpf, UPLINK_PROGRAM)

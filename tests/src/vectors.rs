@@ -125,6 +125,33 @@ pub fn xdp_action(a: &Action) -> u32 {
     }
 }
 
+/// A frame on the host as the skb path sees a GSO super-frame: with the skb's segment size.
+pub struct Gso<'a>(pub &'a mut [u8], pub usize);
+
+impl alioth_common::Packet for Gso<'_> {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn array<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
+        self.0.array(off)
+    }
+    fn array_mut<const N: usize>(&mut self, off: usize) -> Option<&mut [u8; N]> {
+        self.0.array_mut(off)
+    }
+    fn gso_size(&self) -> usize {
+        self.1
+    }
+}
+
+/// The TC return code of an action on the skb path.
+pub fn tc_action(a: &Action) -> u32 {
+    match a {
+        Action::Pass => 0,
+        Action::Drop => 2,
+        Action::Tx | Action::Redirect | Action::Encap | Action::Decap => 7,
+    }
+}
+
 /// Loads the vectors into a data plane: the port on `IFINDEX` (where BPF_PROG_TEST_RUN frames
 /// arrive), the endpoints, the uplink, the next hops, and `IFINDEX` as the redirect target.
 pub fn program(dp: &mut alioth::dataplane::Dataplane) -> anyhow::Result<()> {
