@@ -5,15 +5,13 @@
 //! message are applied. Invalid resources are answered and skipped; nothing is written here.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alioth_proto::schema::{
     DhcpConfiguration, DhcpState, GoalState, NeighborConfiguration, NeighborState, OperationStatus, OperationType,
-    PortConfiguration, PortState, ResourceType, SubnetConfiguration, SubnetState, UpdateType, VpcConfiguration,
-    VpcState,
+    PortState, ResourceType, SubnetState, VpcConfiguration, VpcState,
 };
 
 use crate::dhcp;
@@ -190,12 +188,11 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
     };
     let is_delete = |op: i32| op == OperationType::Delete as i32;
     v.state.reserve(msg.port_states.len(), msg.neighbor_states.len());
-    // update_type FULL: what the message does not name of that type is deleted (after the rest).
-    let vpc_gone = absent_under_full(&msg.vpc_states, v.state.vpcs.keys().map(String::as_str));
-    let subnet_gone = absent_under_full(&msg.subnet_states, v.state.subnets.keys().map(String::as_str));
-    let port_gone = absent_under_full(&msg.port_states, v.state.ports().keys().map(|k| &**k));
-    let neighbor_gone = absent_under_full(&msg.neighbor_states, v.state.neighbors().keys().map(|k| &**k));
-    let dhcp_gone = absent_under_full(&msg.dhcp_states, v.state.dhcp_hosts().keys().map(String::as_str));
+    // `update_type` is per resource and deletes nothing: FULL says this resource's configuration
+    // is complete, DELTA (the default) that it carries what changed. Alcor's DPM marks every port
+    // and router FULL (alcor `services/data_plane_manager/.../service/impl/PortService.java`,
+    // `RouterService.java`), and ACA only prints the field (alcor-control-agent
+    // `src/comm/aca_comm_mgr.cpp`): a resource is deleted by its DELETE, never for being absent.
     for s in msg.vpc_states.iter().filter(|s| !is_delete(s.operation_type)) {
         v.vpc(s);
     }
@@ -211,44 +208,19 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
     for s in msg.dhcp_states.iter().filter(|s| !is_delete(s.operation_type)) {
         v.dhcp(s);
     }
-    for s in msg
-        .dhcp_states
-        .iter()
-        .filter(|s| is_delete(s.operation_type))
-        .chain(&dhcp_gone)
-    {
+    for s in msg.dhcp_states.iter().filter(|s| is_delete(s.operation_type)) {
         v.dhcp(s);
     }
-    for s in msg
-        .neighbor_states
-        .iter()
-        .filter(|s| is_delete(s.operation_type))
-        .chain(&neighbor_gone)
-    {
+    for s in msg.neighbor_states.iter().filter(|s| is_delete(s.operation_type)) {
         v.neighbor(s);
     }
-    for s in msg
-        .port_states
-        .iter()
-        .filter(|s| is_delete(s.operation_type))
-        .chain(&port_gone)
-    {
+    for s in msg.port_states.iter().filter(|s| is_delete(s.operation_type)) {
         v.port(s);
     }
-    for s in msg
-        .subnet_states
-        .iter()
-        .filter(|s| is_delete(s.operation_type))
-        .chain(&subnet_gone)
-    {
+    for s in msg.subnet_states.iter().filter(|s| is_delete(s.operation_type)) {
         v.subnet(s);
     }
-    for s in msg
-        .vpc_states
-        .iter()
-        .filter(|s| is_delete(s.operation_type))
-        .chain(&vpc_gone)
-    {
+    for s in msg.vpc_states.iter().filter(|s| is_delete(s.operation_type)) {
         v.vpc(s);
     }
     v.unsupported(
@@ -270,53 +242,6 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
             .map(|s| (s.operation_type, s.configuration.as_ref().map(|c| c.id.as_str()))),
     );
     (v.outcomes, v.changes)
-}
-
-/// Goal-state entries a FULL update names, and the DELETE of one it leaves out.
-trait Reconciled: Sized {
-    fn named(&self) -> Option<(&str, i32)>;
-    fn delete(id: String) -> Self;
-}
-
-macro_rules! reconciled {
-    ($($state:ident / $config:ident),*) => {$(
-        impl Reconciled for $state {
-            fn named(&self) -> Option<(&str, i32)> {
-                self.configuration.as_ref().map(|c| (c.id.as_str(), c.update_type))
-            }
-            fn delete(id: String) -> Self {
-                $state {
-                    operation_type: OperationType::Delete as i32,
-                    configuration: Some($config { id, ..Default::default() }),
-                }
-            }
-        }
-    )*};
-}
-
-reconciled!(
-    VpcState / VpcConfiguration,
-    SubnetState / SubnetConfiguration,
-    PortState / PortConfiguration,
-    NeighborState / NeighborConfiguration,
-    DhcpState / DhcpConfiguration
-);
-
-/// DELETEs for the resources in `existing` that a FULL update of this type leaves out (none unless
-/// some state says FULL: a DELTA message costs what it names, not what the agent holds).
-fn absent_under_full<'a, S: Reconciled>(states: &'a [S], existing: impl Iterator<Item = &'a str>) -> Vec<S> {
-    if !states
-        .iter()
-        .filter_map(S::named)
-        .any(|(_, u)| u == UpdateType::Full as i32)
-    {
-        return Vec::new();
-    }
-    let ids: BTreeSet<&str> = states.iter().filter_map(S::named).map(|(id, _)| id).collect();
-    existing
-        .filter(|id| !ids.contains(id))
-        .map(|id| S::delete(id.to_string()))
-        .collect()
 }
 
 enum Op {

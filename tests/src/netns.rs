@@ -239,6 +239,24 @@ impl Vm {
         Ok(Vm { ns, pass })
     }
 
+    /// Takes the lab's program off eth0: a guest as its users run it (veth: frames redirected in
+    /// native XDP then reach it only with GRO on or a program of its own). Waits until it is gone.
+    pub fn plain(&mut self) -> Result<()> {
+        let _ = std::fs::remove_file(&self.pass.pin);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self
+            .ns
+            .exec(&["ip", "-o", "link", "show", "dev", "eth0"])?
+            .contains("prog/xdp")
+        {
+            if std::time::Instant::now() > deadline {
+                bail!("the lab's XDP program is still on {}'s eth0", self.ns.name);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
     /// Swaps eth0's pass-through program for the benchmarks' packet sink: UDP to the discard port
     /// is dropped at the interface (veth counts it) instead of climbing the VM's stack.
     pub fn sink(&mut self) -> Result<()> {

@@ -137,24 +137,26 @@ async fn full_reconciles_the_type_and_delta_touches_only_what_it_names() -> Resu
     })
     .await?;
     ensure!(ids(&st) == ["a"], "{st:?}");
-    // FULL naming only a: c is deleted; b is refused because subnet sb uses it.
+    // FULL naming only a: a's configuration is complete; b and c stay (Alcor's DPM marks every
+    // port FULL, one port per message: absence is never a deletion).
     let st = send(GoalState {
         vpc_states: vec![v("a", 1001, UpdateType::Full)],
         ..Default::default()
     })
     .await?;
-    ensure!(
-        st == [("a".into(), Success), ("b".into(), Failure), ("c".into(), Success)],
-        "{st:?}"
-    );
+    ensure!(st == [("a".into(), Success)], "{st:?}");
+    // b and c are still held: their VNIs are taken, and a DELETE of c finds it.
     let st = send(GoalState {
-        vpc_states: vec![v("c", 1003, UpdateType::Delta)],
+        vpc_states: vec![
+            v("d", 1003, UpdateType::Full),
+            vpc(Delete, "c", 1003, 0, UpdateType::Delta),
+        ],
         ..Default::default()
     })
     .await?;
     ensure!(
-        st == [("c".into(), Success)],
-        "c was deleted and can be created again: {st:?}"
+        st == [("d".into(), InvalidArg), ("c".into(), Success)],
+        "c was kept, so d may not take its VNI until c's DELETE: {st:?}"
     );
     server.stop().await
 }

@@ -226,8 +226,8 @@ proptest! {
         for msg in &msgs {
             let (outcomes, _) = step(&mut state, &mut map, msg);
             let n = msg.vpc_states.len() + msg.subnet_states.len() + msg.port_states.len() + msg.neighbor_states.len();
-            // FULL adds an answer for every resource it deletes implicitly.
-            prop_assert!(outcomes.len() >= n);
+            // One answer per resource named, FULL or not: nothing is deleted for being absent.
+            prop_assert_eq!(outcomes.len(), n);
             prop_assert_eq!(&map, &render(&state));
             // What a restarted agent writes into empty maps is the same, and programs every port.
             let all = everything(&state);
