@@ -13,6 +13,7 @@ const FILES: &[&str] = &[
     "gateway.proto",
     "goalstate.proto",
     "goalstateprovisioner.proto",
+    "subscribeinfoprovisioner.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,6 +36,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&set)?
         .btree_map(["."])
+        // Every field in what is printed (`alioth apply --json`), defaults included: a SUCCESS
+        // status is the enum's zero value, which proto3 JSON would leave out.
+        .emit_fields()
         .build(&[".alcor.schema"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())

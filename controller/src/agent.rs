@@ -350,11 +350,15 @@ where
     let provisioner = Provisioning::new(Provisioner::new(controller, host_ips), max_message_bytes);
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<GoalStateProvisionerServer<Provisioner>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(alioth_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("gRPC reflection")?;
+    // Reflection v1, and v1alpha for the clients that speak only that (older grpcurl builds,
+    // Python's grpcio-reflection).
+    let described = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(alioth_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = described().build_v1().context("gRPC reflection")?;
+    let reflection_v1alpha = described().build_v1alpha().context("gRPC reflection v1alpha")?;
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         server = server.tls_config(tls).context("TLS configuration")?;
@@ -366,6 +370,7 @@ where
         .add_service(provisioner)
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .context("gRPC server")

@@ -157,7 +157,7 @@ pub fn reply_table(reply: &GoalStateOperationReply) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<10} {:<40} {:<8} {:<12} {:>9} {:>9} {:>9}",
+        "{:<10} {:<40} {:<8} {:<12} {:>9} {:>9} {:>9}  REASON",
         "TYPE", "ID", "OP", "STATUS", "DP_US", "NET_US", "TOTAL_US"
     );
     for s in &reply.operation_statuses {
@@ -170,11 +170,11 @@ pub fn reply_table(reply: &GoalStateOperationReply) -> String {
         let st = OperationStatus::try_from(s.operation_status)
             .map(|t| t.as_str_name())
             .unwrap_or("?");
-        let _ = writeln!(
-            out,
-            "{t:<10} {:<40} {op:<8} {st:<12} {:>9} {:>9} {:>9}",
-            s.resource_id, s.dataplane_programming_time, s.network_configuration_time, s.state_elapse_time
+        let line = format!(
+            "{t:<10} {:<40} {op:<8} {st:<12} {:>9} {:>9} {:>9}  {}",
+            s.resource_id, s.dataplane_programming_time, s.network_configuration_time, s.state_elapse_time, s.reason
         );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     let _ = writeln!(out, "message total: {} us", reply.message_total_operation_time);
     out

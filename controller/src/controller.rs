@@ -279,6 +279,7 @@ impl Controller {
                     dataplane_programming_time: micros(t.dataplane),
                     network_configuration_time: micros(t.network),
                     state_elapse_time: micros(out.validation + t.dataplane + t.network),
+                    reason: out.reason.unwrap_or_default(),
                     resource_id: out.id,
                 }
             })

@@ -155,6 +155,10 @@ presize!(
 /// Its maps decode into search trees, which take no reservation.
 impl Presize for schema::GoalStateV2 {}
 
+/// The subscription messages have no repeated fields.
+impl Presize for schema::NodeSubscribeInfo {}
+impl Presize for schema::SubscribeOperationReply {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

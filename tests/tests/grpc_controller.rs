@@ -210,10 +210,6 @@ async fn host_resources_select_what_this_host_applies() -> Result<()> {
 async fn health_and_reflection_answer() -> Result<()> {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
 
     let server = server().await?;
     let mut health = HealthClient::new(server.channel().await?);
@@ -226,25 +222,37 @@ async fn health_and_reflection_answer() -> Result<()> {
             .into_inner();
         ensure!(r.status == 1, "{service:?} is not SERVING: {r:?}");
     }
-    let mut reflection = ServerReflectionClient::new(server.channel().await?);
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut resp = reflection
-        .server_reflection_info(tokio_stream::iter([req]))
-        .await?
-        .into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) = resp.next().await.expect("a response")?.message_response
-    else {
-        anyhow::bail!("not a service list");
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    ensure!(
-        names.iter().any(|n| n == "alcor.schema.GoalStateProvisioner"),
-        "{names:?}"
-    );
-    ensure!(names.iter().any(|n| n == "grpc.health.v1.Health"), "{names:?}");
+    // Both versions of reflection list the services.
+    macro_rules! services {
+        ($version:ident) => {{
+            use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+            use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+            use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+            use tonic_reflection::pb::$version::ServerReflectionRequest;
+            let mut reflection = ServerReflectionClient::new(server.channel().await?);
+            let req = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut resp = reflection
+                .server_reflection_info(tokio_stream::iter([req]))
+                .await?
+                .into_inner();
+            let Some(MessageResponse::ListServicesResponse(list)) =
+                resp.next().await.expect("a response")?.message_response
+            else {
+                anyhow::bail!("not a service list");
+            };
+            list.service.into_iter().map(|s| s.name).collect::<Vec<String>>()
+        }};
+    }
+    for names in [services!(v1), services!(v1alpha)] {
+        ensure!(
+            names.iter().any(|n| n == "alcor.schema.GoalStateProvisioner"),
+            "{names:?}"
+        );
+        ensure!(names.iter().any(|n| n == "grpc.health.v1.Health"), "{names:?}");
+    }
     server.stop().await
 }
 

@@ -33,7 +33,7 @@ fn topology(agent_args: &[&str]) -> Result<Topology> {
     Ok(Topology { agent, vm1, vm2, host })
 }
 
-/// `alioth apply --json`: resource id -> status name (proto3 JSON omits SUCCESS, the zero value).
+/// `alioth apply --json`: resource id -> status name (every field is printed, SUCCESS included).
 fn apply(agent: &Agent, file: &str) -> Result<(i32, BTreeMap<String, String>)> {
     let out = agent.cli(&["apply", "-f", file, "--json"])?;
     let reply: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
@@ -47,7 +47,7 @@ fn apply(agent: &Agent, file: &str) -> Result<(i32, BTreeMap<String, String>)> {
     let map = statuses
         .iter()
         .map(|s| {
-            let status = s["operationStatus"].as_str().unwrap_or("SUCCESS").to_string();
+            let status = s["operationStatus"].as_str().unwrap_or("(missing)").to_string();
             (s["resourceId"].as_str().unwrap_or_default().to_string(), status)
         })
         .collect();
@@ -194,6 +194,25 @@ fn invalid_resources_are_refused_one_by_one_and_nothing_programmed_is_lost() -> 
         log.contains("must have 6 octets") && log.contains("is not a host address of subnet good-subnet"),
         "{log}"
     );
+    // The reasons reach the client too (alioth's `reason` field): in the table and in JSON.
+    let table = t.agent.cli(&["apply", "-f", &example("invalid.yaml")])?;
+    let table = String::from_utf8_lossy(&table.stdout);
+    ensure!(table.lines().next().is_some_and(|h| h.ends_with("REASON")), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.contains("bad-mac-port-01"))
+        .unwrap_or_default();
+    ensure!(
+        row.contains("INVALID_ARG") && row.contains("must have 6 octets"),
+        "{table}"
+    );
+    let json = t.agent.cli(&["apply", "-f", &example("invalid.yaml"), "--json"])?;
+    let reply: serde_json::Value = serde_json::from_slice(&json.stdout)?;
+    for s in reply["operationStatuses"].as_array().context("operationStatuses")? {
+        let refused = s["operationStatus"] != "SUCCESS" && s["operationStatus"] != "PENDING";
+        let reason = s["reason"].as_str().context("every status has a reason field")?;
+        ensure!(refused != reason.is_empty(), "a reason exactly when refused: {s}");
+    }
 
     // A file that is not a goal state is a clean client error, and the agent keeps going.
     let junk = std::env::temp_dir().join(alioth_tests::netns::unique("junk-") + ".yaml");
