@@ -547,8 +547,13 @@ impl Applier<'_> {
             mac: port.mac,
             vni,
             ip: port.primary_ip().octets(),
-            gateway_ip: primary.gateway_ip.octets(),
-            gateway_mac: primary.gateway_mac,
+            // No gateway: nothing answered for it or routed through it (all zero).
+            gateway_ip: if primary.gateway {
+                primary.gateway_ip.octets()
+            } else {
+                [0; 4]
+            },
+            gateway_mac: if primary.gateway { primary.gateway_mac } else { [0; 6] },
             ..Default::default()
         };
         let iface = port.iface.clone();

@@ -244,7 +244,7 @@ fn options(subnet: &Subnet, host_name: Option<&str>, default_lease: u32) -> ([u3
     };
     let net = subnet.cidr;
     push(opt::SUBNET_MASK, Some(net.netmask().octets().to_vec()));
-    push(opt::ROUTER, Some(subnet.gateway_ip.octets().to_vec()));
+    push(opt::ROUTER, subnet.gateway.then(|| subnet.gateway_ip.octets().to_vec()));
     push(opt::DNS, Some(subnet.dns.iter().flat_map(|a| a.octets()).collect()));
     push(opt::DOMAIN_NAME, None);
     push(opt::HOST_NAME, host_name.map(|h| h.as_bytes().to_vec()));
@@ -269,7 +269,7 @@ fn options(subnet: &Subnet, host_name: Option<&str>, default_lease: u32) -> ([u3
             let mut o = o.clone();
             // With classless routes the client ignores option 3 (RFC 3442): the default route
             // goes in them too.
-            if o.code == opt::CLASSLESS_ROUTES && !o.value.starts_with(&[0]) {
+            if o.code == opt::CLASSLESS_ROUTES && subnet.gateway && !o.value.starts_with(&[0]) {
                 let mut v = classless_routes(&[(Ipv4Net::default(), subnet.gateway_ip)]);
                 v.extend_from_slice(&o.value);
                 o.value = v;
@@ -342,6 +342,7 @@ mod tests {
             cidr: "198.18.0.0/24".parse().unwrap(),
             gateway_ip: "198.18.0.1".parse().unwrap(),
             gateway_mac: [0x0a, 0x58, 198, 18, 0, 1],
+            gateway: true,
             dhcp_enable: true,
             dns: vec!["198.18.0.2".parse().unwrap()],
             dhcp_options: extra.iter().map(|(n, v)| parse_extra(n, v).unwrap()).collect(),
@@ -412,6 +413,34 @@ mod tests {
         assert_eq!(o[at + 2..at + 4], 1400u16.to_be_bytes());
         assert_eq!(e.options[11..15], 120u32.to_be_bytes());
         assert_eq!(e.optional_codes, [0; DHCP_MAX_OPTIONAL]);
+    }
+
+    /// A subnet without a gateway tells its ports of no router: no option 3, and classless
+    /// routes without the default route through it.
+    #[test]
+    fn no_gateway_no_router() {
+        let codes = |s: &Subnet| {
+            let (_, (standard, optional)) = options(s, None, 3600);
+            let routes = optional
+                .iter()
+                .find(|o| o.code == opt::CLASSLESS_ROUTES)
+                .map(|o| o.value.clone());
+            (standard.iter().map(|o| o.code).collect::<Vec<u8>>(), routes)
+        };
+        let routed = subnet(&[("classless-static-route", "198.19.0.0/16,198.18.0.1")]);
+        let (with, with_routes) = codes(&routed);
+        assert!(with.contains(&opt::ROUTER));
+        let alone = Subnet {
+            gateway: false,
+            ..routed.clone()
+        };
+        let (without, without_routes) = codes(&alone);
+        assert!(!without.contains(&opt::ROUTER), "{without:?}");
+        let (with_routes, without_routes) = (with_routes.unwrap(), without_routes.unwrap());
+        // The default route (prefix length 0) first only when there is a gateway.
+        assert_eq!(with_routes[0], 0);
+        assert_eq!(without_routes[0], 16);
+        assert!(with_routes.ends_with(&without_routes));
     }
 
     #[test]

@@ -40,11 +40,21 @@ pub struct Subnet {
     pub cidr: Ipv4Net,
     pub gateway_ip: Ipv4Addr,
     pub gateway_mac: Mac,
+    /// Whether `gateway_ip` is a gateway: answered for (ARP, ICMP), routed through, the DHCP
+    /// router. A subnet without one (gateway 0.0.0.0 or none) keeps the address only as its DHCP
+    /// server's identity.
+    #[serde(default = "has_gateway")]
+    pub gateway: bool,
     pub dhcp_enable: bool,
     pub dns: Vec<Ipv4Addr>,
     /// Extra DHCP options, encoded (`dhcp::parse_extra`).
     #[serde(default)]
     pub dhcp_options: Vec<DhcpOption>,
+}
+
+/// Subnets recorded before the flag existed all had a gateway.
+fn has_gateway() -> bool {
+    true
 }
 
 /// One DHCP option as it goes on the wire.
@@ -197,9 +207,10 @@ impl State {
         self.subnet_users.get(subnet).into_iter().flatten()
     }
 
-    /// The remote hosts (tunnel endpoints) the neighbors live on.
+    /// The remote hosts (tunnel endpoints) the neighbors live on; not the unspecified address of
+    /// neighbors whose host is not known yet.
     pub fn remote_hosts(&self) -> impl Iterator<Item = &Ipv4Addr> {
-        self.hosts.keys()
+        self.hosts.keys().filter(|h| !h.is_unspecified())
     }
 
     pub fn vpc_in_use(&self, vpc: &str) -> bool {

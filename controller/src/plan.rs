@@ -41,6 +41,9 @@ pub struct Plan {
 }
 
 pub fn subnet_entries(s: &Subnet, vni: u32) -> Vec<(EndpointKey, Endpoint)> {
+    if !s.gateway {
+        return Vec::new();
+    }
     let key = EndpointKey {
         vni,
         ip: s.gateway_ip.octets(),
@@ -145,6 +148,7 @@ fn serves_differently(b: &Subnet, a: &Subnet) -> bool {
             s.cidr,
             s.gateway_ip,
             s.gateway_mac,
+            s.gateway,
             s.dhcp_enable,
             s.dns.clone(),
             s.dhcp_options.clone(),

@@ -5,6 +5,7 @@
 //! message are applied. Invalid resources are answered and skipped; nothing is written here.
 
 use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -193,8 +194,9 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
     // and router FULL (alcor `services/data_plane_manager/.../service/impl/PortService.java`,
     // `RouterService.java`), and ACA only prints the field (alcor-control-agent
     // `src/comm/aca_comm_mgr.cpp`): a resource is deleted by its DELETE, never for being absent.
+    let subnet_vnis = subnet_tunnel_ids(&msg.subnet_states);
     for s in msg.vpc_states.iter().filter(|s| !is_delete(s.operation_type)) {
-        v.vpc(s);
+        v.vpc(s, &subnet_vnis);
     }
     for s in msg.subnet_states.iter().filter(|s| !is_delete(s.operation_type)) {
         v.subnet(s);
@@ -221,7 +223,7 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
         v.subnet(s);
     }
     for s in msg.vpc_states.iter().filter(|s| is_delete(s.operation_type)) {
-        v.vpc(s);
+        v.vpc(s, &subnet_vnis);
     }
     v.unsupported(
         ResourceType::Securitygroup,
@@ -242,6 +244,18 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
             .map(|s| (s.operation_type, s.configuration.as_ref().map(|c| c.id.as_str()))),
     );
     (v.outcomes, v.changes)
+}
+
+/// The `tunnel_id`s (deprecated, but what Alcor's DPM fills) that a message's subnets give their
+/// VPCs: by VPC id, without repeats.
+fn subnet_tunnel_ids(subnets: &[SubnetState]) -> BTreeMap<&str, BTreeSet<u64>> {
+    let mut out: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
+    for c in subnets.iter().filter_map(|s| s.configuration.as_ref()) {
+        if c.tunnel_id != 0 {
+            out.entry(c.vpc_id.as_str()).or_default().insert(c.tunnel_id);
+        }
+    }
+    out
 }
 
 enum Op {
@@ -404,6 +418,19 @@ impl Validator<'_> {
         }
         self.record(kind, raw_op, id, |v, op| {
             let before = v.state.get(kind, id);
+            // INFO VPCs and subnets are the context of the message's ports and neighbors (how
+            // Alcor's DPM sends them: data_plane_manager `VpcService.java`, `SubnetService.java`):
+            // they define what the agent does not hold yet, or holds at an older revision.
+            let op = match op {
+                Op::Nothing
+                    if raw_op == OperationType::Info as i32
+                        && matches!(kind, ResourceType::Vpc | ResourceType::Subnet)
+                        && before.as_ref().is_none_or(|b| b.revision() < revision) =>
+                {
+                    Op::Upsert
+                }
+                op => op,
+            };
             if !matches!(op, Op::Nothing) {
                 v.check_revision(kind, id, before.as_ref().map(Resource::revision), revision)?;
             }
@@ -438,16 +465,36 @@ impl Validator<'_> {
         self.record(kind, raw_op, "", |_, _| invalid("no configuration"));
     }
 
-    fn vpc(&mut self, s: &VpcState) {
+    /// `subnet_vnis`: the tunnel ids the message's subnets give their VPCs.
+    fn vpc(&mut self, s: &VpcState, subnet_vnis: &BTreeMap<&str, BTreeSet<u64>>) {
         let Some(c) = &s.configuration else {
             return self.no_configuration(ResourceType::Vpc, s.operation_type);
         };
+        let from_subnets = subnet_vnis.get(c.id.as_str());
         self.resource(
             ResourceType::Vpc,
             (s.operation_type, &c.id, c.revision_number),
             |v| v.may_delete_vpc(&c.id),
-            |v| v.check_vpc(c).map(Resource::from),
+            |v| v.check_vpc(c, from_subnets).map(Resource::from),
         );
+    }
+
+    /// The VPC's VNI: its own `tunnel_id`, else the one its subnets in the same message carry
+    /// (DPM leaves the VPC's unset and fills the subnets' deprecated field). Any disagreement is
+    /// refused rather than guessed.
+    fn vni(c: &VpcConfiguration, from_subnets: Option<&BTreeSet<u64>>) -> Checked<u32> {
+        let subnets: Vec<u64> = from_subnets.into_iter().flatten().copied().collect();
+        let vni = match (c.tunnel_id, subnets.as_slice()) {
+            (0, []) => return invalid("no tunnel_id: neither the VPC nor a subnet of it in this message has one"),
+            (0, [one]) => *one,
+            (0, many) => return invalid(format!("its subnets give conflicting tunnel_ids {many:?}")),
+            (own, subs) if subs.iter().all(|s| *s == u64::from(own)) => u64::from(own),
+            (own, subs) => return invalid(format!("tunnel_id {own} conflicts with its subnets' {subs:?}")),
+        };
+        match u32::try_from(vni) {
+            Ok(vni) if (1..=MAX_VNI).contains(&vni) => Ok(vni),
+            _ => invalid(format!("tunnel_id {vni} is not a VNI (1..={MAX_VNI})")),
+        }
     }
 
     fn may_delete_vpc(&self, id: &str) -> Checked<()> {
@@ -460,10 +507,8 @@ impl Validator<'_> {
         Ok(())
     }
 
-    fn check_vpc(&self, c: &VpcConfiguration) -> Checked<Vpc> {
-        if c.tunnel_id == 0 || c.tunnel_id > MAX_VNI {
-            return invalid(format!("tunnel_id {} is not a VNI (1..={MAX_VNI})", c.tunnel_id));
-        }
+    fn check_vpc(&self, c: &VpcConfiguration, from_subnets: Option<&BTreeSet<u64>>) -> Checked<Vpc> {
+        let vni = Self::vni(c, from_subnets)?;
         let cidr = match c.cidr.trim() {
             "" => None,
             s => Some(model::parse_cidr("VPC cidr", s).or_else(invalid)?),
@@ -479,18 +524,13 @@ impl Validator<'_> {
                 c.cidr, s.id, s.cidr
             ));
         }
-        if let Some(other) = self
-            .state
-            .vpcs
-            .values()
-            .find(|x| x.vni == c.tunnel_id && *x.id != *c.id)
-        {
-            return invalid(format!("tunnel_id {} is already used by VPC {}", c.tunnel_id, other.id));
+        if let Some(other) = self.state.vpcs.values().find(|x| x.vni == vni && *x.id != *c.id) {
+            return invalid(format!("tunnel_id {vni} is already used by VPC {}", other.id));
         }
         Ok(Vpc {
             id: c.id.as_str().into(),
             revision: c.revision_number,
-            vni: c.tunnel_id,
+            vni,
             cidr,
         })
     }
@@ -558,10 +598,15 @@ impl Validator<'_> {
                 other.id, other.cidr
             ));
         }
-        let gw = c.gateway.as_ref().filter(|g| !g.ip_address.is_empty());
+        // No gateway: none given, or 0.0.0.0 (Alcor's test controller, pseudo_controller
+        // `ncm_test.java`). The first address of the subnet is then the DHCP server's only.
+        let gw = c
+            .gateway
+            .as_ref()
+            .filter(|g| !matches!(g.ip_address.trim(), "" | "0.0.0.0"));
+        let gateway = gw.is_some();
         let gateway_ip = match gw {
             Some(g) => model::parse_ipv4("gateway ip", &g.ip_address).or_else(invalid)?,
-            // Neutron's default: the first address of the subnet.
             None => cidr.hosts().next().expect("prefix <= 30 has hosts"),
         };
         if !cidr.contains(&gateway_ip) || gateway_ip == cidr.network() || gateway_ip == cidr.broadcast() {
@@ -571,7 +616,7 @@ impl Validator<'_> {
             Some(m) => model::parse_unicast_mac(m).or_else(invalid)?,
             None => model::derived_gateway_mac(gateway_ip),
         };
-        if let Some(owner) = self.state.addr_owner(&c.vpc_id, gateway_ip) {
+        if let Some(owner) = self.state.addr_owner(&c.vpc_id, gateway_ip).filter(|_| gateway) {
             return invalid(format!("gateway ip {gateway_ip} is used by {owner}"));
         }
         for (user, _, ips) in &users {
@@ -598,6 +643,7 @@ impl Validator<'_> {
             cidr,
             gateway_ip,
             gateway_mac,
+            gateway,
             dhcp_enable: c.dhcp_enable,
             dns,
             dhcp_options,
@@ -662,7 +708,7 @@ impl Validator<'_> {
                     subnet.id, subnet.cidr
                 ));
             }
-            if ip == subnet.gateway_ip {
+            if subnet.gateway && ip == subnet.gateway_ip {
                 return invalid(format!("fixed ip {ip} is the gateway of subnet {}", subnet.id));
             }
             if let Some(other) = self.state.addr_owner(vpc, ip).filter(|o| *o != owner) {
@@ -682,19 +728,40 @@ impl Validator<'_> {
         Ok(out)
     }
 
+    /// A DHCP entry is the (subnet, MAC) it serves: ACA keys its entries by MAC and never reads
+    /// the id (alcor-control-agent `src/dhcp/aca_dhcp_server.cpp`, `add_dhcp_entry`), and Alcor's
+    /// DPM V1 sends no id, V2 a fresh random one on every build (data_plane_manager
+    /// `DhcpService.java`). So the entry is stored under the
+    /// key of the one already held for that MAC in that subnet, else under `<subnet>/<mac>`, and a
+    /// message's entry replaces (or deletes) it whatever its id. The answer carries the id the
+    /// message gave, or that key.
     fn dhcp(&mut self, s: &DhcpState) {
         let Some(c) = &s.configuration else {
             return self.no_configuration(ResourceType::Dhcp, s.operation_type);
         };
+        let key = match model::parse_unicast_mac(&c.mac_address) {
+            Ok(mac) => match self.state.dhcp_host(&mac).filter(|d| d.subnet_id == c.subnet_id) {
+                Some(held) => held.id.clone(),
+                None => format!("{}/{}", c.subnet_id, model::format_mac(&mac)),
+            },
+            // Refused by `check_dhcp`, under the id the message gave.
+            Err(_) if !c.id.is_empty() => c.id.clone(),
+            Err(_) => format!("{}/{}", c.subnet_id, c.mac_address),
+        };
         self.resource(
             ResourceType::Dhcp,
-            (s.operation_type, &c.id, c.revision_number),
+            (s.operation_type, &key, c.revision_number),
             |_| Ok(()),
-            |v| v.check_dhcp(c).map(Resource::from),
+            |v| v.check_dhcp(c, &key).map(Resource::from),
         );
+        if !c.id.is_empty() {
+            if let Some(answer) = self.outcomes.last_mut() {
+                answer.id = c.id.clone();
+            }
+        }
     }
 
-    fn check_dhcp(&self, c: &DhcpConfiguration) -> Checked<DhcpHost> {
+    fn check_dhcp(&self, c: &DhcpConfiguration, key: &str) -> Checked<DhcpHost> {
         let Some(subnet) = self.state.subnets.get(&c.subnet_id) else {
             return invalid(format!("subnet_id {:?} is not a known subnet", c.subnet_id));
         };
@@ -727,11 +794,14 @@ impl Validator<'_> {
             }
             h => Some(h.to_string()),
         };
-        if let Some(other) = self.state.dhcp_host(&mac).filter(|d| d.id != c.id) {
-            return invalid(format!("MAC {} already has DHCP entry {}", c.mac_address, other.id));
+        if let Some(other) = self.state.dhcp_host(&mac).filter(|d| d.id != key) {
+            return invalid(format!(
+                "MAC {} already has DHCP entry {} in subnet {}",
+                c.mac_address, other.id, other.subnet_id
+            ));
         }
         Ok(DhcpHost {
-            id: c.id.clone(),
+            id: key.to_string(),
             revision: c.revision_number,
             subnet_id: c.subnet_id.clone(),
             mac,
@@ -744,6 +814,12 @@ impl Validator<'_> {
         let Some(c) = &s.configuration else {
             return self.no_configuration(ResourceType::Neighbor, s.operation_type);
         };
+        // Alcor's DPM V2 lists this host's own ports in its L2 neighbor map (data_plane_manager
+        // `NeighborService.buildNeighborStatesL2`). The local port is what forwards to them:
+        // such a neighbor is accepted and changes nothing, a DELETE of it included.
+        if self.is_own_port(c) {
+            return self.record(ResourceType::Neighbor, s.operation_type, &c.id, |_, _| Ok(None));
+        }
         self.resource(
             ResourceType::Neighbor,
             (s.operation_type, &c.id, c.revision_number),
@@ -752,12 +828,48 @@ impl Validator<'_> {
         );
     }
 
+    /// Whether neighbor `c` is one of this host's ports: the same id, or a port of that VPC with
+    /// the same MAC holding every one of its addresses.
+    fn is_own_port(&self, c: &NeighborConfiguration) -> bool {
+        if self.state.ports().contains_key(c.id.as_str()) {
+            return true;
+        }
+        let Ok(mac) = model::parse_unicast_mac(&c.mac_address) else {
+            return false;
+        };
+        let Some(port) = self
+            .state
+            .mac_owner(&c.vpc_id, &mac)
+            .and_then(|id| self.state.ports().get(id))
+        else {
+            return false;
+        };
+        let held = |ip: &str| {
+            ip.trim()
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| port.fixed_ips.iter().any(|p| p.ip == ip))
+        };
+        !c.fixed_ips.is_empty() && c.fixed_ips.iter().all(|f| held(&f.ip_address))
+    }
+
     fn check_neighbor(&self, c: &NeighborConfiguration) -> Checked<Neighbor> {
         let Some(vpc) = self.known_vpc(&c.vpc_id) else {
             return invalid(format!("vpc_id {:?} is not a known VPC", c.vpc_id));
         };
         let mac = model::parse_unicast_mac(&c.mac_address).or_else(invalid)?;
-        let host_ip = model::parse_ipv4("host_ip_address", &c.host_ip_address).or_else(invalid)?;
+        // No host yet (DPM sends one when it lacks the node's information): stored as unresolved
+        // (the unspecified address, which has no next hop), so its traffic is dropped and counted
+        // (drop_no_next_hop) until a later message names the host.
+        let host_ip = match c.host_ip_address.trim() {
+            "" => std::net::Ipv4Addr::UNSPECIFIED,
+            a => {
+                let ip = model::parse_ipv4("host_ip_address", a).or_else(invalid)?;
+                if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+                    return invalid(format!("host_ip_address {ip} is not a unicast address"));
+                }
+                ip
+            }
+        };
         if let Some(f) = c.fixed_ips.iter().find(|f| f.tunnel_id != 0 && f.tunnel_id != vpc.vni) {
             return invalid(format!(
                 "fixed ip {} has tunnel_id {}, but VPC {} has VNI {}",

@@ -36,7 +36,7 @@ mod tests {
             operation_status: schema::OperationStatus::Pending as i32,
         };
         assert_eq!(reply.encode_to_vec(), [0x08, 3]);
-        let json = serde_json::to_value(&reply).unwrap();
+        let json = serde_json::to_value(reply).unwrap();
         assert_eq!(json["operationStatus"], "PENDING");
         // Field 1001, length-delimited: tag (1001 << 3) | 2 as a varint.
         let status = schema::goal_state_operation_reply::GoalStateOperationStatus {
@@ -45,7 +45,7 @@ mod tests {
         };
         assert_eq!(status.encode_to_vec(), [0xca, 0x3e, 3, b'w', b'h', b'y']);
         // Every field is printed, defaults included (SUCCESS is the enum's zero).
-        let json = serde_json::to_value(&status).unwrap();
+        let json = serde_json::to_value(status).unwrap();
         assert_eq!(json["operationStatus"], "SUCCESS");
         assert_eq!(json["reason"], "why");
     }

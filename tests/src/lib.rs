@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod dhcp;
+pub mod dpm;
 pub mod frames;
 pub mod goalstate;
 pub mod grpc;

@@ -76,6 +76,7 @@ impl Underlay {
 }
 
 /// A VM of a lab: where it runs and what goal state describes it.
+#[derive(Clone)]
 pub struct VmSpec {
     pub port_id: String,
     pub vpc: String,

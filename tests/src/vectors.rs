@@ -195,6 +195,7 @@ pub fn dhcp_subnet() -> alioth::model::Subnet {
         cidr: "198.18.0.0/24".parse().unwrap(),
         gateway_ip: GW_IP.into(),
         gateway_mac: GW_MAC,
+        gateway: true,
         dhcp_enable: true,
         dns: DNS.iter().map(|a| (*a).into()).collect(),
         dhcp_options: extra

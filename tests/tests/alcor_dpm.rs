@@ -1,0 +1,108 @@
+//! Alcor's control plane as it drives a host: goal state shaped as its Data Plane Manager builds it
+//! (`alioth_tests::dpm`, V1 unary), in the order a cloud produces it, across two hosts. After every
+//! step the replies must be all SUCCESS and the data plane must forward what should be there.
+
+use alioth_proto::schema::OperationType::{Create, Delete};
+use alioth_tests::dpm;
+use alioth_tests::overlay::{Lab, VpcSpec};
+use anyhow::{ensure, Result};
+
+fn answers(lab: &Lab, from: &str, to: &str) -> Result<bool> {
+    let out = lab
+        .vm(from)
+        .ns
+        .exec_output(&["ping", "-c", "2", "-i", "0.2", "-W", "2", to])?;
+    Ok(String::from_utf8_lossy(&out.stdout).contains("2 received"))
+}
+
+#[test]
+fn a_dpm_v1_sequence_leaves_every_live_port_programmed_and_forwarding() -> Result<()> {
+    let v = VpcSpec::new(1, 1001, 1);
+    let mut lab = Lab::new(vec![v.clone()])?;
+    let (vm1, vm2) = (v.vm(1, 10), v.vm(1, 20));
+    lab.add_host(vec![vm1.clone()])?;
+    lab.add_host(vec![vm2.clone()])?;
+    lab.start_agents(&[])?;
+    let (h0, h1) = (lab.hosts[0].ip.clone(), lab.hosts[1].ip.clone());
+    let gateway = "198.18.1.1";
+
+    // 1. VM 1's port is created on host 0: VPC and subnet come as INFO context (the VNI only in
+    //    the subnet), the port FULL, its DHCP entry without an id.
+    let vm1_port = || dpm::port(Create, &vm1, &h0);
+    lab.push(
+        0,
+        &dpm::message(&v, vec![vm1_port()], vec![dpm::dhcp(Create, &vm1)], vec![]),
+    )?;
+    ensure!(answers(&lab, &vm1.port_id, gateway)?, "VM 1 -> its gateway");
+
+    // 2. VM 2's port comes to host 1 in a later FULL message, with VM 1 as its neighbor; host 0
+    //    learns VM 2. FULL deletes nothing: VM 1's port stays.
+    lab.push(
+        1,
+        &dpm::message(
+            &v,
+            vec![dpm::port(Create, &vm2, &h1)],
+            vec![dpm::dhcp(Create, &vm2)],
+            vec![dpm::neighbor(Create, &vm1, &h0)],
+        ),
+    )?;
+    lab.push(
+        0,
+        &dpm::message(&v, vec![], vec![], vec![dpm::neighbor(Create, &vm2, &h1)]),
+    )?;
+    lab.wait_resolved()?;
+    for (from, to) in [
+        (&vm1.port_id, gateway),
+        (&vm1.port_id, vm2.ip.as_str()),
+        (&vm2.port_id, vm1.ip.as_str()),
+        (&vm2.port_id, gateway),
+    ] {
+        ensure!(answers(&lab, from, to)?, "{from} -> {to} after step 2");
+    }
+
+    // 3. VM 1 is deleted: its port and DHCP entry on host 0, its neighbor on host 1.
+    lab.push(
+        0,
+        &dpm::message(
+            &v,
+            vec![dpm::port(Delete, &vm1, &h0)],
+            vec![dpm::dhcp(Delete, &vm1)],
+            vec![],
+        ),
+    )?;
+    lab.push(
+        1,
+        &dpm::message(&v, vec![], vec![], vec![dpm::neighbor(Delete, &vm1, &h0)]),
+    )?;
+    ensure!(
+        answers(&lab, &vm2.port_id, gateway)?,
+        "VM 2 -> its gateway after VM 1 went"
+    );
+    ensure!(
+        !answers(&lab, &vm1.port_id, gateway)?,
+        "VM 1's port is deleted: nothing answers it"
+    );
+
+    // 4. Everything is sent again (a controller that restarted): all SUCCESS, nothing changes.
+    lab.push(
+        1,
+        &dpm::message(
+            &v,
+            vec![dpm::port(Create, &vm2, &h1)],
+            vec![dpm::dhcp(Create, &vm2)],
+            vec![],
+        ),
+    )?;
+    lab.push(
+        0,
+        &dpm::message(&v, vec![], vec![], vec![dpm::neighbor(Create, &vm2, &h1)]),
+    )?;
+    ensure!(
+        answers(&lab, &vm2.port_id, gateway)?,
+        "VM 2 -> its gateway after the replay"
+    );
+    let ports = lab.hosts[1].agent.as_ref().map(|a| a.cli(&["ports"])).transpose()?;
+    let ports = String::from_utf8_lossy(&ports.map(|o| o.stdout).unwrap_or_default()).into_owned();
+    ensure!(ports.contains(&vm2.mac), "host 1 still programs VM 2: {ports}");
+    Ok(())
+}
