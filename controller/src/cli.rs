@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use alioth_common::maps::{self, Endpoint, EndpointKey, PortEntry};
 use alioth_common::Counter;
 use alioth_proto::schema::goal_state_provisioner_client::GoalStateProvisionerClient;
-use alioth_proto::schema::{GoalState, GoalStateOperationReply, OperationStatus, OperationType, ResourceType};
+use alioth_proto::schema::{
+    GoalState, GoalStateOperationReply, GoalStateV2, OperationStatus, OperationType, ResourceType,
+};
 use anyhow::{bail, Context, Result};
 use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray};
 use serde_json::json;
@@ -113,19 +115,39 @@ pub struct InspectArgs {
 }
 
 /// Reads a goal-state file: YAML or JSON in the proto3 JSON mapping.
-pub fn read_goal_state(path: &Path) -> Result<GoalState> {
+/// A goal-state file: `GoalState` (V1, resources in lists, sent unary) or `GoalStateV2` (maps
+/// keyed by id and `host_resources`, sent over the stream, as Alcor's DPM V2 and NCM do).
+#[derive(Debug)]
+pub enum GoalStateFile {
+    V1(GoalState),
+    V2(GoalStateV2),
+}
+
+pub fn read_goal_state(path: &Path) -> Result<GoalStateFile> {
     let text = if path == Path::new("-") {
         std::io::read_to_string(std::io::stdin()).context("read goal state from stdin")?
     } else {
         std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?
     };
-    parse_goal_state(&text).with_context(|| format!("{} is not a valid goal state", path.display()))
+    parse_goal_state_file(&text).with_context(|| format!("{} is not a valid goal state", path.display()))
 }
 
-pub fn parse_goal_state(text: &str) -> Result<GoalState> {
+/// V2 when the document has `host_resources` or any resource field shaped as a map.
+pub fn parse_goal_state_file(text: &str) -> Result<GoalStateFile> {
     // YAML is a superset of JSON, so one parser reads both.
     let value: serde_json::Value = serde_yaml::from_str(text).context("not YAML/JSON")?;
-    serde_json::from_value(value).context("does not match alcor.schema.GoalState")
+    let v2 = value.as_object().is_some_and(|o| {
+        o.iter().any(|(k, v)| {
+            matches!(k.as_str(), "hostResources" | "host_resources") || (k.ends_with("tates") && v.is_object())
+        })
+    });
+    if v2 {
+        let msg = serde_json::from_value(value).context("does not match alcor.schema.GoalStateV2")?;
+        return Ok(GoalStateFile::V2(msg));
+    }
+    serde_json::from_value(value)
+        .map(GoalStateFile::V1)
+        .context("does not match alcor.schema.GoalState")
 }
 
 pub async fn apply(args: ApplyArgs) -> Result<i32> {
@@ -134,11 +156,26 @@ pub async fn apply(args: ApplyArgs) -> Result<i32> {
     let mut client = GoalStateProvisionerClient::new(connect(&server, &args.tls).await?)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
-    let reply = client
-        .push_network_resource_states(msg)
-        .await
-        .with_context(|| format!("PushNetworkResourceStates to {server}"))?
-        .into_inner();
+    let reply = match msg {
+        GoalStateFile::V1(msg) => client
+            .push_network_resource_states(msg)
+            .await
+            .with_context(|| format!("PushNetworkResourceStates to {server}"))?
+            .into_inner(),
+        // One message on a stream of its own, as NCM sends it, and its one reply.
+        GoalStateFile::V2(msg) => {
+            let mut replies = client
+                .push_goal_states_stream(tokio_stream::iter([msg]))
+                .await
+                .with_context(|| format!("PushGoalStatesStream to {server}"))?
+                .into_inner();
+            replies
+                .message()
+                .await
+                .with_context(|| format!("PushGoalStatesStream to {server}"))?
+                .context("the stream closed without a reply")?
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reply)?);
     } else {
@@ -328,4 +365,63 @@ pub async fn health(args: HealthArgs) -> Result<i32> {
     let status = ServingStatus::try_from(reply.status).unwrap_or(ServingStatus::Unknown);
     println!("{}", status.as_str_name());
     Ok(if status == ServingStatus::Serving { 0 } else { 2 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::State;
+    use crate::validate::{validate, Naming};
+
+    fn example(name: &str) -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Every resource of a message accepted by a fresh agent.
+    fn all_accepted(msg: &GoalState) {
+        let (outcomes, _) = validate(&mut State::default(), msg, &Naming::default());
+        assert!(!outcomes.is_empty());
+        for o in &outcomes {
+            assert_eq!(
+                o.status,
+                OperationStatus::Success,
+                "{} {:?}: {:?}",
+                o.id,
+                o.resource_type,
+                o.reason
+            );
+        }
+    }
+
+    /// The DPM-shaped examples read as the message versions they are, and a fresh agent accepts all
+    /// of them (the V2 one through its host's share of `host_resources`).
+    #[test]
+    fn dpm_examples_are_read_as_their_version_and_accepted() {
+        let GoalStateFile::V1(v1) = parse_goal_state_file(&example("alcor-dpm-v1.yaml")).unwrap() else {
+            panic!("alcor-dpm-v1.yaml is a GoalState");
+        };
+        assert!(v1
+            .dhcp_states
+            .iter()
+            .all(|d| d.configuration.as_ref().unwrap().id.is_empty()));
+        all_accepted(&v1);
+        let GoalStateFile::V2(v2) = parse_goal_state_file(&example("alcor-dpm-v2.yaml")).unwrap() else {
+            panic!("alcor-dpm-v2.yaml is a GoalStateV2");
+        };
+        let host = ["198.19.0.1".parse().unwrap()];
+        let msg = crate::v2::for_host(v2.into(), &host);
+        assert_eq!(
+            msg.neighbor_states.len(),
+            2,
+            "both L2 entries, this host's own port included"
+        );
+        all_accepted(&msg);
+        for file in ["demo.yaml", "invalid.yaml"] {
+            assert!(
+                matches!(parse_goal_state_file(&example(file)), Ok(GoalStateFile::V1(_))),
+                "{file}"
+            );
+        }
+    }
 }

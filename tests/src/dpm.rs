@@ -127,3 +127,73 @@ pub fn message(vpc: &VpcSpec, ports: Vec<PortState>, dhcp: Vec<DhcpState>, neigh
         ..Default::default()
     }
 }
+
+/// GoalStateV2 as DPM V2 builds it (`DataPlaneClientImplV2.java`, `NeighborService.java`): maps by
+/// id, the host's resources in `host_resources` under its IP.
+pub const FORMAT_VERSION_V2: u32 = 102;
+
+/// A DHCP entry's map key and id: `DhcpService.java` (V2) makes a new random UUID on every build.
+pub fn fresh_dhcp_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{n:08x}-{:04x}-4000-8000-{:012x}", std::process::id() & 0xffff, n)
+}
+
+/// One host's V2 message: VPC and subnet as INFO, the ports and their DHCP entries (fresh ids),
+/// and the neighbors under `L2/<port id>` keys (`NeighborService.buildNeighborStatesL2`, which
+/// lists the host's own ports too); `host_resources` names all of it under `host_ip`.
+pub fn message_v2(host_ip: &str, vpc: &VpcSpec, ports: Vec<PortState>, neighbors: Vec<NeighborState>) -> GoalStateV2 {
+    let mut m = GoalStateV2 {
+        format_version: FORMAT_VERSION_V2,
+        ..Default::default()
+    };
+    let mut listed = Vec::new();
+    let mut list = |t: ResourceType, id: &str| {
+        listed.push(ResourceIdType {
+            r#type: t as i32,
+            id: id.to_string(),
+        })
+    };
+    list(ResourceType::Vpc, &vpc.id);
+    m.vpc_states.insert(vpc.id.clone(), vpc_info(vpc));
+    list(ResourceType::Subnet, &vpc.subnet);
+    m.subnet_states.insert(vpc.subnet.clone(), subnet_info(vpc));
+    for p in ports {
+        let c = p.configuration.clone().unwrap_or_default();
+        let mut d = dhcp(
+            OperationType::try_from(p.operation_type).unwrap_or_default(),
+            &vm_of(&c),
+        );
+        let id = fresh_dhcp_id();
+        if let Some(dc) = d.configuration.as_mut() {
+            dc.id = id.clone();
+        }
+        list(ResourceType::Dhcp, &id);
+        m.dhcp_states.insert(id, d);
+        list(ResourceType::Port, &c.id);
+        m.port_states.insert(c.id.clone(), p);
+    }
+    for n in neighbors {
+        let key = format!(
+            "L2/{}",
+            n.configuration.as_ref().map(|c| c.id.as_str()).unwrap_or_default()
+        );
+        list(ResourceType::Neighbor, &key);
+        m.neighbor_states.insert(key, n);
+    }
+    m.host_resources
+        .insert(host_ip.to_string(), HostResources { resources: listed });
+    m
+}
+
+/// The lab VM a port configuration describes (for its DHCP entry).
+fn vm_of(c: &PortConfiguration) -> VmSpec {
+    let fixed = c.fixed_ips.first().cloned().unwrap_or_default();
+    VmSpec {
+        port_id: c.id.clone(),
+        vpc: c.vpc_id.clone(),
+        subnet: fixed.subnet_id,
+        ip: fixed.ip_address,
+        mac: c.mac_address.clone(),
+    }
+}

@@ -325,8 +325,9 @@ impl Lab {
         Ok(())
     }
 
-    /// Pushes `gs` to host `i`'s agent; fails unless every resource is applied.
-    pub fn push(&self, i: usize, gs: &GoalState) -> Result<()> {
+    /// Pushes `gs` (a `GoalState`, or a `GoalStateV2`, which `alioth apply` sends over the stream)
+    /// to host `i`'s agent; fails unless every resource is applied.
+    pub fn push(&self, i: usize, gs: &impl serde::Serialize) -> Result<()> {
         let agent = self.hosts[i].agent.as_ref().context("agent not started")?;
         let file = std::env::temp_dir().join(format!("{}.json", netns::unique("alioth-gs-")));
         std::fs::write(&file, serde_json::to_vec(gs)?)?;

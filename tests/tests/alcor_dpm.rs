@@ -106,3 +106,62 @@ fn a_dpm_v1_sequence_leaves_every_live_port_programmed_and_forwarding() -> Resul
     ensure!(ports.contains(&vm2.mac), "host 1 still programs VM 2: {ports}");
     Ok(())
 }
+
+/// The same over the stream, shaped as DPM V2 builds it: maps by id, `host_resources`, DHCP
+/// entries under a fresh random id each time, the host's own ports in the L2 neighbor map. A
+/// neighbor that first comes without its host is accepted and forwarded to once its host is known.
+#[test]
+fn a_dpm_v2_sequence_over_the_stream_leaves_every_live_port_forwarding() -> Result<()> {
+    let v = VpcSpec::new(1, 1001, 1);
+    let mut lab = Lab::new(vec![v.clone()])?;
+    let (vm1, vm2) = (v.vm(1, 10), v.vm(1, 20));
+    lab.add_host(vec![vm1.clone()])?;
+    lab.add_host(vec![vm2.clone()])?;
+    lab.start_agents(&[])?;
+    let (h0, h1) = (lab.hosts[0].ip.clone(), lab.hosts[1].ip.clone());
+    let gateway = "198.18.1.1";
+    let own = |vm, host: &str| dpm::neighbor(Create, vm, host);
+
+    // 1. Host 0: VM 1's port, itself in the L2 map, and VM 2 as a neighbor whose host DPM does
+    //    not know yet.
+    lab.push(
+        0,
+        &dpm::message_v2(
+            &h0,
+            &v,
+            vec![dpm::port(Create, &vm1, &h0)],
+            vec![own(&vm1, &h0), own(&vm2, "")],
+        ),
+    )?;
+    ensure!(answers(&lab, &vm1.port_id, gateway)?, "VM 1 -> its gateway");
+    ensure!(!answers(&lab, &vm1.port_id, &vm2.ip)?, "no host for VM 2 yet");
+    // 2. Host 1: VM 2's port and both L2 entries; host 0 learns VM 2's host. The same ports come
+    //    again with fresh DHCP ids: they replace the entries.
+    lab.push(
+        1,
+        &dpm::message_v2(
+            &h1,
+            &v,
+            vec![dpm::port(Create, &vm2, &h1)],
+            vec![own(&vm2, &h1), own(&vm1, &h0)],
+        ),
+    )?;
+    lab.push(
+        0,
+        &dpm::message_v2(
+            &h0,
+            &v,
+            vec![dpm::port(Create, &vm1, &h0)],
+            vec![own(&vm1, &h0), own(&vm2, &h1)],
+        ),
+    )?;
+    lab.wait_resolved()?;
+    for (from, to) in [
+        (&vm1.port_id, vm2.ip.as_str()),
+        (&vm2.port_id, vm1.ip.as_str()),
+        (&vm2.port_id, gateway),
+    ] {
+        ensure!(answers(&lab, from, to)?, "{from} -> {to}");
+    }
+    Ok(())
+}
