@@ -150,6 +150,8 @@ pub struct State {
     addrs: HashMap<Id, HashMap<Ipv4Addr, Owner>>,
     /// VPC -> MAC -> port.
     macs: HashMap<Id, HashMap<Mac, Id>>,
+    /// Host interface -> the port it belongs to: one port per interface, whatever the VPC.
+    ifaces: HashMap<String, Id>,
     /// Subnet -> ports and neighbors with an address in it.
     subnet_users: HashMap<Id, HashSet<Id>>,
     /// VPC -> number of ports and neighbors in it.
@@ -192,6 +194,11 @@ impl State {
             self.dhcp_macs.remove(&old.mac);
         }
         Some(old)
+    }
+
+    /// The port whose host interface is `iface`.
+    pub fn iface_owner(&self, iface: &str) -> Option<&Id> {
+        self.ifaces.get(iface)
     }
 
     pub fn addr_owner(&self, vpc: &str, ip: Ipv4Addr) -> Option<&Owner> {
@@ -264,12 +271,14 @@ impl State {
         (
             fresh.addrs,
             fresh.macs,
+            fresh.ifaces,
             fresh.subnet_users,
             fresh.vpc_users,
             fresh.hosts,
         ) == (
             self.addrs.clone(),
             self.macs.clone(),
+            self.ifaces.clone(),
             self.subnet_users.clone(),
             self.vpc_users.clone(),
             self.hosts.clone(),
@@ -288,6 +297,7 @@ impl State {
             .entry(p.vpc_id.clone())
             .or_default()
             .insert(p.mac, p.id.clone());
+        self.ifaces.insert(p.iface.clone(), p.id.clone());
         old
     }
 
@@ -299,6 +309,9 @@ impl State {
 
     fn unindex_port(&mut self, old: &Port) {
         self.index(&old.vpc_id, &old.fixed_ips, &Owner::Port(old.id.clone()), false);
+        if self.ifaces.get(&old.iface) == Some(&old.id) {
+            self.ifaces.remove(&old.iface);
+        }
         if let Some(macs) = self.macs.get_mut(&*old.vpc_id) {
             if macs.get(&old.mac) == Some(&old.id) {
                 macs.remove(&old.mac);

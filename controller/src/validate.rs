@@ -857,6 +857,11 @@ impl Validator<'_> {
             return invalid(format!("vpc_id {:?} is not a known VPC", c.vpc_id));
         };
         let mac = model::parse_unicast_mac(&c.mac_address).or_else(invalid)?;
+        // One of our ports under its own MAC is taken care of before (`is_own_port`); any other
+        // neighbor with that MAC would shadow the port in the VPC's ARP answers.
+        if let Some(port) = self.state.mac_owner(&c.vpc_id, &mac) {
+            return invalid(format!("MAC {} is port {port}'s, on this host", c.mac_address));
+        }
         // No host yet (DPM sends one when it lacks the node's information): stored as unresolved
         // (the unspecified address, which has no next hop), so its traffic is dropped and counted
         // (drop_no_next_hop) until a later message names the host.
@@ -907,8 +912,15 @@ impl Validator<'_> {
             return invalid(format!("MAC {} is already used by port {other}", c.mac_address));
         }
         let iface = self.naming.iface(&c.id, &c.name);
-        if iface.is_empty() || iface.len() > 15 {
+        // What the kernel's dev_valid_name refuses: such a port could never be attached.
+        let refused = |b: u8| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace();
+        if iface.is_empty() || iface.len() > 15 || iface == "." || iface == ".." || iface.bytes().any(refused) {
             return invalid(format!("interface name {iface:?} is not a valid Linux interface name"));
+        }
+        // One port per interface: two ids whose first 11 characters agree name the same tap, and
+        // the second would take over the first one's VM, whatever their VPCs.
+        if let Some(owner) = self.state.iface_owner(&iface).filter(|o| ***o != *c.id) {
+            return invalid(format!("interface {iface} already belongs to port {owner}"));
         }
         Ok(Port {
             id,

@@ -531,6 +531,14 @@ pub fn cases() -> Vec<Case> {
     v
 }
 
+/// A BOOTP message with `op` (1 request, 2 reply), as a rogue server in a VM would send it.
+fn bootp(op: u8) -> Vec<u8> {
+    let mut m = vec![0u8; 300];
+    m[..4].copy_from_slice(&[op, 1, 6, 0]);
+    m[236..240].copy_from_slice(&alioth_common::dhcp::MAGIC_COOKIE);
+    m
+}
+
 /// Frames from the port that leave it: switched, routed, encapsulated, or refused.
 fn overlay_cases() -> Vec<Case> {
     let data = |n: usize| (0..n).map(|i| i as u8).collect::<Vec<u8>>();
@@ -644,6 +652,29 @@ fn overlay_cases() -> Vec<Case> {
             to([0x02, 0, 0, 0, 2, 99], UNKNOWN_IP, 18),
             Counter::DropUnknownDestination,
         ),
+        drop(
+            "a BOOTREPLY from the client port to another VM's client port",
+            frames::udp(VM_MAC, PEER_MAC, VM_IP, PEER_IP, 64, 68, 68, &bootp(2)),
+            Counter::DropDhcpServer,
+        ),
+        drop(
+            "a BOOTREPLY from an ordinary port to another VM's client port",
+            frames::udp(VM_MAC, PEER_MAC, VM_IP, PEER_IP, 64, 6767, 68, &bootp(2)),
+            Counter::DropDhcpServer,
+        ),
+        drop(
+            "anything to another VM's client port",
+            frames::udp(VM_MAC, PEER_MAC, VM_IP, PEER_IP, 64, 40000, 68, &bootp(1)),
+            Counter::DropDhcpServer,
+        ),
+        Case {
+            name: "udp from the client port to an ordinary port is forwarded",
+            frame: frames::udp(VM_MAC, PEER_MAC, VM_IP, PEER_IP, 64, 68, 5201, &data(32)),
+            action: Action::Redirect,
+            counter: Counter::ForwardLocal,
+            ifindex: IFINDEX,
+            output: None,
+        },
         drop(
             "spoofed source MAC",
             frames::udp(PEER_MAC, REMOTE_MAC, VM_IP, REMOTE_IP, 64, 1, 2, &data(18)),

@@ -112,7 +112,7 @@ async fn older_revisions_are_out_of_order_and_replays_are_idempotent() -> Result
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn full_reconciles_the_type_and_delta_touches_only_what_it_names() -> Result<()> {
+async fn full_and_delta_touch_only_what_they_name() -> Result<()> {
     let server = server().await?;
     let mut c = server.client().await?;
     let mut send = async |m: GoalState| -> Result<Vec<(String, OperationStatus)>> {
@@ -532,4 +532,81 @@ async fn the_running_agent_compacts_its_journal_and_a_restart_reads_it_back() ->
     ensure!(reply == [("c".to_string(), Success)], "{reply:?}");
     ensure!(std::fs::metadata(std::path::Path::new(&agent.state_dir).join("journal.jsonl"))?.len() == 0);
     Ok(())
+}
+
+/// Neighbors against this host's ports: one of our own ports named as a neighbor (DPM V2 lists
+/// them) is a no-op, a DELETE of it included; a local port's MAC with other addresses, and a host
+/// that cannot be a tunnel endpoint, are refused; no host at all is accepted as unresolved.
+#[tokio::test(flavor = "multi_thread")]
+async fn neighbors_are_checked_against_this_hosts_ports() -> Result<()> {
+    let server = server().await?;
+    let mut c = server.client().await?;
+    let mut send = async |m: GoalState| -> Result<Vec<(String, OperationStatus)>> {
+        Ok(statuses(&c.push_network_resource_states(m).await?.into_inner()))
+    };
+    let mac = "02:00:00:00:01:0a";
+    let st = send(GoalState {
+        vpc_states: vec![vpc(Create, "v", 1001, 0, UpdateType::Delta)],
+        subnet_states: vec![subnet(Create, "s", "v", 1)],
+        port_states: vec![port(Create, "p1", "v", "s", "198.18.1.10", mac)],
+        ..Default::default()
+    })
+    .await?;
+    // No tap here: the port waits for its interface, and is held all the same.
+    ensure!(
+        st == [("v".into(), Success), ("s".into(), Success), ("p1".into(), Pending)],
+        "{st:?}"
+    );
+    let n = |op: OperationType, id: &str, mac: &str, host: &str, ip: &str| NeighborState {
+        operation_type: op as i32,
+        configuration: Some(NeighborConfiguration {
+            id: id.into(),
+            vpc_id: "v".into(),
+            mac_address: mac.into(),
+            host_ip_address: host.into(),
+            fixed_ips: vec![neighbor_configuration::FixedIp {
+                subnet_id: "s".into(),
+                ip_address: ip.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+    };
+    let st = send(GoalState {
+        neighbor_states: vec![
+            n(Create, "p1", mac, "198.19.0.1", "198.18.1.10"),
+            n(Create, "p1-by-mac", mac, "198.19.0.1", "198.18.1.10"),
+            n(Create, "mac-thief", mac, "198.19.0.2", "198.18.1.30"),
+            n(Create, "any-host", "02:00:00:00:01:31", "0.0.0.0", "198.18.1.31"),
+            n(
+                Create,
+                "all-hosts",
+                "02:00:00:00:01:32",
+                "255.255.255.255",
+                "198.18.1.32",
+            ),
+            n(Create, "no-host-yet", "02:00:00:00:01:33", "", "198.18.1.33"),
+            n(Delete, "p1", mac, "198.19.0.1", "198.18.1.10"),
+        ],
+        ..Default::default()
+    })
+    .await?;
+    let want = [
+        ("p1", Success),
+        ("p1-by-mac", Success),
+        ("mac-thief", InvalidArg),
+        ("any-host", InvalidArg),
+        ("all-hosts", InvalidArg),
+        ("no-host-yet", Success),
+        ("p1", Success),
+    ];
+    ensure!(st.iter().map(|(i, s)| (i.as_str(), *s)).eq(want), "{st:?}");
+    // The port outlived the DELETE of its neighbor twin: its subnet is still in use.
+    let st = send(GoalState {
+        subnet_states: vec![subnet(Delete, "s", "v", 1)],
+        ..Default::default()
+    })
+    .await?;
+    ensure!(st == [("s".to_string(), Failure)], "{st:?}");
+    server.stop().await
 }

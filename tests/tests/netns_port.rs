@@ -414,3 +414,134 @@ fn a_port_whose_attach_fails_is_undone_everywhere_and_can_be_applied_later() -> 
     drop((agent, vm1, vm2, host));
     Ok(())
 }
+
+/// Two port ids whose first 11 characters agree name the same tap. The second one, in another
+/// VPC, is refused with the owner named, never programmed onto the first one's VM; a DELETE of it
+/// detaches nothing; ids that make no interface name are refused too.
+#[test]
+fn a_port_never_takes_over_another_ports_interface() -> Result<()> {
+    use alioth_proto::schema::{GoalState, OperationType::*, UpdateType};
+    use alioth_tests::goalstate::{port, subnet, vpc};
+    let t = topology(&[])?;
+    let (code, _) = apply(&t.agent, &example("demo.yaml"))?;
+    ensure!(code == 0);
+    let scratch = alioth_tests::netns::Scratch::new("alioth-iface-")?;
+    let push = |name: &str, msg: &GoalState| -> Result<(i32, BTreeMap<String, String>)> {
+        let file = scratch.path(name);
+        std::fs::write(&file, serde_json::to_vec(msg)?)?;
+        apply(&t.agent, &file)
+    };
+    // VM 1's port is f37810eb-7f83-...: this one maps to the same tapf37810eb-7f.
+    let thief = "f37810eb-7fff-4000-8000-00000000beef";
+    let other_vpc = |op| GoalState {
+        vpc_states: vec![vpc(Create, "vpc-b", 4242, 1, UpdateType::Delta)],
+        subnet_states: vec![subnet(Create, "subnet-b", "vpc-b", 0)],
+        port_states: vec![
+            port(op, thief, "vpc-b", "subnet-b", "198.18.0.10", "02:00:00:00:b0:0a"),
+            port(
+                op,
+                "bad/name:port x",
+                "vpc-b",
+                "subnet-b",
+                "198.18.0.11",
+                "02:00:00:00:b0:0b",
+            ),
+        ],
+        ..Default::default()
+    };
+    let (code, statuses) = push("thief.json", &other_vpc(Create))?;
+    ensure!(code == 3, "{statuses:?}");
+    ensure!(
+        statuses[thief] == "INVALID_ARG" && statuses["bad/name:port x"] == "INVALID_ARG",
+        "{statuses:?}"
+    );
+    let table = t.agent.cli(&["apply", "-f", &scratch.path("thief.json")])?;
+    let table = String::from_utf8_lossy(&table.stdout);
+    ensure!(
+        table.contains("interface tapf37810eb-7f already belongs to port f37810eb-7f83-45fa-a4d4-1b31e75399df"),
+        "the reason names the owner: {table}"
+    );
+    let ping = |what: &str| -> Result<()> {
+        let out = t
+            .vm1
+            .ns
+            .exec(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "198.18.0.1"])?;
+        ensure!(out.contains("2 received"), "VM 1 -> its gateway {what}: {out}");
+        Ok(())
+    };
+    ping("after the refused takeover")?;
+    let (code, statuses) = push(
+        "thief-delete.json",
+        &GoalState {
+            port_states: vec![port(
+                Delete,
+                thief,
+                "vpc-b",
+                "subnet-b",
+                "198.18.0.10",
+                "02:00:00:00:b0:0a",
+            )],
+            ..Default::default()
+        },
+    )?;
+    ensure!(code == 0, "{statuses:?}");
+    ping("after a DELETE of the refused port")?;
+    let status: serde_json::Value = serde_json::from_slice(&t.agent.cli(&["status", "--json"])?.stdout)?;
+    ensure!(status["attached"].to_string().contains(VM1_TAP), "{status}");
+    Ok(())
+}
+
+/// A VM playing DHCP server to its neighbours, with real sockets and the VMs' default offloads:
+/// BOOTREPLYs to VM 2's client port, sent from port 68 and from an ordinary port, never arrive, and
+/// are counted; ordinary UDP between the two still does.
+#[test]
+fn a_vm_cannot_answer_dhcp_for_another_vm() -> Result<()> {
+    let t = topology(&[])?;
+    let (code, _) = apply(&t.agent, &example("demo.yaml"))?;
+    ensure!(code == 0);
+    // VM 2 listens on `port` for 3 s and says what arrived.
+    let listen = |port: u16| {
+        let script = format!(
+            "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('', {port}))\n\
+             s.settimeout(3)\ntry:\n    print('got', s.recvfrom(2048)[1])\nexcept socket.timeout:\n    print('nothing')\n"
+        );
+        t.vm2
+            .ns
+            .command("/usr/bin/python3")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+    };
+    let send = |sport: u16, dport: u16| -> Result<()> {
+        // op 2 (BOOTREPLY), Ethernet, 6-byte addresses; the magic cookie; end.
+        let script = format!(
+            "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.bind(('198.18.0.10', {sport}))\n\
+             s.sendto(bytes([2, 1, 6, 0]) + bytes(232) + bytes([99, 130, 83, 99, 255]), ('198.18.0.11', {dport}))\n"
+        );
+        t.vm1.ns.exec(&["/usr/bin/python3", "-c", &script]).map(drop)
+    };
+    let before = counter(&t.agent, "drop_dhcp_server")?;
+    for sport in [68, 6767] {
+        let listener = listen(68)?;
+        std::thread::sleep(Duration::from_millis(300));
+        send(sport, 68)?;
+        let heard = String::from_utf8_lossy(&listener.wait_with_output()?.stdout).into_owned();
+        ensure!(
+            heard.trim() == "nothing",
+            "a BOOTREPLY from port {sport} reached VM 2: {heard}"
+        );
+    }
+    ensure!(
+        counter(&t.agent, "drop_dhcp_server")? >= before + 2,
+        "stats: {}",
+        t.agent.stats()?
+    );
+    // The same datagram to an ordinary port arrives: only DHCP is refused.
+    let listener = listen(5201)?;
+    std::thread::sleep(Duration::from_millis(300));
+    send(6767, 5201)?;
+    let heard = String::from_utf8_lossy(&listener.wait_with_output()?.stdout).into_owned();
+    ensure!(heard.starts_with("got"), "ordinary UDP between the VMs: {heard}");
+    Ok(())
+}

@@ -82,7 +82,8 @@ pub enum Counter {
     DropDhcpUnknownClient,
     /// DHCP that is not a well-formed Ethernet BOOTREQUEST (bad magic, no message type, relayed...).
     DropDhcpMalformed,
-    /// DHCP server traffic (UDP source port 67) from a port: no rogue servers inside a VPC.
+    /// DHCP server traffic from a port (from port 67 to a client, a BOOTREPLY, anything to another
+    /// host's port 68): no rogue servers inside a VPC.
     DropDhcpServer,
     /// DHCPREQUEST that selects another server.
     DropDhcpOtherServer,

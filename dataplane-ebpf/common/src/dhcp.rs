@@ -16,6 +16,8 @@ use crate::packet::{clear, Packet};
 
 pub const SERVER_PORT: u16 = 67;
 pub const CLIENT_PORT: u16 = 68;
+/// `op` of a server's or relay's answer.
+pub const BOOTREPLY: u8 = 2;
 
 /// Frame offsets (requests with IP options are not served, so the UDP header has a fixed place).
 pub const UDP: usize = ETH_HLEN + IPV4_MIN_HLEN;
@@ -139,7 +141,7 @@ pub fn parse<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4, mac: &Mac, port_ip: &[u8; 4
     }
     let fixed = pkt.array::<4>(BOOTP).ok_or(Counter::DropDhcpMalformed)?;
     // A BOOTREPLY to port 67 is a relay's or server's answer: no server inside a VPC.
-    if fixed[0] == 2 {
+    if fixed[0] == BOOTREPLY {
         return Err(Counter::DropDhcpServer);
     }
     // BOOTREQUEST, Ethernet, 6-byte addresses.

@@ -217,8 +217,14 @@ fn ipv4_packet<P: Packet + ?Sized, T: Tables, const DHCP_SERVER: bool, const SKB
         let Some((src_port, dst_port)) = dhcp::udp_ports(pkt) else {
             return Verdict::drop(Counter::DropIpMalformed);
         };
-        // No rogue DHCP server inside a VPC (port 67 to port 67 is a relay: looked at below).
-        if src_port == dhcp::SERVER_PORT && dst_port != dhcp::SERVER_PORT {
+        // No rogue DHCP server inside a VPC, whatever port it answers from: server traffic to a
+        // client (port 67 to port 67 is a relay: looked at below), a BOOTREPLY to either DHCP
+        // port, and anything to another host's client port.
+        let to_dhcp = dst_port == dhcp::SERVER_PORT || dst_port == dhcp::CLIENT_PORT;
+        if (src_port == dhcp::SERVER_PORT && dst_port != dhcp::SERVER_PORT)
+            || (to_dhcp && pkt.u8_at(dhcp::BOOTP) == Some(dhcp::BOOTREPLY))
+            || (dst_port == dhcp::CLIENT_PORT && ip.dst != port.ip)
+        {
             return Verdict::drop(Counter::DropDhcpServer);
         }
         // To the DHCP server: consumed here whatever the source address (0.0.0.0 before a lease;
