@@ -128,6 +128,23 @@ pub fn message(vpc: &VpcSpec, ports: Vec<PortState>, dhcp: Vec<DhcpState>, neigh
     }
 }
 
+/// DPM's message to the host of `vm`'s port when that port changes by `op`: the port and its DHCP
+/// entry, and `neighbors` the host learns at the same time.
+pub fn port_message(
+    vpc: &VpcSpec,
+    op: OperationType,
+    vm: &VmSpec,
+    host_ip: &str,
+    neighbors: Vec<NeighborState>,
+) -> GoalState {
+    message(vpc, vec![port(op, vm, host_ip)], vec![dhcp(op, vm)], neighbors)
+}
+
+/// DPM's message to a host that learns of `vm`, on `vm_host`, as a neighbor.
+pub fn neighbor_message(vpc: &VpcSpec, op: OperationType, vm: &VmSpec, vm_host: &str) -> GoalState {
+    message(vpc, vec![], vec![], vec![neighbor(op, vm, vm_host)])
+}
+
 /// GoalStateV2 as DPM V2 builds it (`DataPlaneClientImplV2.java`, `NeighborService.java`): maps by
 /// id, the host's resources in `host_resources` under its IP.
 pub const FORMAT_VERSION_V2: u32 = 102;

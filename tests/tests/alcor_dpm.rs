@@ -28,28 +28,14 @@ fn a_dpm_v1_sequence_leaves_every_live_port_programmed_and_forwarding() -> Resul
 
     // 1. VM 1's port is created on host 0: VPC and subnet come as INFO context (the VNI only in
     //    the subnet), the port FULL, its DHCP entry without an id.
-    let vm1_port = || dpm::port(Create, &vm1, &h0);
-    lab.push(
-        0,
-        &dpm::message(&v, vec![vm1_port()], vec![dpm::dhcp(Create, &vm1)], vec![]),
-    )?;
+    lab.push(0, &dpm::port_message(&v, Create, &vm1, &h0, vec![]))?;
     ensure!(answers(&lab, &vm1.port_id, gateway)?, "VM 1 -> its gateway");
 
     // 2. VM 2's port comes to host 1 in a later FULL message, with VM 1 as its neighbor; host 0
     //    learns VM 2. FULL deletes nothing: VM 1's port stays.
-    lab.push(
-        1,
-        &dpm::message(
-            &v,
-            vec![dpm::port(Create, &vm2, &h1)],
-            vec![dpm::dhcp(Create, &vm2)],
-            vec![dpm::neighbor(Create, &vm1, &h0)],
-        ),
-    )?;
-    lab.push(
-        0,
-        &dpm::message(&v, vec![], vec![], vec![dpm::neighbor(Create, &vm2, &h1)]),
-    )?;
+    let vm1_there = vec![dpm::neighbor(Create, &vm1, &h0)];
+    lab.push(1, &dpm::port_message(&v, Create, &vm2, &h1, vm1_there))?;
+    lab.push(0, &dpm::neighbor_message(&v, Create, &vm2, &h1))?;
     lab.wait_resolved()?;
     for (from, to) in [
         (&vm1.port_id, gateway),
@@ -61,19 +47,8 @@ fn a_dpm_v1_sequence_leaves_every_live_port_programmed_and_forwarding() -> Resul
     }
 
     // 3. VM 1 is deleted: its port and DHCP entry on host 0, its neighbor on host 1.
-    lab.push(
-        0,
-        &dpm::message(
-            &v,
-            vec![dpm::port(Delete, &vm1, &h0)],
-            vec![dpm::dhcp(Delete, &vm1)],
-            vec![],
-        ),
-    )?;
-    lab.push(
-        1,
-        &dpm::message(&v, vec![], vec![], vec![dpm::neighbor(Delete, &vm1, &h0)]),
-    )?;
+    lab.push(0, &dpm::port_message(&v, Delete, &vm1, &h0, vec![]))?;
+    lab.push(1, &dpm::neighbor_message(&v, Delete, &vm1, &h0))?;
     ensure!(
         answers(&lab, &vm2.port_id, gateway)?,
         "VM 2 -> its gateway after VM 1 went"
@@ -84,19 +59,8 @@ fn a_dpm_v1_sequence_leaves_every_live_port_programmed_and_forwarding() -> Resul
     );
 
     // 4. Everything is sent again (a controller that restarted): all SUCCESS, nothing changes.
-    lab.push(
-        1,
-        &dpm::message(
-            &v,
-            vec![dpm::port(Create, &vm2, &h1)],
-            vec![dpm::dhcp(Create, &vm2)],
-            vec![],
-        ),
-    )?;
-    lab.push(
-        0,
-        &dpm::message(&v, vec![], vec![], vec![dpm::neighbor(Create, &vm2, &h1)]),
-    )?;
+    lab.push(1, &dpm::port_message(&v, Create, &vm2, &h1, vec![]))?;
+    lab.push(0, &dpm::neighbor_message(&v, Create, &vm2, &h1))?;
     ensure!(
         answers(&lab, &vm2.port_id, gateway)?,
         "VM 2 -> its gateway after the replay"

@@ -2,7 +2,7 @@
 //! host with `--uplink`, VMs behind them, goal state over gRPC; real ping, iperf3 and tcpdump, and a
 //! host running the Linux kernel's own vxlan.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use alioth_proto::schema::{GoalState, OperationType};
 use alioth_tests::agent::Agent;
@@ -326,5 +326,65 @@ fn vms_on_two_hosts_lose_no_packet_while_an_agent_is_sigkilled_and_restarted() -
     // restart (600 requests out, 600 replies in).
     lab.push(0, &lab.goal_state(0))?;
     ensure!(counter(&lab, 0, "encap")? >= 600 && counter(&lab, 0, "decap")? >= 600);
+    Ok(())
+}
+
+/// The underlay's neighbour table changes (host 1's MAC, as host 0 sees it): the kernel's
+/// notification brings the new MAC into NEXTHOPS within 100 ms, not at the next poll, and back
+/// again; VMs talk across hosts afterwards.
+#[test]
+fn a_changed_next_hop_mac_reaches_the_data_plane_within_100_ms() -> Result<()> {
+    let a = VpcSpec::new(1, 1001, 1);
+    let mut lab = Lab::new(vec![a.clone()])?;
+    let (one, two) = (a.vm(1, 10), a.vm(1, 20));
+    let (one_id, two_ip) = (one.port_id.clone(), two.ip.clone());
+    lab.add_host(vec![one])?;
+    lab.add_host(vec![two])?;
+    lab.start_agents(&[])?;
+    lab.push_all()?;
+    lab.wait_resolved()?;
+    let agent = lab.hosts[0].agent.as_ref().context("agent")?;
+    let remote = lab.hosts[1].ip.clone();
+    let real = lab.hosts[1]
+        .ns
+        .exec(&["cat", &format!("/sys/class/net/{UPLINK}/address")])?
+        .trim()
+        .to_string();
+    let seen = |mac: &str| {
+        agent
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("underlay next hop resolved") && l.contains(mac))
+            .count()
+    };
+    for mac in ["02:00:de:ad:be:ef", real.as_str()] {
+        let before = seen(mac);
+        let changed = Instant::now();
+        lab.hosts[0].ns.exec(&[
+            "ip",
+            "neigh",
+            "replace",
+            &remote,
+            "lladdr",
+            mac,
+            "dev",
+            UPLINK,
+            "nud",
+            "permanent",
+        ])?;
+        while seen(mac) == before {
+            ensure!(
+                changed.elapsed() < Duration::from_secs(3),
+                "NEXTHOPS never took {mac}:\n{}",
+                agent.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let took = changed.elapsed();
+        println!("next hop {mac} in NEXTHOPS after {took:?}");
+        ensure!(took <= Duration::from_millis(100), "{mac} took {took:?}");
+    }
+    let out = ping(&lab, &one_id, &two_ip, &[])?;
+    ensure!(out.contains("3 received"), "across hosts with the real MAC back: {out}");
     Ok(())
 }
