@@ -656,12 +656,36 @@ impl Validator<'_> {
         let Some(c) = &s.configuration else {
             return self.no_configuration(ResourceType::Port, s.operation_type);
         };
+        // A VM that moved to this host: its port comes while the neighbor DPM named after it
+        // (`NeighborService.buildNeighborState` uses the port's id) is still held. The local port
+        // wins: the neighbor goes, as part of the port's change, before the port takes its
+        // addresses (the plan applies changes in order, so the endpoints end up the port's).
+        let upsert = matches!(op_of(s.operation_type), Ok((_, Op::Upsert)));
+        let moved = upsert
+            .then(|| self.state.neighbors().get(c.id.as_str()).cloned())
+            .flatten();
+        let (outcome, at) = (self.outcomes.len(), self.changes.len());
+        if moved.is_some() {
+            self.state.delete(ResourceType::Neighbor, &c.id);
+        }
         self.resource(
             ResourceType::Port,
             (s.operation_type, &c.id, c.revision_number),
             |_| Ok(()),
             |v| v.check_port(c).map(Resource::from),
         );
+        let Some(neighbor) = moved else { return };
+        if self.outcomes[outcome].status == OperationStatus::Success {
+            let gone = Change {
+                before: Some(Resource::Neighbor(neighbor)),
+                after: None,
+                outcome,
+            };
+            self.changes.insert(at, gone);
+        } else {
+            // The port was refused: the neighbor stays what it was.
+            self.state.put(Resource::Neighbor(neighbor));
+        }
     }
 
     /// The VPC `id` names, if known (through `recent`).

@@ -388,3 +388,50 @@ fn a_changed_next_hop_mac_reaches_the_data_plane_within_100_ms() -> Result<()> {
     ensure!(out.contains("3 received"), "across hosts with the real MAC back: {out}");
     Ok(())
 }
+
+/// A VM moves to another host: its port arrives on host 0 while host 0 still holds it as a
+/// neighbor (named after the port, as Alcor's DPM names neighbors). The local port wins: the push
+/// succeeds, and VM 1 reaches VM 2 on its own host, switched locally instead of over VXLAN.
+#[test]
+fn a_vm_that_moves_here_takes_over_its_neighbor_entry() -> Result<()> {
+    use alioth_proto::schema::OperationType::{Create, Delete};
+    let a = VpcSpec::new(1, 1001, 1);
+    let mut lab = Lab::new(vec![a.clone()])?;
+    let (one, two) = (a.vm(1, 10), a.vm(1, 20));
+    let (one_id, two_ip) = (one.port_id.clone(), two.ip.clone());
+    lab.add_host(vec![one])?;
+    lab.add_host(vec![two.clone()])?;
+    lab.start_agents(&[])?;
+    lab.push_all()?;
+    lab.wait_resolved()?;
+    let out = ping(&lab, &one_id, &two_ip, &[])?;
+    ensure!(out.contains("3 received"), "before the move: {out}");
+    let encap = counter(&lab, 0, "encap")?;
+
+    // The move: VM 2 stops on host 1 and starts on host 0 with the same port.
+    let port = |op| alioth_tests::goalstate::port(op, &two.port_id, &two.vpc, &two.subnet, &two.ip, &two.mac);
+    lab.push(
+        1,
+        &GoalState {
+            port_states: vec![port(Delete)],
+            ..Default::default()
+        },
+    )?;
+    let moved = alioth_tests::netns::Vm::new(&lab.hosts[0].ns, &two.tap(), &two.mac, &format!("{}/24", two.ip))?;
+    lab.push(
+        0,
+        &GoalState {
+            port_states: vec![port(Create)],
+            ..Default::default()
+        },
+    )?;
+    let out = ping(&lab, &one_id, &two_ip, &[])?;
+    ensure!(out.contains("3 received"), "after the move: {out}");
+    ensure!(
+        counter(&lab, 0, "encap")? == encap,
+        "VM 2 is local now: nothing more is encapsulated"
+    );
+    ensure!(counter(&lab, 0, "forward_local")? >= 3);
+    drop(moved);
+    Ok(())
+}

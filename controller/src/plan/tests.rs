@@ -180,7 +180,10 @@ fn message() -> impl Strategy<Value = GoalState> {
         neighbor_states: neighbors
             .into_iter()
             .map(|(o, n, v, s, third, host)| {
-                neighbor(o, &format!("n{n}"), &format!("v{v}"), &format!("s{s}"), third, host)
+                // Some neighbors are named after a port (as Alcor's DPM names them): one of our
+                // own ports, or a VM that moves here and takes its entry over.
+                let id = if n == 2 { "p0".to_string() } else { format!("n{n}") };
+                neighbor(o, &id, &format!("v{v}"), &format!("s{s}"), third, host)
             })
             .collect(),
         vpc_states: vpcs
