@@ -19,6 +19,8 @@ use crate::plan::{self, EndpointOp, Plan, PortOp};
 use crate::store::Store;
 use crate::validate::{self, Change, Naming, Outcome, Resource};
 
+mod follow;
+
 pub struct Controller {
     state: State,
     dp: Dataplane,
@@ -378,77 +380,6 @@ impl Controller {
     /// Lease time the DHCP server hands out unless a subnet overrides it.
     pub fn set_dhcp_lease(&mut self, secs: u32) {
         self.dhcp_lease = secs;
-    }
-
-    /// Follows an interface change: a port's interface that appears (again, perhaps under
-    /// another index) is programmed and attached at once; one that is deleted leaves the port
-    /// waiting for it, its old index cleared from the maps. Returns whether the underlay may have
-    /// changed (then `refresh_overlay`).
-    pub fn link_changed(&mut self, change: &crate::netlink::Change) -> bool {
-        use crate::netlink::Change;
-        match change {
-            Change::Link { name, index } => {
-                let id = match self.pending.get(name) {
-                    Some(id) => Some(id.clone()),
-                    // Recreated between two notifications we saw: same name, another index.
-                    None => self
-                        .dp
-                        .attached_index(name)
-                        .filter(|i| i != index)
-                        .and_then(|_| self.port_of(name)),
-                };
-                if let Some(id) = id {
-                    match self.program_port(&id) {
-                        Ok(true) => tracing::info!(
-                            resource_id = id,
-                            iface = name,
-                            index,
-                            "interface appeared; port attached"
-                        ),
-                        Ok(false) => {}
-                        Err(e) => tracing::warn!(resource_id = id, iface = name, "attach failed: {e:#}"),
-                    }
-                }
-                false
-            }
-            Change::LinkGone { name, index } => {
-                if self.dp.attached_index(name) == Some(*index) {
-                    if let Some(id) = self.port_of(name) {
-                        if let Err(e) = self.dp.detach(name) {
-                            tracing::warn!(resource_id = id, iface = name, "clearing the old interface: {e:#}");
-                        }
-                        tracing::info!(
-                            resource_id = id,
-                            iface = name,
-                            "interface deleted; the port waits for it"
-                        );
-                        self.pending.insert(name.clone(), id);
-                    }
-                }
-                false
-            }
-            Change::Underlay => true,
-            Change::Resync => {
-                let stale: Vec<String> = self.dp.stale_attachments();
-                for name in stale {
-                    if let Some(id) = self.port_of(&name) {
-                        let _ = self.dp.detach(&name);
-                        self.pending.insert(name, id);
-                    }
-                }
-                self.retry_pending();
-                true
-            }
-        }
-    }
-
-    /// The port whose interface is `iface` (a scan: only on interface events).
-    fn port_of(&self, iface: &str) -> Option<String> {
-        self.state
-            .ports()
-            .values()
-            .find(|p| p.iface == iface)
-            .map(|p| p.id.to_string())
     }
 
     /// Attaches ports whose interface has appeared since they were pushed. One interface listing,

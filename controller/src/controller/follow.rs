@@ -1,0 +1,73 @@
+//! The controller following interfaces as the kernel reports them (`crate::netlink`): a child of
+//! `controller` so that it works on the controller's own fields.
+
+use super::Controller;
+use crate::netlink::Change;
+
+impl Controller {
+    /// Follows an interface change: a port's interface that appears (again, perhaps under
+    /// another index) is programmed and attached at once; one that is deleted leaves the port
+    /// waiting for it, its old index cleared from the maps. Returns whether the underlay may have
+    /// changed (then `refresh_overlay`).
+    pub fn link_changed(&mut self, change: &Change) -> bool {
+        match change {
+            Change::Link { name, index } => {
+                let id = match self.pending.get(name) {
+                    Some(id) => Some(id.clone()),
+                    // Recreated between two notifications we saw: same name, another index.
+                    None => self
+                        .dp
+                        .attached_index(name)
+                        .filter(|i| i != index)
+                        .and_then(|_| self.port_of(name)),
+                };
+                if let Some(id) = id {
+                    match self.program_port(&id) {
+                        Ok(true) => tracing::info!(
+                            resource_id = id,
+                            iface = name,
+                            index,
+                            "interface appeared; port attached"
+                        ),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(resource_id = id, iface = name, "attach failed: {e:#}"),
+                    }
+                }
+                false
+            }
+            Change::LinkGone { name, index } => {
+                if self.dp.attached_index(name) == Some(*index) {
+                    if let Some(id) = self.port_of(name) {
+                        if let Err(e) = self.dp.detach(name) {
+                            tracing::warn!(resource_id = id, iface = name, "clearing the old interface: {e:#}");
+                        }
+                        tracing::info!(
+                            resource_id = id,
+                            iface = name,
+                            "interface deleted; the port waits for it"
+                        );
+                        self.pending.insert(name.clone(), id);
+                    }
+                }
+                false
+            }
+            Change::Underlay => true,
+            Change::Resync => {
+                let stale: Vec<String> = self.dp.stale_attachments();
+                for name in stale {
+                    if let Some(id) = self.port_of(&name) {
+                        let _ = self.dp.detach(&name);
+                        self.pending.insert(name, id);
+                    }
+                }
+                self.retry_pending();
+                true
+            }
+        }
+    }
+
+    /// The port whose interface is `iface`.
+    fn port_of(&self, iface: &str) -> Option<String> {
+        self.state.iface_owner(iface).map(|id| id.to_string())
+    }
+}
