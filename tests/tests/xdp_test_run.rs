@@ -357,3 +357,43 @@ fn port_program_keeps_verifier_headroom() {
         "the verifier walked {walked} instructions of its 1,000,000"
     );
 }
+
+/// A port whose subnet has no gateway (the agent writes it all zero) routes nothing through a
+/// gateway MAC, not even an all-zero one: in the kernel as on the host.
+#[test]
+fn a_port_without_a_gateway_routes_nothing() {
+    use alioth_common::pipeline::port_ingress;
+    let mut dp = vector_dataplane().lock().unwrap();
+    let alone = PortEntry {
+        gateway_ip: [0; 4],
+        gateway_mac: [0; 6],
+        ..vectors::port()
+    };
+    dp.set_port_entry(IFINDEX, alone).unwrap();
+    let frames = [
+        (
+            "routed through the old gateway MAC",
+            vectors::udp_from_port(GW_MAC, PEER_IP, 32),
+        ),
+        (
+            "routed through an all-zero MAC",
+            vectors::udp_from_port([0; 6], PEER_IP, 32),
+        ),
+    ];
+    for (name, frame) in frames {
+        let verdict = port_ingress(&mut frame.clone()[..], &alone, &MapTables::vectors());
+        assert_eq!(verdict.counter, Counter::DropUnknownDestination, "host: {name}");
+        let before = counter(&dp, Counter::DropUnknownDestination);
+        let (action, _) = run(&mut dp, &frame);
+        assert_eq!(action, vectors::xdp_action(&verdict.action), "kernel: {name}");
+        assert_eq!(
+            counter(&dp, Counter::DropUnknownDestination),
+            before + 1,
+            "kernel: {name}"
+        );
+    }
+    // Switched to the peer's own MAC, it still goes.
+    let (action, _) = run(&mut dp, &vectors::udp_from_port(PEER_MAC, PEER_IP, 32));
+    assert_eq!(action, 4, "redirected");
+    dp.set_port_entry(IFINDEX, vectors::port()).unwrap();
+}

@@ -69,6 +69,13 @@ impl PortEntry {
     pub const fn is_programmed(&self) -> bool {
         self.vni != 0
     }
+
+    /// Whether the port's subnet has a gateway: the agent writes an all-zero one when it has none
+    /// (nothing is answered for it or routed through it).
+    #[inline(always)]
+    pub fn has_gateway(&self) -> bool {
+        self.gateway_ip != [0; 4]
+    }
 }
 
 /// An address inside a VPC.

@@ -176,9 +176,8 @@ fn arp_request<P: Packet + ?Sized, T: Tables>(pkt: &mut P, port: &PortEntry, tab
     if req.target_ip == port.ip {
         return Verdict::drop(Counter::DropArpSelf);
     }
-    // The port's own gateway, the address asked for most, needs no hash lookup (all zero: its
-    // subnet has none).
-    let target_mac = if req.target_ip == port.gateway_ip && port.gateway_ip != [0; 4] {
+    // The port's own gateway, the address asked for most, needs no hash lookup.
+    let target_mac = if req.target_ip == port.gateway_ip && port.has_gateway() {
         port.gateway_mac
     } else {
         match tables.endpoint(&EndpointKey {
@@ -245,7 +244,7 @@ fn ipv4_packet<P: Packet + ?Sized, T: Tables, const DHCP_SERVER: bool, const SKB
     // ICMP to the VPC's other gateways takes the plain lookup, the rest the cached one: then one
     // state per way reaches `gateway` and the verifier walks its checksum loop twice, not once per
     // outcome of the cache too.
-    let gateway_mac = if ip.dst == port.gateway_ip && port.gateway_ip != [0; 4] {
+    let gateway_mac = if ip.dst == port.gateway_ip && port.has_gateway() {
         port.gateway_mac
     } else if let Some(gw) = other_gateway(&ip, &key, tables) {
         gw.mac
@@ -288,7 +287,7 @@ fn forward<P: Packet + ?Sized, T: Tables, const SKB: bool>(
     let dst = &to.endpoint;
     // Switched (to the MAC that owns the address) or routed through the subnet gateway's MAC.
     if *dst_mac != dst.mac {
-        if *dst_mac != port.gateway_mac || port.gateway_ip == [0; 4] {
+        if *dst_mac != port.gateway_mac || !port.has_gateway() {
             return Verdict::drop(Counter::DropUnknownDestination);
         }
         if route(pkt, &port.gateway_mac, &dst.mac).is_none() {
