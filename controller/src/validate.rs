@@ -4,6 +4,7 @@
 //! reverse order), against the state as it will be once the earlier valid resources of the same
 //! message are applied. Invalid resources are answered and skipped; nothing is written here.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -12,10 +13,12 @@ use std::time::{Duration, Instant};
 
 use alioth_proto::schema::{
     DhcpConfiguration, DhcpState, GoalState, NeighborConfiguration, NeighborState, OperationStatus, OperationType,
-    PortState, ResourceType, SubnetState, VpcConfiguration, VpcState,
+    PortState, ResourceType, SubnetState, UpdateType, VpcConfiguration, VpcState,
 };
 
 use crate::dhcp;
+
+mod delta;
 use crate::model::{self, DhcpHost, FixedIp, FixedIps, Id, Neighbor, Owner, Port, State, Subnet, Vpc, MAX_VNI};
 
 /// A resource as stored in `State`. Ports and neighbors are shared with the state; the rest, few
@@ -258,6 +261,23 @@ fn subnet_tunnel_ids(subnets: &[SubnetState]) -> BTreeMap<&str, BTreeSet<u64>> {
     out
 }
 
+fn is_delta(update_type: i32) -> bool {
+    update_type == UpdateType::Delta as i32
+}
+
+/// The configuration to validate: under DELTA, `c` completed from the resource held (`delta`).
+fn merged<'a, C: Clone, H>(
+    c: &'a C,
+    update_type: i32,
+    held: Option<H>,
+    complete: impl FnOnce(&'a C, H) -> Cow<'a, C>,
+) -> Cow<'a, C> {
+    match held.filter(|_| is_delta(update_type)) {
+        Some(h) => complete(c, h),
+        None => Cow::Borrowed(c),
+    }
+}
+
 enum Op {
     Upsert,
     Delete,
@@ -475,7 +495,10 @@ impl Validator<'_> {
             ResourceType::Vpc,
             (s.operation_type, &c.id, c.revision_number),
             |v| v.may_delete_vpc(&c.id),
-            |v| v.check_vpc(c, from_subnets).map(Resource::from),
+            |v| {
+                let c = merged(c, c.update_type, v.state.vpcs.get(&c.id), delta::vpc);
+                v.check_vpc(&c, from_subnets).map(Resource::from)
+            },
         );
     }
 
@@ -549,7 +572,11 @@ impl Validator<'_> {
                     None => Ok(()),
                 },
             },
-            |v| v.check_subnet(c).map(Resource::from),
+            |v| {
+                let held = v.state.subnets.get(&c.id).filter(|_| is_delta(c.update_type));
+                let c = merged(c, c.update_type, held, delta::subnet);
+                v.check_subnet(&c, held).map(Resource::from)
+            },
         );
     }
 
@@ -567,7 +594,8 @@ impl Validator<'_> {
             .collect()
     }
 
-    fn check_subnet(&self, c: &alioth_proto::schema::SubnetConfiguration) -> Checked<Subnet> {
+    /// `held`: the subnet a DELTA completes, whose extra DHCP options it keeps when it names none.
+    fn check_subnet(&self, c: &alioth_proto::schema::SubnetConfiguration, held: Option<&Subnet>) -> Checked<Subnet> {
         let Some(vpc) = self.state.vpcs.get(&c.vpc_id) else {
             return invalid(format!("vpc_id {:?} is not a known VPC", c.vpc_id));
         };
@@ -630,12 +658,15 @@ impl Validator<'_> {
             .map(|d| model::parse_ipv4("dns entry", &d.entry))
             .collect::<Result<Vec<_>, _>>()
             .or_else(invalid)?;
-        let dhcp_options = c
-            .extra_dhcp_options
-            .iter()
-            .map(|o| dhcp::parse_extra(&o.name, &o.value))
-            .collect::<Result<Vec<_>, _>>()
-            .or_else(invalid)?;
+        let dhcp_options = match held.filter(|_| c.extra_dhcp_options.is_empty()) {
+            Some(h) => h.dhcp_options.clone(),
+            None => c
+                .extra_dhcp_options
+                .iter()
+                .map(|o| dhcp::parse_extra(&o.name, &o.value))
+                .collect::<Result<Vec<_>, _>>()
+                .or_else(invalid)?,
+        };
         let subnet = Subnet {
             id: c.id.as_str().into(),
             revision: c.revision_number,
@@ -672,7 +703,12 @@ impl Validator<'_> {
             ResourceType::Port,
             (s.operation_type, &c.id, c.revision_number),
             |_| Ok(()),
-            |v| v.check_port(c).map(Resource::from),
+            |v| {
+                let c = merged(c, c.update_type, v.state.ports().get(c.id.as_str()), |c, h| {
+                    delta::port(c, h)
+                });
+                v.check_port(&c).map(Resource::from)
+            },
         );
         let Some(neighbor) = moved else { return };
         if self.outcomes[outcome].status == OperationStatus::Success {
@@ -776,7 +812,10 @@ impl Validator<'_> {
             ResourceType::Dhcp,
             (s.operation_type, &key, c.revision_number),
             |_| Ok(()),
-            |v| v.check_dhcp(c, &key).map(Resource::from),
+            |v| {
+                let c = merged(c, c.update_type, v.state.dhcp_hosts().get(&key), delta::dhcp);
+                v.check_dhcp(&c, &key).map(Resource::from)
+            },
         );
         if !c.id.is_empty() {
             if let Some(answer) = self.outcomes.last_mut() {
@@ -848,7 +887,11 @@ impl Validator<'_> {
             ResourceType::Neighbor,
             (s.operation_type, &c.id, c.revision_number),
             |_| Ok(()),
-            |v| v.check_neighbor(c).map(Resource::from),
+            |v| {
+                let held = v.state.neighbors().get(c.id.as_str());
+                let c = merged(c, c.update_type, held, |c, h| delta::neighbor(c, h));
+                v.check_neighbor(&c).map(Resource::from)
+            },
         );
     }
 

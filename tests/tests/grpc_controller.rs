@@ -610,3 +610,99 @@ async fn neighbors_are_checked_against_this_hosts_ports() -> Result<()> {
     ensure!(st == [("s".to_string(), Failure)], "{st:?}");
     server.stop().await
 }
+
+/// DELTA completes a held resource with what it leaves unset, and replaces what it sets (a list
+/// whole); FULL replaces the whole configuration. What the agent then holds shows in what later
+/// messages may do.
+#[tokio::test(flavor = "multi_thread")]
+async fn delta_merges_into_what_is_held_and_full_replaces_it() -> Result<()> {
+    let server = server().await?;
+    let mut c = server.client().await?;
+    let mut send = async |m: GoalState| -> Result<Vec<(String, OperationStatus)>> {
+        Ok(statuses(&c.push_network_resource_states(m).await?.into_inner()))
+    };
+    let mac = "02:00:00:00:01:0a";
+    let mut s1 = subnet(Create, "s", "v", 1);
+    if let Some(cfg) = s1.configuration.as_mut() {
+        cfg.gateway = Some(subnet_configuration::Gateway {
+            ip_address: "198.18.1.1".into(),
+            mac_address: "0a:58:c6:12:01:01".into(),
+        });
+    }
+    let st = send(GoalState {
+        vpc_states: vec![vpc(Create, "v", 1001, 0, UpdateType::Delta)],
+        subnet_states: vec![s1],
+        port_states: vec![port(Create, "p1", "v", "s", "198.18.1.10", mac)],
+        ..Default::default()
+    })
+    .await?;
+    ensure!(st.iter().all(|(_, s)| matches!(s, Success | Pending)), "{st:?}");
+    // A DELTA that names only the port's addresses: it moves to .11 and keeps its VPC and MAC.
+    let moved = PortState {
+        operation_type: Update as i32,
+        configuration: Some(PortConfiguration {
+            id: "p1".into(),
+            fixed_ips: vec![port_configuration::FixedIp {
+                subnet_id: "s".into(),
+                ip_address: "198.18.1.11".into(),
+            }],
+            ..Default::default()
+        }),
+    };
+    let st = send(GoalState {
+        port_states: vec![moved],
+        ..Default::default()
+    })
+    .await?;
+    ensure!(matches!(st[0].1, Success | Pending), "{st:?}");
+    let st = send(GoalState {
+        port_states: vec![
+            port(Create, "p2", "v", "s", "198.18.1.10", "02:00:00:00:01:0b"),
+            port(Create, "p3", "v", "s", "198.18.1.11", "02:00:00:00:01:0c"),
+            port(Create, "p4", "v", "s", "198.18.1.12", mac),
+        ],
+        ..Default::default()
+    })
+    .await?;
+    let got: Vec<(&str, bool)> = st.iter().map(|(i, s)| (i.as_str(), *s == InvalidArg)).collect();
+    ensure!(
+        got == [("p2", false), ("p3", true), ("p4", true)],
+        ".10 is free, .11 and the MAC are p1's: {st:?}"
+    );
+    // A DELTA subnet that names only its DNS keeps its gateway; a FULL one without a gateway has
+    // none, and its address is free for a port.
+    let gateway_port = || port(Create, "p5", "v", "s", "198.18.1.1", "02:00:00:00:01:0d");
+    let mut dns_only = subnet(Update, "s", "v", 1);
+    if let Some(cfg) = dns_only.configuration.as_mut() {
+        cfg.cidr = String::new();
+        cfg.dns_entry_list = vec![subnet_configuration::DnsEntry {
+            entry: "198.18.1.2".into(),
+        }];
+    }
+    let st = send(GoalState {
+        subnet_states: vec![dns_only],
+        port_states: vec![gateway_port()],
+        ..Default::default()
+    })
+    .await?;
+    // (A subnet whose ports wait for their taps answers PENDING.)
+    ensure!(
+        matches!(st[0].1, Success | Pending) && st[1].1 == InvalidArg,
+        "the gateway stays: {st:?}"
+    );
+    let mut full = subnet(Update, "s", "v", 1);
+    if let Some(cfg) = full.configuration.as_mut() {
+        cfg.update_type = UpdateType::Full as i32;
+    }
+    let st = send(GoalState {
+        subnet_states: vec![full],
+        port_states: vec![gateway_port()],
+        ..Default::default()
+    })
+    .await?;
+    ensure!(
+        matches!(st[0].1, Success | Pending) && matches!(st[1].1, Success | Pending),
+        "no gateway any more: {st:?}"
+    );
+    server.stop().await
+}
