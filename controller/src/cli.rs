@@ -31,6 +31,13 @@ pub struct ApplyArgs {
     /// Print the reply as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also delete what the agent holds and the file does not name (a V1 file), listed before it
+    /// is sent. Goal state itself never deletes what a message leaves out.
+    #[arg(long)]
+    pub prune: bool,
+    /// The agent's state directory, where --prune reads what it holds (nothing is written).
+    #[arg(long, default_value = crate::agent::DEFAULT_STATE_DIR, env = "ALIOTH_STATE_DIR")]
+    pub state_dir: PathBuf,
     #[command(flatten)]
     pub tls: ClientTls,
 }
@@ -151,7 +158,20 @@ pub fn parse_goal_state_file(text: &str) -> Result<GoalStateFile> {
 }
 
 pub async fn apply(args: ApplyArgs) -> Result<i32> {
-    let msg = read_goal_state(&args.file)?;
+    let mut msg = read_goal_state(&args.file)?;
+    if args.prune {
+        let GoalStateFile::V1(m) = &mut msg else {
+            bail!("--prune takes a GoalState (V1) file: a GoalStateV2 names only what it changes");
+        };
+        let held = crate::store::Store::read(&args.state_dir)
+            .with_context(|| format!("read what the agent holds in {}", args.state_dir.display()))?;
+        let deletions = crate::prune::deletions(&held, m);
+        for line in crate::prune::describe(&deletions) {
+            // Before the reply, and out of the way of --json's output.
+            eprintln!("prune: DELETE {line}");
+        }
+        crate::prune::append(m, deletions);
+    }
     let server = args.server.clone();
     let mut client = GoalStateProvisionerClient::new(connect(&server, &args.tls).await?)
         .max_decoding_message_size(usize::MAX)

@@ -18,6 +18,7 @@ pub mod netlink;
 pub mod object;
 pub mod overlay;
 pub mod plan;
+pub mod prune;
 pub mod service;
 pub mod store;
 pub mod underlay;

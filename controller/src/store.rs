@@ -93,8 +93,36 @@ pub const COMPACT_AFTER: u64 = 64 << 20;
 impl Store {
     /// Opens (creating) `dir`, returns the recorded state, and compacts the journal into a snapshot.
     pub fn open(dir: &Path) -> Result<(Store, State)> {
-        let started = std::time::Instant::now();
         fs::create_dir_all(dir).with_context(|| format!("create state directory {}", dir.display()))?;
+        let state = Self::read(dir)?;
+        let (snap, journal) = (dir.join(SNAPSHOT), dir.join(JOURNAL));
+        let retired = retired_journals(dir)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&journal)
+            .with_context(|| format!("open {}", journal.display()))?;
+        let mut store = Store {
+            dir: dir.to_path_buf(),
+            appended: file.metadata()?.len(),
+            journal: BufWriter::new(file),
+            snapshot: fs::metadata(&snap).map_or(0, |m| m.len()),
+            compact_after: COMPACT_AFTER,
+            compacting: None,
+            next_retired: retired.last().map_or(1, |(n, _)| n + 1),
+        };
+        // What was read is compacted while the agent starts. The journal is retired in any case:
+        // new lines never follow a line torn by a kill.
+        if store.appended > 0 || !retired.is_empty() {
+            store.compact(&state)?;
+        }
+        Ok((store, state))
+    }
+
+    /// The state recorded in `dir` (snapshot, retired journals, journal), read without writing
+    /// anything: what `open` starts from, and what `alioth apply --prune` compares with.
+    pub fn read(dir: &Path) -> Result<State> {
+        let started = std::time::Instant::now();
         let mut state = State::default();
         let snap = dir.join(SNAPSHOT);
         if snap.exists() {
@@ -118,26 +146,7 @@ impl Store {
             millis = started.elapsed().as_millis() as u64,
             "journal replayed"
         );
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&journal)
-            .with_context(|| format!("open {}", journal.display()))?;
-        let mut store = Store {
-            dir: dir.to_path_buf(),
-            appended: file.metadata()?.len(),
-            journal: BufWriter::new(file),
-            snapshot: fs::metadata(&snap).map_or(0, |m| m.len()),
-            compact_after: COMPACT_AFTER,
-            compacting: None,
-            next_retired: retired.last().map_or(1, |(n, _)| n + 1),
-        };
-        // What was read is compacted while the agent starts. The journal is retired in any case:
-        // new lines never follow a line torn by a kill.
-        if store.appended > 0 || !retired.is_empty() {
-            store.compact(&state)?;
-        }
-        Ok((store, state))
+        Ok(state)
     }
 
     /// Sets the journal size from which `compact_if_due` compacts (`COMPACT_AFTER` by default).

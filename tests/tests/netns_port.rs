@@ -545,3 +545,43 @@ fn a_vm_cannot_answer_dhcp_for_another_vm() -> Result<()> {
     ensure!(heard.starts_with("got"), "ordinary UDP between the VMs: {heard}");
     Ok(())
 }
+
+/// `alioth apply --prune`: the file without VM 2's port. What the agent holds and the file does not
+/// name is listed, then deleted; without --prune the same file deletes nothing.
+#[test]
+fn apply_prune_deletes_what_the_file_leaves_out_and_says_so_first() -> Result<()> {
+    let t = topology(&[])?;
+    let (code, _) = apply(&t.agent, &example("demo.yaml"))?;
+    ensure!(code == 0);
+    let alioth::cli::GoalStateFile::V1(mut msg) =
+        alioth::cli::parse_goal_state_file(&std::fs::read_to_string(example("demo.yaml"))?)?
+    else {
+        anyhow::bail!("demo.yaml is a GoalState");
+    };
+    let vm2_port = "2a2b0d1c-4c1e-4b4f-8a4e-9b1f2e3d4c5b";
+    msg.port_states
+        .retain(|p| p.configuration.as_ref().is_some_and(|c| c.id != vm2_port));
+    let scratch = alioth_tests::netns::Scratch::new("alioth-prune-")?;
+    let file = scratch.path("without-vm2.json");
+    std::fs::write(&file, serde_json::to_vec(&msg)?)?;
+    let attached = || -> Result<usize> {
+        let status: serde_json::Value = serde_json::from_slice(&t.agent.cli(&["status", "--json"])?.stdout)?;
+        Ok(status["attached"].as_array().map_or(0, Vec::len))
+    };
+    let (code, _) = apply(&t.agent, &file)?;
+    ensure!(code == 0 && attached()? == 2, "without --prune nothing is deleted");
+    let out = t
+        .agent
+        .cli(&["apply", "-f", &file, "--prune", "--state-dir", &t.agent.state_dir])?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "{said}");
+    ensure!(said.contains(&format!("prune: DELETE port {vm2_port}")), "{said}");
+    ensure!(!said.contains("f37810eb"), "VM 1's port is in the file: {said}");
+    ensure!(attached()? == 1, "VM 2's tap is detached");
+    let ping = t
+        .vm1
+        .ns
+        .exec(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "198.18.0.1"])?;
+    ensure!(ping.contains("2 received"), "VM 1 keeps its network: {ping}");
+    Ok(())
+}
