@@ -5,7 +5,7 @@
 use alioth_proto::schema::OperationType::{Create, Delete};
 use alioth_tests::dpm;
 use alioth_tests::overlay::{Lab, VpcSpec};
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 
 fn answers(lab: &Lab, from: &str, to: &str) -> Result<bool> {
     let out = lab
@@ -98,7 +98,16 @@ fn a_dpm_v2_sequence_over_the_stream_leaves_every_live_port_forwarding() -> Resu
         ),
     )?;
     ensure!(answers(&lab, &vm1.port_id, gateway)?, "VM 1 -> its gateway");
+    let unresolved = || -> Result<u64> {
+        let agent = lab.hosts[0].agent.as_ref().context("agent")?;
+        agent.stats()?["drop_no_next_hop"].as_u64().context("drop_no_next_hop")
+    };
+    let before = unresolved()?;
     ensure!(!answers(&lab, &vm1.port_id, &vm2.ip)?, "no host for VM 2 yet");
+    ensure!(
+        unresolved()? >= before + 2,
+        "VM 2's traffic is dropped and counted meanwhile"
+    );
     // 2. Host 1: VM 2's port and both L2 entries; host 0 learns VM 2's host. The same ports come
     //    again with fresh DHCP ids: they replace the entries.
     lab.push(

@@ -706,3 +706,46 @@ async fn delta_merges_into_what_is_held_and_full_replaces_it() -> Result<()> {
     );
     server.stop().await
 }
+
+/// A VPC's VNI is its tunnel_id, else the one its subnets in the message carry (DPM's shape); any
+/// disagreement is refused. INFO states define what the agent does not hold.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vpcs_vni_comes_from_itself_or_its_subnets_and_a_conflict_is_refused() -> Result<()> {
+    let server = server().await?;
+    let mut c = server.client().await?;
+    let mut send = async |m: GoalState| -> Result<Vec<(String, OperationStatus)>> {
+        Ok(statuses(&c.push_network_resource_states(m).await?.into_inner()))
+    };
+    let info_vpc = |id: &str, vni| vpc(Info, id, vni, 1, UpdateType::Delta);
+    let info_subnet = |id: &str, vpc_id: &str, third, vni: u64| {
+        let mut s = subnet(Info, id, vpc_id, third);
+        if let Some(c) = s.configuration.as_mut() {
+            c.tunnel_id = vni;
+            c.revision_number = 1;
+        }
+        s
+    };
+    let msg = |vpcs, subnets| GoalState {
+        vpc_states: vpcs,
+        subnet_states: subnets,
+        ..Default::default()
+    };
+    // From the subnet.
+    let st = send(msg(vec![info_vpc("a", 0)], vec![info_subnet("sa", "a", 1, 3001)])).await?;
+    ensure!(st == [("a".into(), Success), ("sa".into(), Success)], "{st:?}");
+    // The VPC's own and its subnet's disagree; two subnets disagree; neither has one.
+    let st = send(msg(vec![info_vpc("b", 3002)], vec![info_subnet("sb", "b", 2, 3003)])).await?;
+    ensure!(st[0] == ("b".into(), InvalidArg), "{st:?}");
+    let st = send(msg(
+        vec![info_vpc("c", 0)],
+        vec![info_subnet("sc1", "c", 3, 3004), info_subnet("sc2", "c", 4, 3005)],
+    ))
+    .await?;
+    ensure!(st[0] == ("c".into(), InvalidArg), "{st:?}");
+    let st = send(msg(vec![info_vpc("d", 0)], vec![])).await?;
+    ensure!(st == [("d".into(), InvalidArg)], "{st:?}");
+    // The VNI taken from a subnet is the VPC's: another VPC may not have it.
+    let st = send(msg(vec![vpc(Create, "e", 3001, 0, UpdateType::Delta)], vec![])).await?;
+    ensure!(st == [("e".into(), InvalidArg)], "3001 is a's: {st:?}");
+    server.stop().await
+}

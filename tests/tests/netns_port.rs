@@ -585,3 +585,60 @@ fn apply_prune_deletes_what_the_file_leaves_out_and_says_so_first() -> Result<()
     ensure!(ping.contains("2 received"), "VM 1 keeps its network: {ping}");
     Ok(())
 }
+
+/// A subnet whose gateway is 0.0.0.0 (Alcor's test controller sends that) has none: nothing
+/// answers ARP or ping for its first address, and its VMs still reach each other.
+#[test]
+fn a_subnet_with_gateway_0_0_0_0_has_no_gateway() -> Result<()> {
+    use alioth_proto::schema::{subnet_configuration::Gateway, GoalState, OperationType::*, UpdateType};
+    use alioth_tests::goalstate::{port, subnet, vpc};
+    let t = topology(&[])?;
+    let mut s = subnet(Create, "s0", "v0", 0);
+    if let Some(c) = s.configuration.as_mut() {
+        c.gateway = Some(Gateway {
+            ip_address: "0.0.0.0".into(),
+            ..Default::default()
+        });
+    }
+    let msg = GoalState {
+        vpc_states: vec![vpc(Create, "v0", 100, 0, UpdateType::Delta)],
+        subnet_states: vec![s],
+        port_states: vec![
+            port(
+                Create,
+                "f37810eb-7f83-45fa-a4d4-1b31e75399df",
+                "v0",
+                "s0",
+                "198.18.0.10",
+                "02:00:c6:12:00:0a",
+            ),
+            port(
+                Create,
+                "2a2b0d1c-4c1e-4b4f-8a4e-9b1f2e3d4c5b",
+                "v0",
+                "s0",
+                "198.18.0.11",
+                "02:00:c6:12:00:0b",
+            ),
+        ],
+        ..Default::default()
+    };
+    let scratch = alioth_tests::netns::Scratch::new("alioth-nogw-")?;
+    let file = scratch.path("no-gateway.json");
+    std::fs::write(&file, serde_json::to_vec(&msg)?)?;
+    let (code, statuses) = apply(&t.agent, &file)?;
+    ensure!(code == 0, "{statuses:?}");
+    let arp = t
+        .vm1
+        .ns
+        .exec_output(&["arping", "-c", "2", "-w", "3", "-I", "eth0", "198.18.0.1"])?;
+    ensure!(!arp.status.success(), "nobody answers ARP for the first address");
+    let ping = t.vm1.ns.exec_output(&["ping", "-c", "2", "-W", "1", "198.18.0.1"])?;
+    ensure!(!ping.status.success(), "nobody answers ping for it");
+    let ping = t
+        .vm1
+        .ns
+        .exec(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "198.18.0.11"])?;
+    ensure!(ping.contains("2 received"), "VM 1 -> VM 2 still switched: {ping}");
+    Ok(())
+}
