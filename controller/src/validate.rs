@@ -201,6 +201,13 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
     for s in msg.vpc_states.iter().filter(|s| !is_delete(s.operation_type)) {
         v.vpc(s, &subnet_vnis);
     }
+    // ACA takes a VPC's VNI from its subnets and its own tests send no VPC state at all
+    // (alcor-control-agent `test/gtest/aca_test_ovs_l2.cpp`, `aca_test_ovs_util.cpp`): a subnet
+    // with a tunnel id whose VPC is neither held nor in the message defines it, answered as the
+    // VPC's INFO.
+    for s in implied_vpcs(msg, &subnet_vnis, v.state) {
+        v.vpc(&s, &subnet_vnis);
+    }
     for s in msg.subnet_states.iter().filter(|s| !is_delete(s.operation_type)) {
         v.subnet(s);
     }
@@ -259,6 +266,28 @@ fn subnet_tunnel_ids(subnets: &[SubnetState]) -> BTreeMap<&str, BTreeSet<u64>> {
         }
     }
     out
+}
+
+/// INFO states for the VPCs that only the message's subnets name (with a tunnel id) and the agent
+/// does not hold.
+fn implied_vpcs(msg: &GoalState, subnet_vnis: &BTreeMap<&str, BTreeSet<u64>>, state: &State) -> Vec<VpcState> {
+    let named: BTreeSet<&str> = msg
+        .vpc_states
+        .iter()
+        .filter_map(|s| s.configuration.as_ref())
+        .map(|c| c.id.as_str())
+        .collect();
+    subnet_vnis
+        .keys()
+        .filter(|id| !id.is_empty() && !named.contains(*id) && !state.vpcs.contains_key(**id))
+        .map(|id| VpcState {
+            operation_type: OperationType::Info as i32,
+            configuration: Some(VpcConfiguration {
+                id: id.to_string(),
+                ..Default::default()
+            }),
+        })
+        .collect()
 }
 
 fn is_delta(update_type: i32) -> bool {

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests and the benchmarks: test frames, network namespaces,
 //! and running the real agent.
 
+pub mod aca;
 pub mod agent;
 pub mod dhcp;
 pub mod dpm;

@@ -138,3 +138,20 @@ fn a_dpm_v2_sequence_over_the_stream_leaves_every_live_port_forwarding() -> Resu
     }
     Ok(())
 }
+
+/// ACA's own test of two ports (`aca_test_ovs_l2.cpp`, `2_ports_CREATE_test_traffic`): each port
+/// comes in a message of its own with the subnet as INFO and no VPC state (the VNI is the
+/// subnet's); then the two ports ping each other, as the test does.
+#[test]
+fn acas_two_ports_test_messages_create_two_ports_that_talk() -> Result<()> {
+    let v = VpcSpec::new(1, 1001, 1);
+    let mut lab = Lab::new(vec![v.clone()])?;
+    let (vm1, vm2) = (v.vm(1, 10), v.vm(1, 11));
+    lab.add_host(vec![vm1.clone(), vm2.clone()])?;
+    lab.start_agents(&[])?;
+    lab.push(0, &alioth_tests::aca::message(&v, &vm1))?;
+    lab.push(0, &alioth_tests::aca::message(&v, &vm2))?;
+    ensure!(answers(&lab, &vm1.port_id, &vm2.ip)?, "port 1 -> port 2");
+    ensure!(answers(&lab, &vm2.port_id, &vm1.ip)?, "port 2 -> port 1");
+    Ok(())
+}
