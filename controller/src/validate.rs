@@ -12,13 +12,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alioth_proto::schema::{
-    DhcpConfiguration, DhcpState, GoalState, NeighborConfiguration, NeighborState, OperationStatus, OperationType,
-    PortState, ResourceType, SubnetState, UpdateType, VpcConfiguration, VpcState,
+    GoalState, OperationStatus, OperationType, PortState, ResourceType, SubnetState, UpdateType, VpcConfiguration,
+    VpcState,
 };
 
 use crate::dhcp;
 
 mod delta;
+mod dhcp_entry;
+mod neighbor;
 use crate::model::{self, DhcpHost, FixedIp, FixedIps, Id, Neighbor, Owner, Port, State, Subnet, Vpc, MAX_VNI};
 
 /// A resource as stored in `State`. Ports and neighbors are shared with the state; the rest, few
@@ -815,182 +817,6 @@ impl Validator<'_> {
             return invalid("no fixed_ips");
         }
         Ok(out)
-    }
-
-    /// A DHCP entry is the (subnet, MAC) it serves: ACA keys its entries by MAC and never reads
-    /// the id (alcor-control-agent `src/dhcp/aca_dhcp_server.cpp`, `add_dhcp_entry`), and Alcor's
-    /// DPM V1 sends no id, V2 a fresh random one on every build (data_plane_manager
-    /// `DhcpService.java`). So the entry is stored under the
-    /// key of the one already held for that MAC in that subnet, else under `<subnet>/<mac>`, and a
-    /// message's entry replaces (or deletes) it whatever its id. The answer carries the id the
-    /// message gave, or that key.
-    fn dhcp(&mut self, s: &DhcpState) {
-        let Some(c) = &s.configuration else {
-            return self.no_configuration(ResourceType::Dhcp, s.operation_type);
-        };
-        let key = match model::parse_unicast_mac(&c.mac_address) {
-            Ok(mac) => match self.state.dhcp_host(&mac).filter(|d| d.subnet_id == c.subnet_id) {
-                Some(held) => held.id.clone(),
-                None => format!("{}/{}", c.subnet_id, model::format_mac(&mac)),
-            },
-            // Refused by `check_dhcp`, under the id the message gave.
-            Err(_) if !c.id.is_empty() => c.id.clone(),
-            Err(_) => format!("{}/{}", c.subnet_id, c.mac_address),
-        };
-        self.resource(
-            ResourceType::Dhcp,
-            (s.operation_type, &key, c.revision_number),
-            |_| Ok(()),
-            |v| {
-                let c = merged(c, c.update_type, v.state.dhcp_hosts().get(&key), delta::dhcp);
-                v.check_dhcp(&c, &key).map(Resource::from)
-            },
-        );
-        if !c.id.is_empty() {
-            if let Some(answer) = self.outcomes.last_mut() {
-                answer.id = c.id.clone();
-            }
-        }
-    }
-
-    fn check_dhcp(&self, c: &DhcpConfiguration, key: &str) -> Checked<DhcpHost> {
-        let Some(subnet) = self.state.subnets.get(&c.subnet_id) else {
-            return invalid(format!("subnet_id {:?} is not a known subnet", c.subnet_id));
-        };
-        let mac = model::parse_unicast_mac(&c.mac_address).or_else(invalid)?;
-        let ip = match c.ipv4_address.trim() {
-            "" => None,
-            a => {
-                let ip = model::parse_ipv4("ipv4_address", a).or_else(invalid)?;
-                if !subnet.cidr.contains(&ip) {
-                    return invalid(format!(
-                        "ipv4_address {ip} is outside subnet {} ({})",
-                        subnet.id, subnet.cidr
-                    ));
-                }
-                Some(ip)
-            }
-        };
-        let host_name = match c.port_host_name.trim() {
-            "" => None,
-            h if h.len() > dhcp::MAX_HOST_NAME => {
-                return invalid(format!(
-                    "port_host_name {h:?} is longer than {} bytes",
-                    dhcp::MAX_HOST_NAME
-                ))
-            }
-            h if !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') => {
-                return invalid(format!(
-                    "port_host_name {h:?} is not a host name (letters, digits, '-', '.')"
-                ))
-            }
-            h => Some(h.to_string()),
-        };
-        if let Some(other) = self.state.dhcp_host(&mac).filter(|d| d.id != key) {
-            return invalid(format!(
-                "MAC {} already has DHCP entry {} in subnet {}",
-                c.mac_address, other.id, other.subnet_id
-            ));
-        }
-        Ok(DhcpHost {
-            id: key.to_string(),
-            revision: c.revision_number,
-            subnet_id: c.subnet_id.clone(),
-            mac,
-            ip,
-            host_name,
-        })
-    }
-
-    fn neighbor(&mut self, s: &NeighborState) {
-        let Some(c) = &s.configuration else {
-            return self.no_configuration(ResourceType::Neighbor, s.operation_type);
-        };
-        // Alcor's DPM V2 lists this host's own ports in its L2 neighbor map (data_plane_manager
-        // `NeighborService.buildNeighborStatesL2`). The local port is what forwards to them:
-        // such a neighbor is accepted and changes nothing, a DELETE of it included.
-        if self.is_own_port(c) {
-            return self.record(ResourceType::Neighbor, s.operation_type, &c.id, |_, _| Ok(None));
-        }
-        self.resource(
-            ResourceType::Neighbor,
-            (s.operation_type, &c.id, c.revision_number),
-            |_| Ok(()),
-            |v| {
-                let held = v.state.neighbors().get(c.id.as_str());
-                let c = merged(c, c.update_type, held, |c, h| delta::neighbor(c, h));
-                v.check_neighbor(&c).map(Resource::from)
-            },
-        );
-    }
-
-    /// Whether neighbor `c` is one of this host's ports: the same id, or a port of that VPC with
-    /// the same MAC holding every one of its addresses.
-    fn is_own_port(&self, c: &NeighborConfiguration) -> bool {
-        if self.state.ports().contains_key(c.id.as_str()) {
-            return true;
-        }
-        let Ok(mac) = model::parse_unicast_mac(&c.mac_address) else {
-            return false;
-        };
-        let Some(port) = self
-            .state
-            .mac_owner(&c.vpc_id, &mac)
-            .and_then(|id| self.state.ports().get(id))
-        else {
-            return false;
-        };
-        let held = |ip: &str| {
-            ip.trim()
-                .parse::<std::net::Ipv4Addr>()
-                .is_ok_and(|ip| port.fixed_ips.iter().any(|p| p.ip == ip))
-        };
-        !c.fixed_ips.is_empty() && c.fixed_ips.iter().all(|f| held(&f.ip_address))
-    }
-
-    fn check_neighbor(&self, c: &NeighborConfiguration) -> Checked<Neighbor> {
-        let Some(vpc) = self.known_vpc(&c.vpc_id) else {
-            return invalid(format!("vpc_id {:?} is not a known VPC", c.vpc_id));
-        };
-        let mac = model::parse_unicast_mac(&c.mac_address).or_else(invalid)?;
-        // One of our ports under its own MAC is taken care of before (`is_own_port`); any other
-        // neighbor with that MAC would shadow the port in the VPC's ARP answers.
-        if let Some(port) = self.state.mac_owner(&c.vpc_id, &mac) {
-            return invalid(format!("MAC {} is port {port}'s, on this host", c.mac_address));
-        }
-        // No host yet (DPM sends one when it lacks the node's information): stored as unresolved
-        // (the unspecified address, which has no next hop), so its traffic is dropped and counted
-        // (drop_no_next_hop) until a later message names the host.
-        let host_ip = match c.host_ip_address.trim() {
-            "" => std::net::Ipv4Addr::UNSPECIFIED,
-            a => {
-                let ip = model::parse_ipv4("host_ip_address", a).or_else(invalid)?;
-                if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
-                    return invalid(format!("host_ip_address {ip} is not a unicast address"));
-                }
-                ip
-            }
-        };
-        if let Some(f) = c.fixed_ips.iter().find(|f| f.tunnel_id != 0 && f.tunnel_id != vpc.vni) {
-            return invalid(format!(
-                "fixed ip {} has tunnel_id {}, but VPC {} has VNI {}",
-                f.ip_address, f.tunnel_id, vpc.id, vpc.vni
-            ));
-        }
-        let ips = c
-            .fixed_ips
-            .iter()
-            .map(|f| (f.subnet_id.as_str(), f.ip_address.as_str()));
-        let id: Id = c.id.as_str().into();
-        let fixed_ips = self.check_fixed_ips(&c.vpc_id, &Owner::Neighbor(id.clone()), ips)?;
-        Ok(Neighbor {
-            id,
-            revision: c.revision_number,
-            vpc_id: vpc.id.clone(),
-            mac,
-            host_ip,
-            fixed_ips,
-        })
     }
 
     fn check_port(&self, c: &alioth_proto::schema::PortConfiguration) -> Checked<Port> {
