@@ -4,7 +4,7 @@
 
 use alioth_proto::schema::OperationType::{Create, Delete};
 use alioth_tests::dpm;
-use alioth_tests::overlay::{Lab, VpcSpec};
+use alioth_tests::overlay::{Lab, VmSpec, VpcSpec};
 use anyhow::{ensure, Context, Result};
 
 fn answers(lab: &Lab, from: &str, to: &str) -> Result<bool> {
@@ -15,8 +15,18 @@ fn answers(lab: &Lab, from: &str, to: &str) -> Result<bool> {
     Ok(String::from_utf8_lossy(&out.stdout).contains("2 received"))
 }
 
-#[test]
-fn a_dpm_v1_sequence_leaves_every_live_port_programmed_and_forwarding() -> Result<()> {
+/// One VPC, VM 1 on host 0 and VM 2 on host 1, agents started, nothing pushed yet.
+struct TwoHosts {
+    lab: Lab,
+    v: VpcSpec,
+    vm1: VmSpec,
+    vm2: VmSpec,
+    /// The hosts' underlay addresses.
+    h0: String,
+    h1: String,
+}
+
+fn two_hosts() -> Result<TwoHosts> {
     let v = VpcSpec::new(1, 1001, 1);
     let mut lab = Lab::new(vec![v.clone()])?;
     let (vm1, vm2) = (v.vm(1, 10), v.vm(1, 20));
@@ -24,6 +34,26 @@ fn a_dpm_v1_sequence_leaves_every_live_port_programmed_and_forwarding() -> Resul
     lab.add_host(vec![vm2.clone()])?;
     lab.start_agents(&[])?;
     let (h0, h1) = (lab.hosts[0].ip.clone(), lab.hosts[1].ip.clone());
+    Ok(TwoHosts {
+        lab,
+        v,
+        vm1,
+        vm2,
+        h0,
+        h1,
+    })
+}
+
+#[test]
+fn a_dpm_v1_sequence_leaves_every_live_port_programmed_and_forwarding() -> Result<()> {
+    let TwoHosts {
+        lab,
+        v,
+        vm1,
+        vm2,
+        h0,
+        h1,
+    } = two_hosts()?;
     let gateway = "198.18.1.1";
 
     // 1. VM 1's port is created on host 0: VPC and subnet come as INFO context (the VNI only in
@@ -76,13 +106,14 @@ fn a_dpm_v1_sequence_leaves_every_live_port_programmed_and_forwarding() -> Resul
 /// neighbor that first comes without its host is accepted and forwarded to once its host is known.
 #[test]
 fn a_dpm_v2_sequence_over_the_stream_leaves_every_live_port_forwarding() -> Result<()> {
-    let v = VpcSpec::new(1, 1001, 1);
-    let mut lab = Lab::new(vec![v.clone()])?;
-    let (vm1, vm2) = (v.vm(1, 10), v.vm(1, 20));
-    lab.add_host(vec![vm1.clone()])?;
-    lab.add_host(vec![vm2.clone()])?;
-    lab.start_agents(&[])?;
-    let (h0, h1) = (lab.hosts[0].ip.clone(), lab.hosts[1].ip.clone());
+    let TwoHosts {
+        lab,
+        v,
+        vm1,
+        vm2,
+        h0,
+        h1,
+    } = two_hosts()?;
     let gateway = "198.18.1.1";
     let own = |vm, host: &str| dpm::neighbor(Create, vm, host);
 
