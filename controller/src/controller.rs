@@ -231,7 +231,7 @@ impl Controller {
         });
         let t_apply = started.elapsed();
         let before = changes.len();
-        let changes = self.revert_failed(changes, &outcomes);
+        let mut changes = self.revert_failed(changes, &outcomes);
         if changes.iter().any(|c| {
             matches!(
                 (&c.before, &c.after),
@@ -241,15 +241,22 @@ impl Controller {
             // New remote hosts: ask the kernel to resolve their next hops right away.
             self.refresh_overlay();
         }
-        // Recorded before the reply: an acknowledged change survives a crash of the agent.
-        if let Some(store) = self.store.as_mut() {
-            let recorded = match journal_ahead {
-                Some(Ok(lines)) if changes.len() == before => store.append(&lines),
-                _ => store.record(&self.state, &changes),
-            };
-            if let Err(e) = recorded {
-                tracing::error!("recording applied goal state failed: {e:#}");
+        // Recorded before the reply: an acknowledged change survives a crash of the agent. What
+        // cannot be recorded (a full disk) is answered FAILURE and undone, in state and maps: a
+        // restart would forget it.
+        let recorded = match (self.store.as_mut(), journal_ahead) {
+            (None, _) => Ok(()),
+            (Some(store), Some(Ok(lines))) if changes.len() == before => store.append(&lines),
+            (Some(store), _) => store.record(&self.state, &changes),
+        };
+        if let Err(e) = recorded {
+            tracing::error!("recording applied goal state failed, its changes are undone: {e:#}");
+            for c in &changes {
+                let o = &mut outcomes[c.outcome];
+                o.status = OperationStatus::Failure;
+                o.reason = Some(format!("not recorded ({e:#}): undone"));
             }
+            changes = self.revert_failed(changes, &outcomes);
         }
 
         let t_record = started.elapsed();

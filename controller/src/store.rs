@@ -279,12 +279,27 @@ impl Store {
 
     /// Appends lines from `encode` to the journal.
     pub fn append(&mut self, lines: &[u8]) -> Result<()> {
-        self.journal
-            .write_all(lines)
-            .and_then(|()| self.journal.flush())
-            .with_context(|| format!("write the journal in {}", self.dir.display()))?;
+        let written = self.journal.write_all(lines).and_then(|()| self.journal.flush());
+        if let Err(e) = written {
+            // Nothing of a failed write may stay (a full disk takes part of it): lines written
+            // later would follow a torn one, and a restart would stop reading there.
+            self.discard_unwritten();
+            return Err(e).with_context(|| format!("write the journal in {}", self.dir.display()));
+        }
         self.appended += lines.len() as u64;
         Ok(())
+    }
+
+    /// Drops what the journal's buffer still holds and cuts the file back to what was recorded.
+    fn discard_unwritten(&mut self) {
+        let Ok(file) = self.journal.get_ref().try_clone() else {
+            return;
+        };
+        let old = std::mem::replace(&mut self.journal, BufWriter::new(file));
+        drop(old.into_parts());
+        if let Err(e) = self.journal.get_ref().set_len(self.appended) {
+            tracing::error!("cutting the journal back after a failed write: {e}");
+        }
     }
 
     /// Removes the record (for `--reset`).

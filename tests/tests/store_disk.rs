@@ -1,0 +1,108 @@
+//! The agent's record of goal state on a real filesystem that fills up (a small tmpfs): what cannot
+//! be recorded is answered FAILURE and undone in state and maps, never acknowledged and then
+//! forgotten by a restart; and the journal stays whole for what comes after.
+
+use std::path::PathBuf;
+
+use alioth::controller::Controller;
+use alioth::dataplane::{AttachMode, Dataplane};
+use alioth::store::Store;
+use alioth::validate::Naming;
+use alioth_common::maps::EndpointKey;
+use alioth_proto::schema::{GoalState, OperationStatus, OperationType::Create, UpdateType};
+use alioth_tests::goalstate::{statuses, subnet, vpc};
+use alioth_tests::netns;
+use alioth_tests::overlay::{neighbor, VmSpec};
+use anyhow::{ensure, Result};
+
+/// A tmpfs of `kib` KiB mounted on a fresh directory; unmounted and removed on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(kib: u32) -> Result<Tmpfs> {
+        let dir = std::env::temp_dir().join(netns::unique("alioth-disk-"));
+        std::fs::create_dir_all(&dir)?;
+        let disk = Tmpfs(dir);
+        let size = format!("size={kib}k");
+        let out = netns::run_output(&["mount", "-t", "tmpfs", "-o", &size, "tmpfs", &disk.0.to_string_lossy()])?;
+        ensure!(
+            out.status.success(),
+            "mount tmpfs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(disk)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = netns::run_output(&["umount", "-l", self.0.to_str().unwrap_or_default()]);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Neighbor `i` of VPC "v" in subnet "s" (198.18.1.0/24), on host 198.19.0.2.
+fn neighbor_state(i: u8) -> alioth_proto::schema::NeighborState {
+    let vm = VmSpec {
+        port_id: format!("neighbor-{i:03}-with-a-long-enough-id"),
+        vpc: "v".into(),
+        subnet: "s".into(),
+        ip: format!("198.18.1.{}", 10 + u16::from(i)),
+        mac: format!("02:00:00:00:01:{i:02x}"),
+    };
+    neighbor(Create, &vm, "198.19.0.2")
+}
+
+#[test]
+fn a_full_disk_answers_failure_and_keeps_nothing_it_could_not_record() -> Result<()> {
+    let disk = Tmpfs::mount(32)?;
+    let (store, state) = Store::open(&disk.0)?;
+    let (dp, _log) = Dataplane::load(None, AttachMode::Auto)?;
+    let mut c = Controller::restore(dp, Naming::default(), state, store, None)?;
+    let base = GoalState {
+        vpc_states: vec![vpc(Create, "v", 1001, 0, UpdateType::Delta)],
+        subnet_states: vec![subnet(Create, "s", "v", 1)],
+        ..Default::default()
+    };
+    let st = statuses(&c.push(&base));
+    ensure!(st.iter().all(|(_, s)| *s == OperationStatus::Success), "{st:?}");
+    // 200 neighbors: more journal than the disk has room for.
+    let many = GoalState {
+        neighbor_states: (0..200).map(neighbor_state).collect(),
+        ..Default::default()
+    };
+    let reply = c.push(&many);
+    ensure!(
+        reply
+            .operation_statuses
+            .iter()
+            .all(|s| s.operation_status == OperationStatus::Failure as i32 && s.reason.contains("not recorded")),
+        "every neighbor is refused with the reason: {:?}",
+        &reply.operation_statuses[..2]
+    );
+    ensure!(c.state().neighbors().is_empty(), "nothing unrecorded is held");
+    let key = EndpointKey {
+        vni: 1001,
+        ip: [198, 18, 1, 10],
+    };
+    ensure!(
+        c.dataplane().endpoint(&key)?.is_none(),
+        "nothing unrecorded is programmed"
+    );
+    // The journal was cut back whole: one more neighbor fits, and a restart reads it back.
+    let st = statuses(&c.push(&GoalState {
+        neighbor_states: vec![neighbor_state(0)],
+        ..Default::default()
+    }));
+    ensure!(
+        st == [(neighbor_state(0).configuration.unwrap().id, OperationStatus::Success)],
+        "{st:?}"
+    );
+    ensure!(c.dataplane().endpoint(&key)?.is_some());
+    let read_back = Store::read(&disk.0)?;
+    ensure!(
+        read_back.neighbors().len() == 1 && read_back.vpcs.contains_key("v"),
+        "the record holds exactly what was acknowledged"
+    );
+    Ok(())
+}
