@@ -15,7 +15,7 @@
 //! crash loses the BPF maps as well.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -141,8 +141,10 @@ impl Store {
         if journal.exists() {
             replay(&mut state, &journal)?;
         }
+        let orphans = drop_orphans(&mut state);
         tracing::info!(
             retired = retired.len(),
+            orphans,
             millis = started.elapsed().as_millis() as u64,
             "journal replayed"
         );
@@ -331,16 +333,22 @@ impl Drop for Store {
 /// Replays the journal at `path` onto `state`. A torn last line (killed mid-write) was never
 /// acknowledged: reading stops there.
 fn replay(state: &mut State, path: &Path) -> Result<()> {
-    let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
-    for (n, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("read {}", path.display()))?;
-        let Ok(entry) = serde_json::from_str::<Entry>(&line) else {
-            tracing::warn!(
-                journal = %path.display(),
-                "journal line {} is incomplete; ignoring it and what follows",
-                n + 1
-            );
-            break;
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
+        .with_context(|| format!("read {}", path.display()))?;
+    let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+    let last = lines.len().saturating_sub(1);
+    for (n, line) in lines.into_iter().enumerate().filter(|(_, l)| !l.is_empty()) {
+        // A damaged line costs that line only: the ones after it are whole records of their own.
+        // The last one may be torn by a kill in the middle of a write, which loses nothing
+        // acknowledged (a change is answered once its line is written).
+        let Ok(entry) = serde_json::from_slice::<Entry>(line) else {
+            match n == last {
+                true => tracing::warn!(journal = %path.display(), "journal line {} is torn; ignoring it", n + 1),
+                false => tracing::error!(journal = %path.display(), "journal line {} is damaged; skipping it", n + 1),
+            }
+            continue;
         };
         match entry {
             Entry::Put(r) => {
@@ -366,6 +374,55 @@ fn replay(state: &mut State, path: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Removes what a damaged record left without its parents (a subnet without its VPC, a port or
+/// neighbor without its VPC or a subnet, a DHCP entry without its subnet), reporting each: the
+/// agent starts with the rest rather than not at all.
+fn drop_orphans(state: &mut State) -> usize {
+    let mut orphans: Vec<(ResourceType, String)> = Vec::new();
+    for s in state.subnets.values().filter(|s| !state.vpcs.contains_key(&s.vpc_id)) {
+        orphans.push((ResourceType::Subnet, s.id.to_string()));
+    }
+    let subnet_gone = |id: &str| orphans.iter().any(|(k, o)| *k == ResourceType::Subnet && o == id);
+    let lost = |vpc: &str, ips: &[crate::model::FixedIp]| {
+        !state.vpcs.contains_key(vpc)
+            || ips
+                .iter()
+                .any(|f| !state.subnets.contains_key(&*f.subnet_id) || subnet_gone(&f.subnet_id))
+    };
+    let mut found: Vec<(ResourceType, String)> = Vec::new();
+    found.extend(
+        state
+            .ports()
+            .values()
+            .filter(|p| lost(&p.vpc_id, &p.fixed_ips))
+            .map(|p| (ResourceType::Port, p.id.to_string())),
+    );
+    found.extend(
+        state
+            .neighbors()
+            .values()
+            .filter(|n| lost(&n.vpc_id, &n.fixed_ips))
+            .map(|n| (ResourceType::Neighbor, n.id.to_string())),
+    );
+    found.extend(
+        state
+            .dhcp_hosts()
+            .values()
+            .filter(|d| !state.subnets.contains_key(&d.subnet_id) || subnet_gone(&d.subnet_id))
+            .map(|d| (ResourceType::Dhcp, d.id.clone())),
+    );
+    orphans.extend(found);
+    for (kind, id) in &orphans {
+        tracing::error!(
+            ?kind,
+            resource_id = id,
+            "the record has it without its parent; left out"
+        );
+        state.delete(*kind, id);
+    }
+    orphans.len()
 }
 
 /// The retired journals in `dir`, in order.
@@ -545,6 +602,70 @@ mod tests {
 
     /// Read back from the journal and then from the snapshot, ports and neighbors share their
     /// VPC's and subnet's ids, as validated ones do.
+    /// A damaged byte in one journal line (here one that is not even UTF-8) costs that record only:
+    /// the lines after it are read.
+    #[test]
+    fn a_damaged_line_costs_that_record_only() {
+        use crate::plan::tests::vpc;
+        let dir = Scratch::new("damaged");
+        let (mut store, mut state) = Store::open(&dir).unwrap();
+        for (id, vni) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
+            let msg = GoalState {
+                vpc_states: vec![vpc(OperationType::Create, id, vni)],
+                ..Default::default()
+            };
+            accept(&mut store, &mut state, &msg);
+        }
+        drop(store);
+        let journal = dir.join(JOURNAL);
+        let mut bytes = fs::read(&journal).unwrap();
+        let second = bytes.iter().position(|b| *b == b'\n').unwrap() + 5;
+        bytes[second] = 0xff;
+        fs::write(&journal, bytes).unwrap();
+        let read = Store::read(&dir).unwrap();
+        let ids: Vec<&str> = read.vpcs.keys().map(String::as_str).collect();
+        assert_eq!(ids, ["a", "c", "d"]);
+    }
+
+    /// A record that deletes a VPC under its subnet and port (inconsistent) reads back without
+    /// them, instead of keeping the agent from starting.
+    #[test]
+    fn an_inconsistent_record_reads_back_without_its_orphans() {
+        use crate::plan::tests::{neighbor, port, subnet, vpc};
+        let dir = Scratch::new("orphans");
+        let (mut store, mut state) = Store::open(&dir).unwrap();
+        let msg = GoalState {
+            vpc_states: vec![vpc(OperationType::Create, "v", 1), vpc(OperationType::Create, "w", 2)],
+            subnet_states: vec![
+                subnet(OperationType::Create, "s", "v", 1),
+                subnet(OperationType::Create, "t", "w", 2),
+            ],
+            port_states: vec![
+                port(OperationType::Create, "p", "v", "s", 1, 10),
+                port(OperationType::Create, "q", "w", "t", 2, 10),
+            ],
+            neighbor_states: vec![neighbor(OperationType::Create, "n", "v", "s", 1, 11)],
+            ..Default::default()
+        };
+        accept(&mut store, &mut state, &msg);
+        let mut line = serde_json::to_vec(&EntryRef::Delete {
+            kind: ResourceType::Vpc as i32,
+            id: "v",
+        })
+        .unwrap();
+        line.push(b'\n');
+        store.append(&line).unwrap();
+        drop(store);
+        let read = Store::read(&dir).unwrap();
+        assert!(!read.vpcs.contains_key("v") && !read.subnets.contains_key("s"));
+        assert!(
+            read.ports().keys().map(|k| &**k).eq(["q"]),
+            "p went with its VPC, q stays"
+        );
+        assert!(read.neighbors().is_empty());
+        assert!(read.indexes_match_contents());
+    }
+
     #[test]
     fn replayed_ports_and_neighbors_share_their_vpc_and_subnet_ids() {
         let dir = Scratch::new("ids");
