@@ -117,7 +117,30 @@ pub struct AgentArgs {
     pub reset: bool,
 }
 
+/// Raises the soft limit of open files to the hard one: every port's links, every connection and
+/// the journal take descriptors, and the usual soft limit (1,024) ran out under 1,100 idle gRPC
+/// connections.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let soft = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        match libc::setrlimit(libc::RLIMIT_NOFILE, &lim) {
+            0 => tracing::info!(from = soft, to = lim.rlim_max, "open-files limit raised"),
+            _ => tracing::warn!("open-files limit stays {soft}: {}", std::io::Error::last_os_error()),
+        }
+    }
+}
+
 pub async fn run(args: AgentArgs) -> Result<()> {
+    raise_fd_limit();
     if args.reset {
         // Nothing mounted: nothing pinned to remove.
         if crate::bpffs::ensure(&args.pin_dir, false).is_ok() {

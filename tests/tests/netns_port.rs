@@ -642,3 +642,40 @@ fn a_subnet_with_gateway_0_0_0_0_has_no_gateway() -> Result<()> {
     ensure!(ping.contains("2 received"), "VM 1 -> VM 2 still switched: {ping}");
     Ok(())
 }
+
+/// The agent raises its open-files limit to the hard one: started with a soft limit of 512, it
+/// runs with the hard limit.
+#[test]
+fn the_agent_raises_its_open_files_limit() -> Result<()> {
+    let get = || {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct given.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) };
+        l
+    };
+    let ours = get();
+    ensure!(ours.rlim_max > 512, "a hard limit above 512: {}", ours.rlim_max);
+    // The child inherits the lowered soft limit; ours is put back at once.
+    let low = libc::rlimit {
+        rlim_cur: 512,
+        rlim_max: ours.rlim_max,
+    };
+    // SAFETY: setrlimit reads the struct given.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) };
+    let agent = Agent::start_local(&[]);
+    // SAFETY: as above.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &ours) };
+    let agent = agent?;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", agent.pid()))?;
+    let files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .context("limits")?;
+    let soft: Vec<&str> = files.split_whitespace().skip(3).take(2).collect();
+    let hard = ours.rlim_max.to_string();
+    ensure!(soft == [hard.as_str(), hard.as_str()], "raised from 512: {files}");
+    Ok(())
+}
