@@ -12,136 +12,99 @@ use alioth_proto::schema::{
 
 use crate::model::{format_mac, parse_mac, Mac, State};
 
+/// A goal-state entry kept by its id: the id it names, and the DELETE of an id.
+trait ById: Sized {
+    const KIND: &'static str;
+    fn id(&self) -> Option<&str>;
+    fn delete(id: &str) -> Self;
+}
+
+macro_rules! by_id {
+    ($($state:ident / $config:ident: $kind:literal),*) => {$(
+        impl ById for $state {
+            const KIND: &'static str = $kind;
+            fn id(&self) -> Option<&str> {
+                self.configuration.as_ref().map(|c| c.id.as_str())
+            }
+            fn delete(id: &str) -> Self {
+                $state {
+                    operation_type: OperationType::Delete as i32,
+                    configuration: Some($config { id: id.to_string(), ..Default::default() }),
+                }
+            }
+        }
+    )*};
+}
+
+by_id!(
+    VpcState / VpcConfiguration: "vpc",
+    SubnetState / SubnetConfiguration: "subnet",
+    PortState / PortConfiguration: "port",
+    NeighborState / NeighborConfiguration: "neighbor"
+);
+
+/// DELETEs, in id order, for the `held` ids that `named` leaves out.
+fn absent<'a, S: ById>(named: &[S], held: impl Iterator<Item = &'a str>) -> Vec<S> {
+    let named: BTreeSet<&str> = named.iter().filter_map(S::id).collect();
+    let mut gone: Vec<&str> = held.filter(|id| !named.contains(id)).collect();
+    gone.sort_unstable();
+    gone.into_iter().map(S::delete).collect()
+}
+
 /// DELETEs for what `held` has and `msg` does not name, of each type msg could name. The agent
 /// validates them after the message's other resources, children before parents.
 pub fn deletions(held: &State, msg: &GoalState) -> GoalState {
-    let ids =
-        |it: &mut dyn Iterator<Item = Option<&str>>| -> BTreeSet<String> { it.flatten().map(str::to_string).collect() };
-    let vpcs = ids(&mut msg
-        .vpc_states
-        .iter()
-        .map(|s| s.configuration.as_ref().map(|c| c.id.as_str())));
-    let subnets = ids(&mut msg
-        .subnet_states
-        .iter()
-        .map(|s| s.configuration.as_ref().map(|c| c.id.as_str())));
-    let ports = ids(&mut msg
-        .port_states
-        .iter()
-        .map(|s| s.configuration.as_ref().map(|c| c.id.as_str())));
-    let neighbors = ids(&mut msg
-        .neighbor_states
-        .iter()
-        .map(|s| s.configuration.as_ref().map(|c| c.id.as_str())));
     // DHCP entries are their (subnet, MAC), whatever id the file gives them.
-    let dhcp: BTreeSet<(String, Mac)> = msg
+    let dhcp: BTreeSet<(&str, Mac)> = msg
         .dhcp_states
         .iter()
         .filter_map(|s| s.configuration.as_ref())
-        .filter_map(|c| Some((c.subnet_id.clone(), parse_mac(&c.mac_address).ok()?)))
+        .filter_map(|c| Some((c.subnet_id.as_str(), parse_mac(&c.mac_address).ok()?)))
         .collect();
-    let delete = OperationType::Delete as i32;
-    let mut out = GoalState::default();
-    for id in held.vpcs.keys().filter(|id| !vpcs.contains(*id)) {
-        out.vpc_states.push(VpcState {
-            operation_type: delete,
-            configuration: Some(VpcConfiguration {
-                id: id.clone(),
-                ..Default::default()
-            }),
-        });
-    }
-    for id in held.subnets.keys().filter(|id| !subnets.contains(*id)) {
-        out.subnet_states.push(SubnetState {
-            operation_type: delete,
-            configuration: Some(SubnetConfiguration {
-                id: id.clone(),
-                ..Default::default()
-            }),
-        });
-    }
-    let mut held_ports: Vec<&str> = held
-        .ports()
-        .keys()
-        .map(|k| &**k)
-        .filter(|id| !ports.contains(*id))
-        .collect();
-    held_ports.sort_unstable();
-    for id in held_ports {
-        out.port_states.push(PortState {
-            operation_type: delete,
-            configuration: Some(PortConfiguration {
-                id: id.into(),
-                ..Default::default()
-            }),
-        });
-    }
-    let mut held_neighbors: Vec<&str> = held
-        .neighbors()
-        .keys()
-        .map(|k| &**k)
-        .filter(|id| !neighbors.contains(*id))
-        .collect();
-    held_neighbors.sort_unstable();
-    for id in held_neighbors {
-        out.neighbor_states.push(NeighborState {
-            operation_type: delete,
-            configuration: Some(NeighborConfiguration {
-                id: id.into(),
-                ..Default::default()
-            }),
-        });
-    }
-    let mut held_dhcp: Vec<_> = held
+    let mut dhcp_gone: Vec<_> = held
         .dhcp_hosts()
         .values()
-        .filter(|d| !dhcp.contains(&(d.subnet_id.clone(), d.mac)))
+        .filter(|d| !dhcp.contains(&(d.subnet_id.as_str(), d.mac)))
         .collect();
-    held_dhcp.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-    for d in held_dhcp {
-        out.dhcp_states.push(DhcpState {
-            operation_type: delete,
-            configuration: Some(DhcpConfiguration {
-                subnet_id: d.subnet_id.clone(),
-                mac_address: format_mac(&d.mac),
-                ..Default::default()
-            }),
-        });
+    dhcp_gone.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    GoalState {
+        vpc_states: absent(&msg.vpc_states, held.vpcs.keys().map(String::as_str)),
+        subnet_states: absent(&msg.subnet_states, held.subnets.keys().map(String::as_str)),
+        port_states: absent(&msg.port_states, held.ports().keys().map(|k| &**k)),
+        neighbor_states: absent(&msg.neighbor_states, held.neighbors().keys().map(|k| &**k)),
+        dhcp_states: dhcp_gone
+            .into_iter()
+            .map(|d| DhcpState {
+                operation_type: OperationType::Delete as i32,
+                configuration: Some(DhcpConfiguration {
+                    subnet_id: d.subnet_id.clone(),
+                    mac_address: format_mac(&d.mac),
+                    ..Default::default()
+                }),
+            })
+            .collect(),
+        ..Default::default()
     }
-    out
 }
 
 /// One line per deletion, for the operator to see before it is sent.
 pub fn describe(d: &GoalState) -> Vec<String> {
-    let id = |c: Option<&str>| c.unwrap_or_default().to_string();
-    let mut lines = Vec::new();
-    lines.extend(
-        d.vpc_states
+    fn lines<S: ById>(states: &[S]) -> impl Iterator<Item = String> + '_ {
+        states
             .iter()
-            .map(|s| format!("vpc {}", id(s.configuration.as_ref().map(|c| c.id.as_str())))),
-    );
-    lines.extend(
-        d.subnet_states
-            .iter()
-            .map(|s| format!("subnet {}", id(s.configuration.as_ref().map(|c| c.id.as_str())))),
-    );
-    lines.extend(
-        d.port_states
-            .iter()
-            .map(|s| format!("port {}", id(s.configuration.as_ref().map(|c| c.id.as_str())))),
-    );
-    lines.extend(
-        d.neighbor_states
-            .iter()
-            .map(|s| format!("neighbor {}", id(s.configuration.as_ref().map(|c| c.id.as_str())))),
-    );
-    lines.extend(
-        d.dhcp_states
-            .iter()
-            .filter_map(|s| s.configuration.as_ref())
-            .map(|c| format!("dhcp {}/{}", c.subnet_id, c.mac_address)),
-    );
-    lines
+            .map(|s| format!("{} {}", S::KIND, s.id().unwrap_or_default()))
+    }
+    let dhcp = d
+        .dhcp_states
+        .iter()
+        .filter_map(|s| s.configuration.as_ref())
+        .map(|c| format!("dhcp {}/{}", c.subnet_id, c.mac_address));
+    lines(&d.vpc_states)
+        .chain(lines(&d.subnet_states))
+        .chain(lines(&d.port_states))
+        .chain(lines(&d.neighbor_states))
+        .chain(dhcp)
+        .collect()
 }
 
 /// `msg` with `deletions` appended.
