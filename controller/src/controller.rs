@@ -147,15 +147,17 @@ impl Controller {
         &self.state
     }
 
-    /// Logs and counts what the data plane reported.
+    /// Logs and counts what the data plane reported: at most one event per port per second comes
+    /// through, with the number held back before it.
     pub fn event(&mut self, e: &alioth_common::maps::Event) {
         if e.counter == alioth_common::Counter::DhcpDecline.index() {
-            self.metrics.dhcp_declines += 1;
+            self.metrics.dhcp_declines += 1 + u64::from(e.suppressed);
             let iface = crate::dataplane::ifname(e.ifindex).unwrap_or_else(|| e.ifindex.to_string());
             tracing::warn!(
                 iface,
                 mac = crate::model::format_mac(&e.mac),
                 ip = %std::net::Ipv4Addr::from(e.ip),
+                held_back = e.suppressed,
                 "DHCPDECLINE: the VM found its address in use (duplicate address in the VPC?)"
             );
         }

@@ -95,13 +95,16 @@ pub enum Counter {
     /// Left by XDP to the TC program on the same interface: a checksum the device was to finish
     /// or a GSO super-frame (see `offload`). Counted again there by what it does.
     SkbPath,
+    /// An event (a DHCPDECLINE) not reported to the agent: its port had one reported within
+    /// `events::EVENT_INTERVAL_NS`. The frame itself is counted as usual.
+    EventSuppressed,
 }
 
 /// Number of counter slots (size of the `STATS` map).
 pub const COUNTER_SLOTS: u32 = 64;
 
 impl Counter {
-    pub const ALL: [Counter; 44] = [
+    pub const ALL: [Counter; 45] = [
         Counter::Pass,
         Counter::ArpReply,
         Counter::IcmpEchoReply,
@@ -146,6 +149,7 @@ impl Counter {
         Counter::DropDhcpUnsupported,
         Counter::DropDhcpNoRoom,
         Counter::SkbPath,
+        Counter::EventSuppressed,
     ];
 
     /// Stable name used by `alioth stats` and metrics.
@@ -195,6 +199,7 @@ impl Counter {
             Counter::DropDhcpUnsupported => "drop_dhcp_unsupported",
             Counter::DropDhcpNoRoom => "drop_dhcp_no_room",
             Counter::SkbPath => "skb_path",
+            Counter::EventSuppressed => "event_suppressed",
         }
     }
 

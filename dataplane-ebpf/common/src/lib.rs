@@ -13,6 +13,7 @@ pub mod checksum;
 pub mod counters;
 pub mod dhcp;
 pub mod eth;
+pub mod events;
 pub mod icmp;
 pub mod ipv4;
 pub mod maps;

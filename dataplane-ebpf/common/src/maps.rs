@@ -29,6 +29,8 @@ pub const EVENTS: &str = "EVENTS";
 /// (0: not set yet). The XDP programs' per-CPU cache of destinations trusts only entries it
 /// filled under the current value.
 pub const GENERATION: &str = "GENERATION";
+/// LRU map of an `events::EventGate` per port ifindex: the rate limit of `EVENTS`.
+pub const EVENT_GATES: &str = "EVENT_GATES";
 
 /// Size of `PORTS`: interfaces with a larger ifindex cannot be ports (the agent refuses them).
 pub const MAX_IFINDEX: u32 = 1 << 18;
@@ -222,6 +224,8 @@ pub struct Event {
     pub mac: Mac,
     pub _pad: [u8; 2],
     pub ip: [u8; 4],
+    /// Events of this port held back by its `EventGate` since the last one reported.
+    pub suppressed: u32,
 }
 
 #[cfg(feature = "user")]
@@ -233,4 +237,5 @@ mod pod {
     unsafe impl aya::Pod for super::Uplink {}
     unsafe impl aya::Pod for super::NextHop {}
     unsafe impl aya::Pod for super::DhcpEntry {}
+    unsafe impl aya::Pod for crate::events::EventGate {}
 }

@@ -12,6 +12,7 @@ mod tc;
 
 use alioth_common::counters::COUNTER_SLOTS;
 use alioth_common::eth::{self, ETH_P_IPV4};
+use alioth_common::events::{EventGate, MAX_EVENT_GATES};
 use alioth_common::maps::{
     DhcpEntry, Endpoint, EndpointKey, Event, NextHop, PortEntry, Uplink, EVENTS_BYTES, MAX_DHCP, MAX_ENDPOINTS,
     MAX_IFINDEX, MAX_NEXTHOPS, NO_PREALLOC,
@@ -20,9 +21,9 @@ use alioth_common::pipeline::{self, Action, Destination, Tables, Verdict};
 use alioth_common::vxlan::{self, Outer};
 use alioth_common::{dhcp, ipv4, Counter, Packet};
 use aya_ebpf::bindings::xdp_action;
-use aya_ebpf::helpers::bpf_xdp_adjust_head;
+use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_head};
 use aya_ebpf::macros::{classifier, map, xdp};
-use aya_ebpf::maps::{Array, DevMap, HashMap, PerCpuArray, RingBuf};
+use aya_ebpf::maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray, RingBuf};
 use aya_ebpf::programs::{TcContext, XdpContext};
 use aya_log_ebpf::debug;
 
@@ -51,6 +52,9 @@ static DHCP: Array<DhcpEntry> = Array::with_max_entries(MAX_DHCP, 0);
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map]
+static EVENT_GATES: LruHashMap<u32, EventGate> = LruHashMap::with_max_entries(MAX_EVENT_GATES, 0);
 
 struct Maps;
 
@@ -158,17 +162,33 @@ fn port_path<const DHCP_SERVER: bool>(ctx: &XdpContext) -> (u32, Verdict) {
     let mut pkt = XdpPacket::new(ctx);
     let verdict = pipeline::port_ingress_with::<_, _, DHCP_SERVER>(&mut pkt, &port, &Maps);
     if verdict.counter == Counter::DhcpDecline {
-        // The VM says its address is taken: worth a line in the agent's log.
-        let event = Event {
-            ifindex,
-            counter: Counter::DhcpDecline.index(),
-            mac: port.mac,
-            _pad: [0; 2],
-            ip: port.ip,
-        };
-        let _ = EVENTS.output::<Event>(&event, 0);
+        // The VM says its address is taken: worth a line in the agent's log, once a second.
+        report(ifindex, &port, Counter::DhcpDecline);
     }
     (ifindex, verdict)
+}
+
+/// Reports `counter` on port `ifindex` to the agent, unless the port's gate holds it back.
+#[inline(always)]
+fn report(ifindex: u32, port: &PortEntry, counter: Counter) {
+    // SAFETY: the value is copied out before the map is written.
+    let mut gate = unsafe { EVENT_GATES.get(&ifindex).copied() }.unwrap_or_default();
+    // SAFETY: a helper without arguments.
+    let passed = gate.pass(unsafe { bpf_ktime_get_ns() });
+    let _ = EVENT_GATES.insert(&ifindex, &gate, 0);
+    let Some(suppressed) = passed else {
+        count(Counter::EventSuppressed);
+        return;
+    };
+    let event = Event {
+        ifindex,
+        counter: counter.index(),
+        mac: port.mac,
+        _pad: [0; 2],
+        ip: port.ip,
+        suppressed,
+    };
+    let _ = EVENTS.output::<Event>(&event, 0);
 }
 
 #[inline(always)]
