@@ -12,6 +12,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Mutex;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
+use crate::admission::bytes::ByteGate;
+use crate::admission::{admit, ConnectionLimits};
 use crate::controller::Controller;
 use crate::dataplane::{AttachMode, BpfLogLevel, Dataplane};
 use crate::overlay::{Overlay, OverlayConfig};
@@ -92,6 +94,17 @@ pub struct AgentArgs {
     /// Largest gRPC message accepted or sent.
     #[arg(long, default_value_t = 256 << 20, env = "ALIOTH_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: usize,
+    /// Goal-state bytes in flight across all connections (messages received and not yet
+    /// answered); more waits. Default: twice --max-message-bytes.
+    #[arg(long, env = "ALIOTH_MAX_BYTES_IN_FLIGHT")]
+    pub max_bytes_in_flight: Option<u64>,
+    /// gRPC connections held at once; more are closed as they arrive.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..), env = "ALIOTH_MAX_CONNECTIONS")]
+    pub max_connections: u32,
+    /// Seconds after which a gRPC connection that neither side has sent a byte on is closed
+    /// (0: never). Clients reconnect when they next call.
+    #[arg(long, default_value_t = 300, env = "ALIOTH_GRPC_IDLE_TIMEOUT")]
+    pub grpc_idle_timeout: u64,
     /// Directory of this agent's record of applied goal state (one per agent instance).
     #[arg(long, default_value = DEFAULT_STATE_DIR, env = "ALIOTH_STATE_DIR")]
     pub state_dir: PathBuf,
@@ -247,7 +260,14 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         args.host_ip.clone()
     };
     tracing::info!(listen = %listener.address()?, pin_dir = %args.pin_dir.display(), ?host_ips, "alioth agent ready");
-    let max = args.max_message_bytes;
+    let limits = ServeLimits {
+        max_message_bytes: args.max_message_bytes,
+        bytes_in_flight: args.max_bytes_in_flight.unwrap_or(2 * args.max_message_bytes as u64),
+        connections: ConnectionLimits {
+            max: args.max_connections as usize,
+            idle: (args.grpc_idle_timeout > 0).then(|| Duration::from_secs(args.grpc_idle_timeout)),
+        },
+    };
     let served = match listener {
         Listener::Tcp(l) => {
             // Small goal-state messages must not wait for Nagle and delayed ACKs (40 ms stalls).
@@ -258,11 +278,11 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                     }
                 })
             });
-            serve(controller.clone(), host_ips, max, tls, incoming, shutdown_signal()).await
+            serve(controller.clone(), host_ips, limits, tls, incoming, shutdown_signal()).await
         }
         Listener::Unix(l, path) => {
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
-            let served = serve(controller.clone(), host_ips, max, tls, incoming, shutdown_signal()).await;
+            let served = serve(controller.clone(), host_ips, limits, tls, incoming, shutdown_signal()).await;
             let _ = std::fs::remove_file(&path);
             served
         }
@@ -356,11 +376,33 @@ fn watch_events(ring: aya::maps::RingBuf<aya::maps::MapData>, controller: Arc<Mu
     Ok(())
 }
 
+/// What the gRPC server admits.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeLimits {
+    pub max_message_bytes: usize,
+    pub bytes_in_flight: u64,
+    pub connections: ConnectionLimits,
+}
+
+impl ServeLimits {
+    /// The agent's defaults for messages of at most `max_message_bytes`.
+    pub fn for_messages(max_message_bytes: usize) -> Self {
+        ServeLimits {
+            max_message_bytes,
+            bytes_in_flight: 2 * max_message_bytes as u64,
+            connections: ConnectionLimits {
+                max: 256,
+                idle: Some(Duration::from_secs(300)),
+            },
+        }
+    }
+}
+
 /// Serves the goal-state service, gRPC health and server reflection on `incoming` until `shutdown`.
 pub async fn serve<I, IO, IE>(
     controller: Arc<Mutex<Controller>>,
     host_ips: Vec<std::net::IpAddr>,
-    max_message_bytes: usize,
+    limits: ServeLimits,
     tls: Option<ServerTlsConfig>,
     incoming: I,
     shutdown: impl std::future::Future<Output = ()>,
@@ -368,9 +410,13 @@ pub async fn serve<I, IO, IE>(
 where
     I: tokio_stream::Stream<Item = Result<IO, IE>>,
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
-    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display,
 {
-    let provisioner = Provisioning::new(Provisioner::new(controller, host_ips), max_message_bytes);
+    let stats = controller.lock().await.metrics().admission.clone();
+    let max = limits.max_message_bytes;
+    let bytes = ByteGate::new(limits.bytes_in_flight, max as u64, stats.clone());
+    let incoming = admit(incoming, limits.connections, stats);
+    let provisioner = Provisioning::new(Provisioner::new(controller, host_ips), max, bytes);
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<GoalStateProvisionerServer<Provisioner>>().await;
     // Reflection v1, and v1alpha for the clients that speak only that (older grpcurl builds,

@@ -2,6 +2,7 @@
 //!
 //! The binary (`alioth`) is a thin CLI over these modules; tests and benchmarks use them directly.
 
+pub mod admission;
 pub mod agent;
 pub mod attach;
 pub mod batch;

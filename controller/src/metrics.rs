@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
+use crate::admission::AdmissionStats;
 use crate::controller::Controller;
 
 /// Upper bounds (seconds) of the apply-latency histogram buckets.
@@ -25,6 +26,8 @@ pub struct Metrics {
     outcomes: [u64; 5],
     /// DHCPDECLINE events the data plane reported.
     pub dhcp_declines: u64,
+    /// The gRPC server's admission gates (shared with the server).
+    pub admission: Arc<AdmissionStats>,
 }
 
 impl Metrics {
@@ -71,6 +74,7 @@ pub fn render(controller: &mut Controller) -> String {
         "# HELP alioth_dhcp_declines_total DHCPDECLINEs: a VM found its address in use.\n# TYPE alioth_dhcp_declines_total counter\nalioth_dhcp_declines_total {}",
         m.dhcp_declines
     );
+    admission(&mut out, &m.admission);
     let _ = writeln!(
         out,
         "# HELP alioth_apply_seconds Time to validate, plan and apply one goal-state message."
@@ -123,6 +127,56 @@ pub fn render(controller: &mut Controller) -> String {
         Err(e) => tracing::warn!("metrics: reading the packet counters failed: {e:#}"),
     }
     out
+}
+
+/// The gRPC server's connections and message bytes.
+fn admission(out: &mut String, a: &AdmissionStats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for (name, kind, help, value) in [
+        ("grpc_connections", "gauge", "gRPC connections held.", &a.connections),
+        (
+            "grpc_connections_refused_total",
+            "counter",
+            "gRPC connections closed on arrival: at --max-connections.",
+            &a.refused,
+        ),
+        (
+            "grpc_connections_idle_closed_total",
+            "counter",
+            "gRPC connections closed after --grpc-idle-timeout without a byte.",
+            &a.idle_closed,
+        ),
+        (
+            "grpc_accept_errors_total",
+            "counter",
+            "Failed accepts of gRPC connections (out of descriptors...).",
+            &a.accept_errors,
+        ),
+        (
+            "grpc_bytes_in_flight",
+            "gauge",
+            "Goal-state bytes received and not yet answered.",
+            &a.bytes_in_flight,
+        ),
+        (
+            "grpc_bytes_in_flight_peak",
+            "gauge",
+            "Most goal-state bytes in flight at once since the start.",
+            &a.bytes_in_flight_peak,
+        ),
+        (
+            "grpc_messages_waited_total",
+            "counter",
+            "Messages that waited for --max-bytes-in-flight.",
+            &a.messages_waited,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP alioth_{name} {help}\n# TYPE alioth_{name} {kind}\nalioth_{name} {}",
+            value.load(Relaxed)
+        );
+    }
 }
 
 /// Serves `GET /metrics` on `listener` (a deliberately small HTTP/1.1 responder).

@@ -19,6 +19,7 @@ use tokio_stream::Stream;
 use tonic::codegen::{http, Service};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::admission::bytes::ByteGate;
 use crate::controller::{Controller, FREE_LATER};
 use crate::garbage;
 use crate::v2;
@@ -125,19 +126,23 @@ pub struct Provisioning {
     generated: GoalStateProvisionerServer<Provisioner>,
     provisioner: Arc<Provisioner>,
     max_message_bytes: usize,
+    /// The budget of message bytes in flight across all connections.
+    bytes: ByteGate,
 }
 
 const STREAM_PATH: &str = "/alcor.schema.GoalStateProvisioner/PushGoalStatesStream";
 
 impl Provisioning {
-    pub fn new(provisioner: Provisioner, max_message_bytes: usize) -> Self {
+    pub fn new(provisioner: Provisioner, max_message_bytes: usize, bytes: ByteGate) -> Self {
         let provisioner = Arc::new(provisioner);
         Provisioning {
             generated: GoalStateProvisionerServer::from_arc(provisioner.clone())
                 .max_decoding_message_size(max_message_bytes)
-                .max_encoding_message_size(max_message_bytes),
+                // A reply is bounded by its request, but can be larger (a status per resource).
+                .max_encoding_message_size(usize::MAX),
             provisioner,
             max_message_bytes,
+            bytes,
         }
     }
 }
@@ -158,15 +163,26 @@ impl Service<http::Request<tonic::body::Body>> for Provisioning {
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        // The request's bytes are held until it is answered: a queued message costs nothing.
+        let (parts, body) = req.into_parts();
+        let (body, hold) = self.bytes.meter(body);
+        let req = http::Request::from_parts(parts, tonic::body::Body::new(body));
         if req.uri().path() != STREAM_PATH {
-            return self.generated.call(req);
+            let answer = self.generated.call(req);
+            return Box::pin(async move {
+                let answered = answer.await;
+                drop(hold);
+                answered
+            });
         }
         let method = StreamEntries(self.provisioner.clone());
         let max = Some(self.max_message_bytes);
         Box::pin(async move {
             let codec = alioth_proto::codec::SliceCodec::<GoalStateOperationReply, wire::GoalStateV2>::default();
-            let mut grpc = tonic::server::Grpc::new(codec).apply_max_message_size_config(max, max);
-            Ok(grpc.streaming(method, req).await)
+            let mut grpc = tonic::server::Grpc::new(codec).apply_max_message_size_config(max, Some(usize::MAX));
+            let answered = grpc.streaming(method, req).await;
+            drop(hold);
+            Ok(answered)
         })
     }
 }

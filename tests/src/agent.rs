@@ -161,6 +161,15 @@ impl Agent {
         }
     }
 
+    /// CPU time (user plus system) the agent has used so far.
+    pub fn cpu_time(&self) -> Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap_or(0) + 1..].split_whitespace().collect();
+        let ticks = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+        let hz: u64 = netns::run(&["getconf", "CLK_TCK"])?.trim().parse()?;
+        Ok(Duration::from_millis(ticks * 1000 / hz))
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

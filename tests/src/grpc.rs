@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use alioth::agent::ServeLimits;
 use alioth::controller::Controller;
 use alioth::dataplane::{AttachMode, Dataplane};
 use alioth::validate::Naming;
@@ -15,6 +16,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Where `/metrics` is served.
     pub metrics: SocketAddr,
+    /// The agent's controller: a test that holds its lock holds every message back.
+    pub controller: Arc<Mutex<Controller>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<()>>>,
 }
@@ -28,6 +31,15 @@ impl Server {
 
     /// As `start`, serving gRPC over TLS.
     pub async fn start_tls(host_ips: Vec<IpAddr>, tls: Option<tonic::transport::ServerTlsConfig>) -> Result<Server> {
+        Self::start_with(host_ips, tls, ServeLimits::for_messages(64 << 20)).await
+    }
+
+    /// As `start_tls`, with these limits.
+    pub async fn start_with(
+        host_ips: Vec<IpAddr>,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+        limits: ServeLimits,
+    ) -> Result<Server> {
         let (dp, _) = Dataplane::load(None, AttachMode::Skb)?;
         let naming = Naming {
             iface_template: "zz{id11}".into(),
@@ -41,9 +53,9 @@ impl Server {
         let (stop, stopped) = oneshot::channel::<()>();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let task = tokio::spawn(alioth::agent::serve(
-            controller,
+            controller.clone(),
             host_ips,
-            64 << 20,
+            limits,
             tls,
             incoming,
             async {
@@ -53,6 +65,7 @@ impl Server {
         Ok(Server {
             addr,
             metrics,
+            controller,
             stop: Some(stop),
             task: Some(task),
         })
