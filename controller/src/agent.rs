@@ -177,7 +177,22 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     };
     let (mut store, state) = Store::open(&args.state_dir)?;
     store.set_compact_after(args.journal_compact_bytes);
-    let (mut dp, logger) = Dataplane::load_with_log(Some(&args.pin_dir), args.xdp_mode, args.bpf_log_level)?;
+    let damage = store.damage();
+    let (mut dp, logger) = if damage.any() {
+        // The record may lack what the data plane has: keep the data plane, write over it.
+        tracing::error!(
+            state_dir = %args.state_dir.display(),
+            damaged_lines = damage.lines,
+            unreadable = ?damage.unreadable,
+            orphans = damage.orphans,
+            kept = ?damage.kept,
+            "the record is damaged: starting from what could be read, on the pinned data plane as it is \
+             (entries the record lacks stay until goal state replaces them or `alioth agent --reset`)"
+        );
+        Dataplane::adopt_with_log(&args.pin_dir, args.xdp_mode, args.bpf_log_level)?
+    } else {
+        Dataplane::load_with_log(Some(&args.pin_dir), args.xdp_mode, args.bpf_log_level)?
+    };
     let overlay = match uplink {
         Some((cfg, info)) => Some(Overlay::start(cfg, info, &mut dp)?),
         None => None,

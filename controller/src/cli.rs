@@ -116,6 +116,9 @@ pub struct InspectArgs {
     /// The agent's bpffs pin directory.
     #[arg(long, default_value = DEFAULT_PIN_DIR, env = "ALIOTH_PIN_DIR")]
     pub pin_dir: PathBuf,
+    /// The agent's state directory (`status` lists damaged records kept there).
+    #[arg(long, default_value = crate::agent::DEFAULT_STATE_DIR, env = "ALIOTH_STATE_DIR")]
+    pub state_dir: PathBuf,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -331,6 +334,7 @@ pub fn status(args: InspectArgs) -> Result<()> {
         .iter()
         .map(|(i, _)| ifname(*i).unwrap_or_else(|| format!("ifindex {i}")))
         .collect();
+    let damaged = crate::store::damaged_copies(&args.state_dir);
     if args.json {
         println!(
             "{}",
@@ -339,6 +343,7 @@ pub fn status(args: InspectArgs) -> Result<()> {
                 "attached": ifaces,
                 "maps": { "PORTS": { "entries": ports.len(), "max_ifindex": maps::MAX_IFINDEX },
                           "ENDPOINTS": { "entries": n_endpoints, "max": maps::MAX_ENDPOINTS } },
+                "record": { "state_dir": args.state_dir.display().to_string(), "damaged_copies": damaged },
             })
         );
     } else {
@@ -353,6 +358,14 @@ pub fn status(args: InspectArgs) -> Result<()> {
         );
         println!("PORTS:      {} (ifindex < {})", ports.len(), maps::MAX_IFINDEX);
         println!("ENDPOINTS:  {} / {}", n_endpoints, maps::MAX_ENDPOINTS);
+        if !damaged.is_empty() {
+            println!(
+                "RECORD:     DAMAGED: the agent started from what it could read and kept the data plane as \
+                 it was; entries it lacks stay until goal state replaces them or `alioth agent --reset`. \
+                 Copies: {}",
+                damaged.join(", ")
+            );
+        }
     }
     Ok(())
 }

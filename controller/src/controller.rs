@@ -91,13 +91,15 @@ impl Controller {
         let started = Instant::now();
         let plan = plan::everything(&state);
         let t_plan = started.elapsed();
+        let mut metrics = Metrics::default();
+        (metrics.record, metrics.adopted) = (store.damage().clone(), dp.adopted());
         let mut c = Controller {
             state,
             dp,
             naming,
             store: Some(store),
             pending: BTreeMap::new(),
-            metrics: Metrics::default(),
+            metrics,
             overlay,
             dhcp_lease: dhcp::DEFAULT_LEASE_SECS,
             last_push: Instant::now(),

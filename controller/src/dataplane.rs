@@ -87,6 +87,8 @@ pub struct Dataplane {
     /// Whether `commit` has put this object in place (always, without a pin directory). Until
     /// then, links a previous agent pinned keep running its program.
     committed: bool,
+    /// Whether this object took over the pinned maps in place (`adopt`) instead of filling new ones.
+    adopted: bool,
     /// Keys and values of the last batch write, kept for the next: a large message then writes
     /// from memory already in place instead of fresh pages.
     batch: (Vec<EndpointKey>, Vec<Endpoint>),
@@ -190,6 +192,34 @@ impl Dataplane {
     /// program onto any links a previous agent left and moves the maps into place. Until then the
     /// previous agent's program and maps keep forwarding.
     pub fn load_with_log(pin_dir: Option<&Path>, mode: AttachMode, log: BpfLogLevel) -> Result<(Self, Option<Logger>)> {
+        Self::load_object(pin_dir, mode, log, false)
+    }
+
+    /// Loads the object onto the maps pinned in `pin_dir` as they are (created if there are none),
+    /// for an agent whose record is damaged: what the data plane holds may be all there is, so it
+    /// is kept, and goal state is written over it. `commit` then leaves every link and entry it
+    /// does not know in place (until goal state replaces them or `--reset` removes them).
+    pub fn adopt_with_log(pin_dir: &Path, mode: AttachMode, log: BpfLogLevel) -> Result<(Self, Option<Logger>)> {
+        let (mut dp, logger) = Self::load_object(Some(pin_dir), mode, log, true)?;
+        // DHCP slots in use by entries the record does not know are not handed out again.
+        let used: std::collections::HashSet<u32> = (1..maps::MAX_DHCP)
+            .filter(|slot| dp.dhcp.get(slot, 0).is_ok_and(|e| e != DhcpEntry::default()))
+            .collect();
+        dp.dhcp_free.retain(|slot| !used.contains(slot));
+        Ok((dp, logger))
+    }
+
+    /// Whether this object adopted the pinned maps (see `adopt_with_log`).
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    fn load_object(
+        pin_dir: Option<&Path>,
+        mode: AttachMode,
+        log: BpfLogLevel,
+        adopt: bool,
+    ) -> Result<(Self, Option<Logger>)> {
         let mut loader = EbpfLoader::new();
         let level = log as u8;
         loader.override_global("AYA_LOG_LEVEL", &level, false);
@@ -202,6 +232,10 @@ impl Dataplane {
                 std::fs::create_dir_all(&links).with_context(|| format!("create {}", links.display()))?;
             }
             for m in PINNED_MAPS {
+                if adopt {
+                    paths.push((m, dir.join(m)));
+                    continue;
+                }
                 let path = staging.join(m);
                 // Left by an agent that died while starting: never in use.
                 if path.exists() {
@@ -263,6 +297,7 @@ impl Dataplane {
             pin_dir: pin_dir.map(Path::to_path_buf),
             names: Names::new(),
             committed: pin_dir.is_none(),
+            adopted: adopt,
             batch: Default::default(),
         };
         dp.changed()?;
@@ -287,6 +322,10 @@ impl Dataplane {
             if let Some((_, a)) = self.attached.get_mut(&iface) {
                 *a = link;
             }
+        }
+        if self.adopted {
+            // The maps are in place already, and links of ports the record lacks stay.
+            return Ok(());
         }
         for links in attach::pin_dirs(&dir) {
             for entry in std::fs::read_dir(&links)? {

@@ -28,6 +28,9 @@ pub struct Metrics {
     pub dhcp_declines: u64,
     /// The gRPC server's admission gates (shared with the server).
     pub admission: Arc<AdmissionStats>,
+    /// What was wrong with the record at start, and whether the pinned data plane was adopted.
+    pub record: crate::store::Damage,
+    pub adopted: bool,
 }
 
 impl Metrics {
@@ -75,6 +78,21 @@ pub fn render(controller: &mut Controller) -> String {
         m.dhcp_declines
     );
     admission(&mut out, &m.admission);
+    let r = &m.record;
+    let _ = writeln!(
+        out,
+        "# HELP alioth_record_damage What the record read at start lacked, by kind (lines: damaged lines \
+         skipped; files: files that could not be read; orphans: resources without their parents).\n\
+         # TYPE alioth_record_damage gauge\n\
+         alioth_record_damage{{kind=\"lines\"}} {}\nalioth_record_damage{{kind=\"files\"}} {}\n\
+         alioth_record_damage{{kind=\"orphans\"}} {}\n\
+         # HELP alioth_dataplane_adopted 1: the record was damaged, so the pinned data plane was kept as it was.\n\
+         # TYPE alioth_dataplane_adopted gauge\nalioth_dataplane_adopted {}",
+        r.lines,
+        r.unreadable.len(),
+        r.orphans,
+        u8::from(m.adopted)
+    );
     let _ = writeln!(
         out,
         "# HELP alioth_apply_seconds Time to validate, plan and apply one goal-state message."

@@ -1,73 +1,122 @@
-//! The agent's record of applied goal state: a snapshot plus an append-only journal of changes.
+//! The agent's record of applied goal state: a snapshot plus an append-only journal of changes,
+//! both made of checksummed lines (`lines`).
 //!
-//! Every accepted change is appended (one JSON line) before the reply goes out, so an agent killed
-//! at any point restarts with exactly what it had acknowledged. At start the journal is replayed
-//! onto the snapshot and compacted into a new snapshot, and so it is while the agent runs once the
-//! journal outgrows the snapshot: the record stays proportional to the state, however long the
-//! agent runs. A change that leaves its resource as it was (a replayed message) is not recorded.
+//! Every accepted change is appended and synced to disk (fdatasync) before the reply goes out, so
+//! an agent killed at any point, or a machine that loses power, restarts with exactly what it had
+//! acknowledged. At start the journal is replayed onto the snapshot and compacted into a new
+//! snapshot, and so it is while the agent runs once the journal outgrows the snapshot: the record
+//! stays proportional to the state, however long the agent runs. A change that leaves its resource
+//! as it was (a replayed message) is not recorded.
 //!
 //! A compaction retires the journal (renamed `journal-<n>.jsonl`; new lines go to a fresh one) and
 //! writes the snapshot on another thread, from the resources as they were then, so neither a
 //! message nor the start waits for it; the retired journals it covers go once the snapshot is in
 //! place. Reading back replays the snapshot, the retired journals in order, then the journal: a
 //! crash at any point of a compaction reads back the same state (replaying lines the snapshot
-//! already holds changes nothing). No fsync: a process crash keeps the page cache, and a machine
-//! crash loses the BPF maps as well.
+//! already holds changes nothing).
+//!
+//! A damaged line costs that line; a file that cannot be read costs that file. Either way the
+//! damage is reported (`Damage`), and a copy of each damaged file is kept beside the record
+//! (`<name>.damaged-<unix time>`) before a compaction replaces it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, BufWriter, Write};
+
+mod lines;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use alioth_proto::schema::ResourceType;
 
-use crate::jsonl;
 use crate::model::{FixedIps, Id, State};
 use crate::validate::{Change, Resource};
+use lines::EntryRef;
 
-const SNAPSHOT: &str = "state.json";
+const SNAPSHOT: &str = "state.jsonl";
+/// Infix of the copies of damaged record files: `<name>.damaged-<unix time>`.
+const DAMAGED: &str = ".damaged-";
+/// The snapshot as agents before checksummed lines wrote it (one JSON document): read if present,
+/// removed by the next compaction.
+const LEGACY_SNAPSHOT: &str = "state.json";
 const JOURNAL: &str = "journal.jsonl";
 /// A journal retired by a compaction: `journal-<n>.jsonl`, read back in the order of n.
 const RETIRED: (&str, &str) = ("journal-", ".jsonl");
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
+struct LegacySnapshot {
+    resources: Vec<Resource>,
+    tombstones: Vec<(i32, String, u32)>,
+}
+
+/// What a compaction writes: the resources and tombstones as they were when it started.
 struct Snapshot {
     resources: Vec<Resource>,
     tombstones: Vec<(i32, String, u32)>,
 }
 
-/// One journal line: a resource's new version (which forgets its tombstone), or its deletion and
-/// the tombstone that leaves.
-#[derive(Deserialize)]
-enum Entry {
-    Put(Resource),
-    Delete {
-        kind: i32,
-        id: String,
-    },
-    Tombstone {
-        kind: i32,
-        id: String,
-        revision: Option<u32>,
-    },
+/// What reading the record found wrong. Any of it means the record may lack what the data plane
+/// still has, so the agent keeps what is pinned instead of replacing it (see `Dataplane::adopt`).
+#[derive(Debug, Default, Clone)]
+pub struct Damage {
+    /// Lines skipped (a checksum or JSON that is wrong).
+    pub lines: usize,
+    /// Files that could not be read at all, with why.
+    pub unreadable: Vec<String>,
+    /// Resources left out for want of their parents.
+    pub orphans: usize,
+    /// The damaged files, whose copies are kept.
+    files: Vec<PathBuf>,
+    /// Where copies of the damaged files were kept.
+    pub kept: Vec<PathBuf>,
 }
 
-/// `Entry` as `record` writes it: borrowed, so no resource is copied to be written. Same variant
-/// and field names, hence the same JSON, as the `Entry` that reads it back.
-#[derive(Serialize)]
-enum EntryRef<'a> {
-    Put(&'a Resource),
-    Delete {
-        kind: i32,
-        id: &'a str,
-    },
-    Tombstone {
-        kind: i32,
-        id: &'a str,
-        revision: Option<u32>,
-    },
+impl Damage {
+    pub fn any(&self) -> bool {
+        self.lines > 0 || !self.unreadable.is_empty() || self.orphans > 0
+    }
+
+    /// Replays the file at `path` onto `state`, noting what is wrong with it.
+    fn replay(&mut self, state: &mut State, path: &Path) {
+        match lines::replay(state, path) {
+            Ok(r) if r.damaged > 0 => {
+                self.lines += r.damaged;
+                self.files.push(path.to_path_buf());
+            }
+            Ok(_) => {}
+            Err(e) => self.unreadable_file(path, e),
+        }
+    }
+
+    fn unreadable_file(&mut self, path: &Path, e: anyhow::Error) {
+        tracing::error!(record = %path.display(), "cannot be read: {e:#}");
+        self.unreadable.push(format!("{}: {e:#}", path.display()));
+        self.files.push(path.to_path_buf());
+    }
+
+    /// Keeps a copy of each damaged file (moves it if it cannot be read): the compaction that
+    /// follows replaces them.
+    fn keep(&mut self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        for path in std::mem::take(&mut self.files) {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let kept = path.with_file_name(format!("{name}{DAMAGED}{now}"));
+            match fs::copy(&path, &kept).map(drop).or_else(|_| fs::rename(&path, &kept)) {
+                Ok(()) => {
+                    tracing::error!(kept = %kept.display(), "a copy of the damaged record is kept");
+                    self.kept.push(kept);
+                }
+                Err(e) => tracing::error!(record = %path.display(), "the damaged record could not be kept: {e}"),
+            }
+        }
+    }
 }
 
 pub struct Store {
@@ -83,6 +132,8 @@ pub struct Store {
     compacting: Option<std::thread::JoinHandle<Result<u64>>>,
     /// The number the next retired journal gets.
     next_retired: u64,
+    /// What was wrong with the record at `open`.
+    damage: Damage,
 }
 
 /// Journal size from which a running agent compacts by default: a compaction rewrites the whole
@@ -92,9 +143,11 @@ pub const COMPACT_AFTER: u64 = 64 << 20;
 
 impl Store {
     /// Opens (creating) `dir`, returns the recorded state, and compacts the journal into a snapshot.
+    /// What was damaged in the record is in `damage()`.
     pub fn open(dir: &Path) -> Result<(Store, State)> {
         fs::create_dir_all(dir).with_context(|| format!("create state directory {}", dir.display()))?;
-        let state = Self::read(dir)?;
+        let (state, mut damage) = Self::read_checked(dir)?;
+        damage.keep();
         let (snap, journal) = (dir.join(SNAPSHOT), dir.join(JOURNAL));
         let retired = retired_journals(dir)?;
         let file = OpenOptions::new()
@@ -110,45 +163,67 @@ impl Store {
             compact_after: COMPACT_AFTER,
             compacting: None,
             next_retired: retired.last().map_or(1, |(n, _)| n + 1),
+            damage,
         };
         // What was read is compacted while the agent starts. The journal is retired in any case:
         // new lines never follow a line torn by a kill.
-        if store.appended > 0 || !retired.is_empty() {
+        if store.appended > 0 || !retired.is_empty() || dir.join(LEGACY_SNAPSHOT).exists() {
             store.compact(&state)?;
         }
         Ok((store, state))
     }
 
+    /// What was wrong with the record `open` read.
+    pub fn damage(&self) -> &Damage {
+        &self.damage
+    }
+
     /// The state recorded in `dir` (snapshot, retired journals, journal), read without writing
-    /// anything: what `open` starts from, and what `alioth apply --prune` compares with.
+    /// anything: what `alioth apply --prune` compares with. Damage is logged and skipped.
     pub fn read(dir: &Path) -> Result<State> {
+        Ok(Self::read_checked(dir)?.0)
+    }
+
+    /// The state recorded in `dir` and what was wrong with the record. Fails only if `dir` cannot
+    /// be listed.
+    fn read_checked(dir: &Path) -> Result<(State, Damage)> {
         let started = std::time::Instant::now();
-        let mut state = State::default();
-        let snap = dir.join(SNAPSHOT);
+        let (mut state, mut damage) = (State::default(), Damage::default());
+        let (snap, legacy) = (dir.join(SNAPSHOT), dir.join(LEGACY_SNAPSHOT));
         if snap.exists() {
-            let s: Snapshot = serde_json::from_reader(BufReader::new(File::open(&snap)?))
-                .with_context(|| format!("read {}", snap.display()))?;
-            for r in s.resources {
-                state.put(shared_ids(&state, r));
+            damage.replay(&mut state, &snap);
+        } else if legacy.exists() {
+            let read = File::open(&legacy)
+                .map_err(anyhow::Error::from)
+                .and_then(|f| Ok(serde_json::from_reader::<_, LegacySnapshot>(BufReader::new(f))?));
+            match read {
+                Ok(s) => {
+                    for r in s.resources {
+                        state.put(shared_ids(&state, r));
+                    }
+                    state.tombstones = s.tombstones.into_iter().map(|(k, id, r)| ((k, id), r)).collect();
+                }
+                Err(e) => damage.unreadable_file(&legacy, e),
             }
-            state.tombstones = s.tombstones.into_iter().map(|(k, id, r)| ((k, id), r)).collect();
         }
         let retired = retired_journals(dir)?;
         for (_, path) in &retired {
-            replay(&mut state, path)?;
+            damage.replay(&mut state, path);
         }
         let journal = dir.join(JOURNAL);
         if journal.exists() {
-            replay(&mut state, &journal)?;
+            damage.replay(&mut state, &journal);
         }
-        let orphans = drop_orphans(&mut state);
+        damage.orphans = drop_orphans(&mut state);
         tracing::info!(
             retired = retired.len(),
-            orphans,
+            orphans = damage.orphans,
+            damaged_lines = damage.lines,
+            unreadable_files = damage.unreadable.len(),
             millis = started.elapsed().as_millis() as u64,
             "journal replayed"
         );
-        Ok(state)
+        Ok((state, damage))
     }
 
     /// Sets the journal size from which `compact_if_due` compacts (`COMPACT_AFTER` by default).
@@ -177,8 +252,11 @@ impl Store {
         let n = self.next_retired;
         let retired = self.dir.join(format!("{}{n:010}{}", RETIRED.0, RETIRED.1));
         self.journal.flush()?;
-        fs::rename(self.dir.join(JOURNAL), &retired)
-            .with_context(|| format!("retire the journal as {}", retired.display()))?;
+        match fs::rename(self.dir.join(JOURNAL), &retired) {
+            // A journal that could not be read was moved aside (`Damage::keep`).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            r => r.with_context(|| format!("retire the journal as {}", retired.display()))?,
+        }
         self.next_retired += 1;
         let path = self.dir.join(JOURNAL);
         let file = OpenOptions::new()
@@ -187,6 +265,8 @@ impl Store {
             .truncate(true)
             .open(&path)
             .with_context(|| format!("create {}", path.display()))?;
+        // The new journal's name must be on disk before a line in it is acknowledged.
+        sync_dir(&self.dir)?;
         (self.journal, self.appended) = (BufWriter::new(file), 0);
         // The resources as they are now (shared, not copied): later messages go to the new journal.
         let snapshot = Snapshot {
@@ -263,25 +343,25 @@ impl Store {
             let kind = kind as i32;
             // A put also forgets the resource's tombstone when read back; a deletion is followed by
             // the tombstone it leaves.
-            // Ports and neighbors, most of a large message, are written by hand (`jsonl`).
             match &c.after {
-                Some(a) if jsonl::put(&mut out, a) => {}
-                Some(a) => serde_json::to_writer(&mut out, &EntryRef::Put(a))?,
-                None => serde_json::to_writer(&mut out, &EntryRef::Delete { kind, id })?,
-            }
-            out.push(b'\n');
-            if c.after.is_none() {
-                let revision = state.tombstones.get(&(kind, id.to_string())).copied();
-                serde_json::to_writer(&mut out, &EntryRef::Tombstone { kind, id, revision })?;
-                out.push(b'\n');
+                Some(a) => lines::write(&mut out, &EntryRef::Put(a))?,
+                None => {
+                    lines::write(&mut out, &EntryRef::Delete { kind, id })?;
+                    let revision = state.tombstones.get(&(kind, id.to_string())).copied();
+                    lines::write(&mut out, &EntryRef::Tombstone { kind, id, revision })?;
+                }
             }
         }
         Ok(out)
     }
 
-    /// Appends lines from `encode` to the journal.
+    /// Appends lines from `encode` to the journal, on disk when this returns.
     pub fn append(&mut self, lines: &[u8]) -> Result<()> {
-        let written = self.journal.write_all(lines).and_then(|()| self.journal.flush());
+        let written = self
+            .journal
+            .write_all(lines)
+            .and_then(|()| self.journal.flush())
+            .and_then(|()| self.journal.get_ref().sync_data());
         if let Err(e) = written {
             // Nothing of a failed write may stay (a full disk takes part of it): lines written
             // later would follow a torn one, and a restart would stop reading there.
@@ -304,15 +384,20 @@ impl Store {
         }
     }
 
-    /// Removes the record (for `--reset`).
+    /// Removes the record, and the copies of damaged ones (for `--reset`).
     pub fn remove(dir: &Path) -> Result<()> {
         let retired = if dir.exists() {
             retired_journals(dir)?
         } else {
             Vec::new()
         };
-        let files = [SNAPSHOT, &format!("{SNAPSHOT}.tmp"), JOURNAL].map(|f| dir.join(f));
-        for p in files.into_iter().chain(retired.into_iter().map(|(_, p)| p)) {
+        let files = [SNAPSHOT, LEGACY_SNAPSHOT, &format!("{SNAPSHOT}.tmp"), JOURNAL].map(|f| dir.join(f));
+        let damaged = damaged_copies(dir).into_iter().map(|n| dir.join(n));
+        for p in files
+            .into_iter()
+            .chain(retired.into_iter().map(|(_, p)| p))
+            .chain(damaged)
+        {
             if p.exists() {
                 fs::remove_file(&p).with_context(|| format!("remove {}", p.display()))?;
             }
@@ -328,52 +413,6 @@ impl Drop for Store {
     fn drop(&mut self) {
         self.reap(true);
     }
-}
-
-/// Replays the journal at `path` onto `state`. A torn last line (killed mid-write) was never
-/// acknowledged: reading stops there.
-fn replay(state: &mut State, path: &Path) -> Result<()> {
-    let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
-        .with_context(|| format!("read {}", path.display()))?;
-    let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
-    let last = lines.len().saturating_sub(1);
-    for (n, line) in lines.into_iter().enumerate().filter(|(_, l)| !l.is_empty()) {
-        // A damaged line costs that line only: the ones after it are whole records of their own.
-        // The last one may be torn by a kill in the middle of a write, which loses nothing
-        // acknowledged (a change is answered once its line is written).
-        let Ok(entry) = serde_json::from_slice::<Entry>(line) else {
-            match n == last {
-                true => tracing::warn!(journal = %path.display(), "journal line {} is torn; ignoring it", n + 1),
-                false => tracing::error!(journal = %path.display(), "journal line {} is damaged; skipping it", n + 1),
-            }
-            continue;
-        };
-        match entry {
-            Entry::Put(r) => {
-                // A resource put again is no longer deleted (as the validator does).
-                let (kind, id) = r.kind_id();
-                state.forget_tombstone(kind, id);
-                let r = shared_ids(state, r);
-                state.put(r)
-            }
-            Entry::Delete { kind, id } => {
-                state.delete(ResourceType::try_from(kind).unwrap_or(ResourceType::Gateway), &id)
-            }
-            Entry::Tombstone {
-                kind,
-                id,
-                revision: Some(r),
-            } => drop(state.tombstones.insert((kind, id), r)),
-            Entry::Tombstone {
-                kind,
-                id,
-                revision: None,
-            } => drop(state.tombstones.remove(&(kind, id))),
-        }
-    }
-    Ok(())
 }
 
 /// Removes what a damaged record left without its parents (a subnet without its VPC, a port or
@@ -491,365 +530,63 @@ fn shared_ids(state: &State, mut r: Resource) -> Resource {
     r
 }
 
-/// Writes `snapshot` atomically; returns its size.
+/// Writes `snapshot` atomically and durably; returns its size.
 fn write_snapshot(dir: &Path, snapshot: &Snapshot) -> Result<u64> {
     let tmp = dir.join(format!("{SNAPSHOT}.tmp"));
-    let mut w = BufWriter::new(File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?);
-    serde_json::to_writer(&mut w, snapshot)?;
-    w.flush()?;
-    drop(w);
-    let size = fs::metadata(&tmp)?.len();
+    let mut w = BufWriter::with_capacity(
+        1 << 20,
+        File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?,
+    );
+    let mut line = Vec::with_capacity(4096);
+    for r in &snapshot.resources {
+        line.clear();
+        lines::write(&mut line, &EntryRef::Put(r))?;
+        w.write_all(&line)?;
+    }
+    for (kind, id, revision) in &snapshot.tombstones {
+        line.clear();
+        let revision = Some(*revision);
+        lines::write(
+            &mut line,
+            &EntryRef::Tombstone {
+                kind: *kind,
+                id,
+                revision,
+            },
+        )?;
+        w.write_all(&line)?;
+    }
+    let file = w.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    let size = file.metadata()?.len();
+    drop(file);
     // Atomic replace: a crash leaves either the old or the new snapshot.
     fs::rename(&tmp, dir.join(SNAPSHOT))?;
+    sync_dir(dir)?;
+    // Superseded by the snapshot just written (and never read once that exists).
+    let _ = fs::remove_file(dir.join(LEGACY_SNAPSHOT));
     Ok(size)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::validate::{validate, Naming};
-    use alioth_proto::schema::*;
-
-    /// A scratch state directory, removed when dropped (also when the test fails).
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(name: &str) -> Scratch {
-            let dir = std::env::temp_dir().join(format!("alioth-store-{name}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            Scratch(dir)
-        }
-    }
-
-    impl std::ops::Deref for Scratch {
-        type Target = Path;
-        fn deref(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    /// Validates `msg`, which must be accepted whole, and records it.
-    fn accept(store: &mut Store, state: &mut State, msg: &GoalState) {
-        let (outcomes, changes) = validate(state, msg, &Naming::default());
-        assert!(
-            outcomes.iter().all(|o| o.status == OperationStatus::Success),
-            "{outcomes:?}"
-        );
-        store.record(state, &changes).unwrap();
-    }
-
-    #[test]
-    fn journal_replays_to_the_same_state_and_survives_a_torn_line() {
-        let dir = Scratch::new("torn");
-        let (mut store, mut state) = Store::open(&dir).unwrap();
-        let vpc = |op: OperationType, id: &str, rev| VpcState {
-            operation_type: op as i32,
-            configuration: Some(VpcConfiguration {
-                id: id.into(),
-                tunnel_id: 7,
-                revision_number: rev,
-                ..Default::default()
-            }),
-        };
-        for msg in [
-            GoalState {
-                vpc_states: vec![vpc(OperationType::Create, "a", 1)],
-                ..Default::default()
-            },
-            GoalState {
-                vpc_states: vec![vpc(OperationType::Delete, "a", 2)],
-                ..Default::default()
-            },
-            GoalState {
-                vpc_states: vec![vpc(OperationType::Create, "b", 1)],
-                ..Default::default()
-            },
-            GoalState {
-                vpc_states: vec![vpc(OperationType::Delete, "b", 2)],
-                ..Default::default()
-            },
-            // Created again: its tombstone goes.
-            GoalState {
-                vpc_states: vec![vpc(OperationType::Create, "a", 3)],
-                ..Default::default()
-            },
-        ] {
-            accept(&mut store, &mut state, &msg);
-        }
-        drop(store);
-        // A write cut short by SIGKILL.
-        let mut j = OpenOptions::new().append(true).open(dir.join(JOURNAL)).unwrap();
-        j.write_all(b"{\"Put\":{\"Vpc\":{\"id\":").unwrap();
-        drop(j);
-        let (_, replayed) = Store::open(&dir).unwrap();
-        assert_eq!(replayed, state);
-        assert_eq!(
-            replayed.tombstones.get(&(ResourceType::Vpc as i32, "b".into())),
-            Some(&2)
-        );
-        assert_eq!(replayed.tombstones.get(&(ResourceType::Vpc as i32, "a".into())), None);
-        assert!(replayed.vpcs.contains_key("a"));
-        // Compacted: a second open reads the snapshot alone.
-        let (_, again) = Store::open(&dir).unwrap();
-        assert_eq!(again, state);
-    }
-
-    /// Read back from the journal and then from the snapshot, ports and neighbors share their
-    /// VPC's and subnet's ids, as validated ones do.
-    /// A damaged byte in one journal line (here one that is not even UTF-8) costs that record only:
-    /// the lines after it are read.
-    #[test]
-    fn a_damaged_line_costs_that_record_only() {
-        use crate::plan::tests::vpc;
-        let dir = Scratch::new("damaged");
-        let (mut store, mut state) = Store::open(&dir).unwrap();
-        for (id, vni) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
-            let msg = GoalState {
-                vpc_states: vec![vpc(OperationType::Create, id, vni)],
-                ..Default::default()
-            };
-            accept(&mut store, &mut state, &msg);
-        }
-        drop(store);
-        let journal = dir.join(JOURNAL);
-        let mut bytes = fs::read(&journal).unwrap();
-        let second = bytes.iter().position(|b| *b == b'\n').unwrap() + 5;
-        bytes[second] = 0xff;
-        fs::write(&journal, bytes).unwrap();
-        let read = Store::read(&dir).unwrap();
-        let ids: Vec<&str> = read.vpcs.keys().map(String::as_str).collect();
-        assert_eq!(ids, ["a", "c", "d"]);
-    }
-
-    /// A record that deletes a VPC under its subnet and port (inconsistent) reads back without
-    /// them, instead of keeping the agent from starting.
-    #[test]
-    fn an_inconsistent_record_reads_back_without_its_orphans() {
-        use crate::plan::tests::{neighbor, port, subnet, vpc};
-        let dir = Scratch::new("orphans");
-        let (mut store, mut state) = Store::open(&dir).unwrap();
-        let msg = GoalState {
-            vpc_states: vec![vpc(OperationType::Create, "v", 1), vpc(OperationType::Create, "w", 2)],
-            subnet_states: vec![
-                subnet(OperationType::Create, "s", "v", 1),
-                subnet(OperationType::Create, "t", "w", 2),
-            ],
-            port_states: vec![
-                port(OperationType::Create, "p", "v", "s", 1, 10),
-                port(OperationType::Create, "q", "w", "t", 2, 10),
-            ],
-            neighbor_states: vec![neighbor(OperationType::Create, "n", "v", "s", 1, 11)],
-            ..Default::default()
-        };
-        accept(&mut store, &mut state, &msg);
-        let mut line = serde_json::to_vec(&EntryRef::Delete {
-            kind: ResourceType::Vpc as i32,
-            id: "v",
-        })
-        .unwrap();
-        line.push(b'\n');
-        store.append(&line).unwrap();
-        drop(store);
-        let read = Store::read(&dir).unwrap();
-        assert!(!read.vpcs.contains_key("v") && !read.subnets.contains_key("s"));
-        assert!(
-            read.ports().keys().map(|k| &**k).eq(["q"]),
-            "p went with its VPC, q stays"
-        );
-        assert!(read.neighbors().is_empty());
-        assert!(read.indexes_match_contents());
-    }
-
-    #[test]
-    fn replayed_ports_and_neighbors_share_their_vpc_and_subnet_ids() {
-        let dir = Scratch::new("ids");
-        let (mut store, mut state) = Store::open(&dir).unwrap();
-        use crate::plan::tests::{neighbor, port, subnet, vpc};
-        use OperationType::Create;
-        let msg = GoalState {
-            vpc_states: vec![vpc(Create, "v", 7)],
-            subnet_states: vec![subnet(Create, "s", "v", 0)],
-            port_states: vec![port(Create, "p", "v", "s", 0, 10)],
-            neighbor_states: vec![neighbor(Create, "n", "v", "s", 0, 11)],
-            ..Default::default()
-        };
-        accept(&mut store, &mut state, &msg);
-        drop(store);
-        // From the journal, then (compacted) from the snapshot.
-        for _ in 0..2 {
-            let (_, replayed) = Store::open(&dir).unwrap();
-            assert_eq!(replayed, state);
-            let (vpc, subnet) = (&replayed.vpcs["v"].id, &replayed.subnets["s"].id);
-            let (p, n) = (&replayed.ports()["p"], &replayed.neighbors()["n"]);
-            for (vpc_id, fixed_ips) in [(&p.vpc_id, &p.fixed_ips), (&n.vpc_id, &n.fixed_ips)] {
-                assert!(std::sync::Arc::ptr_eq(vpc_id, vpc));
-                assert!(std::sync::Arc::ptr_eq(&fixed_ips[0].subnet_id, subnet));
-            }
-        }
-    }
-
-    /// A message replayed as it was adds nothing to the journal; one that changes a resource does.
-    #[test]
-    fn a_replayed_message_is_not_recorded_again() {
-        use crate::plan::tests::{subnet, vpc};
-        use OperationType::{Create, Update};
-        let dir = Scratch::new("replay");
-        let (mut store, mut state) = Store::open(&dir).unwrap();
-        let journal = || fs::metadata(dir.join(JOURNAL)).unwrap().len();
-        let msg = GoalState {
-            vpc_states: vec![vpc(Create, "v", 7)],
-            subnet_states: vec![subnet(Create, "s", "v", 0)],
-            ..Default::default()
-        };
-        accept(&mut store, &mut state, &msg);
-        let once = journal();
-        assert!(once > 0);
-        accept(&mut store, &mut state, &msg);
-        assert_eq!(journal(), once, "the replay was recorded");
-        accept(
-            &mut store,
-            &mut state,
-            &GoalState {
-                vpc_states: vec![vpc(Update, "v", 8)],
-                ..Default::default()
-            },
-        );
-        assert!(journal() > once, "the VNI change was not recorded");
-        drop(store);
-        assert_eq!(Store::open(&dir).unwrap().1, state);
-    }
-
-    /// A running agent's journal is compacted once it outgrows the snapshot (later while messages
-    /// keep coming): it stays bounded, and what is read back is what was recorded, tombstones
-    /// included.
-    #[test]
-    fn a_running_journal_is_compacted_and_stays_bounded() {
-        use crate::plan::tests::vpc;
-        use OperationType::{Create, Delete, Update};
-        let dir = Scratch::new("compact");
-        let (mut store, mut state) = Store::open(&dir).unwrap();
-        store.set_compact_after(4096);
-        let journal = || fs::metadata(dir.join(JOURNAL)).unwrap().len();
-        let (mut largest_idle, mut largest_busy) = (0, 0);
-        for i in 1..=600u32 {
-            // VPC "a" changes VNI every time; "b" comes and goes, leaving tombstones.
-            let mut a = vpc(Update, "a", 1 + i % 50);
-            a.configuration.as_mut().unwrap().revision_number = i;
-            let mut b = vpc(if i % 2 == 1 { Create } else { Delete }, "b", 1000);
-            b.configuration.as_mut().unwrap().revision_number = i;
-            let msg = GoalState {
-                vpc_states: vec![a, b],
-                ..Default::default()
-            };
-            accept(&mut store, &mut state, &msg);
-            let idle = i <= 300;
-            store.compact_if_due(&state, idle).unwrap();
-            store.reap(true);
-            let largest = if idle { &mut largest_idle } else { &mut largest_busy };
-            *largest = (*largest).max(journal());
-        }
-        assert!(
-            largest_idle < 4096 + 1024,
-            "idle, the journal grew to {largest_idle} bytes"
-        );
-        assert!(
-            (4096 + 1024..4 * 4096 + 1024).contains(&largest_busy),
-            "busy, the journal grew to {largest_busy} bytes"
-        );
-        assert!(state
-            .tombstones
-            .contains_key(&(ResourceType::Vpc as i32, "b".to_string())));
-        drop(store);
-        assert_eq!(Store::open(&dir).unwrap().1, state);
-    }
-
-    /// A crash at any point of a compaction reads back the same state: before its snapshot is in
-    /// place (the old snapshot, the retired and the current journal), and after it but before the
-    /// retired journal it holds is removed.
-    #[test]
-    fn a_crash_during_a_compaction_reads_back_the_same_state() {
-        use crate::plan::tests::{port, subnet, vpc};
-        use OperationType::{Create, Delete, Update};
-        let (dir, before) = (Scratch::new("crash"), Scratch::new("crash-before"));
-        let (mut store, mut state) = Store::open(&dir).unwrap();
-        let steps = [
-            GoalState {
-                vpc_states: vec![vpc(Create, "v", 7)],
-                subnet_states: vec![subnet(Create, "s", "v", 0)],
-                port_states: vec![port(Create, "p1", "v", "s", 0, 10), port(Create, "p2", "v", "s", 0, 11)],
-                ..Default::default()
-            },
-            GoalState {
-                port_states: vec![port(Update, "p1", "v", "s", 0, 12), port(Delete, "p2", "v", "s", 0, 11)],
-                ..Default::default()
-            },
-            GoalState {
-                vpc_states: vec![vpc(Update, "v", 8)],
-                port_states: vec![port(Create, "p3", "v", "s", 0, 11)],
-                ..Default::default()
-            },
-        ];
-        accept(&mut store, &mut state, &steps[0]);
-        accept(&mut store, &mut state, &steps[1]);
-        let retired = fs::read(dir.join(JOURNAL)).unwrap();
-        store.compact(&state).unwrap();
-        store.reap(true);
-        accept(&mut store, &mut state, &steps[2]);
-        drop(store);
-        let current = fs::read(dir.join(JOURNAL)).unwrap();
-        let name = format!("{}{:010}{}", RETIRED.0, 1, RETIRED.1);
-
-        // After: the new snapshot, its retired journal still there, the current journal.
-        fs::write(dir.join(&name), &retired).unwrap();
-        assert_eq!(Store::open(&dir).unwrap().1, state);
-        // Before: no snapshot yet, the retired journal, the current journal.
-        fs::create_dir_all(&*before).unwrap();
-        fs::write(before.join(&name), &retired).unwrap();
-        fs::write(before.join(JOURNAL), &current).unwrap();
-        assert_eq!(Store::open(&before).unwrap().1, state);
-        // Both compacted what they read: no retired journal is left.
-        for d in [&dir, &before] {
-            assert!(retired_journals(d).unwrap().is_empty());
-            assert_eq!(Store::open(d).unwrap().1, state);
-        }
-    }
-
-    /// A compaction whose snapshot cannot be written leaves a valid record, read back in full (a
-    /// start that cannot compact still starts); the next one that can puts everything in its
-    /// snapshot and removes the retired journals.
-    #[test]
-    fn a_failed_compaction_leaves_a_valid_record_and_a_later_one_completes() {
-        use crate::plan::tests::vpc;
-        use OperationType::Create;
-        let dir = Scratch::new("fail");
-        let (mut store, mut state) = Store::open(&dir).unwrap();
-        let msg = |id: &str, vni| GoalState {
-            vpc_states: vec![vpc(Create, id, vni)],
-            ..Default::default()
-        };
-        accept(&mut store, &mut state, &msg("a", 1));
-        // The snapshot's temporary file cannot be created where a directory stands.
-        let blocker = dir.join(format!("{SNAPSHOT}.tmp"));
-        fs::create_dir(&blocker).unwrap();
-        store.compact(&state).unwrap();
-        store.reap(true);
-        assert_eq!(retired_journals(&dir).unwrap().len(), 1);
-        assert!(!dir.join(SNAPSHOT).exists());
-        accept(&mut store, &mut state, &msg("b", 2));
-        drop(store);
-        // Restarted while it still fails: everything is read back.
-        assert_eq!(Store::open(&dir).unwrap().1, state);
-        fs::remove_dir(&blocker).unwrap();
-        // Restarted once it can: compacted, nothing retired left, the same state.
-        assert_eq!(Store::open(&dir).unwrap().1, state);
-        assert!(retired_journals(&dir).unwrap().is_empty());
-        assert!(dir.join(SNAPSHOT).exists());
-        assert_eq!(Store::open(&dir).unwrap().1, state);
-    }
+/// The copies of damaged records `open` kept in `dir` (for `alioth status`), by name.
+pub fn damaged_copies(dir: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.contains(DAMAGED))
+        .collect();
+    names.sort();
+    names
 }
+
+/// Makes the names in `dir` (a rename, a new file) durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("sync {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests;

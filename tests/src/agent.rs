@@ -192,7 +192,7 @@ impl Agent {
             full.extend_from_slice(&["--server", &server]);
         }
         if pin_flag {
-            full.extend_from_slice(&["--pin-dir", &self.pin_dir]);
+            full.extend_from_slice(&["--pin-dir", &self.pin_dir, "--state-dir", &self.state_dir]);
         }
         netns::run_output(&full)
     }

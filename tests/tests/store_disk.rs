@@ -13,7 +13,7 @@ use alioth_proto::schema::{GoalState, OperationStatus, OperationType::Create, Up
 use alioth_tests::goalstate::{statuses, subnet, vpc};
 use alioth_tests::netns;
 use alioth_tests::overlay::{neighbor, VmSpec};
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 
 /// A tmpfs of `kib` KiB mounted on a fresh directory; unmounted and removed on drop.
 struct Tmpfs(PathBuf);
@@ -104,5 +104,47 @@ fn a_full_disk_answers_failure_and_keeps_nothing_it_could_not_record() -> Result
         read_back.neighbors().len() == 1 && read_back.vpcs.contains_key("v"),
         "the record holds exactly what was acknowledged"
     );
+    Ok(())
+}
+
+/// Every file of the agent's record turned to garbage while the agent was down. The restarted
+/// agent starts anyway and says so (log, `alioth status`); it keeps the data plane as it was, so
+/// the VMs talk through the restart without a loss; and goal state sent again applies on top.
+#[test]
+fn a_record_of_garbage_never_wipes_the_data_plane() -> Result<()> {
+    use alioth_tests::agent::Agent;
+    use alioth_tests::demo::{apply, example, topology};
+    let t = topology(&[])?;
+    let (code, _) = apply(&t.agent, &example("demo.yaml"))?;
+    ensure!(code == 0);
+    let pings = t.vm1.ns.steady_pings("198.18.0.11")?;
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let left = t.agent.kill()?;
+    let mut damaged = 0;
+    for entry in std::fs::read_dir(&left.state_dir)? {
+        std::fs::write(entry?.path(), "this is not a record\nnor is this\n")?;
+        damaged += 1;
+    }
+    ensure!(damaged > 0, "the record has files");
+    let agent = Agent::start_with(&t.host, left, &[])?;
+    pings.all_answered().with_context(|| agent.log_text())?;
+    ensure!(
+        agent.log_text().contains("the record is damaged"),
+        "{}",
+        agent.log_text()
+    );
+    let status: serde_json::Value = serde_json::from_slice(&agent.cli(&["status", "--json"])?.stdout)?;
+    let copies = status["record"]["damaged_copies"].as_array().map_or(0, Vec::len);
+    ensure!(
+        copies >= 1 && status["attached"].as_array().map(Vec::len) == Some(2),
+        "{status}"
+    );
+    let (code, statuses) = apply(&agent, &example("demo.yaml"))?;
+    ensure!(code == 0 && statuses.values().all(|s| s == "SUCCESS"), "{statuses:?}");
+    let ping = t
+        .vm1
+        .ns
+        .exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "198.18.0.11"])?;
+    ensure!(ping.contains("3 received"), "{ping}");
     Ok(())
 }
