@@ -28,6 +28,8 @@ fn kernel(frame: &[u8]) -> (u32, Counter, Vec<u8>) {
         .zip(&before)
         .filter(|((_, a), (_, b))| a != b)
         .map(|((c, _), _)| *c)
+        // Counts the agent's events, not frames: a DECLINE right after another is held back.
+        .filter(|c| *c != Counter::EventSuppressed)
         .collect();
     assert_eq!(moved.len(), 1, "exactly one counter moves per frame: {moved:?}");
     (action, moved[0], out)
