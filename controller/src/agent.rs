@@ -263,7 +263,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         match tokio::net::TcpListener::bind(&args.metrics_listen).await {
             Ok(l) => {
                 tracing::info!(listen = %args.metrics_listen, "metrics at /metrics");
-                tokio::spawn(crate::metrics::serve(l, controller.clone()));
+                tokio::spawn(crate::exporter::serve(l, controller.clone()));
             }
             // Metrics are not worth failing the data plane for.
             Err(e) => tracing::warn!(listen = %args.metrics_listen, "metrics disabled: {e}"),

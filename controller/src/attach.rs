@@ -12,8 +12,17 @@ use aya::programs::xdp::{XdpLink, XdpLinkId};
 use aya::programs::{SchedClassifier, Xdp, XdpMode};
 use aya::Ebpf;
 
-use crate::dataplane::AttachMode;
 use crate::object::{PORT_PROGRAM, PORT_TC_PROGRAM, UPLINK_PROGRAM, UPLINK_TC_PROGRAM};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// Native (driver) XDP, falling back to generic when the driver refuses.
+    Auto,
+    /// Native XDP only.
+    Driver,
+    /// Generic (SKB) XDP only.
+    Skb,
+}
 
 /// Where links are pinned under the pin directory, one file per interface: XDP links (the name
 /// earlier agents used), TC links.

@@ -14,7 +14,8 @@ use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray};
 use serde_json::json;
 
 use crate::agent::DEFAULT_PIN_DIR;
-use crate::dataplane::{ifname, interfaces, sum_counters};
+use crate::dataplane::sum_counters;
+use crate::interfaces::{ifname, interfaces};
 use crate::model::format_mac;
 
 /// Exit code of `apply` when the agent refused some resources.

@@ -9,15 +9,17 @@ use alioth_proto::schema::{
 };
 use anyhow::Result;
 
-use crate::dataplane::{interfaces, Dataplane};
+use crate::dataplane::Dataplane;
 use crate::dhcp;
 use crate::garbage;
+use crate::interfaces::interfaces;
 use crate::metrics::Metrics;
+use crate::model::{Change, Resource};
 use crate::model::{FixedIp, Port, State};
 use crate::overlay::Overlay;
 use crate::plan::{self, EndpointOp, Plan, PortOp};
 use crate::store::Store;
-use crate::validate::{self, Change, Naming, Outcome, Resource};
+use crate::validate::{self, Naming, Outcome};
 
 mod follow;
 
@@ -154,7 +156,7 @@ impl Controller {
     pub fn event(&mut self, e: &alioth_common::maps::Event) {
         if e.counter == alioth_common::Counter::DhcpDecline.index() {
             self.metrics.dhcp_declines += 1 + u64::from(e.suppressed);
-            let iface = crate::dataplane::ifname(e.ifindex).unwrap_or_else(|| e.ifindex.to_string());
+            let iface = crate::interfaces::ifname(e.ifindex).unwrap_or_else(|| e.ifindex.to_string());
             tracing::warn!(
                 iface,
                 mac = crate::model::format_mac(&e.mac),

@@ -7,8 +7,8 @@
 
 use std::net::Ipv4Addr;
 
+use crate::model::Resource;
 use crate::model::{FixedIp, Mac, Neighbor, Port};
-use crate::validate::Resource;
 
 /// Appends the journal line body `{"Put":{...}}` of `r` (no newline) and returns true, for the
 /// resources it knows; false, with nothing written, for the others (serde writes those).

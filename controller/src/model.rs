@@ -1,6 +1,10 @@
 //! Validated resources: what the controller keeps once a goal-state resource passed validation.
 
 use std::collections::BTreeMap;
+
+mod resource;
+
+pub use resource::{Change, Resource};
 use std::sync::Arc;
 
 /// Hash maps of ids and addresses. foldhash: SipHash on every id and address was a tenth of

@@ -31,8 +31,8 @@ use serde::Deserialize;
 
 use alioth_proto::schema::ResourceType;
 
+use crate::model::{Change, Resource};
 use crate::model::{FixedIps, Id, State};
-use crate::validate::{Change, Resource};
 use lines::EntryRef;
 
 const SNAPSHOT: &str = "state.jsonl";

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
 
 use anyhow::{bail, Context, Result};
 
-use crate::dataplane::ifindex;
+use crate::interfaces::ifindex;
 use crate::model::Mac;
 
 /// The uplink interface and this host's tunnel endpoint on it.

@@ -6,28 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub use crate::binary::alioth_bin;
 use crate::netns::{self, Netns};
-
-/// The `alioth` binary built next to this test (`cargo xtask test` builds it first), or `ALIOTH_BIN`.
-pub fn alioth_bin() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("ALIOTH_BIN") {
-        return Ok(p.into());
-    }
-    // target/<profile>/deps/<test> -> target/<profile>/alioth
-    let exe = std::env::current_exe()?;
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .map(|d| d.join("alioth"))
-        .context("locate target dir")?;
-    if !bin.exists() {
-        bail!(
-            "{} not found: build it first (cargo build -p alioth) or set ALIOTH_BIN",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
 
 /// An agent process in `ns`; on drop it is killed and `alioth agent --reset` removes its links,
 /// pins and state.

@@ -49,7 +49,7 @@ impl Server {
         let addr = listener.local_addr()?;
         let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let metrics = metrics_listener.local_addr()?;
-        tokio::spawn(alioth::metrics::serve(metrics_listener, controller.clone()));
+        tokio::spawn(alioth::exporter::serve(metrics_listener, controller.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let task = tokio::spawn(alioth::agent::serve(

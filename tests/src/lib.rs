@@ -3,6 +3,7 @@
 
 pub mod aca;
 pub mod agent;
+pub mod binary;
 pub mod demo;
 pub mod dhcp;
 pub mod dpm;

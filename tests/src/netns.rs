@@ -190,7 +190,7 @@ impl XdpPass {
     /// `attach`, or with `sink` the benchmarks' packet sink (`alioth xdp-pass --sink`).
     fn attach_program(ns: &Netns, iface: &str, sink: bool) -> Result<XdpPass> {
         let pin = format!("/sys/fs/bpf/{}", unique("alioth-pass-"));
-        let bin = crate::agent::alioth_bin()?;
+        let bin = crate::binary::alioth_bin()?;
         let mut args = vec![
             bin.to_str().unwrap_or_default(),
             "xdp-pass",

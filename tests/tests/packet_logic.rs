@@ -46,7 +46,7 @@ proptest! {
     fn checksum_matches_textbook(data in prop::collection::vec(any::<u8>(), 4..1600), off in 0usize..8) {
         let len = data.len() - off.min(data.len() - 4);
         let start = data.len() - len;
-        let sum = checksum::sum_range::<[u8], 1600>(&data[..], start, len).unwrap();
+        let sum = alioth_common::packet::sum_range::<[u8], 1600>(&data[..], start, len).unwrap();
         prop_assert_eq!(checksum::finish(sum), frames::internet_checksum(&data[start..]));
     }
 

@@ -13,8 +13,8 @@ use alioth_proto::schema::ResourceType;
 
 use super::shared_ids;
 use crate::jsonl;
+use crate::model::Resource;
 use crate::model::State;
-use crate::validate::Resource;
 
 /// One line: a resource's new version (which forgets its tombstone), or its deletion and the
 /// tombstone that leaves.

@@ -39,8 +39,8 @@ pub fn check_echo_request<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4) -> Result<(), 
     if ip.total_len > MAX_IP_LEN {
         return Err(Counter::DropTooBig);
     }
-    let sum =
-        checksum::sum_range::<P, { MAX_IP_LEN - IPV4_MIN_HLEN }>(pkt, off, icmp_len).ok_or(Counter::DropIpMalformed)?;
+    let sum = crate::packet::sum_range::<P, { MAX_IP_LEN - IPV4_MIN_HLEN }>(pkt, off, icmp_len)
+        .ok_or(Counter::DropIpMalformed)?;
     if checksum::fold(sum) != 0xffff {
         return Err(Counter::DropIcmpBadChecksum);
     }

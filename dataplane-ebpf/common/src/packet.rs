@@ -139,3 +139,40 @@ pub fn clear<const N: usize>(dst: &mut [u8; N]) {
         core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// One's complement sum of `len` bytes at `off` (odd tail padded with zero), `4 <= len <= MAX`.
+///
+/// Returns `None` when the range is not inside the packet or its length is out of bounds.
+/// Reads are 4-byte windows only: a 1-byte read at a variable offset is compiled into a compare
+/// the BPF verifier cannot turn into a packet range.
+#[inline(always)]
+pub fn sum_range<P: Packet + ?Sized, const MAX: usize>(pkt: &P, off: usize, len: usize) -> Option<u64> {
+    if !(4..=MAX).contains(&len) {
+        return None;
+    }
+    let mut sum: u64 = 0;
+    let chunks = len / 8;
+    let mut i = 0;
+    // Bounded by a constant so the verifier sees a finite loop.
+    while i < MAX / 8 {
+        if i >= chunks {
+            break;
+        }
+        let w = u64::from_be_bytes(*pkt.array::<8>(off + i * 8)?);
+        sum += (w >> 32) + (w & 0xffff_ffff);
+        i += 1;
+    }
+    if len % 8 >= 4 {
+        sum += u32::from_be_bytes(*pkt.array::<4>(off + chunks * 8)?) as u64;
+    }
+    // The 1..3 trailing bytes are the last bytes of the 4-byte window that ends the range.
+    let w = pkt.array::<4>(off + len - 4)?;
+    let (a, b, c) = (w[1] as u64, w[2] as u64, w[3] as u64);
+    sum += match len % 4 {
+        1 => c << 8,
+        2 => (b << 8) | c,
+        3 => ((a << 8) | b) + (c << 8),
+        _ => 0,
+    };
+    Some(sum)
+}

@@ -92,7 +92,7 @@ fn generate(vm: &Netns, frame: Vec<u8>) -> Result<Duration> {
             libc::CPU_SET(0, &mut set);
             libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
         }
-        let ifindex = alioth::dataplane::ifindex("eth0").context("eth0 in the VM")?;
+        let ifindex = alioth::interfaces::ifindex("eth0").context("eth0 in the VM")?;
         let mut ebpf = aya::Ebpf::load(XDP_OBJECT)?;
         let prog: &mut Xdp = ebpf.program_mut(TX_PROGRAM).context("generator program")?.try_into()?;
         prog.load()?;

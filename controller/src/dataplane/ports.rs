@@ -1,0 +1,185 @@
+//! A port's place in the data plane: its `PORTS` entry, DHCP slot, redirect target and the
+//! programs on its interface.
+
+use alioth_common::maps::{self, endpoint_kind, DhcpEntry, Endpoint, EndpointKey, PortEntry};
+use std::os::fd::AsFd;
+
+use anyhow::{bail, Context, Result};
+use aya::maps::IterableMap;
+
+use super::Dataplane;
+use crate::attach::Links;
+use crate::batch;
+use crate::object::PORT_PROGRAM;
+
+impl Dataplane {
+    /// Writes a `PORTS` entry directly, without attaching (BPF_PROG_TEST_RUN frames arrive on `lo`).
+    pub fn set_port_entry(&mut self, ifindex: u32, entry: PortEntry) -> Result<()> {
+        if ifindex >= maps::MAX_IFINDEX {
+            bail!(
+                "ifindex {ifindex} is beyond the {} interfaces the data plane indexes",
+                maps::MAX_IFINDEX
+            );
+        }
+        self.ports.set(ifindex, entry, 0).context("write PORTS")
+    }
+
+    /// Makes `ifindex` a redirect target.
+    pub fn add_redirect(&mut self, ifindex: u32) -> Result<()> {
+        self.redirect
+            .set(ifindex, ifindex, None, 0)
+            .with_context(|| format!("add interface {ifindex} to REDIRECT"))
+    }
+
+    pub(super) fn remove_redirect(&mut self, ifindex: u32) {
+        // aya's array device map has no remove; a slot already empty is as good as removed.
+        let _ = batch::delete(self.redirect.map().fd().as_fd(), &ifindex);
+    }
+
+    /// Writes the port's entry, attaches the program to `iface`, makes it a redirect target and
+    /// points the port's addresses (`ips`, in its VNI) at it. `Ok(false)`: no such interface yet.
+    pub fn program_port(
+        &mut self,
+        iface: &str,
+        entry: PortEntry,
+        ips: &[[u8; 4]],
+        dhcp: Option<&DhcpEntry>,
+    ) -> Result<bool> {
+        let Some(index) = self.names.index(iface) else {
+            return Ok(false);
+        };
+        let mut entry = entry;
+        let old = self.dhcp_slots.get(iface).copied();
+        entry.dhcp_slot = match (dhcp, old) {
+            (None, _) => 0,
+            (Some(e), Some((slot, written))) if *e == written => slot,
+            (Some(e), _) => self.add_dhcp(e, old.map(|(slot, _)| slot))?,
+        };
+        // The entry goes first so that the first packet the program sees finds it.
+        if let Err(e) = self.set_port_entry(index, entry) {
+            if entry.dhcp_slot != 0 && old.map(|(slot, _)| slot) != Some(entry.dhcp_slot) {
+                self.dhcp_free.push_front(entry.dhcp_slot);
+            }
+            return Err(e);
+        }
+        self.dhcp_slots.remove(iface);
+        if let Some(e) = dhcp {
+            self.dhcp_slots.insert(iface.to_string(), (entry.dhcp_slot, *e));
+        }
+        if let Some((slot, _)) = old.filter(|(slot, _)| *slot != entry.dhcp_slot) {
+            self.dhcp_free.push_back(slot);
+        }
+        match self.attached.get(iface) {
+            Some((i, _)) if *i == index => {}
+            // Same name, new interface (the old one was deleted): the old link died with it.
+            Some(_) => {
+                self.forget(iface);
+                self.attach_port(iface, index)?;
+            }
+            None => self.attach_port(iface, index)?,
+        }
+        self.add_redirect(index)?;
+        let key = (entry.vni, entry.mac);
+        if let Some(old) = self.port_keys.insert(iface.to_string(), key).filter(|old| *old != key) {
+            self.local.remove(&old);
+        }
+        self.local.insert(key, index);
+        for ip in ips {
+            let value = Endpoint {
+                mac: entry.mac,
+                kind: endpoint_kind::LOCAL_PORT,
+                ifindex: index,
+                ..Default::default()
+            };
+            self.upsert_endpoint(
+                EndpointKey {
+                    vni: entry.vni,
+                    ip: *ip,
+                },
+                value,
+            )?;
+        }
+        Ok(true)
+    }
+
+    pub(super) fn attach_port(&mut self, iface: &str, index: u32) -> Result<()> {
+        match self.links().attach(iface, PORT_PROGRAM) {
+            Ok(link) => {
+                self.attached.insert(iface.to_string(), (index, link));
+                Ok(())
+            }
+            Err(e) => {
+                // Not ours after all: leave no entry behind for that interface.
+                let _ = self.set_port_entry(index, PortEntry::default());
+                Err(e)
+            }
+        }
+    }
+
+    /// The links of this agent's object.
+    pub(super) fn links(&mut self) -> Links<'_> {
+        Links {
+            ebpf: &mut self.ebpf,
+            pin_dir: self.pin_dir.as_deref(),
+            mode: self.mode,
+            committed: self.committed,
+        }
+    }
+
+    /// The index of the interface `iface` the programs were attached to, if they are.
+    pub fn attached_index(&self, iface: &str) -> Option<u32> {
+        self.attached.get(iface).map(|(i, _)| *i)
+    }
+
+    /// Attached interfaces that are gone, or whose name now has another index.
+    pub fn stale_attachments(&self) -> Vec<String> {
+        self.attached
+            .iter()
+            .filter(|(name, (index, _))| self.names.index(name) != Some(*index))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Detaches from `iface` and clears its `PORTS` entry. Missing interfaces are not an error.
+    pub fn detach(&mut self, iface: &str) -> Result<()> {
+        let Some(index) = self.attached.get(iface).map(|(i, _)| *i) else {
+            return Ok(());
+        };
+        self.forget(iface);
+        self.remove_redirect(index);
+        if let Some(key) = self.port_keys.remove(iface) {
+            self.local.remove(&key);
+        }
+        self.set_port_entry(index, PortEntry::default())?;
+        if let Some((slot, _)) = self.dhcp_slots.remove(iface) {
+            self.dhcp_free.push_back(slot);
+        }
+        Ok(())
+    }
+
+    /// Writes a DHCP entry to a free slot and returns the slot, for a `PortEntry::dhcp_slot`.
+    /// With every slot taken, `current` (the port's own slot) is rewritten in place.
+    pub fn add_dhcp(&mut self, entry: &DhcpEntry, current: Option<u32>) -> Result<u32> {
+        let (slot, fresh) = match (self.dhcp_free.pop_front(), current) {
+            (Some(slot), _) => (slot, true),
+            (None, Some(slot)) => (slot, false),
+            (None, None) => bail!(
+                "all {} DHCP slots are in use: no DHCP for more ports on this host",
+                maps::MAX_DHCP - 1
+            ),
+        };
+        if let Err(e) = self.dhcp.set(slot, *entry, 0) {
+            if fresh {
+                self.dhcp_free.push_front(slot);
+            }
+            return Err(e).context("write DHCP");
+        }
+        Ok(slot)
+    }
+
+    pub(super) fn forget(&mut self, iface: &str) {
+        if let Some((_, attachment)) = self.attached.remove(iface) {
+            self.links().forget(iface, attachment);
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! A resource as the state holds it, the state's operations on resources, and a change to one:
+//! what validation produces, planning reads, and the record stores.
+
+use std::sync::Arc;
+
+use alioth_proto::schema::ResourceType;
+
+use super::{DhcpHost, Neighbor, Port, State, Subnet, Vpc};
+
+/// A resource as stored in `State`. Ports and neighbors are shared with the state; the rest, few
+/// and larger, are boxed, so that a change stays a few words however large its resource.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Resource {
+    Vpc(Box<Vpc>),
+    Subnet(Box<Subnet>),
+    Port(Arc<Port>),
+    Neighbor(Arc<Neighbor>),
+    Dhcp(Box<DhcpHost>),
+}
+
+impl State {
+    /// Every resource, in dependency order (VPCs, subnets, ports, neighbors).
+    pub fn resources(&self) -> impl Iterator<Item = Resource> + '_ {
+        let vpcs = self.vpcs.values().cloned().map(Resource::from);
+        let subnets = self.subnets.values().cloned().map(Resource::from);
+        let ports = self.ports().values().cloned().map(Resource::Port);
+        vpcs.chain(subnets)
+            .chain(ports)
+            .chain(self.neighbors().values().cloned().map(Resource::Neighbor))
+            .chain(self.dhcp_hosts().values().cloned().map(Resource::from))
+    }
+
+    /// A copy of resource `id` of type `kind`, if the state has it.
+    pub fn get(&self, kind: ResourceType, id: &str) -> Option<Resource> {
+        match kind {
+            ResourceType::Vpc => self.vpcs.get(id).cloned().map(Resource::from),
+            ResourceType::Subnet => self.subnets.get(id).cloned().map(Resource::from),
+            ResourceType::Port => self.ports().get(id).cloned().map(Resource::Port),
+            ResourceType::Neighbor => self.neighbors().get(id).cloned().map(Resource::Neighbor),
+            ResourceType::Dhcp => self.dhcp_hosts().get(id).cloned().map(Resource::from),
+            _ => None,
+        }
+    }
+
+    pub fn put(&mut self, r: Resource) {
+        match r {
+            Resource::Vpc(v) => drop(self.vpcs.insert(v.id.to_string(), *v)),
+            Resource::Subnet(s) => drop(self.subnets.insert(s.id.to_string(), *s)),
+            Resource::Port(p) => drop(self.put_port(p)),
+            Resource::Neighbor(n) => drop(self.put_neighbor(n)),
+            Resource::Dhcp(d) => drop(self.put_dhcp(*d)),
+        }
+    }
+
+    /// Forgets the tombstone of resource `id` of type `kind` (it exists again). Free when there
+    /// are no tombstones, the common case.
+    pub fn forget_tombstone(&mut self, kind: ResourceType, id: &str) {
+        if !self.tombstones.is_empty() {
+            self.tombstones.remove(&(kind as i32, id.to_string()));
+        }
+    }
+
+    pub fn delete(&mut self, kind: ResourceType, id: &str) {
+        match kind {
+            ResourceType::Vpc => drop(self.vpcs.remove(id)),
+            ResourceType::Subnet => drop(self.subnets.remove(id)),
+            ResourceType::Port => drop(self.remove_port(id)),
+            ResourceType::Neighbor => drop(self.remove_neighbor(id)),
+            ResourceType::Dhcp => drop(self.remove_dhcp(id)),
+            _ => {}
+        }
+    }
+}
+
+macro_rules! resource_from {
+    ($($variant:ident($ty:ty) by $wrap:ident),*) => {$(
+        impl From<$ty> for Resource {
+            fn from(r: $ty) -> Self {
+                Resource::$variant($wrap::new(r))
+            }
+        }
+    )*};
+}
+
+resource_from!(
+    Vpc(Vpc) by Box,
+    Subnet(Subnet) by Box,
+    Port(Port) by Arc,
+    Neighbor(Neighbor) by Arc,
+    Dhcp(DhcpHost) by Box
+);
+
+impl Resource {
+    pub fn revision(&self) -> u32 {
+        match self {
+            Resource::Vpc(v) => v.revision,
+            Resource::Subnet(s) => s.revision,
+            Resource::Port(p) => p.revision,
+            Resource::Neighbor(n) => n.revision,
+            Resource::Dhcp(d) => d.revision,
+        }
+    }
+
+    pub fn kind_id(&self) -> (ResourceType, &str) {
+        match self {
+            Resource::Vpc(v) => (ResourceType::Vpc, &v.id),
+            Resource::Subnet(s) => (ResourceType::Subnet, &s.id),
+            Resource::Port(p) => (ResourceType::Port, &p.id),
+            Resource::Neighbor(n) => (ResourceType::Neighbor, &n.id),
+            Resource::Dhcp(d) => (ResourceType::Dhcp, &d.id),
+        }
+    }
+}
+
+/// One accepted change: the resource before and after (None = absent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub before: Option<Resource>,
+    pub after: Option<Resource>,
+    /// Index of the outcome this change answers.
+    pub outcome: usize,
+}
