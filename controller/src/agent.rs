@@ -12,14 +12,14 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Mutex;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-use crate::admission::bytes::ByteGate;
-use crate::admission::{admit, ConnectionLimits};
+use crate::api::admission::bytes::ByteGate;
+use crate::api::admission::{admit, AdmissionStats, ConnectionLimits};
+use crate::api::service::{Provisioner, Provisioning};
+use crate::controller::overlay::{Overlay, OverlayConfig};
 use crate::controller::Controller;
 use crate::dataplane::{AttachMode, BpfLogLevel, Dataplane};
-use crate::overlay::{Overlay, OverlayConfig};
-use crate::service::{Provisioner, Provisioning};
+use crate::goalstate::validate::Naming;
 use crate::store::Store;
-use crate::validate::Naming;
 
 /// Pause after an underlay refresh that notifications asked for: our own neighbour solicitations
 /// notify too, and a change must still reach the next hops well within 100 ms.
@@ -123,7 +123,7 @@ pub struct AgentArgs {
     #[arg(long, default_value_t = alioth_common::vxlan::DEFAULT_PORT, env = "ALIOTH_VXLAN_PORT")]
     pub vxlan_port: u16,
     /// DHCP lease time in seconds, unless a subnet's `lease-time` option says otherwise.
-    #[arg(long, default_value_t = crate::dhcp::DEFAULT_LEASE_SECS, env = "ALIOTH_DHCP_LEASE_TIME")]
+    #[arg(long, default_value_t = crate::goalstate::dhcp::DEFAULT_LEASE_SECS, env = "ALIOTH_DHCP_LEASE_TIME")]
     pub dhcp_lease_time: u32,
     /// Detach every port, remove this agent's pins and state, and exit.
     #[arg(long)]
@@ -156,7 +156,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     raise_fd_limit();
     if args.reset {
         // Nothing mounted: nothing pinned to remove.
-        if crate::bpffs::ensure(&args.pin_dir, false).is_ok() {
+        if crate::dataplane::bpffs::ensure(&args.pin_dir, false).is_ok() {
             crate::dataplane::remove_pins(&args.pin_dir)?;
         }
         Store::remove(&args.state_dir)?;
@@ -221,7 +221,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     watch_events(events, controller.clone())?;
 
     let (changes, mut changed) = tokio::sync::mpsc::unbounded_channel();
-    crate::netlink::watch(changes)?;
+    crate::net::netlink::watch(changes)?;
     let follow = controller.clone();
     let follow_task = tokio::spawn(async move {
         while let Some(first) = changed.recv().await {
@@ -259,18 +259,20 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         }
     });
 
+    // The gRPC server's gates, which /metrics shows.
+    let admission = Arc::new(AdmissionStats::default());
     if args.metrics_listen != "off" {
         match tokio::net::TcpListener::bind(&args.metrics_listen).await {
             Ok(l) => {
                 tracing::info!(listen = %args.metrics_listen, "metrics at /metrics");
-                tokio::spawn(crate::exporter::serve(l, controller.clone()));
+                tokio::spawn(crate::api::exporter::serve(l, controller.clone(), admission.clone()));
             }
             // Metrics are not worth failing the data plane for.
             Err(e) => tracing::warn!(listen = %args.metrics_listen, "metrics disabled: {e}"),
         }
     }
     let host_ips = if args.host_ip.is_empty() {
-        crate::v2::local_addresses()
+        crate::api::hosts::local_addresses()
     } else {
         args.host_ip.clone()
     };
@@ -293,11 +295,29 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                     }
                 })
             });
-            serve(controller.clone(), host_ips, limits, tls, incoming, shutdown_signal()).await
+            serve(
+                controller.clone(),
+                host_ips,
+                limits,
+                admission.clone(),
+                tls,
+                incoming,
+                shutdown_signal(),
+            )
+            .await
         }
         Listener::Unix(l, path) => {
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
-            let served = serve(controller.clone(), host_ips, limits, tls, incoming, shutdown_signal()).await;
+            let served = serve(
+                controller.clone(),
+                host_ips,
+                limits,
+                admission.clone(),
+                tls,
+                incoming,
+                shutdown_signal(),
+            )
+            .await;
             let _ = std::fs::remove_file(&path);
             served
         }
@@ -418,6 +438,7 @@ pub async fn serve<I, IO, IE>(
     controller: Arc<Mutex<Controller>>,
     host_ips: Vec<std::net::IpAddr>,
     limits: ServeLimits,
+    stats: Arc<AdmissionStats>,
     tls: Option<ServerTlsConfig>,
     incoming: I,
     shutdown: impl std::future::Future<Output = ()>,
@@ -427,7 +448,6 @@ where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display,
 {
-    let stats = controller.lock().await.metrics().admission.clone();
     let max = limits.max_message_bytes;
     let bytes = ByteGate::new(limits.bytes_in_flight, max as u64, stats.clone());
     let incoming = admit(incoming, limits.connections, stats);

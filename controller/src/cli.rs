@@ -15,8 +15,8 @@ use serde_json::json;
 
 use crate::agent::DEFAULT_PIN_DIR;
 use crate::dataplane::sum_counters;
-use crate::interfaces::{ifname, interfaces};
-use crate::model::format_mac;
+use crate::goalstate::model::format_mac;
+use crate::net::interfaces::{ifname, interfaces};
 
 /// Exit code of `apply` when the agent refused some resources.
 pub const EXIT_NOT_ALL_APPLIED: i32 = 3;
@@ -169,12 +169,12 @@ pub async fn apply(args: ApplyArgs) -> Result<i32> {
         };
         let held = crate::store::Store::read(&args.state_dir)
             .with_context(|| format!("read what the agent holds in {}", args.state_dir.display()))?;
-        let deletions = crate::prune::deletions(&held, m);
-        for line in crate::prune::describe(&deletions) {
+        let deletions = crate::goalstate::prune::deletions(&held, m);
+        for line in crate::goalstate::prune::describe(&deletions) {
             // Before the reply, and out of the way of --json's output.
             eprintln!("prune: DELETE {line}");
         }
-        crate::prune::append(m, deletions);
+        crate::goalstate::prune::append(m, deletions);
     }
     let server = args.server.clone();
     let mut client = GoalStateProvisionerClient::new(connect(&server, &args.tls).await?)
@@ -243,7 +243,7 @@ pub fn reply_table(reply: &GoalStateOperationReply) -> String {
 
 fn open_map(pin_dir: &Path, name: &str) -> Result<MapData> {
     // The agent's pins are on the machine's bpffs, also when this runs under `ip netns exec`.
-    crate::bpffs::ensure(pin_dir, false)?;
+    crate::dataplane::bpffs::ensure(pin_dir, false)?;
     let path = pin_dir.join(name);
     if !path.exists() {
         bail!(
@@ -404,8 +404,8 @@ pub async fn health(args: HealthArgs) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::State;
-    use crate::validate::{validate, Naming};
+    use crate::goalstate::model::State;
+    use crate::goalstate::validate::{validate, Naming};
 
     fn example(name: &str) -> String {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name);
@@ -444,7 +444,7 @@ mod tests {
             panic!("alcor-dpm-v2.yaml is a GoalStateV2");
         };
         let host = ["198.19.0.1".parse().unwrap()];
-        let msg = crate::v2::for_host(v2.into(), &host);
+        let msg = crate::api::hosts::for_host(v2.into(), &host);
         assert_eq!(
             msg.neighbor_states.len(),
             2,

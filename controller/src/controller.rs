@@ -9,20 +9,29 @@ use alioth_proto::schema::{
 };
 use anyhow::Result;
 
+use crate::background_drop;
+use crate::controller::metrics::Metrics;
+use crate::controller::overlay::Overlay;
 use crate::dataplane::Dataplane;
-use crate::dhcp;
-use crate::garbage;
-use crate::interfaces::interfaces;
-use crate::metrics::Metrics;
-use crate::model::{Change, Resource};
-use crate::model::{FixedIp, Port, State};
-use crate::overlay::Overlay;
-use crate::plan::{self, EndpointOp, Plan, PortOp};
+use crate::goalstate::dhcp;
+use crate::goalstate::model::{Change, Resource};
+use crate::goalstate::model::{FixedIp, Port, State};
+use crate::goalstate::plan::{self, EndpointOp, Plan, PortOp};
+use crate::goalstate::validate::{self, Naming, Outcome};
+use crate::net::interfaces::interfaces;
 use crate::store::Store;
-use crate::validate::{self, Naming, Outcome};
 
 mod follow;
+pub mod metrics;
+pub mod overlay;
 
+/// The agent's core: the goal state held, the data plane, the record. The agent keeps it behind
+/// one mutex, and that lock is what orders everything that changes goal state or the maps (a
+/// message, an interface event, a retry, the overlay's refresh): Alcor's revisions and DELTA
+/// merges are judged against what earlier messages left, one message's map writes must not
+/// interleave with another's, and the record must hold changes in the order they were applied.
+/// What needs none of that (admission, decoding, host selection, reply encoding, freeing large
+/// messages, the snapshot of a compaction) runs outside it; see ARCHITECTURE.md.
 pub struct Controller {
     state: State,
     dp: Dataplane,
@@ -156,10 +165,10 @@ impl Controller {
     pub fn event(&mut self, e: &alioth_common::maps::Event) {
         if e.counter == alioth_common::Counter::DhcpDecline.index() {
             self.metrics.dhcp_declines += 1 + u64::from(e.suppressed);
-            let iface = crate::interfaces::ifname(e.ifindex).unwrap_or_else(|| e.ifindex.to_string());
+            let iface = crate::net::interfaces::ifname(e.ifindex).unwrap_or_else(|| e.ifindex.to_string());
             tracing::warn!(
                 iface,
-                mac = crate::model::format_mac(&e.mac),
+                mac = crate::goalstate::model::format_mac(&e.mac),
                 ip = %std::net::Ipv4Addr::from(e.ip),
                 held_back = e.suppressed,
                 "DHCPDECLINE: the VM found its address in use (duplicate address in the VPC?)"
@@ -308,7 +317,7 @@ impl Controller {
             "goal state applied"
         );
         if resources >= FREE_LATER {
-            garbage::free_later((changes, plan, timing));
+            background_drop::free_later((changes, plan, timing));
         }
         self.last_push = Instant::now();
         GoalStateOperationReply {

@@ -11,13 +11,19 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::{SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 
-pub use crate::attach::AttachMode;
-use crate::attach::{self, Attachment};
-use crate::interfaces::Names;
-use crate::model::Mac;
-use crate::object::{PASS_PROGRAM, PORT_PROGRAM, PORT_TC_PROGRAM, UPLINK_PROGRAM, UPLINK_TC_PROGRAM, XDP_OBJECT};
+pub use crate::dataplane::attach::AttachMode;
+use crate::dataplane::object::{
+    PASS_PROGRAM, PORT_PROGRAM, PORT_TC_PROGRAM, UPLINK_PROGRAM, UPLINK_TC_PROGRAM, XDP_OBJECT,
+};
+use crate::goalstate::model::Mac;
+use crate::net::interfaces::Names;
+use attach::Attachment;
 
+pub mod attach;
+pub mod batch;
+pub mod bpffs;
 mod endpoints;
+pub mod object;
 mod pins;
 mod ports;
 
@@ -135,7 +141,7 @@ impl Dataplane {
         loader.override_global("AYA_LOG_LEVEL", &level, false);
         let mut paths: Vec<(&str, PathBuf)> = Vec::new();
         if let Some(dir) = pin_dir {
-            crate::bpffs::ensure(dir, true)?;
+            crate::dataplane::bpffs::ensure(dir, true)?;
             let staging = dir.join(STAGING);
             std::fs::create_dir_all(&staging).with_context(|| format!("create pin directory {}", staging.display()))?;
             for links in attach::pin_dirs(dir) {

@@ -22,6 +22,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, BufWriter, Write};
 
+pub mod jsonl;
 mod lines;
 
 use std::path::{Path, PathBuf};
@@ -31,8 +32,8 @@ use serde::Deserialize;
 
 use alioth_proto::schema::ResourceType;
 
-use crate::model::{Change, Resource};
-use crate::model::{FixedIps, Id, State};
+use crate::goalstate::model::{Change, Resource};
+use crate::goalstate::model::{FixedIps, Id, State};
 use lines::EntryRef;
 
 const SNAPSHOT: &str = "state.jsonl";
@@ -424,7 +425,7 @@ fn drop_orphans(state: &mut State) -> usize {
         orphans.push((ResourceType::Subnet, s.id.to_string()));
     }
     let subnet_gone = |id: &str| orphans.iter().any(|(k, o)| *k == ResourceType::Subnet && o == id);
-    let lost = |vpc: &str, ips: &[crate::model::FixedIp]| {
+    let lost = |vpc: &str, ips: &[crate::goalstate::model::FixedIp]| {
         !state.vpcs.contains_key(vpc)
             || ips
                 .iter()

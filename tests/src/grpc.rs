@@ -4,9 +4,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use alioth::agent::ServeLimits;
+use alioth::api::admission::AdmissionStats;
 use alioth::controller::Controller;
 use alioth::dataplane::{AttachMode, Dataplane};
-use alioth::validate::Naming;
+use alioth::goalstate::validate::Naming;
 use alioth_proto::schema::goal_state_provisioner_client::GoalStateProvisionerClient;
 use anyhow::Result;
 use tokio::sync::{oneshot, Mutex};
@@ -18,6 +19,8 @@ pub struct Server {
     pub metrics: SocketAddr,
     /// The agent's controller: a test that holds its lock holds every message back.
     pub controller: Arc<Mutex<Controller>>,
+    /// The gRPC server's admission gates.
+    pub admission: Arc<AdmissionStats>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<()>>>,
 }
@@ -49,13 +52,19 @@ impl Server {
         let addr = listener.local_addr()?;
         let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let metrics = metrics_listener.local_addr()?;
-        tokio::spawn(alioth::exporter::serve(metrics_listener, controller.clone()));
+        let admission = Arc::new(AdmissionStats::default());
+        tokio::spawn(alioth::api::exporter::serve(
+            metrics_listener,
+            controller.clone(),
+            admission.clone(),
+        ));
         let (stop, stopped) = oneshot::channel::<()>();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let task = tokio::spawn(alioth::agent::serve(
             controller.clone(),
             host_ips,
             limits,
+            admission.clone(),
             tls,
             incoming,
             async {
@@ -66,6 +75,7 @@ impl Server {
             addr,
             metrics,
             controller,
+            admission,
             stop: Some(stop),
             task: Some(task),
         })

@@ -181,14 +181,14 @@ pub const NTP: [u8; 4] = [198, 18, 0, 5];
 pub const ROUTE: &str = "198.19.0.0/16";
 
 /// The vector port's subnet as goal state describes it (DHCP on, with extra options).
-pub fn dhcp_subnet() -> alioth::model::Subnet {
+pub fn dhcp_subnet() -> alioth::goalstate::model::Subnet {
     let extra = [
         ("domain-name", DOMAIN.to_string()),
         ("ntp-server", "198.18.0.5".to_string()),
         ("classless-static-route", format!("{ROUTE},198.18.0.1")),
         ("lease-time", LEASE_SECS.to_string()),
     ];
-    alioth::model::Subnet {
+    alioth::goalstate::model::Subnet {
         id: "subnet-a".into(),
         revision: 1,
         vpc_id: "vpc-a".into(),
@@ -200,7 +200,7 @@ pub fn dhcp_subnet() -> alioth::model::Subnet {
         dns: DNS.iter().map(|a| (*a).into()).collect(),
         dhcp_options: extra
             .iter()
-            .map(|(n, v)| alioth::dhcp::parse_extra(n, v).unwrap())
+            .map(|(n, v)| alioth::goalstate::dhcp::parse_extra(n, v).unwrap())
             .collect(),
     }
 }
@@ -210,7 +210,7 @@ pub const DHCP_SLOT: u32 = 1;
 
 /// What the agent renders for the vector port.
 pub fn dhcp_entry() -> DhcpEntry {
-    alioth::dhcp::render(VM_IP.into(), &dhcp_subnet(), Some(HOST_NAME), 86_400).unwrap()
+    alioth::goalstate::dhcp::render(VM_IP.into(), &dhcp_subnet(), Some(HOST_NAME), 86_400).unwrap()
 }
 
 /// A UDP datagram from the vector port to `dst_ip` at `dst_mac`.

@@ -10,7 +10,7 @@ use std::sync::{Mutex, OnceLock};
 
 use alioth::controller::Controller;
 use alioth::dataplane::{AttachMode, Dataplane};
-use alioth::validate::Naming;
+use alioth::goalstate::validate::Naming;
 use alioth_common::maps::{endpoint_kind, EndpointKey};
 use alioth_proto::schema::*;
 use alioth_tests::goalstate::{statuses, subnet, vpc};
@@ -143,7 +143,7 @@ fn message(acts: &[Act], revision: u32) -> (GoalState, Vec<Act>) {
                 };
                 let [a, b, c, d] = held.ip(*k);
                 let mut ip = format!("{a}.{b}.{c}.{d}");
-                let mut mac = alioth::model::format_mac(&held.mac);
+                let mut mac = alioth::goalstate::model::format_mac(&held.mac);
                 let mut host = format!("198.19.0.{}", held.host[3]);
                 let mut subnet_id = format!("s{vpc}");
                 match flaw {

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use alioth::controller::Controller;
 use alioth::dataplane::{AttachMode, Dataplane};
+use alioth::goalstate::validate::Naming;
 use alioth::store::Store;
-use alioth::validate::Naming;
 use alioth_common::maps::EndpointKey;
 use alioth_proto::schema::{GoalState, OperationStatus, OperationType::Create, UpdateType};
 use alioth_tests::goalstate::{statuses, subnet, vpc};

@@ -32,7 +32,7 @@ fn uplink_vectors_in_the_kernel() {
 /// host's run of the same pipeline gives; and what XDP leaves to it, it forwards.
 #[test]
 fn skb_path_vectors_in_the_kernel() {
-    use alioth::object::{PORT_TC_PROGRAM, UPLINK_TC_PROGRAM};
+    use alioth::dataplane::object::{PORT_TC_PROGRAM, UPLINK_TC_PROGRAM};
     use alioth_common::pipeline::{port_ingress_skb, uplink_ingress_skb, Action};
     let mut dp = vector_dataplane().lock().unwrap();
     let tables = MapTables::vectors();

@@ -1,8 +1,8 @@
-//! The controller following interfaces as the kernel reports them (`crate::netlink`): a child of
+//! The controller following interfaces as the kernel reports them (`crate::net::netlink`): a child of
 //! `controller` so that it works on the controller's own fields.
 
 use super::Controller;
-use crate::netlink::Change;
+use crate::net::netlink::Change;
 
 impl Controller {
     /// Follows an interface change: a port's interface that appears (again, perhaps under

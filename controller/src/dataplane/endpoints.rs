@@ -9,10 +9,10 @@ use aya::maps::HashMap as BpfHashMap;
 use aya::maps::{IterableMap, MapData};
 
 use super::Dataplane;
-use crate::batch;
-use crate::model::Mac;
-use crate::object::UPLINK_PROGRAM;
-use crate::underlay::UplinkInfo;
+use crate::dataplane::batch;
+use crate::dataplane::object::UPLINK_PROGRAM;
+use crate::goalstate::model::Mac;
+use crate::net::underlay::UplinkInfo;
 
 impl Dataplane {
     /// Writes an endpoint; a local port's entry gets its interface's index once it is attached.
@@ -242,7 +242,7 @@ mod tests {
     /// Failures are reported at their position in the whole write, whatever part they were in.
     #[test]
     pub(super) fn failed_entries_keep_their_position() {
-        let map = crate::batch::tests::hash_map(8, 16, 4);
+        let map = crate::dataplane::batch::tests::hash_map(8, 16, 4);
         let keys: Vec<EndpointKey> = (1..=6u32)
             .map(|i| EndpointKey {
                 vni: 1,

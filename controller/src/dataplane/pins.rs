@@ -9,9 +9,9 @@ use aya::programs::{xdp::XdpLinkId, Xdp, XdpMode};
 use aya::Ebpf;
 
 use super::{named_program, PINNED_MAPS, STAGING};
-use crate::attach;
-use crate::batch;
-use crate::object::XDP_OBJECT;
+use crate::dataplane::attach;
+use crate::dataplane::batch;
+use crate::dataplane::object::XDP_OBJECT;
 
 /// Detaches every pinned link and removes the agent's pins from `dir` (`alioth agent --reset`).
 pub fn remove_pins(dir: &Path) -> Result<()> {
@@ -51,7 +51,7 @@ pub fn attach_pinned(program: &str, iface: &str, pin: &Path) -> Result<()> {
         .attach(iface, XdpMode::Driver)
         .with_context(|| format!("attach {program} to {iface}"))?;
     if let Some(dir) = pin.parent() {
-        crate::bpffs::ensure(pin, true)?;
+        crate::dataplane::bpffs::ensure(pin, true)?;
         std::fs::create_dir_all(dir)?;
     }
     pin_link(prog, id, pin).map(drop)

@@ -8,9 +8,9 @@ use anyhow::{bail, Context, Result};
 use aya::maps::IterableMap;
 
 use super::Dataplane;
-use crate::attach::Links;
-use crate::batch;
-use crate::object::PORT_PROGRAM;
+use crate::dataplane::attach::Links;
+use crate::dataplane::batch;
+use crate::dataplane::object::PORT_PROGRAM;
 
 impl Dataplane {
     /// Writes a `PORTS` entry directly, without attaching (BPF_PROG_TEST_RUN frames arrive on `lo`).

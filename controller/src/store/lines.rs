@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use alioth_proto::schema::ResourceType;
 
 use super::shared_ids;
-use crate::jsonl;
-use crate::model::Resource;
-use crate::model::State;
+use crate::goalstate::model::Resource;
+use crate::goalstate::model::State;
+use crate::store::jsonl;
 
 /// One line: a resource's new version (which forgets its tombstone), or its deletion and the
 /// tombstone that leaves.

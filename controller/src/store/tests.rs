@@ -1,6 +1,6 @@
 //! The record on a real filesystem: replay, damage, compaction, crashes.
 use super::*;
-use crate::validate::{validate, Naming};
+use crate::goalstate::validate::{validate, Naming};
 use alioth_proto::schema::*;
 
 /// A scratch state directory, removed when dropped (also when the test fails).
@@ -99,7 +99,7 @@ fn journal_replays_to_the_same_state_and_survives_a_torn_line() {
 /// the lines after it are read.
 #[test]
 fn a_damaged_line_costs_that_record_only() {
-    use crate::plan::tests::vpc;
+    use crate::goalstate::plan::tests::vpc;
     let dir = Scratch::new("damaged");
     let (mut store, mut state) = Store::open(&dir).unwrap();
     for (id, vni) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
@@ -124,7 +124,7 @@ fn a_damaged_line_costs_that_record_only() {
 /// them, instead of keeping the agent from starting.
 #[test]
 fn an_inconsistent_record_reads_back_without_its_orphans() {
-    use crate::plan::tests::{neighbor, port, subnet, vpc};
+    use crate::goalstate::plan::tests::{neighbor, port, subnet, vpc};
     let dir = Scratch::new("orphans");
     let (mut store, mut state) = Store::open(&dir).unwrap();
     let msg = GoalState {
@@ -163,7 +163,7 @@ fn an_inconsistent_record_reads_back_without_its_orphans() {
 fn replayed_ports_and_neighbors_share_their_vpc_and_subnet_ids() {
     let dir = Scratch::new("ids");
     let (mut store, mut state) = Store::open(&dir).unwrap();
-    use crate::plan::tests::{neighbor, port, subnet, vpc};
+    use crate::goalstate::plan::tests::{neighbor, port, subnet, vpc};
     use OperationType::Create;
     let msg = GoalState {
         vpc_states: vec![vpc(Create, "v", 7)],
@@ -190,7 +190,7 @@ fn replayed_ports_and_neighbors_share_their_vpc_and_subnet_ids() {
 /// A message replayed as it was adds nothing to the journal; one that changes a resource does.
 #[test]
 fn a_replayed_message_is_not_recorded_again() {
-    use crate::plan::tests::{subnet, vpc};
+    use crate::goalstate::plan::tests::{subnet, vpc};
     use OperationType::{Create, Update};
     let dir = Scratch::new("replay");
     let (mut store, mut state) = Store::open(&dir).unwrap();
@@ -223,7 +223,7 @@ fn a_replayed_message_is_not_recorded_again() {
 /// included.
 #[test]
 fn a_running_journal_is_compacted_and_stays_bounded() {
-    use crate::plan::tests::vpc;
+    use crate::goalstate::plan::tests::vpc;
     use OperationType::{Create, Delete, Update};
     let dir = Scratch::new("compact");
     let (mut store, mut state) = Store::open(&dir).unwrap();
@@ -267,7 +267,7 @@ fn a_running_journal_is_compacted_and_stays_bounded() {
 /// retired journal it holds is removed.
 #[test]
 fn a_crash_during_a_compaction_reads_back_the_same_state() {
-    use crate::plan::tests::{port, subnet, vpc};
+    use crate::goalstate::plan::tests::{port, subnet, vpc};
     use OperationType::{Create, Delete, Update};
     let (dir, before) = (Scratch::new("crash"), Scratch::new("crash-before"));
     let (mut store, mut state) = Store::open(&dir).unwrap();
@@ -318,7 +318,7 @@ fn a_crash_during_a_compaction_reads_back_the_same_state() {
 /// snapshot and removes the retired journals.
 #[test]
 fn a_failed_compaction_leaves_a_valid_record_and_a_later_one_completes() {
-    use crate::plan::tests::vpc;
+    use crate::goalstate::plan::tests::vpc;
     use OperationType::Create;
     let dir = Scratch::new("fail");
     let (mut store, mut state) = Store::open(&dir).unwrap();
@@ -350,7 +350,7 @@ fn a_failed_compaction_leaves_a_valid_record_and_a_later_one_completes() {
 /// that VPC is left out, the damage reported, and a copy of the damaged journal kept.
 #[test]
 fn a_line_that_still_parses_but_changed_is_caught() {
-    use crate::plan::tests::vpc;
+    use crate::goalstate::plan::tests::vpc;
     let dir = Scratch::new("flipped");
     let (mut store, mut state) = Store::open(&dir).unwrap();
     assert!(!store.damage().any());
@@ -381,7 +381,7 @@ fn a_line_that_still_parses_but_changed_is_caught() {
 /// damage reported, and the garbage kept for whoever looks into it.
 #[test]
 fn an_unreadable_snapshot_is_reported_and_kept() {
-    use crate::plan::tests::vpc;
+    use crate::goalstate::plan::tests::vpc;
     let dir = Scratch::new("garbage");
     let (mut store, mut state) = Store::open(&dir).unwrap();
     let msg = GoalState {

@@ -9,8 +9,8 @@
 //! turns ARP and ICMP replies back into their requests after each run (DHCP replies cannot be
 //! turned back).
 
+use alioth::dataplane::object::BENCH_PORT_PROGRAM;
 use alioth::dataplane::{AttachMode, Dataplane};
-use alioth::object::BENCH_PORT_PROGRAM;
 use alioth_common::Counter;
 use alioth_tests::dhcp::Request;
 use alioth_tests::frames;

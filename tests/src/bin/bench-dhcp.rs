@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use alioth::dataplane::object::PORT_PROGRAM;
 use alioth::dataplane::{AttachMode, Dataplane};
-use alioth::object::PORT_PROGRAM;
 use alioth_tests::agent::Agent;
 use alioth_tests::dhcp::{parse_perfdhcp, Request};
 use alioth_tests::netns::{Netns, Scratch, Vm};

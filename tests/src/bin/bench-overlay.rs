@@ -13,8 +13,10 @@
 
 use std::time::{Duration, Instant};
 
+use alioth::dataplane::object::{
+    BENCH_PORT_PROGRAM, BENCH_UPLINK_PROGRAM, PORT_PROGRAM, TX_PROGRAM, UPLINK_PROGRAM, XDP_OBJECT,
+};
 use alioth::dataplane::{AttachMode, Dataplane};
-use alioth::object::{BENCH_PORT_PROGRAM, BENCH_UPLINK_PROGRAM, PORT_PROGRAM, TX_PROGRAM, UPLINK_PROGRAM, XDP_OBJECT};
 use alioth_tests::frames;
 use alioth_tests::netns::Netns;
 use alioth_tests::overlay::{iperf3, Lab, Underlay, VpcSpec};
@@ -92,7 +94,7 @@ fn generate(vm: &Netns, frame: Vec<u8>) -> Result<Duration> {
             libc::CPU_SET(0, &mut set);
             libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
         }
-        let ifindex = alioth::interfaces::ifindex("eth0").context("eth0 in the VM")?;
+        let ifindex = alioth::net::interfaces::ifindex("eth0").context("eth0 in the VM")?;
         let mut ebpf = aya::Ebpf::load(XDP_OBJECT)?;
         let prog: &mut Xdp = ebpf.program_mut(TX_PROGRAM).context("generator program")?.try_into()?;
         prog.load()?;

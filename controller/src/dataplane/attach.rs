@@ -12,7 +12,7 @@ use aya::programs::xdp::{XdpLink, XdpLinkId};
 use aya::programs::{SchedClassifier, Xdp, XdpMode};
 use aya::Ebpf;
 
-use crate::object::{PORT_PROGRAM, PORT_TC_PROGRAM, UPLINK_PROGRAM, UPLINK_TC_PROGRAM};
+use crate::dataplane::object::{PORT_PROGRAM, PORT_TC_PROGRAM, UPLINK_PROGRAM, UPLINK_TC_PROGRAM};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AttachMode {

@@ -3,7 +3,7 @@
 use alioth_proto::schema::{NeighborConfiguration, NeighborState, ResourceType};
 
 use super::{delta, invalid, merged, Checked, Resource, Validator};
-use crate::model::{self, Id, Neighbor, Owner};
+use crate::goalstate::model::{self, Id, Neighbor, Owner};
 
 impl Validator<'_> {
     pub(super) fn neighbor(&mut self, s: &NeighborState) {

@@ -13,7 +13,7 @@ use alioth_proto::schema::{
     PortConfiguration, SubnetConfiguration, VpcConfiguration,
 };
 
-use crate::model::{format_mac, DhcpHost, FixedIp, Neighbor, Port, Subnet, Vpc};
+use crate::goalstate::model::{format_mac, DhcpHost, FixedIp, Neighbor, Port, Subnet, Vpc};
 
 /// `c` with what it leaves unset taken from `held`, copied only when something is unset.
 fn fill<'a, C: Clone>(c: &'a C, unset: bool, complete: impl FnOnce(&mut C)) -> Cow<'a, C> {

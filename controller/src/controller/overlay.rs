@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::dataplane::Dataplane;
-use crate::model::{format_mac, Mac};
-use crate::underlay::{self, UplinkInfo};
+use crate::goalstate::model::{format_mac, Mac};
+use crate::net::underlay::{self, UplinkInfo};
 
 /// How often resolved next hops are re-confirmed (the kernel lets unused neighbour entries go
 /// stale, and our traffic bypasses its stack).

@@ -19,10 +19,10 @@ use tokio_stream::Stream;
 use tonic::codegen::{http, Service};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::admission::bytes::ByteGate;
+use crate::api::admission::bytes::ByteGate;
+use crate::api::hosts;
+use crate::background_drop;
 use crate::controller::{Controller, FREE_LATER};
-use crate::garbage;
-use crate::v2;
 
 pub struct Provisioner {
     controller: Arc<Mutex<Controller>>,
@@ -99,7 +99,7 @@ impl Provisioner {
                 let reply = match next {
                     Ok(msg) => {
                         // Converted before taking the lock that serializes the messages.
-                        let msg = v2::for_host(wire(msg), &host_ips);
+                        let msg = hosts::for_host(wire(msg), &host_ips);
                         let reply = controller.lock().await.push(&msg);
                         release(msg, &reply);
                         Ok(reply)
@@ -204,6 +204,6 @@ impl tonic::server::StreamingService<wire::GoalStateV2> for StreamEntries {
 /// Frees a large message off the reply's path.
 fn release(msg: GoalState, reply: &GoalStateOperationReply) {
     if reply.operation_statuses.len() >= FREE_LATER {
-        garbage::free_later(msg);
+        background_drop::free_later(msg);
     }
 }

@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
 
 use anyhow::{bail, Context, Result};
 
-use crate::interfaces::ifindex;
-use crate::model::Mac;
+use crate::goalstate::model::Mac;
+use crate::net::interfaces::ifindex;
 
 /// The uplink interface and this host's tunnel endpoint on it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,7 +175,7 @@ pub fn parse_arp(text: &str) -> HashMap<Ipv4Addr, (String, Mac)> {
             if flags & 0x2 == 0 {
                 return None;
             }
-            let mac = crate::model::parse_mac(f[3]).ok()?;
+            let mac = crate::goalstate::model::parse_mac(f[3]).ok()?;
             Some((f[0].parse().ok()?, (f[5].to_string(), mac)))
         })
         .collect()

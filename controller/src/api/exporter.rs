@@ -11,12 +11,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
-use crate::admission::AdmissionStats;
+use crate::api::admission::AdmissionStats;
+use crate::controller::metrics::BUCKETS;
 use crate::controller::Controller;
-use crate::metrics::BUCKETS;
 
-/// The exposition text for `controller`.
-pub fn render(controller: &mut Controller) -> String {
+/// The exposition text for `controller` and the gRPC server's `admission` gates.
+pub fn render(controller: &mut Controller, admission: &AdmissionStats) -> String {
     let mut out = String::new();
     let state = controller.state();
     let _ = writeln!(
@@ -43,7 +43,7 @@ pub fn render(controller: &mut Controller) -> String {
         "# HELP alioth_dhcp_declines_total DHCPDECLINEs: a VM found its address in use.\n# TYPE alioth_dhcp_declines_total counter\nalioth_dhcp_declines_total {}",
         m.dhcp_declines
     );
-    admission(&mut out, &m.admission);
+    admitted(&mut out, admission);
     let r = &m.record;
     let _ = writeln!(
         out,
@@ -114,7 +114,7 @@ pub fn render(controller: &mut Controller) -> String {
 }
 
 /// The gRPC server's connections and message bytes.
-fn admission(out: &mut String, a: &AdmissionStats) {
+fn admitted(out: &mut String, a: &AdmissionStats) {
     use std::sync::atomic::Ordering::Relaxed;
     for (name, kind, help, value) in [
         ("grpc_connections", "gauge", "gRPC connections held.", &a.connections),
@@ -164,10 +164,14 @@ fn admission(out: &mut String, a: &AdmissionStats) {
 }
 
 /// Serves `GET /metrics` on `listener` (a deliberately small HTTP/1.1 responder).
-pub async fn serve(listener: TcpListener, controller: Arc<Mutex<Controller>>) -> Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    controller: Arc<Mutex<Controller>>,
+    admission: Arc<AdmissionStats>,
+) -> Result<()> {
     loop {
         let (mut conn, _) = listener.accept().await?;
-        let controller = controller.clone();
+        let (controller, admission) = (controller.clone(), admission.clone());
         tokio::spawn(async move {
             let mut req = Vec::with_capacity(1024);
             let mut buf = [0u8; 1024];
@@ -187,7 +191,7 @@ pub async fn serve(listener: TcpListener, controller: Arc<Mutex<Controller>>) ->
             }
             let line = String::from_utf8_lossy(&req);
             let (status, body) = if line.starts_with("GET /metrics ") || line.starts_with("GET /metrics?") {
-                ("200 OK", render(&mut *controller.lock().await))
+                ("200 OK", render(&mut *controller.lock().await, &admission))
             } else {
                 ("404 Not Found", "try /metrics\n".to_string())
             };

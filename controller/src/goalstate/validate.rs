@@ -15,14 +15,16 @@ use alioth_proto::schema::{
     VpcState,
 };
 
-use crate::dhcp;
+use crate::goalstate::dhcp;
 
 mod delta;
 mod dhcp_entry;
 mod neighbor;
 mod network;
 mod port;
-use crate::model::{self, Change, FixedIp, FixedIps, Id, Owner, Port, Resource, State, Subnet, Vpc, MAX_VNI};
+use crate::goalstate::model::{
+    self, Change, FixedIp, FixedIps, Id, Owner, Port, Resource, State, Subnet, Vpc, MAX_VNI,
+};
 
 /// The answer for one resource of the message.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,12 +1,9 @@
 //! What the controller counts between scrapes: apply latency, answers by status, data-plane events,
-//! the gRPC admission gates and the damage the record had at start (`exporter` serves them).
+//! and the damage the record had at start (`api::exporter` serves them).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use alioth_proto::schema::OperationStatus;
-
-use crate::admission::AdmissionStats;
 
 /// Upper bounds (seconds) of the apply-latency histogram buckets.
 pub(crate) const BUCKETS: [f64; 10] = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
@@ -21,8 +18,6 @@ pub struct Metrics {
     pub(crate) outcomes: [u64; 5],
     /// DHCPDECLINE events the data plane reported.
     pub dhcp_declines: u64,
-    /// The gRPC server's admission gates (shared with the server).
-    pub admission: Arc<AdmissionStats>,
     /// What was wrong with the record at start, and whether the pinned data plane was adopted.
     pub record: crate::store::Damage,
     pub adopted: bool,

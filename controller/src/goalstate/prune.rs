@@ -10,7 +10,7 @@ use alioth_proto::schema::{
     PortState, SubnetConfiguration, SubnetState, VpcConfiguration, VpcState,
 };
 
-use crate::model::{format_mac, parse_mac, Mac, State};
+use crate::goalstate::model::{format_mac, parse_mac, Mac, State};
 
 /// A goal-state entry kept by its id: the id it names, and the DELETE of an id.
 trait ById: Sized {
@@ -120,7 +120,7 @@ pub fn append(msg: &mut GoalState, deletions: GoalState) {
 mod tests {
     use super::*;
     use crate::cli::{parse_goal_state_file, GoalStateFile};
-    use crate::validate::{validate, Naming};
+    use crate::goalstate::validate::{validate, Naming};
 
     /// What a fresh agent holds after `yaml`.
     fn held_after(yaml: &str) -> State {

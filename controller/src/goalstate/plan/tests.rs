@@ -4,7 +4,7 @@ use alioth_proto::schema::*;
 use proptest::prelude::*;
 
 use super::*;
-use crate::validate::{validate, Naming};
+use crate::goalstate::validate::{validate, Naming};
 
 pub(crate) fn vpc(op: OperationType, id: &str, vni: u32) -> VpcState {
     VpcState {
@@ -95,7 +95,7 @@ fn step(
     state: &mut State,
     map: &mut BTreeMap<EndpointKey, Endpoint>,
     msg: &GoalState,
-) -> (Vec<crate::validate::Outcome>, Plan) {
+) -> (Vec<crate::goalstate::validate::Outcome>, Plan) {
     let (outcomes, changes) = validate(state, msg, &Naming::default());
     let plan = plan(state, &changes);
     apply(map, &plan);

@@ -14,8 +14,8 @@ use alioth_common::maps::{endpoint_kind, Endpoint, EndpointKey};
 
 use alioth_proto::schema::ResourceType;
 
-use crate::model::{Change, Resource};
-use crate::model::{HashMap, HashSet, Neighbor, Port, State, Subnet};
+use crate::goalstate::model::{Change, Resource};
+use crate::goalstate::model::{HashMap, HashSet, Neighbor, Port, State, Subnet};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EndpointOp {

@@ -12,7 +12,7 @@ use alioth_common::maps::{
 };
 use ipnet::Ipv4Net;
 
-use crate::model::{self, DhcpOption, Subnet};
+use crate::goalstate::model::{self, DhcpOption, Subnet};
 
 /// Interface MTU handed to VMs unless a subnet overrides it: 1500 minus VXLAN's 50 bytes.
 pub const DEFAULT_MTU: u16 = 1450;

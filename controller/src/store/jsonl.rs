@@ -7,8 +7,8 @@
 
 use std::net::Ipv4Addr;
 
-use crate::model::Resource;
-use crate::model::{FixedIp, Mac, Neighbor, Port};
+use crate::goalstate::model::Resource;
+use crate::goalstate::model::{FixedIp, Mac, Neighbor, Port};
 
 /// Appends the journal line body `{"Put":{...}}` of `r` (no newline) and returns true, for the
 /// resources it knows; false, with nothing written, for the others (serde writes those).
@@ -237,7 +237,7 @@ mod tests {
             written(&n),
             r#"{"Put":{"Neighbor":{"id":"n-\"1\"\\\n\u0001é","revision":7,"vpc_id":"1004-vpc","mac":[2,128,0,0,0,255],"host_ip":"198.19.0.1","fixed_ips":[{"subnet_id":"s","ip":"198.18.0.11"}]}}}"#
         );
-        let vpc = Resource::Vpc(Box::new(crate::model::Vpc {
+        let vpc = Resource::Vpc(Box::new(crate::goalstate::model::Vpc {
             id: "v".into(),
             revision: 1,
             vni: 1,

@@ -3,8 +3,8 @@
 use alioth_proto::schema::{DhcpConfiguration, DhcpState, ResourceType};
 
 use super::{delta, invalid, merged, Checked, Resource, Validator};
-use crate::dhcp;
-use crate::model::{self, DhcpHost};
+use crate::goalstate::dhcp;
+use crate::goalstate::model::{self, DhcpHost};
 
 impl Validator<'_> {
     /// A DHCP entry is the (subnet, MAC) it serves: ACA keys its entries by MAC and never reads

@@ -87,5 +87,5 @@ fn select<S>(pairs: Vec<(String, S)>, keep: impl Fn(&str) -> bool) -> Vec<S> {
 
 /// IPv4 and IPv6 addresses of this network namespace's interfaces.
 pub fn local_addresses() -> Vec<IpAddr> {
-    crate::underlay::addresses().into_iter().map(|(_, a)| a).collect()
+    crate::net::underlay::addresses().into_iter().map(|(_, a)| a).collect()
 }

@@ -1,0 +1,8 @@
+//! Goal state as the agent holds it: the model, its validation against what is held, the plan
+//! (the diff) a change makes, the DHCP options a subnet's ports are served, and the deletions a file implies (`apply --prune`).
+
+pub mod dhcp;
+pub mod model;
+pub mod plan;
+pub mod prune;
+pub mod validate;

@@ -1,0 +1,6 @@
+//! The host's network as the agent sees it: interfaces, the underlay (routes, neighbours, the
+//! uplink) and rtnetlink notifications.
+
+pub mod interfaces;
+pub mod netlink;
+pub mod underlay;
