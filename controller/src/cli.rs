@@ -293,12 +293,30 @@ fn read_ports(pin_dir: &Path) -> Result<Vec<(u32, PortEntry)>> {
 
 pub fn ports(args: InspectArgs) -> Result<()> {
     let ports = read_ports(&args.pin_dir)?;
+    // Which port and VPC each interface is, from the agent's record (when it can be read here).
+    let owners: std::collections::HashMap<String, (String, String)> = args
+        .state_dir
+        .exists()
+        .then(|| crate::store::Store::read(&args.state_dir).ok())
+        .flatten()
+        .map(|state| {
+            state
+                .ports()
+                .values()
+                .map(|p| (p.iface.clone(), (p.id.to_string(), p.vpc_id.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
     let rows: Vec<serde_json::Value> = ports
         .iter()
         .map(|(i, p)| {
+            let iface = ifname(*i).unwrap_or_default();
+            let (port, vpc) = owners.get(&iface).cloned().unwrap_or_default();
             json!({
                 "ifindex": i,
-                "iface": ifname(*i).unwrap_or_default(),
+                "iface": iface,
+                "port_id": port,
+                "vpc_id": vpc,
                 "mac": format_mac(&p.mac),
                 "ip": std::net::Ipv4Addr::from(p.ip).to_string(),
                 "vni": p.vni,
@@ -309,16 +327,19 @@ pub fn ports(args: InspectArgs) -> Result<()> {
         println!("{}", serde_json::Value::Array(rows));
     } else {
         println!(
-            "{:<8} {:<16} {:<18} {:<16} {:>8}",
-            "IFINDEX", "IFACE", "MAC", "IP", "VNI"
+            "{:<8} {:<16} {:<38} {:<24} {:<18} {:<16} {:>8}",
+            "IFINDEX", "IFACE", "PORT", "VPC", "MAC", "IP", "VNI"
         );
+        let text = |r: &serde_json::Value, k: &str| r[k].as_str().filter(|s| !s.is_empty()).unwrap_or("-").to_string();
         for r in rows {
             println!(
-                "{:<8} {:<16} {:<18} {:<16} {:>8}",
+                "{:<8} {:<16} {:<38} {:<24} {:<18} {:<16} {:>8}",
                 r["ifindex"],
-                r["iface"].as_str().unwrap_or(""),
-                r["mac"].as_str().unwrap_or(""),
-                r["ip"].as_str().unwrap_or(""),
+                text(&r, "iface"),
+                text(&r, "port_id"),
+                text(&r, "vpc_id"),
+                text(&r, "mac"),
+                text(&r, "ip"),
                 r["vni"]
             );
         }

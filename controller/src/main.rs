@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use alioth::object::{PASS_PROGRAM, SINK_PROGRAM};
+use alioth::dataplane::object::{PASS_PROGRAM, SINK_PROGRAM};
 use alioth::{agent, cli};
 
 /// Applying a large goal state is allocation-bound (ids, resources, journal records); glibc's
@@ -15,11 +15,23 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "alioth",
     version,
-    about = "XDP host data plane for cloud virtual networks (Alcor goal-state compatible)"
+    about = "XDP host data plane for cloud virtual networks (Alcor goal-state compatible)",
+    after_help = "Environment: ALIOTH_LOG sets the log filter (tracing EnvFilter syntax; default info), \
+                  e.g. ALIOTH_LOG=info,alioth::controller=debug. Every flag has an ALIOTH_* variable too, \
+                  named in each subcommand's --help."
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr: text, or json (one object per line, for log collectors).
+    #[arg(long, global = true, value_enum, default_value = "text", env = "ALIOTH_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -65,14 +77,18 @@ fn main() {
     // fresh memory (the first 10,000-neighbor message took 62-110 ms with them, 46-85 without).
     // SAFETY: prctl with integer arguments only; it affects this process's future page faults.
     unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ALIOTH_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // A log file or journald gets plain text; colours are for a terminal.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ALIOTH_LOG").unwrap_or_else(|_| "info".into());
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        // A log file or journald gets plain text; colours are for a terminal.
+        LogFormat::Text => log
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => log.json().init(),
+    }
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -86,7 +102,7 @@ fn main() {
 fn run(cli: Cli) -> Result<i32> {
     // Commands that use pins, before the runtime starts threads (see `bpffs`).
     if !matches!(cli.command, Command::Apply(_) | Command::Health(_)) {
-        alioth::bpffs::leave_private_mount_namespace()?;
+        alioth::dataplane::bpffs::leave_private_mount_namespace()?;
     }
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {

@@ -80,6 +80,16 @@ fn arping_and_ping_to_the_gateway_are_answered_in_xdp() -> Result<()> {
         "status: {status}"
     );
     ensure!(status["maps"]["ENDPOINTS"]["entries"] == 3, "status: {status}");
+    // `ports` names each interface's port and VPC, from the agent's record.
+    let ports: serde_json::Value = serde_json::from_slice(&t.agent.cli(&["ports", "--json"])?.stdout)?;
+    let vm1 = ports
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["iface"] == VM1_TAP))
+        .with_context(|| format!("{ports}"))?;
+    ensure!(
+        vm1["port_id"] == "f37810eb-7f83-45fa-a4d4-1b31e75399df" && !vm1["vpc_id"].as_str().unwrap_or("").is_empty(),
+        "{ports}"
+    );
 
     // A clean stop leaves the data plane running; --reset removes it.
     let (stopped, left) = t.agent.stop()?;
@@ -496,5 +506,41 @@ fn the_agent_raises_its_open_files_limit() -> Result<()> {
     let soft: Vec<&str> = files.split_whitespace().skip(3).take(2).collect();
     let hard = ours.rlim_max.to_string();
     ensure!(soft == [hard.as_str(), hard.as_str()], "raised from 512: {files}");
+    Ok(())
+}
+
+/// `--log-format json` gives one JSON object per line (for log collectors); text logs carry no
+/// colour codes when stderr is not a terminal.
+#[test]
+fn logs_are_json_lines_or_plain_text() -> Result<()> {
+    let bin = alioth_tests::agent::alioth_bin()?;
+    let scratch = alioth_tests::netns::Scratch::new("alioth-logs-")?;
+    let (pins, state) = (
+        format!("/sys/fs/bpf/{}", alioth_tests::netns::unique("alioth-logs-")),
+        scratch.path("state"),
+    );
+    for format in ["json", "text"] {
+        let out = std::process::Command::new(&bin)
+            .args([
+                "--log-format",
+                format,
+                "agent",
+                "--reset",
+                "--pin-dir",
+                &pins,
+                "--state-dir",
+                &state,
+            ])
+            .output()?;
+        ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let log = String::from_utf8(out.stderr)?;
+        ensure!(!log.contains('\u{1b}') && log.contains("reset"), "{format}: {log}");
+        if format == "json" {
+            for line in log.lines() {
+                let v: serde_json::Value = serde_json::from_str(line).with_context(|| line.to_string())?;
+                ensure!(v["level"] == "INFO" && v["fields"]["message"].is_string(), "{line}");
+            }
+        }
+    }
     Ok(())
 }

@@ -230,12 +230,20 @@ pub struct Event {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: plain `repr(C)` structs of integers and byte arrays with explicit padding fields.
+    // What makes each of these `Pod`: a plain `repr(C)` struct of integers and byte arrays whose
+    // padding is spelled out as fields, so every byte is initialized and any bit pattern is valid.
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::PortEntry {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::EndpointKey {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::Endpoint {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::Uplink {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::NextHop {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::DhcpEntry {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for crate::events::EventGate {}
 }
