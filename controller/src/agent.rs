@@ -155,13 +155,7 @@ fn raise_fd_limit() {
 pub async fn run(args: AgentArgs) -> Result<()> {
     raise_fd_limit();
     if args.reset {
-        // Nothing mounted: nothing pinned to remove.
-        if crate::dataplane::bpffs::ensure(&args.pin_dir, false).is_ok() {
-            crate::dataplane::remove_pins(&args.pin_dir)?;
-        }
-        Store::remove(&args.state_dir)?;
-        tracing::info!(pin_dir = %args.pin_dir.display(), state_dir = %args.state_dir.display(), "reset: links detached, pins and state removed");
-        return Ok(());
+        return reset(&args);
     }
     // Everything that can be misconfigured is checked before the data plane is touched: a bad
     // start must leave the running data plane (and a previous agent's program) alone.
@@ -177,87 +171,24 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     };
     let (mut store, state) = Store::open(&args.state_dir)?;
     store.set_compact_after(args.journal_compact_bytes);
-    let damage = store.damage();
-    let (mut dp, logger) = if damage.any() {
-        // The record may lack what the data plane has: keep the data plane, write over it.
-        tracing::error!(
-            state_dir = %args.state_dir.display(),
-            damaged_lines = damage.lines,
-            unreadable = ?damage.unreadable,
-            orphans = damage.orphans,
-            kept = ?damage.kept,
-            "the record is damaged: starting from what could be read, on the pinned data plane as it is \
-             (entries the record lacks stay until goal state replaces them or `alioth agent --reset`)"
-        );
-        Dataplane::adopt_with_log(&args.pin_dir, args.xdp_mode, args.bpf_log_level)?
-    } else {
-        Dataplane::load_with_log(Some(&args.pin_dir), args.xdp_mode, args.bpf_log_level)?
-    };
+    let (mut dp, logger) = load_dataplane(&args, &store)?;
     let overlay = match uplink {
         Some((cfg, info)) => Some(Overlay::start(cfg, info, &mut dp)?),
         None => None,
     };
     if let Some(logger) = logger {
-        // SAFETY: the AsyncFd owns the logger, so the ring buffer fd outlives its registration.
-        let mut fd = unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
-            .map_err(|e| anyhow::anyhow!("watch the eBPF log ring: {}", e.into_parts().1))?;
-        tokio::spawn(async move {
-            loop {
-                let Ok(mut guard) = fd.readable_mut().await else {
-                    break;
-                };
-                guard.get_inner_mut().flush();
-                guard.clear_ready();
-            }
-        });
+        drain_bpf_log(logger)?;
     }
     let events = dp.take_events()?;
     let naming = Naming {
         iface_template: args.port_iface.clone(),
+        ..Default::default()
     };
     let mut controller = Controller::restore(dp, naming, state, store, overlay)?;
     controller.set_dhcp_lease(args.dhcp_lease_time);
     let controller = Arc::new(Mutex::new(controller));
     watch_events(events, controller.clone())?;
-
-    let (changes, mut changed) = tokio::sync::mpsc::unbounded_channel();
-    crate::net::netlink::watch(changes)?;
-    let follow = controller.clone();
-    let follow_task = tokio::spawn(async move {
-        while let Some(first) = changed.recv().await {
-            let mut underlay = false;
-            {
-                let mut c = follow.lock().await;
-                underlay |= c.link_changed(&first);
-                // What piled up meanwhile, under the same lock.
-                while let Ok(next) = changed.try_recv() {
-                    underlay |= c.link_changed(&next);
-                }
-                if underlay {
-                    c.refresh_overlay();
-                }
-            }
-            if underlay {
-                // Our own neighbour solicitations notify too: at most one refresh per pause.
-                tokio::time::sleep(Duration::from_millis(UNDERLAY_PAUSE_MS)).await;
-            }
-        }
-    });
-
-    let retry = controller.clone();
-    let retry_task = tokio::spawn(async move {
-        loop {
-            let unresolved = {
-                let mut c = retry.lock().await;
-                c.retry_pending();
-                c.compact_record();
-                c.refresh_overlay()
-            };
-            // Next hops being resolved are looked at again soon: until then their traffic drops.
-            let pause = if unresolved > 0 { 100 } else { 1000 };
-            tokio::time::sleep(Duration::from_millis(pause)).await;
-        }
-    });
+    let tasks = [follow_links(controller.clone())?, retry_and_refresh(controller.clone())];
 
     // The gRPC server's gates, which /metrics shows.
     let admission = Arc::new(AdmissionStats::default());
@@ -277,61 +208,187 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         args.host_ip.clone()
     };
     tracing::info!(listen = %listener.address()?, pin_dir = %args.pin_dir.display(), ?host_ips, "alioth agent ready");
-    let limits = ServeLimits {
-        max_message_bytes: args.max_message_bytes,
-        bytes_in_flight: args.max_bytes_in_flight.unwrap_or(2 * args.max_message_bytes as u64),
-        connections: ConnectionLimits {
-            max: args.max_connections as usize,
-            idle: (args.grpc_idle_timeout > 0).then(|| Duration::from_secs(args.grpc_idle_timeout)),
-        },
+    let server = Server {
+        controller,
+        host_ips,
+        limits: args.limits(),
+        admission,
+        tls,
     };
-    let served = match listener {
-        Listener::Tcp(l) => {
-            // Small goal-state messages must not wait for Nagle and delayed ACKs (40 ms stalls).
-            let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(l), |conn| {
-                conn.inspect(|c| {
-                    if let Err(e) = c.set_nodelay(true) {
-                        tracing::warn!("TCP_NODELAY: {e}");
-                    }
-                })
-            });
-            serve(
-                controller.clone(),
-                host_ips,
-                limits,
-                admission.clone(),
-                tls,
-                incoming,
-                shutdown_signal(),
-            )
-            .await
-        }
-        Listener::Unix(l, path) => {
-            let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
-            let served = serve(
-                controller.clone(),
-                host_ips,
-                limits,
-                admission.clone(),
-                tls,
-                incoming,
-                shutdown_signal(),
-            )
-            .await;
-            let _ = std::fs::remove_file(&path);
-            served
-        }
-    };
-    served?;
-
-    retry_task.abort();
-    let _ = retry_task.await;
-    follow_task.abort();
-    let _ = follow_task.await;
+    server.serve_on(listener).await?;
+    for task in tasks {
+        task.abort();
+        let _ = task.await;
+    }
     // Links and maps stay pinned: the data plane keeps forwarding until an agent takes over again
     // (or `alioth agent --reset` removes it).
     tracing::info!("exiting; the data plane keeps forwarding");
     Ok(())
+}
+
+impl AgentArgs {
+    /// What the gRPC server admits, from the flags.
+    fn limits(&self) -> ServeLimits {
+        ServeLimits {
+            max_message_bytes: self.max_message_bytes,
+            bytes_in_flight: self.max_bytes_in_flight.unwrap_or(2 * self.max_message_bytes as u64),
+            connections: ConnectionLimits {
+                max: self.max_connections as usize,
+                idle: (self.grpc_idle_timeout > 0).then(|| Duration::from_secs(self.grpc_idle_timeout)),
+            },
+        }
+    }
+}
+
+/// `--reset`: detaches every port, removes the pins and the record.
+fn reset(args: &AgentArgs) -> Result<()> {
+    // Nothing mounted: nothing pinned to remove.
+    if crate::dataplane::bpffs::ensure(&args.pin_dir, false).is_ok() {
+        crate::dataplane::remove_pins(&args.pin_dir)?;
+    }
+    Store::remove(&args.state_dir)?;
+    tracing::info!(pin_dir = %args.pin_dir.display(), state_dir = %args.state_dir.display(), "reset: links detached, pins and state removed");
+    Ok(())
+}
+
+/// Loads the data plane to fill from the record, or, when the record is damaged, adopts the pinned
+/// one as it is.
+fn load_dataplane(args: &AgentArgs, store: &Store) -> Result<(Dataplane, Option<crate::dataplane::Logger>)> {
+    let damage = store.damage();
+    if !damage.any() {
+        return Dataplane::load_with_log(Some(&args.pin_dir), args.xdp_mode, args.bpf_log_level);
+    }
+    // The record may lack what the data plane has: keep the data plane, write over it.
+    tracing::error!(
+        state_dir = %args.state_dir.display(),
+        damaged_lines = damage.lines,
+        unreadable = ?damage.unreadable,
+        orphans = damage.orphans,
+        kept = ?damage.kept,
+        "the record is damaged: starting from what could be read, on the pinned data plane as it is \
+         (entries the record lacks stay until goal state replaces them or `alioth agent --reset`)"
+    );
+    Dataplane::adopt_with_log(&args.pin_dir, args.xdp_mode, args.bpf_log_level)
+}
+
+/// Copies the XDP program's log records into the agent's log as they come.
+fn drain_bpf_log(logger: crate::dataplane::Logger) -> Result<()> {
+    // SAFETY: the AsyncFd owns the logger, so the ring buffer fd outlives its registration.
+    let mut fd = unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("watch the eBPF log ring: {}", e.into_parts().1))?;
+    tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else {
+                break;
+            };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+    Ok(())
+}
+
+/// Follows rtnetlink: interfaces that come and go, and underlay changes.
+fn follow_links(controller: Arc<Mutex<Controller>>) -> Result<tokio::task::JoinHandle<()>> {
+    let (changes, mut changed) = tokio::sync::mpsc::unbounded_channel();
+    crate::net::netlink::watch(changes)?;
+    Ok(tokio::spawn(async move {
+        while let Some(first) = changed.recv().await {
+            let mut underlay = false;
+            {
+                let mut c = controller.lock().await;
+                underlay |= c.link_changed(&first);
+                // What piled up meanwhile, under the same lock.
+                while let Ok(next) = changed.try_recv() {
+                    underlay |= c.link_changed(&next);
+                }
+                if underlay {
+                    c.refresh_overlay();
+                }
+            }
+            if underlay {
+                // Our own neighbour solicitations notify too: at most one refresh per pause.
+                tokio::time::sleep(Duration::from_millis(UNDERLAY_PAUSE_MS)).await;
+            }
+        }
+    }))
+}
+
+/// Retries pending ports, compacts the record when due, and refreshes the next hops: every second,
+/// or every 100 ms while a next hop is being resolved (its traffic drops until then).
+fn retry_and_refresh(controller: Arc<Mutex<Controller>>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let unresolved = {
+                let mut c = controller.lock().await;
+                c.retry_pending();
+                c.compact_record();
+                c.refresh_overlay()
+            };
+            let pause = if unresolved > 0 { 100 } else { 1000 };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+    })
+}
+
+/// The gRPC server, once everything it serves is ready.
+struct Server {
+    controller: Arc<Mutex<Controller>>,
+    host_ips: Vec<std::net::IpAddr>,
+    limits: ServeLimits,
+    admission: Arc<AdmissionStats>,
+    tls: Option<ServerTlsConfig>,
+}
+
+impl Server {
+    /// Serves on `listener` until SIGTERM or Ctrl-C.
+    async fn serve_on(self, listener: Listener) -> Result<()> {
+        let Server {
+            controller,
+            host_ips,
+            limits,
+            admission,
+            tls,
+        } = self;
+        match listener {
+            Listener::Tcp(l) => {
+                // Small goal-state messages must not wait for Nagle and delayed ACKs (40 ms stalls).
+                let incoming =
+                    tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(l), |conn| {
+                        conn.inspect(|c| {
+                            if let Err(e) = c.set_nodelay(true) {
+                                tracing::warn!("TCP_NODELAY: {e}");
+                            }
+                        })
+                    });
+                serve(
+                    controller,
+                    host_ips,
+                    limits,
+                    admission,
+                    tls,
+                    incoming,
+                    shutdown_signal(),
+                )
+                .await
+            }
+            Listener::Unix(l, path) => {
+                let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
+                let served = serve(
+                    controller,
+                    host_ips,
+                    limits,
+                    admission,
+                    tls,
+                    incoming,
+                    shutdown_signal(),
+                )
+                .await;
+                let _ = std::fs::remove_file(&path);
+                served
+            }
+        }
+    }
 }
 
 /// The bound gRPC socket.

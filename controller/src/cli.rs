@@ -146,19 +146,24 @@ pub fn read_goal_state(path: &Path) -> Result<GoalStateFile> {
 /// V2 when the document has `host_resources` or any resource field shaped as a map.
 pub fn parse_goal_state_file(text: &str) -> Result<GoalStateFile> {
     // YAML is a superset of JSON, so one parser reads both.
-    let value: serde_json::Value = serde_yaml::from_str(text).context("not YAML/JSON")?;
+    let value: serde_json::Value = serde_norway::from_str(text).context("not YAML/JSON")?;
     let v2 = value.as_object().is_some_and(|o| {
         o.iter().any(|(k, v)| {
             matches!(k.as_str(), "hostResources" | "host_resources") || (k.ends_with("tates") && v.is_object())
         })
     });
     if v2 {
-        let msg = serde_json::from_value(value).context("does not match alcor.schema.GoalStateV2")?;
+        let msg = schema_value(value).context("does not match alcor.schema.GoalStateV2")?;
         return Ok(GoalStateFile::V2(msg));
     }
-    serde_json::from_value(value)
+    schema_value(value)
         .map(GoalStateFile::V1)
         .context("does not match alcor.schema.GoalState")
+}
+
+/// `value` as a message, an error naming the field's path (`portStates[2].configuration.macAddress`).
+fn schema_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| anyhow::anyhow!("at {}: {}", e.path(), e.inner()))
 }
 
 pub async fn apply(args: ApplyArgs) -> Result<i32> {
@@ -478,5 +483,13 @@ mod tests {
                 "{file}"
             );
         }
+    }
+
+    /// A mistake deep in a file is reported with the path to it, as the file spells it.
+    #[test]
+    fn a_wrong_field_is_named_by_its_path() {
+        let yaml = "portStates:\n  - operationType: CREATE\n    configuration: {id: p1}\n  - operationType: CREATE\n    configuration:\n      id: p2\n      macAddress: [1, 2]\n";
+        let e = format!("{:#}", parse_goal_state_file(yaml).unwrap_err());
+        assert!(e.contains("portStates[1].configuration.macAddress"), "{e}");
     }
 }

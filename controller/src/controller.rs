@@ -70,6 +70,62 @@ struct Timing {
     network: Duration,
 }
 
+/// What applying a plan reports, per operation, into the resource's answer and timing: a failure
+/// fails that resource only, so the reporter never stops the plan.
+fn reporter<'o>(
+    outcomes: &'o mut [Outcome],
+    timing: &'o mut [Timing],
+) -> impl FnMut(usize, Applied) -> Result<()> + 'o {
+    move |o: usize, applied: Applied| {
+        let result = match applied {
+            Applied::Dataplane(took, result) => {
+                timing[o].dataplane += took;
+                result.map(|()| true)
+            }
+            Applied::Network(took, result) => {
+                timing[o].network += took;
+                result
+            }
+        };
+        match result {
+            Ok(true) => {}
+            Ok(false) if outcomes[o].status == OperationStatus::Success => {
+                outcomes[o].status = OperationStatus::Pending
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(resource_id = outcomes[o].id, "programming failed: {e:#}");
+                outcomes[o].status = OperationStatus::Failure;
+                outcomes[o].reason = Some(format!("{e:#}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The reply's answers; they take the outcomes' ids: no second copy of 10,000 ids.
+fn answers(outcomes: Vec<Outcome>, timing: &[Timing]) -> Vec<GoalStateOperationStatus> {
+    outcomes
+        .into_iter()
+        .zip(timing)
+        .map(|(out, t)| {
+            if out.status == OperationStatus::Success || out.status == OperationStatus::Pending {
+                tracing::trace!(resource_id = out.id, resource_type = ?out.resource_type, operation = ?out.operation, status = ?out.status, "applied");
+            }
+            GoalStateOperationStatus {
+                resource_type: out.resource_type as i32,
+                operation_type: out.operation as i32,
+                operation_status: out.status as i32,
+                dataplane_programming_time: micros(t.dataplane),
+                network_configuration_time: micros(t.network),
+                state_elapse_time: micros(out.validation + t.dataplane + t.network),
+                reason: out.reason.unwrap_or_default(),
+                resource_id: out.id,
+            }
+        })
+        .collect()
+}
+
 fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
@@ -104,6 +160,8 @@ impl Controller {
         let t_plan = started.elapsed();
         let mut metrics = Metrics::default();
         (metrics.record, metrics.adopted) = (store.damage().clone(), dp.adopted());
+        let mut naming = naming;
+        naming.tunnel_endpoint = overlay.as_ref().map(|o| o.info().ip);
         let mut c = Controller {
             state,
             dp,
@@ -164,7 +222,7 @@ impl Controller {
     /// through, with the number held back before it.
     pub fn event(&mut self, e: &alioth_common::maps::Event) {
         if e.counter == alioth_common::Counter::DhcpDecline.index() {
-            self.metrics.dhcp_declines += 1 + u64::from(e.suppressed);
+            self.metrics.dhcp_declines.inc_by(1 + u64::from(e.suppressed));
             let iface = crate::net::interfaces::ifname(e.ifindex).unwrap_or_else(|| e.ifindex.to_string());
             tracing::warn!(
                 iface,
@@ -194,35 +252,7 @@ impl Controller {
         let (mut outcomes, changes) = validate::validate(&mut self.state, msg, &self.naming);
         let t_validate = started.elapsed();
         let mut timing = vec![Timing::default(); outcomes.len()];
-        let fail = |outcomes: &mut Vec<Outcome>, o: usize, e: anyhow::Error| {
-            tracing::error!(resource_id = outcomes[o].id, "programming failed: {e:#}");
-            outcomes[o].status = OperationStatus::Failure;
-            outcomes[o].reason = Some(format!("{e:#}"));
-        };
-
-        // Every operation is timed against its resource; a failure fails that resource only, so
-        // the reporter never stops the plan.
-        let report = |o: usize, applied: Applied| {
-            let result = match applied {
-                Applied::Dataplane(took, result) => {
-                    timing[o].dataplane += took;
-                    result.map(|()| true)
-                }
-                Applied::Network(took, result) => {
-                    timing[o].network += took;
-                    result
-                }
-            };
-            match result {
-                Ok(true) => {}
-                Ok(false) if outcomes[o].status == OperationStatus::Success => {
-                    outcomes[o].status = OperationStatus::Pending
-                }
-                Ok(false) => {}
-                Err(e) => fail(&mut outcomes, o, e),
-            }
-            Ok(())
-        };
+        let report = reporter(&mut outcomes, &mut timing);
         // A large message's journal lines are encoded on another thread while it is planned and
         // its map writes run (the encoding took about as long as the writes for 10,000
         // neighbors); they stand unless a change failed.
@@ -246,7 +276,8 @@ impl Controller {
         });
         let t_apply = started.elapsed();
         let before = changes.len();
-        let mut changes = self.revert_failed(changes, &outcomes);
+        let changes = self.revert_failed(changes, &outcomes);
+        let whole = changes.len() == before;
         if changes.iter().any(|c| {
             matches!(
                 (&c.before, &c.after),
@@ -256,24 +287,7 @@ impl Controller {
             // New remote hosts: ask the kernel to resolve their next hops right away.
             self.refresh_overlay();
         }
-        // Recorded before the reply: an acknowledged change survives a crash of the agent. What
-        // cannot be recorded (a full disk) is answered FAILURE and undone, in state and maps: a
-        // restart would forget it.
-        let recorded = match (self.store.as_mut(), journal_ahead) {
-            (None, _) => Ok(()),
-            (Some(store), Some(Ok(lines))) if changes.len() == before => store.append(&lines),
-            (Some(store), _) => store.record(&self.state, &changes),
-        };
-        if let Err(e) = recorded {
-            tracing::error!("recording applied goal state failed, its changes are undone: {e:#}");
-            for c in &changes {
-                let o = &mut outcomes[c.outcome];
-                o.status = OperationStatus::Failure;
-                o.reason = Some(format!("not recorded ({e:#}): undone"));
-            }
-            changes = self.revert_failed(changes, &outcomes);
-        }
-
+        let changes = self.record_or_undo(changes, journal_ahead.filter(|_| whole), &mut outcomes);
         let t_record = started.elapsed();
         tracing::debug!(
             resources = outcomes.len(),
@@ -288,26 +302,7 @@ impl Controller {
         let pending = outcomes.iter().filter(|o| o.status == OperationStatus::Pending).count();
         self.metrics
             .observe(started.elapsed(), outcomes.iter().map(|o| o.status));
-        // The answers take the outcomes' ids: no second copy of 10,000 ids.
-        let statuses = outcomes
-            .into_iter()
-            .zip(&timing)
-            .map(|(out, t)| {
-                if out.status == OperationStatus::Success || out.status == OperationStatus::Pending {
-                    tracing::trace!(resource_id = out.id, resource_type = ?out.resource_type, operation = ?out.operation, status = ?out.status, "applied");
-                }
-                GoalStateOperationStatus {
-                    resource_type: out.resource_type as i32,
-                    operation_type: out.operation as i32,
-                    operation_status: out.status as i32,
-                    dataplane_programming_time: micros(t.dataplane),
-                    network_configuration_time: micros(t.network),
-                    state_elapse_time: micros(out.validation + t.dataplane + t.network),
-                    reason: out.reason.unwrap_or_default(),
-                    resource_id: out.id,
-                }
-            })
-            .collect();
+        let statuses = answers(outcomes, &timing);
         tracing::info!(
             resources,
             applied,
@@ -325,6 +320,32 @@ impl Controller {
             operation_statuses: statuses,
             message_total_operation_time: micros(started.elapsed()),
         }
+    }
+
+    /// Records `changes` before the reply (with `lines`, their journal encoded ahead, if it still
+    /// stands): an acknowledged change survives a crash of the agent. What cannot be recorded (a
+    /// full disk) is answered FAILURE and undone, in state and maps: a restart would forget it.
+    fn record_or_undo(
+        &mut self,
+        changes: Vec<Change>,
+        lines: Option<Result<Vec<u8>>>,
+        outcomes: &mut [Outcome],
+    ) -> Vec<Change> {
+        let recorded = match (self.store.as_mut(), lines) {
+            (None, _) => Ok(()),
+            (Some(store), Some(Ok(lines))) => store.append(&lines),
+            (Some(store), _) => store.record(&self.state, &changes),
+        };
+        let Err(e) = recorded else {
+            return changes;
+        };
+        tracing::error!("recording applied goal state failed, its changes are undone: {e:#}");
+        for c in &changes {
+            let o = &mut outcomes[c.outcome];
+            o.status = OperationStatus::Failure;
+            o.reason = Some(format!("not recorded ({e:#}): undone"));
+        }
+        self.revert_failed(changes, outcomes)
     }
 
     /// Applies `plan` in its order: see `Applier::apply_plan`.

@@ -93,6 +93,69 @@ pub struct Dataplane {
     batch: (Vec<EndpointKey>, Vec<Endpoint>),
 }
 
+/// Where the maps of an object to load are pinned: in the staging directory (`commit` moves them
+/// in place), or, to adopt the pinned data plane, where they are.
+fn pin_paths(dir: &Path, adopt: bool) -> Result<Vec<(&'static str, PathBuf)>> {
+    crate::dataplane::bpffs::ensure(dir, true)?;
+    let staging = dir.join(STAGING);
+    std::fs::create_dir_all(&staging).with_context(|| format!("create pin directory {}", staging.display()))?;
+    for links in attach::pin_dirs(dir) {
+        std::fs::create_dir_all(&links).with_context(|| format!("create {}", links.display()))?;
+    }
+    let mut paths = Vec::new();
+    for m in PINNED_MAPS {
+        if adopt {
+            paths.push((m, dir.join(m)));
+            continue;
+        }
+        let path = staging.join(m);
+        // Left by an agent that died while starting: never in use.
+        if path.exists() {
+            std::fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
+        }
+        paths.push((m, path));
+    }
+    Ok(paths)
+}
+
+/// Loads the object (its maps pinned under `pin_dir`, see `pin_paths`) and its programs into the
+/// kernel, each through the verifier.
+fn load_programs(pin_dir: Option<&Path>, log: BpfLogLevel, adopt: bool) -> Result<(Ebpf, Option<Logger>)> {
+    let mut loader = EbpfLoader::new();
+    let level = log as u8;
+    loader.override_global("AYA_LOG_LEVEL", &level, false);
+    let paths = match pin_dir {
+        Some(dir) => pin_paths(dir, adopt)?,
+        None => Vec::new(),
+    };
+    for (name, path) in &paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader.load(XDP_OBJECT).context("load the XDP object")?;
+    let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::debug!("no eBPF log map: {e}");
+            None
+        }
+    };
+    program(&mut ebpf)?
+        .load()
+        .context("verifier rejected the port program")?;
+    named_program(&mut ebpf, PASS_PROGRAM)?
+        .load()
+        .context("load the pass-through program")?;
+    named_program(&mut ebpf, UPLINK_PROGRAM)?
+        .load()
+        .context("verifier rejected the uplink program")?;
+    for tc in [PORT_TC_PROGRAM, UPLINK_TC_PROGRAM] {
+        attach::named::<SchedClassifier>(&mut ebpf, tc)?
+            .load()
+            .with_context(|| format!("verifier rejected {tc}"))?;
+    }
+    Ok((ebpf, logger))
+}
+
 /// Where a loaded object's maps are pinned until `commit` puts them in place (bpffs names may not
 /// contain dots).
 const STAGING: &str = "staging";
@@ -136,54 +199,7 @@ impl Dataplane {
         log: BpfLogLevel,
         adopt: bool,
     ) -> Result<(Self, Option<Logger>)> {
-        let mut loader = EbpfLoader::new();
-        let level = log as u8;
-        loader.override_global("AYA_LOG_LEVEL", &level, false);
-        let mut paths: Vec<(&str, PathBuf)> = Vec::new();
-        if let Some(dir) = pin_dir {
-            crate::dataplane::bpffs::ensure(dir, true)?;
-            let staging = dir.join(STAGING);
-            std::fs::create_dir_all(&staging).with_context(|| format!("create pin directory {}", staging.display()))?;
-            for links in attach::pin_dirs(dir) {
-                std::fs::create_dir_all(&links).with_context(|| format!("create {}", links.display()))?;
-            }
-            for m in PINNED_MAPS {
-                if adopt {
-                    paths.push((m, dir.join(m)));
-                    continue;
-                }
-                let path = staging.join(m);
-                // Left by an agent that died while starting: never in use.
-                if path.exists() {
-                    std::fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
-                }
-                paths.push((m, path));
-            }
-        }
-        for (name, path) in &paths {
-            loader.map_pin_path(name, path.as_path());
-        }
-        let mut ebpf = loader.load(XDP_OBJECT).context("load the XDP object")?;
-        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::debug!("no eBPF log map: {e}");
-                None
-            }
-        };
-        let prog: &mut Xdp = program(&mut ebpf)?;
-        prog.load().context("verifier rejected the port program")?;
-        named_program(&mut ebpf, PASS_PROGRAM)?
-            .load()
-            .context("load the pass-through program")?;
-        named_program(&mut ebpf, UPLINK_PROGRAM)?
-            .load()
-            .context("verifier rejected the uplink program")?;
-        for tc in [PORT_TC_PROGRAM, UPLINK_TC_PROGRAM] {
-            attach::named::<SchedClassifier>(&mut ebpf, tc)?
-                .load()
-                .with_context(|| format!("verifier rejected {tc}"))?;
-        }
+        let (mut ebpf, logger) = load_programs(pin_dir, log, adopt)?;
         let ports = Array::try_from(ebpf.take_map(maps::PORTS).ok_or_else(|| anyhow!("no PORTS map"))?)?;
         let endpoints = BpfHashMap::try_from(
             ebpf.take_map(maps::ENDPOINTS)

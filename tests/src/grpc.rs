@@ -46,6 +46,7 @@ impl Server {
         let (dp, _) = Dataplane::load(None, AttachMode::Skb)?;
         let naming = Naming {
             iface_template: "zz{id11}".into(),
+            ..Default::default()
         };
         let controller = Arc::new(Mutex::new(Controller::new(dp, naming)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -85,7 +86,7 @@ impl Server {
     pub async fn http_get(&self, path: &str) -> Result<(String, String)> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut conn = tokio::net::TcpStream::connect(self.metrics).await?;
-        conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
             .await?;
         let mut resp = String::new();
         conn.read_to_string(&mut resp).await?;

@@ -10,7 +10,7 @@ use alioth_tests::agent::{alioth_bin, Leftover};
 use alioth_tests::netns::{self, Netns};
 use anyhow::{bail, ensure, Context, Result};
 use serde::Deserialize;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 fn manifest_path() -> PathBuf {
     [env!("CARGO_MANIFEST_DIR"), "..", "deploy", "alioth.yaml"]
@@ -21,7 +21,7 @@ fn manifest_path() -> PathBuf {
 /// The manifest's documents.
 fn manifest() -> Result<Vec<Value>> {
     let text = std::fs::read_to_string(manifest_path())?;
-    let docs = serde_yaml::Deserializer::from_str(&text)
+    let docs = serde_norway::Deserializer::from_str(&text)
         .map(Value::deserialize)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(docs)

@@ -276,6 +276,7 @@ fn controller() -> &'static Mutex<Controller> {
         let (dp, _) = Dataplane::load(None, AttachMode::Skb).expect("load the XDP object");
         let naming = Naming {
             iface_template: "zz{id11}".into(),
+            ..Default::default()
         };
         Mutex::new(Controller::new(dp, naming))
     })

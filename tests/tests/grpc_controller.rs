@@ -327,9 +327,25 @@ async fn metrics_report_resources_latency_outcomes_and_packet_counters() -> Resu
         "alioth_resource_operations_total{status=\"INVALID_ARG\"} 1",
         "alioth_packets_total{action=\"arp_reply\"} 0",
         "alioth_drops_total{reason=\"arp_unknown_target\"} 0",
+        "alioth_build_info{version=\"0.1.0\"} 1",
+        "alioth_grpc_connections 1",
     ] {
         ensure!(body.lines().any(|l| l == line), "missing {line:?} in:\n{body}");
     }
+    // The process metrics every exporter has, and OpenMetrics' end marker.
+    for prefix in [
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+    ] {
+        ensure!(
+            body.lines().any(|l| l.starts_with(prefix)),
+            "missing {prefix:?} in:\n{body}"
+        );
+    }
+    ensure!(body.ends_with("# EOF\n"), "{body}");
+    let (status, body) = server.http_get("/healthz").await?;
+    ensure!(status.contains("200") && body == "ok\n", "{status} {body}");
     let (status, _) = server.http_get("/nope").await?;
     ensure!(status.contains("404"), "{status}");
     server.stop().await

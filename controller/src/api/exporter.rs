@@ -1,28 +1,52 @@
-//! The Prometheus exporter: `/metrics` over HTTP, rendered from the controller's state, metrics
-//! and the data plane's counters.
+//! The Prometheus exporter: `/metrics` (OpenMetrics text, by `prometheus-client`) and `/healthz`
+//! over HTTP (axum). A scrape reads what the controller holds and counts, the data plane's
+//! counters, the gRPC server's admission gates, and this process.
 
-use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
 
-use alioth_proto::schema::OperationStatus;
-use anyhow::Result;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use anyhow::{Context, Result};
+use axum::http::header::CONTENT_TYPE;
+use axum::routing::get;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
 use crate::api::admission::AdmissionStats;
-use crate::controller::metrics::BUCKETS;
+use crate::controller::metrics::Label;
 use crate::controller::Controller;
 
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A gauge of `v`.
+fn gauge(v: u64) -> Gauge {
+    let g = Gauge::default();
+    g.set(i64::try_from(v).unwrap_or(i64::MAX));
+    g
+}
+
+/// A counter standing at `v`.
+fn counter(v: u64) -> Counter {
+    let c = Counter::default();
+    c.inc_by(v);
+    c
+}
+
 /// The exposition text for `controller` and the gRPC server's `admission` gates.
-pub fn render(controller: &mut Controller, admission: &AdmissionStats) -> String {
-    let mut out = String::new();
+pub fn render(controller: &mut Controller, admission: &AdmissionStats) -> Result<String> {
+    let mut root = Registry::default();
+    process(&mut root);
+    let r = root.sub_registry_with_prefix("alioth");
+    let version = vec![("version", env!("CARGO_PKG_VERSION"))];
+    let build = Family::<Label, Gauge>::default();
+    build.get_or_create(&version).set(1);
+    r.register("build_info", "The running agent's version", build);
     let state = controller.state();
-    let _ = writeln!(
-        out,
-        "# HELP alioth_resources Resources the agent holds, by type.\n# TYPE alioth_resources gauge"
-    );
+    let resources = Family::<Label, Gauge>::default();
     for (t, n) in [
         ("vpc", state.vpcs.len()),
         ("subnet", state.subnets.len()),
@@ -30,176 +54,161 @@ pub fn render(controller: &mut Controller, admission: &AdmissionStats) -> String
         ("neighbor", state.neighbors().len()),
         ("dhcp", state.dhcp_hosts().len()),
     ] {
-        let _ = writeln!(out, "alioth_resources{{type=\"{t}\"}} {n}");
+        resources.get_or_create(&vec![("type", t)]).set(n as i64);
     }
-    let _ = writeln!(
-        out,
-        "# HELP alioth_pending_ports Ports waiting for their interface.\n# TYPE alioth_pending_ports gauge"
-    );
-    let _ = writeln!(out, "alioth_pending_ports {}", controller.pending_ports());
+    r.register("resources", "Resources the agent holds, by type", resources);
+    let pending = controller.pending_ports() as u64;
+    r.register("pending_ports", "Ports waiting for their interface", gauge(pending));
     let m = controller.metrics();
-    let _ = writeln!(
-        out,
-        "# HELP alioth_dhcp_declines_total DHCPDECLINEs: a VM found its address in use.\n# TYPE alioth_dhcp_declines_total counter\nalioth_dhcp_declines_total {}",
-        m.dhcp_declines
+    r.register(
+        "apply_seconds",
+        "Time to validate, plan and apply one goal-state message",
+        m.apply_seconds.clone(),
     );
-    admitted(&mut out, admission);
-    let r = &m.record;
-    let _ = writeln!(
-        out,
-        "# HELP alioth_record_damage What the record read at start lacked, by kind (lines: damaged lines \
-         skipped; files: files that could not be read; orphans: resources without their parents).\n\
-         # TYPE alioth_record_damage gauge\n\
-         alioth_record_damage{{kind=\"lines\"}} {}\nalioth_record_damage{{kind=\"files\"}} {}\n\
-         alioth_record_damage{{kind=\"orphans\"}} {}\n\
-         # HELP alioth_dataplane_adopted 1: the record was damaged, so the pinned data plane was kept as it was.\n\
-         # TYPE alioth_dataplane_adopted gauge\nalioth_dataplane_adopted {}",
-        r.lines,
-        r.unreadable.len(),
-        r.orphans,
-        u8::from(m.adopted)
+    r.register(
+        "resource_operations",
+        "Answers to goal-state resources, by status",
+        m.operations.clone(),
     );
-    let _ = writeln!(
-        out,
-        "# HELP alioth_apply_seconds Time to validate, plan and apply one goal-state message."
+    r.register(
+        "dhcp_declines",
+        "DHCPDECLINEs: a VM found its address in use",
+        m.dhcp_declines.clone(),
     );
-    let _ = writeln!(out, "# TYPE alioth_apply_seconds histogram");
-    for (le, n) in BUCKETS.iter().zip(m.buckets) {
-        let _ = writeln!(out, "alioth_apply_seconds_bucket{{le=\"{le}\"}} {n}");
+    let damage = Family::<Label, Gauge>::default();
+    for (kind, n) in [
+        ("lines", m.record.lines),
+        ("files", m.record.unreadable.len()),
+        ("orphans", m.record.orphans),
+    ] {
+        damage.get_or_create(&vec![("kind", kind)]).set(n as i64);
     }
-    let _ = writeln!(out, "alioth_apply_seconds_bucket{{le=\"+Inf\"}} {}", m.count);
-    let _ = writeln!(
-        out,
-        "alioth_apply_seconds_sum {}\nalioth_apply_seconds_count {}",
-        m.sum, m.count
+    r.register(
+        "record_damage",
+        "What the record read at start lacked (lines: damaged lines skipped; files: files that could not be read; orphans: resources without their parents)",
+        damage,
     );
-    let _ = writeln!(
-        out,
-        "# HELP alioth_resource_operations_total Answers to goal-state resources, by status."
+    r.register(
+        "dataplane_adopted",
+        "1: the record was damaged, so the pinned data plane was kept as it was",
+        gauge(u64::from(m.adopted)),
     );
-    let _ = writeln!(out, "# TYPE alioth_resource_operations_total counter");
-    for (i, n) in m.outcomes.iter().enumerate() {
-        if let Ok(s) = OperationStatus::try_from(i as i32) {
-            let _ = writeln!(
-                out,
-                "alioth_resource_operations_total{{status=\"{}\"}} {n}",
-                s.as_str_name()
-            );
-        }
+    admitted(r, admission);
+    let counters = controller.dataplane().counters().context("read the packet counters")?;
+    let (packets, drops) = (Family::<Label, Counter>::default(), Family::<Label, Counter>::default());
+    for (c, n) in counters {
+        match c.name().strip_prefix("drop_") {
+            Some(reason) => drops.get_or_create(&vec![("reason", reason)]).inc_by(n),
+            None => packets.get_or_create(&vec![("action", c.name())]).inc_by(n),
+        };
     }
-    match controller.dataplane().counters() {
-        Ok(counters) => {
-            let _ = writeln!(
-                out,
-                "# HELP alioth_packets_total Frames the port program handled, by action."
-            );
-            let _ = writeln!(out, "# TYPE alioth_packets_total counter");
-            for (c, n) in counters.iter().filter(|(c, _)| !c.name().starts_with("drop_")) {
-                let _ = writeln!(out, "alioth_packets_total{{action=\"{}\"}} {n}", c.name());
-            }
-            let _ = writeln!(
-                out,
-                "# HELP alioth_drops_total Frames the port program dropped or did not answer, by reason."
-            );
-            let _ = writeln!(out, "# TYPE alioth_drops_total counter");
-            for (c, n) in &counters {
-                if let Some(reason) = c.name().strip_prefix("drop_") {
-                    let _ = writeln!(out, "alioth_drops_total{{reason=\"{reason}\"}} {n}");
-                }
-            }
-        }
-        Err(e) => tracing::warn!("metrics: reading the packet counters failed: {e:#}"),
-    }
-    out
+    r.register("packets", "Frames the programs handled, by action", packets);
+    r.register(
+        "drops",
+        "Frames the programs dropped or did not answer, by reason",
+        drops,
+    );
+    let mut out = String::new();
+    encode(&mut out, &root)?;
+    Ok(out)
 }
 
 /// The gRPC server's connections and message bytes.
-fn admitted(out: &mut String, a: &AdmissionStats) {
-    use std::sync::atomic::Ordering::Relaxed;
-    for (name, kind, help, value) in [
-        ("grpc_connections", "gauge", "gRPC connections held.", &a.connections),
-        (
-            "grpc_connections_refused_total",
-            "counter",
-            "gRPC connections closed on arrival: at --max-connections.",
-            &a.refused,
-        ),
-        (
-            "grpc_connections_idle_closed_total",
-            "counter",
-            "gRPC connections closed after --grpc-idle-timeout without a byte.",
-            &a.idle_closed,
-        ),
-        (
-            "grpc_accept_errors_total",
-            "counter",
-            "Failed accepts of gRPC connections (out of descriptors...).",
-            &a.accept_errors,
-        ),
-        (
-            "grpc_bytes_in_flight",
-            "gauge",
-            "Goal-state bytes received and not yet answered.",
-            &a.bytes_in_flight,
-        ),
-        (
-            "grpc_bytes_in_flight_peak",
-            "gauge",
-            "Most goal-state bytes in flight at once since the start.",
-            &a.bytes_in_flight_peak,
-        ),
-        (
-            "grpc_messages_waited_total",
-            "counter",
-            "Messages that waited for --max-bytes-in-flight.",
-            &a.messages_waited,
-        ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP alioth_{name} {help}\n# TYPE alioth_{name} {kind}\nalioth_{name} {}",
-            value.load(Relaxed)
-        );
-    }
+fn admitted(r: &mut Registry, a: &AdmissionStats) {
+    let load = |v: &AtomicU64| v.load(Relaxed);
+    r.register("grpc_connections", "gRPC connections held", gauge(load(&a.connections)));
+    r.register(
+        "grpc_connections_refused",
+        "gRPC connections closed on arrival: at --max-connections",
+        counter(load(&a.refused)),
+    );
+    r.register(
+        "grpc_connections_idle_closed",
+        "gRPC connections closed after --grpc-idle-timeout without a byte",
+        counter(load(&a.idle_closed)),
+    );
+    r.register(
+        "grpc_accept_errors",
+        "Failed accepts of gRPC connections (out of descriptors...)",
+        counter(load(&a.accept_errors)),
+    );
+    r.register(
+        "grpc_bytes_in_flight",
+        "Goal-state bytes received and not yet answered",
+        gauge(load(&a.bytes_in_flight)),
+    );
+    r.register(
+        "grpc_bytes_in_flight_peak",
+        "Most goal-state bytes in flight at once since the start",
+        gauge(load(&a.bytes_in_flight_peak)),
+    );
+    r.register(
+        "grpc_messages_waited",
+        "Messages that waited for --max-bytes-in-flight",
+        counter(load(&a.messages_waited)),
+    );
 }
 
-/// Serves `GET /metrics` on `listener` (a deliberately small HTTP/1.1 responder).
+/// The usual process metrics, from /proc/self.
+fn process(r: &mut Registry) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // The fields after the command name, which may hold spaces and parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').map_or(0, |i| i + 1)..]
+        .split_whitespace()
+        .collect();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // SAFETY: sysconf only reads a configuration value.
+    let (hz, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+    let (hz, page) = (hz.max(1) as f64, page.max(1) as u64);
+    let cpu = Counter::<f64, AtomicU64>::default();
+    cpu.inc_by((field(11) + field(12)) as f64 / hz);
+    r.register("process_cpu_seconds", "User and system CPU time spent", cpu);
+    r.register(
+        "process_resident_memory_bytes",
+        "Resident memory size",
+        gauge(field(21) * page),
+    );
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    r.register("process_open_fds", "Open file descriptors", gauge(fds));
+    let boot = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    let start = Gauge::<f64, AtomicU64>::default();
+    start.set(boot as f64 + field(19) as f64 / hz);
+    r.register("process_start_time_seconds", "Start time since the Unix epoch", start);
+}
+
+/// Serves `/metrics` and `/healthz` on `listener`.
 pub async fn serve(
     listener: TcpListener,
     controller: Arc<Mutex<Controller>>,
     admission: Arc<AdmissionStats>,
 ) -> Result<()> {
-    loop {
-        let (mut conn, _) = listener.accept().await?;
+    let metrics = move || {
         let (controller, admission) = (controller.clone(), admission.clone());
-        tokio::spawn(async move {
-            let mut req = Vec::with_capacity(1024);
-            let mut buf = [0u8; 1024];
-            // Read the request head, bounded in size and time.
-            let head = tokio::time::timeout(Duration::from_secs(5), async {
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return false,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
+        async move {
+            match render(&mut *controller.lock().await, &admission) {
+                Ok(text) => (axum::http::StatusCode::OK, [(CONTENT_TYPE, OPENMETRICS)], text),
+                Err(e) => {
+                    tracing::warn!("metrics: {e:#}");
+                    let text = format!("{e:#}\n");
+                    (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        [(CONTENT_TYPE, "text/plain")],
+                        text,
+                    )
                 }
-                true
-            })
-            .await;
-            if !matches!(head, Ok(true)) {
-                return;
             }
-            let line = String::from_utf8_lossy(&req);
-            let (status, body) = if line.starts_with("GET /metrics ") || line.starts_with("GET /metrics?") {
-                ("200 OK", render(&mut *controller.lock().await, &admission))
-            } else {
-                ("404 Not Found", "try /metrics\n".to_string())
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = conn.write_all(resp.as_bytes()).await;
-        });
-    }
+        }
+    };
+    let app = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }));
+    axum::serve(listener, app).await.context("metrics server")
 }

@@ -1,40 +1,49 @@
-//! What the controller counts between scrapes: apply latency, answers by status, data-plane events,
-//! and the damage the record had at start (`api::exporter` serves them).
+//! What the controller counts: apply latency, answers by status, data-plane events, and the damage
+//! the record had at start (`api::exporter` serves them with the rest).
 
 use std::time::Duration;
 
 use alioth_proto::schema::OperationStatus;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 
 /// Upper bounds (seconds) of the apply-latency histogram buckets.
-pub(crate) const BUCKETS: [f64; 10] = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+const BUCKETS: [f64; 10] = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
 
-/// What the controller accumulates between scrapes.
-#[derive(Debug, Default)]
+/// A label set of one label.
+pub type Label = Vec<(&'static str, &'static str)>;
+
+#[derive(Debug)]
 pub struct Metrics {
-    pub(crate) buckets: [u64; BUCKETS.len()],
-    pub(crate) count: u64,
-    pub(crate) sum: f64,
-    /// Answers by status, indexed by `OperationStatus as usize`.
-    pub(crate) outcomes: [u64; 5],
-    /// DHCPDECLINE events the data plane reported.
-    pub dhcp_declines: u64,
+    /// Time to validate, plan and apply one message.
+    pub apply_seconds: Histogram,
+    /// Answers by status.
+    pub operations: Family<Label, Counter>,
+    /// DHCPDECLINEs the data plane reported (those held back included).
+    pub dhcp_declines: Counter,
     /// What was wrong with the record at start, and whether the pinned data plane was adopted.
     pub record: crate::store::Damage,
     pub adopted: bool,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            apply_seconds: Histogram::new(BUCKETS),
+            operations: Family::default(),
+            dhcp_declines: Counter::default(),
+            record: Default::default(),
+            adopted: false,
+        }
+    }
+}
+
 impl Metrics {
     pub fn observe(&mut self, took: Duration, statuses: impl Iterator<Item = OperationStatus>) {
-        let secs = took.as_secs_f64();
-        for (b, le) in self.buckets.iter_mut().zip(BUCKETS) {
-            if secs <= le {
-                *b += 1;
-            }
-        }
-        self.count += 1;
-        self.sum += secs;
+        self.apply_seconds.observe(took.as_secs_f64());
         for s in statuses {
-            self.outcomes[s as usize] += 1;
+            self.operations.get_or_create(&vec![("status", s.as_str_name())]).inc();
         }
     }
 }

@@ -205,41 +205,106 @@ fn entries(r: &Resource, vni: u32) -> Entries {
 /// The changes are replayed in order against what the map holds: the entries of every resource
 /// touched so far are tracked, so a resource changed twice in one message, or re-keyed by a VNI
 /// change and then changed itself, ends at exactly its final rendering.
-pub fn plan(state: &State, changes: &[Change]) -> Plan {
-    // Versions and VNIs as they were before the message, and how many changes each resource has.
-    let mut pre: HashMap<Owner, (Option<&Resource>, usize)> =
-        HashMap::with_capacity_and_hasher(changes.len(), Default::default());
-    let mut pre_vni: BTreeMap<&str, Option<u32>> = BTreeMap::new();
+pub fn plan<'a>(state: &'a State, changes: &'a [Change]) -> Plan {
+    let mut p = Planner::new(state, changes);
     for c in changes {
-        let r = c.before.as_ref().or(c.after.as_ref()).expect("a change has a side");
-        match r {
-            Resource::Vpc(v) => {
-                let vni = match &c.before {
-                    Some(Resource::Vpc(b)) => Some(b.vni),
+        match (&c.before, &c.after) {
+            (_, Some(Resource::Vpc(a))) | (Some(Resource::Vpc(a)), None) => {
+                let new = match &c.after {
+                    Some(Resource::Vpc(a)) => Some(a.vni),
                     _ => None,
                 };
-                pre_vni.entry(&*v.id).or_insert(vni);
+                p.vpc(c.outcome, &a.id, new);
             }
-            _ => {
-                pre.entry(owner_of(r).expect("not a VPC"))
-                    .or_insert((c.before.as_ref(), 0))
-                    .1 += 1;
-            }
+            (before, after) => p.resource(c.outcome, before.as_ref(), after.as_ref()),
         }
     }
-    // A VNI change re-keys what its VPC has in the map, reading what each member holds there.
-    let rekeys = changes.iter().any(|c| match (&c.before, &c.after) {
-        (Some(Resource::Vpc(b)), Some(Resource::Vpc(a))) => b.vni != a.vni,
-        _ => false,
-    });
-    let vni_pre = |vpc: &str| {
-        pre_vni
+    p.finish()
+}
+
+/// Planning one message: what the map held before it, and what each touched key and resource
+/// holds as its changes are replayed.
+struct Planner<'a> {
+    state: &'a State,
+    /// Each resource's version before the message, and how many changes it has in it.
+    pre: HashMap<Owner<'a>, (Option<&'a Resource>, usize)>,
+    /// VNIs of the VPCs the message changes, as they were before it.
+    pre_vni: BTreeMap<&'a str, Option<u32>>,
+    /// Whether a VNI changes (which re-keys what its VPC has in the map).
+    rekeys: bool,
+    /// What each touched resource has in the map right now, in replay order.
+    current: HashMap<Owner<'a>, Entries>,
+    vni_now: BTreeMap<String, Option<u32>>,
+    /// Last word per key; keys in the order first touched (the changes' order), which makes the
+    /// plan deterministic without sorting it: sorting 10,000 keys was a third of planning them.
+    ops: Vec<(EndpointKey, KeyOp)>,
+    op_of: HashMap<EndpointKey, usize>,
+    /// Ports this message programs anyway (their own change); a subnet change need not add them.
+    programmed: HashSet<&'a str>,
+    out: Plan,
+}
+
+impl<'a> Planner<'a> {
+    fn new(state: &'a State, changes: &'a [Change]) -> Self {
+        let mut pre: HashMap<Owner, (Option<&Resource>, usize)> =
+            HashMap::with_capacity_and_hasher(changes.len(), Default::default());
+        let mut pre_vni: BTreeMap<&str, Option<u32>> = BTreeMap::new();
+        for c in changes {
+            let r = c.before.as_ref().or(c.after.as_ref()).expect("a change has a side");
+            match r {
+                Resource::Vpc(v) => {
+                    let vni = match &c.before {
+                        Some(Resource::Vpc(b)) => Some(b.vni),
+                        _ => None,
+                    };
+                    pre_vni.entry(&*v.id).or_insert(vni);
+                }
+                _ => {
+                    pre.entry(owner_of(r).expect("not a VPC"))
+                        .or_insert((c.before.as_ref(), 0))
+                        .1 += 1;
+                }
+            }
+        }
+        let rekeys = changes.iter().any(|c| match (&c.before, &c.after) {
+            (Some(Resource::Vpc(b)), Some(Resource::Vpc(a))) => b.vni != a.vni,
+            _ => false,
+        });
+        let programmed = changes
+            .iter()
+            .filter_map(|c| match &c.after {
+                Some(Resource::Port(p)) => Some(&*p.id),
+                _ => None,
+            })
+            .collect();
+        Planner {
+            state,
+            pre,
+            pre_vni,
+            rekeys,
+            current: HashMap::with_capacity_and_hasher(changes.len(), Default::default()),
+            vni_now: BTreeMap::new(),
+            ops: Vec::with_capacity(changes.len()),
+            op_of: HashMap::with_capacity_and_hasher(changes.len(), Default::default()),
+            programmed,
+            out: Plan::default(),
+        }
+    }
+
+    fn vni_pre(&self, vpc: &str) -> Option<u32> {
+        self.pre_vni
             .get(vpc)
             .copied()
-            .unwrap_or_else(|| state.vpcs.get(vpc).map(|v| v.vni))
-    };
-    let pre_version = |o: &Owner| -> Option<Resource> {
-        match pre.get(o) {
+            .unwrap_or_else(|| self.state.vpcs.get(vpc).map(|v| v.vni))
+    }
+
+    fn vni_now(&self, vpc: &str) -> Option<u32> {
+        self.vni_now.get(vpc).copied().unwrap_or_else(|| self.vni_pre(vpc))
+    }
+
+    fn pre_version(&self, o: &Owner) -> Option<Resource> {
+        let state = self.state;
+        match self.pre.get(o) {
             Some((v, _)) => v.cloned(),
             None => match o.0 {
                 ResourceType::Port => state.ports().get(o.1).cloned().map(Resource::Port),
@@ -248,26 +313,23 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
                 _ => state.subnets.get(o.1).cloned().map(Resource::from),
             },
         }
-    };
+    }
 
-    // What each touched resource has in the map right now, in replay order.
-    let mut current: HashMap<Owner, Entries> = HashMap::with_capacity_and_hasher(changes.len(), Default::default());
-    let mut vni_now: BTreeMap<String, Option<u32>> = BTreeMap::new();
-    let in_map = |current: &HashMap<Owner, Entries>, o: &Owner| -> Entries {
-        match current.get(o) {
+    /// What `o` has in the map now.
+    fn in_map(&self, o: &Owner) -> Entries {
+        match self.current.get(o) {
             Some(e) => e.clone(),
-            None => pre_version(o)
-                .and_then(|r| vni_pre(vpc_of(&r)).map(|vni| entries(&r, vni)))
+            None => self
+                .pre_version(o)
+                .and_then(|r| self.vni_pre(vpc_of(&r)).map(|vni| entries(&r, vni)))
                 .unwrap_or_default(),
         }
-    };
+    }
 
-    // Last word per key wins; `original` is what the key held before the message. Keys are kept
-    // in the order first touched (the changes' order), which makes the plan deterministic without
-    // sorting it: sorting 10,000 keys was a third of planning them.
-    let mut ops: Vec<(EndpointKey, KeyOp)> = Vec::with_capacity(changes.len());
-    let mut op_of: HashMap<EndpointKey, usize> = HashMap::with_capacity_and_hasher(changes.len(), Default::default());
-    let mut replace = |owner: usize, old: Entries, new: &[(EndpointKey, Endpoint)]| {
+    /// `old` entries give way to `new` ones, on behalf of outcome `owner`; `original` is what a
+    /// key held before the message.
+    fn replace(&mut self, owner: usize, old: Entries, new: &[(EndpointKey, Endpoint)]) {
+        let (ops, op_of) = (&mut self.ops, &mut self.op_of);
         let mut word = |k: EndpointKey, original: Option<Endpoint>, now: Option<Endpoint>| match op_of.entry(k) {
             Entry::Occupied(e) => {
                 let op = &mut ops[*e.get()].1;
@@ -284,167 +346,139 @@ pub fn plan(state: &State, changes: &[Change]) -> Plan {
         for (k, v) in new {
             word(*k, None, Some(*v));
         }
-    };
-    let mut out = Plan::default();
-    // Ports this message programs anyway (their own change); a subnet change need not add them.
-    let programmed: HashSet<&str> = changes
-        .iter()
-        .filter_map(|c| match &c.after {
-            Some(Resource::Port(p)) => Some(&*p.id),
-            _ => None,
-        })
-        .collect();
+    }
 
-    for c in changes {
-        let o = c.outcome;
-        match (&c.before, &c.after) {
-            (_, Some(Resource::Vpc(a))) | (Some(Resource::Vpc(a)), None) => {
-                let old = vni_now.get(&*a.id).copied().unwrap_or_else(|| vni_pre(&a.id));
-                let new = match &c.after {
-                    Some(Resource::Vpc(a)) => Some(a.vni),
-                    _ => None,
-                };
-                vni_now.insert(a.id.to_string(), new);
-                let (Some(old), Some(new)) = (old, new) else {
-                    continue;
-                };
-                if old == new {
-                    continue;
-                }
-                // Re-key everything of the VPC that is in the map under the old VNI.
-                let members = state
-                    .subnets
+    fn program(&mut self, o: usize, port_id: &str) {
+        let port_id = port_id.to_string();
+        self.out.program.push((o, PortOp::Program { port_id }));
+    }
+
+    /// A VPC's change (`new`: its VNI after, `None`: deleted): a new VNI re-keys everything of the
+    /// VPC that is in the map under the old one.
+    fn vpc(&mut self, o: usize, id: &'a str, new: Option<u32>) {
+        let old = self.vni_now(id);
+        self.vni_now.insert(id.to_string(), new);
+        let (Some(old), Some(new)) = (old, new) else {
+            return;
+        };
+        if old == new {
+            return;
+        }
+        let state = self.state;
+        let members = state
+            .subnets
+            .values()
+            .filter(|s| *s.vpc_id == *id)
+            .map(|s| (ResourceType::Subnet, &*s.id))
+            .chain(
+                state
+                    .ports()
                     .values()
-                    .filter(|s| s.vpc_id == *a.id)
-                    .map(|s| (ResourceType::Subnet, &*s.id))
-                    .chain(
-                        state
-                            .ports()
-                            .values()
-                            .filter(|p| p.vpc_id == a.id)
-                            .map(|p| (ResourceType::Port, &*p.id)),
-                    )
-                    .chain(
-                        state
-                            .neighbors()
-                            .values()
-                            .filter(|n| n.vpc_id == a.id)
-                            .map(|n| (ResourceType::Neighbor, &*n.id)),
-                    )
-                    .chain(
-                        pre.iter()
-                            .filter(|(_, (r, _))| r.is_some_and(|r| vpc_of(r) == &*a.id))
-                            .map(|(k, _)| *k),
-                    )
-                    .collect::<BTreeSet<Owner>>();
-                for m in members {
-                    let old_entries = in_map(&current, &m);
-                    let Some(r) = pre_version(&m).filter(|r| vpc_of(r) == &*a.id) else {
-                        continue;
-                    };
-                    let new_entries = entries(&r, new);
-                    replace(o, old_entries, &new_entries);
-                    current.insert(m, new_entries);
-                    if m.0 == ResourceType::Port && state.ports().contains_key(m.1) {
-                        out.program.push((
-                            o,
-                            PortOp::Program {
-                                port_id: m.1.to_string(),
-                            },
-                        ));
-                    }
-                }
-            }
-            (before, after) => {
-                let r = after.as_ref().or(before.as_ref()).expect("a change has a side");
-                let owner = owner_of(r).expect("not a VPC");
-                // The usual message changes each resource once and no VNI: what the resource has
-                // in the map is then what its version before the message renders, and nothing
-                // reads back what this change renders.
-                let once = !rekeys && pre.get(&owner).is_none_or(|(_, n)| *n <= 1);
-                let old_entries = match (once, before) {
-                    (true, None) => Entries::new(),
-                    _ => in_map(&current, &owner),
-                };
-                let new_entries = match after {
-                    Some(a) => match vni_now.get(vpc_of(a)).copied().unwrap_or_else(|| vni_pre(vpc_of(a))) {
-                        Some(vni) => entries(a, vni),
-                        None => Entries::new(),
-                    },
-                    None => Entries::new(),
-                };
-                replace(o, old_entries, &new_entries);
-                if !once {
-                    current.insert(owner, new_entries);
-                }
-                // A port's PORTS entry carries its primary subnet's gateway, and its DHCP entry
-                // what its subnet serves: reprogram the subnet's ports when either changed.
-                if let (Some(Resource::Subnet(b)), Some(Resource::Subnet(a))) = (before, after) {
-                    if serves_differently(b, a) {
-                        for id in state.subnet_users(&a.id).filter(|id| !programmed.contains(&***id)) {
-                            if state.ports().contains_key(id) {
-                                out.program.push((
-                                    o,
-                                    PortOp::Program {
-                                        port_id: id.to_string(),
-                                    },
-                                ));
-                            }
-                        }
-                    }
-                }
-                // A DHCP entry changes what its MAC's port is told.
-                if let Some(Resource::Dhcp(d)) = after.as_ref().or(before.as_ref()) {
-                    let port = state
-                        .subnets
-                        .get(&d.subnet_id)
-                        .and_then(|s| state.mac_owner(&s.vpc_id, &d.mac));
-                    if let Some(id) = port.filter(|id| !programmed.contains(id)) {
-                        out.program.push((
-                            o,
-                            PortOp::Program {
-                                port_id: id.to_string(),
-                            },
-                        ));
-                    }
-                }
-                match (before, after) {
-                    (Some(Resource::Port(b)), Some(Resource::Port(a))) => {
-                        if b.iface != a.iface {
-                            out.detach.push((o, PortOp::Detach { iface: b.iface.clone() }));
-                        }
-                        out.program.push((
-                            o,
-                            PortOp::Program {
-                                port_id: a.id.to_string(),
-                            },
-                        ));
-                    }
-                    (None, Some(Resource::Port(a))) => out.program.push((
-                        o,
-                        PortOp::Program {
-                            port_id: a.id.to_string(),
-                        },
-                    )),
-                    (Some(Resource::Port(b)), None) => out.detach.push((o, PortOp::Detach { iface: b.iface.clone() })),
-                    _ => {}
-                }
+                    .filter(|p| *p.vpc_id == *id)
+                    .map(|p| (ResourceType::Port, &*p.id)),
+            )
+            .chain(
+                state
+                    .neighbors()
+                    .values()
+                    .filter(|n| *n.vpc_id == *id)
+                    .map(|n| (ResourceType::Neighbor, &*n.id)),
+            )
+            .chain(
+                self.pre
+                    .iter()
+                    .filter(|(_, (r, _))| r.is_some_and(|r| vpc_of(r) == id))
+                    .map(|(k, _)| *k),
+            )
+            .collect::<BTreeSet<Owner>>();
+        for m in members {
+            let old_entries = self.in_map(&m);
+            let Some(r) = self.pre_version(&m).filter(|r| vpc_of(r) == id) else {
+                continue;
+            };
+            let new_entries = entries(&r, new);
+            self.replace(o, old_entries, &new_entries);
+            self.current.insert(m, new_entries);
+            if m.0 == ResourceType::Port && state.ports().contains_key(m.1) {
+                self.program(o, m.1);
             }
         }
     }
 
-    // Writes, then removals, each in the order their keys were first touched.
-    let mut removals: Vec<(usize, EndpointOp)> = Vec::new();
-    out.endpoints.reserve(ops.len());
-    for (k, op) in ops {
-        match op.now {
-            Some(v) if op.original != Some(v) => out.endpoints.push((op.owner, EndpointOp::Upsert(k, v))),
-            None if op.original.is_some() => removals.push((op.owner, EndpointOp::Remove(k))),
+    /// A change of anything but a VPC.
+    fn resource(&mut self, o: usize, before: Option<&'a Resource>, after: Option<&'a Resource>) {
+        let r = after.or(before).expect("a change has a side");
+        let owner = owner_of(r).expect("not a VPC");
+        // The usual message changes each resource once and no VNI: what the resource has in the
+        // map is then what its version before the message renders, and nothing reads back what
+        // this change renders.
+        let once = !self.rekeys && self.pre.get(&owner).is_none_or(|(_, n)| *n <= 1);
+        let old_entries = match (once, before) {
+            (true, None) => Entries::new(),
+            _ => self.in_map(&owner),
+        };
+        let new_entries = match after.and_then(|a| Some((a, self.vni_now(vpc_of(a))?))) {
+            Some((a, vni)) => entries(a, vni),
+            None => Entries::new(),
+        };
+        self.replace(o, old_entries, &new_entries);
+        if !once {
+            self.current.insert(owner, new_entries);
+        }
+        self.dependent_ports(o, before, after);
+        match (before, after) {
+            (Some(Resource::Port(b)), Some(Resource::Port(a))) => {
+                if b.iface != a.iface {
+                    self.out.detach.push((o, PortOp::Detach { iface: b.iface.clone() }));
+                }
+                self.program(o, &a.id);
+            }
+            (None, Some(Resource::Port(a))) => self.program(o, &a.id),
+            (Some(Resource::Port(b)), None) => self.out.detach.push((o, PortOp::Detach { iface: b.iface.clone() })),
             _ => {}
         }
     }
-    out.endpoints.append(&mut removals);
-    out
+
+    /// Ports a subnet or DHCP change reprograms: a port's PORTS entry carries its primary subnet's
+    /// gateway and its DHCP entry what its subnet serves and what its MAC is told.
+    fn dependent_ports(&mut self, o: usize, before: Option<&'a Resource>, after: Option<&'a Resource>) {
+        let state = self.state;
+        if let (Some(Resource::Subnet(b)), Some(Resource::Subnet(a))) = (before, after) {
+            if serves_differently(b, a) {
+                let users: Vec<_> = state
+                    .subnet_users(&a.id)
+                    .filter(|id| !self.programmed.contains(&***id) && state.ports().contains_key(*id))
+                    .collect();
+                for id in users {
+                    self.program(o, id);
+                }
+            }
+        }
+        if let Some(Resource::Dhcp(d)) = after.or(before) {
+            let port = state
+                .subnets
+                .get(&d.subnet_id)
+                .and_then(|s| state.mac_owner(&s.vpc_id, &d.mac));
+            if let Some(id) = port.filter(|id| !self.programmed.contains(id)) {
+                self.program(o, id);
+            }
+        }
+    }
+
+    /// Writes, then removals, each in the order their keys were first touched.
+    fn finish(mut self) -> Plan {
+        let mut removals: Vec<(usize, EndpointOp)> = Vec::new();
+        self.out.endpoints.reserve(self.ops.len());
+        for (k, op) in self.ops {
+            match op.now {
+                Some(v) if op.original != Some(v) => self.out.endpoints.push((op.owner, EndpointOp::Upsert(k, v))),
+                None if op.original.is_some() => removals.push((op.owner, EndpointOp::Remove(k))),
+                _ => {}
+            }
+        }
+        self.out.endpoints.append(&mut removals);
+        self.out
+    }
 }
 
 #[cfg(test)]

@@ -39,17 +39,21 @@ pub struct Outcome {
     pub validation: Duration,
 }
 
-/// How the agent names a port's host interface.
+/// How the agent names a port's host interface, and where this host is on the underlay.
 #[derive(Clone, Debug)]
 pub struct Naming {
     /// `{id11}` is the first 11 characters of the port id, `{id}` the whole id, `{name}` the port name.
     pub iface_template: String,
+    /// This host's tunnel endpoint (the uplink's address): a neighbor hosted there would be
+    /// tunnelled to this host itself.
+    pub tunnel_endpoint: Option<std::net::Ipv4Addr>,
 }
 
 impl Default for Naming {
     fn default() -> Self {
         Naming {
             iface_template: "tap{id11}".into(),
+            tunnel_endpoint: None,
         }
     }
 }
@@ -111,40 +115,54 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
     for s in msg.dhcp_states.iter().filter(|s| !is_delete(s.operation_type)) {
         v.dhcp(s);
     }
-    for s in msg.dhcp_states.iter().filter(|s| is_delete(s.operation_type)) {
-        v.dhcp(s);
-    }
-    for s in msg.neighbor_states.iter().filter(|s| is_delete(s.operation_type)) {
-        v.neighbor(s);
-    }
-    for s in msg.port_states.iter().filter(|s| is_delete(s.operation_type)) {
-        v.port(s);
-    }
-    for s in msg.subnet_states.iter().filter(|s| is_delete(s.operation_type)) {
-        v.subnet(s);
-    }
-    for s in msg.vpc_states.iter().filter(|s| is_delete(s.operation_type)) {
-        v.vpc(s, &subnet_vnis);
-    }
-    v.unsupported(
-        ResourceType::Securitygroup,
-        msg.security_group_states
-            .iter()
-            .map(|s| (s.operation_type, s.configuration.as_ref().map(|c| c.id.as_str()))),
-    );
-    v.unsupported(
-        ResourceType::Router,
-        msg.router_states
-            .iter()
-            .map(|s| (s.operation_type, s.configuration.as_ref().map(|c| c.id.as_str()))),
-    );
-    v.unsupported(
-        ResourceType::Gateway,
-        msg.gateway_states
-            .iter()
-            .map(|s| (s.operation_type, s.configuration.as_ref().map(|c| c.id.as_str()))),
-    );
+    // Deletions in the reverse order: what depends on a resource goes before it.
+    v.deletions(msg, &subnet_vnis);
+    v.unsupported_kinds(msg);
     (v.outcomes, v.changes)
+}
+
+impl<'a> Validator<'a> {
+    /// The message's DELETEs, dependents first.
+    fn deletions(&mut self, msg: &GoalState, subnet_vnis: &BTreeMap<&str, BTreeSet<u64>>) {
+        let is_delete = |op: i32| op == OperationType::Delete as i32;
+        for s in msg.dhcp_states.iter().filter(|s| is_delete(s.operation_type)) {
+            self.dhcp(s);
+        }
+        for s in msg.neighbor_states.iter().filter(|s| is_delete(s.operation_type)) {
+            self.neighbor(s);
+        }
+        for s in msg.port_states.iter().filter(|s| is_delete(s.operation_type)) {
+            self.port(s);
+        }
+        for s in msg.subnet_states.iter().filter(|s| is_delete(s.operation_type)) {
+            self.subnet(s);
+        }
+        for s in msg.vpc_states.iter().filter(|s| is_delete(s.operation_type)) {
+            self.vpc(s, subnet_vnis);
+        }
+    }
+
+    /// Security groups, routers and gateways: answered, not applied (yet).
+    fn unsupported_kinds(&mut self, msg: &GoalState) {
+        self.unsupported(
+            ResourceType::Securitygroup,
+            msg.security_group_states
+                .iter()
+                .map(|s| (s.operation_type, s.configuration.as_ref().map(|c| c.id.as_str()))),
+        );
+        self.unsupported(
+            ResourceType::Router,
+            msg.router_states
+                .iter()
+                .map(|s| (s.operation_type, s.configuration.as_ref().map(|c| c.id.as_str()))),
+        );
+        self.unsupported(
+            ResourceType::Gateway,
+            msg.gateway_states
+                .iter()
+                .map(|s| (s.operation_type, s.configuration.as_ref().map(|c| c.id.as_str()))),
+        );
+    }
 }
 
 /// The `tunnel_id`s (deprecated, but what Alcor's DPM fills) that a message's subnets give their

@@ -255,3 +255,27 @@ proptest! {
         }
     }
 }
+
+/// A neighbor hosted at this host's own tunnel endpoint, and none of its ports, is refused: its
+/// traffic would be tunnelled to this host itself.
+#[test]
+fn a_neighbor_at_this_hosts_tunnel_endpoint_is_refused() {
+    use OperationType::Create;
+    let naming = Naming {
+        tunnel_endpoint: Some("198.19.0.7".parse().unwrap()),
+        ..Naming::default()
+    };
+    let msg = GoalState {
+        vpc_states: vec![vpc(Create, "v", 1)],
+        subnet_states: vec![subnet(Create, "s", "v", 0)],
+        neighbor_states: vec![
+            neighbor(Create, "here", "v", "s", 0, 7),
+            neighbor(Create, "there", "v", "s", 0, 8),
+        ],
+        ..Default::default()
+    };
+    let (outcomes, _) = validate(&mut State::default(), &msg, &naming);
+    let status = |id: &str| outcomes.iter().find(|o| o.id == id).map(|o| o.status);
+    assert_eq!(status("here"), Some(OperationStatus::InvalidArg), "{outcomes:?}");
+    assert_eq!(status("there"), Some(OperationStatus::Success), "{outcomes:?}");
+}

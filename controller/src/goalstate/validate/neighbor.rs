@@ -72,6 +72,11 @@ impl Validator<'_> {
                 if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
                     return invalid(format!("host_ip_address {ip} is not a unicast address"));
                 }
+                if Some(ip) == self.naming.tunnel_endpoint {
+                    return invalid(format!(
+                        "host_ip_address {ip} is this host, and the neighbor is none of its ports"
+                    ));
+                }
                 ip
             }
         };

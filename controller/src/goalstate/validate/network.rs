@@ -113,6 +113,34 @@ impl Validator<'_> {
             .collect()
     }
 
+    /// The subnet's CIDR: room for a gateway and ports, inside its VPC's, overlapping no other
+    /// subnet of the VPC.
+    fn subnet_cidr(
+        &self,
+        c: &alioth_proto::schema::SubnetConfiguration,
+        vpc_cidr: Option<ipnet::Ipv4Net>,
+    ) -> Checked<ipnet::Ipv4Net> {
+        let cidr = model::parse_cidr("subnet cidr", &c.cidr).or_else(invalid)?;
+        if cidr.prefix_len() > 30 {
+            return invalid(format!("subnet cidr {cidr} leaves no room for a gateway and ports"));
+        }
+        if let Some(vpc_cidr) = vpc_cidr.filter(|v| !v.contains(&cidr)) {
+            return invalid(format!("subnet cidr {cidr} is outside VPC cidr {vpc_cidr}"));
+        }
+        if let Some(other) = self
+            .state
+            .subnets
+            .values()
+            .find(|x| x.vpc_id == c.vpc_id && *x.id != *c.id && (x.cidr.contains(&cidr) || cidr.contains(&x.cidr)))
+        {
+            return invalid(format!(
+                "subnet cidr {cidr} overlaps subnet {} ({})",
+                other.id, other.cidr
+            ));
+        }
+        Ok(cidr)
+    }
+
     /// `held`: the subnet a DELTA completes, whose extra DHCP options it keeps when it names none.
     pub(super) fn check_subnet(
         &self,
@@ -129,26 +157,7 @@ impl Validator<'_> {
                 c.id, c.vpc_id
             ));
         }
-        let cidr = model::parse_cidr("subnet cidr", &c.cidr).or_else(invalid)?;
-        if cidr.prefix_len() > 30 {
-            return invalid(format!("subnet cidr {cidr} leaves no room for a gateway and ports"));
-        }
-        if let Some(vpc_cidr) = vpc.cidr {
-            if !vpc_cidr.contains(&cidr) {
-                return invalid(format!("subnet cidr {cidr} is outside VPC cidr {vpc_cidr}"));
-            }
-        }
-        if let Some(other) = self
-            .state
-            .subnets
-            .values()
-            .find(|x| x.vpc_id == c.vpc_id && *x.id != *c.id && (x.cidr.contains(&cidr) || cidr.contains(&x.cidr)))
-        {
-            return invalid(format!(
-                "subnet cidr {cidr} overlaps subnet {} ({})",
-                other.id, other.cidr
-            ));
-        }
+        let cidr = self.subnet_cidr(c, vpc.cidr)?;
         // No gateway: none given, or 0.0.0.0 (Alcor's test controller, pseudo_controller
         // `ncm_test.java`). The first address of the subnet is then the DHCP server's only.
         let gw = c
