@@ -3,4 +3,5 @@
 
 pub mod interfaces;
 pub mod netlink;
+pub mod route;
 pub mod underlay;

@@ -435,3 +435,36 @@ fn a_vm_that_moves_here_takes_over_its_neighbor_entry() -> Result<()> {
     drop(moved);
     Ok(())
 }
+
+/// The route to another host may sit in a table of its own, chosen by a policy rule (hosts with
+/// several uplinks, VRFs), while the main table says something else (here: a blackhole). The agent
+/// asks the kernel for the route a packet would take (RTM_GETROUTE), so the VMs talk all the same.
+#[test]
+fn the_underlay_route_is_the_kernels_whatever_table_holds_it() -> Result<()> {
+    let a = VpcSpec::new(1, 1001, 1);
+    let mut lab = Lab::new(vec![a.clone()])?;
+    let (one, two) = (a.vm(1, 10), a.vm(1, 20));
+    let (one_id, two_ip) = (one.port_id.clone(), two.ip.clone());
+    lab.add_host(vec![one])?;
+    lab.add_host(vec![two])?;
+    let remote = lab.hosts[1].ip.clone();
+    let host = &lab.hosts[0].ns;
+    host.exec(&["ip", "route", "add", "blackhole", &format!("{remote}/32")])?;
+    host.exec(&[
+        "ip",
+        "route",
+        "add",
+        &format!("{remote}/32"),
+        "dev",
+        UPLINK,
+        "table",
+        "100",
+    ])?;
+    host.exec(&["ip", "rule", "add", "to", &remote, "table", "100", "pref", "100"])?;
+    lab.start_agents(&[])?;
+    lab.push_all()?;
+    lab.wait_resolved()?;
+    let out = ping(&lab, &one_id, &two_ip, &[])?;
+    ensure!(out.contains("3 received"), "{out}");
+    Ok(())
+}

@@ -9,6 +9,7 @@ use anyhow::Result;
 
 use crate::dataplane::Dataplane;
 use crate::goalstate::model::{format_mac, Mac};
+use crate::net::route::RouteQuery;
 use crate::net::underlay::{self, UplinkInfo};
 
 /// How often resolved next hops are re-confirmed (the kernel lets unused neighbour entries go
@@ -32,6 +33,8 @@ pub struct Overlay {
     /// Hosts the uplink has no route to (warned about once, until that changes).
     unreachable: HashSet<Ipv4Addr>,
     last_reconfirm: Instant,
+    /// The kernel's route lookups, in the agent's network namespace.
+    routes: RouteQuery,
 }
 
 impl Overlay {
@@ -72,6 +75,7 @@ impl Overlay {
             next_hops,
             unreachable: HashSet::new(),
             last_reconfirm: Instant::now(),
+            routes: RouteQuery::new()?,
         })
     }
 
@@ -98,7 +102,7 @@ impl Overlay {
         let tables = match underlay::Tables::read() {
             Ok(t) => t,
             Err(e) => {
-                tracing::warn!("routing tables unreadable: {e:#}");
+                tracing::warn!("neighbour table unreadable: {e:#}");
                 return 0;
             }
         };
@@ -110,7 +114,10 @@ impl Overlay {
         let mut unresolved = 0;
         for host in hosts {
             wanted.insert(*host);
-            let hop = tables.next_hop(&self.info.name, *host);
+            let hop = match self.routes.get(*host) {
+                Ok(route) => tables.next_hop(&self.info, *host, route),
+                Err(e) => Err(format!("{e:#}")),
+            };
             if hop.is_ok() {
                 self.unreachable.remove(host);
             }

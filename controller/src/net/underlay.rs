@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::goalstate::model::Mac;
 use crate::net::interfaces::ifindex;
+use crate::net::route::RouteTo;
 
 /// The uplink interface and this host's tunnel endpoint on it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,55 +113,6 @@ pub fn uplink_info(name: &str, ip: Option<Ipv4Addr>) -> Result<UplinkInfo> {
     })
 }
 
-/// One IPv4 route of /proc/net/route.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Route {
-    pub dev: String,
-    pub dst: Ipv4Addr,
-    pub gateway: Ipv4Addr,
-    pub mask: Ipv4Addr,
-    pub metric: u32,
-}
-
-/// /proc/net/route prints addresses as the hex of their in-memory (network order) u32.
-fn proc_addr(hex: &str) -> Option<Ipv4Addr> {
-    let v = u32::from_str_radix(hex, 16).ok()?;
-    Some(Ipv4Addr::from(v.to_ne_bytes()))
-}
-
-/// Parses the text of /proc/net/route (main table only, which is what it shows).
-pub fn parse_routes(text: &str) -> Vec<Route> {
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() < 8 {
-                return None;
-            }
-            let flags = u32::from_str_radix(f[3], 16).ok()?;
-            // RTF_UP
-            if flags & 1 == 0 {
-                return None;
-            }
-            Some(Route {
-                dev: f[0].to_string(),
-                dst: proc_addr(f[1])?,
-                gateway: proc_addr(f[2])?,
-                metric: f[6].parse().ok()?,
-                mask: proc_addr(f[7])?,
-            })
-        })
-        .collect()
-}
-
-/// The longest-prefix (then lowest-metric) route for `dst`.
-pub fn lookup(routes: &[Route], dst: Ipv4Addr) -> Option<&Route> {
-    routes
-        .iter()
-        .filter(|r| u32::from(dst) & u32::from(r.mask) == u32::from(r.dst))
-        .max_by_key(|r| (u32::from(r.mask).count_ones(), std::cmp::Reverse(r.metric)))
-}
-
 /// Parses /proc/net/arp: complete entries as address -> (device, MAC).
 pub fn parse_arp(text: &str) -> HashMap<Ipv4Addr, (String, Mac)> {
     text.lines()
@@ -181,38 +133,39 @@ pub fn parse_arp(text: &str) -> HashMap<Ipv4Addr, (String, Mac)> {
         .collect()
 }
 
-/// The routing and neighbour tables, read once per refresh.
+/// The neighbour table, read once per refresh; routes are the kernel's answers (`net::route`).
 pub struct Tables {
-    routes: Vec<Route>,
     arp: HashMap<Ipv4Addr, (String, Mac)>,
 }
 
 impl Tables {
     pub fn read() -> Result<Tables> {
-        let routes = std::fs::read_to_string("/proc/self/net/route").context("read /proc/self/net/route")?;
         let arp = std::fs::read_to_string("/proc/self/net/arp").context("read /proc/self/net/arp")?;
-        Ok(Tables {
-            routes: parse_routes(&routes),
-            arp: parse_arp(&arp),
-        })
+        Ok(Tables { arp: parse_arp(&arp) })
     }
 
-    /// The next hop toward `host` through `uplink`: its address, and its MAC once resolved.
-    /// `Err` when the route to `host` leaves through another interface (the overlay cannot reach it).
-    pub fn next_hop(&self, uplink: &str, host: Ipv4Addr) -> Result<(Ipv4Addr, Option<Mac>), String> {
-        let route = lookup(&self.routes, host).ok_or_else(|| format!("no route to {host}"))?;
-        if route.dev != uplink {
+    /// The next hop toward `host` when the kernel routes it by `route`: its address, and its MAC
+    /// once resolved. `Err` when the route leaves through another interface than the `uplink`
+    /// (the overlay cannot reach `host`).
+    pub fn next_hop(
+        &self,
+        uplink: &UplinkInfo,
+        host: Ipv4Addr,
+        route: RouteTo,
+    ) -> Result<(Ipv4Addr, Option<Mac>), String> {
+        if route.oif != uplink.ifindex {
+            let dev = crate::net::interfaces::ifname(route.oif).unwrap_or_else(|| format!("ifindex {}", route.oif));
             return Err(format!(
-                "the route to {host} leaves through {}, not the uplink {uplink}",
-                route.dev
+                "the route to {host} leaves through {dev}, not the uplink {}",
+                uplink.name
             ));
         }
-        let hop = if route.gateway.is_unspecified() {
-            host
-        } else {
-            route.gateway
-        };
-        let mac = self.arp.get(&hop).filter(|(dev, _)| dev == uplink).map(|(_, m)| *m);
+        let hop = route.gateway.unwrap_or(host);
+        let mac = self
+            .arp
+            .get(&hop)
+            .filter(|(dev, _)| *dev == uplink.name)
+            .map(|(_, m)| *m);
         Ok((hop, mac))
     }
 }
@@ -229,11 +182,6 @@ pub fn solicit(host: Ipv4Addr) {
 mod tests {
     use super::*;
 
-    const ROUTE: &str = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
-up0\t00000000\t010013C6\t0003\t0\t0\t0\t00000000\t0\t0\t0
-up0\t000013C6\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
-other\t000113C6\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
-";
     const ARP: &str = "IP address       HW type     Flags       HW address            Mask     Device
 198.19.0.2       0x1         0x2         02:00:c6:13:00:02     *        up0
 198.19.0.3       0x1         0x0         00:00:00:00:00:00     *        up0
@@ -241,27 +189,39 @@ other\t000113C6\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
 ";
 
     #[test]
-    fn routes_and_neighbours() {
-        let t = Tables {
-            routes: parse_routes(ROUTE),
-            arp: parse_arp(ARP),
+    fn next_hops_follow_the_route_and_the_neighbours() {
+        let t = Tables { arp: parse_arp(ARP) };
+        let uplink = UplinkInfo {
+            name: "up0".into(),
+            ifindex: 7,
+            mac: [2, 0, 0, 0, 0, 7],
+            mtu: 1500,
+            ip: Ipv4Addr::new(198, 19, 0, 9),
         };
-        assert_eq!(t.routes.len(), 3);
         let on_link = Ipv4Addr::new(198, 19, 0, 2);
+        let direct = RouteTo { oif: 7, gateway: None };
         assert_eq!(
-            t.next_hop("up0", on_link),
+            t.next_hop(&uplink, on_link, direct),
             Ok((on_link, Some([2, 0, 0xc6, 0x13, 0, 2])))
         );
         // Incomplete entries are not resolved.
-        assert_eq!(t.next_hop("up0", Ipv4Addr::new(198, 19, 0, 3)).unwrap().1, None);
-        // Off-link: through the default gateway.
         assert_eq!(
-            t.next_hop("up0", Ipv4Addr::new(198, 18, 9, 9)),
+            t.next_hop(&uplink, Ipv4Addr::new(198, 19, 0, 3), direct).unwrap().1,
+            None
+        );
+        // Off-link: through the route's gateway.
+        let via = RouteTo {
+            oif: 7,
+            gateway: Some(Ipv4Addr::new(198, 19, 0, 1)),
+        };
+        assert_eq!(
+            t.next_hop(&uplink, Ipv4Addr::new(198, 18, 9, 9), via),
             Ok((Ipv4Addr::new(198, 19, 0, 1), Some([2, 0, 0xc6, 0x13, 0, 1])))
         );
+        let elsewhere = RouteTo { oif: 8, gateway: None };
         assert!(t
-            .next_hop("up0", Ipv4Addr::new(198, 19, 1, 5))
+            .next_hop(&uplink, Ipv4Addr::new(198, 19, 1, 5), elsewhere)
             .unwrap_err()
-            .contains("other"));
+            .contains("not the uplink up0"));
     }
 }

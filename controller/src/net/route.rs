@@ -1,0 +1,105 @@
+//! The kernel's own route lookup (`ip route get`, RTM_GETROUTE): the policy rules, every table
+//! they name and the multipath choice are the kernel's, not a copy of them read from /proc.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, Context, Result};
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::protocols::NETLINK_ROUTE;
+use netlink_sys::{Socket, SocketAddr};
+
+/// Where the kernel sends a packet to some address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteTo {
+    /// The output interface.
+    pub oif: u32,
+    /// The gateway; `None`: the address is on the link.
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// A netlink socket for route lookups, answering for the network namespace it was made in.
+pub struct RouteQuery {
+    socket: Socket,
+    sequence: u32,
+    buf: Vec<u8>,
+}
+
+impl RouteQuery {
+    pub fn new() -> Result<RouteQuery> {
+        let mut socket = Socket::new(NETLINK_ROUTE).context("netlink socket")?;
+        socket.bind_auto().context("bind a netlink socket")?;
+        socket.connect(&SocketAddr::new(0, 0)).context("connect to rtnetlink")?;
+        Ok(RouteQuery {
+            socket,
+            sequence: 0,
+            buf: vec![0; 1 << 16],
+        })
+    }
+
+    /// The kernel's route to `dst`, as `ip route get` shows it.
+    pub fn get(&mut self, dst: Ipv4Addr) -> Result<RouteTo> {
+        self.sequence = self.sequence.wrapping_add(1);
+        let mut route = RouteMessage::default();
+        route.header.address_family = AddressFamily::Inet;
+        route.header.destination_prefix_length = 32;
+        route
+            .attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+        let mut header = NetlinkHeader::default();
+        (header.flags, header.sequence_number) = (NLM_F_REQUEST, self.sequence);
+        let mut msg = NetlinkMessage::new(header, NetlinkPayload::from(RouteNetlinkMessage::GetRoute(route)));
+        msg.finalize();
+        let mut out = vec![0; msg.buffer_len()];
+        msg.serialize(&mut out);
+        self.socket.send(&out, 0).context("send RTM_GETROUTE")?;
+        loop {
+            let n = self
+                .socket
+                .recv(&mut &mut self.buf[..], 0)
+                .context("receive the route")?;
+            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[..n])
+                .map_err(|e| anyhow::anyhow!("parse the route: {e}"))?;
+            if reply.header.sequence_number != self.sequence {
+                continue;
+            }
+            return match reply.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => route_to(&r, dst),
+                NetlinkPayload::Error(e) => bail!("no route to {dst}: {}", e.to_io()),
+                other => bail!("unexpected answer to a route lookup: {other:?}"),
+            };
+        }
+    }
+}
+
+fn route_to(r: &RouteMessage, dst: Ipv4Addr) -> Result<RouteTo> {
+    let mut to = RouteTo { oif: 0, gateway: None };
+    for a in &r.attributes {
+        match a {
+            RouteAttribute::Oif(i) => to.oif = *i,
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) => to.gateway = Some(*g),
+            _ => {}
+        }
+    }
+    if to.oif == 0 {
+        bail!("the route to {dst} has no output interface");
+    }
+    Ok(to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loopback is always routed, through `lo`.
+    #[test]
+    fn loopback_is_routed_through_lo() {
+        let mut q = RouteQuery::new().unwrap();
+        let to = q.get(Ipv4Addr::LOCALHOST).unwrap();
+        assert_eq!(Some(to.oif), crate::net::interfaces::ifindex("lo"));
+        assert_eq!(to.gateway, None);
+        // Twice on one socket: the sequence keeps replies apart.
+        assert_eq!(q.get(Ipv4Addr::LOCALHOST).unwrap(), to);
+    }
+}
