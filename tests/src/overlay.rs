@@ -45,6 +45,13 @@ impl Underlay {
         })
     }
 
+    /// Deletes `host`'s `up0` and plugs it in again, as `plug` did: a new interface of the same
+    /// name and address (a re-created bond or VLAN).
+    pub fn replug(&mut self, host: &Netns, n: u8) -> Result<()> {
+        host.exec(&["ip", "link", "del", UPLINK])?;
+        self.plug(host, n, true).map(drop)
+    }
+
     /// Plugs `host` into the bridge through its `up0` with address 198.19.0.`n`/24. `xdp`: the
     /// bridge side runs XDP, so that native-mode redirects into `up0` reach it.
     fn plug(&mut self, host: &Netns, n: u8, xdp: bool) -> Result<String> {

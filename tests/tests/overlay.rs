@@ -468,3 +468,43 @@ fn the_underlay_route_is_the_kernels_whatever_table_holds_it() -> Result<()> {
     ensure!(out.contains("3 received"), "{out}");
     Ok(())
 }
+
+/// A host's uplink deleted and created again under its name and address (a re-created bond or
+/// VLAN, a NIC its driver reset): the agent sees it appear, attaches the uplink program to the new
+/// interface, and the VMs talk again.
+#[test]
+fn a_recreated_uplink_gets_its_program_again() -> Result<()> {
+    let a = VpcSpec::new(1, 1001, 1);
+    let mut lab = Lab::new(vec![a.clone()])?;
+    let (one, two) = (a.vm(1, 10), a.vm(1, 20));
+    let (one_id, two_ip) = (one.port_id.clone(), two.ip.clone());
+    lab.add_host(vec![one])?;
+    lab.add_host(vec![two])?;
+    lab.start_agents(&[])?;
+    lab.push_all()?;
+    lab.wait_resolved()?;
+    ensure!(ping(&lab, &one_id, &two_ip, &[])?.contains("3 received"));
+    lab.underlay.replug(&lab.hosts[0].ns, 1)?;
+    let replugged = Instant::now();
+    let has_xdp = || -> Result<bool> {
+        Ok(lab.hosts[0]
+            .ns
+            .exec(&["ip", "-d", "link", "show", UPLINK])?
+            .contains("xdp"))
+    };
+    while !has_xdp()? {
+        ensure!(
+            replugged.elapsed() < Duration::from_secs(3),
+            "no program on the new uplink"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let attached_in = replugged.elapsed();
+    // The neighbour entries went with the old interface: a few pings while they resolve again.
+    let out = ping(&lab, &one_id, &two_ip, &["-c", "10", "-w", "8"])?;
+    ensure!(!out.contains(" 0 received"), "{out}");
+    let agent = lab.hosts[0].agent.as_ref().context("agent")?;
+    ensure!(agent.log_text().contains("uplink changed"), "{}", agent.log_text());
+    eprintln!("uplink program attached {attached_in:?} after the interface appeared");
+    Ok(())
+}

@@ -11,6 +11,8 @@ impl Controller {
     /// changed (then `refresh_overlay`).
     pub fn link_changed(&mut self, change: &Change) -> bool {
         match change {
+            // The uplink (created again?): the overlay looks at it now.
+            Change::Link { name, .. } if self.overlay().is_some_and(|o| o.info().name == *name) => true,
             Change::Link { name, index } => {
                 let id = match self.pending.get(name) {
                     Some(id) => Some(id.clone()),

@@ -89,8 +89,13 @@ impl Overlay {
     pub fn refresh<'a>(&mut self, dp: &mut Dataplane, hosts: impl Iterator<Item = &'a Ipv4Addr>) -> usize {
         match underlay::uplink_info(&self.cfg.uplink, self.cfg.ip) {
             Ok(info) if info != self.info => {
-                tracing::info!(mtu = info.mtu, mac = format_mac(&info.mac), ip = %info.ip, "uplink changed");
-                if let Err(e) = dp.update_uplink(&info, self.cfg.vxlan_port) {
+                tracing::info!(ifindex = info.ifindex, mtu = info.mtu, mac = format_mac(&info.mac), ip = %info.ip, "uplink changed");
+                // Another index: the interface was created again, without the program.
+                let updated = match info.ifindex == self.info.ifindex {
+                    true => dp.update_uplink(&info, self.cfg.vxlan_port),
+                    false => dp.set_uplink(&info, self.cfg.vxlan_port),
+                };
+                if let Err(e) = updated {
                     tracing::error!("uplink entry not updated: {e:#}");
                 } else {
                     self.info = info;
