@@ -48,6 +48,8 @@ enum Command {
     Health(cli::HealthArgs),
     /// Packet counters by action and drop reason.
     Stats(cli::InspectArgs),
+    /// The agent's record of goal state, read offline from its state directory.
+    State(cli::StateArgs),
     /// Lab helper: attach a pass-through XDP program to the VM side of a veth, so that native-mode
     /// XDP_TX replies reach it (veth flushes them only to a peer running XDP). Not needed for VM taps.
     XdpPass {
@@ -101,7 +103,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<i32> {
     // Commands that use pins, before the runtime starts threads (see `bpffs`).
-    if !matches!(cli.command, Command::Apply(_) | Command::Health(_)) {
+    if !matches!(cli.command, Command::Apply(_) | Command::Health(_) | Command::State(_)) {
         alioth::dataplane::bpffs::leave_private_mount_namespace()?;
     }
     let rt = tokio::runtime::Runtime::new()?;
@@ -112,6 +114,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Ports(args) => cli::ports(args).map(|()| 0),
         Command::Health(args) => rt.block_on(cli::health(args)),
         Command::Stats(args) => cli::stats(args).map(|()| 0),
+        Command::State(args) => cli::state(args).map(|()| 0),
         Command::XdpPass { iface, pin, sink } => {
             let program = if sink { SINK_PROGRAM } else { PASS_PROGRAM };
             alioth::dataplane::attach_pinned(program, &iface, &pin).map(|()| 0)

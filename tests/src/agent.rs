@@ -174,6 +174,9 @@ impl Agent {
         if pin_flag {
             full.extend_from_slice(&["--pin-dir", &self.pin_dir, "--state-dir", &self.state_dir]);
         }
+        if args[0] == "state" {
+            full.extend_from_slice(&["--state-dir", &self.state_dir]);
+        }
         netns::run_output(&full)
     }
 

@@ -80,7 +80,22 @@ fn arping_and_ping_to_the_gateway_are_answered_in_xdp() -> Result<()> {
         "status: {status}"
     );
     ensure!(status["maps"]["ENDPOINTS"]["entries"] == 3, "status: {status}");
-    // `ports` names each interface's port and VPC, from the agent's record.
+    ensure!(
+        status["version"].is_string()
+            && status["record"]["resources"] == 4
+            && status["record"]["pending_ports"] == serde_json::json!([])
+            && status["maps"]["NEXTHOPS"]["entries"] == 0
+            && status["uplink"].is_null(),
+        "status: {status}"
+    );
+    // `state` lists the record offline; `ports` names each interface's port and VPC from it.
+    let state: serde_json::Value = serde_json::from_slice(&t.agent.cli(&["state", "--json"])?.stdout)?;
+    ensure!(state.as_array().map(Vec::len) == Some(4), "state: {state}");
+    let table = String::from_utf8(t.agent.cli(&["state"])?.stdout)?;
+    ensure!(
+        table.contains("f37810eb-7f83-45fa-a4d4-1b31e75399df") && table.contains("iface tapf37810eb-7f"),
+        "{table}"
+    );
     let ports: serde_json::Value = serde_json::from_slice(&t.agent.cli(&["ports", "--json"])?.stdout)?;
     let vm1 = ports
         .as_array()

@@ -1,0 +1,246 @@
+//! `status`, `ports`, `stats`: what the pinned maps hold (and the agent's record, for names).
+
+use std::path::{Path, PathBuf};
+
+use alioth_common::maps::{self, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
+use alioth_common::Counter;
+use anyhow::{bail, Context, Result};
+use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray};
+use serde_json::json;
+
+use crate::agent::DEFAULT_PIN_DIR;
+use crate::dataplane::sum_counters;
+use crate::goalstate::model::format_mac;
+use crate::net::interfaces::{ifname, interfaces};
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The agent's bpffs pin directory.
+    #[arg(long, default_value = DEFAULT_PIN_DIR, env = "ALIOTH_PIN_DIR")]
+    pub pin_dir: PathBuf,
+    /// The agent's state directory (`status` lists damaged records kept there).
+    #[arg(long, default_value = crate::agent::DEFAULT_STATE_DIR, env = "ALIOTH_STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn open_map(pin_dir: &Path, name: &str) -> Result<MapData> {
+    // The agent's pins are on the machine's bpffs, also when this runs under `ip netns exec`.
+    crate::dataplane::bpffs::ensure(pin_dir, false)?;
+    let path = pin_dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} does not exist: is the agent running with --pin-dir {}?",
+            path.display(),
+            pin_dir.display()
+        );
+    }
+    MapData::from_pin(&path).with_context(|| format!("open pinned map {}", path.display()))
+}
+
+/// Summed per-CPU counters, in `Counter::ALL` order.
+pub fn read_stats(pin_dir: &Path) -> Result<Vec<(Counter, u64)>> {
+    let map: PerCpuArray<_, u64> = PerCpuArray::try_from(Map::PerCpuArray(open_map(pin_dir, maps::STATS)?))?;
+    sum_counters(&map)
+}
+
+pub fn stats(args: InspectArgs) -> Result<()> {
+    let stats = read_stats(&args.pin_dir)?;
+    if args.json {
+        let obj: serde_json::Map<String, serde_json::Value> =
+            stats.iter().map(|(c, v)| (c.name().to_string(), json!(v))).collect();
+        println!("{}", serde_json::Value::Object(obj));
+    } else {
+        println!("{:<28} {:>14}", "COUNTER", "PACKETS");
+        for (c, v) in stats {
+            println!("{:<28} {:>14}", c.name(), v);
+        }
+    }
+    Ok(())
+}
+
+/// Programmed ports among this network namespace's interfaces.
+fn read_ports(pin_dir: &Path) -> Result<Vec<(u32, PortEntry)>> {
+    let map: Array<_, PortEntry> = Array::try_from(Map::Array(open_map(pin_dir, maps::PORTS)?))?;
+    let mut ports = Vec::new();
+    for (index, _) in interfaces() {
+        if index < maps::MAX_IFINDEX {
+            let entry = map.get(&index, 0)?;
+            if entry.is_programmed() {
+                ports.push((index, entry));
+            }
+        }
+    }
+    Ok(ports)
+}
+
+pub fn ports(args: InspectArgs) -> Result<()> {
+    let ports = read_ports(&args.pin_dir)?;
+    // Which port and VPC each interface is, from the agent's record (when it can be read here).
+    let owners: std::collections::HashMap<String, (String, String)> = args
+        .state_dir
+        .exists()
+        .then(|| crate::store::Store::read(&args.state_dir).ok())
+        .flatten()
+        .map(|state| {
+            state
+                .ports()
+                .values()
+                .map(|p| (p.iface.clone(), (p.id.to_string(), p.vpc_id.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let rows: Vec<serde_json::Value> = ports
+        .iter()
+        .map(|(i, p)| {
+            let iface = ifname(*i).unwrap_or_default();
+            let (port, vpc) = owners.get(&iface).cloned().unwrap_or_default();
+            json!({
+                "ifindex": i,
+                "iface": iface,
+                "port_id": port,
+                "vpc_id": vpc,
+                "mac": format_mac(&p.mac),
+                "ip": std::net::Ipv4Addr::from(p.ip).to_string(),
+                "vni": p.vni,
+            })
+        })
+        .collect();
+    if args.json {
+        println!("{}", serde_json::Value::Array(rows));
+    } else {
+        println!(
+            "{:<8} {:<16} {:<38} {:<24} {:<18} {:<16} {:>8}",
+            "IFINDEX", "IFACE", "PORT", "VPC", "MAC", "IP", "VNI"
+        );
+        let text = |r: &serde_json::Value, k: &str| r[k].as_str().filter(|s| !s.is_empty()).unwrap_or("-").to_string();
+        for r in rows {
+            println!(
+                "{:<8} {:<16} {:<38} {:<24} {:<18} {:<16} {:>8}",
+                r["ifindex"],
+                text(&r, "iface"),
+                text(&r, "port_id"),
+                text(&r, "vpc_id"),
+                text(&r, "mac"),
+                text(&r, "ip"),
+                r["vni"]
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn status(args: InspectArgs) -> Result<()> {
+    let ports = read_ports(&args.pin_dir)?;
+    let endpoints: BpfHashMap<_, EndpointKey, Endpoint> =
+        BpfHashMap::try_from(Map::HashMap(open_map(&args.pin_dir, maps::ENDPOINTS)?))?;
+    let n_endpoints = endpoints.keys().count();
+    let next_hops: BpfHashMap<_, [u8; 4], NextHop> =
+        BpfHashMap::try_from(Map::HashMap(open_map(&args.pin_dir, maps::NEXTHOPS)?))?;
+    let n_next_hops = next_hops.keys().count();
+    let uplink_map: Array<_, Uplink> = Array::try_from(Map::Array(open_map(&args.pin_dir, maps::UPLINK)?))?;
+    let uplink = uplink_map.get(&0, 0).ok().filter(Uplink::is_configured).map(|u| {
+        json!({
+            "iface": ifname(u.ifindex).unwrap_or_else(|| format!("ifindex {}", u.ifindex)),
+            "tunnel_endpoint": std::net::Ipv4Addr::from(u.ip).to_string(),
+            "mtu": u.mtu,
+            "vxlan_port": u.vxlan_port,
+        })
+    });
+    let ifaces: Vec<String> = ports
+        .iter()
+        .map(|(i, _)| ifname(*i).unwrap_or_else(|| format!("ifindex {i}")))
+        .collect();
+    let record = record_summary(&args.state_dir, &ifaces);
+    let status = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "pin_dir": args.pin_dir.display().to_string(),
+        "attached": ifaces,
+        "uplink": uplink,
+        "maps": { "PORTS": { "entries": ports.len(), "max_ifindex": maps::MAX_IFINDEX },
+                  "ENDPOINTS": { "entries": n_endpoints, "max": maps::MAX_ENDPOINTS },
+                  "NEXTHOPS": { "entries": n_next_hops, "max": maps::MAX_NEXTHOPS } },
+        "record": record,
+    });
+    if args.json {
+        println!("{status}");
+        return Ok(());
+    }
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    println!("version:    {}", env!("CARGO_PKG_VERSION"));
+    println!("pin dir:    {}", args.pin_dir.display());
+    println!(
+        "attached:   {}",
+        if ifaces.is_empty() {
+            "-".to_string()
+        } else {
+            ifaces.join(", ")
+        }
+    );
+    match &status["uplink"] {
+        serde_json::Value::Null => println!("uplink:     - (local switching only)"),
+        u => println!(
+            "uplink:     {} (tunnel endpoint {}, MTU {}, VXLAN port {})",
+            text(&u["iface"]),
+            text(&u["tunnel_endpoint"]),
+            u["mtu"],
+            u["vxlan_port"]
+        ),
+    }
+    println!("PORTS:      {} (ifindex < {})", ports.len(), maps::MAX_IFINDEX);
+    println!("ENDPOINTS:  {} / {}", n_endpoints, maps::MAX_ENDPOINTS);
+    println!(
+        "NEXTHOPS:   {} / {} (remote hosts with a resolved next hop)",
+        n_next_hops,
+        maps::MAX_NEXTHOPS
+    );
+    let r = &status["record"];
+    println!(
+        "record:     {} ({} bytes; {} resources, {} ports pending: {})",
+        text(&r["state_dir"]),
+        r["bytes"],
+        r["resources"],
+        r["pending_ports"].as_array().map_or(0, Vec::len),
+        text(&r["pending_ports"])
+    );
+    if let Some(damaged) = r["damaged_copies"].as_array().filter(|d| !d.is_empty()) {
+        println!(
+            "RECORD:     DAMAGED: the agent started from what it could read and kept the data plane as \
+             it was; entries it lacks stay until goal state replaces them or `alioth agent --reset`. \
+             Copies: {}",
+            damaged.iter().map(text).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The agent's record as this command can read it: its size, what it holds, the ports whose
+/// interface is not attached (pending), and copies of damaged records.
+fn record_summary(dir: &Path, attached: &[String]) -> serde_json::Value {
+    let bytes: u64 = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0);
+    let held = dir.exists().then(|| crate::store::Store::read(dir).ok()).flatten();
+    let (resources, pending) = held.map_or((0, Vec::new()), |s| {
+        let pending: Vec<String> = s
+            .ports()
+            .values()
+            .filter(|p| !attached.contains(&p.iface))
+            .map(|p| p.id.to_string())
+            .collect();
+        (s.resources().count(), pending)
+    });
+    json!({
+        "state_dir": dir.display().to_string(),
+        "bytes": bytes,
+        "resources": resources,
+        "pending_ports": pending,
+        "damaged_copies": crate::store::damaged_copies(dir),
+    })
+}
