@@ -343,13 +343,6 @@ struct Server {
 impl Server {
     /// Serves on `listener` until SIGTERM or Ctrl-C.
     async fn serve_on(self, listener: Listener) -> Result<()> {
-        let Server {
-            controller,
-            host_ips,
-            limits,
-            admission,
-            tls,
-        } = self;
         match listener {
             Listener::Tcp(l) => {
                 // Small goal-state messages must not wait for Nagle and delayed ACKs (40 ms stalls).
@@ -361,33 +354,39 @@ impl Server {
                             }
                         })
                     });
-                serve(
-                    controller,
-                    host_ips,
-                    limits,
-                    admission,
-                    tls,
-                    incoming,
-                    shutdown_signal(),
-                )
-                .await
+                self.serve(incoming).await
             }
             Listener::Unix(l, path) => {
-                let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
-                let served = serve(
-                    controller,
-                    host_ips,
-                    limits,
-                    admission,
-                    tls,
-                    incoming,
-                    shutdown_signal(),
-                )
-                .await;
+                let served = self.serve(tokio_stream::wrappers::UnixListenerStream::new(l)).await;
                 let _ = std::fs::remove_file(&path);
                 served
             }
         }
+    }
+
+    async fn serve<I, IO, IE>(self, incoming: I) -> Result<()>
+    where
+        I: tokio_stream::Stream<Item = Result<IO, IE>>,
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display,
+    {
+        let Server {
+            controller,
+            host_ips,
+            limits,
+            admission,
+            tls,
+        } = self;
+        serve(
+            controller,
+            host_ips,
+            limits,
+            admission,
+            tls,
+            incoming,
+            shutdown_signal(),
+        )
+        .await
     }
 }
 

@@ -59,6 +59,7 @@ fn manifest_validates_against_the_kubernetes_schemas() -> Result<()> {
         "namespace/alioth-system",
         "serviceaccount/alioth-agent",
         "configmap/alioth-agent",
+        "resourcequota/alioth-critical-pods",
         "daemonset/alioth-agent",
     ] {
         ensure!(
@@ -94,7 +95,13 @@ fn manifest_asks_for_what_an_xdp_agent_needs() -> Result<()> {
     let config = &kind(&docs, "ConfigMap")?["data"];
     let listen = config["ALIOTH_LISTEN"].as_str().context("ALIOTH_LISTEN")?;
     let port: u64 = listen.rsplit(':').next().context("port")?.parse()?;
-    for probe in ["readinessProbe", "livenessProbe"] {
+    ensure!(pod["priorityClassName"] == "system-node-critical", "evicted last");
+    let quota = &kind(&docs, "ResourceQuota")?["spec"]["scopeSelector"]["matchExpressions"][0];
+    ensure!(
+        strs(&quota["values"]) == ["system-node-critical"],
+        "a quota admits critical pods here"
+    );
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
         ensure!(
             c[probe]["grpc"]["port"].as_u64() == Some(port),
             "{probe} must ask the gRPC health service on {port}"

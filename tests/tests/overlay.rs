@@ -27,6 +27,23 @@ fn counter(lab: &Lab, host: usize, name: &str) -> Result<u64> {
     agent.stats()?[name].as_u64().with_context(|| format!("counter {name}"))
 }
 
+/// Two alioth hosts with a VM each in one VPC: `prepare` runs on the lab before the agents start;
+/// then goal state is pushed and the next hops resolved. Returns the lab, the first VM's port id
+/// and the second VM's address.
+fn two_hosts(prepare: impl FnOnce(&Lab) -> Result<()>) -> Result<(Lab, String, String)> {
+    let a = VpcSpec::new(1, 1001, 1);
+    let mut lab = Lab::new(vec![a.clone()])?;
+    let (one, two) = (a.vm(1, 10), a.vm(1, 20));
+    let (one_id, two_ip) = (one.port_id.clone(), two.ip.clone());
+    lab.add_host(vec![one])?;
+    lab.add_host(vec![two])?;
+    prepare(&lab)?;
+    lab.start_agents(&[])?;
+    lab.push_all()?;
+    lab.wait_resolved()?;
+    Ok((lab, one_id, two_ip))
+}
+
 #[test]
 fn vms_on_three_hosts_talk_over_vxlan() -> Result<()> {
     let a = VpcSpec::new(1, 1001, 1);
@@ -334,15 +351,7 @@ fn vms_on_two_hosts_lose_no_packet_while_an_agent_is_sigkilled_and_restarted() -
 /// again; VMs talk across hosts afterwards.
 #[test]
 fn a_changed_next_hop_mac_reaches_the_data_plane_within_100_ms() -> Result<()> {
-    let a = VpcSpec::new(1, 1001, 1);
-    let mut lab = Lab::new(vec![a.clone()])?;
-    let (one, two) = (a.vm(1, 10), a.vm(1, 20));
-    let (one_id, two_ip) = (one.port_id.clone(), two.ip.clone());
-    lab.add_host(vec![one])?;
-    lab.add_host(vec![two])?;
-    lab.start_agents(&[])?;
-    lab.push_all()?;
-    lab.wait_resolved()?;
+    let (lab, one_id, two_ip) = two_hosts(|_| Ok(()))?;
     let agent = lab.hosts[0].agent.as_ref().context("agent")?;
     let remote = lab.hosts[1].ip.clone();
     let real = lab.hosts[1]
@@ -441,29 +450,15 @@ fn a_vm_that_moves_here_takes_over_its_neighbor_entry() -> Result<()> {
 /// asks the kernel for the route a packet would take (RTM_GETROUTE), so the VMs talk all the same.
 #[test]
 fn the_underlay_route_is_the_kernels_whatever_table_holds_it() -> Result<()> {
-    let a = VpcSpec::new(1, 1001, 1);
-    let mut lab = Lab::new(vec![a.clone()])?;
-    let (one, two) = (a.vm(1, 10), a.vm(1, 20));
-    let (one_id, two_ip) = (one.port_id.clone(), two.ip.clone());
-    lab.add_host(vec![one])?;
-    lab.add_host(vec![two])?;
-    let remote = lab.hosts[1].ip.clone();
-    let host = &lab.hosts[0].ns;
-    host.exec(&["ip", "route", "add", "blackhole", &format!("{remote}/32")])?;
-    host.exec(&[
-        "ip",
-        "route",
-        "add",
-        &format!("{remote}/32"),
-        "dev",
-        UPLINK,
-        "table",
-        "100",
-    ])?;
-    host.exec(&["ip", "rule", "add", "to", &remote, "table", "100", "pref", "100"])?;
-    lab.start_agents(&[])?;
-    lab.push_all()?;
-    lab.wait_resolved()?;
+    let (lab, one_id, two_ip) = two_hosts(|lab| {
+        let remote = lab.hosts[1].ip.clone();
+        let route = format!("{remote}/32");
+        let host = &lab.hosts[0].ns;
+        host.exec(&["ip", "route", "add", "blackhole", &route])?;
+        host.exec(&["ip", "route", "add", &route, "dev", UPLINK, "table", "100"])?;
+        host.exec(&["ip", "rule", "add", "to", &remote, "table", "100", "pref", "100"])?;
+        Ok(())
+    })?;
     let out = ping(&lab, &one_id, &two_ip, &[])?;
     ensure!(out.contains("3 received"), "{out}");
     Ok(())
@@ -474,15 +469,7 @@ fn the_underlay_route_is_the_kernels_whatever_table_holds_it() -> Result<()> {
 /// interface, and the VMs talk again.
 #[test]
 fn a_recreated_uplink_gets_its_program_again() -> Result<()> {
-    let a = VpcSpec::new(1, 1001, 1);
-    let mut lab = Lab::new(vec![a.clone()])?;
-    let (one, two) = (a.vm(1, 10), a.vm(1, 20));
-    let (one_id, two_ip) = (one.port_id.clone(), two.ip.clone());
-    lab.add_host(vec![one])?;
-    lab.add_host(vec![two])?;
-    lab.start_agents(&[])?;
-    lab.push_all()?;
-    lab.wait_resolved()?;
+    let (mut lab, one_id, two_ip) = two_hosts(|_| Ok(()))?;
     ensure!(ping(&lab, &one_id, &two_ip, &[])?.contains("3 received"));
     lab.underlay.replug(&lab.hosts[0].ns, 1)?;
     let replugged = Instant::now();

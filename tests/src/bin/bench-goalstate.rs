@@ -91,7 +91,8 @@ impl Vpc {
         PortState {
             operation_type: OperationType::Create as i32,
             configuration: Some(PortConfiguration {
-                id: format!("{}-p{n:09}", self.vni),
+                // The first 11 characters name the tap (`tap{id11}`): unique per port.
+                id: format!("{:04x}{n:07}-p", self.vni),
                 vpc_id: self.id.clone(),
                 mac_address: mac(self.vni, n),
                 fixed_ips: vec![port_configuration::FixedIp {
