@@ -112,8 +112,9 @@ pub struct AgentArgs {
     /// journal is also twice the snapshot).
     #[arg(long, default_value_t = crate::store::COMPACT_AFTER, env = "ALIOTH_JOURNAL_COMPACT_BYTES")]
     pub journal_compact_bytes: u64,
-    /// Underlay interface for the VXLAN overlay (the uplink program is attached to it). Without it
-    /// the agent switches between local ports only.
+    /// Underlay interface for the VXLAN overlay (the uplink program is attached to it); `auto`: the
+    /// interface of the main table's default route. Without it the agent switches between local
+    /// ports only.
     #[arg(long, env = "ALIOTH_UPLINK")]
     pub uplink: Option<String>,
     /// Tunnel endpoint address of this host; default: the uplink's first IPv4 address.
@@ -163,7 +164,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     let listener = Listener::bind(&args.listen).await?;
     let uplink = match &args.uplink {
         Some(name) => Some(Overlay::check(OverlayConfig {
-            uplink: name.clone(),
+            uplink: uplink_name(name)?,
             ip: args.uplink_ip,
             vxlan_port: args.vxlan_port,
         })?),
@@ -238,6 +239,19 @@ impl AgentArgs {
             },
         }
     }
+}
+
+/// `--uplink`'s interface: as given, or for `auto` the default route's.
+fn uplink_name(given: &str) -> Result<String> {
+    if given != "auto" {
+        return Ok(given.to_string());
+    }
+    let oif = crate::net::route::RouteQuery::new()?
+        .default_route_oif()
+        .context("--uplink auto")?;
+    let name = crate::net::interfaces::ifname(oif).with_context(|| format!("--uplink auto: no interface {oif}"))?;
+    tracing::info!(uplink = name, "uplink: the default route's interface");
+    Ok(name)
 }
 
 /// `--reset`: detaches every port, removes the pins and the record.

@@ -137,6 +137,12 @@ fn agent_started_as_deployed_answers_its_health_probe() -> Result<()> {
         .clone();
 
     let node = Netns::new("alnode")?;
+    // A node's underlay: an interface holding the default route (`ALIOTH_UPLINK: auto` takes it).
+    node.exec(&["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0peer"])?;
+    node.exec(&["ip", "link", "set", "eth0peer", "up"])?;
+    node.exec(&["ip", "addr", "add", "198.18.250.2/24", "dev", "eth0"])?;
+    node.exec(&["ip", "link", "set", "eth0", "up"])?;
+    node.exec(&["ip", "route", "add", "default", "via", "198.18.250.1", "dev", "eth0"])?;
     // The only substitutions: the binary's path in the image, and this agent's pin and state
     // directories, which must not be the machine's own (/sys/fs/bpf/alioth, /var/lib/alioth).
     let pin_dir = format!("/sys/fs/bpf/{}", netns::unique("alioth-deploy-"));
@@ -207,6 +213,11 @@ fn agent_started_as_deployed_answers_its_health_probe() -> Result<()> {
     ensure!(
         text.contains("metrics at /metrics") && text.contains(&format!(":{mport}")),
         "{text}"
+    );
+    ensure!(
+        text.contains("uplink: the default route's interface")
+            && text.contains("overlay uplink attached uplink=\"eth0\""),
+        "the default route's interface is the uplink: {text}"
     );
     drop(nodeg);
     let _ = std::fs::remove_file(&log);

@@ -4,8 +4,8 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context, Result};
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{Socket, SocketAddr};
@@ -69,6 +69,72 @@ impl RouteQuery {
                 NetlinkPayload::Error(e) => bail!("no route to {dst}: {}", e.to_io()),
                 other => bail!("unexpected answer to a route lookup: {other:?}"),
             };
+        }
+    }
+}
+
+impl RouteQuery {
+    /// The output interface of the main table's IPv4 default route (the lowest metric's), what
+    /// `--uplink auto` takes.
+    pub fn default_route_oif(&mut self) -> Result<u32> {
+        self.sequence = self.sequence.wrapping_add(1);
+        let mut route = RouteMessage::default();
+        route.header.address_family = AddressFamily::Inet;
+        let mut header = NetlinkHeader::default();
+        (header.flags, header.sequence_number) = (NLM_F_REQUEST | NLM_F_DUMP, self.sequence);
+        let mut msg = NetlinkMessage::new(header, NetlinkPayload::from(RouteNetlinkMessage::GetRoute(route)));
+        msg.finalize();
+        let mut out = vec![0; msg.buffer_len()];
+        msg.serialize(&mut out);
+        self.socket.send(&out, 0).context("send RTM_GETROUTE (dump)")?;
+        // (metric, output interface) of each default route seen.
+        let mut best: Option<(u32, u32)> = None;
+        loop {
+            let n = self.socket.recv(&mut &mut self.buf[..], 0).context("receive routes")?;
+            let mut bytes = &self.buf[..n];
+            while bytes.len() >= 16 {
+                let len = (u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize).max(16);
+                let Some(one) = bytes.get(..len) else { break };
+                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(one)
+                    .map_err(|e| anyhow::anyhow!("parse a route: {e}"))?;
+                bytes = &bytes[len.next_multiple_of(4).min(bytes.len())..];
+                if reply.header.sequence_number != self.sequence {
+                    continue;
+                }
+                match reply.payload {
+                    NetlinkPayload::Done(_) => {
+                        return best
+                            .map(|(_, oif)| oif)
+                            .context("no IPv4 default route in the main table");
+                    }
+                    NetlinkPayload::Error(e) => bail!("route dump failed: {}", e.to_io()),
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => {
+                        let h = &r.header;
+                        let main = h.table == RouteHeader::RT_TABLE_MAIN
+                            || r.attributes
+                                .contains(&RouteAttribute::Table(RouteHeader::RT_TABLE_MAIN.into()));
+                        if h.destination_prefix_length != 0 || h.kind != RouteType::Unicast || !main {
+                            continue;
+                        }
+                        let metric = r
+                            .attributes
+                            .iter()
+                            .find_map(|a| match a {
+                                RouteAttribute::Priority(p) => Some(*p),
+                                _ => None,
+                            })
+                            .unwrap_or(0);
+                        let oif = r.attributes.iter().find_map(|a| match a {
+                            RouteAttribute::Oif(i) => Some(*i),
+                            _ => None,
+                        });
+                        if let Some(oif) = oif.filter(|_| best.is_none_or(|(m, _)| metric < m)) {
+                            best = Some((metric, oif));
+                        }
+                    }
+                    _ => {}
+                }
+            }
         }
     }
 }
