@@ -115,12 +115,15 @@ struct Node {
     agent: Child,
     _left: Leftover,
     _ns: Netns,
+    /// The agent's log, removed with it (also when the test fails).
+    log: std::path::PathBuf,
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.agent.kill();
         let _ = self.agent.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -171,6 +174,7 @@ fn agent_started_as_deployed_answers_its_health_probe() -> Result<()> {
         agent,
         _left: left,
         _ns: node,
+        log: log.clone(),
     };
 
     // The probe: gRPC health on the manifest's port, as the kubelet asks it (pod IP = node IP with
@@ -220,6 +224,5 @@ fn agent_started_as_deployed_answers_its_health_probe() -> Result<()> {
         "the default route's interface is the uplink: {text}"
     );
     drop(nodeg);
-    let _ = std::fs::remove_file(&log);
     Ok(())
 }
