@@ -50,6 +50,9 @@ enum Command {
     Stats(cli::InspectArgs),
     /// The agent's record of goal state, read offline from its state directory.
     State(cli::StateArgs),
+    /// Mount bpffs at /sys/fs/bpf when the machine has none (the DaemonSet's init container: a
+    /// mount made in the agent's own container would die with it, and the pins with it).
+    MountBpffs,
     /// Lab helper: attach a pass-through XDP program to the VM side of a veth, so that native-mode
     /// XDP_TX replies reach it (veth flushes them only to a peer running XDP). Not needed for VM taps.
     XdpPass {
@@ -115,6 +118,9 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Health(args) => rt.block_on(cli::health(args)),
         Command::Stats(args) => cli::stats(args).map(|()| 0),
         Command::State(args) => cli::state(args).map(|()| 0),
+        Command::MountBpffs => {
+            alioth::dataplane::bpffs::ensure(std::path::Path::new(agent::DEFAULT_PIN_DIR), true).map(|()| 0)
+        }
         Command::XdpPass { iface, pin, sink } => {
             let program = if sink { SINK_PROGRAM } else { PASS_PROGRAM };
             alioth::dataplane::attach_pinned(program, &iface, &pin).map(|()| 0)

@@ -96,6 +96,15 @@ fn manifest_asks_for_what_an_xdp_agent_needs() -> Result<()> {
     let listen = config["ALIOTH_LISTEN"].as_str().context("ALIOTH_LISTEN")?;
     let port: u64 = listen.rsplit(':').next().context("port")?.parse()?;
     ensure!(pod["priorityClassName"] == "system-node-critical", "evicted last");
+    let init = &pod["initContainers"][0];
+    ensure!(
+        strs(&init["command"]) == ["/alioth", "mount-bpffs"],
+        "bpffs init container"
+    );
+    ensure!(
+        init["volumeMounts"][0]["mountPropagation"] == "Bidirectional",
+        "its mount reaches the host"
+    );
     let quota = &kind(&docs, "ResourceQuota")?["spec"]["scopeSelector"]["matchExpressions"][0];
     ensure!(
         strs(&quota["values"]) == ["system-node-critical"],
@@ -134,6 +143,14 @@ fn agent_started_as_deployed_answers_its_health_probe() -> Result<()> {
     let mut command = strs(&c["command"]);
     command.extend(strs(&c["args"]));
     ensure!(command.first().map(String::as_str) == Some("/alioth"), "{command:?}");
+    // The init container first, as the kubelet runs it: here the machine has bpffs, so it is a no-op.
+    let init = strs(&kind(&docs, "DaemonSet")?["spec"]["template"]["spec"]["initContainers"][0]["command"]);
+    let out = Command::new(alioth_bin()?).args(&init[1..]).output()?;
+    ensure!(
+        out.status.success(),
+        "{init:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let config = kind(&docs, "ConfigMap")?["data"]
         .as_mapping()
         .context("ConfigMap data")?
