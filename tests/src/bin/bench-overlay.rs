@@ -125,7 +125,10 @@ fn lab(alioth: bool) -> Result<(Lab, String, String)> {
     if alioth {
         lab.add_host(vec![a])?;
         lab.add_host(vec![b])?;
-        lab.start_agents(&[])?;
+        // Extra agent flags for experiments (`ALIOTH_BENCH_AGENT_ARGS="--xdp-mode skb"`).
+        let extra = std::env::var("ALIOTH_BENCH_AGENT_ARGS").unwrap_or_default();
+        let extra: Vec<&str> = extra.split_whitespace().collect();
+        lab.start_agents(&extra)?;
         lab.push_all()?;
         lab.wait_resolved()?;
     } else {
