@@ -1,7 +1,7 @@
 //! `alioth`: the agent and its command-line clients.
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use alioth::dataplane::object::{PASS_PROGRAM, SINK_PROGRAM};
 use alioth::{agent, cli};
@@ -50,6 +50,10 @@ enum Command {
     Stats(cli::InspectArgs),
     /// The agent's record of goal state, read offline from its state directory.
     State(cli::StateArgs),
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff): `alioth man | man -l -`.
+    Man,
     /// Mount bpffs at /sys/fs/bpf when the machine has none (the DaemonSet's init container: a
     /// mount made in the agent's own container would die with it, and the pins with it).
     MountBpffs,
@@ -106,7 +110,11 @@ fn main() {
 
 fn run(cli: Cli) -> Result<i32> {
     // Commands that use pins, before the runtime starts threads (see `bpffs`).
-    if !matches!(cli.command, Command::Apply(_) | Command::Health(_) | Command::State(_)) {
+    let pinless = matches!(
+        cli.command,
+        Command::Apply(_) | Command::Health(_) | Command::State(_) | Command::Completions { .. } | Command::Man
+    );
+    if !pinless {
         alioth::dataplane::bpffs::leave_private_mount_namespace()?;
     }
     let rt = tokio::runtime::Runtime::new()?;
@@ -118,6 +126,14 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Health(args) => rt.block_on(cli::health(args)),
         Command::Stats(args) => cli::stats(args).map(|()| 0),
         Command::State(args) => cli::state(args).map(|()| 0),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "alioth", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(0)
+        }
         Command::MountBpffs => {
             alioth::dataplane::bpffs::ensure(std::path::Path::new(agent::DEFAULT_PIN_DIR), true).map(|()| 0)
         }

@@ -559,3 +559,28 @@ fn logs_are_json_lines_or_plain_text() -> Result<()> {
     }
     Ok(())
 }
+
+/// Shell completions and the manual page come from the same command definitions as `--help`.
+#[test]
+fn completions_and_the_man_page_cover_every_subcommand() -> Result<()> {
+    let bin = alioth_tests::agent::alioth_bin()?;
+    let run = |args: &[&str]| -> Result<String> {
+        let out = std::process::Command::new(&bin).args(args).output()?;
+        ensure!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let bash = run(&["completions", "bash"])?;
+    let man = run(&["man"])?;
+    ensure!(
+        bash.contains("_alioth()") && man.starts_with(".ie") && man.contains(".TH alioth 1"),
+        "{man}"
+    );
+    for sub in ["agent", "apply", "status", "ports", "stats", "state", "health"] {
+        ensure!(bash.contains(sub) && man.contains(sub), "{sub} missing");
+    }
+    Ok(())
+}
