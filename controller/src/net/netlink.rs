@@ -83,22 +83,32 @@ fn receive(socket: Socket, tx: UnboundedSender<Change>) {
 }
 
 /// The changes in one datagram (several messages each); what does not parse is skipped.
-pub fn parse(mut bytes: &[u8]) -> Vec<Change> {
-    let mut out = Vec::new();
-    while bytes.len() >= 16 {
-        let len = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
-        if len < 16 || len > bytes.len() {
-            break;
-        }
-        if let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..len]) {
-            if let NetlinkPayload::InnerMessage(inner) = msg.payload {
-                out.extend(change(inner));
+pub fn parse(bytes: &[u8]) -> Vec<Change> {
+    messages(bytes)
+        .filter_map(|msg| match msg.payload {
+            NetlinkPayload::InnerMessage(inner) => change(inner),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The rtnetlink messages of one datagram, in order; what does not parse is skipped.
+pub fn messages(mut bytes: &[u8]) -> impl Iterator<Item = NetlinkMessage<RouteNetlinkMessage>> + '_ {
+    std::iter::from_fn(move || {
+        while bytes.len() >= 16 {
+            let len = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+            if len < 16 || len > bytes.len() {
+                return None;
+            }
+            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..len]);
+            // Messages are 4-byte aligned.
+            bytes = &bytes[len.next_multiple_of(4).min(bytes.len())..];
+            if let Ok(msg) = msg {
+                return Some(msg);
             }
         }
-        // Messages are 4-byte aligned.
-        bytes = &bytes[len.next_multiple_of(4).min(bytes.len())..];
-    }
-    out
+        None
+    })
 }
 
 fn change(msg: RouteNetlinkMessage) -> Option<Change> {

@@ -40,20 +40,12 @@ impl RouteQuery {
 
     /// The kernel's route to `dst`, as `ip route get` shows it.
     pub fn get(&mut self, dst: Ipv4Addr) -> Result<RouteTo> {
-        self.sequence = self.sequence.wrapping_add(1);
         let mut route = RouteMessage::default();
-        route.header.address_family = AddressFamily::Inet;
         route.header.destination_prefix_length = 32;
         route
             .attributes
             .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
-        let mut header = NetlinkHeader::default();
-        (header.flags, header.sequence_number) = (NLM_F_REQUEST, self.sequence);
-        let mut msg = NetlinkMessage::new(header, NetlinkPayload::from(RouteNetlinkMessage::GetRoute(route)));
-        msg.finalize();
-        let mut out = vec![0; msg.buffer_len()];
-        msg.serialize(&mut out);
-        self.socket.send(&out, 0).context("send RTM_GETROUTE")?;
+        self.request(route, NLM_F_REQUEST).context("send RTM_GETROUTE")?;
         loop {
             let n = self
                 .socket
@@ -74,30 +66,30 @@ impl RouteQuery {
 }
 
 impl RouteQuery {
-    /// The output interface of the main table's IPv4 default route (the lowest metric's), what
-    /// `--uplink auto` takes.
-    pub fn default_route_oif(&mut self) -> Result<u32> {
+    /// Sends `route` (an IPv4 RTM_GETROUTE) with `flags`, under the next sequence number.
+    fn request(&mut self, mut route: RouteMessage, flags: u16) -> Result<()> {
         self.sequence = self.sequence.wrapping_add(1);
-        let mut route = RouteMessage::default();
         route.header.address_family = AddressFamily::Inet;
         let mut header = NetlinkHeader::default();
-        (header.flags, header.sequence_number) = (NLM_F_REQUEST | NLM_F_DUMP, self.sequence);
+        (header.flags, header.sequence_number) = (flags, self.sequence);
         let mut msg = NetlinkMessage::new(header, NetlinkPayload::from(RouteNetlinkMessage::GetRoute(route)));
         msg.finalize();
         let mut out = vec![0; msg.buffer_len()];
         msg.serialize(&mut out);
-        self.socket.send(&out, 0).context("send RTM_GETROUTE (dump)")?;
+        self.socket.send(&out, 0)?;
+        Ok(())
+    }
+
+    /// The output interface of the main table's IPv4 default route (the lowest metric's), what
+    /// `--uplink auto` takes.
+    pub fn default_route_oif(&mut self) -> Result<u32> {
+        self.request(RouteMessage::default(), NLM_F_REQUEST | NLM_F_DUMP)
+            .context("send RTM_GETROUTE (dump)")?;
         // (metric, output interface) of each default route seen.
         let mut best: Option<(u32, u32)> = None;
         loop {
             let n = self.socket.recv(&mut &mut self.buf[..], 0).context("receive routes")?;
-            let mut bytes = &self.buf[..n];
-            while bytes.len() >= 16 {
-                let len = (u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize).max(16);
-                let Some(one) = bytes.get(..len) else { break };
-                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(one)
-                    .map_err(|e| anyhow::anyhow!("parse a route: {e}"))?;
-                bytes = &bytes[len.next_multiple_of(4).min(bytes.len())..];
+            for reply in crate::net::netlink::messages(&self.buf[..n]) {
                 if reply.header.sequence_number != self.sequence {
                     continue;
                 }

@@ -37,6 +37,17 @@ fn accept(store: &mut Store, state: &mut State, msg: &GoalState) {
     store.record(state, &changes).unwrap();
 }
 
+/// Accepts one message per VPC (id, VNI), each a journal line of its own.
+fn accept_vpcs(store: &mut Store, state: &mut State, vpcs: &[(&str, u32)]) {
+    for (id, vni) in vpcs {
+        let msg = GoalState {
+            vpc_states: vec![crate::goalstate::plan::tests::vpc(OperationType::Create, id, *vni)],
+            ..Default::default()
+        };
+        accept(store, state, &msg);
+    }
+}
+
 #[test]
 fn journal_replays_to_the_same_state_and_survives_a_torn_line() {
     let dir = Scratch::new("torn");
@@ -99,16 +110,9 @@ fn journal_replays_to_the_same_state_and_survives_a_torn_line() {
 /// the lines after it are read.
 #[test]
 fn a_damaged_line_costs_that_record_only() {
-    use crate::goalstate::plan::tests::vpc;
     let dir = Scratch::new("damaged");
     let (mut store, mut state) = Store::open(&dir).unwrap();
-    for (id, vni) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
-        let msg = GoalState {
-            vpc_states: vec![vpc(OperationType::Create, id, vni)],
-            ..Default::default()
-        };
-        accept(&mut store, &mut state, &msg);
-    }
+    accept_vpcs(&mut store, &mut state, &[("a", 1), ("b", 2), ("c", 3), ("d", 4)]);
     drop(store);
     let journal = dir.join(JOURNAL);
     let mut bytes = fs::read(&journal).unwrap();
@@ -350,17 +354,10 @@ fn a_failed_compaction_leaves_a_valid_record_and_a_later_one_completes() {
 /// that VPC is left out, the damage reported, and a copy of the damaged journal kept.
 #[test]
 fn a_line_that_still_parses_but_changed_is_caught() {
-    use crate::goalstate::plan::tests::vpc;
     let dir = Scratch::new("flipped");
     let (mut store, mut state) = Store::open(&dir).unwrap();
     assert!(!store.damage().any());
-    for (id, vni) in [("a", 1001), ("b", 2002), ("c", 3003)] {
-        let msg = GoalState {
-            vpc_states: vec![vpc(OperationType::Create, id, vni)],
-            ..Default::default()
-        };
-        accept(&mut store, &mut state, &msg);
-    }
+    accept_vpcs(&mut store, &mut state, &[("a", 1001), ("b", 2002), ("c", 3003)]);
     drop(store);
     let journal = dir.join(JOURNAL);
     let text = fs::read_to_string(&journal).unwrap();
