@@ -10,7 +10,7 @@ use alioth_common::dhcp::{message_options, options_sum};
 use alioth_common::maps::{
     DhcpEntry, DHCP_MAX_OPTIONAL, DHCP_MESSAGE_OPTIONS_LEN, DHCP_OPTIONS_LEN, DHCP_REPLY_OPTIONS_LEN,
 };
-use ipnet::Ipv4Net;
+use ipnetwork::Ipv4Network;
 
 use crate::goalstate::model::{self, DhcpOption, Subnet};
 
@@ -192,10 +192,10 @@ fn encode(code: u8, kind: Option<Kind>, v: &str) -> Result<Vec<u8>, String> {
 }
 
 /// RFC 3442 encoding: prefix length, the significant octets of the destination, the router.
-pub fn classless_routes(routes: &[(Ipv4Net, Ipv4Addr)]) -> Vec<u8> {
+pub fn classless_routes(routes: &[(Ipv4Network, Ipv4Addr)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (net, router) in routes {
-        let len = net.prefix_len();
+        let len = net.prefix();
         out.push(len);
         out.extend_from_slice(&net.network().octets()[..len.div_ceil(8) as usize]);
         out.extend_from_slice(&router.octets());
@@ -243,7 +243,7 @@ fn options(subnet: &Subnet, host_name: Option<&str>, default_lease: u32) -> ([u3
         }
     };
     let net = subnet.cidr;
-    push(opt::SUBNET_MASK, Some(net.netmask().octets().to_vec()));
+    push(opt::SUBNET_MASK, Some(net.mask().octets().to_vec()));
     push(opt::ROUTER, subnet.gateway.then(|| subnet.gateway_ip.octets().to_vec()));
     push(opt::DNS, Some(subnet.dns.iter().flat_map(|a| a.octets()).collect()));
     push(opt::DOMAIN_NAME, None);
@@ -270,7 +270,7 @@ fn options(subnet: &Subnet, host_name: Option<&str>, default_lease: u32) -> ([u3
             // With classless routes the client ignores option 3 (RFC 3442): the default route
             // goes in them too.
             if o.code == opt::CLASSLESS_ROUTES && subnet.gateway && !o.value.starts_with(&[0]) {
-                let mut v = classless_routes(&[(Ipv4Net::default(), subnet.gateway_ip)]);
+                let mut v = classless_routes(&[(model::DEFAULT_ROUTE, subnet.gateway_ip)]);
                 v.extend_from_slice(&o.value);
                 o.value = v;
             }

@@ -15,7 +15,7 @@ pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::quality::Rand
 pub type HashSet<K> = std::collections::HashSet<K, foldhash::quality::RandomState>;
 use std::net::Ipv4Addr;
 
-use ipnet::Ipv4Net;
+use ipnetwork::Ipv4Network;
 
 pub type Mac = [u8; 6];
 
@@ -32,7 +32,7 @@ pub struct Vpc {
     pub id: Id,
     pub revision: u32,
     pub vni: u32,
-    pub cidr: Option<Ipv4Net>,
+    pub cidr: Option<Ipv4Network>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -41,7 +41,7 @@ pub struct Subnet {
     pub id: Id,
     pub revision: u32,
     pub vpc_id: String,
-    pub cidr: Ipv4Net,
+    pub cidr: Ipv4Network,
     pub gateway_ip: Ipv4Addr,
     pub gateway_mac: Mac,
     /// Whether `gateway_ip` is a gateway: answered for (ARP, ICMP), routed through, the DHCP
@@ -459,14 +459,24 @@ fn dotted_quad(s: &[u8]) -> Option<Ipv4Addr> {
     (i == s.len()).then(|| Ipv4Addr::from(octets))
 }
 
+/// 0.0.0.0/0.
+pub const DEFAULT_ROUTE: Ipv4Network = match Ipv4Network::new_checked(Ipv4Addr::UNSPECIFIED, 0) {
+    Some(net) => net,
+    None => unreachable!(),
+};
+
 /// A network in CIDR notation with no host bits set.
-pub fn parse_cidr(what: &str, s: &str) -> Result<Ipv4Net, String> {
-    let net: Ipv4Net = s
+pub fn parse_cidr(what: &str, s: &str) -> Result<Ipv4Network, String> {
+    let net: Ipv4Network = s
         .trim()
         .parse()
         .map_err(|_| format!("{what} {s:?} is not an IPv4 CIDR"))?;
-    if net.trunc() != net {
-        return Err(format!("{what} {s:?} has host bits set (network is {})", net.trunc()));
+    if net.ip() != net.network() {
+        return Err(format!(
+            "{what} {s:?} has host bits set (network is {}/{})",
+            net.network(),
+            net.prefix()
+        ));
     }
     Ok(net)
 }
@@ -536,7 +546,7 @@ mod tests {
 
     #[test]
     fn cidrs() {
-        assert_eq!(parse_cidr("cidr", "198.18.0.0/24").unwrap().prefix_len(), 24);
+        assert_eq!(parse_cidr("cidr", "198.18.0.0/24").unwrap().prefix(), 24);
         assert!(parse_cidr("cidr", "198.18.0.1/24").unwrap_err().contains("host bits"));
         assert!(parse_cidr("cidr", "198.18.0.0/33").is_err());
         assert!(parse_cidr("cidr", "not-a-cidr").is_err());

@@ -249,7 +249,7 @@ proptest! {
             for p in state.ports().values() {
                 prop_assert!(state.vpcs.contains_key(&*p.vpc_id));
                 for f in &p.fixed_ips {
-                    prop_assert!(state.subnets[&*f.subnet_id].cidr.contains(&f.ip));
+                    prop_assert!(state.subnets[&*f.subnet_id].cidr.contains(f.ip));
                 }
             }
         }

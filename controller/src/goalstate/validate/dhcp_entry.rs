@@ -52,7 +52,7 @@ impl Validator<'_> {
             "" => None,
             a => {
                 let ip = model::parse_ipv4("ipv4_address", a).or_else(invalid)?;
-                if !subnet.cidr.contains(&ip) {
+                if !subnet.cidr.contains(ip) {
                     return invalid(format!(
                         "ipv4_address {ip} is outside subnet {} ({})",
                         subnet.id, subnet.cidr

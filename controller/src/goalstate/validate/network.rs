@@ -59,7 +59,7 @@ impl Validator<'_> {
             self.state
                 .subnets
                 .values()
-                .find(|s| s.vpc_id == c.id && !net.contains(&s.cidr))
+                .find(|s| s.vpc_id == c.id && !s.cidr.is_subnet_of(net))
         }) {
             return invalid(format!(
                 "VPC cidr {} would leave subnet {} ({}) outside",
@@ -118,20 +118,20 @@ impl Validator<'_> {
     fn subnet_cidr(
         &self,
         c: &alioth_proto::schema::SubnetConfiguration,
-        vpc_cidr: Option<ipnet::Ipv4Net>,
-    ) -> Checked<ipnet::Ipv4Net> {
+        vpc_cidr: Option<ipnetwork::Ipv4Network>,
+    ) -> Checked<ipnetwork::Ipv4Network> {
         let cidr = model::parse_cidr("subnet cidr", &c.cidr).or_else(invalid)?;
-        if cidr.prefix_len() > 30 {
+        if cidr.prefix() > 30 {
             return invalid(format!("subnet cidr {cidr} leaves no room for a gateway and ports"));
         }
-        if let Some(vpc_cidr) = vpc_cidr.filter(|v| !v.contains(&cidr)) {
+        if let Some(vpc_cidr) = vpc_cidr.filter(|v| !cidr.is_subnet_of(*v)) {
             return invalid(format!("subnet cidr {cidr} is outside VPC cidr {vpc_cidr}"));
         }
         if let Some(other) = self
             .state
             .subnets
             .values()
-            .find(|x| x.vpc_id == c.vpc_id && *x.id != *c.id && (x.cidr.contains(&cidr) || cidr.contains(&x.cidr)))
+            .find(|x| x.vpc_id == c.vpc_id && *x.id != *c.id && (x.cidr.overlaps(cidr)))
         {
             return invalid(format!(
                 "subnet cidr {cidr} overlaps subnet {} ({})",
@@ -167,9 +167,9 @@ impl Validator<'_> {
         let gateway = gw.is_some();
         let gateway_ip = match gw {
             Some(g) => model::parse_ipv4("gateway ip", &g.ip_address).or_else(invalid)?,
-            None => cidr.hosts().next().expect("prefix <= 30 has hosts"),
+            None => std::net::Ipv4Addr::from(u32::from(cidr.network()) + 1),
         };
-        if !cidr.contains(&gateway_ip) || gateway_ip == cidr.network() || gateway_ip == cidr.broadcast() {
+        if !cidr.contains(gateway_ip) || gateway_ip == cidr.network() || gateway_ip == cidr.broadcast() {
             return invalid(format!("gateway ip {gateway_ip} is not a host address of {cidr}"));
         }
         let gateway_mac = match gw.map(|g| g.mac_address.trim()).filter(|m| !m.is_empty()) {
@@ -180,7 +180,7 @@ impl Validator<'_> {
             return invalid(format!("gateway ip {gateway_ip} is used by {owner}"));
         }
         for (user, _, ips) in &users {
-            if ips.iter().any(|f| *f.subnet_id == *c.id && !cidr.contains(&f.ip)) {
+            if ips.iter().any(|f| *f.subnet_id == *c.id && !cidr.contains(f.ip)) {
                 return invalid(format!("cidr {cidr} would leave {user} outside its subnet"));
             }
         }

@@ -82,7 +82,7 @@ impl Validator<'_> {
                 ));
             }
             let ip = model::parse_ipv4("fixed ip", ip).or_else(invalid)?;
-            if !subnet.cidr.contains(&ip) || ip == subnet.cidr.network() || ip == subnet.cidr.broadcast() {
+            if !subnet.cidr.contains(ip) || ip == subnet.cidr.network() || ip == subnet.cidr.broadcast() {
                 return invalid(format!(
                     "fixed ip {ip} is not a host address of subnet {} ({})",
                     subnet.id, subnet.cidr
