@@ -21,6 +21,8 @@ use crate::dataplane::{AttachMode, BpfLogLevel, Dataplane};
 use crate::goalstate::validate::Naming;
 use crate::store::Store;
 
+pub mod instance;
+
 /// Pause after an underlay refresh that notifications asked for: our own neighbour solicitations
 /// notify too, and a change must still reach the next hops well within 100 ms.
 const UNDERLAY_PAUSE_MS: u64 = 20;
@@ -162,6 +164,8 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     // start must leave the running data plane (and a previous agent's program) alone.
     let tls = tls_config(&args)?;
     let listener = Listener::bind(&args.listen).await?;
+    // Held until the agent exits.
+    let _instance = instance::take(&args.state_dir, &listener.address()?)?;
     let uplink = match &args.uplink {
         Some(name) => Some(Overlay::check(OverlayConfig {
             uplink: uplink_name(name)?,
@@ -256,11 +260,16 @@ fn uplink_name(given: &str) -> Result<String> {
 
 /// `--reset`: detaches every port, removes the pins and the record.
 fn reset(args: &AgentArgs) -> Result<()> {
+    // Not under a running agent's feet.
+    let held = instance::take(&args.state_dir, "reset")?;
     // Nothing mounted: nothing pinned to remove.
     if crate::dataplane::bpffs::ensure(&args.pin_dir, false).is_ok() {
         crate::dataplane::remove_pins(&args.pin_dir)?;
     }
     Store::remove(&args.state_dir)?;
+    drop(held);
+    let _ = std::fs::remove_file(args.state_dir.join(instance::LOCK_FILE));
+    let _ = std::fs::remove_dir(&args.state_dir);
     tracing::info!(pin_dir = %args.pin_dir.display(), state_dir = %args.state_dir.display(), "reset: links detached, pins and state removed");
     Ok(())
 }

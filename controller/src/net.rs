@@ -2,6 +2,7 @@
 //! uplink) and rtnetlink notifications.
 
 pub mod interfaces;
+pub mod links;
 pub mod netlink;
 pub mod route;
 pub mod underlay;

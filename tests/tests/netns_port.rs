@@ -88,6 +88,22 @@ fn arping_and_ping_to_the_gateway_are_answered_in_xdp() -> Result<()> {
             && status["uplink"].is_null(),
         "status: {status}"
     );
+    // The running agent and its uptime, from its state directory's lock; each port's XDP mode
+    // from the kernel.
+    ensure!(
+        status["agent"]["pid"].as_u64().is_some_and(|p| p > 0) && status["agent"]["uptime_s"].as_u64().is_some(),
+        "status: {status}"
+    );
+    let modes: Vec<&str> = status["xdp"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["xdp"].as_str()).collect())
+        .unwrap_or_default();
+    ensure!(modes == ["native", "native"], "status: {status}");
+    let text = String::from_utf8(t.agent.cli(&["status"])?.stdout)?;
+    ensure!(
+        text.contains(&format!("{VM1_TAP} (native)")) && text.contains("agent:      pid "),
+        "{text}"
+    );
     // `state` lists the record offline; `ports` names each interface's port and VPC from it.
     let state: serde_json::Value = serde_json::from_slice(&t.agent.cli(&["state", "--json"])?.stdout)?;
     ensure!(state.as_array().map(Vec::len) == Some(4), "state: {state}");

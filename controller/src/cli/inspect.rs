@@ -154,10 +154,15 @@ pub fn status(args: InspectArgs) -> Result<()> {
         .map(|(i, _)| ifname(*i).unwrap_or_else(|| format!("ifindex {i}")))
         .collect();
     let record = record_summary(&args.state_dir, &ifaces);
+    let agent = crate::agent::instance::running(&args.state_dir)
+        .map(|i| json!({ "pid": i.pid, "version": i.version, "listen": i.listen, "uptime_s": i.uptime().as_secs() }));
+    let xdp = xdp_modes(&ports, uplink.as_ref().and_then(|_| uplink_map.get(&0, 0).ok()))?;
     let status = json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "agent": agent,
         "pin_dir": args.pin_dir.display().to_string(),
         "attached": ifaces,
+        "xdp": xdp,
         "uplink": uplink,
         "maps": { "PORTS": { "entries": ports.len(), "max_ifindex": maps::MAX_IFINDEX },
                   "ENDPOINTS": { "entries": n_endpoints, "max": maps::MAX_ENDPOINTS },
@@ -174,13 +179,26 @@ pub fn status(args: InspectArgs) -> Result<()> {
         v => v.to_string(),
     };
     println!("version:    {}", env!("CARGO_PKG_VERSION"));
+    match &status["agent"] {
+        serde_json::Value::Null => println!("agent:      not running on state dir {}", args.state_dir.display()),
+        a => println!(
+            "agent:      pid {}, up {}, serving {}",
+            a["pid"],
+            duration(a["uptime_s"].as_u64().unwrap_or(0)),
+            text(&a["listen"])
+        ),
+    }
     println!("pin dir:    {}", args.pin_dir.display());
+    let attached: Vec<String> = xdp
+        .iter()
+        .map(|x| format!("{} ({})", text(&x["iface"]), text(&x["xdp"])))
+        .collect();
     println!(
         "attached:   {}",
-        if ifaces.is_empty() {
+        if attached.is_empty() {
             "-".to_string()
         } else {
-            ifaces.join(", ")
+            attached.join(", ")
         }
     );
     match &status["uplink"] {
@@ -218,6 +236,40 @@ pub fn status(args: InspectArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `3d 4h 5m 6s`, leading zero units left out.
+fn duration(secs: u64) -> String {
+    let units = [
+        (secs / 86_400, "d"),
+        (secs / 3600 % 24, "h"),
+        (secs / 60 % 60, "m"),
+        (secs % 60, "s"),
+    ];
+    let shown: Vec<String> = units
+        .iter()
+        .skip_while(|(n, unit)| *n == 0 && *unit != "s")
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    shown.join(" ")
+}
+
+/// The XDP mode (native, generic) of the uplink and of each programmed port, as the kernel
+/// reports it; "none" where no program is attached.
+fn xdp_modes(ports: &[(u32, PortEntry)], uplink: Option<Uplink>) -> Result<Vec<serde_json::Value>> {
+    let modes = crate::net::links::xdp_attachments().context("read the interfaces' XDP attachments")?;
+    let row = |index: u32, role: &str| {
+        let (mode, prog) = modes.get(&index).map_or(("none", 0), |(m, p)| (m.name(), *p));
+        json!({
+            "iface": ifname(index).unwrap_or_else(|| format!("ifindex {index}")),
+            "role": role,
+            "xdp": mode,
+            "prog_id": prog,
+        })
+    };
+    let mut rows: Vec<_> = uplink.map(|u| row(u.ifindex, "uplink")).into_iter().collect();
+    rows.extend(ports.iter().map(|(i, _)| row(*i, "port")));
+    Ok(rows)
 }
 
 /// The agent's record as this command can read it: its size, what it holds, the ports whose

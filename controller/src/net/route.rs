@@ -68,11 +68,16 @@ impl RouteQuery {
 impl RouteQuery {
     /// Sends `route` (an IPv4 RTM_GETROUTE) with `flags`, under the next sequence number.
     fn request(&mut self, mut route: RouteMessage, flags: u16) -> Result<()> {
-        self.sequence = self.sequence.wrapping_add(1);
         route.header.address_family = AddressFamily::Inet;
+        self.send(RouteNetlinkMessage::GetRoute(route), flags)
+    }
+
+    /// Sends `msg` with `flags`, under the next sequence number.
+    fn send(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
+        self.sequence = self.sequence.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         (header.flags, header.sequence_number) = (flags, self.sequence);
-        let mut msg = NetlinkMessage::new(header, NetlinkPayload::from(RouteNetlinkMessage::GetRoute(route)));
+        let mut msg = NetlinkMessage::new(header, NetlinkPayload::from(msg));
         msg.finalize();
         let mut out = vec![0; msg.buffer_len()];
         msg.serialize(&mut out);
@@ -80,54 +85,60 @@ impl RouteQuery {
         Ok(())
     }
 
-    /// The output interface of the main table's IPv4 default route (the lowest metric's), what
-    /// `--uplink auto` takes.
-    pub fn default_route_oif(&mut self) -> Result<u32> {
-        self.request(RouteMessage::default(), NLM_F_REQUEST | NLM_F_DUMP)
-            .context("send RTM_GETROUTE (dump)")?;
-        // (metric, output interface) of each default route seen.
-        let mut best: Option<(u32, u32)> = None;
+    /// Sends the dump request `msg` and hands each message of the answer to `each`.
+    pub fn dump(&mut self, msg: RouteNetlinkMessage, mut each: impl FnMut(RouteNetlinkMessage)) -> Result<()> {
+        self.send(msg, NLM_F_REQUEST | NLM_F_DUMP)
+            .context("send a dump request")?;
         loop {
-            let n = self.socket.recv(&mut &mut self.buf[..], 0).context("receive routes")?;
+            let n = self.socket.recv(&mut &mut self.buf[..], 0).context("receive a dump")?;
             for reply in crate::net::netlink::messages(&self.buf[..n]) {
                 if reply.header.sequence_number != self.sequence {
                     continue;
                 }
                 match reply.payload {
-                    NetlinkPayload::Done(_) => {
-                        return best
-                            .map(|(_, oif)| oif)
-                            .context("no IPv4 default route in the main table");
-                    }
-                    NetlinkPayload::Error(e) => bail!("route dump failed: {}", e.to_io()),
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => {
-                        let h = &r.header;
-                        let main = h.table == RouteHeader::RT_TABLE_MAIN
-                            || r.attributes
-                                .contains(&RouteAttribute::Table(RouteHeader::RT_TABLE_MAIN.into()));
-                        if h.destination_prefix_length != 0 || h.kind != RouteType::Unicast || !main {
-                            continue;
-                        }
-                        let metric = r
-                            .attributes
-                            .iter()
-                            .find_map(|a| match a {
-                                RouteAttribute::Priority(p) => Some(*p),
-                                _ => None,
-                            })
-                            .unwrap_or(0);
-                        let oif = r.attributes.iter().find_map(|a| match a {
-                            RouteAttribute::Oif(i) => Some(*i),
-                            _ => None,
-                        });
-                        if let Some(oif) = oif.filter(|_| best.is_none_or(|(m, _)| metric < m)) {
-                            best = Some((metric, oif));
-                        }
-                    }
+                    NetlinkPayload::Done(_) => return Ok(()),
+                    NetlinkPayload::Error(e) => bail!("dump failed: {}", e.to_io()),
+                    NetlinkPayload::InnerMessage(m) => each(m),
                     _ => {}
                 }
             }
         }
+    }
+
+    /// The output interface of the main table's IPv4 default route (the lowest metric's), what
+    /// `--uplink auto` takes.
+    pub fn default_route_oif(&mut self) -> Result<u32> {
+        let mut dump = RouteMessage::default();
+        dump.header.address_family = AddressFamily::Inet;
+        // (metric, output interface) of each default route seen.
+        let mut best: Option<(u32, u32)> = None;
+        self.dump(RouteNetlinkMessage::GetRoute(dump), |m| {
+            let RouteNetlinkMessage::NewRoute(r) = m else { return };
+            let h = &r.header;
+            let main = h.table == RouteHeader::RT_TABLE_MAIN
+                || r.attributes
+                    .contains(&RouteAttribute::Table(RouteHeader::RT_TABLE_MAIN.into()));
+            if h.destination_prefix_length != 0 || h.kind != RouteType::Unicast || !main {
+                return;
+            }
+            let metric = r
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RouteAttribute::Priority(p) => Some(*p),
+                    _ => None,
+                })
+                .unwrap_or(0);
+            let oif = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            });
+            if let Some(oif) = oif.filter(|_| best.is_none_or(|(m, _)| metric < m)) {
+                best = Some((metric, oif));
+            }
+        })?;
+        best.map(|(_, oif)| oif)
+            .context("no IPv4 default route in the main table")
     }
 }
 
