@@ -156,6 +156,7 @@ fn raise_fd_limit() {
 }
 
 pub async fn run(args: AgentArgs) -> Result<()> {
+    crate::dataplane::object::xdp_object()?;
     raise_fd_limit();
     if args.reset {
         return reset(&args);

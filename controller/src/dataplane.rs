@@ -12,9 +12,7 @@ use aya::programs::{SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 
 pub use crate::dataplane::attach::AttachMode;
-use crate::dataplane::object::{
-    PASS_PROGRAM, PORT_PROGRAM, PORT_TC_PROGRAM, UPLINK_PROGRAM, UPLINK_TC_PROGRAM, XDP_OBJECT,
-};
+use crate::dataplane::object::{PORT_PROGRAM, PORT_TC_PROGRAM, UPLINK_PROGRAM, UPLINK_TC_PROGRAM};
 use crate::goalstate::model::Mac;
 use crate::net::interfaces::Names;
 use attach::Attachment;
@@ -23,11 +21,15 @@ pub mod attach;
 pub mod batch;
 pub mod bpffs;
 mod endpoints;
+#[cfg(feature = "lab")]
+mod lab;
 pub mod object;
 mod pins;
 mod ports;
 
-pub use pins::{attach_pinned, remove_pins};
+#[cfg(feature = "lab")]
+pub use lab::attach_pinned;
+pub use pins::remove_pins;
 
 /// Names of the maps the agent pins (and `status`/`stats` read).
 pub const PINNED_MAPS: [&str; 7] = [
@@ -120,7 +122,12 @@ fn pin_paths(dir: &Path, adopt: bool) -> Result<Vec<(&'static str, PathBuf)>> {
 
 /// Loads the object (its maps pinned under `pin_dir`, see `pin_paths`) and its programs into the
 /// kernel, each through the verifier.
-fn load_programs(pin_dir: Option<&Path>, log: BpfLogLevel, adopt: bool) -> Result<(Ebpf, Option<Logger>)> {
+fn load_programs(
+    object: &[u8],
+    pin_dir: Option<&Path>,
+    log: BpfLogLevel,
+    adopt: bool,
+) -> Result<(Ebpf, Option<Logger>)> {
     let mut loader = EbpfLoader::new();
     let level = log as u8;
     loader.override_global("AYA_LOG_LEVEL", &level, false);
@@ -131,7 +138,7 @@ fn load_programs(pin_dir: Option<&Path>, log: BpfLogLevel, adopt: bool) -> Resul
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
-    let mut ebpf = loader.load(XDP_OBJECT).context("load the XDP object")?;
+    let mut ebpf = loader.load(object).context("load the XDP object")?;
     let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
         Ok(l) => Some(l),
         Err(e) => {
@@ -142,9 +149,6 @@ fn load_programs(pin_dir: Option<&Path>, log: BpfLogLevel, adopt: bool) -> Resul
     program(&mut ebpf)?
         .load()
         .context("verifier rejected the port program")?;
-    named_program(&mut ebpf, PASS_PROGRAM)?
-        .load()
-        .context("load the pass-through program")?;
     named_program(&mut ebpf, UPLINK_PROGRAM)?
         .load()
         .context("verifier rejected the uplink program")?;
@@ -171,7 +175,14 @@ impl Dataplane {
     /// program onto any links a previous agent left and moves the maps into place. Until then the
     /// previous agent's program and maps keep forwarding.
     pub fn load_with_log(pin_dir: Option<&Path>, mode: AttachMode, log: BpfLogLevel) -> Result<(Self, Option<Logger>)> {
-        Self::load_object(pin_dir, mode, log, false)
+        Self::load_object(object::xdp_object()?, pin_dir, mode, log, false)
+    }
+
+    /// The lab object, unpinned, for the benchmarks: the agent's programs on the same maps as the
+    /// benchmarks' (`object::BENCH_PORT_PROGRAM`...), which `loaded_program` loads.
+    #[cfg(feature = "lab")]
+    pub fn load_lab(mode: AttachMode) -> Result<(Self, Option<Logger>)> {
+        Self::load_object(object::lab_object()?, None, mode, BpfLogLevel::default(), false)
     }
 
     /// Loads the object onto the maps pinned in `pin_dir` as they are (created if there are none),
@@ -179,7 +190,7 @@ impl Dataplane {
     /// is kept, and goal state is written over it. `commit` then leaves every link and entry it
     /// does not know in place (until goal state replaces them or `--reset` removes them).
     pub fn adopt_with_log(pin_dir: &Path, mode: AttachMode, log: BpfLogLevel) -> Result<(Self, Option<Logger>)> {
-        let (mut dp, logger) = Self::load_object(Some(pin_dir), mode, log, true)?;
+        let (mut dp, logger) = Self::load_object(object::xdp_object()?, Some(pin_dir), mode, log, true)?;
         // DHCP slots in use by entries the record does not know are not handed out again.
         let used: std::collections::HashSet<u32> = (1..maps::MAX_DHCP)
             .filter(|slot| dp.dhcp.get(slot, 0).is_ok_and(|e| e != DhcpEntry::default()))
@@ -194,12 +205,13 @@ impl Dataplane {
     }
 
     fn load_object(
+        object: &[u8],
         pin_dir: Option<&Path>,
         mode: AttachMode,
         log: BpfLogLevel,
         adopt: bool,
     ) -> Result<(Self, Option<Logger>)> {
-        let (mut ebpf, logger) = load_programs(pin_dir, log, adopt)?;
+        let (mut ebpf, logger) = load_programs(object, pin_dir, log, adopt)?;
         let ports = Array::try_from(ebpf.take_map(maps::PORTS).ok_or_else(|| anyhow!("no PORTS map"))?)?;
         let endpoints = BpfHashMap::try_from(
             ebpf.take_map(maps::ENDPOINTS)
@@ -300,9 +312,10 @@ impl Dataplane {
         program(&mut self.ebpf)
     }
 
-    /// The pass-through program (the benchmarks' baseline).
+    /// The pass-through program (the benchmarks' baseline), from the lab object (`load_lab`).
+    #[cfg(feature = "lab")]
     pub fn pass_program(&mut self) -> Result<&mut Xdp> {
-        named_program(&mut self.ebpf, PASS_PROGRAM)
+        self.loaded_program(object::PASS_PROGRAM)
     }
 
     /// Any program of the object, loaded on first use (the benchmarks' programs).

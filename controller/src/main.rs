@@ -3,7 +3,6 @@
 use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand};
 
-use alioth::dataplane::object::{PASS_PROGRAM, SINK_PROGRAM};
 use alioth::{agent, cli};
 
 /// Applying a large goal state is allocation-bound (ids, resources, journal records); glibc's
@@ -57,8 +56,9 @@ enum Command {
     /// Mount bpffs at /sys/fs/bpf when the machine has none (the DaemonSet's init container: a
     /// mount made in the agent's own container would die with it, and the pins with it).
     MountBpffs,
-    /// Lab helper: attach a pass-through XDP program to the VM side of a veth, so that native-mode
+    /// Lab helper (built with `--features lab`): attach a pass-through XDP program to the VM side of a veth, so that native-mode
     /// XDP_TX replies reach it (veth flushes them only to a peer running XDP). Not needed for VM taps.
+    #[cfg(feature = "lab")]
     XdpPass {
         /// The veth (VM side) to attach to.
         #[arg(long)]
@@ -137,7 +137,9 @@ fn run(cli: Cli) -> Result<i32> {
         Command::MountBpffs => {
             alioth::dataplane::bpffs::ensure(std::path::Path::new(agent::DEFAULT_PIN_DIR), true).map(|()| 0)
         }
+        #[cfg(feature = "lab")]
         Command::XdpPass { iface, pin, sink } => {
+            use alioth::dataplane::object::{PASS_PROGRAM, SINK_PROGRAM};
             let program = if sink { SINK_PROGRAM } else { PASS_PROGRAM };
             alioth::dataplane::attach_pinned(program, &iface, &pin).map(|()| 0)
         }

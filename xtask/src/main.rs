@@ -76,7 +76,7 @@ fn main() -> Result<()> {
         Cmd::Setup => setup::setup(),
         Cmd::Build { release } => {
             setup::ensure()?;
-            build(release)
+            build(release, false)
         }
         Cmd::Test { args } => {
             setup::ensure()?;
@@ -89,8 +89,10 @@ fn main() -> Result<()> {
             agent_args,
         } => {
             setup::ensure()?;
-            build(true)?;
-            if agent || iface.is_some() {
+            let real = agent || iface.is_some();
+            // The demo's labs need the lab build (`alioth xdp-pass`); the real agent does not.
+            build(true, !real)?;
+            if real {
                 let mut cmd = Command::new(root().join("target/release/alioth"));
                 cmd.arg("agent");
                 if let Some(iface) = &iface {
@@ -109,7 +111,7 @@ fn main() -> Result<()> {
         }
         Cmd::Bench { which } => {
             setup::ensure()?;
-            build(true)?;
+            build(true, true)?;
             // The build leaves about 100 MB of dirty pages (the binaries), which the kernel would
             // otherwise write back some 30 s later, in the middle of the measurements.
             run(&mut Command::new("sync"))?;
@@ -177,11 +179,16 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn build(release: bool) -> Result<()> {
+/// Builds `alioth`; with `lab`, the one tests, labs and benchmarks run (`--features lab`: the lab
+/// object and `alioth xdp-pass` in it too), the same features `cargo test --workspace` gives it.
+fn build(release: bool, lab: bool) -> Result<()> {
     let mut cmd = cargo();
     cmd.args(["build", "-p", "alioth"]);
     if release {
         cmd.arg("--release");
+    }
+    if lab {
+        cmd.args(["--features", "lab"]);
     }
     run(&mut cmd)
 }
@@ -255,8 +262,19 @@ fn test(args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The agent as shipped, without the lab feature the workspace build turns on.
+    run(cargo().args([
+        "clippy",
+        "-p",
+        "alioth",
+        "--all-targets",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     // The integration tests run the real binary; build it first so it is never stale.
-    build(false)?;
+    build(false, true)?;
     println!("== cargo test (host, BPF_PROG_TEST_RUN, netns)");
     run(cargo()
         .args(["test", "--workspace"])

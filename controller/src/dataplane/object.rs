@@ -1,7 +1,30 @@
 //! The XDP object, built by `build.rs` from `dataplane-ebpf/xdp` and embedded in the binary.
 
-/// The compiled port program (ELF, with BTF).
+/// The compiled port program (ELF, with BTF); empty in a build without the eBPF toolchain.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/alioth-xdp.o"));
+
+/// The lab object: the same programs plus the labs' and benchmarks' (`dataplane-ebpf/xdp/src/lab.rs`).
+#[cfg(feature = "lab")]
+pub static LAB_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/alioth-lab.o"));
+
+/// The object, or why this binary has none.
+pub fn xdp_object() -> anyhow::Result<&'static [u8]> {
+    built(XDP_OBJECT)
+}
+
+/// The lab object, or why this binary has none.
+#[cfg(feature = "lab")]
+pub fn lab_object() -> anyhow::Result<&'static [u8]> {
+    built(LAB_OBJECT)
+}
+
+fn built(object: &'static [u8]) -> anyhow::Result<&'static [u8]> {
+    anyhow::ensure!(
+        !object.is_empty(),
+        "this alioth was built without the eBPF toolchain, so it holds no XDP object: run `cargo xtask setup`, then build it again"
+    );
+    Ok(object)
+}
 
 /// Name of the port program inside the object.
 pub const PORT_PROGRAM: &str = "alioth_port";
@@ -9,14 +32,15 @@ pub const PORT_PROGRAM: &str = "alioth_port";
 /// The port program's skb path (TC ingress of the same interface).
 pub const PORT_TC_PROGRAM: &str = "alioth_port_tc";
 
-/// A program that passes every frame (veth peers in labs, benchmark baseline).
-pub const PASS_PROGRAM: &str = "alioth_pass";
-
 /// The uplink program: decapsulates VXLAN for local ports, passes everything else.
 pub const UPLINK_PROGRAM: &str = "alioth_uplink";
 
 /// The uplink program's skb path (TC ingress of the uplink).
 pub const UPLINK_TC_PROGRAM: &str = "alioth_uplink_tc";
+
+/// A program that passes every frame (veth peers in labs, benchmark baseline). Lab object only, as
+/// are the programs below it.
+pub const PASS_PROGRAM: &str = "alioth_pass";
 
 /// Drops UDP to the discard port, passes the rest: the benchmarks' packet sink on a receiving VM.
 pub const SINK_PROGRAM: &str = "alioth_sink";
@@ -28,3 +52,35 @@ pub const TX_PROGRAM: &str = "alioth_tx";
 /// that encap and decap can be timed in steady state (BPF_PROG_TEST_RUN, repeat > 1).
 pub const BENCH_PORT_PROGRAM: &str = "alioth_bench_port";
 pub const BENCH_UPLINK_PROGRAM: &str = "alioth_bench_uplink";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(object: &[u8], name: &str) -> bool {
+        object.windows(name.len()).any(|w| w == name.as_bytes())
+    }
+
+    #[test]
+    fn the_agents_object_holds_no_lab_program_and_the_lab_object_holds_them_all() {
+        let lab = [
+            PASS_PROGRAM,
+            SINK_PROGRAM,
+            TX_PROGRAM,
+            BENCH_PORT_PROGRAM,
+            BENCH_UPLINK_PROGRAM,
+        ];
+        let agent = [PORT_PROGRAM, PORT_TC_PROGRAM, UPLINK_PROGRAM, UPLINK_TC_PROGRAM];
+        let object = xdp_object().unwrap();
+        for p in agent {
+            assert!(names(object, p), "{p} missing");
+        }
+        for p in lab {
+            assert!(!names(object, p), "{p} in the agent's object");
+        }
+        #[cfg(feature = "lab")]
+        for p in lab.iter().chain(&agent) {
+            assert!(names(lab_object().unwrap(), p), "{p} missing from the lab object");
+        }
+    }
+}

@@ -5,13 +5,15 @@
 #![no_std]
 #![no_main]
 
+#[cfg(feature = "lab")]
 mod bench;
 mod cache;
+#[cfg(feature = "lab")]
+mod lab;
 mod packet;
 mod tc;
 
 use alioth_common::counters::COUNTER_SLOTS;
-use alioth_common::eth::{self, ETH_P_IPV4};
 use alioth_common::events::{EventGate, MAX_EVENT_GATES};
 use alioth_common::maps::{
     DhcpEntry, Endpoint, EndpointKey, Event, NextHop, PortEntry, Uplink, EVENTS_BYTES, MAX_DHCP, MAX_ENDPOINTS,
@@ -19,7 +21,7 @@ use alioth_common::maps::{
 };
 use alioth_common::pipeline::{self, Action, Destination, Tables, Verdict};
 use alioth_common::vxlan::{self, Outer};
-use alioth_common::{dhcp, ipv4, Counter, Packet};
+use alioth_common::{Counter, Packet};
 use aya_ebpf::bindings::xdp_action;
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_head};
 use aya_ebpf::macros::{classifier, map, xdp};
@@ -132,27 +134,6 @@ pub fn alioth_uplink_tc(ctx: TcContext) -> i32 {
     tc::finish(&ctx, verdict)
 }
 
-/// Benchmarks only (never attached): the port program without the DHCP server (see
-/// `port_ingress_with`), then its edit of the frame undone (the head put back, a reply turned back
-/// into the request), so that BPF_PROG_TEST_RUN with repeat > 1 measures the encapsulation, ARP
-/// and ICMP paths in steady state; the undo's cost is in the figure.
-#[xdp]
-pub fn alioth_bench_port(ctx: XdpContext) -> u32 {
-    let (ifindex, verdict) = port_path::<false>(&ctx);
-    let action = finish(&ctx, ifindex, verdict);
-    bench::undo(&ctx, verdict.action);
-    action
-}
-
-/// Benchmarks only: the uplink program with its edit undone (decapsulation in steady state).
-#[xdp]
-pub fn alioth_bench_uplink(ctx: XdpContext) -> u32 {
-    let (ifindex, verdict) = uplink_path(&ctx);
-    let action = finish(&ctx, ifindex, verdict);
-    bench::undo(&ctx, verdict.action);
-    action
-}
-
 #[inline(always)]
 fn port_path<const DHCP_SERVER: bool>(ctx: &XdpContext) -> (u32, Verdict) {
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
@@ -245,40 +226,6 @@ fn encap(ctx: &XdpContext, outer: &Outer) -> Option<()> {
     let mut pkt = XdpPacket::new(ctx);
     let inner_len = pkt.len().checked_sub(vxlan::OUTER_LEN)?;
     vxlan::write_outer(&mut pkt, outer, inner_len)
-}
-
-/// Passes every frame. Attached to the VM side of a veth lab so that native-mode XDP_TX frames from
-/// the port program are delivered (veth only flushes them to a peer that runs XDP), and the baseline
-/// the benchmarks measure the port program against.
-#[xdp]
-pub fn alioth_pass(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
-}
-
-/// The benchmarks' packet sink on a receiving VM's interface, as a hardware tester's receive port:
-/// UDP to the discard port (9) is dropped (veth counts the drops per queue), everything else
-/// passes, so ping and TCP still reach the VM. Never attached by the agent.
-#[xdp]
-pub fn alioth_sink(ctx: XdpContext) -> u32 {
-    let pkt = XdpPacket::new(&ctx);
-    let discard = eth::ether_type(&pkt) == Some(ETH_P_IPV4)
-        && ipv4::parse(&pkt).is_ok_and(|ip| ip.proto == ipv4::PROTO_UDP && ip.header_len == ipv4::IPV4_MIN_HLEN)
-        && dhcp::udp_ports(&pkt).is_some_and(|(_, dst)| dst == DISCARD_PORT);
-    if discard {
-        xdp_action::XDP_DROP
-    } else {
-        xdp_action::XDP_PASS
-    }
-}
-
-/// The UDP port `alioth_sink` drops (RFC 863).
-const DISCARD_PORT: u16 = 9;
-
-/// Sends every frame back out of the interface it came in on: the benchmarks' in-kernel packet
-/// generator (BPF_PROG_RUN with live frames on a VM's interface). Never attached by the agent.
-#[xdp]
-pub fn alioth_tx(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_TX
 }
 
 #[cfg(not(test))]

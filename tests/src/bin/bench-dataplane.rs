@@ -54,7 +54,7 @@ fn path(name: &'static str, frame: Vec<u8>, action: u32, target: Option<u64>, st
 
 fn main() -> Result<()> {
     // The logger holds the log map the benchmark program loaded below refers to: keep it.
-    let (mut dp, _logger) = Dataplane::load(None, AttachMode::Auto)?;
+    let (mut dp, _logger) = Dataplane::load_lab(AttachMode::Auto)?;
     vectors::program(&mut dp)?;
     let payload = vectors::ping_payload();
     let echo = frames::echo_request(VM_MAC, GW_MAC, VM_IP, GW_IP, 1, 1, &payload);

@@ -13,9 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use alioth::dataplane::object::{
-    BENCH_PORT_PROGRAM, BENCH_UPLINK_PROGRAM, PORT_PROGRAM, TX_PROGRAM, UPLINK_PROGRAM, XDP_OBJECT,
-};
+use alioth::dataplane::object::{BENCH_PORT_PROGRAM, BENCH_UPLINK_PROGRAM, PORT_PROGRAM, TX_PROGRAM, UPLINK_PROGRAM};
 use alioth::dataplane::{AttachMode, Dataplane};
 use alioth_tests::frames;
 use alioth_tests::netns::Netns;
@@ -95,7 +93,7 @@ fn generate(vm: &Netns, frame: Vec<u8>) -> Result<Duration> {
             libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
         }
         let ifindex = alioth::net::interfaces::ifindex("eth0").context("eth0 in the VM")?;
-        let mut ebpf = aya::Ebpf::load(XDP_OBJECT)?;
+        let mut ebpf = aya::Ebpf::load(alioth::dataplane::object::lab_object()?)?;
         let prog: &mut Xdp = ebpf.program_mut(TX_PROGRAM).context("generator program")?.try_into()?;
         prog.load()?;
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
@@ -280,7 +278,7 @@ fn main() -> Result<()> {
     // per sample (repeat = 1, cold), and steady state (the least of 10 runs of repeat = 100k)
     // through the benchmark programs that put the frame's head back after each run.
     // The logger holds the log map the programs loaded below refer to: keep it.
-    let (mut dp, _logger) = Dataplane::load(None, AttachMode::Auto)?;
+    let (mut dp, _logger) = Dataplane::load_lab(AttachMode::Auto)?;
     vectors::program(&mut dp)?;
     let inner = vectors::udp_from_port(REMOTE_MAC, REMOTE_IP, 18);
     let vx = vectors::vxlan_to_peer(VNI, &vectors::udp_from_port(PEER_MAC, PEER_IP, 18));

@@ -1,0 +1,67 @@
+//! Lab and benchmark programs, only in the lab object (`--features lab`), never in the one the
+//! agent loads: the benchmarks' generator, sink and steady-state variants, and the pass-through
+//! program veth labs attach to a VM's side.
+
+use alioth_common::eth::{self, ETH_P_IPV4};
+use alioth_common::{dhcp, ipv4};
+use aya_ebpf::bindings::xdp_action;
+use aya_ebpf::macros::xdp;
+use aya_ebpf::programs::XdpContext;
+
+use crate::packet::XdpPacket;
+use crate::{bench, finish, port_path, uplink_path};
+
+/// Benchmarks only (never attached): the port program without the DHCP server (see
+/// `port_ingress_with`), then its edit of the frame undone (the head put back, a reply turned back
+/// into the request), so that BPF_PROG_TEST_RUN with repeat > 1 measures the encapsulation, ARP
+/// and ICMP paths in steady state; the undo's cost is in the figure.
+#[xdp]
+pub fn alioth_bench_port(ctx: XdpContext) -> u32 {
+    let (ifindex, verdict) = port_path::<false>(&ctx);
+    let action = finish(&ctx, ifindex, verdict);
+    bench::undo(&ctx, verdict.action);
+    action
+}
+
+/// Benchmarks only: the uplink program with its edit undone (decapsulation in steady state).
+#[xdp]
+pub fn alioth_bench_uplink(ctx: XdpContext) -> u32 {
+    let (ifindex, verdict) = uplink_path(&ctx);
+    let action = finish(&ctx, ifindex, verdict);
+    bench::undo(&ctx, verdict.action);
+    action
+}
+
+/// Passes every frame. Attached to the VM side of a veth lab so that native-mode XDP_TX frames from
+/// the port program are delivered (veth only flushes them to a peer that runs XDP), and the baseline
+/// the benchmarks measure the port program against.
+#[xdp]
+pub fn alioth_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// The benchmarks' packet sink on a receiving VM's interface, as a hardware tester's receive port:
+/// UDP to the discard port (9) is dropped (veth counts the drops per queue), everything else
+/// passes, so ping and TCP still reach the VM. Never attached by the agent.
+#[xdp]
+pub fn alioth_sink(ctx: XdpContext) -> u32 {
+    let pkt = XdpPacket::new(&ctx);
+    let discard = eth::ether_type(&pkt) == Some(ETH_P_IPV4)
+        && ipv4::parse(&pkt).is_ok_and(|ip| ip.proto == ipv4::PROTO_UDP && ip.header_len == ipv4::IPV4_MIN_HLEN)
+        && dhcp::udp_ports(&pkt).is_some_and(|(_, dst)| dst == DISCARD_PORT);
+    if discard {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+/// The UDP port `alioth_sink` drops (RFC 863).
+const DISCARD_PORT: u16 = 9;
+
+/// Sends every frame back out of the interface it came in on: the benchmarks' in-kernel packet
+/// generator (BPF_PROG_RUN with live frames on a VM's interface). Never attached by the agent.
+#[xdp]
+pub fn alioth_tx(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
+}
