@@ -110,10 +110,6 @@ pub struct AgentArgs {
     /// Directory of this agent's record of applied goal state (one per agent instance).
     #[arg(long, default_value = DEFAULT_STATE_DIR, env = "ALIOTH_STATE_DIR")]
     pub state_dir: PathBuf,
-    /// Journal size (bytes) from which the record is compacted into a new snapshot (once the
-    /// journal is also twice the snapshot).
-    #[arg(long, default_value_t = crate::store::COMPACT_AFTER, env = "ALIOTH_JOURNAL_COMPACT_BYTES")]
-    pub journal_compact_bytes: u64,
     /// Underlay interface for the VXLAN overlay (the uplink program is attached to it); `auto`: the
     /// interface of the main table's default route. Without it the agent switches between local
     /// ports only.
@@ -134,7 +130,7 @@ pub struct AgentArgs {
 }
 
 /// Raises the soft limit of open files to the hard one: every port's links, every connection and
-/// the journal take descriptors, and the usual soft limit (1,024) ran out under 1,100 idle gRPC
+/// the record take descriptors, and the usual soft limit (1,024) ran out under 1,100 idle gRPC
 /// connections.
 fn raise_fd_limit() {
     let mut lim = libc::rlimit {
@@ -175,8 +171,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         })?),
         None => None,
     };
-    let (mut store, state) = Store::open(&args.state_dir)?;
-    store.set_compact_after(args.journal_compact_bytes);
+    let (store, state) = Store::open(&args.state_dir)?;
     let (mut dp, logger) = load_dataplane(&args, &store)?;
     let overlay = match uplink {
         Some((cfg, info)) => Some(Overlay::start(cfg, info, &mut dp)?),
@@ -285,7 +280,7 @@ fn load_dataplane(args: &AgentArgs, store: &Store) -> Result<(Dataplane, Option<
     // The record may lack what the data plane has: keep the data plane, write over it.
     tracing::error!(
         state_dir = %args.state_dir.display(),
-        damaged_lines = damage.lines,
+        damaged_rows = damage.rows,
         unreadable = ?damage.unreadable,
         orphans = damage.orphans,
         kept = ?damage.kept,
@@ -338,7 +333,7 @@ fn follow_links(controller: Arc<Mutex<Controller>>) -> Result<tokio::task::JoinH
     }))
 }
 
-/// Retries pending ports, compacts the record when due, and refreshes the next hops: every second,
+/// Retries pending ports and refreshes the next hops: every second,
 /// or every 100 ms while a next hop is being resolved (its traffic drops until then).
 fn retry_and_refresh(controller: Arc<Mutex<Controller>>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -346,7 +341,6 @@ fn retry_and_refresh(controller: Arc<Mutex<Controller>>) -> tokio::task::JoinHan
             let unresolved = {
                 let mut c = controller.lock().await;
                 c.retry_pending();
-                c.compact_record();
                 c.refresh_overlay()
             };
             let pause = if unresolved > 0 { 100 } else { 1000 };

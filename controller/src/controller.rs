@@ -49,7 +49,7 @@ pub struct Controller {
     last_push: Instant,
 }
 
-/// Changes in a message from which its journal lines are encoded beside its map writes (a thread
+/// Changes in a message from which its record rows are encoded beside its map writes (a thread
 /// costs more than encoding a few).
 const ENCODE_AHEAD: usize = 512;
 /// Resources in a message from which what it leaves behind is freed on another thread (a hand-over
@@ -253,18 +253,18 @@ impl Controller {
         let t_validate = started.elapsed();
         let mut timing = vec![Timing::default(); outcomes.len()];
         let report = reporter(&mut outcomes, &mut timing);
-        // A large message's journal lines are encoded on another thread while it is planned and
+        // A large message's record rows are encoded on another thread while it is planned and
         // its map writes run (the encoding took about as long as the writes for 10,000
         // neighbors); they stand unless a change failed.
         let encode_ahead = self.store.is_some() && changes.len() >= ENCODE_AHEAD;
         let mut applier = self.applier();
         let state = applier.state;
-        let (plan, t_plan, journal_ahead) = std::thread::scope(|s| {
-            // Without a thread (the process is out of them), the lines are encoded when recorded.
+        let (plan, t_plan, rows_ahead) = std::thread::scope(|s| {
+            // Without a thread (the process is out of them), the rows are encoded when recorded.
             let ahead = encode_ahead
                 .then(|| {
                     std::thread::Builder::new()
-                        .name("alioth-journal".into())
+                        .name("alioth-record".into())
                         .spawn_scoped(s, || Store::encode(state, &changes))
                         .ok()
                 })
@@ -287,7 +287,7 @@ impl Controller {
             // New remote hosts: ask the kernel to resolve their next hops right away.
             self.refresh_overlay();
         }
-        let changes = self.record_or_undo(changes, journal_ahead.filter(|_| whole), &mut outcomes);
+        let changes = self.record_or_undo(changes, rows_ahead.filter(|_| whole), &mut outcomes);
         let t_record = started.elapsed();
         tracing::debug!(
             resources = outcomes.len(),
@@ -322,18 +322,18 @@ impl Controller {
         }
     }
 
-    /// Records `changes` before the reply (with `lines`, their journal encoded ahead, if it still
+    /// Records `changes` before the reply (with `rows`, their record encoded ahead, if it still
     /// stands): an acknowledged change survives a crash of the agent. What cannot be recorded (a
     /// full disk) is answered FAILURE and undone, in state and maps: a restart would forget it.
     fn record_or_undo(
         &mut self,
         changes: Vec<Change>,
-        lines: Option<Result<Vec<u8>>>,
+        rows: Option<Result<crate::store::Rows>>,
         outcomes: &mut [Outcome],
     ) -> Vec<Change> {
-        let recorded = match (self.store.as_mut(), lines) {
+        let recorded = match (self.store.as_mut(), rows) {
             (None, _) => Ok(()),
-            (Some(store), Some(Ok(lines))) => store.append(&lines),
+            (Some(store), Some(Ok(rows))) => store.append(&rows),
             (Some(store), _) => store.record(&self.state, &changes),
         };
         let Err(e) = recorded else {
@@ -353,7 +353,7 @@ impl Controller {
         self.applier().apply_plan(plan, report)
     }
 
-    /// The fields applying a plan reads and writes, borrowed apart from the rest (the journal can
+    /// The fields applying a plan reads and writes, borrowed apart from the rest (the record can
     /// be encoded from the state meanwhile).
     fn applier(&mut self) -> Applier<'_> {
         Applier {
@@ -365,7 +365,7 @@ impl Controller {
     }
 
     /// Undoes, in state and maps, the changes whose programming failed, so that what the agent
-    /// holds, what the maps hold and what the journal records stay the same; returns the rest.
+    /// holds, what the maps hold and what the record holds stay the same; returns the rest.
     fn revert_failed(&mut self, changes: Vec<Change>, outcomes: &[Outcome]) -> Vec<Change> {
         // The usual case, and a large vector of large values to move otherwise.
         if changes
@@ -406,18 +406,6 @@ impl Controller {
     /// Writes `PORTS` and attaches for one port. `Ok(false)` when its interface does not exist yet.
     fn program_port(&mut self, port_id: &str) -> Result<bool> {
         self.applier().program_port(port_id)
-    }
-
-    /// Compacts the record of applied goal state once its journal has outgrown its snapshot. Called
-    /// between messages (it rewrites the whole state: about a second per million resources), not
-    /// on a reply's path, and preferably when no message came for a second.
-    pub fn compact_record(&mut self) {
-        let idle = self.last_push.elapsed() >= Duration::from_secs(1);
-        if let Some(store) = self.store.as_mut() {
-            if let Err(e) = store.compact_if_due(&self.state, idle) {
-                tracing::error!("compacting the journal failed (it stays valid): {e:#}");
-            }
-        }
     }
 
     /// Lease time the DHCP server hands out unless a subnet overrides it.

@@ -5,7 +5,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use alioth::{agent, cli};
 
-/// Applying a large goal state is allocation-bound (ids, resources, journal records); glibc's
+/// Applying a large goal state is allocation-bound (ids, resources, record rows); glibc's
 /// malloc took about a quarter of the agent's time there.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -351,11 +351,11 @@ async fn metrics_report_resources_latency_outcomes_and_packet_counters() -> Resu
     server.stop().await
 }
 
-/// A message large enough for its journal lines to be encoded beside its map writes: recorded,
+/// A message large enough for its record rows to be encoded beside its map writes: recorded,
 /// it survives a SIGKILL, so the restarted agent takes it again as an idempotent replay and still
 /// knows its revisions.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_large_message_is_journaled_and_survives_sigkill() -> Result<()> {
+async fn a_large_message_is_recorded_and_survives_sigkill() -> Result<()> {
     let neighbor = |n: u32, revision: u32| NeighborState {
         operation_type: Create as i32,
         configuration: Some(NeighborConfiguration {
@@ -399,13 +399,13 @@ async fn a_large_message_is_journaled_and_survives_sigkill() -> Result<()> {
         "{first:?}"
     );
     let agent = alioth_tests::agent::Agent::restart_local(agent.kill()?, &["--bpf-log-level", "off"])?;
-    // Asked first, before anything is pushed again: only the journal can know revision 5.
+    // Asked first, before anything is pushed again: only the record can know revision 5.
     let older = GoalState {
         neighbor_states: vec![neighbor(999, 4)],
         ..Default::default()
     };
     let older = push(&agent, older).await?;
-    ensure!(older[0].1 == OutOfOrder, "the journal kept revision 5: {older:?}");
+    ensure!(older[0].1 == OutOfOrder, "the record kept revision 5: {older:?}");
     let again = push(&agent, big).await?;
     ensure!(
         again.iter().all(|(_, s)| *s == Success),
@@ -484,69 +484,6 @@ async fn the_agent_serves_goal_state_on_a_unix_socket() -> Result<()> {
         );
     }
     ensure!(std::fs::read_to_string(&plain)? == "keep me");
-    Ok(())
-}
-
-/// The running agent compacts its journal once it has outgrown the snapshot and no message has
-/// come for a second; a replayed message records nothing; a restart reads the compacted record.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_running_agent_compacts_its_journal_and_a_restart_reads_it_back() -> Result<()> {
-    use alioth_tests::agent::Agent;
-
-    let args = [
-        "--bpf-log-level",
-        "off",
-        "--metrics-listen",
-        "off",
-        "--journal-compact-bytes",
-        "2048",
-    ];
-    let agent = Agent::start_local(&args)?;
-    let journal = std::path::Path::new(&agent.state_dir).join("journal.jsonl");
-    let channel = alioth::cli::connect(&agent.listen, &alioth::cli::ClientTls::default()).await?;
-    let mut client = alioth_proto::schema::goal_state_provisioner_client::GoalStateProvisionerClient::new(channel);
-    // VPC "c" changes VNI 40 times (revision i): about 4 KiB of journal.
-    for i in 1..=40u32 {
-        let msg = GoalState {
-            vpc_states: vec![vpc(Update, "c", 500 + i, i, UpdateType::Delta)],
-            ..Default::default()
-        };
-        let reply = statuses(&client.push_network_resource_states(msg).await?.into_inner());
-        ensure!(reply == [("c".to_string(), Success)], "{reply:?}");
-    }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !agent.log_text().contains("journal compacted") {
-        ensure!(
-            std::time::Instant::now() < deadline,
-            "no compaction:\n{}",
-            agent.log_text()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    ensure!(std::fs::metadata(&journal)?.len() < 2048, "the journal was not emptied");
-    // The last message again: nothing to record.
-    let before = std::fs::metadata(&journal)?.len();
-    let last = GoalState {
-        vpc_states: vec![vpc(Update, "c", 540, 40, UpdateType::Delta)],
-        ..Default::default()
-    };
-    client.push_network_resource_states(last.clone()).await?;
-    ensure!(std::fs::metadata(&journal)?.len() == before, "a replay was recorded");
-
-    // Restarted, the agent knows revision 40 (older ones are out of order) and VNI 540.
-    let agent = Agent::restart_local(agent.kill()?, &args)?;
-    let channel = alioth::cli::connect(&agent.listen, &alioth::cli::ClientTls::default()).await?;
-    let mut client = alioth_proto::schema::goal_state_provisioner_client::GoalStateProvisionerClient::new(channel);
-    let older = GoalState {
-        vpc_states: vec![vpc(Update, "c", 539, 39, UpdateType::Delta)],
-        ..Default::default()
-    };
-    let reply = statuses(&client.push_network_resource_states(older).await?.into_inner());
-    ensure!(reply == [("c".to_string(), OutOfOrder)], "{reply:?}");
-    // The same VPC again is a replay (a VNI other than 540 would be an UPDATE of it).
-    let reply = statuses(&client.push_network_resource_states(last).await?.into_inner());
-    ensure!(reply == [("c".to_string(), Success)], "{reply:?}");
-    ensure!(std::fs::metadata(std::path::Path::new(&agent.state_dir).join("journal.jsonl"))?.len() == 0);
     Ok(())
 }
 

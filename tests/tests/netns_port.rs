@@ -137,7 +137,7 @@ fn arping_and_ping_to_the_gateway_are_answered_in_xdp() -> Result<()> {
     left.reset()?;
     ensure!(!std::path::Path::new(&pin_dir).exists(), "pins left in {pin_dir}");
     ensure!(
-        !std::path::Path::new(&state_dir).join("state.json").exists(),
+        !std::path::Path::new(&state_dir).join("record.sqlite").exists(),
         "state left in {state_dir}"
     );
     let after = t.vm1.ns.exec_output(&["ping", "-c", "1", "-W", "1", "198.18.0.1"])?;

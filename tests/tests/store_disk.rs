@@ -1,6 +1,8 @@
-//! The agent's record of goal state on a real filesystem that fills up (a small tmpfs): what cannot
-//! be recorded is answered FAILURE and undone in state and maps, never acknowledged and then
-//! forgotten by a restart; and the journal stays whole for what comes after.
+//! The agent's record of goal state on a real filesystem: one that fills up (a small tmpfs), where
+//! what cannot be recorded is answered FAILURE and undone in state and maps, never acknowledged and
+//! then forgotten by a restart, and the record stays whole for what comes after; an agent killed
+//! mid-commit again and again, whose record is always a prefix of what was sent that holds all
+//! that was acknowledged; and a record turned to garbage.
 
 use std::path::PathBuf;
 
@@ -55,7 +57,7 @@ fn neighbor_state(i: u8) -> alioth_proto::schema::NeighborState {
 
 #[test]
 fn a_full_disk_answers_failure_and_keeps_nothing_it_could_not_record() -> Result<()> {
-    let disk = Tmpfs::mount(32)?;
+    let disk = Tmpfs::mount(96)?;
     let (store, state) = Store::open(&disk.0)?;
     let (dp, _log) = Dataplane::load(None, AttachMode::Auto)?;
     let mut c = Controller::restore(dp, Naming::default(), state, store, None)?;
@@ -66,7 +68,7 @@ fn a_full_disk_answers_failure_and_keeps_nothing_it_could_not_record() -> Result
     };
     let st = statuses(&c.push(&base));
     ensure!(st.iter().all(|(_, s)| *s == OperationStatus::Success), "{st:?}");
-    // 200 neighbors: more journal than the disk has room for.
+    // 200 neighbors: more than the disk has room for.
     let many = GoalState {
         neighbor_states: (0..200).map(neighbor_state).collect(),
         ..Default::default()
@@ -89,7 +91,7 @@ fn a_full_disk_answers_failure_and_keeps_nothing_it_could_not_record() -> Result
         c.dataplane().endpoint(&key)?.is_none(),
         "nothing unrecorded is programmed"
     );
-    // The journal was cut back whole: one more neighbor fits, and a restart reads it back.
+    // Nothing of it stays: one more neighbor fits, and a restart reads it back.
     let st = statuses(&c.push(&GoalState {
         neighbor_states: vec![neighbor_state(0)],
         ..Default::default()
@@ -146,5 +148,70 @@ fn a_record_of_garbage_never_wipes_the_data_plane() -> Result<()> {
         .ns
         .exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "198.18.0.11"])?;
     ensure!(ping.contains("3 received"), "{ping}");
+    Ok(())
+}
+
+/// SIGKILL while messages are being committed, twenty times: each time the record read back holds
+/// exactly the first k messages sent, for some k no smaller than what was acknowledged, and the
+/// restarted agent carries on from there.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_mid_commit_the_record_is_a_prefix_holding_all_that_was_acknowledged() -> Result<()> {
+    use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+    use std::sync::Arc;
+
+    use alioth_proto::schema::goal_state_provisioner_client::GoalStateProvisionerClient;
+    use alioth_tests::agent::Agent;
+
+    const ROUNDS: u32 = 20;
+    let args = ["--bpf-log-level", "off", "--metrics-listen", "off"];
+    let mut agent = Agent::start_local(&args)?;
+    let (mut next, mut in_flight) = (0u32, 0);
+    for round in 0..ROUNDS {
+        let (sent, acked) = (Arc::new(AtomicU32::new(next)), Arc::new(AtomicU32::new(next)));
+        let channel = alioth::cli::connect(&agent.listen, &alioth::cli::ClientTls::default()).await?;
+        let mut client = GoalStateProvisionerClient::new(channel);
+        let (s, a) = (sent.clone(), acked.clone());
+        // Message i creates VPC p<i>: one transaction each, back to back.
+        let sender = tokio::spawn(async move {
+            for i in next.. {
+                let msg = GoalState {
+                    vpc_states: vec![vpc(Create, &format!("p{i:05}"), 100 + i, 1, UpdateType::Delta)],
+                    ..Default::default()
+                };
+                s.store(i + 1, SeqCst);
+                match client.push_network_resource_states(msg).await {
+                    Ok(r)
+                        if statuses(r.get_ref())
+                            .iter()
+                            .all(|(_, st)| *st == OperationStatus::Success) =>
+                    {
+                        a.store(i + 1, SeqCst)
+                    }
+                    _ => return,
+                }
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(u64::from(15 + 7 * round))).await;
+        let left = agent.kill()?;
+        let _ = sender.await;
+        let (sent, acked) = (sent.load(SeqCst), acked.load(SeqCst));
+        in_flight += u32::from(sent > acked);
+        let held = Store::read(std::path::Path::new(&left.state_dir))?;
+        let k = held.vpcs.len() as u32;
+        let ids: Vec<&str> = held.vpcs.keys().map(String::as_str).collect();
+        let prefix: Vec<String> = (0..k).map(|i| format!("p{i:05}")).collect();
+        ensure!(ids == prefix, "round {round}: not a prefix of what was sent: {ids:?}");
+        ensure!(
+            acked <= k && k <= sent,
+            "round {round}: acknowledged {acked}, sent {sent}, recorded {k}"
+        );
+        next = k;
+        agent = Agent::restart_local(left, &args)?;
+    }
+    ensure!(next >= 100, "too few commits to mean anything: {next}");
+    ensure!(
+        in_flight >= ROUNDS / 2,
+        "a message was in flight at only {in_flight} of {ROUNDS} kills"
+    );
     Ok(())
 }

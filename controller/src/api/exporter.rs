@@ -77,7 +77,7 @@ pub fn render(controller: &mut Controller, admission: &AdmissionStats) -> Result
     );
     let damage = Family::<Label, Gauge>::default();
     for (kind, n) in [
-        ("lines", m.record.lines),
+        ("rows", m.record.rows),
         ("files", m.record.unreadable.len()),
         ("orphans", m.record.orphans),
     ] {

@@ -275,9 +275,7 @@ fn xdp_modes(ports: &[(u32, PortEntry)], uplink: Option<Uplink>) -> Result<Vec<s
 /// The agent's record as this command can read it: its size, what it holds, the ports whose
 /// interface is not attached (pending), and copies of damaged records.
 fn record_summary(dir: &Path, attached: &[String]) -> serde_json::Value {
-    let bytes: u64 = std::fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
-        .unwrap_or(0);
+    let bytes = crate::store::Store::size(dir);
     let held = dir.exists().then(|| crate::store::Store::read(dir).ok()).flatten();
     let (resources, pending) = held.map_or((0, Vec::new()), |s| {
         let pending: Vec<String> = s

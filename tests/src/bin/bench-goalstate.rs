@@ -1,4 +1,4 @@
-//! `cargo xtask bench goalstate`: how fast the real agent (journal included) takes goal state.
+//! `cargo xtask bench goalstate`: how fast the real agent (durable record included) takes goal state.
 //!
 //! 1 port + N neighbors per message over unary and over the stream, beside Alcor's published
 //! figures for its agent; per-message latency of small streamed messages; and the memory of the
@@ -248,7 +248,7 @@ async fn main() -> Result<()> {
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20);
     println!(
-        "alioth bench goalstate: the real agent (journal on), a tonic client on loopback; kernel {}",
+        "alioth bench goalstate: the real agent (record on, each commit synced), a tonic client on loopback; kernel {}",
         std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim()
     );
 
@@ -473,7 +473,7 @@ async fn main() -> Result<()> {
     );
     drop(tx);
 
-    // A restart at that scale: SIGKILL, then a new agent replays the journal, fills fresh maps and
+    // A restart at that scale: SIGKILL, then a new agent reads the record, fills fresh maps and
     // swaps its program in (the old one forwards meanwhile), and answers the same goal state again.
     let left = agent.kill()?;
     let t = Instant::now();
@@ -492,7 +492,7 @@ async fn main() -> Result<()> {
     check(&reply, 10_000)?;
     let (rss, _) = memory(agent.pid())?;
     println!(
-        "{:<34} {:>9.2} s (SIGKILL to serving again, journal replayed, maps refilled)",
+        "{:<34} {:>9.2} s (SIGKILL to serving again, record read, maps refilled)",
         "restart at this scale",
         restart.as_secs_f64()
     );

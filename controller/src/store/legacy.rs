@@ -1,20 +1,94 @@
-//! The record's lines, in the snapshot and the journals alike: one entry as JSON, a tab, and the
-//! CRC-32 of the JSON in 8 hex digits. A line whose checksum does not match is damaged and costs
-//! that entry only; a line without a checksum is one an earlier agent wrote, read as it is.
+//! The record as agents before the database kept it, read once to carry it over: a snapshot
+//! (`state.jsonl`, or `state.json` before that) and journals of changes, all made of lines of one
+//! entry as JSON, a tab, and the CRC-32 of the JSON in 8 hex digits. A line whose checksum does not
+//! match is damaged and costs that entry only; a line without a checksum is read as it is.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use alioth_proto::schema::ResourceType;
 
-use super::shared_ids;
+use super::{shared_ids, Damage};
 use crate::goalstate::model::Resource;
 use crate::goalstate::model::State;
-use crate::store::jsonl;
+
+pub(super) const SNAPSHOT: &str = "state.jsonl";
+/// The snapshot before checksummed lines (one JSON document).
+pub(super) const OLD_SNAPSHOT: &str = "state.json";
+pub(super) const JOURNAL: &str = "journal.jsonl";
+/// Journals retired by a compaction: `journal-<n>.jsonl`, read in the order of n.
+const RETIRED: (&str, &str) = ("journal-", ".jsonl");
+
+#[derive(Deserialize)]
+struct OldSnapshot {
+    resources: Vec<Resource>,
+    tombstones: Vec<(i32, String, u32)>,
+}
+
+/// The files of a record an earlier agent left in `dir`, in the order they are read.
+pub(super) fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = [SNAPSHOT, OLD_SNAPSHOT].iter().map(|f| dir.join(f)).collect();
+    let mut retired: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name();
+            let n = name
+                .to_str()?
+                .strip_prefix(RETIRED.0)?
+                .strip_suffix(RETIRED.1)?
+                .parse()
+                .ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    retired.sort_unstable();
+    out.extend(retired.into_iter().map(|(_, p)| p));
+    out.push(dir.join(JOURNAL));
+    out.retain(|p| p.exists());
+    out
+}
+
+/// Reads an earlier agent's record in `dir` onto `state`, noting damage; false if there is none.
+pub(super) fn read(dir: &Path, state: &mut State, damage: &mut Damage) -> bool {
+    let files = files(dir);
+    let snapshot_lines = files.iter().any(|p| p.ends_with(SNAPSHOT));
+    for path in &files {
+        if path.ends_with(OLD_SNAPSHOT) {
+            // Superseded by a snapshot of lines, when one is there.
+            if !snapshot_lines {
+                read_old_snapshot(path, state, damage);
+            }
+            continue;
+        }
+        match replay(state, path) {
+            Ok(r) if r.damaged > 0 => damage.damaged_rows(path, r.damaged),
+            Ok(_) => {}
+            Err(e) => damage.unreadable_file(path, e),
+        }
+    }
+    !files.is_empty()
+}
+
+fn read_old_snapshot(path: &Path, state: &mut State, damage: &mut Damage) {
+    let read = File::open(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|f| Ok(serde_json::from_reader::<_, OldSnapshot>(BufReader::new(f))?));
+    match read {
+        Ok(s) => {
+            for r in s.resources {
+                state.put(shared_ids(state, r));
+            }
+            state.tombstones = s.tombstones.into_iter().map(|(k, id, r)| ((k, id), r)).collect();
+        }
+        Err(e) => damage.unreadable_file(path, e),
+    }
+}
 
 /// One line: a resource's new version (which forgets its tombstone), or its deletion and the
 /// tombstone that leaves.
@@ -32,35 +106,8 @@ pub(super) enum Entry {
     },
 }
 
-/// `Entry` as it is written: borrowed, so no resource is copied to be written. Same variant and
-/// field names, hence the same JSON, as the `Entry` that reads it back.
-#[derive(Serialize)]
-pub(super) enum EntryRef<'a> {
-    Put(&'a Resource),
-    Delete {
-        kind: i32,
-        id: &'a str,
-    },
-    Tombstone {
-        kind: i32,
-        id: &'a str,
-        revision: Option<u32>,
-    },
-}
-
-/// Appends `entry` as a sealed line.
-pub(super) fn write(out: &mut Vec<u8>, entry: &EntryRef<'_>) -> Result<()> {
-    let start = out.len();
-    match entry {
-        // Ports and neighbors, most of a large state, are written by hand (`jsonl`).
-        EntryRef::Put(r) if jsonl::put(out, r) => {}
-        _ => serde_json::to_writer(&mut *out, entry)?,
-    }
-    seal(out, start);
-    Ok(())
-}
-
 /// Ends the line that starts at `start` with its checksum.
+#[cfg(test)]
 fn seal(out: &mut Vec<u8>, start: usize) {
     let sum = checksum(&out[start..]);
     out.push(b'\t');
@@ -90,7 +137,7 @@ fn open(line: &[u8]) -> Option<Entry> {
 
 /// What reading one file of the record found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Replayed {
+struct Replayed {
     pub entries: usize,
     /// Lines skipped: their checksum or their JSON is wrong.
     pub damaged: usize,
@@ -99,7 +146,7 @@ pub struct Replayed {
 /// Replays the lines of `path` onto `state`. A damaged line is skipped: the ones after it are
 /// whole records of their own. A torn last line (killed mid-write) was never acknowledged, so it
 /// costs nothing and is not counted as damage.
-pub(super) fn replay(state: &mut State, path: &Path) -> Result<Replayed> {
+fn replay(state: &mut State, path: &Path) -> Result<Replayed> {
     let mut reader = BufReader::with_capacity(
         1 << 20,
         File::open(path).with_context(|| format!("open {}", path.display()))?,
@@ -164,8 +211,8 @@ mod tests {
     use super::*;
 
     fn line(kind: i32, id: &str) -> Vec<u8> {
-        let mut out = Vec::new();
-        write(&mut out, &EntryRef::Delete { kind, id }).unwrap();
+        let mut out = format!(r#"{{"Delete":{{"kind":{kind},"id":"{id}"}}}}"#).into_bytes();
+        seal(&mut out, 0);
         out
     }
 
@@ -185,7 +232,7 @@ mod tests {
 
     #[test]
     fn a_line_of_an_earlier_agent_without_a_checksum_is_read() {
-        let plain = serde_json::to_vec(&EntryRef::Delete { kind: 3, id: "x" }).unwrap();
-        assert!(matches!(open(&plain), Some(Entry::Delete { kind: 3, .. })));
+        let plain = br#"{"Delete":{"kind":3,"id":"x"}}"#;
+        assert!(matches!(open(plain), Some(Entry::Delete { kind: 3, .. })));
     }
 }
