@@ -49,9 +49,9 @@ pub struct Controller {
     last_push: Instant,
 }
 
-/// Changes in a message from which its record rows are encoded beside its map writes (a thread
+/// Changes in a message from which its record rows are written beside its map writes (a thread
 /// costs more than encoding a few).
-const ENCODE_AHEAD: usize = 512;
+const STAGE_AHEAD: usize = 512;
 /// Resources in a message from which what it leaves behind is freed on another thread (a hand-over
 /// costs more than freeing a few).
 pub const FREE_LATER: usize = 512;
@@ -253,22 +253,25 @@ impl Controller {
         let t_validate = started.elapsed();
         let mut timing = vec![Timing::default(); outcomes.len()];
         let report = reporter(&mut outcomes, &mut timing);
-        // A large message's record rows are encoded on another thread while it is planned and
-        // its map writes run (the encoding took about as long as the writes for 10,000
-        // neighbors); they stand unless a change failed.
-        let encode_ahead = self.store.is_some() && changes.len() >= ENCODE_AHEAD;
-        let mut applier = self.applier();
+        // A large message's record rows are written on another thread, in a transaction left
+        // open, while it is planned and its map writes run (for 10,000 neighbors the rows take
+        // about as long as the writes); it is committed unless a change failed.
+        let store = self.store.as_mut().filter(|_| changes.len() >= STAGE_AHEAD);
+        let mut applier = Applier {
+            state: &self.state,
+            dp: &mut self.dp,
+            pending: &mut self.pending,
+            dhcp_lease: self.dhcp_lease,
+        };
         let state = applier.state;
-        let (plan, t_plan, rows_ahead) = std::thread::scope(|s| {
-            // Without a thread (the process is out of them), the rows are encoded when recorded.
-            let ahead = encode_ahead
-                .then(|| {
-                    std::thread::Builder::new()
-                        .name("alioth-record".into())
-                        .spawn_scoped(s, || Store::encode(state, &changes))
-                        .ok()
-                })
-                .flatten();
+        let (plan, t_plan, staged) = std::thread::scope(|s| {
+            // Without a thread (the process is out of them), the rows are written when recorded.
+            let ahead = store.and_then(|store| {
+                std::thread::Builder::new()
+                    .name("alioth-record".into())
+                    .spawn_scoped(s, || store.stage(state, &changes))
+                    .ok()
+            });
             let plan = plan::plan(state, &changes);
             let t_plan = started.elapsed();
             let _ = applier.apply_plan(&plan, report);
@@ -287,7 +290,7 @@ impl Controller {
             // New remote hosts: ask the kernel to resolve their next hops right away.
             self.refresh_overlay();
         }
-        let changes = self.record_or_undo(changes, rows_ahead.filter(|_| whole), &mut outcomes);
+        let changes = self.record_or_undo(changes, staged.is_some_and(|s| s.is_ok()) && whole, &mut outcomes);
         let t_record = started.elapsed();
         tracing::debug!(
             resources = outcomes.len(),
@@ -322,19 +325,19 @@ impl Controller {
         }
     }
 
-    /// Records `changes` before the reply (with `rows`, their record encoded ahead, if it still
-    /// stands): an acknowledged change survives a crash of the agent. What cannot be recorded (a
-    /// full disk) is answered FAILURE and undone, in state and maps: a restart would forget it.
-    fn record_or_undo(
-        &mut self,
-        changes: Vec<Change>,
-        rows: Option<Result<crate::store::Rows>>,
-        outcomes: &mut [Outcome],
-    ) -> Vec<Change> {
-        let recorded = match (self.store.as_mut(), rows) {
-            (None, _) => Ok(()),
-            (Some(store), Some(Ok(rows))) => store.append(&rows),
-            (Some(store), _) => store.record(&self.state, &changes),
+    /// Records `changes` before the reply (`staged`: the transaction `Store::stage` left open
+    /// holds them, as they still stand): an acknowledged change survives a crash of the agent.
+    /// What cannot be recorded (a full disk) is answered FAILURE and undone, in state and maps: a
+    /// restart would forget it.
+    fn record_or_undo(&mut self, changes: Vec<Change>, staged: bool, outcomes: &mut [Outcome]) -> Vec<Change> {
+        let recorded = match self.store.as_mut() {
+            None => Ok(()),
+            Some(store) if staged => store.commit_staged(),
+            Some(store) => {
+                // Staged before a change failed: written again without it.
+                store.rollback_staged();
+                store.record(&self.state, &changes)
+            }
         };
         let Err(e) = recorded else {
             return changes;

@@ -22,6 +22,7 @@
 //! An earlier agent's record (snapshot and journals of checksummed lines, `legacy`) is read once
 //! and carried over into the database, in the same transaction that marks it carried over.
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -126,7 +127,16 @@ pub struct Store {
     db: Connection,
     /// What was wrong with the record at `open`.
     damage: Damage,
+    /// The tombstones the database holds, so that a put deletes one only where there is one.
+    tombs: HashSet<TombKey>,
+    /// The tombstone changes of the transaction `stage` left open.
+    staged: Option<TombChanges>,
 }
+
+type TombKey = (i32, String);
+/// Tombstones a transaction adds (true) or removes (false), applied to `Store::tombs` once it
+/// commits.
+type TombChanges = HashMap<TombKey, bool>;
 
 impl Store {
     /// Opens (creating) the record in `dir` and returns the state it holds; what was damaged is in
@@ -162,8 +172,11 @@ impl Store {
             dir: dir.to_path_buf(),
             db,
             damage,
+            tombs: HashSet::new(),
+            staged: None,
         };
         store.carry_over(&mut state)?;
+        store.tombs = state.tombstones.keys().cloned().collect();
         store.damage.orphans = drop_orphans(&mut state);
         store.damage.keep();
         tracing::info!(
@@ -283,33 +296,110 @@ impl Store {
 
     /// One transaction of `rows` (and the carried-over mark, with `carried_over`).
     fn write(&mut self, rows: &Rows, carried_over: bool) -> Result<()> {
-        let tx = self.db.transaction()?;
-        {
-            let mut put = tx.prepare_cached("INSERT OR REPLACE INTO resources VALUES (?1, ?2, ?3, ?4)")?;
-            let mut gone = tx.prepare_cached("DELETE FROM resources WHERE kind = ?1 AND id = ?2")?;
-            let mut tomb = tx.prepare_cached("INSERT OR REPLACE INTO tombstones VALUES (?1, ?2, ?3)")?;
-            let mut untomb = tx.prepare_cached("DELETE FROM tombstones WHERE kind = ?1 AND id = ?2")?;
-            for row in &rows.0 {
-                match row {
-                    Row::Put { kind, id, body } => {
-                        put.execute(params![kind, id, body, crc32fast::hash(body)])?;
-                        untomb.execute(params![kind, id])?;
-                    }
-                    Row::Delete { kind, id, tombstone } => {
-                        gone.execute(params![kind, id])?;
-                        match tombstone {
-                            Some(rev) => tomb.execute(params![kind, id, rev])?,
-                            None => untomb.execute(params![kind, id])?,
-                        };
-                    }
+        self.db.execute_batch("BEGIN IMMEDIATE")?;
+        let written = self.write_rows(rows).and_then(|tombs| {
+            if carried_over {
+                self.db
+                    .execute("INSERT OR REPLACE INTO meta VALUES ('carried_over', 1)", [])?;
+            }
+            self.db.execute_batch("COMMIT")?;
+            Ok(tombs)
+        });
+        self.ended(written)
+    }
+
+    /// Writes the rows of `changes` (as `state` now has them) in a transaction left open, which
+    /// `commit_staged` commits or `rollback_staged` drops: a large message's rows are written
+    /// while its map writes run. A failure leaves nothing open.
+    pub fn stage(&mut self, state: &State, changes: &[Change]) -> Result<()> {
+        self.rollback_staged();
+        let rows = Store::encode(state, changes)?;
+        self.db.execute_batch("BEGIN IMMEDIATE")?;
+        match self.write_rows(&rows) {
+            Ok(tombs) => {
+                self.staged = Some(tombs);
+                Ok(())
+            }
+            Err(e) => self.ended(Err(e)).map(drop),
+        }
+    }
+
+    /// Commits what `stage` wrote; on disk when this returns.
+    pub fn commit_staged(&mut self) -> Result<()> {
+        let tombs = self.staged.take().context("no transaction staged")?;
+        let committed = self
+            .db
+            .execute_batch("COMMIT")
+            .map(|()| tombs)
+            .map_err(anyhow::Error::from);
+        self.ended(committed)
+            .with_context(|| format!("write the record in {}", self.dir.display()))
+    }
+
+    /// Drops what `stage` wrote, if anything.
+    pub fn rollback_staged(&mut self) {
+        if self.staged.take().is_some() {
+            let _ = self.db.execute_batch("ROLLBACK");
+        }
+    }
+
+    /// Ends a transaction: its tombstone changes count once it committed; a failed one is rolled
+    /// back (a failed COMMIT can leave it open).
+    fn ended(&mut self, result: Result<TombChanges>) -> Result<()> {
+        match result {
+            Ok(tombs) => {
+                for (key, present) in tombs {
+                    match present {
+                        true => self.tombs.insert(key),
+                        false => self.tombs.remove(&key),
+                    };
                 }
+                Ok(())
+            }
+            Err(e) => {
+                if !self.db.is_autocommit() {
+                    let _ = self.db.execute_batch("ROLLBACK");
+                }
+                Err(e)
             }
         }
-        if carried_over {
-            tx.execute("INSERT OR REPLACE INTO meta VALUES ('carried_over', 1)", [])?;
+    }
+
+    /// The statements of `rows`, in the open transaction; returns the tombstones they add and
+    /// remove.
+    fn write_rows(&self, rows: &Rows) -> Result<TombChanges> {
+        let db = &self.db;
+        let mut put = db.prepare_cached("INSERT OR REPLACE INTO resources VALUES (?1, ?2, ?3, ?4)")?;
+        let mut gone = db.prepare_cached("DELETE FROM resources WHERE kind = ?1 AND id = ?2")?;
+        let mut tomb = db.prepare_cached("INSERT OR REPLACE INTO tombstones VALUES (?1, ?2, ?3)")?;
+        let mut untomb = db.prepare_cached("DELETE FROM tombstones WHERE kind = ?1 AND id = ?2")?;
+        let mut tombs = TombChanges::new();
+        for row in &rows.0 {
+            let (kind, id, tombstone) = match row {
+                Row::Put { kind, id, body } => {
+                    put.execute(params![kind, id, body, crc32fast::hash(body)])?;
+                    (kind, id, None)
+                }
+                Row::Delete { kind, id, tombstone } => {
+                    gone.execute(params![kind, id])?;
+                    (kind, id, *tombstone)
+                }
+            };
+            let key = (*kind, id.clone());
+            let present = tombs.get(&key).copied().unwrap_or_else(|| self.tombs.contains(&key));
+            match tombstone {
+                Some(rev) => {
+                    tomb.execute(params![kind, id, rev])?;
+                    tombs.insert(key, true);
+                }
+                None if present => {
+                    untomb.execute(params![kind, id])?;
+                    tombs.insert(key, false);
+                }
+                None => {}
+            }
         }
-        tx.commit()?;
-        Ok(())
+        Ok(tombs)
     }
 
     /// Bytes the record takes on disk (database and log).

@@ -298,3 +298,58 @@ fn replayed_ports_and_neighbors_share_their_vpc_and_subnet_ids() {
         }
     }
 }
+
+/// Rows staged beside the map writes are committed as they are, or dropped and written again
+/// without the changes that failed; a staged delete's tombstone, and a re-create's removal of it,
+/// count only once committed.
+#[test]
+fn a_staged_transaction_commits_or_rolls_back_whole() {
+    use crate::goalstate::plan::tests::vpc;
+    use OperationType::{Create, Delete};
+    let dir = Scratch::new("staged");
+    let (mut store, mut state) = Store::open(&dir).unwrap();
+    accept_vpcs(&mut store, &mut state, &[("a", 1), ("b", 2)]);
+    let staged = |store: &mut Store, state: &mut State, msg: GoalState| {
+        let (_, changes) = validate(state, &msg, &Naming::default());
+        store.stage(state, &changes).unwrap();
+        changes
+    };
+    // Deleted and committed: a tombstone.
+    staged(
+        &mut store,
+        &mut state,
+        GoalState {
+            vpc_states: vec![vpc(Delete, "a", 1)],
+            ..Default::default()
+        },
+    );
+    store.commit_staged().unwrap();
+    let before = state.clone();
+    // Staged, then dropped: the record is as before, tombstone included.
+    let mut attempt = state.clone();
+    staged(
+        &mut store,
+        &mut attempt,
+        GoalState {
+            vpc_states: vec![vpc(Create, "a", 5), vpc(Delete, "b", 2)],
+            ..Default::default()
+        },
+    );
+    store.rollback_staged();
+    assert_eq!(Store::read(&dir).unwrap(), before);
+    // Re-created for real: its tombstone goes.
+    let changes = staged(
+        &mut store,
+        &mut state,
+        GoalState {
+            vpc_states: vec![vpc(Create, "a", 5)],
+            ..Default::default()
+        },
+    );
+    assert_eq!(changes.len(), 1);
+    store.commit_staged().unwrap();
+    drop(store);
+    let (_, read) = Store::open(&dir).unwrap();
+    assert_eq!(read, state);
+    assert!(read.tombstones.is_empty() && read.vpcs.contains_key("a"));
+}
