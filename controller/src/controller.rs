@@ -174,7 +174,8 @@ impl Controller {
             last_push: Instant::now(),
         };
         // A map that cannot be filled stops the restore before any link runs the new program.
-        c.apply_plan(&plan, |_, applied| match applied {
+        c.dp.list_interfaces();
+        let applied = c.apply_plan(&plan, |_, applied| match applied {
             Applied::Dataplane(_, result) => result,
             Applied::Network(_, result) => {
                 if let Err(e) = result {
@@ -182,7 +183,9 @@ impl Controller {
                 }
                 Ok(())
             }
-        })?;
+        });
+        c.dp.unlist_interfaces();
+        applied?;
         let t_apply = started.elapsed();
         // Next hops the kernel already knows go in before the new program takes over the links.
         c.refresh_overlay();

@@ -3,11 +3,14 @@
 //!
 //! Why SQLite: in WAL mode with `synchronous=FULL` a commit is durable once one fsync of the log
 //! returns; its behaviour under power loss is tested like no other embedded store's; recovery after
-//! a crash replays the log, with no rebuild that grows with the database; and an operator can read
-//! the record with the `sqlite3` shell as well as with `alioth state`.
+//! a crash replays the log, with no rebuild that grows with the database; and an operator can query
+//! the record with the `sqlite3` shell as well as list it with `alioth state`.
 //!
-//! Two tables: resources (kind, id -> the resource as JSON, and the CRC-32 of that JSON) and
-//! tombstones (kind, id -> the revision of a deleted resource). Every accepted message is one
+//! Two tables: resources (kind, id -> the resource in postcard, serde's compact binary format, and
+//! the CRC-32 of those bytes) and tombstones (kind, id -> the revision of a deleted resource).
+//! Postcard rather than JSON: a row is encoded and decoded about four times faster, which is most
+//! of the record's share of a 10,000-neighbor message and of a restart. Its encoding follows the
+//! model's field order, so a change to the model's fields bumps `FORMAT`. Every accepted message is one
 //! transaction, committed before the reply goes out: an agent killed at any point, or a machine
 //! that loses power, restarts with exactly the messages it acknowledged (and possibly the one it
 //! was committing). A change that leaves its resource as it was (a replayed message) writes
@@ -39,6 +42,9 @@ use crate::goalstate::model::{FixedIps, Id, State};
 /// The database, and the files SQLite keeps beside it in WAL mode.
 const DB: &str = "record.sqlite";
 const DB_FILES: [&str; 3] = [DB, "record.sqlite-wal", "record.sqlite-shm"];
+/// The layout of the tables and of the bodies (SQLite's `user_version`): a database of a later
+/// format is refused rather than misread.
+const FORMAT: i64 = 1;
 /// Infix of the copies of damaged record files: `<name>.damaged-<unix time>`.
 const DAMAGED: &str = ".damaged-";
 
@@ -434,7 +440,7 @@ fn put(r: &Resource) -> Result<Row> {
     Ok(Row::Put {
         kind: kind as i32,
         id: id.to_string(),
-        body: serde_json::to_vec(r)?,
+        body: postcard::to_stdvec(r)?,
     })
 }
 
@@ -447,7 +453,15 @@ fn open_db(dir: &Path) -> Result<Connection> {
     anyhow::ensure!(mode == "wal", "{} cannot use WAL (journal mode {mode})", path.display());
     // Temporary tables in memory: a read-only root filesystem (the DaemonSet's) has no /tmp.
     db.execute_batch("PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;")?;
-    db.execute_batch(SCHEMA)?;
+    let format: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    match format {
+        0 => db.execute_batch(&format!("{SCHEMA} PRAGMA user_version = {FORMAT};"))?,
+        FORMAT => {}
+        later => anyhow::bail!(
+            "{} is of format {later}, which only a later agent reads (this one reads {FORMAT})",
+            path.display()
+        ),
+    }
     Ok(db)
 }
 
@@ -475,7 +489,7 @@ fn read_db(db: &Connection) -> Result<(State, usize)> {
         let body = row.get_ref(2)?.as_blob()?;
         let crc: u32 = row.get(3)?;
         let resource = (crc32fast::hash(body) == crc)
-            .then(|| serde_json::from_slice::<Resource>(body).ok())
+            .then(|| postcard::from_bytes::<Resource>(body).ok())
             .flatten()
             .filter(|r| {
                 let (kind, id) = r.kind_id();

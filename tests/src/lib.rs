@@ -13,5 +13,6 @@ pub mod grpc;
 pub mod kernel;
 pub mod netns;
 pub mod overlay;
+pub mod pki;
 pub mod timing;
 pub mod vectors;

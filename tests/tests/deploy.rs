@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use alioth_tests::agent::{alioth_bin, Leftover};
 use alioth_tests::netns::{self, Netns};
+use alioth_tests::pki::Pki;
 use anyhow::{bail, ensure, Context, Result};
 use serde::Deserialize;
 use serde_norway::Value;
@@ -110,12 +111,38 @@ fn manifest_asks_for_what_an_xdp_agent_needs() -> Result<()> {
         strs(&quota["values"]) == ["system-node-critical"],
         "a quota admits critical pods here"
     );
+    // Goal state over mutual TLS by default, from a Secret mounted where the ConfigMap looks.
+    let metrics_port: u64 = config["ALIOTH_METRICS_LISTEN"]
+        .as_str()
+        .and_then(|m| m.rsplit(':').next())
+        .context("metrics port")?
+        .parse()?;
+    ensure!(port == 50001, "Alcor's port");
     for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
         ensure!(
-            c[probe]["grpc"]["port"].as_u64() == Some(port),
-            "{probe} must ask the gRPC health service on {port}"
+            c[probe]["httpGet"]["port"].as_u64() == Some(metrics_port) && c[probe]["httpGet"]["path"] == "/healthz",
+            "{probe} must ask /healthz on the metrics port {metrics_port} (gRPC probes speak no TLS)"
         );
     }
+    let tls = mounts
+        .iter()
+        .find(|m| m["name"] == "grpc-tls")
+        .context("the TLS Secret's mount")?;
+    let tls_dir = tls["mountPath"].as_str().context("mountPath")?;
+    for key in ["ALIOTH_TLS_CERT", "ALIOTH_TLS_KEY", "ALIOTH_TLS_CLIENT_CA"] {
+        let path = config[key]
+            .as_str()
+            .with_context(|| format!("{key} in the ConfigMap"))?;
+        ensure!(
+            path.starts_with(tls_dir),
+            "{key} {path} is not in the Secret's mount {tls_dir}"
+        );
+    }
+    let volume = pod["volumes"]
+        .as_sequence()
+        .and_then(|v| v.iter().find(|v| v["name"] == "grpc-tls"))
+        .context("the TLS volume")?;
+    ensure!(volume["secret"]["secretName"] == "alioth-grpc-tls");
     ensure!(c["envFrom"][0]["configMapRef"]["name"] == "alioth-agent");
     Ok(())
 }
@@ -163,8 +190,9 @@ fn agent_started_as_deployed_answers_its_health_probe() -> Result<()> {
     node.exec(&["ip", "addr", "add", "198.18.250.2/24", "dev", "eth0"])?;
     node.exec(&["ip", "link", "set", "eth0", "up"])?;
     node.exec(&["ip", "route", "add", "default", "via", "198.18.250.1", "dev", "eth0"])?;
-    // The only substitutions: the binary's path in the image, and this agent's pin and state
-    // directories, which must not be the machine's own (/sys/fs/bpf/alioth, /var/lib/alioth).
+    // The only substitutions: the binary's path in the image, this agent's pin and state
+    // directories, which must not be the machine's own (/sys/fs/bpf/alioth, /var/lib/alioth), and
+    // the Secret's files (a throwaway PKI).
     let pin_dir = format!("/sys/fs/bpf/{}", netns::unique("alioth-deploy-"));
     let state_dir = std::env::temp_dir()
         .join(netns::unique("alioth-deploy-"))
@@ -180,6 +208,11 @@ fn agent_started_as_deployed_answers_its_health_probe() -> Result<()> {
         cmd.env(k.as_str().context("key")?, v.as_str().context("value")?);
     }
     cmd.env("ALIOTH_PIN_DIR", &pin_dir).env("ALIOTH_STATE_DIR", &state_dir);
+    let pki = Pki::new()?;
+    let file = |f: &str| pki.path(f).to_string_lossy().into_owned();
+    cmd.env("ALIOTH_TLS_CERT", file("server.pem"))
+        .env("ALIOTH_TLS_KEY", file("server.key"))
+        .env("ALIOTH_TLS_CLIENT_CA", file("ca.pem"));
     let log = std::env::temp_dir().join(netns::unique("alioth-deploy-log-"));
     let logf = std::fs::File::create(&log)?;
     let agent = cmd
@@ -194,11 +227,48 @@ fn agent_started_as_deployed_answers_its_health_probe() -> Result<()> {
         log: log.clone(),
     };
 
-    // The probe: gRPC health on the manifest's port, as the kubelet asks it (pod IP = node IP with
+    // The probe, as the kubelet asks it: GET /healthz on the manifest's port (pod IP = node IP with
     // hostNetwork; inside the node namespace, loopback reaches the same 0.0.0.0 listener).
-    let port = c["readinessProbe"]["grpc"]["port"].as_u64().context("probe port")?;
-    let server = format!("http://127.0.0.1:{port}");
+    let probe = &c["readinessProbe"]["httpGet"];
+    let url = format!(
+        "http://127.0.0.1:{}{}",
+        probe["port"].as_u64().context("probe port")?,
+        probe["path"].as_str().context("probe path")?
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = nodeg.agent.try_wait()? {
+            bail!(
+                "agent exited ({status}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        let out = nodeg._ns.net_output(&["curl", "-sf", "-m", "2", &url])?;
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok" {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{url} did not answer ok in 20 s: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Goal state's own health service answers a client with a certificate from the CA, and no
+    // one without.
+    let port = listen_port(&config)?;
+    let server = format!("https://127.0.0.1:{port}");
+    let health = |client: bool| -> Result<std::process::Output> {
+        let bin = alioth_bin()?.to_string_lossy().into_owned();
+        let (ca, cert, key) = (file("ca.pem"), file("client.pem"), file("client.key"));
+        let mut args = vec![bin.as_str(), "health", "--server", &server, "--tls-ca", &ca];
+        args.extend(["--tls-domain", "localhost"]);
+        if client {
+            args.extend(["--tls-client-cert", &cert, "--tls-client-key", &key]);
+        }
+        nodeg._ns.net_output(&args)
+    };
     let answer = loop {
         if let Some(status) = nodeg.agent.try_wait()? {
             bail!(
@@ -206,12 +276,7 @@ fn agent_started_as_deployed_answers_its_health_probe() -> Result<()> {
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
         }
-        let out = nodeg._ns.net_output(&[
-            alioth_bin()?.to_str().unwrap_or_default(),
-            "health",
-            "--server",
-            &server,
-        ])?;
+        let out = health(true)?;
         if out.status.success() {
             break String::from_utf8_lossy(&out.stdout).into_owned();
         }
@@ -224,6 +289,8 @@ fn agent_started_as_deployed_answers_its_health_probe() -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     };
     ensure!(answer.trim() == "SERVING", "{answer}");
+    let anonymous = health(false)?;
+    ensure!(!anonymous.status.success(), "a client without a certificate got in");
     // And the ConfigMap's metrics address answers too.
     let metrics = config
         .get("ALIOTH_METRICS_LISTEN")
@@ -242,4 +309,13 @@ fn agent_started_as_deployed_answers_its_health_probe() -> Result<()> {
     );
     drop(nodeg);
     Ok(())
+}
+
+/// The gRPC port of the ConfigMap's `ALIOTH_LISTEN`.
+fn listen_port(config: &serde_norway::Mapping) -> Result<u64> {
+    let listen = config
+        .get("ALIOTH_LISTEN")
+        .and_then(Value::as_str)
+        .context("ALIOTH_LISTEN")?;
+    Ok(listen.rsplit(':').next().context("port")?.parse()?)
 }

@@ -126,6 +126,16 @@ impl Dataplane {
         }
     }
 
+    /// Looks interfaces up in one listing of them until `unlist_interfaces` (a restore: a million
+    /// port names, most of which name no interface yet, cost one listing instead of an ioctl each).
+    pub fn list_interfaces(&mut self) {
+        self.names.list();
+    }
+
+    pub fn unlist_interfaces(&mut self) {
+        self.names.unlist();
+    }
+
     /// The index of the interface `iface` the programs were attached to, if they are.
     pub fn attached_index(&self, iface: &str) -> Option<u32> {
         self.attached.get(iface).map(|(i, _)| *i)

@@ -1,8 +1,9 @@
 //! Interfaces of the data plane's network namespace by name and index: glibc's lookups, and one
 //! kept socket for the lookups a large restore makes by the million.
 
+use std::collections::HashMap;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 /// Interface index of `name` in the calling thread's network namespace, or `None` if there is no
 /// such interface.
@@ -16,23 +17,42 @@ pub fn ifindex(name: &str) -> Option<u32> {
 /// Interface indexes in the network namespace this was made in (the data plane's), by one ioctl
 /// on a socket kept for the purpose: glibc's `if_nametoindex` opens and closes a socket on every
 /// call, which was a quarter of restoring a million ports (about 2.4 s). A socket answers for the
-/// namespace it was created in, whichever the caller's is now.
+/// namespace it was created in, whichever the caller's is now. While `listed`, lookups are
+/// answered from one listing of the interfaces instead (a restore's million names, most of which
+/// name no interface yet).
 pub(crate) struct Names {
     socket: Option<OwnedFd>,
+    listed: Option<HashMap<String, u32>>,
 }
 
 impl Names {
     pub(crate) fn new() -> Names {
-        // SAFETY: plain socket(2); the descriptor is owned from here on.
-        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        let socket = rustix::net::socket_with(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::DGRAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        );
         Names {
-            // SAFETY: fd is a fresh descriptor nothing else owns.
-            socket: (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) }),
+            socket: socket.ok(),
+            listed: None,
         }
+    }
+
+    /// Answers from one listing of the interfaces until `unlist`.
+    pub(crate) fn list(&mut self) {
+        self.listed = Some(interfaces().into_iter().map(|(index, name)| (name, index)).collect());
+    }
+
+    pub(crate) fn unlist(&mut self) {
+        self.listed = None;
     }
 
     /// `ifindex`, in this one's namespace.
     pub(crate) fn index(&self, name: &str) -> Option<u32> {
+        if let Some(listed) = &self.listed {
+            return listed.get(name).copied();
+        }
         let Some(socket) = &self.socket else {
             return ifindex(name);
         };
@@ -40,16 +60,9 @@ impl Names {
         if name.is_empty() || name.len() >= libc::IF_NAMESIZE || name.contains('\0') {
             return None;
         }
-        // SAFETY: ifreq is plain data; all zeroes is a valid value (and NUL-terminates the name).
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
-            *d = s as libc::c_char;
-        }
-        // SAFETY: SIOCGIFINDEX reads ifr_name and writes ifr_ifindex of the ifreq it is given.
-        let r = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFINDEX as _, &mut req) };
-        // SAFETY: on success the kernel wrote the index into this member of the union.
-        let idx = unsafe { req.ifr_ifru.ifru_ifindex };
-        (r == 0 && idx > 0).then_some(idx as u32)
+        rustix::net::netdevice::name_to_index(socket, name)
+            .ok()
+            .filter(|i| *i > 0)
     }
 }
 

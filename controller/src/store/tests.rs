@@ -86,7 +86,7 @@ fn the_record_reads_back_the_same_state_tombstones_included() {
     assert_eq!(Store::read(&dir).unwrap(), state);
 }
 
-/// A value a bad disk changed so that it still parses (a digit of a VNI) is caught by its
+/// A value a bad disk changed so that it still decodes (the VNI one higher) is caught by its
 /// checksum: that VPC is left out, the damage reported, and a copy of the database kept.
 #[test]
 fn a_row_that_still_parses_but_changed_is_caught_and_costs_that_row_only() {
@@ -94,12 +94,16 @@ fn a_row_that_still_parses_but_changed_is_caught_and_costs_that_row_only() {
     let (mut store, mut state) = Store::open(&dir).unwrap();
     assert!(!store.damage().any());
     accept_vpcs(&mut store, &mut state, &[("a", 1001), ("b", 2002), ("c", 3003)]);
+    // The VNI one higher, where postcard wrote it (a varint: 2002 is d2 0f).
+    let mut body: Vec<u8> = store
+        .db
+        .query_row("SELECT body FROM resources WHERE id = 'b'", [], |r| r.get(0))
+        .unwrap();
+    let at = body.windows(2).position(|w| w == [0xd2, 0x0f]).unwrap();
+    body[at] = 0xd3;
     let changed = store
         .db
-        .execute(
-            "UPDATE resources SET body = CAST(replace(CAST(body AS TEXT), '2002', '2009') AS BLOB) WHERE id = 'b'",
-            [],
-        )
+        .execute("UPDATE resources SET body = ?1 WHERE id = 'b'", [&body])
         .unwrap();
     assert_eq!(changed, 1);
     drop(store);

@@ -502,6 +502,23 @@ async fn main() -> Result<()> {
         ms(replay)
     );
     println!("{:<34} {:>9.1} MiB", "restarted agent RSS", rss);
+    // Where the restart went, as the agent logged it.
+    let log = agent.log_text();
+    let field = |line: &str, key: &str| -> String {
+        log.lines()
+            .find(|l| l.contains(line))
+            .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}="))))
+            .unwrap_or("?")
+            .to_string()
+    };
+    println!(
+        "{:<34} record read {} ms, plan {} ms, maps and ports {} ms, commit {} ms",
+        "  of which",
+        field("record read", "millis"),
+        field("restored the recorded goal state", "plan_ms"),
+        field("restored the recorded goal state", "apply_ms"),
+        field("restored the recorded goal state", "commit_ms"),
+    );
     let (_, left) = agent.stop()?;
     left.reset()?;
     Ok(())
