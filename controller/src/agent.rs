@@ -133,21 +133,21 @@ pub struct AgentArgs {
 /// the record take descriptors, and the usual soft limit (1,024) ran out under 1,100 idle gRPC
 /// connections.
 fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let (Some(soft), hard) = (lim.current, lim.maximum) else {
+        return;
     };
-    // SAFETY: getrlimit and setrlimit read and write the struct given.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
-            return;
-        }
-        let soft = lim.rlim_cur;
-        lim.rlim_cur = lim.rlim_max;
-        match libc::setrlimit(libc::RLIMIT_NOFILE, &lim) {
-            0 => tracing::info!(from = soft, to = lim.rlim_max, "open-files limit raised"),
-            _ => tracing::warn!("open-files limit stays {soft}: {}", std::io::Error::last_os_error()),
-        }
+    if hard.is_some_and(|h| soft >= h) {
+        return;
+    }
+    let raised = Rlimit {
+        current: hard,
+        maximum: hard,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::info!(from = soft, to = ?hard, "open-files limit raised"),
+        Err(e) => tracing::warn!("open-files limit stays {soft}: {e}"),
     }
 }
 

@@ -84,8 +84,7 @@ fn main() {
     // No transparent huge pages: each first touch of a 2 MiB page zeroes all of it, which on a
     // VM whose host backs guest memory lazily cost milliseconds per page of a large message's
     // fresh memory (the first 10,000-neighbor message took 62-110 ms with them, 46-85 without).
-    // SAFETY: prctl with integer arguments only; it affects this process's future page faults.
-    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("ALIOTH_LOG").unwrap_or_else(|_| "info".into());
     let log = tracing_subscriber::fmt()

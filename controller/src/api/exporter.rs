@@ -159,9 +159,10 @@ fn process(r: &mut Registry) {
         .split_whitespace()
         .collect();
     let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    // SAFETY: sysconf only reads a configuration value.
-    let (hz, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
-    let (hz, page) = (hz.max(1) as f64, page.max(1) as u64);
+    let (hz, page) = (
+        rustix::param::clock_ticks_per_second().max(1) as f64,
+        rustix::param::page_size() as u64,
+    );
     let cpu = Counter::<f64, AtomicU64>::default();
     cpu.inc_by((field(11) + field(12)) as f64 / hz);
     r.register("process_cpu_seconds", "User and system CPU time spent", cpu);

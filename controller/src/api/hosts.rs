@@ -87,5 +87,11 @@ fn select<S>(pairs: Vec<(String, S)>, keep: impl Fn(&str) -> bool) -> Vec<S> {
 
 /// IPv4 and IPv6 addresses of this network namespace's interfaces.
 pub fn local_addresses() -> Vec<IpAddr> {
-    crate::net::underlay::addresses().into_iter().map(|(_, a)| a).collect()
+    match crate::net::links::addresses() {
+        Ok(all) => all.into_iter().map(|(_, a)| a).collect(),
+        Err(e) => {
+            tracing::warn!("cannot list this host's addresses: {e:#}");
+            Vec::new()
+        }
+    }
 }

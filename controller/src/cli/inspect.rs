@@ -257,9 +257,10 @@ fn duration(secs: u64) -> String {
 /// The XDP mode (native, generic) of the uplink and of each programmed port, as the kernel
 /// reports it; "none" where no program is attached.
 fn xdp_modes(ports: &[(u32, PortEntry)], uplink: Option<Uplink>) -> Result<Vec<serde_json::Value>> {
-    let modes = crate::net::links::xdp_attachments().context("read the interfaces' XDP attachments")?;
+    let links = crate::net::links::links().context("list the interfaces")?;
     let row = |index: u32, role: &str| {
-        let (mode, prog) = modes.get(&index).map_or(("none", 0), |(m, p)| (m.name(), *p));
+        let xdp = links.get(&index).and_then(|l| l.xdp);
+        let (mode, prog) = xdp.map_or(("none", 0), |(m, p)| (m.name(), p));
         json!({
             "iface": ifname(index).unwrap_or_else(|| format!("ifindex {index}")),
             "role": role,

@@ -8,22 +8,24 @@
 //! netns-aware calls, as under `nsenter --net`), so a process that finds itself in one joins the
 //! mount namespace it came from (process 1's, else its parent's) before it starts any thread.
 
-use std::ffi::CString;
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use rustix::mount::{mount, MountFlags};
+use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const ROOT: &str = "/sys/fs/bpf";
 
 pub fn is_bpffs(path: &Path) -> bool {
-    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs is plain data, for which all zeroes is a valid value.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: statfs fills the struct given; c is NUL-terminated.
-    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+    rustix::fs::statfs(path).is_ok_and(|st| st.f_type == BPF_FS_MAGIC)
+}
+
+/// Our parent's pid, as /proc names it.
+fn parent() -> String {
+    rustix::process::getppid()
+        .map_or(0, |p| p.as_raw_nonzero().get())
+        .to_string()
 }
 
 /// The mount namespace of a process, as its /proc link reads.
@@ -35,9 +37,7 @@ fn mount_namespace(pid: &str) -> Option<std::path::PathBuf> {
 /// bpffs: where `ip netns exec` came from.
 fn machine_process() -> Option<String> {
     let ours = mount_namespace("self")?;
-    // SAFETY: getppid has no preconditions.
-    let parent = unsafe { libc::getppid() }.to_string();
-    ["1".to_string(), parent].into_iter().find(|pid| {
+    ["1".to_string(), parent()].into_iter().find(|pid| {
         mount_namespace(pid).is_some_and(|theirs| theirs != ours)
             && is_bpffs(&Path::new("/proc").join(pid).join("root/sys/fs/bpf"))
     })
@@ -55,13 +55,8 @@ pub fn leave_private_mount_namespace() -> Result<()> {
     };
     let cwd = std::env::current_dir().ok();
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))?;
-    // SAFETY: setns on a namespace descriptor we own; the process has one thread.
-    if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNS) } != 0 {
-        bail!(
-            "join the mount namespace of process {pid}, where the machine's bpffs is: {}",
-            std::io::Error::last_os_error()
-        );
-    }
+    move_into_link_name_space(std::os::fd::AsFd::as_fd(&ns), Some(LinkNameSpaceType::Mount))
+        .with_context(|| format!("join the mount namespace of process {pid}, where the machine's bpffs is"))?;
     if let Some(cwd) = cwd {
         let _ = std::env::set_current_dir(cwd);
     }
@@ -81,8 +76,7 @@ pub fn ensure(pin_dir: &Path, mount: bool) -> Result<()> {
     if !pin_dir.starts_with(root) || is_bpffs(root) {
         return Ok(());
     }
-    // SAFETY: getppid has no preconditions.
-    let parent = unsafe { libc::getppid() }.to_string();
+    let parent = parent();
     let private = mount_namespace("self").is_some_and(|ours| {
         ["1", parent.as_str()]
             .iter()
@@ -104,11 +98,5 @@ pub fn ensure(pin_dir: &Path, mount: bool) -> Result<()> {
 }
 
 fn mount_bpffs() -> Result<()> {
-    let (source, target) = (c"bpf", c"/sys/fs/bpf");
-    // SAFETY: all pointers are valid NUL-terminated strings.
-    let rc = unsafe { libc::mount(source.as_ptr(), target.as_ptr(), source.as_ptr(), 0, std::ptr::null()) };
-    if rc != 0 {
-        bail!("mount bpffs at {ROOT}: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
+    mount("bpf", ROOT, "bpf", MountFlags::empty(), None).with_context(|| format!("mount bpffs at {ROOT}"))
 }

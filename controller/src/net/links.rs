@@ -1,10 +1,15 @@
-//! What the kernel reports of each interface's XDP attachment (RTM_GETLINK), for `alioth status`.
+//! Interfaces, addresses and IPv4 neighbours as the kernel reports them (RTM_GETLINK, RTM_GETADDR
+//! and RTM_GETNEIGH dumps): the uplink's MAC and MTU, this host's addresses, each interface's XDP
+//! attachment, and the resolved next hops.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::Result;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkMessage, LinkXdp, XdpAttached};
-use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::net::route::RouteQuery;
 
@@ -32,34 +37,106 @@ impl XdpMode {
     }
 }
 
-/// The XDP mode and program id of every interface of this network namespace that runs XDP, by
-/// interface index.
-pub fn xdp_attachments() -> Result<BTreeMap<u32, (XdpMode, u32)>> {
+/// One interface of this network namespace.
+#[derive(Clone, Debug, Default)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// The hardware address, where it is an Ethernet one.
+    pub mac: Option<[u8; 6]>,
+    pub mtu: u32,
+    /// The XDP mode and program id, where a program is attached.
+    pub xdp: Option<(XdpMode, u32)>,
+}
+
+/// Every interface of this network namespace, by index.
+pub fn links() -> Result<BTreeMap<u32, Link>> {
     let mut out = BTreeMap::new();
     RouteQuery::new()?.dump(RouteNetlinkMessage::GetLink(LinkMessage::default()), |m| {
-        let RouteNetlinkMessage::NewLink(link) = m else { return };
-        let Some(xdp) = link.attributes.iter().find_map(|a| match a {
-            LinkAttribute::Xdp(x) => Some(x),
-            _ => None,
-        }) else {
+        let RouteNetlinkMessage::NewLink(msg) = m else { return };
+        let mut link = Link {
+            index: msg.header.index,
+            ..Default::default()
+        };
+        for a in &msg.attributes {
+            match a {
+                LinkAttribute::IfName(n) => link.name = n.clone(),
+                LinkAttribute::Address(a) => link.mac = <[u8; 6]>::try_from(a.as_slice()).ok(),
+                LinkAttribute::Mtu(m) => link.mtu = *m,
+                LinkAttribute::Xdp(x) => link.xdp = xdp(x),
+                _ => {}
+            }
+        }
+        out.insert(link.index, link);
+    })?;
+    Ok(out)
+}
+
+fn xdp(attrs: &[LinkXdp]) -> Option<(XdpMode, u32)> {
+    let mode = attrs.iter().find_map(|x| match x {
+        LinkXdp::Attached(XdpAttached::Driver) => Some(XdpMode::Driver),
+        LinkXdp::Attached(XdpAttached::SocketBuffer) => Some(XdpMode::Generic),
+        LinkXdp::Attached(XdpAttached::Hardware) => Some(XdpMode::Offloaded),
+        LinkXdp::Attached(XdpAttached::Multiple) => Some(XdpMode::Multiple),
+        _ => None,
+    })?;
+    let prog = attrs.iter().find_map(|x| match x {
+        LinkXdp::ProgId(id) => Some(*id),
+        _ => None,
+    });
+    Some((mode, prog.unwrap_or(0)))
+}
+
+/// (interface index, address) of every address of this network namespace.
+pub fn addresses() -> Result<Vec<(u32, IpAddr)>> {
+    let mut out = Vec::new();
+    RouteQuery::new()?.dump(RouteNetlinkMessage::GetAddress(AddressMessage::default()), |m| {
+        let RouteNetlinkMessage::NewAddress(msg) = m else {
             return;
         };
-        let mode = xdp.iter().find_map(|x| match x {
-            LinkXdp::Attached(XdpAttached::Driver) => Some(XdpMode::Driver),
-            LinkXdp::Attached(XdpAttached::SocketBuffer) => Some(XdpMode::Generic),
-            LinkXdp::Attached(XdpAttached::Hardware) => Some(XdpMode::Offloaded),
-            LinkXdp::Attached(XdpAttached::Multiple) => Some(XdpMode::Multiple),
+        // IPv4's own address is IFA_LOCAL (IFA_ADDRESS is the peer's on point-to-point links).
+        let local = msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Local(ip) => Some(*ip),
             _ => None,
         });
-        let prog = xdp
-            .iter()
-            .find_map(|x| match x {
-                LinkXdp::ProgId(id) => Some(*id),
-                _ => None,
-            })
-            .unwrap_or(0);
-        if let Some(mode) = mode {
-            out.insert(link.header.index, (mode, prog));
+        let address = msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(ip) => Some(*ip),
+            _ => None,
+        });
+        if let Some(ip) = local.or(address) {
+            out.push((msg.header.index, ip));
+        }
+    })?;
+    Ok(out)
+}
+
+/// The resolved IPv4 neighbours (reachable, stale, probing, permanent...: not incomplete or
+/// failed): address -> (interface index, MAC).
+pub fn neighbours() -> Result<HashMap<Ipv4Addr, (u32, [u8; 6])>> {
+    let mut out = HashMap::new();
+    let mut dump = NeighbourMessage::default();
+    dump.header.family = AddressFamily::Inet;
+    RouteQuery::new()?.dump(RouteNetlinkMessage::GetNeighbour(dump), |m| {
+        let RouteNetlinkMessage::NewNeighbour(msg) = m else {
+            return;
+        };
+        let h = &msg.header;
+        if matches!(
+            h.state,
+            NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
+        ) {
+            return;
+        }
+        let ip = msg.attributes.iter().find_map(|a| match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+            _ => None,
+        });
+        let mac = msg.attributes.iter().find_map(|a| match a {
+            NeighbourAttribute::LinkLayerAddress(m) => <[u8; 6]>::try_from(m.as_slice()).ok(),
+            _ => None,
+        });
+        if let (Some(ip), Some(mac)) = (ip, mac) {
+            out.insert(ip, (h.ifindex, mac));
         }
     })?;
     Ok(out)

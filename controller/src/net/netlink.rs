@@ -2,8 +2,6 @@
 //! tap that is deleted and created again (a VM reboot, a migration) is attached again as it
 //! appears, and a route or neighbour change reaches the next hops at once, not at the next poll.
 
-use std::os::fd::AsRawFd;
-
 use anyhow::{Context, Result};
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
@@ -43,16 +41,8 @@ pub fn watch(tx: UnboundedSender<Change>) -> Result<()> {
 
 /// Bursts (thousands of taps at a host's boot) must not overrun the socket: a larger buffer.
 fn grow_receive_buffer(socket: &Socket) {
-    let size: libc::c_int = 4 << 20;
-    // SAFETY: setsockopt reads `size` for the given length; the descriptor is the socket's.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
+    if let Err(e) = rustix::net::sockopt::set_socket_recv_buffer_size(socket, 4 << 20) {
+        tracing::warn!("rtnetlink receive buffer stays as it is: {e}");
     }
 }
 
