@@ -17,11 +17,12 @@ use crate::api::admission::{admit, AdmissionStats, ConnectionLimits};
 use crate::api::service::{Provisioner, Provisioning};
 use crate::controller::overlay::{Overlay, OverlayConfig};
 use crate::controller::Controller;
-use crate::dataplane::{AttachMode, BpfLogLevel, Dataplane};
+use crate::dataplane::{AttachMode, BpfLogLevel};
 use crate::goalstate::validate::Naming;
 use crate::store::Store;
 
 pub mod instance;
+mod load;
 
 /// Pause after an underlay refresh that notifications asked for: our own neighbour solicitations
 /// notify too, and a change must still reach the next hops well within 100 ms.
@@ -171,8 +172,12 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         })?),
         None => None,
     };
-    let (store, state) = Store::open(&args.state_dir)?;
-    let (mut dp, logger) = load_dataplane(&args, &store)?;
+    let ((store, state), (mut dp, logger)) = load::record_and_dataplane(&load::Places {
+        state_dir: &args.state_dir,
+        pin_dir: &args.pin_dir,
+        mode: args.xdp_mode,
+        log: args.bpf_log_level,
+    })?;
     let overlay = match uplink {
         Some((cfg, info)) => Some(Overlay::start(cfg, info, &mut dp)?),
         None => None,
@@ -268,26 +273,6 @@ fn reset(args: &AgentArgs) -> Result<()> {
     let _ = std::fs::remove_dir(&args.state_dir);
     tracing::info!(pin_dir = %args.pin_dir.display(), state_dir = %args.state_dir.display(), "reset: links detached, pins and state removed");
     Ok(())
-}
-
-/// Loads the data plane to fill from the record, or, when the record is damaged, adopts the pinned
-/// one as it is.
-fn load_dataplane(args: &AgentArgs, store: &Store) -> Result<(Dataplane, Option<crate::dataplane::Logger>)> {
-    let damage = store.damage();
-    if !damage.any() {
-        return Dataplane::load_with_log(Some(&args.pin_dir), args.xdp_mode, args.bpf_log_level);
-    }
-    // The record may lack what the data plane has: keep the data plane, write over it.
-    tracing::error!(
-        state_dir = %args.state_dir.display(),
-        damaged_rows = damage.rows,
-        unreadable = ?damage.unreadable,
-        orphans = damage.orphans,
-        kept = ?damage.kept,
-        "the record is damaged: starting from what could be read, on the pinned data plane as it is \
-         (entries the record lacks stay until goal state replaces them or `alioth agent --reset`)"
-    );
-    Dataplane::adopt_with_log(&args.pin_dir, args.xdp_mode, args.bpf_log_level)
 }
 
 /// Copies the XDP program's log records into the agent's log as they come.

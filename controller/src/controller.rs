@@ -1,6 +1,5 @@
 //! Goal-state messages in, replies out: validate -> plan -> apply, with per-resource timings.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use alioth_common::maps::{DhcpEntry, PortEntry};
@@ -15,7 +14,7 @@ use crate::controller::overlay::Overlay;
 use crate::dataplane::Dataplane;
 use crate::goalstate::dhcp;
 use crate::goalstate::model::{Change, Resource};
-use crate::goalstate::model::{FixedIp, Port, State};
+use crate::goalstate::model::{FixedIp, HashMap, Port, State};
 use crate::goalstate::plan::{self, EndpointOp, Plan, PortOp};
 use crate::goalstate::validate::{self, Naming, Outcome};
 use crate::net::interfaces::interfaces;
@@ -38,8 +37,9 @@ pub struct Controller {
     naming: Naming,
     /// The record of applied goal state (agents); none in tests that need no restart.
     store: Option<Store>,
-    /// Interface -> port, for ports whose interface does not exist yet; see `retry_pending`.
-    pending: BTreeMap<String, String>,
+    /// Interface -> port, for ports whose interface does not exist yet; see `retry_pending`. A
+    /// hash map: a restore with a million pending ports spent a second comparing names in a tree.
+    pending: HashMap<String, String>,
     metrics: Metrics,
     /// The uplink and underlay next hops (agents started with --uplink).
     overlay: Option<Overlay>,
@@ -137,7 +137,7 @@ impl Controller {
             dp,
             naming,
             store: None,
-            pending: BTreeMap::new(),
+            pending: HashMap::default(),
             metrics: Metrics::default(),
             overlay: None,
             dhcp_lease: dhcp::DEFAULT_LEASE_SECS,
@@ -167,7 +167,7 @@ impl Controller {
             dp,
             naming,
             store: Some(store),
-            pending: BTreeMap::new(),
+            pending: HashMap::default(),
             metrics,
             overlay,
             dhcp_lease: dhcp::DEFAULT_LEASE_SECS,
@@ -444,7 +444,7 @@ impl Controller {
 struct Applier<'a> {
     state: &'a State,
     dp: &'a mut Dataplane,
-    pending: &'a mut BTreeMap<String, String>,
+    pending: &'a mut HashMap<String, String>,
     dhcp_lease: u32,
 }
 

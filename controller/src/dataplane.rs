@@ -29,7 +29,7 @@ mod ports;
 
 #[cfg(feature = "lab")]
 pub use lab::attach_pinned;
-pub use pins::remove_pins;
+pub use pins::{remove_pins, remove_staging};
 
 /// Names of the maps the agent pins (and `status`/`stats` read).
 pub const PINNED_MAPS: [&str; 7] = [

@@ -29,15 +29,19 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+mod damage;
 mod legacy;
+mod read;
+
+pub use damage::{damaged_copies, Damage};
+
+use read::{drop_orphans, read_db};
 
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use alioth_proto::schema::ResourceType;
-
+use crate::goalstate::model::State;
 use crate::goalstate::model::{Change, Resource};
-use crate::goalstate::model::{FixedIps, Id, State};
 
 /// The database, and the files SQLite keeps beside it in WAL mode.
 const DB: &str = "record.sqlite";
@@ -45,8 +49,6 @@ const DB_FILES: [&str; 3] = [DB, "record.sqlite-wal", "record.sqlite-shm"];
 /// The layout of the tables and of the bodies (SQLite's `user_version`): a database of a later
 /// format is refused rather than misread.
 const FORMAT: i64 = 1;
-/// Infix of the copies of damaged record files: `<name>.damaged-<unix time>`.
-const DAMAGED: &str = ".damaged-";
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS resources (
@@ -56,60 +58,6 @@ const SCHEMA: &str = "
         kind INTEGER NOT NULL, id TEXT NOT NULL, revision INTEGER NOT NULL,
         PRIMARY KEY (kind, id)) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;";
-
-/// What reading the record found wrong. Any of it means the record may lack what the data plane
-/// still has, so the agent keeps what is pinned instead of replacing it (see `Dataplane::adopt`).
-#[derive(Debug, Default, Clone)]
-pub struct Damage {
-    /// Rows (or an earlier agent's lines) skipped: their checksum or their JSON is wrong.
-    pub rows: usize,
-    /// Files that could not be read at all, with why.
-    pub unreadable: Vec<String>,
-    /// Resources left out for want of their parents.
-    pub orphans: usize,
-    /// The damaged files, whose copies are kept.
-    files: Vec<PathBuf>,
-    /// Where copies of the damaged files were kept.
-    pub kept: Vec<PathBuf>,
-}
-
-impl Damage {
-    pub fn any(&self) -> bool {
-        self.rows > 0 || !self.unreadable.is_empty() || self.orphans > 0
-    }
-
-    fn damaged_rows(&mut self, path: &Path, n: usize) {
-        self.rows += n;
-        self.files.push(path.to_path_buf());
-    }
-
-    fn unreadable_file(&mut self, path: &Path, e: anyhow::Error) {
-        tracing::error!(record = %path.display(), "cannot be read: {e:#}");
-        self.unreadable.push(format!("{}: {e:#}", path.display()));
-        self.files.push(path.to_path_buf());
-    }
-
-    /// Keeps a copy of each damaged file (moves it if it cannot be copied).
-    fn keep(&mut self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        for path in std::mem::take(&mut self.files) {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let kept = path.with_file_name(format!("{name}{DAMAGED}{now}"));
-            match fs::copy(&path, &kept).map(drop).or_else(|_| fs::rename(&path, &kept)) {
-                Ok(()) => {
-                    tracing::error!(kept = %kept.display(), "a copy of the damaged record is kept");
-                    self.kept.push(kept);
-                }
-                Err(e) => tracing::error!(record = %path.display(), "the damaged record could not be kept: {e}"),
-            }
-        }
-    }
-}
 
 /// The rows one message changes, made by `Store::encode` (off the controller's lock if need be)
 /// and written by `Store::append`.
@@ -475,134 +423,6 @@ fn carried_over(path: &Path) -> bool {
             .is_some())
     };
     read().unwrap_or(false)
-}
-
-/// The state `db` holds, and how many rows were skipped: their checksum or JSON is wrong. Parents
-/// come first (kinds in the order VPC, subnet, port, neighbor, DHCP), so that ports and neighbors
-/// share their ids.
-fn read_db(db: &Connection) -> Result<(State, usize)> {
-    let mut state = State::default();
-    let mut bad = 0;
-    let mut rows = db.prepare("SELECT kind, id, body, crc FROM resources ORDER BY kind")?;
-    let mut rows = rows.query([])?;
-    while let Some(row) = rows.next()? {
-        let body = row.get_ref(2)?.as_blob()?;
-        let crc: u32 = row.get(3)?;
-        let resource = (crc32fast::hash(body) == crc)
-            .then(|| postcard::from_bytes::<Resource>(body).ok())
-            .flatten()
-            .filter(|r| {
-                let (kind, id) = r.kind_id();
-                row.get::<_, i32>(0).is_ok_and(|k| k == kind as i32)
-                    && row.get_ref(1).is_ok_and(|i| i.as_str() == Ok(id))
-            });
-        match resource {
-            Some(r) => state.put(shared_ids(&state, r)),
-            None => {
-                let id: String = row.get(1).unwrap_or_default();
-                tracing::error!(resource_id = id, "a row of the record is damaged; skipping it");
-                bad += 1;
-            }
-        }
-    }
-    let mut tombs = db.prepare("SELECT kind, id, revision FROM tombstones")?;
-    for t in tombs.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))? {
-        let (key, rev): ((i32, String), u32) = t?;
-        state.tombstones.insert(key, rev);
-    }
-    Ok((state, bad))
-}
-
-/// Removes what a damaged record left without its parents (a subnet without its VPC, a port or
-/// neighbor without its VPC or a subnet, a DHCP entry without its subnet), reporting each: the
-/// agent starts with the rest rather than not at all.
-fn drop_orphans(state: &mut State) -> usize {
-    let mut orphans: Vec<(ResourceType, String)> = Vec::new();
-    for s in state.subnets.values().filter(|s| !state.vpcs.contains_key(&s.vpc_id)) {
-        orphans.push((ResourceType::Subnet, s.id.to_string()));
-    }
-    let subnet_gone = |id: &str| orphans.iter().any(|(k, o)| *k == ResourceType::Subnet && o == id);
-    let lost = |vpc: &str, ips: &[crate::goalstate::model::FixedIp]| {
-        !state.vpcs.contains_key(vpc)
-            || ips
-                .iter()
-                .any(|f| !state.subnets.contains_key(&*f.subnet_id) || subnet_gone(&f.subnet_id))
-    };
-    let mut found: Vec<(ResourceType, String)> = Vec::new();
-    found.extend(
-        state
-            .ports()
-            .values()
-            .filter(|p| lost(&p.vpc_id, &p.fixed_ips))
-            .map(|p| (ResourceType::Port, p.id.to_string())),
-    );
-    found.extend(
-        state
-            .neighbors()
-            .values()
-            .filter(|n| lost(&n.vpc_id, &n.fixed_ips))
-            .map(|n| (ResourceType::Neighbor, n.id.to_string())),
-    );
-    found.extend(
-        state
-            .dhcp_hosts()
-            .values()
-            .filter(|d| !state.subnets.contains_key(&d.subnet_id) || subnet_gone(&d.subnet_id))
-            .map(|d| (ResourceType::Dhcp, d.id.clone())),
-    );
-    orphans.extend(found);
-    for (kind, id) in &orphans {
-        tracing::error!(
-            ?kind,
-            resource_id = id,
-            "the record has it without its parent; left out"
-        );
-        state.delete(*kind, id);
-    }
-    orphans.len()
-}
-
-/// `r` with its VPC and subnet ids shared with the state's own VPC and subnet, as validation makes
-/// them: read back, every port and neighbor would otherwise keep copies of its own (a restarted
-/// agent with 1M ports used 744 MiB instead of 489).
-fn shared_ids(state: &State, mut r: Resource) -> Resource {
-    let share_all = |vpc_id: &mut Id, fixed_ips: &mut FixedIps| {
-        if let Some(v) = state.vpcs.get(&**vpc_id) {
-            *vpc_id = v.id.clone();
-        }
-        for f in fixed_ips.iter_mut() {
-            if let Some(s) = state.subnets.get(&*f.subnet_id) {
-                f.subnet_id = s.id.clone();
-            }
-        }
-    };
-    match &mut r {
-        Resource::Port(p) => {
-            if let Some(p) = std::sync::Arc::get_mut(p) {
-                share_all(&mut p.vpc_id, &mut p.fixed_ips);
-            }
-        }
-        Resource::Neighbor(n) => {
-            if let Some(n) = std::sync::Arc::get_mut(n) {
-                share_all(&mut n.vpc_id, &mut n.fixed_ips);
-            }
-        }
-        Resource::Vpc(_) | Resource::Subnet(_) | Resource::Dhcp(_) => {}
-    }
-    r
-}
-
-/// The copies of damaged records `open` kept in `dir` (for `alioth status`), by name.
-pub fn damaged_copies(dir: &Path) -> Vec<String> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.contains(DAMAGED))
-        .collect();
-    names.sort();
-    names
 }
 
 #[cfg(test)]

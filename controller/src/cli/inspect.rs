@@ -171,8 +171,14 @@ pub fn status(args: InspectArgs) -> Result<()> {
     });
     if args.json {
         println!("{status}");
-        return Ok(());
+    } else {
+        print_status(&status, &args.state_dir);
     }
+    Ok(())
+}
+
+/// `status` for a terminal, from its JSON.
+fn print_status(status: &serde_json::Value, state_dir: &Path) {
     let text = |v: &serde_json::Value| match v {
         serde_json::Value::Null => "-".to_string(),
         serde_json::Value::String(s) => s.clone(),
@@ -180,7 +186,7 @@ pub fn status(args: InspectArgs) -> Result<()> {
     };
     println!("version:    {}", env!("CARGO_PKG_VERSION"));
     match &status["agent"] {
-        serde_json::Value::Null => println!("agent:      not running on state dir {}", args.state_dir.display()),
+        serde_json::Value::Null => println!("agent:      not running on state dir {}", state_dir.display()),
         a => println!(
             "agent:      pid {}, up {}, serving {}",
             a["pid"],
@@ -188,7 +194,8 @@ pub fn status(args: InspectArgs) -> Result<()> {
             text(&a["listen"])
         ),
     }
-    println!("pin dir:    {}", args.pin_dir.display());
+    println!("pin dir:    {}", text(&status["pin_dir"]));
+    let xdp = status["xdp"].as_array().cloned().unwrap_or_default();
     let attached: Vec<String> = xdp
         .iter()
         .map(|x| format!("{} ({})", text(&x["iface"]), text(&x["xdp"])))
@@ -211,11 +218,16 @@ pub fn status(args: InspectArgs) -> Result<()> {
             u["vxlan_port"]
         ),
     }
-    println!("PORTS:      {} (ifindex < {})", ports.len(), maps::MAX_IFINDEX);
-    println!("ENDPOINTS:  {} / {}", n_endpoints, maps::MAX_ENDPOINTS);
+    let m = &status["maps"];
+    println!(
+        "PORTS:      {} (ifindex < {})",
+        m["PORTS"]["entries"],
+        maps::MAX_IFINDEX
+    );
+    println!("ENDPOINTS:  {} / {}", m["ENDPOINTS"]["entries"], maps::MAX_ENDPOINTS);
     println!(
         "NEXTHOPS:   {} / {} (remote hosts with a resolved next hop)",
-        n_next_hops,
+        m["NEXTHOPS"]["entries"],
         maps::MAX_NEXTHOPS
     );
     let r = &status["record"];
@@ -235,7 +247,6 @@ pub fn status(args: InspectArgs) -> Result<()> {
             damaged.iter().map(text).collect::<Vec<_>>().join(", ")
         );
     }
-    Ok(())
 }
 
 /// `3d 4h 5m 6s`, leading zero units left out.

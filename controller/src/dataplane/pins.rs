@@ -34,3 +34,15 @@ pub fn remove_pins(dir: &Path) -> Result<()> {
     let _ = std::fs::remove_dir(dir);
     Ok(())
 }
+
+/// Removes the maps a load pinned in `dir`'s staging directory and never committed.
+pub fn remove_staging(dir: &Path) -> Result<()> {
+    let staging = dir.join(STAGING);
+    if staging.exists() {
+        for entry in std::fs::read_dir(&staging)? {
+            let path = entry?.path();
+            std::fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
+        }
+    }
+    Ok(())
+}

@@ -12,7 +12,8 @@ use serde::Deserialize;
 
 use alioth_proto::schema::ResourceType;
 
-use super::{shared_ids, Damage};
+use super::damage::Damage;
+use super::read::shared_ids;
 use crate::goalstate::model::Resource;
 use crate::goalstate::model::State;
 

@@ -273,134 +273,145 @@ async fn main() -> Result<()> {
     };
     check_machine("before")?;
 
-    println!();
-    println!(
-        "1 port + N neighbors in one message (VPC and subnet included), each size sent {REPEATS} times (100,000: once)"
-    );
-    println!("to new VPCs over unary, then over the stream: the first time, and the median (e2e: client to reply; agent: its own total)");
-    println!(
-        "{:>8} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>10} {:>12}",
-        "N", "unary 1st", "unary med", "(agent)", "stream 1st", "stream med", "(agent)", "Alcor ACA", "Alcor/alioth"
-    );
-    let sizes = [1usize, 10, 100, 1_000, 10_000, 100_000];
-    for (i, n) in sizes.iter().copied().enumerate() {
-        let repeats = if n >= 100_000 { 1 } else { REPEATS };
-        let (mut unary, mut stream) = (Runs::default(), Runs::default());
-        for r in 0..repeats {
-            // A VNI per size, repetition and path (all under 2^24).
-            let vni = |path: u32| 1000 + path * 1000 + (i * REPEATS + r) as u32;
-            let vpc = Vpc::new(&format!("unary{n}-{r}"), vni(0));
-            let msg = vpc.message(n);
-            let t = Instant::now();
-            let reply = client.push_network_resource_states(msg).await?.into_inner();
-            unary.push(t.elapsed(), &reply);
-            check(&reply, n + 3)?;
-
-            let vpc = Vpc::new(&format!("stream{n}-{r}"), vni(1));
-            let msg = v2(vpc.message(n));
-            let (tx, mut replies) = open_stream(&mut client).await?;
-            let t = Instant::now();
-            tx.send(msg).await?;
-            let reply = replies.message().await?.context("stream reply")?;
-            stream.push(t.elapsed(), &reply);
-            drop(tx);
-            check(&reply, n + 3)?;
-        }
-        let alcor = ALCOR.iter().find(|(k, _, _)| *k == n);
-        let worst = unary.median_e2e().max(stream.median_e2e());
+    // ALIOTH_BENCH_SCALE_ONLY=1: the scale part alone (to look into a restart, say).
+    if std::env::var_os("ALIOTH_BENCH_SCALE_ONLY").is_none() {
+        println!();
         println!(
-            "{n:>8} {:>8.2} ms {:>8.2} ms {:>8.2} ms {:>8.2} ms {:>8.2} ms {:>8.2} ms {:>10} {:>12}",
-            unary.e2e[0],
-            unary.median_e2e(),
-            unary.median_agent(),
-            stream.e2e[0],
-            stream.median_e2e(),
-            stream.median_agent(),
-            alcor.map_or("-", |a| a.1),
-            alcor.map_or("-".into(), |a| format!("{:.0}x", a.2 / worst)),
+            "1 port + N neighbors in one message (VPC and subnet included), each size sent {REPEATS} times (100,000: once)"
         );
-    }
+        println!("to new VPCs over unary, then over the stream: the first time, and the median (e2e: client to reply; agent: its own total)");
+        println!(
+            "{:>8} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>10} {:>12}",
+            "N",
+            "unary 1st",
+            "unary med",
+            "(agent)",
+            "stream 1st",
+            "stream med",
+            "(agent)",
+            "Alcor ACA",
+            "Alcor/alioth"
+        );
+        let sizes = [1usize, 10, 100, 1_000, 10_000, 100_000];
+        for (i, n) in sizes.iter().copied().enumerate() {
+            let repeats = if n >= 100_000 { 1 } else { REPEATS };
+            let (mut unary, mut stream) = (Runs::default(), Runs::default());
+            for r in 0..repeats {
+                // A VNI per size, repetition and path (all under 2^24).
+                let vni = |path: u32| 1000 + path * 1000 + (i * REPEATS + r) as u32;
+                let vpc = Vpc::new(&format!("unary{n}-{r}"), vni(0));
+                let msg = vpc.message(n);
+                let t = Instant::now();
+                let reply = client.push_network_resource_states(msg).await?.into_inner();
+                unary.push(t.elapsed(), &reply);
+                check(&reply, n + 3)?;
 
-    check_machine("after")?;
-    drop(probe);
+                let vpc = Vpc::new(&format!("stream{n}-{r}"), vni(1));
+                let msg = v2(vpc.message(n));
+                let (tx, mut replies) = open_stream(&mut client).await?;
+                let t = Instant::now();
+                tx.send(msg).await?;
+                let reply = replies.message().await?.context("stream reply")?;
+                stream.push(t.elapsed(), &reply);
+                drop(tx);
+                check(&reply, n + 3)?;
+            }
+            let alcor = ALCOR.iter().find(|(k, _, _)| *k == n);
+            let worst = unary.median_e2e().max(stream.median_e2e());
+            println!(
+                "{n:>8} {:>8.2} ms {:>8.2} ms {:>8.2} ms {:>8.2} ms {:>8.2} ms {:>8.2} ms {:>10} {:>12}",
+                unary.e2e[0],
+                unary.median_e2e(),
+                unary.median_agent(),
+                stream.e2e[0],
+                stream.median_e2e(),
+                stream.median_agent(),
+                alcor.map_or("-", |a| a.1),
+                alcor.map_or("-".into(), |a| format!("{:.0}x", a.2 / worst)),
+            );
+        }
 
-    println!();
-    println!("small messages (1 neighbor each), one at a time: round trip per message");
-    let lat = Vpc::new("latency", 3000);
-    let (tx, mut replies) = open_stream(&mut client).await?;
-    let first = GoalState {
-        vpc_states: vec![lat.vpc_state()],
-        subnet_states: vec![lat.subnet_state()],
-        ..Default::default()
-    };
-    tx.send(v2(first)).await?;
-    replies.message().await?.context("reply")?;
-    const SMALL: usize = 5_000;
-    let mut stream_rtt = Vec::with_capacity(SMALL);
-    for i in 1..=SMALL {
-        let m = v2(GoalState {
-            neighbor_states: vec![lat.neighbor(i)],
-            ..Default::default()
-        });
-        let t = Instant::now();
-        tx.send(m).await?;
-        let r = replies.message().await?.context("reply")?;
-        stream_rtt.push(ms(t.elapsed()));
-        check(&r, 1)?;
-    }
-    let mut unary_rtt = Vec::with_capacity(SMALL);
-    for i in SMALL + 1..=2 * SMALL {
-        let m = GoalState {
-            neighbor_states: vec![lat.neighbor(i)],
+        check_machine("after")?;
+        drop(probe);
+
+        println!();
+        println!("small messages (1 neighbor each), one at a time: round trip per message");
+        let lat = Vpc::new("latency", 3000);
+        let (tx, mut replies) = open_stream(&mut client).await?;
+        let first = GoalState {
+            vpc_states: vec![lat.vpc_state()],
+            subnet_states: vec![lat.subnet_state()],
             ..Default::default()
         };
+        tx.send(v2(first)).await?;
+        replies.message().await?.context("reply")?;
+        const SMALL: usize = 5_000;
+        let mut stream_rtt = Vec::with_capacity(SMALL);
+        for i in 1..=SMALL {
+            let m = v2(GoalState {
+                neighbor_states: vec![lat.neighbor(i)],
+                ..Default::default()
+            });
+            let t = Instant::now();
+            tx.send(m).await?;
+            let r = replies.message().await?.context("reply")?;
+            stream_rtt.push(ms(t.elapsed()));
+            check(&r, 1)?;
+        }
+        let mut unary_rtt = Vec::with_capacity(SMALL);
+        for i in SMALL + 1..=2 * SMALL {
+            let m = GoalState {
+                neighbor_states: vec![lat.neighbor(i)],
+                ..Default::default()
+            };
+            let t = Instant::now();
+            let r = client.push_network_resource_states(m).await?.into_inner();
+            unary_rtt.push(ms(t.elapsed()));
+            check(&r, 1)?;
+        }
+        // Pipelined: many messages in flight on one stream.
         let t = Instant::now();
-        let r = client.push_network_resource_states(m).await?.into_inner();
-        unary_rtt.push(ms(t.elapsed()));
-        check(&r, 1)?;
-    }
-    // Pipelined: many messages in flight on one stream.
-    let t = Instant::now();
-    let sender = {
-        let tx = tx.clone();
-        let msgs: Vec<GoalStateV2> = (2 * SMALL + 1..=4 * SMALL)
-            .map(|i| {
-                v2(GoalState {
-                    neighbor_states: vec![lat.neighbor(i)],
-                    ..Default::default()
+        let sender = {
+            let tx = tx.clone();
+            let msgs: Vec<GoalStateV2> = (2 * SMALL + 1..=4 * SMALL)
+                .map(|i| {
+                    v2(GoalState {
+                        neighbor_states: vec![lat.neighbor(i)],
+                        ..Default::default()
+                    })
                 })
-            })
-            .collect();
-        tokio::spawn(async move {
-            for m in msgs {
-                if tx.send(m).await.is_err() {
-                    break;
+                .collect();
+            tokio::spawn(async move {
+                for m in msgs {
+                    if tx.send(m).await.is_err() {
+                        break;
+                    }
                 }
-            }
-        })
-    };
-    for _ in 0..2 * SMALL {
-        check(&replies.message().await?.context("reply")?, 1)?;
+            })
+        };
+        for _ in 0..2 * SMALL {
+            check(&replies.message().await?.context("reply")?, 1)?;
+        }
+        sender.await?;
+        let pipelined = (2 * SMALL) as f64 / t.elapsed().as_secs_f64();
+        println!("{:<28} {:>10} {:>10} {:>16}", "", "p50", "p99", "Alcor ACA");
+        println!(
+            "{:<28} {:>7.3} ms {:>7.3} ms {:>16}",
+            "stream, per message",
+            percentile(&mut stream_rtt, 0.5),
+            percentile(&mut stream_rtt, 0.99),
+            "1.2 ms"
+        );
+        println!(
+            "{:<28} {:>7.3} ms {:>7.3} ms {:>16}",
+            "unary, per call",
+            percentile(&mut unary_rtt, 0.5),
+            percentile(&mut unary_rtt, 0.99),
+            "3.6 ms"
+        );
+        println!("{:<28} {:>10.0} messages/s", "stream, pipelined", pipelined);
+        drop(tx);
     }
-    sender.await?;
-    let pipelined = (2 * SMALL) as f64 / t.elapsed().as_secs_f64();
-    println!("{:<28} {:>10} {:>10} {:>16}", "", "p50", "p99", "Alcor ACA");
-    println!(
-        "{:<28} {:>7.3} ms {:>7.3} ms {:>16}",
-        "stream, per message",
-        percentile(&mut stream_rtt, 0.5),
-        percentile(&mut stream_rtt, 0.99),
-        "1.2 ms"
-    );
-    println!(
-        "{:<28} {:>7.3} ms {:>7.3} ms {:>16}",
-        "unary, per call",
-        percentile(&mut unary_rtt, 0.5),
-        percentile(&mut unary_rtt, 0.99),
-        "3.6 ms"
-    );
-    println!("{:<28} {:>10.0} messages/s", "stream, pipelined", pipelined);
-    drop(tx);
 
     println!();
     println!("scale: 1,000,000 ports + 100,000 neighbors (10 VPCs x (100,000 + 10,000)), streamed in batches of 5,000");
@@ -479,6 +490,9 @@ async fn main() -> Result<()> {
     let t = Instant::now();
     let agent = Agent::restart_local(left, &["--bpf-log-level", "off"])?;
     let restart = t.elapsed();
+    if std::env::var_os("ALIOTH_BENCH_SCALE_ONLY").is_some() {
+        println!("restarted agent: pid {}", agent.pid());
+    }
     let channel = alioth::cli::connect(&agent.listen, &alioth::cli::ClientTls::default()).await?;
     let mut client = GoalStateProvisionerClient::new(channel).max_decoding_message_size(256 << 20);
     // The first VPC's 10,000 neighbors, as streamed above.

@@ -1,0 +1,123 @@
+//! Reading the record back: the state a database holds, shared ids, and what a damaged record
+//! left without its parents.
+
+use alioth_proto::schema::ResourceType;
+use anyhow::Result;
+use rusqlite::Connection;
+
+use crate::goalstate::model::{FixedIps, Id, Resource, State};
+
+/// The state `db` holds, and how many rows were skipped: their checksum or JSON is wrong. Parents
+/// come first (kinds in the order VPC, subnet, port, neighbor, DHCP), so that ports and neighbors
+/// share their ids.
+pub(super) fn read_db(db: &Connection) -> Result<(State, usize)> {
+    let mut state = State::default();
+    let mut bad = 0;
+    let mut rows = db.prepare("SELECT kind, id, body, crc FROM resources ORDER BY kind")?;
+    let mut rows = rows.query([])?;
+    while let Some(row) = rows.next()? {
+        let body = row.get_ref(2)?.as_blob()?;
+        let crc: u32 = row.get(3)?;
+        let resource = (crc32fast::hash(body) == crc)
+            .then(|| postcard::from_bytes::<Resource>(body).ok())
+            .flatten()
+            .filter(|r| {
+                let (kind, id) = r.kind_id();
+                row.get::<_, i32>(0).is_ok_and(|k| k == kind as i32)
+                    && row.get_ref(1).is_ok_and(|i| i.as_str() == Ok(id))
+            });
+        match resource {
+            Some(r) => state.put(shared_ids(&state, r)),
+            None => {
+                let id: String = row.get(1).unwrap_or_default();
+                tracing::error!(resource_id = id, "a row of the record is damaged; skipping it");
+                bad += 1;
+            }
+        }
+    }
+    let mut tombs = db.prepare("SELECT kind, id, revision FROM tombstones")?;
+    for t in tombs.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))? {
+        let (key, rev): ((i32, String), u32) = t?;
+        state.tombstones.insert(key, rev);
+    }
+    Ok((state, bad))
+}
+
+/// Removes what a damaged record left without its parents (a subnet without its VPC, a port or
+/// neighbor without its VPC or a subnet, a DHCP entry without its subnet), reporting each: the
+/// agent starts with the rest rather than not at all.
+pub(super) fn drop_orphans(state: &mut State) -> usize {
+    let mut orphans: Vec<(ResourceType, String)> = Vec::new();
+    for s in state.subnets.values().filter(|s| !state.vpcs.contains_key(&s.vpc_id)) {
+        orphans.push((ResourceType::Subnet, s.id.to_string()));
+    }
+    let subnet_gone = |id: &str| orphans.iter().any(|(k, o)| *k == ResourceType::Subnet && o == id);
+    let lost = |vpc: &str, ips: &[crate::goalstate::model::FixedIp]| {
+        !state.vpcs.contains_key(vpc)
+            || ips
+                .iter()
+                .any(|f| !state.subnets.contains_key(&*f.subnet_id) || subnet_gone(&f.subnet_id))
+    };
+    let mut found: Vec<(ResourceType, String)> = Vec::new();
+    found.extend(
+        state
+            .ports()
+            .values()
+            .filter(|p| lost(&p.vpc_id, &p.fixed_ips))
+            .map(|p| (ResourceType::Port, p.id.to_string())),
+    );
+    found.extend(
+        state
+            .neighbors()
+            .values()
+            .filter(|n| lost(&n.vpc_id, &n.fixed_ips))
+            .map(|n| (ResourceType::Neighbor, n.id.to_string())),
+    );
+    found.extend(
+        state
+            .dhcp_hosts()
+            .values()
+            .filter(|d| !state.subnets.contains_key(&d.subnet_id) || subnet_gone(&d.subnet_id))
+            .map(|d| (ResourceType::Dhcp, d.id.clone())),
+    );
+    orphans.extend(found);
+    for (kind, id) in &orphans {
+        tracing::error!(
+            ?kind,
+            resource_id = id,
+            "the record has it without its parent; left out"
+        );
+        state.delete(*kind, id);
+    }
+    orphans.len()
+}
+
+/// `r` with its VPC and subnet ids shared with the state's own VPC and subnet, as validation makes
+/// them: read back, every port and neighbor would otherwise keep copies of its own (a restarted
+/// agent with 1M ports used 744 MiB instead of 489).
+pub(super) fn shared_ids(state: &State, mut r: Resource) -> Resource {
+    let share_all = |vpc_id: &mut Id, fixed_ips: &mut FixedIps| {
+        if let Some(v) = state.vpcs.get(&**vpc_id) {
+            *vpc_id = v.id.clone();
+        }
+        for f in fixed_ips.iter_mut() {
+            if let Some(s) = state.subnets.get(&*f.subnet_id) {
+                f.subnet_id = s.id.clone();
+            }
+        }
+    };
+    match &mut r {
+        Resource::Port(p) => {
+            if let Some(p) = std::sync::Arc::get_mut(p) {
+                share_all(&mut p.vpc_id, &mut p.fixed_ips);
+            }
+        }
+        Resource::Neighbor(n) => {
+            if let Some(n) = std::sync::Arc::get_mut(n) {
+                share_all(&mut n.vpc_id, &mut n.fixed_ips);
+            }
+        }
+        Resource::Vpc(_) | Resource::Subnet(_) | Resource::Dhcp(_) => {}
+    }
+    r
+}
