@@ -3,18 +3,61 @@
 
 use alioth_proto::schema::ResourceType;
 use anyhow::Result;
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 
 use crate::goalstate::model::{FixedIps, Id, Resource, State};
 
-/// The state `db` holds, and how many rows were skipped: their checksum or JSON is wrong. Parents
+/// Rows decoded per hand-over from the decoding thread.
+const BATCH: usize = 4096;
+
+/// The state `db` holds, and how many rows were skipped: their checksum or body is wrong. Parents
 /// come first (kinds in the order VPC, subnet, port, neighbor, DHCP), so that ports and neighbors
-/// share their ids.
+/// share their ids. Rows are read and decoded on one thread while another indexes them (a second
+/// each at a million resources).
 pub(super) fn read_db(db: &Connection) -> Result<(State, usize)> {
     let mut state = State::default();
     let mut bad = 0;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Option<Resource>>>(4);
+    // The decoding thread reads through a connection of its own (read-only; WAL lets it).
+    let path = db.path().filter(|p| !p.is_empty()).map(std::path::PathBuf::from);
+    let spawned = path.and_then(|path| {
+        std::thread::Builder::new()
+            .name("alioth-decode".into())
+            .spawn(move || {
+                let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                decode(&reader, |batch| tx.send(batch).is_ok())
+            })
+            .ok()
+    });
+    match spawned {
+        Some(decoder) => {
+            for batch in rx.iter() {
+                bad += index(&mut state, batch);
+            }
+            decoder
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("decoding the record panicked")))?;
+        }
+        // No thread to be had: decode and index here, batch by batch.
+        None => decode(db, |batch| {
+            bad += index(&mut state, batch);
+            true
+        })?,
+    }
+    let mut tombs = db.prepare("SELECT kind, id, revision FROM tombstones")?;
+    for t in tombs.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))? {
+        let (key, rev): ((i32, String), u32) = t?;
+        state.tombstones.insert(key, rev);
+    }
+    Ok((state, bad))
+}
+
+/// Reads and decodes every resource row, in batches handed to `out` (which says whether to go
+/// on); a damaged row is `None`.
+fn decode(db: &Connection, mut out: impl FnMut(Vec<Option<Resource>>) -> bool) -> Result<()> {
     let mut rows = db.prepare("SELECT kind, id, body, crc FROM resources ORDER BY kind")?;
     let mut rows = rows.query([])?;
+    let mut batch = Vec::with_capacity(BATCH);
     while let Some(row) = rows.next()? {
         let body = row.get_ref(2)?.as_blob()?;
         let crc: u32 = row.get(3)?;
@@ -26,21 +69,31 @@ pub(super) fn read_db(db: &Connection) -> Result<(State, usize)> {
                 row.get::<_, i32>(0).is_ok_and(|k| k == kind as i32)
                     && row.get_ref(1).is_ok_and(|i| i.as_str() == Ok(id))
             });
-        match resource {
-            Some(r) => state.put(shared_ids(&state, r)),
-            None => {
-                let id: String = row.get(1).unwrap_or_default();
-                tracing::error!(resource_id = id, "a row of the record is damaged; skipping it");
-                bad += 1;
-            }
+        if resource.is_none() {
+            let id: String = row.get(1).unwrap_or_default();
+            tracing::error!(resource_id = id, "a row of the record is damaged; skipping it");
+        }
+        batch.push(resource);
+        if batch.len() == BATCH && !out(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))) {
+            return Ok(());
         }
     }
-    let mut tombs = db.prepare("SELECT kind, id, revision FROM tombstones")?;
-    for t in tombs.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))? {
-        let (key, rev): ((i32, String), u32) = t?;
-        state.tombstones.insert(key, rev);
+    if !batch.is_empty() {
+        out(batch);
     }
-    Ok((state, bad))
+    Ok(())
+}
+
+/// Puts one batch of decoded resources into `state`; returns how many rows were damaged.
+fn index(state: &mut State, batch: Vec<Option<Resource>>) -> usize {
+    let mut bad = 0;
+    for r in batch {
+        match r {
+            Some(r) => state.put(shared_ids(state, r)),
+            None => bad += 1,
+        }
+    }
+    bad
 }
 
 /// Removes what a damaged record left without its parents (a subnet without its VPC, a port or
