@@ -253,26 +253,13 @@ fn test(args: &[String]) -> Result<()> {
         .args(["fmt", "--check"])
         .current_dir(root().join("dataplane-ebpf/xdp")))?;
     println!("== cargo clippy -D warnings");
-    run(cargo().args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--quiet",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
-    // The agent as shipped, without the lab feature the workspace build turns on.
-    run(cargo().args([
-        "clippy",
-        "-p",
-        "alioth",
-        "--all-targets",
-        "--quiet",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
+    // The workspace, then the agent as shipped: without the lab feature the workspace turns on.
+    for which in [&["--workspace"][..], &["-p", "alioth"]] {
+        run(cargo()
+            .arg("clippy")
+            .args(which)
+            .args(["--all-targets", "--quiet", "--", "-D", "warnings"]))?;
+    }
     // The integration tests run the real binary; build it first so it is never stale.
     build(false, true)?;
     println!("== cargo test (host, BPF_PROG_TEST_RUN, netns)");
