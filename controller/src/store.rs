@@ -109,6 +109,9 @@ impl Store {
                 }
                 (db, state)
             }
+            // Anything but damage (a later format, a permission, an I/O error) stops the start,
+            // and the record stays as it is.
+            Err(e) if !is_damage(&e) => return Err(e),
             Err(e) => {
                 // Kept aside, and replaced by an empty database: the agent starts with nothing
                 // rather than not at all, and keeps what is pinned.
@@ -134,7 +137,7 @@ impl Store {
         store.damage.orphans = drop_orphans(&mut state);
         store.damage.keep();
         tracing::info!(
-            resources = state.resources().count(),
+            resources = state.len(),
             orphans = store.damage.orphans,
             damaged_rows = store.damage.rows,
             unreadable_files = store.damage.unreadable.len(),
@@ -380,6 +383,18 @@ impl Store {
         let _ = fs::remove_dir(dir);
         Ok(())
     }
+}
+
+/// Whether `e` says the database is damaged (SQLite found its structure corrupt, or the file is
+/// not a database at all), as opposed to unreachable or of a later format.
+fn is_damage(e: &anyhow::Error) -> bool {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(f, _)) if matches!(f.code, DatabaseCorrupt | NotADatabase)
+        )
+    })
 }
 
 /// The row that puts `r`.

@@ -357,3 +357,17 @@ fn a_staged_transaction_commits_or_rolls_back_whole() {
     assert_eq!(read, state);
     assert!(read.tombstones.is_empty() && read.vpcs.contains_key("a"));
 }
+
+/// A record only a later agent reads is refused, not treated as damage: it stays as it is.
+#[test]
+fn a_record_of_a_later_format_stops_the_start_and_stays() {
+    let dir = Scratch::new("later");
+    let (mut store, mut state) = Store::open(&dir).unwrap();
+    accept_vpcs(&mut store, &mut state, &[("a", 1)]);
+    store.db.execute_batch("PRAGMA user_version = 99").unwrap();
+    drop(store);
+    let err = Store::open(&dir).err().unwrap();
+    assert!(format!("{err:#}").contains("only a later agent reads"), "{err:#}");
+    assert!(damaged_copies(&dir).is_empty());
+    assert!(dir.join(DB).exists());
+}

@@ -30,6 +30,15 @@ impl State {
             .chain(self.dhcp_hosts().values().cloned().map(Resource::from))
     }
 
+    /// How many resources there are (what `resources` would yield, without copying any).
+    pub fn len(&self) -> usize {
+        self.vpcs.len() + self.subnets.len() + self.ports().len() + self.neighbors().len() + self.dhcp_hosts().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// A copy of resource `id` of type `kind`, if the state has it.
     pub fn get(&self, kind: ResourceType, id: &str) -> Option<Resource> {
         match kind {
