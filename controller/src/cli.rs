@@ -1,5 +1,5 @@
 //! Client subcommands: `apply` (gRPC), `status`, `ports`, `stats` (the pinned maps), `state` (the
-//! record), `health`.
+//! record), `health`, `trace` (a synthetic frame through the live data plane).
 
 mod apply;
 mod client;
@@ -7,6 +7,7 @@ mod file;
 mod health;
 mod inspect;
 mod state;
+mod trace;
 
 pub use apply::{apply, reply_table, ApplyArgs, EXIT_NOT_ALL_APPLIED};
 pub use client::{connect, ClientTls};
@@ -14,3 +15,4 @@ pub use file::{parse_goal_state_file, read_goal_state, GoalStateFile};
 pub use health::{health, HealthArgs};
 pub use inspect::{ports, read_stats, stats, status, InspectArgs};
 pub use state::{state, StateArgs};
+pub use trace::{trace, TraceArgs, EXIT_DISAGREE};

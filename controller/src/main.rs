@@ -49,6 +49,10 @@ enum Command {
     Stats(cli::InspectArgs),
     /// The agent's record of goal state, read offline from its state directory.
     State(cli::StateArgs),
+    /// Run one synthetic frame from a port through the live data plane (BPF_PROG_TEST_RUN on the
+    /// pinned maps, with counters of its own) and through the same pipeline on the host, which
+    /// lists every lookup; exit 2 when they disagree.
+    Trace(cli::TraceArgs),
     /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff): `alioth man | man -l -`.
@@ -125,6 +129,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Health(args) => rt.block_on(cli::health(args)),
         Command::Stats(args) => cli::stats(args).map(|()| 0),
         Command::State(args) => cli::state(args).map(|()| 0),
+        Command::Trace(args) => cli::trace(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "alioth", &mut std::io::stdout());
             Ok(0)

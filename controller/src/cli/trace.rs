@@ -1,0 +1,460 @@
+//! `trace`: one synthetic frame from a port through the live data plane, twice. The kernel's run
+//! is the port program of this binary's object, loaded onto the agent's pinned maps and run once
+//! with BPF_PROG_TEST_RUN, with a counter map of its own: the live counters, and everything else
+//! the program could write (its caches, the event gates), stay as they were. The host's run is the
+//! same `no_std` pipeline over the same pinned maps, which records every lookup it makes: the
+//! chain of decisions. Both must agree on the verdict and its reason.
+
+use std::cell::RefCell;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use alioth_common::maps::{self, DhcpEntry, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
+use alioth_common::pipeline::{self, Action, Tables, Verdict};
+use alioth_common::{checksum, Counter};
+use anyhow::{bail, Context, Result};
+use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::EbpfLoader;
+use serde_json::json;
+
+use crate::agent::{DEFAULT_PIN_DIR, DEFAULT_STATE_DIR};
+use crate::dataplane::object::{xdp_object, PORT_PROGRAM};
+use crate::dataplane::{sum_counters, PINNED_MAPS};
+use crate::goalstate::model::{format_mac, Mac};
+use crate::store::Store;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Proto {
+    Udp,
+    Tcp,
+    Icmp,
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct TraceArgs {
+    /// The port the frame comes from (its id in goal state).
+    #[arg(long)]
+    pub port: String,
+    /// The whole frame, in hex, instead of one built from the options below.
+    #[arg(long, conflicts_with_all = ["dst", "src", "sport", "dport", "dst_mac"])]
+    pub frame: Option<String>,
+    /// Destination address.
+    #[arg(long, required_unless_present = "frame")]
+    pub dst: Option<Ipv4Addr>,
+    /// Source address (default: the port's own).
+    #[arg(long)]
+    pub src: Option<Ipv4Addr>,
+    #[arg(long, value_enum, default_value = "udp")]
+    pub proto: Proto,
+    #[arg(long, default_value_t = 40000)]
+    pub sport: u16,
+    #[arg(long, default_value_t = 9)]
+    pub dport: u16,
+    /// Destination MAC (default: the destination's in the port's subnet, else its gateway's).
+    #[arg(long)]
+    pub dst_mac: Option<String>,
+    #[arg(long, default_value = DEFAULT_PIN_DIR, env = "ALIOTH_PIN_DIR")]
+    pub pin_dir: PathBuf,
+    #[arg(long, default_value = DEFAULT_STATE_DIR, env = "ALIOTH_STATE_DIR")]
+    pub state_dir: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Exit code when the kernel and the host disagree.
+pub const EXIT_DISAGREE: i32 = 2;
+
+pub fn trace(args: TraceArgs) -> Result<i32> {
+    crate::dataplane::bpffs::ensure(&args.pin_dir, false)?;
+    let state = Store::read(&args.state_dir).with_context(|| format!("read {}", args.state_dir.display()))?;
+    let port = state
+        .ports()
+        .get(args.port.as_str())
+        .cloned()
+        .with_context(|| format!("no port {} in the agent's record", args.port))?;
+    let ifindex = crate::net::interfaces::ifindex(&port.iface)
+        .with_context(|| format!("port {} has no interface {} here", args.port, port.iface))?;
+    let entry = pinned_array::<PortEntry>(&args.pin_dir, maps::PORTS)?.get(&ifindex, 0)?;
+    if !entry.is_programmed() {
+        bail!("{} (ifindex {ifindex}) is not attached", port.iface);
+    }
+    let subnet = state.subnets.get(&*port.fixed_ips[0].subnet_id);
+    let tables = PinnedTables::open(&args.pin_dir, entry.dhcp_slot)?;
+    let frame = match &args.frame {
+        Some(hex) => decode_hex(hex)?,
+        None => {
+            let dst = args.dst.context("--dst")?;
+            let in_subnet = subnet.is_some_and(|s| s.cidr.contains(dst));
+            let dst_mac = match &args.dst_mac {
+                Some(m) => crate::goalstate::model::parse_mac(m).map_err(anyhow::Error::msg)?,
+                None => in_subnet
+                    .then(|| {
+                        tables.endpoint(&EndpointKey {
+                            vni: entry.vni,
+                            ip: dst.octets(),
+                        })
+                    })
+                    .flatten()
+                    .map_or(entry.gateway_mac, |e| e.mac),
+            };
+            let src = args.src.unwrap_or(port.primary_ip());
+            build_frame(&port.mac, &dst_mac, src, dst, args.proto, args.sport, args.dport)
+        }
+    };
+    let mut host_frame = frame.clone();
+    let verdict = pipeline::port_ingress_with::<_, _, true>(&mut host_frame, &entry, &tables);
+    let kernel = run_in_kernel(&args.pin_dir, ifindex, &frame)?;
+    let agree = kernel.action == xdp_action(verdict.action) && kernel.counters == [(verdict.counter, 1)];
+    let report = json!({
+        "port": args.port,
+        "iface": port.iface,
+        "vni": entry.vni,
+        "frame": hex(&frame),
+        "verdict": format!("{:?}", verdict.action),
+        "reason": verdict.counter.name(),
+        "out_ifindex": verdict.ifindex,
+        "out_iface": crate::net::interfaces::ifname(verdict.ifindex),
+        "outer": (verdict.action == Action::Encap).then(|| outer(&verdict)),
+        "chain": tables.chain.take(),
+        "kernel": {
+            "action": kernel.action,
+            "counters": kernel.counters.iter().map(|(c, n)| json!({ "counter": c.name(), "packets": n })).collect::<Vec<_>>(),
+            "frame_out": hex(&kernel.frame),
+        },
+        "agree": agree,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        print(&report);
+    }
+    Ok(if agree { 0 } else { EXIT_DISAGREE })
+}
+
+fn print(r: &serde_json::Value) {
+    let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+    println!(
+        "port:     {} ({}, VNI {})",
+        text(&r["port"]),
+        text(&r["iface"]),
+        r["vni"]
+    );
+    println!("verdict:  {} ({})", text(&r["verdict"]), text(&r["reason"]));
+    if r["out_ifindex"] != 0 {
+        println!("out:      {} (ifindex {})", text(&r["out_iface"]), r["out_ifindex"]);
+    }
+    if !r["outer"].is_null() {
+        let o = &r["outer"];
+        println!(
+            "outer:    {} -> {}, {} -> {}, UDP {} -> {}, VNI {}",
+            text(&o["src_mac"]),
+            text(&o["dst_mac"]),
+            text(&o["src_ip"]),
+            text(&o["dst_ip"]),
+            o["src_port"],
+            o["dst_port"],
+            o["vni"]
+        );
+    }
+    println!("chain:");
+    for step in r["chain"].as_array().into_iter().flatten() {
+        println!("  {}", text(step));
+    }
+    println!("kernel:   action {} {}", r["kernel"]["action"], r["kernel"]["counters"]);
+    println!("frame:    {}", text(&r["frame"]));
+    println!("out:      {}", text(&r["kernel"]["frame_out"]));
+    if r["agree"] != true {
+        println!("DISAGREE: the kernel's verdict is not the host pipeline's");
+    }
+}
+
+fn outer(v: &Verdict) -> serde_json::Value {
+    let o = &v.outer;
+    json!({
+        "src_mac": format_mac(&o.src_mac),
+        "dst_mac": format_mac(&o.dst_mac),
+        "src_ip": Ipv4Addr::from(o.src_ip).to_string(),
+        "dst_ip": Ipv4Addr::from(o.dst_ip).to_string(),
+        "src_port": o.src_port,
+        "dst_port": o.dst_port,
+        "vni": o.vni,
+    })
+}
+
+/// The XDP action the kernel program returns for `action` (`finish` in the XDP program).
+fn xdp_action(action: Action) -> u32 {
+    // enum xdp_action in the kernel's uapi.
+    const XDP_DROP: u32 = 1;
+    const XDP_PASS: u32 = 2;
+    const XDP_TX: u32 = 3;
+    const XDP_REDIRECT: u32 = 4;
+    match action {
+        Action::Pass => XDP_PASS,
+        Action::Tx => XDP_TX,
+        Action::Drop => XDP_DROP,
+        Action::Redirect | Action::Encap | Action::Decap => XDP_REDIRECT,
+    }
+}
+
+struct KernelRun {
+    action: u32,
+    frame: Vec<u8>,
+    /// The counters the run moved, from its own counter map.
+    counters: Vec<(Counter, u64)>,
+}
+
+/// Runs the port program once on `frame` as if it came in on `ifindex`: the agent's pinned maps,
+/// except the counters, which are the run's own.
+fn run_in_kernel(pin_dir: &Path, ifindex: u32, frame: &[u8]) -> Result<KernelRun> {
+    let mut loader = EbpfLoader::new();
+    loader.override_global("AYA_LOG_LEVEL", &0u8, false);
+    for name in PINNED_MAPS.iter().filter(|m| **m != maps::STATS) {
+        loader.map_pin_path(name, pin_dir.join(name));
+    }
+    let mut ebpf = loader
+        .load(xdp_object()?)
+        .context("load the XDP object onto the pinned maps")?;
+    let prog: &mut Xdp = ebpf.program_mut(PORT_PROGRAM).context("no port program")?.try_into()?;
+    prog.load().context("verifier rejected the port program")?;
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+    let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+    let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let mut out = vec![0u8; frame.len() + 256];
+    let run = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            repeat: 1,
+            ..Default::default()
+        })
+        .context("BPF_PROG_TEST_RUN")?;
+    out.truncate(run.data_size_out as usize);
+    let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(ebpf.map(maps::STATS).context("no STATS map")?)?;
+    let counters = sum_counters(&stats)?.into_iter().filter(|(_, n)| *n > 0).collect();
+    Ok(KernelRun {
+        action: run.return_value,
+        frame: out,
+        counters,
+    })
+}
+
+fn pinned(pin_dir: &Path, name: &str) -> Result<MapData> {
+    let path = pin_dir.join(name);
+    MapData::from_pin(&path).with_context(|| format!("open pinned map {}", path.display()))
+}
+
+fn pinned_array<V: aya::Pod>(pin_dir: &Path, name: &str) -> Result<Array<MapData, V>> {
+    Ok(Array::try_from(Map::Array(pinned(pin_dir, name)?))?)
+}
+
+/// The pinned maps as the pipeline's tables, noting every lookup.
+struct PinnedTables {
+    endpoints: BpfHashMap<MapData, EndpointKey, Endpoint>,
+    next_hops: BpfHashMap<MapData, [u8; 4], NextHop>,
+    uplink: Option<Uplink>,
+    /// The port's DHCP entry (the only one its frames can read).
+    dhcp: Option<(u32, DhcpEntry)>,
+    chain: RefCell<Vec<String>>,
+}
+
+impl PinnedTables {
+    fn open(pin_dir: &Path, dhcp_slot: u32) -> Result<PinnedTables> {
+        let uplink = pinned_array::<Uplink>(pin_dir, maps::UPLINK)?
+            .get(&0, 0)
+            .ok()
+            .filter(Uplink::is_configured);
+        let dhcp = match dhcp_slot {
+            0 => None,
+            slot => Some((slot, pinned_array::<DhcpEntry>(pin_dir, maps::DHCP)?.get(&slot, 0)?)),
+        };
+        Ok(PinnedTables {
+            endpoints: BpfHashMap::try_from(Map::HashMap(pinned(pin_dir, maps::ENDPOINTS)?))?,
+            next_hops: BpfHashMap::try_from(Map::HashMap(pinned(pin_dir, maps::NEXTHOPS)?))?,
+            uplink,
+            dhcp,
+            chain: RefCell::new(Vec::new()),
+        })
+    }
+
+    fn note(&self, step: String) {
+        self.chain.borrow_mut().push(step);
+    }
+}
+
+impl Tables for PinnedTables {
+    fn endpoint(&self, key: &EndpointKey) -> Option<Endpoint> {
+        let found = self.endpoints.get(key, 0).ok();
+        let ip = Ipv4Addr::from(key.ip);
+        self.note(match &found {
+            Some(e) => format!(
+                "ENDPOINTS[VNI {}, {ip}]: kind {}, MAC {}, host {}",
+                key.vni,
+                e.kind,
+                format_mac(&e.mac),
+                Ipv4Addr::from(e.host_ip)
+            ),
+            None => format!("ENDPOINTS[VNI {}, {ip}]: none", key.vni),
+        });
+        found
+    }
+
+    fn next_hop(&self, host_ip: &[u8; 4]) -> Option<NextHop> {
+        let found = self.next_hops.get(host_ip, 0).ok();
+        let host = Ipv4Addr::from(*host_ip);
+        self.note(match &found {
+            Some(h) => format!("NEXTHOPS[{host}]: MAC {}", format_mac(&h.mac)),
+            None => format!("NEXTHOPS[{host}]: none (not resolved)"),
+        });
+        found
+    }
+
+    fn uplink(&self) -> Option<Uplink> {
+        self.note(match &self.uplink {
+            Some(u) => format!(
+                "UPLINK: ifindex {}, tunnel endpoint {}",
+                u.ifindex,
+                Ipv4Addr::from(u.ip)
+            ),
+            None => "UPLINK: none (local switching only)".into(),
+        });
+        self.uplink
+    }
+
+    fn dhcp(&self, slot: u32) -> Option<&DhcpEntry> {
+        self.note(format!("DHCP[{slot}]"));
+        self.dhcp.as_ref().filter(|(s, _)| *s == slot).map(|(_, e)| e)
+    }
+}
+
+/// An Ethernet + IPv4 frame of `proto` from `src` to `dst` (UDP without a checksum, TCP SYN and
+/// ICMP echo with theirs, IPv4 with DF), 18 bytes of payload.
+fn build_frame(
+    src_mac: &Mac,
+    dst_mac: &Mac,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: Proto,
+    sport: u16,
+    dport: u16,
+) -> Vec<u8> {
+    let payload = [0u8; 18];
+    let (number, mut l4) = match proto {
+        Proto::Udp => {
+            let len = (8 + payload.len()) as u16;
+            let mut h = [sport.to_be_bytes(), dport.to_be_bytes(), len.to_be_bytes(), [0, 0]].concat();
+            h.extend_from_slice(&payload);
+            (17u8, h)
+        }
+        Proto::Tcp => {
+            let mut h = [
+                &sport.to_be_bytes()[..],
+                &dport.to_be_bytes(),
+                &[0; 8],
+                &[0x50, 0x02, 0xff, 0xff],
+                &[0; 4],
+            ]
+            .concat();
+            h.extend_from_slice(&payload);
+            (6, h)
+        }
+        Proto::Icmp => {
+            let mut h = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1];
+            h.extend_from_slice(&payload);
+            (1, h)
+        }
+    };
+    let total = (20 + l4.len()) as u16;
+    match proto {
+        Proto::Tcp => {
+            let pseudo = [
+                &src.octets()[..],
+                &dst.octets(),
+                &[0, 6],
+                &(l4.len() as u16).to_be_bytes(),
+            ]
+            .concat();
+            let sum = sum_be(&pseudo) + sum_be(&l4);
+            l4[16..18].copy_from_slice(&checksum::finish(sum).to_be_bytes());
+        }
+        Proto::Icmp => {
+            let sum = sum_be(&l4);
+            l4[2..4].copy_from_slice(&checksum::finish(sum).to_be_bytes());
+        }
+        Proto::Udp => {}
+    }
+    let mut ip = [
+        &[0x45, 0][..],
+        &total.to_be_bytes(),
+        &[0, 0, 0x40, 0, 64, number, 0, 0],
+        &src.octets(),
+        &dst.octets(),
+    ]
+    .concat();
+    let sum = checksum::finish(sum_be(&ip)).to_be_bytes();
+    ip[10..12].copy_from_slice(&sum);
+    [&dst_mac[..], src_mac, &[0x08, 0x00], &ip, &l4].concat()
+}
+
+/// One's complement sum of `bytes` as big-endian 16-bit words.
+fn sum_be(bytes: &[u8]) -> u64 {
+    bytes
+        .chunks(2)
+        .map(|c| u64::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
+        .sum()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_hex(text: &str) -> Result<Vec<u8>> {
+    let digits: Vec<char> = text.chars().filter(|c| !c.is_whitespace() && *c != ':').collect();
+    if !digits.len().is_multiple_of(2) {
+        bail!("--frame has an odd number of hex digits");
+    }
+    digits
+        .chunks(2)
+        .map(|p| {
+            let s: String = p.iter().collect();
+            u8::from_str_radix(&s, 16).with_context(|| format!("--frame: {s:?} is not a hex byte"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_frames_parse_with_valid_checksums() {
+        let (a, b) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let (src, dst) = (Ipv4Addr::new(198, 18, 0, 10), Ipv4Addr::new(198, 18, 0, 11));
+        for proto in [Proto::Udp, Proto::Tcp, Proto::Icmp] {
+            let f = build_frame(&a, &b, src, dst, proto, 1000, 9);
+            assert!(alioth_common::ipv4::header_checksum_ok(&f), "{proto:?}");
+            let ip = alioth_common::ipv4::parse(&f).unwrap();
+            assert_eq!(ip.total_len + 14, f.len());
+            if proto != Proto::Udp {
+                // A finished checksum sums to all ones with the pseudo header (TCP) or alone (ICMP).
+                let l4 = &f[34..];
+                let pseudo = match proto {
+                    Proto::Tcp => sum_be(
+                        &[
+                            &src.octets()[..],
+                            &dst.octets(),
+                            &[0, 6],
+                            &(l4.len() as u16).to_be_bytes(),
+                        ]
+                        .concat(),
+                    ),
+                    _ => 0,
+                };
+                assert_eq!(checksum::fold(pseudo + sum_be(l4)), 0xffff, "{proto:?}");
+            }
+        }
+        assert_eq!(decode_hex("0a:0B ff").unwrap(), [10, 11, 255]);
+        assert!(decode_hex("0").is_err() && decode_hex("zz").is_err());
+    }
+}
