@@ -3,7 +3,7 @@
 //! interface and the chain of lookups are the real ones, and the live counters do not move.
 
 use alioth_tests::demo::{apply, counter, example, topology, VM2_TAP};
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 
 const VM1: &str = "f37810eb-7f83-45fa-a4d4-1b31e75399df";
 
@@ -78,5 +78,35 @@ fn a_traced_frame_takes_the_real_path_and_leaves_the_counters_alone() -> Result<
         .agent
         .cli(&["trace", "--port", "no-such-port", "--dst", "198.18.0.11"])?;
     ensure!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no port no-such-port"));
+    Ok(())
+}
+
+/// Across hosts: a frame to a VM on another host is encapsulated toward that host's tunnel
+/// endpoint through the resolved next hop, as the kernel does it.
+#[test]
+fn a_traced_frame_to_another_host_is_encapsulated_toward_it() -> Result<()> {
+    use alioth_tests::overlay::{Lab, VpcSpec, UPLINK};
+    let a = VpcSpec::new(1, 1001, 1);
+    let mut lab = Lab::new(vec![a.clone()])?;
+    let (one, two) = (a.vm(1, 10), a.vm(1, 20));
+    let (one_id, two_ip) = (one.port_id.clone(), two.ip.clone());
+    lab.add_host(vec![one])?;
+    lab.add_host(vec![two])?;
+    lab.start_agents(&[])?;
+    lab.push_all()?;
+    lab.wait_resolved()?;
+    let agent = lab.hosts[0].agent.as_ref().context("agent")?;
+    let out = agent.cli(&["trace", "--port", &one_id, "--dst", &two_ip, "--json"])?;
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(out.status.success() && r["agree"] == true, "{r}");
+    ensure!(
+        r["verdict"] == "Encap" && r["reason"] == "encap" && r["out_iface"] == UPLINK,
+        "{r}"
+    );
+    ensure!(
+        r["outer"]["dst_ip"] == lab.hosts[1].ip.as_str() && r["outer"]["vni"] == 1001,
+        "{r}"
+    );
+    ensure!(r["chain"].to_string().contains("NEXTHOPS["), "{r}");
     Ok(())
 }
