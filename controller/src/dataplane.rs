@@ -26,6 +26,7 @@ mod lab;
 pub mod object;
 mod pins;
 mod ports;
+pub mod test_run;
 
 #[cfg(feature = "lab")]
 pub use lab::attach_pinned;

@@ -22,17 +22,7 @@ pub fn vector_dataplane() -> &'static Mutex<Dataplane> {
 /// Runs one frame through `prog`; returns the XDP action and the frame as the program left it
 /// (room for 1 KiB of growth: DHCP replies are longer than requests).
 pub fn run_program(prog: &mut Xdp, frame: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; frame.len() + 1024];
-    let r = prog
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat: 1,
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
-    out.truncate(r.data_size_out as usize);
-    (r.return_value, out)
+    alioth::dataplane::test_run::xdp(prog, frame, None).expect("BPF_PROG_TEST_RUN")
 }
 
 /// The summed value of one counter.

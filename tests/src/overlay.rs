@@ -483,3 +483,20 @@ pub fn iperf3(server: &Netns, client: &Netns, ip: &str, extra: &[&str]) -> Resul
     }
     bail!("iperf3 to {ip} failed: {last}")
 }
+
+/// Two alioth hosts with a VM each in one VPC: `prepare` runs on the lab before the agents start;
+/// then goal state is pushed and the next hops resolved. Returns the lab, the first VM's port id
+/// and the second VM's address.
+pub fn two_hosts(prepare: impl FnOnce(&Lab) -> Result<()>) -> Result<(Lab, String, String)> {
+    let a = VpcSpec::new(1, 1001, 1);
+    let mut lab = Lab::new(vec![a.clone()])?;
+    let (one, two) = (a.vm(1, 10), a.vm(1, 20));
+    let (one_id, two_ip) = (one.port_id.clone(), two.ip.clone());
+    lab.add_host(vec![one])?;
+    lab.add_host(vec![two])?;
+    prepare(&lab)?;
+    lab.start_agents(&[])?;
+    lab.push_all()?;
+    lab.wait_resolved()?;
+    Ok((lab, one_id, two_ip))
+}

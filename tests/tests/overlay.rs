@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use alioth_proto::schema::{GoalState, OperationType};
 use alioth_tests::agent::Agent;
-use alioth_tests::overlay::{iperf3, neighbor, Background, Lab, VpcSpec, UPLINK};
+use alioth_tests::overlay::{iperf3, neighbor, two_hosts, Background, Lab, VpcSpec, UPLINK};
 use anyhow::{ensure, Context, Result};
 
 fn ping(lab: &Lab, from: &str, to_ip: &str, extra: &[&str]) -> Result<String> {
@@ -25,23 +25,6 @@ fn checksum_offload(vm: &alioth_tests::netns::Netns) -> Result<bool> {
 fn counter(lab: &Lab, host: usize, name: &str) -> Result<u64> {
     let agent = lab.hosts[host].agent.as_ref().context("agent")?;
     agent.stats()?[name].as_u64().with_context(|| format!("counter {name}"))
-}
-
-/// Two alioth hosts with a VM each in one VPC: `prepare` runs on the lab before the agents start;
-/// then goal state is pushed and the next hops resolved. Returns the lab, the first VM's port id
-/// and the second VM's address.
-fn two_hosts(prepare: impl FnOnce(&Lab) -> Result<()>) -> Result<(Lab, String, String)> {
-    let a = VpcSpec::new(1, 1001, 1);
-    let mut lab = Lab::new(vec![a.clone()])?;
-    let (one, two) = (a.vm(1, 10), a.vm(1, 20));
-    let (one_id, two_ip) = (one.port_id.clone(), two.ip.clone());
-    lab.add_host(vec![one])?;
-    lab.add_host(vec![two])?;
-    prepare(&lab)?;
-    lab.start_agents(&[])?;
-    lab.push_all()?;
-    lab.wait_resolved()?;
-    Ok((lab, one_id, two_ip))
 }
 
 #[test]

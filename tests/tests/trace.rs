@@ -85,16 +85,8 @@ fn a_traced_frame_takes_the_real_path_and_leaves_the_counters_alone() -> Result<
 /// endpoint through the resolved next hop, as the kernel does it.
 #[test]
 fn a_traced_frame_to_another_host_is_encapsulated_toward_it() -> Result<()> {
-    use alioth_tests::overlay::{Lab, VpcSpec, UPLINK};
-    let a = VpcSpec::new(1, 1001, 1);
-    let mut lab = Lab::new(vec![a.clone()])?;
-    let (one, two) = (a.vm(1, 10), a.vm(1, 20));
-    let (one_id, two_ip) = (one.port_id.clone(), two.ip.clone());
-    lab.add_host(vec![one])?;
-    lab.add_host(vec![two])?;
-    lab.start_agents(&[])?;
-    lab.push_all()?;
-    lab.wait_resolved()?;
+    use alioth_tests::overlay::{two_hosts, UPLINK};
+    let (lab, one_id, two_ip) = two_hosts(|_| Ok(()))?;
     let agent = lab.hosts[0].agent.as_ref().context("agent")?;
     let out = agent.cli(&["trace", "--port", &one_id, "--dst", &two_ip, "--json"])?;
     let r: serde_json::Value = serde_json::from_slice(&out.stdout)?;

@@ -26,7 +26,7 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
-fn open_map(pin_dir: &Path, name: &str) -> Result<MapData> {
+pub(super) fn open_map(pin_dir: &Path, name: &str) -> Result<MapData> {
     // The agent's pins are on the machine's bpffs, also when this runs under `ip netns exec`.
     crate::dataplane::bpffs::ensure(pin_dir, false)?;
     let path = pin_dir.join(name);

@@ -14,7 +14,7 @@ use alioth_common::pipeline::{self, Action, Tables, Verdict};
 use alioth_common::{checksum, Counter};
 use anyhow::{bail, Context, Result};
 use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray};
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::Xdp;
 use aya::EbpfLoader;
 use serde_json::json;
 
@@ -23,6 +23,8 @@ use crate::dataplane::object::{xdp_object, PORT_PROGRAM};
 use crate::dataplane::{sum_counters, PINNED_MAPS};
 use crate::goalstate::model::{format_mac, Mac};
 use crate::store::Store;
+
+use super::inspect::open_map;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Proto {
@@ -210,43 +212,34 @@ fn run_in_kernel(pin_dir: &Path, ifindex: u32, frame: &[u8]) -> Result<KernelRun
     let mut loader = EbpfLoader::new();
     loader.override_global("AYA_LOG_LEVEL", &0u8, false);
     for name in PINNED_MAPS.iter().filter(|m| **m != maps::STATS) {
-        loader.map_pin_path(name, pin_dir.join(name));
+        let path = pin_dir.join(name);
+        // The loader would create and pin a map that is not there: a trace must leave nothing.
+        if !path.exists() {
+            bail!(
+                "{} does not exist: is the agent running with --pin-dir {}?",
+                path.display(),
+                pin_dir.display()
+            );
+        }
+        loader.map_pin_path(name, path);
     }
     let mut ebpf = loader
         .load(xdp_object()?)
         .context("load the XDP object onto the pinned maps")?;
     let prog: &mut Xdp = ebpf.program_mut(PORT_PROGRAM).context("no port program")?.try_into()?;
     prog.load().context("verifier rejected the port program")?;
-    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
-    let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
-    let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    let mut out = vec![0u8; frame.len() + 256];
-    let run = prog
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            repeat: 1,
-            ..Default::default()
-        })
-        .context("BPF_PROG_TEST_RUN")?;
-    out.truncate(run.data_size_out as usize);
+    let (action, out) = crate::dataplane::test_run::xdp(prog, frame, Some(ifindex))?;
     let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(ebpf.map(maps::STATS).context("no STATS map")?)?;
     let counters = sum_counters(&stats)?.into_iter().filter(|(_, n)| *n > 0).collect();
     Ok(KernelRun {
-        action: run.return_value,
+        action,
         frame: out,
         counters,
     })
 }
 
-fn pinned(pin_dir: &Path, name: &str) -> Result<MapData> {
-    let path = pin_dir.join(name);
-    MapData::from_pin(&path).with_context(|| format!("open pinned map {}", path.display()))
-}
-
 fn pinned_array<V: aya::Pod>(pin_dir: &Path, name: &str) -> Result<Array<MapData, V>> {
-    Ok(Array::try_from(Map::Array(pinned(pin_dir, name)?))?)
+    Ok(Array::try_from(Map::Array(open_map(pin_dir, name)?))?)
 }
 
 /// The pinned maps as the pipeline's tables, noting every lookup.
@@ -270,8 +263,8 @@ impl PinnedTables {
             slot => Some((slot, pinned_array::<DhcpEntry>(pin_dir, maps::DHCP)?.get(&slot, 0)?)),
         };
         Ok(PinnedTables {
-            endpoints: BpfHashMap::try_from(Map::HashMap(pinned(pin_dir, maps::ENDPOINTS)?))?,
-            next_hops: BpfHashMap::try_from(Map::HashMap(pinned(pin_dir, maps::NEXTHOPS)?))?,
+            endpoints: BpfHashMap::try_from(Map::HashMap(open_map(pin_dir, maps::ENDPOINTS)?))?,
+            next_hops: BpfHashMap::try_from(Map::HashMap(open_map(pin_dir, maps::NEXTHOPS)?))?,
             uplink,
             dhcp,
             chain: RefCell::new(Vec::new()),
