@@ -90,12 +90,14 @@ pub fn trace(args: TraceArgs) -> Result<i32> {
             let in_subnet = subnet.is_some_and(|s| s.cidr.contains(dst));
             let dst_mac = match &args.dst_mac {
                 Some(m) => crate::goalstate::model::parse_mac(m).map_err(anyhow::Error::msg)?,
+                // Looked up apart from the chain, which lists the pipeline's lookups only.
                 None => in_subnet
                     .then(|| {
-                        tables.endpoint(&EndpointKey {
+                        let key = EndpointKey {
                             vni: entry.vni,
                             ip: dst.octets(),
-                        })
+                        };
+                        tables.endpoints.get(&key, 0).ok()
                     })
                     .flatten()
                     .map_or(entry.gateway_mac, |e| e.mac),
