@@ -41,6 +41,20 @@ fn a_traced_frame_takes_the_real_path_and_leaves_the_counters_alone() -> Result<
         "{r}"
     );
 
+    // The same for a terminal.
+    let text = t
+        .agent
+        .cli(&["trace", "--port", VM1, "--dst", "198.18.0.11", "--proto", "tcp"])?;
+    let text = String::from_utf8(text.stdout)?;
+    ensure!(
+        text.contains("verdict:  Redirect (forward_local)") && text.contains(&format!("out:      {VM2_TAP}")),
+        "{text}"
+    );
+    ensure!(
+        text.contains("chain:\n  ENDPOINTS[VNI") && !text.contains("DISAGREE"),
+        "{text}"
+    );
+
     // To an address nobody holds: dropped, and the chain says which lookup failed.
     let (code, r) = trace(&t.agent, &["--dst", "198.18.0.99"])?;
     ensure!(code == 0 && r["agree"] == true && r["verdict"] == "Drop", "{r}");
