@@ -47,19 +47,25 @@ pub struct TraceArgs {
     /// Source address (default: the port's own).
     #[arg(long)]
     pub src: Option<Ipv4Addr>,
+    /// UDP (no checksum), TCP (a SYN) or ICMP (an echo request).
     #[arg(long, value_enum, default_value = "udp")]
     pub proto: Proto,
+    /// Source port (UDP, TCP).
     #[arg(long, default_value_t = 40000)]
     pub sport: u16,
+    /// Destination port (UDP, TCP).
     #[arg(long, default_value_t = 9)]
     pub dport: u16,
     /// Destination MAC (default: the destination's in the port's subnet, else its gateway's).
     #[arg(long)]
     pub dst_mac: Option<String>,
+    /// The agent's bpffs pin directory.
     #[arg(long, default_value = DEFAULT_PIN_DIR, env = "ALIOTH_PIN_DIR")]
     pub pin_dir: PathBuf,
+    /// The agent's state directory (where the port is looked up).
     #[arg(long, default_value = DEFAULT_STATE_DIR, env = "ALIOTH_STATE_DIR")]
     pub state_dir: PathBuf,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
