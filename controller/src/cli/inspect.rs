@@ -29,6 +29,12 @@ pub struct InspectArgs {
 pub(super) fn open_map(pin_dir: &Path, name: &str) -> Result<MapData> {
     // The agent's pins are on the machine's bpffs, also when this runs under `ip netns exec`.
     crate::dataplane::bpffs::ensure(pin_dir, false)?;
+    let path = pinned_path(pin_dir, name)?;
+    MapData::from_pin(&path).with_context(|| format!("open pinned map {}", path.display()))
+}
+
+/// The path of the agent's pin `name`, which must exist.
+pub(super) fn pinned_path(pin_dir: &Path, name: &str) -> Result<PathBuf> {
     let path = pin_dir.join(name);
     if !path.exists() {
         bail!(
@@ -37,7 +43,12 @@ pub(super) fn open_map(pin_dir: &Path, name: &str) -> Result<MapData> {
             pin_dir.display()
         );
     }
-    MapData::from_pin(&path).with_context(|| format!("open pinned map {}", path.display()))
+    Ok(path)
+}
+
+/// The agent's pinned array `name`.
+pub(super) fn pinned_array<V: aya::Pod>(pin_dir: &Path, name: &str) -> Result<Array<MapData, V>> {
+    Ok(Array::try_from(Map::Array(open_map(pin_dir, name)?))?)
 }
 
 /// Summed per-CPU counters, in `Counter::ALL` order.
@@ -63,7 +74,7 @@ pub fn stats(args: InspectArgs) -> Result<()> {
 
 /// Programmed ports among this network namespace's interfaces.
 fn read_ports(pin_dir: &Path) -> Result<Vec<(u32, PortEntry)>> {
-    let map: Array<_, PortEntry> = Array::try_from(Map::Array(open_map(pin_dir, maps::PORTS)?))?;
+    let map = pinned_array::<PortEntry>(pin_dir, maps::PORTS)?;
     let mut ports = Vec::new();
     for (index, _) in interfaces() {
         if index < maps::MAX_IFINDEX {
@@ -140,7 +151,7 @@ pub fn status(args: InspectArgs) -> Result<()> {
     let next_hops: BpfHashMap<_, [u8; 4], NextHop> =
         BpfHashMap::try_from(Map::HashMap(open_map(&args.pin_dir, maps::NEXTHOPS)?))?;
     let n_next_hops = next_hops.keys().count();
-    let uplink_map: Array<_, Uplink> = Array::try_from(Map::Array(open_map(&args.pin_dir, maps::UPLINK)?))?;
+    let uplink_map = pinned_array::<Uplink>(&args.pin_dir, maps::UPLINK)?;
     let uplink = uplink_map.get(&0, 0).ok().filter(Uplink::is_configured).map(|u| {
         json!({
             "iface": ifname(u.ifindex).unwrap_or_else(|| format!("ifindex {}", u.ifindex)),

@@ -13,7 +13,7 @@ use alioth_common::maps::{self, DhcpEntry, Endpoint, EndpointKey, NextHop, PortE
 use alioth_common::pipeline::{self, Action, Tables, Verdict};
 use alioth_common::{checksum, Counter};
 use anyhow::{bail, Context, Result};
-use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray};
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray};
 use aya::programs::Xdp;
 use aya::EbpfLoader;
 use serde_json::json;
@@ -24,7 +24,7 @@ use crate::dataplane::{sum_counters, PINNED_MAPS};
 use crate::goalstate::model::{format_mac, Mac};
 use crate::store::Store;
 
-use super::inspect::open_map;
+use super::inspect::{open_map, pinned_array, pinned_path};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Proto {
@@ -220,16 +220,9 @@ fn run_in_kernel(pin_dir: &Path, ifindex: u32, frame: &[u8]) -> Result<KernelRun
     let mut loader = EbpfLoader::new();
     loader.override_global("AYA_LOG_LEVEL", &0u8, false);
     for name in PINNED_MAPS.iter().filter(|m| **m != maps::STATS) {
-        let path = pin_dir.join(name);
-        // The loader would create and pin a map that is not there: a trace must leave nothing.
-        if !path.exists() {
-            bail!(
-                "{} does not exist: is the agent running with --pin-dir {}?",
-                path.display(),
-                pin_dir.display()
-            );
-        }
-        loader.map_pin_path(name, path);
+        // Only existing pins: the loader would create and pin a map that is not there, and a
+        // trace must leave nothing.
+        loader.map_pin_path(name, pinned_path(pin_dir, name)?);
     }
     let mut ebpf = loader
         .load(xdp_object()?)
@@ -244,10 +237,6 @@ fn run_in_kernel(pin_dir: &Path, ifindex: u32, frame: &[u8]) -> Result<KernelRun
         frame: out,
         counters,
     })
-}
-
-fn pinned_array<V: aya::Pod>(pin_dir: &Path, name: &str) -> Result<Array<MapData, V>> {
-    Ok(Array::try_from(Map::Array(open_map(pin_dir, name)?))?)
 }
 
 /// The pinned maps as the pipeline's tables, noting every lookup.
