@@ -157,15 +157,16 @@ impl Store {
     pub fn read(dir: &Path) -> Result<State> {
         let mut damage = Damage::default();
         let path = dir.join(DB);
-        let mut state = if path.exists() {
+        let (mut state, carried) = if path.exists() {
             let db = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .with_context(|| format!("open {}", path.display()))?;
             db.busy_timeout(std::time::Duration::from_secs(5))?;
-            read_db(&db).with_context(|| format!("read {}", path.display()))?.0
+            let state = read_db(&db).with_context(|| format!("read {}", path.display()))?.0;
+            (state, carried_over(&db)?)
         } else {
-            State::default()
+            (State::default(), false)
         };
-        if !path.exists() || !carried_over(&path) {
+        if !carried {
             legacy::read(dir, &mut state, &mut damage);
         }
         drop_orphans(&mut state);
@@ -175,11 +176,7 @@ impl Store {
     /// Carries an earlier agent's record over into the database (once: the transaction that
     /// writes it also marks it done), then removes it.
     fn carry_over(&mut self, state: &mut State) -> Result<()> {
-        let done: Option<i64> = self
-            .db
-            .query_row("SELECT value FROM meta WHERE key = 'carried_over'", [], |r| r.get(0))
-            .optional()?;
-        if done.is_none() {
+        if !carried_over(&self.db)? {
             let mut old = State::default();
             if legacy::read(&self.dir, &mut old, &mut self.damage) {
                 self.damage.keep();
@@ -428,16 +425,12 @@ fn open_db(dir: &Path) -> Result<Connection> {
     Ok(db)
 }
 
-/// Whether the database at `path` holds an earlier agent's record already.
-fn carried_over(path: &Path) -> bool {
-    let read = || -> Result<bool> {
-        let db = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-        Ok(db
-            .query_row("SELECT 1 FROM meta WHERE key = 'carried_over'", [], |_| Ok(()))
-            .optional()?
-            .is_some())
-    };
-    read().unwrap_or(false)
+/// Whether `db` holds an earlier agent's record already (or was made with nothing to carry over).
+fn carried_over(db: &Connection) -> Result<bool> {
+    Ok(db
+        .query_row("SELECT 1 FROM meta WHERE key = 'carried_over'", [], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ pub struct Held {
 /// Takes the state directory's lock, or says which agent holds it.
 pub fn take(dir: &Path, listen: &str) -> Result<Held> {
     std::fs::create_dir_all(dir).with_context(|| format!("create state dir {}", dir.display()))?;
-    let path = dir.join(LOCK_FILE);
+    let path = lock_path(dir);
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
