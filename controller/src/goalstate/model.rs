@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 
+mod bulk;
 mod resource;
 
+pub use bulk::Parts;
 pub use resource::{Change, Resource};
 use std::sync::Arc;
 
@@ -224,6 +226,15 @@ impl State {
         self.hosts.keys().filter(|h| !h.is_unspecified())
     }
 
+    /// Whether a subnet, port, neighbor or DHCP entry names a VPC or subnet the state lacks (what
+    /// only a damaged record leaves), from the indexes: without visiting every resource.
+    pub fn lacks_a_parent(&self) -> bool {
+        self.vpc_users.keys().any(|v| !self.vpcs.contains_key(&**v))
+            || self.subnet_users.keys().any(|s| !self.subnets.contains_key(&**s))
+            || self.subnets.values().any(|s| !self.vpcs.contains_key(&s.vpc_id))
+            || self.dhcp.values().any(|d| !self.subnets.contains_key(&d.subnet_id))
+    }
+
     pub fn vpc_in_use(&self, vpc: &str) -> bool {
         self.vpc_users.get(vpc).is_some_and(|n| *n > 0)
     }
@@ -296,13 +307,23 @@ impl State {
         if let Some(old) = &old {
             self.unindex_port(old);
         }
+        self.index_port_addrs(&p);
+        self.index_port_names(&p);
+        old
+    }
+
+    /// The port's addresses, subnets and VPC in the indexes.
+    fn index_port_addrs(&mut self, p: &Port) {
         self.index(&p.vpc_id, &p.fixed_ips, &Owner::Port(p.id.clone()), true);
+    }
+
+    /// The port's MAC and interface in the indexes.
+    fn index_port_names(&mut self, p: &Port) {
         self.macs
             .entry(p.vpc_id.clone())
             .or_default()
             .insert(p.mac, p.id.clone());
         self.ifaces.insert(p.iface.clone(), p.id.clone());
-        old
     }
 
     pub fn remove_port(&mut self, id: &str) -> Option<Arc<Port>> {
@@ -339,9 +360,13 @@ impl State {
         if let Some(old) = &old {
             self.unindex_neighbor(old);
         }
+        self.index_neighbor(&n);
+        old
+    }
+
+    fn index_neighbor(&mut self, n: &Neighbor) {
         self.index(&n.vpc_id, &n.fixed_ips, &Owner::Neighbor(n.id.clone()), true);
         *self.hosts.entry(n.host_ip).or_default() += 1;
-        old
     }
 
     pub fn remove_neighbor(&mut self, id: &str) -> Option<Arc<Neighbor>> {

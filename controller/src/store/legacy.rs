@@ -83,7 +83,7 @@ fn read_old_snapshot(path: &Path, state: &mut State, damage: &mut Damage) {
     match read {
         Ok(s) => {
             for r in s.resources {
-                state.put(shared_ids(state, r));
+                state.put(shared_ids(&state.vpcs, &state.subnets, r));
             }
             state.tombstones = s.tombstones.into_iter().map(|(k, id, r)| ((k, id), r)).collect();
         }
@@ -190,7 +190,7 @@ fn apply(state: &mut State, entry: Entry) {
             // A resource put again is no longer deleted (as the validator does).
             let (kind, id) = r.kind_id();
             state.forget_tombstone(kind, id);
-            let r = shared_ids(state, r);
+            let r = shared_ids(&state.vpcs, &state.subnets, r);
             state.put(r)
         }
         Entry::Delete { kind, id } => state.delete(ResourceType::try_from(kind).unwrap_or(ResourceType::Gateway), &id),

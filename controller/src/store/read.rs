@@ -1,21 +1,23 @@
 //! Reading the record back: the state a database holds, shared ids, and what a damaged record
 //! left without its parents.
 
+use std::collections::BTreeMap;
+
 use alioth_proto::schema::ResourceType;
 use anyhow::Result;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::goalstate::model::{FixedIps, Id, Resource, State};
+use crate::goalstate::model::{FixedIps, Id, Parts, Resource, State, Subnet, Vpc};
 
 /// Rows decoded per hand-over from the decoding thread.
 const BATCH: usize = 4096;
 
 /// The state `db` holds, and how many rows were skipped: their checksum or body is wrong. Parents
 /// come first (kinds in the order VPC, subnet, port, neighbor, DHCP), so that ports and neighbors
-/// share their ids. Rows are read and decoded on one thread while another indexes them (a second
-/// each at a million resources).
+/// share their ids. Rows are read and decoded on one thread while this one collects them; the
+/// state's indexes are then built at once (`Parts::into_state`).
 pub(super) fn read_db(db: &Connection) -> Result<(State, usize)> {
-    let mut state = State::default();
+    let mut parts = Parts::default();
     let mut bad = 0;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Option<Resource>>>(4);
     // The decoding thread reads through a connection of its own (read-only; WAL lets it).
@@ -24,7 +26,11 @@ pub(super) fn read_db(db: &Connection) -> Result<(State, usize)> {
         std::thread::Builder::new()
             .name("alioth-decode".into())
             .spawn(move || {
-                let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                let reader = Connection::open_with_flags(
+                    &path,
+                    // This thread's alone: SQLite need not lock around every step.
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
                 decode(&reader, |batch| tx.send(batch).is_ok())
             })
             .ok()
@@ -32,18 +38,19 @@ pub(super) fn read_db(db: &Connection) -> Result<(State, usize)> {
     match spawned {
         Some(decoder) => {
             for batch in rx.iter() {
-                bad += index(&mut state, batch);
+                bad += collect(&mut parts, batch);
             }
             decoder
                 .join()
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("decoding the record panicked")))?;
         }
-        // No thread to be had: decode and index here, batch by batch.
+        // No thread to be had: decode and collect here, batch by batch.
         None => decode(db, |batch| {
-            bad += index(&mut state, batch);
+            bad += collect(&mut parts, batch);
             true
         })?,
     }
+    let mut state = parts.into_state();
     let mut tombs = db.prepare("SELECT kind, id, revision FROM tombstones")?;
     for t in tombs.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))? {
         let (key, rev): ((i32, String), u32) = t?;
@@ -84,12 +91,15 @@ fn decode(db: &Connection, mut out: impl FnMut(Vec<Option<Resource>>) -> bool) -
     Ok(())
 }
 
-/// Puts one batch of decoded resources into `state`; returns how many rows were damaged.
-fn index(state: &mut State, batch: Vec<Option<Resource>>) -> usize {
+/// Adds one batch of decoded resources to `parts`; returns how many rows were damaged.
+fn collect(parts: &mut Parts, batch: Vec<Option<Resource>>) -> usize {
     let mut bad = 0;
     for r in batch {
         match r {
-            Some(r) => state.put(shared_ids(state, r)),
+            Some(r) => {
+                let r = shared_ids(&parts.vpcs, &parts.subnets, r);
+                parts.push(r);
+            }
             None => bad += 1,
         }
     }
@@ -100,6 +110,10 @@ fn index(state: &mut State, batch: Vec<Option<Resource>>) -> usize {
 /// neighbor without its VPC or a subnet, a DHCP entry without its subnet), reporting each: the
 /// agent starts with the rest rather than not at all.
 pub(super) fn drop_orphans(state: &mut State) -> usize {
+    // What the indexes name tells whether any resource lost its parent, without visiting each.
+    if !state.lacks_a_parent() {
+        return 0;
+    }
     let mut orphans: Vec<(ResourceType, String)> = Vec::new();
     for s in state.subnets.values().filter(|s| !state.vpcs.contains_key(&s.vpc_id)) {
         orphans.push((ResourceType::Subnet, s.id.to_string()));
@@ -148,13 +162,17 @@ pub(super) fn drop_orphans(state: &mut State) -> usize {
 /// `r` with its VPC and subnet ids shared with the state's own VPC and subnet, as validation makes
 /// them: read back, every port and neighbor would otherwise keep copies of its own (a restarted
 /// agent with 1M ports used 744 MiB instead of 489).
-pub(super) fn shared_ids(state: &State, mut r: Resource) -> Resource {
+pub(super) fn shared_ids(
+    vpcs: &BTreeMap<String, Vpc>,
+    subnets: &BTreeMap<String, Subnet>,
+    mut r: Resource,
+) -> Resource {
     let share_all = |vpc_id: &mut Id, fixed_ips: &mut FixedIps| {
-        if let Some(v) = state.vpcs.get(&**vpc_id) {
+        if let Some(v) = vpcs.get(&**vpc_id) {
             *vpc_id = v.id.clone();
         }
         for f in fixed_ips.iter_mut() {
-            if let Some(s) = state.subnets.get(&*f.subnet_id) {
+            if let Some(s) = subnets.get(&*f.subnet_id) {
                 f.subnet_id = s.id.clone();
             }
         }

@@ -243,6 +243,13 @@ proptest! {
             }).collect();
             prop_assert!(programmed.iter().copied().eq(state.ports().keys().map(|k| &**k).collect::<BTreeSet<_>>()));
             prop_assert!(state.indexes_match_contents(), "indexes drifted from the contents");
+            // Built at once from its resources (a record read back), it is the same state.
+            let mut parts = crate::goalstate::model::Parts::default();
+            state.resources().for_each(|r| parts.push(r));
+            let mut rebuilt = parts.into_state();
+            rebuilt.tombstones = state.tombstones.clone();
+            prop_assert_eq!(&rebuilt, &state);
+            prop_assert!(!rebuilt.lacks_a_parent());
             for s in state.subnets.values() {
                 prop_assert!(state.vpcs.contains_key(&s.vpc_id));
             }
