@@ -64,7 +64,7 @@ impl Parts {
         let (by_name, by_addr) = std::thread::scope(|s| {
             match std::thread::Builder::new()
                 .name("alioth-index".into())
-                .spawn_scoped(s, &names)
+                .spawn_scoped(s, names)
             {
                 Ok(named) => {
                     let by_addr = addrs();
