@@ -14,7 +14,7 @@ use crate::controller::overlay::Overlay;
 use crate::dataplane::Dataplane;
 use crate::goalstate::dhcp;
 use crate::goalstate::model::{Change, Resource};
-use crate::goalstate::model::{FixedIp, HashMap, Port, State};
+use crate::goalstate::model::{FixedIp, HashMap, Id, Port, State};
 use crate::goalstate::plan::{self, EndpointOp, Plan, PortOp};
 use crate::goalstate::validate::{self, Naming, Outcome};
 use crate::net::interfaces::interfaces;
@@ -23,6 +23,7 @@ use crate::store::Store;
 mod follow;
 pub mod metrics;
 pub mod overlay;
+mod restore;
 
 /// The agent's core: the goal state held, the data plane, the record. The agent keeps it behind
 /// one mutex, and that lock is what orders everything that changes goal state or the maps (a
@@ -39,7 +40,7 @@ pub struct Controller {
     store: Option<Store>,
     /// Interface -> port, for ports whose interface does not exist yet; see `retry_pending`. A
     /// hash map: a restore with a million pending ports spent a second comparing names in a tree.
-    pending: HashMap<String, String>,
+    pending: HashMap<Id, Id>,
     metrics: Metrics,
     /// The uplink and underlay next hops (agents started with --uplink).
     overlay: Option<Overlay>,
@@ -47,6 +48,9 @@ pub struct Controller {
     dhcp_lease: u32,
     /// When the last message was applied.
     last_push: Instant,
+    /// Whether a change failed half-way in the maps: they are then never marked as holding the
+    /// record again (a restart fills new ones).
+    tainted: bool,
 }
 
 /// Changes in a message from which its record rows are written beside its map writes (a thread
@@ -142,66 +146,8 @@ impl Controller {
             overlay: None,
             dhcp_lease: dhcp::DEFAULT_LEASE_SECS,
             last_push: Instant::now(),
+            tainted: false,
         }
-    }
-
-    /// Rebuilds the data plane of a restarted agent from its record: fills the freshly loaded maps
-    /// with everything `state` renders, swaps the new program onto the links the previous agent
-    /// left (or attaches), then moves the new maps' pins in place.
-    pub fn restore(
-        dp: Dataplane,
-        naming: Naming,
-        state: State,
-        store: Store,
-        overlay: Option<Overlay>,
-    ) -> Result<Self> {
-        let started = Instant::now();
-        let plan = plan::everything(&state);
-        let t_plan = started.elapsed();
-        let mut metrics = Metrics::default();
-        (metrics.record, metrics.adopted) = (store.damage().clone(), dp.adopted());
-        let mut naming = naming;
-        naming.tunnel_endpoint = overlay.as_ref().map(|o| o.info().ip);
-        let mut c = Controller {
-            state,
-            dp,
-            naming,
-            store: Some(store),
-            pending: HashMap::default(),
-            metrics,
-            overlay,
-            dhcp_lease: dhcp::DEFAULT_LEASE_SECS,
-            last_push: Instant::now(),
-        };
-        // A map that cannot be filled stops the restore before any link runs the new program.
-        c.dp.list_interfaces();
-        let applied = c.apply_plan(&plan, |_, applied| match applied {
-            Applied::Dataplane(_, result) => result,
-            Applied::Network(_, result) => {
-                if let Err(e) = result {
-                    tracing::warn!("port not re-attached: {e:#}");
-                }
-                Ok(())
-            }
-        });
-        c.dp.unlist_interfaces();
-        applied?;
-        let t_apply = started.elapsed();
-        // Next hops the kernel already knows go in before the new program takes over the links.
-        c.refresh_overlay();
-        c.dp.commit()?;
-        tracing::info!(
-            vpcs = c.state.vpcs.len(),
-            subnets = c.state.subnets.len(),
-            ports = c.state.ports().len(),
-            neighbors = c.state.neighbors().len(),
-            pending = c.pending.len(),
-            plan_ms = t_plan.as_millis() as u64,
-            apply_ms = (t_apply - t_plan).as_millis() as u64,
-            commit_ms = (started.elapsed() - t_apply).as_millis() as u64,
-            "restored the recorded goal state"
-        );
-        Ok(c)
     }
 
     /// Brings the uplink entry and the next hops of every remote host up to date; returns how
@@ -254,6 +200,9 @@ impl Controller {
         let started = Instant::now();
         let (mut outcomes, changes) = validate::validate(&mut self.state, msg, &self.naming);
         let t_validate = started.elapsed();
+        if !changes.is_empty() {
+            self.mark_changing();
+        }
         let mut timing = vec![Timing::default(); outcomes.len()];
         let report = reporter(&mut outcomes, &mut timing);
         // A large message's record rows are written on another thread, in a transaction left
@@ -294,6 +243,8 @@ impl Controller {
             self.refresh_overlay();
         }
         let changes = self.record_or_undo(changes, staged.is_some_and(|s| s.is_ok()) && whole, &mut outcomes);
+        self.tainted |= outcomes.iter().any(|o| o.status == OperationStatus::Failure);
+        self.mark_recorded();
         let t_record = started.elapsed();
         tracing::debug!(
             resources = outcomes.len(),
@@ -414,6 +365,26 @@ impl Controller {
         self.applier().program_port(port_id)
     }
 
+    /// The maps are about to change (see `dataplane::record`).
+    fn mark_changing(&mut self) {
+        if let Err(e) = self.dp.mark_changing() {
+            tracing::error!("the data plane's record mark stays as it was: {e:#}");
+        }
+    }
+
+    /// The maps hold what the record does again, unless a change failed half-way in them.
+    fn mark_recorded(&mut self) {
+        let Some(sequence) = self.store.as_ref().map(Store::sequence) else {
+            return;
+        };
+        if self.tainted {
+            return;
+        }
+        if let Err(e) = self.dp.mark_recorded(sequence) {
+            tracing::warn!("the maps are not marked as holding the record (a restart fills new ones): {e:#}");
+        }
+    }
+
     /// Lease time the DHCP server hands out unless a subnet overrides it.
     pub fn set_dhcp_lease(&mut self, secs: u32) {
         self.dhcp_lease = secs;
@@ -425,17 +396,22 @@ impl Controller {
         if self.pending.is_empty() {
             return;
         }
-        let ids: Vec<String> = interfaces()
+        let ids: Vec<Id> = interfaces()
             .into_iter()
-            .filter_map(|(_, name)| self.pending.get(&name).cloned())
+            .filter_map(|(_, name)| self.pending.get(name.as_str()).cloned())
             .collect();
+        if ids.is_empty() {
+            return;
+        }
+        self.mark_changing();
         for id in ids {
             match self.program_port(&id) {
-                Ok(true) => tracing::info!(resource_id = id, "interface appeared; port attached"),
+                Ok(true) => tracing::info!(resource_id = &*id, "interface appeared; port attached"),
                 Ok(false) => {}
-                Err(e) => tracing::warn!(resource_id = id, "attach failed: {e:#}"),
+                Err(e) => tracing::warn!(resource_id = &*id, "attach failed: {e:#}"),
             }
         }
+        self.mark_recorded();
     }
 }
 
@@ -444,7 +420,7 @@ impl Controller {
 struct Applier<'a> {
     state: &'a State,
     dp: &'a mut Dataplane,
-    pending: &'a mut HashMap<String, String>,
+    pending: &'a mut HashMap<Id, Id>,
     dhcp_lease: u32,
 }
 
@@ -455,7 +431,7 @@ impl Applier<'_> {
         for (o, op) in &plan.detach {
             if let PortOp::Detach { iface } = op {
                 // A deleted or renamed port is no longer waited for.
-                self.pending.remove(iface);
+                self.pending.remove(iface.as_str());
                 let t = Instant::now();
                 let result = self.dp.detach(iface).map(|()| true);
                 report(*o, Applied::Network(t.elapsed(), result))?;
@@ -529,13 +505,13 @@ impl Applier<'_> {
         let dhcp = self.dhcp_entry(port);
         let present = self.dp.program_port(&iface, entry, &ips, dhcp.as_ref())?;
         if present {
-            self.pending.remove(&iface);
+            self.pending.remove(&*iface);
         } else {
             tracing::debug!(
                 resource_id = port_id,
                 "interface not present yet; the port is programmed when it appears"
             );
-            self.pending.insert(iface, port_id.to_string());
+            self.pending.insert(iface, port.id.clone());
         }
         Ok(present)
     }

@@ -26,14 +26,16 @@ mod lab;
 pub mod object;
 mod pins;
 mod ports;
+mod record;
 pub mod test_run;
 
 #[cfg(feature = "lab")]
 pub use lab::attach_pinned;
 pub use pins::{remove_pins, remove_staging};
+pub use record::recorded_sequence;
 
 /// Names of the maps the agent pins (and `status`/`stats` read).
-pub const PINNED_MAPS: [&str; 7] = [
+pub const PINNED_MAPS: [&str; 8] = [
     maps::PORTS,
     maps::ENDPOINTS,
     maps::STATS,
@@ -41,6 +43,7 @@ pub const PINNED_MAPS: [&str; 7] = [
     maps::NEXTHOPS,
     maps::REDIRECT,
     maps::DHCP,
+    maps::RECORD,
 ];
 
 /// Level of the XDP program's own log records (aya-log), fixed when the object is loaded.
@@ -91,6 +94,11 @@ pub struct Dataplane {
     committed: bool,
     /// Whether this object took over the pinned maps in place (`adopt`) instead of filling new ones.
     adopted: bool,
+    /// `RECORD`, and the record sequence it holds (none while the maps change).
+    record: Array<MapData, u64>,
+    recorded: Option<u64>,
+    /// Whether the maps taken over hold what the record does (`adopt_recorded`).
+    matches_record: bool,
     /// Keys and values of the last batch write, kept for the next: a large message then writes
     /// from memory already in place instead of fresh pages.
     batch: (Vec<EndpointKey>, Vec<Endpoint>),
@@ -101,7 +109,9 @@ pub struct Dataplane {
 fn pin_paths(dir: &Path, adopt: bool) -> Result<Vec<(&'static str, PathBuf)>> {
     crate::dataplane::bpffs::ensure(dir, true)?;
     let staging = dir.join(STAGING);
-    std::fs::create_dir_all(&staging).with_context(|| format!("create pin directory {}", staging.display()))?;
+    if !adopt {
+        std::fs::create_dir_all(&staging).with_context(|| format!("create pin directory {}", staging.display()))?;
+    }
     for links in attach::pin_dirs(dir) {
         std::fs::create_dir_all(&links).with_context(|| format!("create {}", links.display()))?;
     }
@@ -192,11 +202,27 @@ impl Dataplane {
     /// does not know in place (until goal state replaces them or `--reset` removes them).
     pub fn adopt_with_log(pin_dir: &Path, mode: AttachMode, log: BpfLogLevel) -> Result<(Self, Option<Logger>)> {
         let (mut dp, logger) = Self::load_object(object::xdp_object()?, Some(pin_dir), mode, log, true)?;
-        // DHCP slots in use by entries the record does not know are not handed out again.
+        dp.keep_written_slots();
+        Ok((dp, logger))
+    }
+
+    /// DHCP slots written by entries the record may not know are not handed out again.
+    fn keep_written_slots(&mut self) {
         let used: std::collections::HashSet<u32> = (1..maps::MAX_DHCP)
-            .filter(|slot| dp.dhcp.get(slot, 0).is_ok_and(|e| e != DhcpEntry::default()))
+            .filter(|slot| self.dhcp.get(slot, 0).is_ok_and(|e| e != DhcpEntry::default()))
             .collect();
-        dp.dhcp_free.retain(|slot| !used.contains(slot));
+        self.dhcp_free.retain(|slot| !used.contains(slot));
+    }
+
+    /// Loads the object onto the pinned maps, which hold what the agent's record does (their
+    /// `RECORD` has the record's sequence, for this object: see `recorded_sequence`). Nothing is
+    /// written: the restore reattaches ports (`reclaim_port`) and the previous agent's links
+    /// swap to this object's programs at `commit`.
+    pub fn adopt_recorded(pin_dir: &Path, mode: AttachMode, log: BpfLogLevel) -> Result<(Self, Option<Logger>)> {
+        let (mut dp, logger) = Self::load_object(object::xdp_object()?, Some(pin_dir), mode, log, true)?;
+        dp.matches_record = true;
+        // Until the restore reclaims them port by port (`free_unclaimed_slots`).
+        dp.keep_written_slots();
         Ok((dp, logger))
     }
 
@@ -224,6 +250,8 @@ impl Dataplane {
         let redirect = DevMap::try_from(take(maps::REDIRECT)?)?;
         let dhcp = Array::try_from(take(maps::DHCP)?)?;
         let generation = Array::try_from(take(maps::GENERATION)?)?;
+        let record: Array<MapData, u64> = Array::try_from(take(maps::RECORD)?)?;
+        let recorded = record.get(&maps::RECORD_SEQUENCE, 0).ok().filter(|s| *s != 0);
         let mut dp = Dataplane {
             ebpf,
             ports,
@@ -243,6 +271,9 @@ impl Dataplane {
             names: Names::new(),
             committed: pin_dir.is_none(),
             adopted: adopt,
+            record,
+            recorded,
+            matches_record: false,
             batch: Default::default(),
         };
         dp.changed()?;
@@ -268,11 +299,20 @@ impl Dataplane {
                 *a = link;
             }
         }
-        if self.adopted {
-            // The maps are in place already, and links of ports the record lacks stay.
+        if self.adopted && !self.matches_record {
+            // The maps are in place already, and links of ports a damaged record lacks stay.
             return Ok(());
         }
-        for links in attach::pin_dirs(&dir) {
+        self.drop_unneeded_links(&dir)?;
+        if self.adopted {
+            return Ok(());
+        }
+        self.move_in_place(&dir)
+    }
+
+    /// Detaches the links of interfaces that are no longer ports.
+    fn drop_unneeded_links(&self, dir: &Path) -> Result<()> {
+        for links in attach::pin_dirs(dir) {
             for entry in std::fs::read_dir(&links)? {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -282,6 +322,12 @@ impl Dataplane {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Completes `commit` for maps filled fresh: the previous agent's counters carried over, the
+    /// maps moved in place.
+    fn move_in_place(&mut self, dir: &Path) -> Result<()> {
         let old_stats = dir.join(maps::STATS);
         if old_stats.exists() {
             if let Err(e) = self.add_counters_from(&old_stats) {

@@ -32,10 +32,12 @@ use std::path::{Path, PathBuf};
 mod damage;
 mod legacy;
 mod read;
+mod sequence;
 
 pub use damage::{damaged_copies, Damage};
 
 use read::{drop_orphans, read_db};
+pub use sequence::peek as peek_sequence;
 
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -85,6 +87,8 @@ pub struct Store {
     tombs: HashSet<TombKey>,
     /// The tombstone changes of the transaction `stage` left open.
     staged: Option<TombChanges>,
+    /// The record's sequence number (`sequence`), as last committed.
+    sequence: u64,
 }
 
 type TombKey = (i32, String);
@@ -131,7 +135,9 @@ impl Store {
             damage,
             tombs: HashSet::new(),
             staged: None,
+            sequence: 0,
         };
+        store.sequence = sequence::read_or_start(&store.db)?;
         store.carry_over(&mut state)?;
         store.tombs = state.tombstones.keys().cloned().collect();
         store.damage.orphans = drop_orphans(&mut state);
@@ -145,6 +151,11 @@ impl Store {
             "record read"
         );
         Ok((store, state))
+    }
+
+    /// The record's sequence number: one more with every committed transaction.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
     }
 
     /// What was wrong with the record `open` read.
@@ -302,6 +313,7 @@ impl Store {
     fn ended(&mut self, result: Result<TombChanges>) -> Result<()> {
         match result {
             Ok(tombs) => {
+                self.sequence = sequence::next(self.sequence);
                 for (key, present) in tombs {
                     match present {
                         true => self.tombs.insert(key),
@@ -328,6 +340,7 @@ impl Store {
         let mut tomb = db.prepare_cached("INSERT OR REPLACE INTO tombstones VALUES (?1, ?2, ?3)")?;
         let mut untomb = db.prepare_cached("DELETE FROM tombstones WHERE kind = ?1 AND id = ?2")?;
         let mut tombs = TombChanges::new();
+        sequence::write(db, sequence::next(self.sequence))?;
         for row in &rows.0 {
             let (kind, id, tombstone) = match row {
                 Row::Put { kind, id, body } => {

@@ -19,15 +19,24 @@ pub struct Places<'a> {
     pub log: BpfLogLevel,
 }
 
-/// Reads the record while the programs go through the verifier for fresh maps (each about a
-/// second at a million resources, on different CPUs). A damaged record discards those and adopts
-/// the pinned data plane instead (`adopt_dataplane`).
+/// Reads the record while the programs go through the verifier (each about a second at a million
+/// resources, on different CPUs). The programs go onto the pinned maps when those hold what the
+/// record does (`maps_hold_the_record`), else onto fresh maps, to fill. A damaged record discards
+/// those and adopts the pinned data plane as it is instead (`adopt_dataplane`).
 pub fn record_and_dataplane(args: &Places<'_>) -> Result<((Store, State), Loaded)> {
+    let taken_over = maps_hold_the_record(args);
     let (opened, fresh) = std::thread::scope(|s| {
         let opened = std::thread::Builder::new()
             .name("alioth-record".into())
             .spawn_scoped(s, || Store::open(args.state_dir));
-        let fresh = Dataplane::load_with_log(Some(args.pin_dir), args.mode, args.log);
+        let fresh = match taken_over {
+            true => Dataplane::adopt_recorded(args.pin_dir, args.mode, args.log).or_else(|e| {
+                tracing::warn!("the pinned maps cannot be taken over ({e:#}); filling new ones");
+                crate::dataplane::remove_staging(args.pin_dir)?;
+                Dataplane::load_with_log(Some(args.pin_dir), args.mode, args.log)
+            }),
+            false => Dataplane::load_with_log(Some(args.pin_dir), args.mode, args.log),
+        };
         let opened = match opened {
             Ok(handle) => handle
                 .join()
@@ -45,6 +54,26 @@ pub fn record_and_dataplane(args: &Places<'_>) -> Result<((Store, State), Loaded
     crate::dataplane::remove_staging(args.pin_dir)?;
     let loaded = adopt_dataplane(args, &store)?;
     Ok(((store, state), loaded))
+}
+
+/// Whether the pinned maps hold what the record does: their `RECORD` mark has the record's
+/// sequence, for this object. The mark is cleared before the maps change and set again once the
+/// change is committed, so a previous agent killed in between leaves maps that are filled anew.
+fn maps_hold_the_record(args: &Places<'_>) -> bool {
+    let pinned = crate::dataplane::recorded_sequence(args.pin_dir);
+    let recorded = crate::store::peek_sequence(args.state_dir);
+    let matches = pinned.is_some() && pinned == recorded;
+    tracing::info!(
+        ?pinned,
+        ?recorded,
+        "{}",
+        if matches {
+            "the pinned maps hold the record: taking them over"
+        } else {
+            "the pinned maps are filled anew from the record"
+        }
+    );
+    matches
 }
 
 /// For a damaged record, which may lack what the data plane has: adopts the pinned data plane as

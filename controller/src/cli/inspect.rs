@@ -99,7 +99,7 @@ pub fn ports(args: InspectArgs) -> Result<()> {
             state
                 .ports()
                 .values()
-                .map(|p| (p.iface.clone(), (p.id.to_string(), p.vpc_id.to_string())))
+                .map(|p| (p.iface.to_string(), (p.id.to_string(), p.vpc_id.to_string())))
                 .collect()
         })
         .unwrap_or_default();
@@ -304,7 +304,7 @@ fn record_summary(dir: &Path, attached: &[String]) -> serde_json::Value {
         let pending: Vec<String> = s
             .ports()
             .values()
-            .filter(|p| !attached.contains(&p.iface))
+            .filter(|p| !attached.iter().any(|a| **a == *p.iface))
             .map(|p| p.id.to_string())
             .collect();
         (s.resources().count(), pending)

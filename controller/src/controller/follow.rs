@@ -2,6 +2,7 @@
 //! `controller` so that it works on the controller's own fields.
 
 use super::Controller;
+use crate::goalstate::model::Id;
 use crate::net::netlink::Change;
 
 impl Controller {
@@ -10,11 +11,18 @@ impl Controller {
     /// waiting for it, its old index cleared from the maps. Returns whether the underlay may have
     /// changed (then `refresh_overlay`).
     pub fn link_changed(&mut self, change: &Change) -> bool {
+        self.mark_changing();
+        let underlay = self.follow(change);
+        self.mark_recorded();
+        underlay
+    }
+
+    fn follow(&mut self, change: &Change) -> bool {
         match change {
             // The uplink (created again?): the overlay looks at it now.
             Change::Link { name, .. } if self.overlay().is_some_and(|o| o.info().name == *name) => true,
             Change::Link { name, index } => {
-                let id = match self.pending.get(name) {
+                let id = match self.pending.get(name.as_str()) {
                     Some(id) => Some(id.clone()),
                     // Recreated between two notifications we saw: same name, another index.
                     None => self
@@ -26,13 +34,13 @@ impl Controller {
                 if let Some(id) = id {
                     match self.program_port(&id) {
                         Ok(true) => tracing::info!(
-                            resource_id = id,
+                            resource_id = &*id,
                             iface = name,
                             index,
                             "interface appeared; port attached"
                         ),
                         Ok(false) => {}
-                        Err(e) => tracing::warn!(resource_id = id, iface = name, "attach failed: {e:#}"),
+                        Err(e) => tracing::warn!(resource_id = &*id, iface = name, "attach failed: {e:#}"),
                     }
                 }
                 false
@@ -41,14 +49,14 @@ impl Controller {
                 if self.dp.attached_index(name) == Some(*index) {
                     if let Some(id) = self.port_of(name) {
                         if let Err(e) = self.dp.detach(name) {
-                            tracing::warn!(resource_id = id, iface = name, "clearing the old interface: {e:#}");
+                            tracing::warn!(resource_id = &*id, iface = name, "clearing the old interface: {e:#}");
                         }
                         tracing::info!(
-                            resource_id = id,
+                            resource_id = &*id,
                             iface = name,
                             "interface deleted; the port waits for it"
                         );
-                        self.pending.insert(name.clone(), id);
+                        self.pending.insert(name.as_str().into(), id);
                     }
                 }
                 false
@@ -59,7 +67,7 @@ impl Controller {
                 for name in stale {
                     if let Some(id) = self.port_of(&name) {
                         let _ = self.dp.detach(&name);
-                        self.pending.insert(name, id);
+                        self.pending.insert(name.as_str().into(), id);
                     }
                 }
                 self.retry_pending();
@@ -69,7 +77,7 @@ impl Controller {
     }
 
     /// The port whose interface is `iface`.
-    fn port_of(&self, iface: &str) -> Option<String> {
-        self.state.iface_owner(iface).map(|id| id.to_string())
+    fn port_of(&self, iface: &str) -> Option<Id> {
+        self.state.iface_owner(iface).cloned()
     }
 }

@@ -167,6 +167,47 @@ impl Dataplane {
         Ok(())
     }
 
+    /// For maps taken over with the record (`adopt_recorded`): whether `PORTS` at `index` is the
+    /// entry of the port with `key` (VNI, MAC), whose interface `iface` now has that index. Its DHCP
+    /// slot is then the port's again, so that programming it anew keeps the slot.
+    pub fn reclaim_port(&mut self, iface: &str, index: u32, key: (u32, [u8; 6])) -> bool {
+        let Some(entry) = self.programmed_entry(index) else {
+            return false;
+        };
+        if (entry.vni, entry.mac) != key {
+            return false;
+        }
+        if entry.dhcp_slot != 0 {
+            if let Ok(written) = self.dhcp.get(&entry.dhcp_slot, 0) {
+                self.dhcp_slots.insert(iface.to_string(), (entry.dhcp_slot, written));
+            }
+        }
+        true
+    }
+
+    /// Once every port is reclaimed: the DHCP slots no port holds are free.
+    pub fn free_unclaimed_slots(&mut self) {
+        let held: std::collections::HashSet<u32> = self.dhcp_slots.values().map(|(slot, _)| *slot).collect();
+        self.dhcp_free = (1..maps::MAX_DHCP).filter(|s| !held.contains(s)).collect();
+    }
+
+    /// The index of interface `iface`, if there is one.
+    pub fn interface_index(&self, iface: &str) -> Option<u32> {
+        self.names.index(iface)
+    }
+
+    /// The `PORTS` entry at `index`, if one is programmed there.
+    pub fn programmed_entry(&self, index: u32) -> Option<PortEntry> {
+        self.ports.get(&index, 0).ok().filter(PortEntry::is_programmed)
+    }
+
+    /// Clears what a port left at `index` (its entry and redirect target) when no port of the
+    /// record is there any more.
+    pub fn clear_port_entry(&mut self, index: u32) -> Result<()> {
+        self.remove_redirect(index);
+        self.set_port_entry(index, PortEntry::default())
+    }
+
     /// Writes a DHCP entry to a free slot and returns the slot, for a `PortEntry::dhcp_slot`.
     /// With every slot taken, `current` (the port's own slot) is rewritten in place.
     pub fn add_dhcp(&mut self, entry: &DhcpEntry, current: Option<u32>) -> Result<u32> {

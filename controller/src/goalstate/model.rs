@@ -99,8 +99,8 @@ pub struct Port {
     pub vpc_id: Id,
     pub mac: Mac,
     pub fixed_ips: FixedIps,
-    /// Host-side interface the port program attaches to.
-    pub iface: String,
+    /// Host-side interface the port program attaches to (shared with the state's indexes).
+    pub iface: Id,
 }
 
 impl Port {
@@ -157,7 +157,7 @@ pub struct State {
     /// VPC -> MAC -> port.
     macs: HashMap<Id, HashMap<Mac, Id>>,
     /// Host interface -> the port it belongs to: one port per interface, whatever the VPC.
-    ifaces: HashMap<String, Id>,
+    ifaces: HashMap<Id, Id>,
     /// Subnet -> ports and neighbors with an address in it.
     subnet_users: HashMap<Id, HashSet<Id>>,
     /// VPC -> number of ports and neighbors in it.

@@ -429,12 +429,22 @@ impl<'a> Planner<'a> {
         match (before, after) {
             (Some(Resource::Port(b)), Some(Resource::Port(a))) => {
                 if b.iface != a.iface {
-                    self.out.detach.push((o, PortOp::Detach { iface: b.iface.clone() }));
+                    self.out.detach.push((
+                        o,
+                        PortOp::Detach {
+                            iface: b.iface.to_string(),
+                        },
+                    ));
                 }
                 self.program(o, &a.id);
             }
             (None, Some(Resource::Port(a))) => self.program(o, &a.id),
-            (Some(Resource::Port(b)), None) => self.out.detach.push((o, PortOp::Detach { iface: b.iface.clone() })),
+            (Some(Resource::Port(b)), None) => self.out.detach.push((
+                o,
+                PortOp::Detach {
+                    iface: b.iface.to_string(),
+                },
+            )),
             _ => {}
         }
     }

@@ -29,6 +29,13 @@ pub const EVENTS: &str = "EVENTS";
 /// (0: not set yet). The XDP programs' per-CPU cache of destinations trusts only entries it
 /// filled under the current value.
 pub const GENERATION: &str = "GENERATION";
+/// Array of `u64`s, read and written by the agent only: which record the maps hold
+/// (`RECORD_SEQUENCE`: the record's sequence number, 0 while the maps are being changed) and for
+/// which object (`RECORD_OBJECT`: its fingerprint). A restarted agent whose record has that
+/// sequence takes the maps over as they are instead of filling new ones.
+pub const RECORD: &str = "RECORD";
+pub const RECORD_SEQUENCE: u32 = 0;
+pub const RECORD_OBJECT: u32 = 1;
 /// LRU map of an `events::EventGate` per port ifindex: the rate limit of `EVENTS`.
 pub const EVENT_GATES: &str = "EVENT_GATES";
 

@@ -55,6 +55,10 @@ static DHCP: Array<DhcpEntry> = Array::with_max_entries(MAX_DHCP, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
+/// The agent's alone (`maps::RECORD`): no program reads it.
+#[map]
+static RECORD: Array<u64> = Array::with_max_entries(2, 0);
+
 #[map]
 static EVENT_GATES: LruHashMap<u32, EventGate> = LruHashMap::with_max_entries(MAX_EVENT_GATES, 0);
 

@@ -484,8 +484,9 @@ async fn main() -> Result<()> {
     );
     drop(tx);
 
-    // A restart at that scale: SIGKILL, then a new agent reads the record, fills fresh maps and
-    // swaps its program in (the old one forwards meanwhile), and answers the same goal state again.
+    // A restart at that scale: SIGKILL, then a new agent reads the record, takes over the pinned
+    // maps (they hold what the record does) and swaps its program in (the old one forwards
+    // meanwhile), and answers the same goal state again.
     let left = agent.kill()?;
     let t = Instant::now();
     let agent = Agent::restart_local(left, &["--bpf-log-level", "off"])?;
@@ -506,7 +507,7 @@ async fn main() -> Result<()> {
     check(&reply, 10_000)?;
     let (rss, _) = memory(agent.pid())?;
     println!(
-        "{:<34} {:>9.2} s (SIGKILL to serving again, record read, maps refilled)",
+        "{:<34} {:>9.2} s (SIGKILL to serving again: record read, pinned maps taken over)",
         "restart at this scale",
         restart.as_secs_f64()
     );
@@ -526,8 +527,9 @@ async fn main() -> Result<()> {
             .to_string()
     };
     println!(
-        "{:<34} record read {} ms, plan {} ms, maps and ports {} ms, commit {} ms",
+        "{:<34} maps {}, record read {} ms, plan {} ms, maps and ports {} ms, commit {} ms",
         "  of which",
+        field("restored the recorded goal state", "maps"),
         field("record read", "millis"),
         field("restored the recorded goal state", "plan_ms"),
         field("restored the recorded goal state", "apply_ms"),

@@ -139,7 +139,7 @@ impl Validator<'_> {
             vpc_id: vpc.id.clone(),
             mac,
             fixed_ips,
-            iface,
+            iface: iface.into(),
         })
     }
 }
