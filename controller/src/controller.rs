@@ -130,6 +130,13 @@ fn answers(outcomes: Vec<Outcome>, timing: &[Timing]) -> Vec<GoalStateOperationS
         .collect()
 }
 
+fn touches_a_neighbor(c: &Change) -> bool {
+    matches!(
+        (&c.before, &c.after),
+        (Some(Resource::Neighbor(_)), _) | (_, Some(Resource::Neighbor(_)))
+    )
+}
+
 fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
@@ -233,12 +240,7 @@ impl Controller {
         let before = changes.len();
         let changes = self.revert_failed(changes, &outcomes);
         let whole = changes.len() == before;
-        if changes.iter().any(|c| {
-            matches!(
-                (&c.before, &c.after),
-                (Some(Resource::Neighbor(_)), _) | (_, Some(Resource::Neighbor(_)))
-            )
-        }) {
+        if changes.iter().any(touches_a_neighbor) {
             // New remote hosts: ask the kernel to resolve their next hops right away.
             self.refresh_overlay();
         }

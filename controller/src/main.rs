@@ -120,6 +120,15 @@ fn run(cli: Cli) -> Result<i32> {
     if !pinless {
         alioth::dataplane::bpffs::leave_private_mount_namespace()?;
     }
+    // Listings piped into `head` and the like end quietly when the reader goes, as other tools
+    // do, instead of panicking on EPIPE (Rust ignores SIGPIPE). Not for commands with sockets.
+    if matches!(
+        cli.command,
+        Command::State(_) | Command::Ports(_) | Command::Stats(_) | Command::Completions { .. } | Command::Man
+    ) {
+        // SAFETY: restores the default disposition of one signal, before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Agent(args) => rt.block_on(agent::run(args)).map(|()| 0),

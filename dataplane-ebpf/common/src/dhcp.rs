@@ -420,6 +420,27 @@ fn build<P: Packet + ?Sized>(
     unrequested: u64,
     len: usize,
 ) -> Option<()> {
+    let sum = headers(pkt, req, entry, mac, reply, len)? + reply_options(pkt, req, entry, reply, unrequested, len)?;
+    let csum = match !checksum::fold(sum) {
+        // RFC 768: a computed zero is sent as all ones (zero means "no checksum").
+        0 => 0xffff,
+        c => c,
+    };
+    *pkt.array_mut::<2>(UDP + 6)? = csum.to_ne_bytes();
+    Some(())
+}
+
+/// Writes the reply's Ethernet, IPv4, UDP and BOOTP headers, up to the magic cookie; returns their
+/// part of the UDP checksum's sum (pseudo-header included).
+#[inline(always)]
+fn headers<P: Packet + ?Sized>(
+    pkt: &mut P,
+    req: &Request,
+    entry: &DhcpEntry,
+    mac: &Mac,
+    reply: u8,
+    len: usize,
+) -> Option<u64> {
     let nak = reply == msg::NAK;
     let inform = req.msg_type == msg::INFORM;
 
@@ -487,10 +508,24 @@ fn build<P: Packet + ?Sized>(
     let mut sum = UDP_FIXED_SUM + 2 * u16::from_ne_bytes(udp_len) as u64 + addresses + ((dst_port as u64) << 8);
     sum += ne32(req.xid) + u16::from_ne_bytes(flags) as u64 + ne32(ciaddr) + ne32(yiaddr) + ne32(req.giaddr);
     sum += halves(req.chaddr[0]) + halves(req.chaddr[1]);
+    Some(sum)
+}
 
-    // The options field: the entry's, with the message type filled in (its sum precomputed by the
-    // agent, the type byte at an even offset), a word per load and store. Words after the entry's
-    // END are PAD and add nothing to the sum.
+/// Writes the options field: the entry's, with the message type filled in (its sum precomputed by
+/// the agent, the type byte at an even offset), a word per load and store; returns its part of the
+/// UDP checksum's sum. Words after the entry's END are PAD and add nothing to the sum.
+#[inline(always)]
+fn reply_options<P: Packet + ?Sized>(
+    pkt: &mut P,
+    req: &Request,
+    entry: &DhcpEntry,
+    reply: u8,
+    unrequested: u64,
+    len: usize,
+) -> Option<u64> {
+    let nak = reply == msg::NAK;
+    let inform = req.msg_type == msg::INFORM;
+    let f = pkt.array_mut::<MIN_LEN>(0)?;
     let mut w = 0;
     while w < MIN_WORDS {
         let mut word = entry.option_word(w);
@@ -549,14 +584,7 @@ fn build<P: Packet + ?Sized>(
             options_sum += halves(first) + (!checksum::fold(removed)) as u64;
         }
     }
-    sum += options_sum;
-    let csum = match !checksum::fold(sum) {
-        // RFC 768: a computed zero is sent as all ones (zero means "no checksum").
-        0 => 0xffff,
-        c => c,
-    };
-    *pkt.array_mut::<2>(UDP + 6)? = csum.to_ne_bytes();
-    Some(())
+    Some(options_sum)
 }
 
 /// The per-message options at the start of every reply's options field, as the agent renders them

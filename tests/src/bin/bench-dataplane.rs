@@ -31,6 +31,9 @@ struct Path {
     steady: Steady,
 }
 
+/// A measured path: (name, cold ns, steady ns and its baseline, target).
+type Row = (&'static str, f64, Option<(u64, u64)>, Option<u64>);
+
 /// How the path is measured in steady state (`STEADY_REPEAT` runs on one buffer).
 enum Steady {
     /// The program leaves the frame as it was (drop, redirect).
@@ -52,13 +55,9 @@ fn path(name: &'static str, frame: Vec<u8>, action: u32, target: Option<u64>, st
     }
 }
 
-fn main() -> Result<()> {
-    // The logger holds the log map the benchmark program loaded below refers to: keep it.
-    let (mut dp, _logger) = Dataplane::load_lab(AttachMode::Auto)?;
-    vectors::program(&mut dp)?;
-    let payload = vectors::ping_payload();
-    let echo = frames::echo_request(VM_MAC, GW_MAC, VM_IP, GW_IP, 1, 1, &payload);
-    let paths = [
+/// The paths measured, with their frames and targets.
+fn paths(echo: &[u8]) -> Vec<Path> {
+    vec![
         path(
             "arp request -> reply (XDP_TX)",
             frames::arp_request(VM_MAC, VM_IP, GW_IP),
@@ -68,7 +67,7 @@ fn main() -> Result<()> {
         ),
         path(
             "icmp echo 98 B -> reply (XDP_TX)",
-            echo.clone(),
+            echo.to_vec(),
             3,
             Some(50),
             Steady::Undone(Counter::IcmpEchoReply),
@@ -108,8 +107,15 @@ fn main() -> Result<()> {
             None,
             Steady::Idempotent,
         ),
-    ];
+    ]
+}
 
+fn main() -> Result<()> {
+    // The logger holds the log map the benchmark program loaded below refers to: keep it.
+    let (mut dp, _logger) = Dataplane::load_lab(AttachMode::Auto)?;
+    vectors::program(&mut dp)?;
+    let echo = frames::echo_request(VM_MAC, GW_MAC, VM_IP, GW_IP, 1, 1, &vectors::ping_payload());
+    let paths = paths(&echo);
     let baseline = measure(dp.pass_program()?, &echo, 2)?;
     // (path, cold ns, steady ns and its baseline, target)
     let mut rows = Vec::new();
@@ -134,6 +140,11 @@ fn main() -> Result<()> {
     }
     let baseline_steady = rows.iter().filter_map(|r| r.2.map(|(_, base)| base)).min().unwrap_or(0);
 
+    print_table(baseline, baseline_steady, rows)
+}
+
+/// The results, one row per path: (path, cold ns, steady ns and its baseline, target).
+fn print_table(baseline: f64, baseline_steady: u64, rows: Vec<Row>) -> Result<()> {
     println!("alioth bench dataplane: BPF_PROG_TEST_RUN, repeat=1 x {SAMPLES} samples (trimmed mean), median of {ROUNDS} rounds");
     println!(
         "steady: the least of {STEADY_ROUNDS} runs of repeat={}, in alternation with XDP_PASS (net of that)",

@@ -242,6 +242,55 @@ fn print_latency(system: &str, r: &Run) {
     );
 }
 
+/// dnsmasq on the tap, the gateway address on the host side: one client, every client, latency.
+fn dnsmasq_runs(
+    host: &Netns,
+    vm: &Vm,
+    tap: &str,
+    scratch: &Scratch,
+    one: &[&str],
+    all: &[&str],
+    clients: usize,
+) -> Result<(Run, Run, Run)> {
+    host.exec(&["ip", "addr", "add", &format!("{GATEWAY}/{PREFIX}"), "dev", tap])?;
+    let dnsmasq = Dnsmasq::start(host, tap, scratch)?;
+    let dn_one = sweep(vm, GATEWAY, one, "dnsmasq, 1 client")?;
+    drop(dnsmasq);
+    let dnsmasq = Dnsmasq::start(host, tap, scratch)?;
+    let dn_all = sweep(vm, GATEWAY, all, &format!("dnsmasq, {clients} clients"))?;
+    drop(dnsmasq);
+    let dnsmasq = Dnsmasq::start(host, tap, scratch)?;
+    let dn_lat = perfdhcp(vm, GATEWAY, one, LATENCY_RATE)?;
+    drop(dnsmasq);
+    host.exec(&["ip", "addr", "flush", "dev", tap])?;
+    Ok((dn_one, dn_all, dn_lat))
+}
+
+/// alioth: the agent attaches to the tap; the gateway is answered by XDP. One client, latency,
+/// and the agent's counters.
+fn alioth_runs(
+    host: &Netns,
+    vm: &Vm,
+    scratch: &Scratch,
+    one: &[&str],
+    clients: usize,
+) -> Result<(Run, Run, serde_json::Value)> {
+    let agent = Agent::start(host, &[])?;
+    let file = scratch.path("goal.yaml");
+    std::fs::write(&file, goal_state(clients))?;
+    let out = agent.cli(&["apply", "-f", &file, "--json"])?;
+    ensure!(
+        out.status.success(),
+        "apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let al_one = sweep(vm, GATEWAY, one, "alioth, 1 client (its port)")?;
+    let al_lat = perfdhcp(vm, GATEWAY, one, LATENCY_RATE)?;
+    let stats = agent.stats()?;
+    drop(agent);
+    Ok((al_one, al_lat, stats))
+}
+
 fn main() -> Result<()> {
     let clients: usize = match std::env::args().nth(1) {
         Some(n) => n.parse().context("usage: bench-dhcp [CLIENTS]")?,
@@ -272,33 +321,9 @@ fn main() -> Result<()> {
     println!("sweep: offered rates {RATES:?} (0 = unlimited), {PERIOD} s each; best completed exchanges/s kept");
     println!();
 
-    // (a) dnsmasq on the tap, the gateway address on the host side.
-    host.exec(&["ip", "addr", "add", &format!("{GATEWAY}/{PREFIX}"), "dev", &tap])?;
-    let dnsmasq = Dnsmasq::start(&host, &tap, &scratch)?;
-    let dn_one = sweep(&vm, GATEWAY, &one, "dnsmasq, 1 client")?;
-    drop(dnsmasq);
-    let dnsmasq = Dnsmasq::start(&host, &tap, &scratch)?;
-    let dn_all = sweep(&vm, GATEWAY, &all, &format!("dnsmasq, {clients} clients"))?;
-    drop(dnsmasq);
-    let dnsmasq = Dnsmasq::start(&host, &tap, &scratch)?;
-    let dn_lat = perfdhcp(&vm, GATEWAY, &one, LATENCY_RATE)?;
-    drop(dnsmasq);
-    host.exec(&["ip", "addr", "flush", "dev", &tap])?;
+    let (dn_one, dn_all, dn_lat) = dnsmasq_runs(&host, &vm, &tap, &scratch, &one, &all, clients)?;
 
-    // (b) alioth: the agent attaches to the tap; the gateway is answered by XDP.
-    let agent = Agent::start(&host, &[])?;
-    let file = scratch.path("goal.yaml");
-    std::fs::write(&file, goal_state(clients))?;
-    let out = agent.cli(&["apply", "-f", &file, "--json"])?;
-    ensure!(
-        out.status.success(),
-        "apply failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let al_one = sweep(&vm, GATEWAY, &one, "alioth, 1 client (its port)")?;
-    let al_lat = perfdhcp(&vm, GATEWAY, &one, LATENCY_RATE)?;
-    let stats = agent.stats()?;
-    drop(agent);
+    let (al_one, al_lat, stats) = alioth_runs(&host, &vm, &scratch, &one, clients)?;
 
     println!();
     println!(
@@ -334,7 +359,11 @@ fn main() -> Result<()> {
         );
     }
 
-    // The kernel's own cost of building each reply.
+    in_kernel_build()
+}
+
+/// The kernel's own cost of building each reply.
+fn in_kernel_build() -> Result<()> {
     let (mut dp, _) = Dataplane::load(None, AttachMode::Auto)?;
     vectors::program(&mut dp)?;
     let discover = Request::new(MessageType::Discover).frame();

@@ -175,6 +175,8 @@ fn ms(d: Duration) -> f64 {
 /// How many times each size up to 10,000 is sent (to new VPCs): a single run on a shared VM is
 /// as likely to meet a neighbor's burst as not.
 const REPEATS: usize = 5;
+/// Small messages per series.
+const SMALL: usize = 5_000;
 
 /// The round trips of one size over one path, in ms.
 #[derive(Default)]
@@ -252,171 +254,190 @@ async fn main() -> Result<()> {
         std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim()
     );
 
-    // How busy the machine is: the same CPU-bound work, timed beside the runs.
     let probe = Vpc::new("probe", 999).message(10_000);
+    check_machine(&probe, "before")?;
+    // ALIOTH_BENCH_SCALE_ONLY=1: the scale part alone (to look into a restart, say).
+    if std::env::var_os("ALIOTH_BENCH_SCALE_ONLY").is_none() {
+        sizes(&mut client).await?;
+        check_machine(&probe, "after")?;
+        drop(probe);
+        small_messages(&mut client).await?;
+    }
+    let (agent, vpcs) = scale(agent, &mut client).await?;
+    let agent = restart(agent, &vpcs).await?;
+    let (_, left) = agent.stop()?;
+    left.reset()?;
+    Ok(())
+}
+
+/// How busy the machine is: the same CPU-bound work, timed beside the runs.
+fn check_machine(probe: &GoalState, when: &str) -> Result<()> {
     let load = || {
         let t = Instant::now();
-        let bytes = prost::Message::encode_to_vec(&probe);
+        let bytes = prost::Message::encode_to_vec(probe);
         let back = <GoalState as prost::Message>::decode(&bytes[..]).expect("decodes");
         ensure!(back.neighbor_states.len() == 10_000, "probe decoded");
         Ok(ms(t.elapsed()))
     };
-    let check_machine = |when: &str| -> Result<()> {
-        let mut t: Vec<f64> = (0..9).map(|_| load()).collect::<Result<_>>()?;
-        println!(
-            "machine check {when}: encoding and decoding a 10,000-neighbor message in the client, 9 times: least {:.2} ms, median {:.2} ms, most {:.2} ms",
-            percentile(&mut t, 0.0),
-            percentile(&mut t, 0.5),
-            percentile(&mut t, 1.0)
-        );
-        Ok(())
-    };
-    check_machine("before")?;
+    let mut t: Vec<f64> = (0..9).map(|_| load()).collect::<Result<_>>()?;
+    println!(
+        "machine check {when}: encoding and decoding a 10,000-neighbor message in the client, 9 times: least {:.2} ms, median {:.2} ms, most {:.2} ms",
+        percentile(&mut t, 0.0),
+        percentile(&mut t, 0.5),
+        percentile(&mut t, 1.0)
+    );
+    Ok(())
+}
 
-    // ALIOTH_BENCH_SCALE_ONLY=1: the scale part alone (to look into a restart, say).
-    if std::env::var_os("ALIOTH_BENCH_SCALE_ONLY").is_none() {
-        println!();
-        println!(
-            "1 port + N neighbors in one message (VPC and subnet included), each size sent {REPEATS} times (100,000: once)"
-        );
-        println!("to new VPCs over unary, then over the stream: the first time, and the median (e2e: client to reply; agent: its own total)");
-        println!(
-            "{:>8} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>10} {:>12}",
-            "N",
-            "unary 1st",
-            "unary med",
-            "(agent)",
-            "stream 1st",
-            "stream med",
-            "(agent)",
-            "Alcor ACA",
-            "Alcor/alioth"
-        );
-        let sizes = [1usize, 10, 100, 1_000, 10_000, 100_000];
-        for (i, n) in sizes.iter().copied().enumerate() {
-            let repeats = if n >= 100_000 { 1 } else { REPEATS };
-            let (mut unary, mut stream) = (Runs::default(), Runs::default());
-            for r in 0..repeats {
-                // A VNI per size, repetition and path (all under 2^24).
-                let vni = |path: u32| 1000 + path * 1000 + (i * REPEATS + r) as u32;
-                let vpc = Vpc::new(&format!("unary{n}-{r}"), vni(0));
-                let msg = vpc.message(n);
-                let t = Instant::now();
-                let reply = client.push_network_resource_states(msg).await?.into_inner();
-                unary.push(t.elapsed(), &reply);
-                check(&reply, n + 3)?;
-
-                let vpc = Vpc::new(&format!("stream{n}-{r}"), vni(1));
-                let msg = v2(vpc.message(n));
-                let (tx, mut replies) = open_stream(&mut client).await?;
-                let t = Instant::now();
-                tx.send(msg).await?;
-                let reply = replies.message().await?.context("stream reply")?;
-                stream.push(t.elapsed(), &reply);
-                drop(tx);
-                check(&reply, n + 3)?;
-            }
-            let alcor = ALCOR.iter().find(|(k, _, _)| *k == n);
-            let worst = unary.median_e2e().max(stream.median_e2e());
-            println!(
-                "{n:>8} {:>8.2} ms {:>8.2} ms {:>8.2} ms {:>8.2} ms {:>8.2} ms {:>8.2} ms {:>10} {:>12}",
-                unary.e2e[0],
-                unary.median_e2e(),
-                unary.median_agent(),
-                stream.e2e[0],
-                stream.median_e2e(),
-                stream.median_agent(),
-                alcor.map_or("-", |a| a.1),
-                alcor.map_or("-".into(), |a| format!("{:.0}x", a.2 / worst)),
-            );
-        }
-
-        check_machine("after")?;
-        drop(probe);
-
-        println!();
-        println!("small messages (1 neighbor each), one at a time: round trip per message");
-        let lat = Vpc::new("latency", 3000);
-        let (tx, mut replies) = open_stream(&mut client).await?;
-        let first = GoalState {
-            vpc_states: vec![lat.vpc_state()],
-            subnet_states: vec![lat.subnet_state()],
-            ..Default::default()
-        };
-        tx.send(v2(first)).await?;
-        replies.message().await?.context("reply")?;
-        const SMALL: usize = 5_000;
-        let mut stream_rtt = Vec::with_capacity(SMALL);
-        for i in 1..=SMALL {
-            let m = v2(GoalState {
-                neighbor_states: vec![lat.neighbor(i)],
-                ..Default::default()
-            });
+/// 1 port + N neighbors in one message, over unary and over the stream, beside Alcor's figures.
+async fn sizes(client: &mut GoalStateProvisionerClient<Channel>) -> Result<()> {
+    println!();
+    println!(
+        "1 port + N neighbors in one message (VPC and subnet included), each size sent {REPEATS} times (100,000: once)"
+    );
+    println!("to new VPCs over unary, then over the stream: the first time, and the median (e2e: client to reply; agent: its own total)");
+    println!(
+        "{:>8} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>10} {:>12}",
+        "N", "unary 1st", "unary med", "(agent)", "stream 1st", "stream med", "(agent)", "Alcor ACA", "Alcor/alioth"
+    );
+    let sizes = [1usize, 10, 100, 1_000, 10_000, 100_000];
+    for (i, n) in sizes.iter().copied().enumerate() {
+        let repeats = if n >= 100_000 { 1 } else { REPEATS };
+        let (mut unary, mut stream) = (Runs::default(), Runs::default());
+        for r in 0..repeats {
+            // A VNI per size, repetition and path (all under 2^24).
+            let vni = |path: u32| 1000 + path * 1000 + (i * REPEATS + r) as u32;
+            let vpc = Vpc::new(&format!("unary{n}-{r}"), vni(0));
+            let msg = vpc.message(n);
             let t = Instant::now();
-            tx.send(m).await?;
-            let r = replies.message().await?.context("reply")?;
-            stream_rtt.push(ms(t.elapsed()));
-            check(&r, 1)?;
-        }
-        let mut unary_rtt = Vec::with_capacity(SMALL);
-        for i in SMALL + 1..=2 * SMALL {
-            let m = GoalState {
-                neighbor_states: vec![lat.neighbor(i)],
-                ..Default::default()
-            };
+            let reply = client.push_network_resource_states(msg).await?.into_inner();
+            unary.push(t.elapsed(), &reply);
+            check(&reply, n + 3)?;
+
+            let vpc = Vpc::new(&format!("stream{n}-{r}"), vni(1));
+            let msg = v2(vpc.message(n));
+            let (tx, mut replies) = open_stream(client).await?;
             let t = Instant::now();
-            let r = client.push_network_resource_states(m).await?.into_inner();
-            unary_rtt.push(ms(t.elapsed()));
-            check(&r, 1)?;
+            tx.send(msg).await?;
+            let reply = replies.message().await?.context("stream reply")?;
+            stream.push(t.elapsed(), &reply);
+            drop(tx);
+            check(&reply, n + 3)?;
         }
-        // Pipelined: many messages in flight on one stream.
-        let t = Instant::now();
-        let sender = {
-            let tx = tx.clone();
-            let msgs: Vec<GoalStateV2> = (2 * SMALL + 1..=4 * SMALL)
-                .map(|i| {
-                    v2(GoalState {
-                        neighbor_states: vec![lat.neighbor(i)],
-                        ..Default::default()
-                    })
-                })
-                .collect();
-            tokio::spawn(async move {
-                for m in msgs {
-                    if tx.send(m).await.is_err() {
-                        break;
-                    }
-                }
-            })
-        };
-        for _ in 0..2 * SMALL {
-            check(&replies.message().await?.context("reply")?, 1)?;
-        }
-        sender.await?;
-        let pipelined = (2 * SMALL) as f64 / t.elapsed().as_secs_f64();
-        println!("{:<28} {:>10} {:>10} {:>16}", "", "p50", "p99", "Alcor ACA");
+        let alcor = ALCOR.iter().find(|(k, _, _)| *k == n);
+        let worst = unary.median_e2e().max(stream.median_e2e());
         println!(
-            "{:<28} {:>7.3} ms {:>7.3} ms {:>16}",
-            "stream, per message",
-            percentile(&mut stream_rtt, 0.5),
-            percentile(&mut stream_rtt, 0.99),
-            "1.2 ms"
+            "{n:>8} {:>8.2} ms {:>8.2} ms {:>8.2} ms {:>8.2} ms {:>8.2} ms {:>8.2} ms {:>10} {:>12}",
+            unary.e2e[0],
+            unary.median_e2e(),
+            unary.median_agent(),
+            stream.e2e[0],
+            stream.median_e2e(),
+            stream.median_agent(),
+            alcor.map_or("-", |a| a.1),
+            alcor.map_or("-".into(), |a| format!("{:.0}x", a.2 / worst)),
         );
-        println!(
-            "{:<28} {:>7.3} ms {:>7.3} ms {:>16}",
-            "unary, per call",
-            percentile(&mut unary_rtt, 0.5),
-            percentile(&mut unary_rtt, 0.99),
-            "3.6 ms"
-        );
-        println!("{:<28} {:>10.0} messages/s", "stream, pipelined", pipelined);
-        drop(tx);
     }
 
+    Ok(())
+}
+
+/// Small messages (1 neighbor each), one at a time over the stream and over unary, then pipelined.
+async fn small_messages(client: &mut GoalStateProvisionerClient<Channel>) -> Result<()> {
+    println!();
+    println!("small messages (1 neighbor each), one at a time: round trip per message");
+    let lat = Vpc::new("latency", 3000);
+    let (tx, mut replies) = open_stream(client).await?;
+    let first = GoalState {
+        vpc_states: vec![lat.vpc_state()],
+        subnet_states: vec![lat.subnet_state()],
+        ..Default::default()
+    };
+    tx.send(v2(first)).await?;
+    replies.message().await?.context("reply")?;
+    let mut stream_rtt = Vec::with_capacity(SMALL);
+    for i in 1..=SMALL {
+        let m = v2(GoalState {
+            neighbor_states: vec![lat.neighbor(i)],
+            ..Default::default()
+        });
+        let t = Instant::now();
+        tx.send(m).await?;
+        let r = replies.message().await?.context("reply")?;
+        stream_rtt.push(ms(t.elapsed()));
+        check(&r, 1)?;
+    }
+    let mut unary_rtt = Vec::with_capacity(SMALL);
+    for i in SMALL + 1..=2 * SMALL {
+        let m = GoalState {
+            neighbor_states: vec![lat.neighbor(i)],
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let r = client.push_network_resource_states(m).await?.into_inner();
+        unary_rtt.push(ms(t.elapsed()));
+        check(&r, 1)?;
+    }
+    let pipelined = pipelined(&tx, &mut replies, &lat).await?;
+    println!("{:<28} {:>10} {:>10} {:>16}", "", "p50", "p99", "Alcor ACA");
+    println!(
+        "{:<28} {:>7.3} ms {:>7.3} ms {:>16}",
+        "stream, per message",
+        percentile(&mut stream_rtt, 0.5),
+        percentile(&mut stream_rtt, 0.99),
+        "1.2 ms"
+    );
+    println!(
+        "{:<28} {:>7.3} ms {:>7.3} ms {:>16}",
+        "unary, per call",
+        percentile(&mut unary_rtt, 0.5),
+        percentile(&mut unary_rtt, 0.99),
+        "3.6 ms"
+    );
+    println!("{:<28} {:>10.0} messages/s", "stream, pipelined", pipelined);
+    drop(tx);
+    Ok(())
+}
+
+/// Messages per second with many in flight on one stream.
+async fn pipelined(
+    tx: &mpsc::Sender<GoalStateV2>,
+    replies: &mut tonic::Streaming<GoalStateOperationReply>,
+    lat: &Vpc,
+) -> Result<f64> {
+    // Pipelined: many messages in flight on one stream.
+    let t = Instant::now();
+    let sender = {
+        let tx = tx.clone();
+        let msgs: Vec<GoalStateV2> = (2 * SMALL + 1..=4 * SMALL)
+            .map(|i| {
+                v2(GoalState {
+                    neighbor_states: vec![lat.neighbor(i)],
+                    ..Default::default()
+                })
+            })
+            .collect();
+        tokio::spawn(async move {
+            for m in msgs {
+                if tx.send(m).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    for _ in 0..2 * SMALL {
+        check(&replies.message().await?.context("reply")?, 1)?;
+    }
+    sender.await?;
+    Ok((2 * SMALL) as f64 / t.elapsed().as_secs_f64())
+}
+
+/// 1,000,000 ports and 100,000 neighbors streamed in batches: load time and memory.
+async fn scale(agent: Agent, client: &mut GoalStateProvisionerClient<Channel>) -> Result<(Agent, Vec<Vpc>)> {
     println!();
     println!("scale: 1,000,000 ports + 100,000 neighbors (10 VPCs x (100,000 + 10,000)), streamed in batches of 5,000");
     let (before_rss, before_maps) = memory(agent.pid())?;
-    let (tx, mut replies) = open_stream(&mut client).await?;
+    let (tx, mut replies) = open_stream(client).await?;
     let t = Instant::now();
     let batches;
     let vpcs: Vec<Vpc> = (0..10).map(|v| Vpc::new(&format!("scale{v}"), 4000 + v)).collect();
@@ -484,9 +505,13 @@ async fn main() -> Result<()> {
     );
     drop(tx);
 
-    // A restart at that scale: SIGKILL, then a new agent reads the record, takes over the pinned
-    // maps (they hold what the record does) and swaps its program in (the old one forwards
-    // meanwhile), and answers the same goal state again.
+    Ok((agent, vpcs))
+}
+
+/// A restart at that scale: SIGKILL, then a new agent reads the record, takes over the pinned maps
+/// (they hold what the record does) and swaps its program in (the old one forwards meanwhile),
+/// and answers the same goal state again.
+async fn restart(agent: Agent, vpcs: &[Vpc]) -> Result<Agent> {
     let left = agent.kill()?;
     let t = Instant::now();
     let agent = Agent::restart_local(left, &["--bpf-log-level", "off"])?;
@@ -535,7 +560,5 @@ async fn main() -> Result<()> {
         field("restored the recorded goal state", "apply_ms"),
         field("restored the recorded goal state", "commit_ms"),
     );
-    let (_, left) = agent.stop()?;
-    left.reset()?;
-    Ok(())
+    Ok(agent)
 }
