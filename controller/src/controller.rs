@@ -14,7 +14,7 @@ use crate::controller::overlay::Overlay;
 use crate::dataplane::Dataplane;
 use crate::goalstate::dhcp;
 use crate::goalstate::model::{Change, Resource};
-use crate::goalstate::model::{FixedIp, HashMap, Id, Port, State};
+use crate::goalstate::model::{FixedIp, Id, Port, State};
 use crate::goalstate::plan::{self, EndpointOp, Plan, PortOp};
 use crate::goalstate::validate::{self, Naming, Outcome};
 use crate::net::interfaces::interfaces;
@@ -38,9 +38,6 @@ pub struct Controller {
     naming: Naming,
     /// The record of applied goal state (agents); none in tests that need no restart.
     store: Option<Store>,
-    /// Interface -> port, for ports whose interface does not exist yet; see `retry_pending`. A
-    /// hash map: a restore with a million pending ports spent a second comparing names in a tree.
-    pending: HashMap<Id, Id>,
     metrics: Metrics,
     /// The uplink and underlay next hops (agents started with --uplink).
     overlay: Option<Overlay>,
@@ -148,7 +145,6 @@ impl Controller {
             dp,
             naming,
             store: None,
-            pending: HashMap::default(),
             metrics: Metrics::default(),
             overlay: None,
             dhcp_lease: dhcp::DEFAULT_LEASE_SECS,
@@ -194,8 +190,17 @@ impl Controller {
         &self.metrics
     }
 
+    /// Ports waiting for their interface: the ports of the state whose interface carries no port
+    /// program (not there yet, or its attach failed). Kept by nothing but the state and the
+    /// attachments, so that a million waiting ports cost no table of their own.
     pub fn pending_ports(&self) -> usize {
-        self.pending.len()
+        self.state.ports().len().saturating_sub(self.dp.attached_ports())
+    }
+
+    /// The port waiting for interface `iface`, if one is.
+    fn waiting_for(&self, iface: &str) -> Option<Id> {
+        let id = self.state.iface_owner(iface)?;
+        self.dp.attached_index(iface).is_none().then(|| id.clone())
     }
 
     pub fn dataplane(&mut self) -> &mut Dataplane {
@@ -219,7 +224,6 @@ impl Controller {
         let mut applier = Applier {
             state: &self.state,
             dp: &mut self.dp,
-            pending: &mut self.pending,
             dhcp_lease: self.dhcp_lease,
         };
         let state = applier.state;
@@ -318,7 +322,6 @@ impl Controller {
         Applier {
             state: &self.state,
             dp: &mut self.dp,
-            pending: &mut self.pending,
             dhcp_lease: self.dhcp_lease,
         }
     }
@@ -395,12 +398,12 @@ impl Controller {
     /// Attaches ports whose interface has appeared since they were pushed. One interface listing,
     /// then a lookup per interface: the cost does not grow with the number of waiting ports.
     pub fn retry_pending(&mut self) {
-        if self.pending.is_empty() {
+        if self.pending_ports() == 0 {
             return;
         }
         let ids: Vec<Id> = interfaces()
             .into_iter()
-            .filter_map(|(_, name)| self.pending.get(name.as_str()).cloned())
+            .filter_map(|(_, name)| self.waiting_for(&name))
             .collect();
         if ids.is_empty() {
             return;
@@ -422,7 +425,6 @@ impl Controller {
 struct Applier<'a> {
     state: &'a State,
     dp: &'a mut Dataplane,
-    pending: &'a mut HashMap<Id, Id>,
     dhcp_lease: u32,
 }
 
@@ -432,8 +434,6 @@ impl Applier<'_> {
     fn apply_plan(&mut self, plan: &Plan, mut report: impl FnMut(usize, Applied) -> Result<()>) -> Result<()> {
         for (o, op) in &plan.detach {
             if let PortOp::Detach { iface } = op {
-                // A deleted or renamed port is no longer waited for.
-                self.pending.remove(iface.as_str());
                 let t = Instant::now();
                 let result = self.dp.detach(iface).map(|()| true);
                 report(*o, Applied::Network(t.elapsed(), result))?;
@@ -506,14 +506,11 @@ impl Applier<'_> {
         let ips: Vec<[u8; 4]> = port.fixed_ips.iter().map(|f| f.ip.octets()).collect();
         let dhcp = self.dhcp_entry(port);
         let present = self.dp.program_port(&iface, entry, &ips, dhcp.as_ref())?;
-        if present {
-            self.pending.remove(&*iface);
-        } else {
+        if !present {
             tracing::debug!(
                 resource_id = port_id,
                 "interface not present yet; the port is programmed when it appears"
             );
-            self.pending.insert(iface, port.id.clone());
         }
         Ok(present)
     }

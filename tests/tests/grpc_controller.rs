@@ -344,6 +344,15 @@ async fn metrics_report_resources_latency_outcomes_and_packet_counters() -> Resu
         );
     }
     ensure!(body.ends_with("# EOF\n"), "{body}");
+    // A port whose tap does not exist waits for it, and says so.
+    let msg = GoalState {
+        subnet_states: vec![subnet(Create, "s", "v", 1)],
+        port_states: vec![port(Create, "p-waits", "v", "s", "198.18.1.10", "02:00:c6:12:01:0a")],
+        ..Default::default()
+    };
+    c.push_network_resource_states(msg).await?;
+    let (_, body) = server.http_get("/metrics").await?;
+    ensure!(body.lines().any(|l| l == "alioth_pending_ports 1"), "{body}");
     let (status, body) = server.http_get("/healthz").await?;
     ensure!(status.contains("200") && body == "ok\n", "{status} {body}");
     let (status, _) = server.http_get("/nope").await?;

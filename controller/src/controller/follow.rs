@@ -22,15 +22,11 @@ impl Controller {
             // The uplink (created again?): the overlay looks at it now.
             Change::Link { name, .. } if self.overlay().is_some_and(|o| o.info().name == *name) => true,
             Change::Link { name, index } => {
-                let id = match self.pending.get(name.as_str()) {
-                    Some(id) => Some(id.clone()),
-                    // Recreated between two notifications we saw: same name, another index.
-                    None => self
-                        .dp
-                        .attached_index(name)
-                        .filter(|i| i != index)
-                        .and_then(|_| self.port_of(name)),
-                };
+                // A port waiting for it, or one attached to an interface of that name that was
+                // recreated between two notifications we saw (same name, another index).
+                let id = self
+                    .port_of(name)
+                    .filter(|_| self.dp.attached_index(name).is_none_or(|i| i != *index));
                 if let Some(id) = id {
                     match self.program_port(&id) {
                         Ok(true) => tracing::info!(
@@ -56,7 +52,6 @@ impl Controller {
                             iface = name,
                             "interface deleted; the port waits for it"
                         );
-                        self.pending.insert(name.as_str().into(), id);
                     }
                 }
                 false
@@ -65,9 +60,8 @@ impl Controller {
             Change::Resync => {
                 let stale: Vec<String> = self.dp.stale_attachments();
                 for name in stale {
-                    if let Some(id) = self.port_of(&name) {
+                    if self.port_of(&name).is_some() {
                         let _ = self.dp.detach(&name);
-                        self.pending.insert(name.as_str().into(), id);
                     }
                 }
                 self.retry_pending();

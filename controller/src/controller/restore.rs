@@ -12,7 +12,7 @@ use crate::controller::metrics::Metrics;
 use crate::controller::overlay::Overlay;
 use crate::dataplane::Dataplane;
 use crate::goalstate::dhcp;
-use crate::goalstate::model::{Change, HashMap, Id, Resource, State};
+use crate::goalstate::model::{Change, Id, Resource, State};
 use crate::goalstate::plan;
 use crate::goalstate::validate::Naming;
 use crate::net::interfaces::interfaces;
@@ -39,7 +39,6 @@ impl Controller {
             dp,
             naming,
             store: Some(store),
-            pending: HashMap::default(),
             metrics,
             overlay,
             dhcp_lease: dhcp::DEFAULT_LEASE_SECS,
@@ -64,7 +63,7 @@ impl Controller {
             subnets = c.state.subnets.len(),
             ports = c.state.ports().len(),
             neighbors = c.state.neighbors().len(),
-            pending = c.pending.len(),
+            pending = c.pending_ports(),
             maps = if taken_over { "taken over" } else { "filled" },
             plan_ms = t_plan.as_millis() as u64,
             apply_ms = (t_apply - t_plan).as_millis() as u64,
@@ -97,10 +96,8 @@ impl Controller {
     /// that port's addresses point nowhere again.
     fn reattach(&mut self) -> Result<Duration> {
         let mut present: Vec<Id> = Vec::new();
-        self.pending.reserve(self.state.ports().len());
         for (id, p) in self.state.ports() {
             let Some(index) = self.dp.interface_index(&p.iface) else {
-                self.pending.insert(p.iface.clone(), id.clone());
                 continue;
             };
             let vni = self.state.vpcs[&*p.vpc_id].vni;

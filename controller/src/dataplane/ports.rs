@@ -141,6 +141,14 @@ impl Dataplane {
         self.attached.get(iface).map(|(i, _)| *i)
     }
 
+    /// How many interfaces carry the port program.
+    pub fn attached_ports(&self) -> usize {
+        self.attached
+            .values()
+            .filter(|(_, a)| a.program == PORT_PROGRAM)
+            .count()
+    }
+
     /// Attached interfaces that are gone, or whose name now has another index.
     pub fn stale_attachments(&self) -> Vec<String> {
         self.attached

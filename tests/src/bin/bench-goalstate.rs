@@ -544,12 +544,17 @@ async fn restart(agent: Agent, vpcs: &[Vpc]) -> Result<Agent> {
     println!("{:<34} {:>9.1} MiB", "restarted agent RSS", rss);
     // Where the restart went, as the agent logged it.
     let log = agent.log_text();
+    // key=value or key="a value", as tracing writes them.
     let field = |line: &str, key: &str| -> String {
-        log.lines()
+        let value = log
+            .lines()
             .find(|l| l.contains(line))
-            .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}="))))
-            .unwrap_or("?")
-            .to_string()
+            .and_then(|l| l.split_once(&format!(" {key}=")).map(|(_, v)| v));
+        match value {
+            Some(v) if v.starts_with('"') => v[1..].split('"').next().unwrap_or("?").to_string(),
+            Some(v) => v.split_whitespace().next().unwrap_or("?").to_string(),
+            None => "?".to_string(),
+        }
     };
     println!(
         "{:<34} maps {}, record read {} ms, plan {} ms, maps and ports {} ms, commit {} ms",
