@@ -316,6 +316,59 @@ fn maps_changed_behind_the_record_are_filled_anew_at_restart() -> Result<()> {
     Ok(())
 }
 
+/// A tap renamed while no agent runs keeps its index, its program and the port's entry: the next
+/// agent, taking the maps over, clears that entry, detaches the program and points the port's
+/// address nowhere, so VM 1's frames for VM 2 are dropped as having no interface instead of
+/// reaching a device that is no port. Named back, the tap is the port's again.
+#[test]
+fn a_tap_renamed_while_no_agent_runs_gets_no_frame_for_its_old_port() -> Result<()> {
+    let t = topology(&[])?;
+    let (code, _) = apply(&t.agent, &example("demo.yaml"))?;
+    ensure!(code == 0);
+    let left = t.agent.kill()?;
+    let rename = |from: &str, to: &str| -> Result<()> {
+        t.host.exec(&["ip", "link", "set", "dev", from, "down"])?;
+        t.host.exec(&["ip", "link", "set", "dev", from, "name", to])?;
+        t.host.exec(&["ip", "link", "set", "dev", to, "up"])?;
+        Ok(())
+    };
+    rename(VM2_TAP, "notaport0")?;
+    let agent = Agent::start_with(&t.host, left, &[])?;
+    ensure!(agent.log_text().contains("maps=\"taken over\""), "{}", agent.log_text());
+    let before = counter(&agent, "drop_no_interface")?;
+    let ping = |count: &str| -> Result<String> {
+        let out = t
+            .vm1
+            .ns
+            .exec_output(&["ping", "-c", count, "-i", "0.2", "-W", "1", "198.18.0.11"])?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let out = ping("3")?;
+    ensure!(out.contains(" 0 received"), "ping output: {out}");
+    let dropped = counter(&agent, "drop_no_interface")? - before;
+    ensure!(
+        dropped >= 3,
+        "{dropped} frames dropped as having no interface; stats: {}",
+        agent.stats()?
+    );
+    let xdp = t.host.exec(&["ip", "-d", "link", "show", "dev", "notaport0"])?;
+    ensure!(!xdp.contains("xdp"), "the renamed tap still runs a program: {xdp}");
+    rename("notaport0", VM2_TAP)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = ping("1")?;
+        if out.contains("1 received") {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "VM 2 silent after its tap got its name back: {out}\n{}",
+            agent.log_text()
+        );
+    }
+    Ok(())
+}
+
 /// A VM reboot or migration deletes the VM's tap and creates it again under the same name (with
 /// another index). The agent follows rtnetlink: twenty times in a row, while VM 2 pings VM 1, the
 /// new tap carries the port program within 100 ms of appearing, and VM 1 answers again.

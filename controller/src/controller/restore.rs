@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use alioth_common::maps::PortEntry;
 use anyhow::Result;
 
 use super::{Applied, Controller};
@@ -48,6 +49,9 @@ impl Controller {
         // Maps taken over for a record that then changed as it was opened (an earlier agent's,
         // carried over) are written over in full, as for a damaged record.
         let taken_over = c.store.as_ref().is_some_and(|s| c.dp.holds_record(s.sequence()));
+        // Maps kept for a damaged record hold what it lacks too: never marked as holding it, so
+        // the next restart fills new ones.
+        c.tainted = c.dp.adopted() && !taken_over;
         c.dp.list_interfaces();
         // A map that cannot be written stops the restore before any link runs the new program.
         let filled = if taken_over { c.reattach() } else { c.fill() };
@@ -95,30 +99,28 @@ impl Controller {
     /// wait for it. An entry a port left at an index another interface has now is cleared, and
     /// that port's addresses point nowhere again.
     fn reattach(&mut self) -> Result<Duration> {
-        let mut present: Vec<Id> = Vec::new();
+        let (mut present, mut moved): (Vec<Id>, Vec<Id>) = (Vec::new(), Vec::new());
+        let mut indexes: HashSet<u32> = HashSet::new();
         for (id, p) in self.state.ports() {
             let Some(index) = self.dp.interface_index(&p.iface) else {
                 continue;
             };
             let vni = self.state.vpcs[&*p.vpc_id].vni;
-            self.dp.reclaim_port(&p.iface, index, (vni, p.mac));
+            if !self.dp.reclaim_port(&p.iface, index, (vni, p.mac)) {
+                // Another port's entry at this index (its interface renamed, say): that port's
+                // addresses still point here.
+                moved.extend(self.dp.programmed_entry(index).and_then(|e| self.owner_of(&e)));
+            }
+            indexes.insert(index);
             present.push(id.clone());
         }
         self.dp.free_unclaimed_slots();
-        let ports: HashSet<u32> = present
-            .iter()
-            .filter_map(|id| self.dp.interface_index(&self.state.ports()[id].iface))
-            .collect();
-        let mut moved: Vec<Id> = Vec::new();
-        for (index, _) in interfaces().into_iter().filter(|(i, _)| !ports.contains(i)) {
+        for (index, _) in interfaces().into_iter().filter(|(i, _)| !indexes.contains(i)) {
             let Some(entry) = self.dp.programmed_entry(index) else {
                 continue;
             };
             self.dp.clear_port_entry(index)?;
-            let owner = self.state.vpcs.values().find(|v| v.vni == entry.vni);
-            if let Some(id) = owner.and_then(|v| self.state.mac_owner(&v.id, &entry.mac)) {
-                moved.push(id.into());
-            }
+            moved.extend(self.owner_of(&entry));
         }
         for id in moved {
             let Some(p) = self.state.ports().get(&id).cloned() else {
@@ -141,5 +143,11 @@ impl Controller {
             }
         }
         Ok(Duration::ZERO)
+    }
+
+    /// The port a `PORTS` entry was written for, by its VNI and MAC.
+    fn owner_of(&self, entry: &PortEntry) -> Option<Id> {
+        let vpc = self.state.vpcs.values().find(|v| v.vni == entry.vni)?;
+        self.state.mac_owner(&vpc.id, &entry.mac).map(Id::from)
     }
 }
