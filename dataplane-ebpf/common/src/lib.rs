@@ -10,6 +10,7 @@ extern crate alloc;
 
 pub mod arp;
 pub mod checksum;
+pub mod conntrack;
 pub mod counters;
 pub mod dhcp;
 pub mod eth;
