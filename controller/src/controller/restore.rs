@@ -52,6 +52,8 @@ impl Controller {
         // Maps kept for a damaged record hold what it lacks too: never marked as holding it, so
         // the next restart fills new ones.
         c.tainted = c.dp.adopted() && !taken_over;
+        // Until the restore is done: an agent killed meanwhile leaves maps the next one refills.
+        c.mark_changing();
         c.dp.list_interfaces();
         // A map that cannot be written stops the restore before any link runs the new program.
         let filled = if taken_over { c.reattach() } else { c.fill() };
