@@ -1,0 +1,131 @@
+//! Security-group rules compiled into lookups whose cost does not grow with the rule count: each
+//! rule of a port and direction is a bit, and a frame is allowed when the bits of the rules that
+//! match its remote address and the bits of those that match its protocol and port share one.
+//!
+//! - Remote prefixes go into a longest-prefix-match table whose entry for each rule prefix holds
+//!   the bits of every rule whose prefix contains it: the longest match alone answers.
+//! - Ports (TCP, UDP) and ICMP type and code (`type << 8 | code`, as Neutron puts them in
+//!   `port_range_min`/`max`) go into a longest-prefix-match table per protocol, over the
+//!   elementary intervals the rules' ranges cut 0..=65535 into, each interval as the fewest
+//!   prefixes that cover it: any value falls in exactly one, which holds the bits of the rules
+//!   whose range covers it. Rules for any protocol are in the table of `ANY_PROTOCOL`.
+//!
+//! Not wired into the data plane yet; the kernel side will be two LPM trie lookups and an AND.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+
+/// Rules per port and direction: one bit each.
+pub const MAX_RULES: usize = 128;
+/// The protocol key of rules for any protocol (255 is reserved by IANA: no frame has it).
+pub const ANY_PROTOCOL: u8 = 255;
+
+/// One rule, as the compiler takes it (remote groups already expanded into prefixes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub remote: Ipv4Network,
+    /// `None`: any protocol.
+    pub protocol: Option<u8>,
+    /// Inclusive range of ports, or of `type << 8 | code` for ICMP; the whole range for none.
+    pub ports: (u16, u16),
+}
+
+/// A port's rules for one direction, compiled.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Compiled {
+    /// Remote prefix -> the rules whose prefix contains it.
+    pub remotes: BTreeMap<Ipv4Network, u128>,
+    /// (protocol, value prefix, its length) -> the rules whose range covers it.
+    pub ports: BTreeMap<(u8, u16, u8), u128>,
+}
+
+/// Compiles `rules` (at most `MAX_RULES`: the caller refuses more).
+pub fn compile(rules: &[Rule]) -> Compiled {
+    assert!(rules.len() <= MAX_RULES, "at most {MAX_RULES} rules");
+    let bit = |i: usize| 1u128 << i;
+    let mut remotes = BTreeMap::new();
+    for r in rules {
+        let bits = rules
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.remote.prefix() <= r.remote.prefix() && o.remote.contains(r.remote.network()))
+            .fold(0, |acc, (i, _)| acc | bit(i));
+        remotes.insert(r.remote, bits);
+    }
+    let mut ports = BTreeMap::new();
+    let mut protocols: Vec<u8> = rules.iter().map(|r| r.protocol.unwrap_or(ANY_PROTOCOL)).collect();
+    protocols.sort_unstable();
+    protocols.dedup();
+    for proto in protocols {
+        let mine: Vec<(usize, &Rule)> = rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.protocol.unwrap_or(ANY_PROTOCOL) == proto)
+            .collect();
+        // Where an elementary interval starts: 0, and after every range's end.
+        let mut starts: Vec<u32> = vec![0];
+        for (_, r) in &mine {
+            starts.push(r.ports.0 as u32);
+            starts.push(r.ports.1 as u32 + 1);
+        }
+        starts.sort_unstable();
+        starts.dedup();
+        for (k, lo) in starts.iter().enumerate().filter(|(_, lo)| **lo <= 0xffff) {
+            let hi = starts.get(k + 1).map_or(0xffff, |next| next - 1).min(0xffff);
+            let bits = mine
+                .iter()
+                .filter(|(_, r)| r.ports.0 as u32 <= *lo && hi <= r.ports.1 as u32)
+                .fold(0, |acc, (i, _)| acc | bit(*i));
+            if bits != 0 {
+                range_prefixes(*lo as u16, hi as u16, |value, len| {
+                    ports.insert((proto, value, len), bits);
+                });
+            }
+        }
+    }
+    Compiled { remotes, ports }
+}
+
+/// The fewest prefixes (value, length in bits) of 16-bit values that cover `lo..=hi` exactly.
+pub fn range_prefixes(lo: u16, hi: u16, mut out: impl FnMut(u16, u8)) {
+    let (mut lo, hi) = (lo as u32, hi as u32);
+    while lo <= hi {
+        // The largest block aligned at `lo` that stays within the range.
+        let mut size = if lo == 0 { 1 << 16 } else { 1u32 << lo.trailing_zeros() };
+        while lo + size - 1 > hi {
+            size >>= 1;
+        }
+        out(lo as u16, 16 - size.trailing_zeros() as u8);
+        lo += size;
+    }
+}
+
+impl Compiled {
+    /// What the kernel's lookups will answer: whether a frame with remote address `remote`,
+    /// protocol `proto` and port (or ICMP type and code) `value` is allowed.
+    pub fn allows(&self, remote: Ipv4Addr, proto: u8, value: u16) -> bool {
+        let remote_bits = self
+            .remotes
+            .iter()
+            .filter(|(p, _)| p.contains(remote))
+            .max_by_key(|(p, _)| p.prefix())
+            .map_or(0, |(_, b)| *b);
+        let port_bits = |proto: u8| {
+            self.ports
+                .iter()
+                .filter(|((p, v, len), _)| *p == proto && prefix_holds(*v, *len, value))
+                .max_by_key(|((_, _, len), _)| *len)
+                .map_or(0, |(_, b)| *b)
+        };
+        remote_bits & (port_bits(proto) | port_bits(ANY_PROTOCOL)) != 0
+    }
+}
+
+fn prefix_holds(prefix: u16, len: u8, value: u16) -> bool {
+    len == 0 || (prefix ^ value) >> (16 - len as u32) == 0
+}
+
+#[cfg(test)]
+mod tests;
