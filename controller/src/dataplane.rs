@@ -97,6 +97,8 @@ pub struct Dataplane {
     /// `RECORD`, and the record sequence it holds (none while the maps change).
     record: Array<MapData, u64>,
     recorded: Option<u64>,
+    /// Whether this object wrote its fingerprint into `RECORD`.
+    object_marked: bool,
     /// Whether the maps taken over hold what the record does (`adopt_recorded`).
     matches_record: bool,
     /// Keys and values of the last batch write, kept for the next: a large message then writes
@@ -201,13 +203,12 @@ impl Dataplane {
     /// is kept, and goal state is written over it. `commit` then leaves every link and entry it
     /// does not know in place (until goal state replaces them or `--reset` removes them).
     pub fn adopt_with_log(pin_dir: &Path, mode: AttachMode, log: BpfLogLevel) -> Result<(Self, Option<Logger>)> {
-        let (mut dp, logger) = Self::load_object(object::xdp_object()?, Some(pin_dir), mode, log, true)?;
-        dp.keep_written_slots();
-        Ok((dp, logger))
+        Self::load_object(object::xdp_object()?, Some(pin_dir), mode, log, true)
     }
 
-    /// DHCP slots written by entries the record may not know are not handed out again.
-    fn keep_written_slots(&mut self) {
+    /// For maps kept without holding the record (a damaged one, or one that changed as it was
+    /// opened): DHCP slots written by entries the record may not know are not handed out again.
+    pub fn keep_written_slots(&mut self) {
         let used: std::collections::HashSet<u32> = (1..maps::MAX_DHCP)
             .filter(|slot| self.dhcp.get(slot, 0).is_ok_and(|e| e != DhcpEntry::default()))
             .collect();
@@ -221,8 +222,6 @@ impl Dataplane {
     pub fn adopt_recorded(pin_dir: &Path, mode: AttachMode, log: BpfLogLevel) -> Result<(Self, Option<Logger>)> {
         let (mut dp, logger) = Self::load_object(object::xdp_object()?, Some(pin_dir), mode, log, true)?;
         dp.matches_record = true;
-        // Until the restore reclaims them port by port (`free_unclaimed_slots`).
-        dp.keep_written_slots();
         Ok((dp, logger))
     }
 
@@ -273,6 +272,7 @@ impl Dataplane {
             adopted: adopt,
             record,
             recorded,
+            object_marked: false,
             matches_record: false,
             batch: Default::default(),
         };

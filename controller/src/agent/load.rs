@@ -32,7 +32,6 @@ pub fn record_and_dataplane(args: &Places<'_>) -> Result<((Store, State), Loaded
         let fresh = match taken_over {
             true => Dataplane::adopt_recorded(args.pin_dir, args.mode, args.log).or_else(|e| {
                 tracing::warn!("the pinned maps cannot be taken over ({e:#}); filling new ones");
-                crate::dataplane::remove_staging(args.pin_dir)?;
                 Dataplane::load_with_log(Some(args.pin_dir), args.mode, args.log)
             }),
             false => Dataplane::load_with_log(Some(args.pin_dir), args.mode, args.log),

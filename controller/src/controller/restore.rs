@@ -49,9 +49,13 @@ impl Controller {
         // Maps taken over for a record that then changed as it was opened (an earlier agent's,
         // carried over) are written over in full, as for a damaged record.
         let taken_over = c.store.as_ref().is_some_and(|s| c.dp.holds_record(s.sequence()));
-        // Maps kept for a damaged record hold what it lacks too: never marked as holding it, so
-        // the next restart fills new ones.
+        // Maps kept for a damaged record hold what it lacks too: their DHCP slots stay taken, and
+        // they are never marked as holding it, so the next restart fills new ones. (Maps taken
+        // over get their slots back port by port in `reattach`.)
         c.tainted = c.dp.adopted() && !taken_over;
+        if c.tainted {
+            c.dp.keep_written_slots();
+        }
         // Until the restore is done: an agent killed meanwhile leaves maps the next one refills.
         c.mark_changing();
         c.dp.list_interfaces();

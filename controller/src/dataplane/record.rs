@@ -11,10 +11,13 @@ use aya::maps::{Array, Map, MapData};
 
 use super::Dataplane;
 
-/// The object the maps were laid out by: another build may lay them out otherwise.
+/// The object the maps were laid out by: another build may lay them out otherwise. Summed once.
 fn fingerprint() -> u64 {
-    let object = super::object::xdp_object().unwrap_or_default();
-    (object.len() as u64) << 32 | crc32fast::hash(object) as u64
+    static FINGERPRINT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *FINGERPRINT.get_or_init(|| {
+        let object = super::object::xdp_object().unwrap_or_default();
+        (object.len() as u64) << 32 | crc32fast::hash(object) as u64
+    })
 }
 
 /// The record sequence the maps pinned in `pin_dir` hold, if they hold one whole and were written
@@ -40,9 +43,13 @@ impl Dataplane {
         if self.recorded == Some(sequence) {
             return Ok(());
         }
-        self.record
-            .set(RECORD_OBJECT, fingerprint(), 0)
-            .context("write RECORD")?;
+        // The object once per object loaded; always before the sequence that vouches for it.
+        if !self.object_marked {
+            self.record
+                .set(RECORD_OBJECT, fingerprint(), 0)
+                .context("write RECORD")?;
+            self.object_marked = true;
+        }
         self.record.set(RECORD_SEQUENCE, sequence, 0).context("write RECORD")?;
         self.recorded = Some(sequence);
         Ok(())

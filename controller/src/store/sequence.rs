@@ -14,7 +14,7 @@ pub(super) fn read_or_start(db: &Connection) -> Result<u64> {
         return Ok(n);
     }
     let start = random_start();
-    db.execute("INSERT OR REPLACE INTO meta VALUES ('sequence', ?1)", [start as i64])?;
+    write(db, start)?;
     Ok(start)
 }
 
@@ -37,7 +37,7 @@ fn read(db: &Connection) -> Result<Option<u64>> {
     Ok(n.map(|n| n as u64))
 }
 
-/// Writes `n`, in the open transaction.
+/// Writes `n` (in the open transaction, if there is one).
 pub(super) fn write(db: &Connection, n: u64) -> Result<()> {
     db.prepare_cached("INSERT OR REPLACE INTO meta VALUES ('sequence', ?1)")?
         .execute([n as i64])?;
