@@ -7,12 +7,12 @@ use alioth_common::maps::{self, DhcpEntry, Endpoint, EndpointKey, NextHop, PortE
 use alioth_common::Counter;
 use anyhow::{anyhow, Context, Result};
 use aya::maps::xdp::DevMap;
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, ProgramArray};
 use aya::programs::{SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 
 pub use crate::dataplane::attach::AttachMode;
-use crate::dataplane::object::{PORT_PROGRAM, PORT_TC_PROGRAM, UPLINK_PROGRAM, UPLINK_TC_PROGRAM};
+use crate::dataplane::object::{DHCP_PROGRAM, PORT_PROGRAM, PORT_TC_PROGRAM, UPLINK_PROGRAM, UPLINK_TC_PROGRAM};
 use crate::goalstate::model::Mac;
 use crate::net::interfaces::Names;
 use attach::Attachment;
@@ -35,7 +35,7 @@ pub use pins::{remove_pins, remove_staging};
 pub use record::recorded_sequence;
 
 /// Names of the maps the agent pins (and `status`/`stats` read).
-pub const PINNED_MAPS: [&str; 8] = [
+pub const PINNED_MAPS: [&str; 9] = [
     maps::PORTS,
     maps::ENDPOINTS,
     maps::STATS,
@@ -44,6 +44,7 @@ pub const PINNED_MAPS: [&str; 8] = [
     maps::REDIRECT,
     maps::DHCP,
     maps::RECORD,
+    maps::TAILS,
 ];
 
 /// Level of the XDP program's own log records (aya-log), fixed when the object is loaded.
@@ -170,7 +171,21 @@ fn load_programs(
             .load()
             .with_context(|| format!("verifier rejected {tc}"))?;
     }
+    fill_tails(&mut ebpf)?;
     Ok((ebpf, logger))
+}
+
+/// Loads the programs the port program hands frames to and puts them in `TAILS`. Maps taken over
+/// get this object's programs there at once: the object is the same (or the maps are kept as
+/// they are, `adopt_with_log`), so the programs attached meanwhile call a twin of their own tail.
+pub fn fill_tails(ebpf: &mut Ebpf) -> Result<()> {
+    let dhcp = named_program(ebpf, DHCP_PROGRAM)?;
+    dhcp.load().context("verifier rejected the DHCP server program")?;
+    let fd = dhcp.fd()?.try_clone()?;
+    let map = ebpf.map_mut(maps::TAILS).ok_or_else(|| anyhow!("no TAILS map"))?;
+    ProgramArray::try_from(map)?
+        .set(maps::TAIL_DHCP, &fd, 0)
+        .context("put the DHCP server in TAILS")
 }
 
 /// Where a loaded object's maps are pinned until `commit` puts them in place (bpffs names may not

@@ -118,7 +118,8 @@ pub fn finish(v: &Verdict, frame: &[u8]) -> Vec<u8> {
 /// The XDP return code of an action.
 pub fn xdp_action(a: &Action) -> u32 {
     match a {
-        Action::Drop => 1,
+        // The host pipeline answers DHCP itself; the kernel drops what it could not hand on.
+        Action::Drop | Action::Dhcp => 1,
         Action::Pass => 2,
         Action::Tx => 3,
         Action::Redirect | Action::Encap | Action::Decap => 4,
@@ -147,7 +148,7 @@ impl alioth_common::Packet for Gso<'_> {
 pub fn tc_action(a: &Action) -> u32 {
     match a {
         Action::Pass => 0,
-        Action::Drop => 2,
+        Action::Drop | Action::Dhcp => 2,
         Action::Tx | Action::Redirect | Action::Encap | Action::Decap => 7,
     }
 }

@@ -239,8 +239,31 @@ fn sigkill_and_restart_of_the_agent_lose_no_packet() -> Result<()> {
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let left = t.agent.kill()?;
     let pin_dir = left.pin_dir.clone();
-    // The data plane runs alone for a while, then a new agent adopts it.
-    std::thread::sleep(std::time::Duration::from_millis(1000));
+    // The data plane runs alone for a while, DHCP server included (a tail the kernel would drop
+    // with the last pin or descriptor of its program array), then a new agent adopts it.
+    let started = std::time::Instant::now();
+    let lease = t.vm1.ns.exec_output(&[
+        "timeout",
+        "10",
+        "udhcpc",
+        "-n",
+        "-q",
+        "-f",
+        "-i",
+        "eth0",
+        "-s",
+        "/bin/true",
+        "-t",
+        "3",
+        "-T",
+        "1",
+    ])?;
+    ensure!(
+        lease.status.success(),
+        "no DHCP lease while no agent runs: {}",
+        String::from_utf8_lossy(&lease.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1000).saturating_sub(started.elapsed()));
     let agent = Agent::start_with(&t.host, left, &[])?;
     for pings in pings {
         pings.all_answered().with_context(|| agent.log_text())?;

@@ -204,6 +204,8 @@ fn xdp_action(action: Action) -> u32 {
         Action::Tx => XDP_TX,
         Action::Drop => XDP_DROP,
         Action::Redirect | Action::Encap | Action::Decap => XDP_REDIRECT,
+        // Answered by the host pipeline (`port_ingress_with::<_, _, true>`); never its verdict.
+        Action::Dhcp => XDP_DROP,
     }
 }
 
@@ -219,7 +221,8 @@ struct KernelRun {
 fn run_in_kernel(pin_dir: &Path, ifindex: u32, frame: &[u8]) -> Result<KernelRun> {
     let mut loader = EbpfLoader::new();
     loader.override_global("AYA_LOG_LEVEL", &0u8, false);
-    for name in PINNED_MAPS.iter().filter(|m| **m != maps::STATS) {
+    // Its own counters, and its own tails (which count into them).
+    for name in PINNED_MAPS.iter().filter(|m| ![maps::STATS, maps::TAILS].contains(*m)) {
         // Only existing pins: the loader would create and pin a map that is not there, and a
         // trace must leave nothing.
         loader.map_pin_path(name, pinned_path(pin_dir, name)?);
@@ -227,6 +230,7 @@ fn run_in_kernel(pin_dir: &Path, ifindex: u32, frame: &[u8]) -> Result<KernelRun
     let mut ebpf = loader
         .load(xdp_object()?)
         .context("load the XDP object onto the pinned maps")?;
+    crate::dataplane::fill_tails(&mut ebpf)?;
     let prog: &mut Xdp = ebpf.program_mut(PORT_PROGRAM).context("no port program")?.try_into()?;
     prog.load().context("verifier rejected the port program")?;
     let (action, out) = crate::dataplane::test_run::xdp(prog, frame, Some(ifindex))?;

@@ -29,6 +29,9 @@ fn built(object: &'static [u8]) -> anyhow::Result<&'static [u8]> {
 /// Name of the port program inside the object.
 pub const PORT_PROGRAM: &str = "alioth_port";
 
+/// The DHCP server, which the port program hands requests to (`maps::TAILS`); never attached.
+pub const DHCP_PROGRAM: &str = "alioth_port_dhcp";
+
 /// The port program's skb path (TC ingress of the same interface).
 pub const PORT_TC_PROGRAM: &str = "alioth_port_tc";
 
@@ -70,7 +73,13 @@ mod tests {
             BENCH_PORT_PROGRAM,
             BENCH_UPLINK_PROGRAM,
         ];
-        let agent = [PORT_PROGRAM, PORT_TC_PROGRAM, UPLINK_PROGRAM, UPLINK_TC_PROGRAM];
+        let agent = [
+            PORT_PROGRAM,
+            DHCP_PROGRAM,
+            PORT_TC_PROGRAM,
+            UPLINK_PROGRAM,
+            UPLINK_TC_PROGRAM,
+        ];
         let object = xdp_object().unwrap();
         for p in agent {
             assert!(names(object, p), "{p} missing");

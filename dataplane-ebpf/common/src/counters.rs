@@ -60,7 +60,8 @@ pub enum Counter {
     DropOverlayTooBig,
     /// Routed through the gateway with a TTL of 1 or less.
     DropTtlExpired,
-    /// The target interface is not in the redirect map (gone meanwhile).
+    /// The target interface is not in the redirect map (gone meanwhile), or the program a frame
+    /// is handed to is missing from `TAILS`.
     DropRedirectFailed,
     /// VXLAN for an address of that VNI that is not a port on this host, or to the wrong MAC.
     DropOverlayMisdirected,

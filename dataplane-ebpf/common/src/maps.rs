@@ -38,6 +38,14 @@ pub const RECORD_SEQUENCE: u32 = 0;
 pub const RECORD_OBJECT: u32 = 1;
 /// LRU map of an `events::EventGate` per port ifindex: the rate limit of `EVENTS`.
 pub const EVENT_GATES: &str = "EVENT_GATES";
+/// Program array of the programs the port program hands a frame to, each verified on its own
+/// budget (`TAIL_DHCP`). Pinned: the kernel empties a program array no descriptor or pin holds,
+/// which would cut the attached programs off their tails while no agent runs.
+pub const TAILS: &str = "TAILS";
+/// Slot of the DHCP server (`alioth_port_dhcp`) in `TAILS`.
+pub const TAIL_DHCP: u32 = 0;
+/// Size of `TAILS`.
+pub const TAIL_SLOTS: u32 = 4;
 
 /// Size of `PORTS`: interfaces with a larger ifindex cannot be ports (the agent refuses them).
 pub const MAX_IFINDEX: u32 = 1 << 18;

@@ -61,6 +61,9 @@ pub enum Action {
     Encap,
     /// Strip the outer headers and send the inner frame out of the port `Verdict::ifindex`.
     Decap,
+    /// A request to the DHCP server: handed to the server's own program (`TAILS`), which answers
+    /// it with [`dhcp_server`].
+    Dhcp,
 }
 
 /// The action, the counter slot that accounts for it, and the action's operands.
@@ -115,10 +118,9 @@ pub fn port_ingress_skb<P: Packet + ?Sized, T: Tables>(pkt: &mut P, port: &PortE
     port_frame::<P, T, false, true>(pkt, port, tables)
 }
 
-/// [`port_ingress`], with the DHCP server left out when `DHCP_SERVER` is false: for the benchmark
-/// program that measures the ARP and ICMP paths in steady state, which the verifier would not
-/// accept with both the server and the undo of each reply (ARP and ICMP frames never reach the
-/// server; requests to it are handled like any other UDP there).
+/// [`port_ingress`]; with `DHCP_SERVER` false, a request to the DHCP server is not answered but
+/// handed on (`Action::Dhcp`): the port program leaves the server, most of what the verifier walks,
+/// to a program of its own.
 #[inline(always)]
 pub fn port_ingress_with<P: Packet + ?Sized, T: Tables, const DHCP_SERVER: bool>(
     pkt: &mut P,
@@ -229,7 +231,10 @@ fn ipv4_packet<P: Packet + ?Sized, T: Tables, const DHCP_SERVER: bool, const SKB
         // To the DHCP server: consumed here whatever the source address (0.0.0.0 before a lease;
         // an address goal state took away when renewing, which gets the NAK that sends the
         // client back to DISCOVER), so never forwarded and never a spoofing risk.
-        if DHCP_SERVER && dst_port == dhcp::SERVER_PORT {
+        if dst_port == dhcp::SERVER_PORT {
+            if !DHCP_SERVER {
+                return Verdict::new(Action::Dhcp, Counter::Pass);
+            }
             return dhcp_request(pkt, &ip, port, tables);
         }
     }
@@ -301,6 +306,21 @@ fn forward<P: Packet + ?Sized, T: Tables, const SKB: bool>(
         endpoint_kind::LOCAL_PORT => Verdict::drop(Counter::DropNoInterface),
         _ => encap(pkt, ip, port, to, tables),
     }
+}
+
+/// The DHCP server's program: answers the request the port program handed on (`Action::Dhcp`),
+/// which it has checked as far as that decision.
+#[inline(always)]
+pub fn dhcp_server<P: Packet + ?Sized, T: Tables>(pkt: &mut P, port: &PortEntry, tables: &T) -> Verdict {
+    let ip = match ipv4::parse(pkt) {
+        Ok(ip) => ip,
+        Err(reason) => return Verdict::drop(reason),
+    };
+    // Checked again what the port program checked, so that the verifier knows the offsets too.
+    if ip.proto != ipv4::PROTO_UDP || ip.frag & 0x1fff != 0 || ip.header_len != ipv4::IPV4_MIN_HLEN {
+        return Verdict::drop(Counter::DropDhcpMalformed);
+    }
+    dhcp_request(pkt, &ip, port, tables)
 }
 
 /// Answers a DHCP request from the VM behind `port` (turning the frame into the reply), or

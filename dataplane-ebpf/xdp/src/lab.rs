@@ -11,13 +11,13 @@ use aya_ebpf::programs::XdpContext;
 use crate::packet::XdpPacket;
 use crate::{bench, finish, port_path, uplink_path};
 
-/// Benchmarks only (never attached): the port program without the DHCP server (see
-/// `port_ingress_with`), then its edit of the frame undone (the head put back, a reply turned back
+/// Benchmarks only (never attached): the port program (which hands DHCP to its own program), then
+/// its edit of the frame undone (the head put back, a reply turned back
 /// into the request), so that BPF_PROG_TEST_RUN with repeat > 1 measures the encapsulation, ARP
 /// and ICMP paths in steady state; the undo's cost is in the figure.
 #[xdp]
 pub fn alioth_bench_port(ctx: XdpContext) -> u32 {
-    let (ifindex, verdict) = port_path::<false>(&ctx);
+    let (ifindex, verdict) = port_path(&ctx);
     let action = finish(&ctx, ifindex, verdict);
     bench::undo(&ctx, verdict.action);
     action

@@ -17,7 +17,7 @@ use alioth_common::counters::COUNTER_SLOTS;
 use alioth_common::events::{EventGate, MAX_EVENT_GATES};
 use alioth_common::maps::{
     DhcpEntry, Endpoint, EndpointKey, Event, NextHop, PortEntry, Uplink, EVENTS_BYTES, MAX_DHCP, MAX_ENDPOINTS,
-    MAX_IFINDEX, MAX_NEXTHOPS, NO_PREALLOC,
+    MAX_IFINDEX, MAX_NEXTHOPS, NO_PREALLOC, TAIL_DHCP, TAIL_SLOTS,
 };
 use alioth_common::pipeline::{self, Action, Destination, Tables, Verdict};
 use alioth_common::vxlan::{self, Outer};
@@ -25,7 +25,7 @@ use alioth_common::{Counter, Packet};
 use aya_ebpf::bindings::xdp_action;
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_head};
 use aya_ebpf::macros::{classifier, map, xdp};
-use aya_ebpf::maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray, RingBuf};
+use aya_ebpf::maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf};
 use aya_ebpf::programs::{TcContext, XdpContext};
 use aya_log_ebpf::debug;
 
@@ -61,6 +61,9 @@ static RECORD: Array<u64> = Array::with_max_entries(2, 0);
 
 #[map]
 static EVENT_GATES: LruHashMap<u32, EventGate> = LruHashMap::with_max_entries(MAX_EVENT_GATES, 0);
+
+#[map]
+static TAILS: ProgramArray = ProgramArray::with_max_entries(TAIL_SLOTS, 0);
 
 struct Maps;
 
@@ -105,7 +108,24 @@ pub(crate) fn count(counter: Counter) {
 
 #[xdp]
 pub fn alioth_port(ctx: XdpContext) -> u32 {
-    let (ifindex, verdict) = port_path::<true>(&ctx);
+    let (ifindex, verdict) = port_path(&ctx);
+    finish(&ctx, ifindex, verdict)
+}
+
+/// The DHCP server: the port program hands requests to it (`TAILS`), so that each is verified on
+/// its own budget. Never attached.
+#[xdp]
+pub fn alioth_port_dhcp(ctx: XdpContext) -> u32 {
+    let (ifindex, port) = port_of(&ctx);
+    let Some(port) = port else {
+        return finish(&ctx, ifindex, pipeline::unknown_port());
+    };
+    let mut pkt = XdpPacket::new(&ctx);
+    let verdict = pipeline::dhcp_server(&mut pkt, &port, &Maps);
+    if verdict.counter == Counter::DhcpDecline {
+        // The VM says its address is taken: worth a line in the agent's log, once a second.
+        report(ifindex, &port, Counter::DhcpDecline);
+    }
     finish(&ctx, ifindex, verdict)
 }
 
@@ -138,19 +158,23 @@ pub fn alioth_uplink_tc(ctx: TcContext) -> i32 {
     tc::finish(&ctx, verdict)
 }
 
+/// The frame's ingress interface, and its port if it is a programmed one.
 #[inline(always)]
-fn port_path<const DHCP_SERVER: bool>(ctx: &XdpContext) -> (u32, Verdict) {
+fn port_of(ctx: &XdpContext) -> (u32, Option<PortEntry>) {
+    // SAFETY: the program's own context.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    let Some(port) = PORTS.get(ifindex).copied().filter(PortEntry::is_programmed) else {
+    (ifindex, PORTS.get(ifindex).copied().filter(PortEntry::is_programmed))
+}
+
+#[inline(always)]
+fn port_path(ctx: &XdpContext) -> (u32, Verdict) {
+    let (ifindex, port) = port_of(ctx);
+    let Some(port) = port else {
         return (ifindex, pipeline::unknown_port());
     };
     let mut pkt = XdpPacket::new(ctx);
-    let verdict = pipeline::port_ingress_with::<_, _, DHCP_SERVER>(&mut pkt, &port, &Maps);
-    if verdict.counter == Counter::DhcpDecline {
-        // The VM says its address is taken: worth a line in the agent's log, once a second.
-        report(ifindex, &port, Counter::DhcpDecline);
-    }
-    (ifindex, verdict)
+    // DHCP is left to `alioth_port_dhcp`.
+    (ifindex, pipeline::port_ingress_with::<_, _, false>(&mut pkt, &port, &Maps))
 }
 
 /// Reports `counter` on port `ifindex` to the agent, unless the port's gate holds it back.
@@ -201,6 +225,11 @@ fn finish(ctx: &XdpContext, ifindex: u32, verdict: Verdict) -> u32 {
                 0 => redirect(verdict.ifindex),
                 _ => xdp_action::XDP_DROP,
             }
+        }
+        Action::Dhcp => {
+            // SAFETY: does not return when the server's program is in place.
+            unsafe { TAILS.tail_call(ctx, TAIL_DHCP) };
+            xdp_action::XDP_DROP
         }
     };
     let counter = match (verdict.counter, action) {

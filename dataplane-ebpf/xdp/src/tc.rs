@@ -64,6 +64,8 @@ pub fn finish(ctx: &TcContext, verdict: Verdict) -> i32 {
             Some(()) => redirect(verdict.ifindex),
             None => SHOT,
         },
+        // XDP answers DHCP and never passes it on.
+        Action::Dhcp => SHOT,
     };
     let counter = match (verdict.counter, action) {
         (_, SHOT) if verdict.action != Action::Drop => Counter::DropRedirectFailed,
