@@ -13,6 +13,6 @@ pub use apply::{apply, reply_table, ApplyArgs, EXIT_NOT_ALL_APPLIED};
 pub use client::{connect, ClientTls};
 pub use file::{parse_goal_state_file, read_goal_state, GoalStateFile};
 pub use health::{health, HealthArgs};
-pub use inspect::{ports, read_stats, stats, status, InspectArgs};
+pub use inspect::{ports, read_stats, stats, status, InspectArgs, StatsArgs};
 pub use state::{state, StateArgs};
 pub use trace::{trace, TraceArgs, EXIT_DISAGREE};

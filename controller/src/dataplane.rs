@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
-use alioth_common::maps::{self, DhcpEntry, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
+use alioth_common::maps::{self, DhcpEntry, Endpoint, EndpointKey, NextHop, PortCounters, PortEntry, Uplink};
 use alioth_common::Counter;
 use anyhow::{anyhow, Context, Result};
 use aya::maps::xdp::DevMap;
@@ -25,6 +25,7 @@ mod endpoints;
 mod lab;
 pub mod object;
 mod pins;
+mod port_stats;
 mod ports;
 mod record;
 pub mod test_run;
@@ -32,13 +33,15 @@ pub mod test_run;
 #[cfg(feature = "lab")]
 pub use lab::attach_pinned;
 pub use pins::{remove_pins, remove_staging};
+pub use port_stats::sum_port_counters;
 pub use record::recorded_sequence;
 
 /// Names of the maps the agent pins (and `status`/`stats` read).
-pub const PINNED_MAPS: [&str; 9] = [
+pub const PINNED_MAPS: [&str; 10] = [
     maps::PORTS,
     maps::ENDPOINTS,
     maps::STATS,
+    maps::PORT_STATS,
     maps::UPLINK,
     maps::NEXTHOPS,
     maps::REDIRECT,
@@ -77,6 +80,10 @@ pub struct Dataplane {
     dhcp_free: VecDeque<u32>,
     /// Interface -> its `DHCP` slot and what was written there.
     dhcp_slots: HashMap<String, (u32, DhcpEntry)>,
+    /// `PORT_STATS`, its slots' owners (by interface) and its free slots.
+    port_stats: PerCpuArray<MapData, PortCounters>,
+    stats_slots: HashMap<String, u16>,
+    stats_free: std::collections::BTreeSet<u16>,
     /// `GENERATION`, and the value last published in it.
     generation: (Array<MapData, u64>, u64),
     /// (VNI, MAC) of each attached port -> its ifindex: filled into the port's `ENDPOINTS` entries
@@ -263,6 +270,7 @@ impl Dataplane {
         let next_hops = BpfHashMap::try_from(take(maps::NEXTHOPS)?)?;
         let redirect = DevMap::try_from(take(maps::REDIRECT)?)?;
         let dhcp = Array::try_from(take(maps::DHCP)?)?;
+        let port_stats = PerCpuArray::try_from(take(maps::PORT_STATS)?)?;
         let generation = Array::try_from(take(maps::GENERATION)?)?;
         let record: Array<MapData, u64> = Array::try_from(take(maps::RECORD)?)?;
         let recorded = record.get(&maps::RECORD_SEQUENCE, 0).ok().filter(|s| *s != 0);
@@ -276,6 +284,9 @@ impl Dataplane {
             dhcp,
             dhcp_free: (1..maps::MAX_DHCP).collect(),
             dhcp_slots: HashMap::new(),
+            port_stats,
+            stats_slots: HashMap::new(),
+            stats_free: port_stats::all_slots(),
             generation: (generation, 0),
             local: HashMap::new(),
             port_keys: HashMap::new(),

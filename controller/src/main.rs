@@ -45,8 +45,8 @@ enum Command {
     Ports(cli::InspectArgs),
     /// gRPC health check of an agent (exit 0 when SERVING): for probes and scripts.
     Health(cli::HealthArgs),
-    /// Packet counters by action and drop reason.
-    Stats(cli::InspectArgs),
+    /// Packet counters by action and drop reason: the host's, or one port's (`--port`).
+    Stats(cli::StatsArgs),
     /// The agent's record of goal state, read offline from its state directory.
     State(cli::StateArgs),
     /// Run one synthetic frame from a port through the live data plane (BPF_PROG_TEST_RUN on the

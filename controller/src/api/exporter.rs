@@ -108,9 +108,50 @@ pub fn render(controller: &mut Controller, admission: &AdmissionStats) -> Result
         "Frames the programs dropped or did not answer, by reason",
         drops,
     );
+    port_counters(r, controller)?;
     let mut out = String::new();
     encode(&mut out, &root)?;
     Ok(out)
+}
+
+/// Each port's own counters that are not zero, labelled by port and VPC: at most
+/// `maps::MAX_PORT_STATS` ports, each with at most one series per counter.
+fn port_counters(r: &mut Registry, controller: &mut Controller) -> Result<()> {
+    type PortLabel = Vec<(&'static str, String)>;
+    let (packets, drops) = (
+        Family::<PortLabel, Counter>::default(),
+        Family::<PortLabel, Counter>::default(),
+    );
+    let ifaces: Vec<String> = controller.dataplane().counted_ports().map(str::to_string).collect();
+    let state = controller.state();
+    let owners: Vec<(String, String, String)> = ifaces
+        .into_iter()
+        .filter_map(|iface| {
+            let id = state.iface_owner(&iface)?;
+            let vpc = state.ports().get(&**id)?.vpc_id.to_string();
+            Some((iface, id.to_string(), vpc))
+        })
+        .collect();
+    for (iface, port, vpc) in owners {
+        let Some(counters) = controller.dataplane().port_counters(&iface)? else {
+            continue;
+        };
+        for (c, n) in counters.into_iter().filter(|(_, n)| *n > 0) {
+            let (family, key, value) = match c.name().strip_prefix("drop_") {
+                Some(reason) => (&drops, "reason", reason),
+                None => (&packets, "action", c.name()),
+            };
+            let labels = vec![("port", port.clone()), ("vpc", vpc.clone()), (key, value.to_string())];
+            family.get_or_create(&labels).inc_by(n);
+        }
+    }
+    r.register("port_packets", "Frames each port sent or was sent, by action", packets);
+    r.register(
+        "port_drops",
+        "Frames each port sent that were dropped, by reason",
+        drops,
+    );
+    Ok(())
 }
 
 /// The gRPC server's connections and message bytes.

@@ -57,9 +57,21 @@ pub fn read_stats(pin_dir: &Path) -> Result<Vec<(Counter, u64)>> {
     sum_counters(&map)
 }
 
-pub fn stats(args: InspectArgs) -> Result<()> {
-    let stats = read_stats(&args.pin_dir)?;
-    if args.json {
+#[derive(Clone, Debug, clap::Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub inspect: InspectArgs,
+    /// One port's own counters (its id in goal state) instead of the host's.
+    #[arg(long)]
+    pub port: Option<String>,
+}
+
+pub fn stats(args: StatsArgs) -> Result<()> {
+    let stats = match &args.port {
+        Some(id) => read_port_stats(&args.inspect, id)?,
+        None => read_stats(&args.inspect.pin_dir)?,
+    };
+    if args.inspect.json {
         let obj: serde_json::Map<String, serde_json::Value> =
             stats.iter().map(|(c, v)| (c.name().to_string(), json!(v))).collect();
         println!("{}", serde_json::Value::Object(obj));
@@ -70,6 +82,30 @@ pub fn stats(args: InspectArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The counters of port `id` (found in the agent's record), summed over the CPUs.
+fn read_port_stats(args: &InspectArgs, id: &str) -> Result<Vec<(Counter, u64)>> {
+    let state =
+        crate::store::Store::read(&args.state_dir).with_context(|| format!("read {}", args.state_dir.display()))?;
+    let port = state
+        .ports()
+        .get(id)
+        .with_context(|| format!("no port {id} in the agent's record"))?;
+    let index = crate::net::interfaces::ifindex(&port.iface)
+        .with_context(|| format!("port {id} has no interface {} here", port.iface))?;
+    let entry = pinned_array::<PortEntry>(&args.pin_dir, maps::PORTS)?.get(&index, 0)?;
+    if !entry.is_programmed() {
+        bail!("port {id} ({}) is not attached", port.iface);
+    }
+    if entry.stats_slot == 0 {
+        bail!("port {id} has no counters of its own: all port counter slots were taken");
+    }
+    let map = open_map(&args.pin_dir, maps::PORT_STATS)?;
+    let per_cpu: PerCpuArray<_, maps::PortCounters> = PerCpuArray::try_from(Map::PerCpuArray(map))?;
+    Ok(crate::dataplane::sum_port_counters(
+        &per_cpu.get(&(entry.stats_slot as u32), 0)?,
+    ))
 }
 
 /// Programmed ports among this network namespace's interfaces.

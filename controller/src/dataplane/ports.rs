@@ -49,6 +49,7 @@ impl Dataplane {
             return Ok(false);
         };
         let mut entry = entry;
+        entry.stats_slot = self.stats_slot(iface);
         let old = self.dhcp_slots.get(iface).copied();
         entry.dhcp_slot = match (dhcp, old) {
             (None, _) => 0,
@@ -172,6 +173,7 @@ impl Dataplane {
         if let Some((slot, _)) = self.dhcp_slots.remove(iface) {
             self.dhcp_free.push_back(slot);
         }
+        self.free_stats_slot(iface);
         Ok(())
     }
 
@@ -190,6 +192,7 @@ impl Dataplane {
                 self.dhcp_slots.insert(iface.to_string(), (entry.dhcp_slot, written));
             }
         }
+        self.reclaim_stats_slot(iface, entry.stats_slot);
         true
     }
 

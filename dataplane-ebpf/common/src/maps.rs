@@ -57,6 +57,16 @@ pub const MAX_NEXTHOPS: u32 = 1 << 16;
 /// Slots of `DHCP` (preallocated, 392 bytes each; slot 0 means none): local ports with DHCP, and
 /// room for an entry to be rewritten into a fresh slot.
 pub const MAX_DHCP: u32 = 1 << 14;
+/// Per-CPU array of each port's counters (`PortCounters`, indexed like `STATS`), at the slot its
+/// `PortEntry::stats_slot` names: every frame a port sends, and every frame decapsulated for it,
+/// is counted there as well as in `STATS`.
+pub const PORT_STATS: &str = "PORT_STATS";
+/// Slots of `PORT_STATS` (slot 0 means none): ports with counters of their own on one host, the
+/// bound on the series `/metrics` has per port.
+pub const MAX_PORT_STATS: u32 = 1 << 10;
+/// One port's counters: one per `Counter`, as in `STATS`.
+pub type PortCounters = [u64; crate::counters::COUNTER_SLOTS as usize];
+
 /// Size of `EVENTS` in bytes (a power of two pages).
 pub const EVENTS_BYTES: u32 = 1 << 16;
 /// `BPF_F_NO_PREALLOC`.
@@ -68,7 +78,8 @@ pub const NO_PREALLOC: u32 = 1;
 pub struct PortEntry {
     /// The VM's MAC address.
     pub mac: Mac,
-    pub _pad: [u8; 2],
+    /// Slot of the port's own counters in `PORT_STATS`; 0: none (every slot taken).
+    pub stats_slot: u16,
     /// VNI (tunnel id) of the port's VPC: the key space of `ENDPOINTS`.
     pub vni: u32,
     /// The port's primary IPv4 address.

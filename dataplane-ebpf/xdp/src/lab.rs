@@ -17,8 +17,8 @@ use crate::{bench, finish, port_path, uplink_path};
 /// and ICMP paths in steady state; the undo's cost is in the figure.
 #[xdp]
 pub fn alioth_bench_port(ctx: XdpContext) -> u32 {
-    let (ifindex, verdict) = port_path(&ctx);
-    let action = finish(&ctx, ifindex, verdict);
+    let (origin, verdict) = port_path(&ctx);
+    let action = finish(&ctx, origin, verdict);
     bench::undo(&ctx, verdict.action);
     action
 }
@@ -26,8 +26,8 @@ pub fn alioth_bench_port(ctx: XdpContext) -> u32 {
 /// Benchmarks only: the uplink program with its edit undone (decapsulation in steady state).
 #[xdp]
 pub fn alioth_bench_uplink(ctx: XdpContext) -> u32 {
-    let (ifindex, verdict) = uplink_path(&ctx);
-    let action = finish(&ctx, ifindex, verdict);
+    let (origin, verdict) = uplink_path(&ctx);
+    let action = finish(&ctx, origin, verdict);
     bench::undo(&ctx, verdict.action);
     action
 }

@@ -11,9 +11,9 @@ mod cache;
 #[cfg(feature = "lab")]
 mod lab;
 mod packet;
+mod stats;
 mod tc;
 
-use alioth_common::counters::COUNTER_SLOTS;
 use alioth_common::events::{EventGate, MAX_EVENT_GATES};
 use alioth_common::maps::{
     DhcpEntry, Endpoint, EndpointKey, Event, NextHop, PortEntry, Uplink, EVENTS_BYTES, MAX_DHCP, MAX_ENDPOINTS,
@@ -25,20 +25,18 @@ use alioth_common::{Counter, Packet};
 use aya_ebpf::bindings::xdp_action;
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_head};
 use aya_ebpf::macros::{classifier, map, xdp};
-use aya_ebpf::maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf};
+use aya_ebpf::maps::{Array, DevMap, HashMap, LruHashMap, ProgramArray, RingBuf};
 use aya_ebpf::programs::{TcContext, XdpContext};
 use aya_log_ebpf::debug;
 
 use packet::XdpPacket;
+pub(crate) use stats::count;
 
 #[map]
 static PORTS: Array<PortEntry> = Array::with_max_entries(MAX_IFINDEX, 0);
 
 #[map]
 static ENDPOINTS: HashMap<EndpointKey, Endpoint> = HashMap::with_max_entries(MAX_ENDPOINTS, NO_PREALLOC);
-
-#[map]
-static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
 #[map]
 static UPLINK: Array<Uplink> = Array::with_max_entries(1, 0);
@@ -98,18 +96,18 @@ impl Tables for Maps {
     }
 }
 
-#[inline(always)]
-pub(crate) fn count(counter: Counter) {
-    if let Some(slot) = STATS.get_ptr_mut(counter.index()) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe { *slot += 1 };
-    }
+/// Where a frame is counted: the interface it came in on, and the port counters it goes to.
+#[derive(Clone, Copy)]
+pub(crate) struct Origin {
+    ifindex: u32,
+    /// `PortEntry::stats_slot` of the port it comes from or is decapsulated for; 0: none.
+    slot: u16,
 }
 
 #[xdp]
 pub fn alioth_port(ctx: XdpContext) -> u32 {
-    let (ifindex, verdict) = port_path(&ctx);
-    finish(&ctx, ifindex, verdict)
+    let (origin, verdict) = port_path(&ctx);
+    finish(&ctx, origin, verdict)
 }
 
 /// The DHCP server: the port program hands requests to it (`TAILS`), so that each is verified on
@@ -118,7 +116,7 @@ pub fn alioth_port(ctx: XdpContext) -> u32 {
 pub fn alioth_port_dhcp(ctx: XdpContext) -> u32 {
     let (ifindex, port) = port_of(&ctx);
     let Some(port) = port else {
-        return finish(&ctx, ifindex, pipeline::unknown_port());
+        return finish(&ctx, Origin { ifindex, slot: 0 }, pipeline::unknown_port());
     };
     let mut pkt = XdpPacket::new(&ctx);
     let verdict = pipeline::dhcp_server(&mut pkt, &port, &Maps);
@@ -126,14 +124,15 @@ pub fn alioth_port_dhcp(ctx: XdpContext) -> u32 {
         // The VM says its address is taken: worth a line in the agent's log, once a second.
         report(ifindex, &port, Counter::DhcpDecline);
     }
-    finish(&ctx, ifindex, verdict)
+    let slot = port.stats_slot;
+    finish(&ctx, Origin { ifindex, slot }, verdict)
 }
 
 /// The uplink program: attached to the underlay interface, decapsulates VXLAN for local ports.
 #[xdp]
 pub fn alioth_uplink(ctx: XdpContext) -> u32 {
-    let (ifindex, verdict) = uplink_path(&ctx);
-    finish(&ctx, ifindex, verdict)
+    let (origin, verdict) = uplink_path(&ctx);
+    finish(&ctx, origin, verdict)
 }
 
 /// The port program's skb path: TC ingress on the same interface, for the frames `alioth_port`
@@ -143,11 +142,11 @@ pub fn alioth_port_tc(ctx: TcContext) -> i32 {
     // SAFETY: the program's own context.
     let ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
     let Some(port) = PORTS.get(ifindex).copied().filter(PortEntry::is_programmed) else {
-        return tc::finish(&ctx, pipeline::unknown_port());
+        return tc::finish(&ctx, pipeline::unknown_port(), 0);
     };
     let mut pkt = tc::packet(&ctx);
     let verdict = pipeline::port_ingress_skb(&mut pkt, &port, &Maps);
-    tc::finish(&ctx, verdict)
+    tc::finish(&ctx, verdict, port.stats_slot)
 }
 
 /// The uplink program's skb path: decapsulation of what `alioth_uplink` passed to it.
@@ -155,7 +154,16 @@ pub fn alioth_port_tc(ctx: TcContext) -> i32 {
 pub fn alioth_uplink_tc(ctx: TcContext) -> i32 {
     let mut pkt = tc::packet(&ctx);
     let verdict = pipeline::uplink_ingress_skb(&mut pkt, &Maps);
-    tc::finish(&ctx, verdict)
+    tc::finish(&ctx, verdict, slot_of_target(&verdict))
+}
+
+/// The counters' slot of the port a decapsulated frame goes to (0 for anything else).
+#[inline(always)]
+fn slot_of_target(verdict: &Verdict) -> u16 {
+    if verdict.action != Action::Decap {
+        return 0;
+    }
+    PORTS.get(verdict.ifindex).map_or(0, |p| p.stats_slot)
 }
 
 /// The frame's ingress interface, and its port if it is a programmed one.
@@ -167,14 +175,16 @@ fn port_of(ctx: &XdpContext) -> (u32, Option<PortEntry>) {
 }
 
 #[inline(always)]
-fn port_path(ctx: &XdpContext) -> (u32, Verdict) {
+fn port_path(ctx: &XdpContext) -> (Origin, Verdict) {
     let (ifindex, port) = port_of(ctx);
     let Some(port) = port else {
-        return (ifindex, pipeline::unknown_port());
+        return (Origin { ifindex, slot: 0 }, pipeline::unknown_port());
     };
     let mut pkt = XdpPacket::new(ctx);
+    let slot = port.stats_slot;
     // DHCP is left to `alioth_port_dhcp`.
-    (ifindex, pipeline::port_ingress_with::<_, _, false>(&mut pkt, &port, &Maps))
+    let verdict = pipeline::port_ingress_with::<_, _, false>(&mut pkt, &port, &Maps);
+    (Origin { ifindex, slot }, verdict)
 }
 
 /// Reports `counter` on port `ifindex` to the agent, unless the port's gate holds it back.
@@ -186,7 +196,7 @@ fn report(ifindex: u32, port: &PortEntry, counter: Counter) {
     let passed = gate.pass(unsafe { bpf_ktime_get_ns() });
     let _ = EVENT_GATES.insert(&ifindex, &gate, 0);
     let Some(suppressed) = passed else {
-        count(Counter::EventSuppressed);
+        count(Counter::EventSuppressed, port.stats_slot);
         return;
     };
     let event = Event {
@@ -201,15 +211,18 @@ fn report(ifindex: u32, port: &PortEntry, counter: Counter) {
 }
 
 #[inline(always)]
-fn uplink_path(ctx: &XdpContext) -> (u32, Verdict) {
+fn uplink_path(ctx: &XdpContext) -> (Origin, Verdict) {
+    // SAFETY: the program's own context.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let mut pkt = XdpPacket::new(ctx);
-    (ifindex, pipeline::uplink_ingress(&mut pkt, &Maps))
+    let verdict = pipeline::uplink_ingress(&mut pkt, &Maps);
+    let slot = slot_of_target(&verdict);
+    (Origin { ifindex, slot }, verdict)
 }
 
 /// Carries out a verdict: counts it, and does the head adjustment and redirect it asks for.
 #[inline(always)]
-fn finish(ctx: &XdpContext, ifindex: u32, verdict: Verdict) -> u32 {
+fn finish(ctx: &XdpContext, origin: Origin, verdict: Verdict) -> u32 {
     let action = match verdict.action {
         Action::Pass => xdp_action::XDP_PASS,
         Action::Tx => xdp_action::XDP_TX,
@@ -236,10 +249,10 @@ fn finish(ctx: &XdpContext, ifindex: u32, verdict: Verdict) -> u32 {
         (_, xdp_action::XDP_DROP) if verdict.action != Action::Drop => Counter::DropRedirectFailed,
         (c, _) => c,
     };
-    count(counter);
+    count(counter, origin.slot);
     if action == xdp_action::XDP_DROP {
         // Off unless the agent runs with --bpf-log-level debug: then one record per dropped frame.
-        debug!(ctx, "ifindex {}: dropped, counter {}", ifindex, counter.index());
+        debug!(ctx, "ifindex {}: dropped, counter {}", origin.ifindex, counter.index());
     }
     action
 }

@@ -46,9 +46,10 @@ pub fn packet(ctx: &TcContext) -> SkbPacket {
     SkbPacket::new(ctx)
 }
 
-/// Carries out a verdict of the skb path. A pass is not counted: the XDP program counted it.
+/// Carries out a verdict of the skb path, counted on the port's counters at `slot` too. A pass is
+/// not counted: the XDP program counted it.
 #[inline(always)]
-pub fn finish(ctx: &TcContext, verdict: Verdict) -> i32 {
+pub fn finish(ctx: &TcContext, verdict: Verdict, slot: u16) -> i32 {
     let action = match verdict.action {
         Action::Pass => return TC_ACT_OK as i32,
         Action::Drop => SHOT,
@@ -71,7 +72,7 @@ pub fn finish(ctx: &TcContext, verdict: Verdict) -> i32 {
         (_, SHOT) if verdict.action != Action::Drop => Counter::DropRedirectFailed,
         (c, _) => c,
     };
-    count(counter);
+    count(counter, slot);
     action
 }
 

@@ -1,0 +1,116 @@
+//! What an operator debugs a host with: each port's own counters (`alioth stats --port`, and
+//! `/metrics` by port and VPC).
+
+use std::collections::BTreeMap;
+
+use alioth_tests::agent::Agent;
+use alioth_tests::demo::{apply, example, topology};
+use anyhow::{ensure, Context, Result};
+
+const VM1: &str = "f37810eb-7f83-45fa-a4d4-1b31e75399df";
+const VM2: &str = "2a2b0d1c-4c1e-4b4f-8a4e-9b1f2e3d4c5b";
+const VPC: &str = "9192a4d4-ffff-4ece-b3f0-8d36e3d88001";
+
+/// Counters only the host has: frames from interfaces that are no port, and the uplink's own.
+const HOST_ONLY: [&str; 3] = ["pass", "drop_unknown_port", "uplink_pass"];
+
+fn counters(agent: &Agent, port: Option<&str>) -> Result<BTreeMap<String, u64>> {
+    let mut args = vec!["stats", "--json"];
+    if let Some(p) = port {
+        args.extend(["--port", p]);
+    }
+    let out = agent.cli(&args)?;
+    ensure!(
+        out.status.success(),
+        "alioth stats: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+    json.into_iter()
+        .map(|(k, v)| Ok((k.clone(), v.as_u64().with_context(|| format!("{k}: {v}"))?)))
+        .collect()
+}
+
+/// Ping, ARP, DHCP, forwarding and a spoofed source from two VMs: every frame a port sent is on
+/// its own counters, and the ports' counters add up to the host's (read between two readings of
+/// the host's, as a VM may send a frame of its own meanwhile).
+#[test]
+fn per_port_counters_add_up_to_the_hosts() -> Result<()> {
+    let t = topology(&[])?;
+    let (code, statuses) = apply(&t.agent, &example("demo.yaml"))?;
+    ensure!(code == 0, "{statuses:?}");
+    let vm1 = &t.vm1.ns;
+    vm1.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "198.18.0.1"])?;
+    vm1.exec(&["ping", "-c", "4", "-i", "0.2", "-W", "2", "198.18.0.11"])?;
+    vm1.exec(&["arping", "-c", "2", "-w", "5", "-I", "eth0", "198.18.0.11"])?;
+    // A source address the port does not own: dropped, and counted on vm1.
+    vm1.exec(&["ip", "addr", "add", "198.18.0.77/32", "dev", "eth0"])?;
+    let _ = vm1.exec_output(&[
+        "ping",
+        "-c",
+        "2",
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+        "-I",
+        "198.18.0.77",
+        "198.18.0.11",
+    ])?;
+    t.vm2.ns.exec(&[
+        "timeout",
+        "10",
+        "udhcpc",
+        "-n",
+        "-q",
+        "-f",
+        "-i",
+        "eth0",
+        "-s",
+        "/bin/true",
+        "-t",
+        "3",
+        "-T",
+        "1",
+    ])?;
+
+    let before = counters(&t.agent, None)?;
+    let (one, two) = (counters(&t.agent, Some(VM1))?, counters(&t.agent, Some(VM2))?);
+    let after = counters(&t.agent, None)?;
+    ensure!(one["icmp_echo_reply"] == 3, "vm1: {one:?}");
+    ensure!(
+        one["forward_local"] >= 4 && two["forward_local"] >= 4,
+        "{one:?} {two:?}"
+    );
+    ensure!(one["drop_spoofed_ip"] == 2, "vm1: {one:?}");
+    ensure!(two["dhcp_ack"] == 1 && one["dhcp_ack"] == 0, "{one:?} {two:?}");
+    for (name, host) in &before {
+        let ports = one[name] + two[name];
+        if HOST_ONLY.contains(&name.as_str()) {
+            ensure!(ports == 0, "{name}: the ports have {ports}");
+            continue;
+        }
+        ensure!(
+            (*host..=after[name]).contains(&ports),
+            "{name}: the ports have {ports}, the host {host}..{}",
+            after[name]
+        );
+    }
+
+    // /metrics has the same, labelled by port and VPC.
+    let metrics = t.host.exec(&[
+        "/usr/bin/python3",
+        "-c",
+        "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9464/metrics').read().decode())",
+    ])?;
+    let series = format!("alioth_port_packets_total{{port=\"{VM1}\",vpc=\"{VPC}\",action=\"icmp_echo_reply\"}} 3");
+    ensure!(metrics.contains(&series), "no {series} in\n{metrics}");
+    let series = format!("alioth_port_drops_total{{port=\"{VM1}\",vpc=\"{VPC}\",reason=\"spoofed_ip\"}} 2");
+    ensure!(metrics.contains(&series), "no {series} in\n{metrics}");
+
+    // A port that is not in the record, or not here, is an error that says so.
+    let out = t.agent.cli(&["stats", "--port", "no-such-port"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success() && err.contains("no port no-such-port"), "{err}");
+    Ok(())
+}
