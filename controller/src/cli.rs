@@ -1,11 +1,13 @@
 //! Client subcommands: `apply` (gRPC), `status`, `ports`, `stats` (the pinned maps), `state` (the
-//! record), `health`, `trace` (a synthetic frame through the live data plane).
+//! record), `health`, `trace` (a synthetic frame through the live data plane), `monitor` (drop
+//! events as they happen).
 
 mod apply;
 mod client;
 mod file;
 mod health;
 mod inspect;
+mod monitor;
 mod state;
 mod trace;
 
@@ -14,5 +16,6 @@ pub use client::{connect, ClientTls};
 pub use file::{parse_goal_state_file, read_goal_state, GoalStateFile};
 pub use health::{health, HealthArgs};
 pub use inspect::{ports, read_stats, stats, status, InspectArgs, StatsArgs};
+pub use monitor::{monitor, MonitorArgs};
 pub use state::{state, StateArgs};
 pub use trace::{trace, TraceArgs, EXIT_DISAGREE};

@@ -37,7 +37,7 @@ pub use port_stats::sum_port_counters;
 pub use record::recorded_sequence;
 
 /// Names of the maps the agent pins (and `status`/`stats` read).
-pub const PINNED_MAPS: [&str; 10] = [
+pub const PINNED_MAPS: [&str; 12] = [
     maps::PORTS,
     maps::ENDPOINTS,
     maps::STATS,
@@ -48,6 +48,8 @@ pub const PINNED_MAPS: [&str; 10] = [
     maps::DHCP,
     maps::RECORD,
     maps::TAILS,
+    alioth_common::monitor::MONITOR,
+    alioth_common::monitor::MONITOR_EVENTS,
 ];
 
 /// Level of the XDP program's own log records (aya-log), fixed when the object is loaded.

@@ -53,6 +53,9 @@ enum Command {
     /// pinned maps, with counters of its own) and through the same pipeline on the host, which
     /// lists every lookup; exit 2 when they disagree.
     Trace(cli::TraceArgs),
+    /// Stream the data plane's drop events (and, with --sample, one forwarded frame in N) as they
+    /// happen: reason, port, MACs, addresses, protocol and ports.
+    Monitor(cli::MonitorArgs),
     /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff): `alioth man | man -l -`.
@@ -124,7 +127,12 @@ fn run(cli: Cli) -> Result<i32> {
     // do, instead of panicking on EPIPE (Rust ignores SIGPIPE). Not for commands with sockets.
     if matches!(
         cli.command,
-        Command::State(_) | Command::Ports(_) | Command::Stats(_) | Command::Completions { .. } | Command::Man
+        Command::State(_)
+            | Command::Ports(_)
+            | Command::Stats(_)
+            | Command::Monitor(_)
+            | Command::Completions { .. }
+            | Command::Man
     ) {
         // SAFETY: restores the default disposition of one signal, before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
@@ -137,6 +145,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Ports(args) => cli::ports(args).map(|()| 0),
         Command::Health(args) => rt.block_on(cli::health(args)),
         Command::Stats(args) => cli::stats(args).map(|()| 0),
+        Command::Monitor(args) => rt.block_on(cli::monitor(args)).map(|()| 0),
         Command::State(args) => cli::state(args).map(|()| 0),
         Command::Trace(args) => cli::trace(args),
         Command::Completions { shell } => {

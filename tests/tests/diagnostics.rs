@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use alioth_tests::agent::Agent;
-use alioth_tests::demo::{apply, example, topology};
+use alioth_tests::demo::{apply, example, topology, VM1_TAP};
 use anyhow::{ensure, Context, Result};
 
 const VM1: &str = "f37810eb-7f83-45fa-a4d4-1b31e75399df";
@@ -113,4 +113,83 @@ fn per_port_counters_add_up_to_the_hosts() -> Result<()> {
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(!out.status.success() && err.contains("no port no-such-port"), "{err}");
     Ok(())
+}
+
+/// `alioth monitor --port` while VM 1 pings from an address it does not own: the drop's reason,
+/// port, MACs, addresses and protocol. One monitor at a time; `--sample` adds forwarded frames.
+#[test]
+fn monitor_shows_a_spoofed_frames_drop_with_its_reason_and_addresses() -> Result<()> {
+    let t = topology(&[])?;
+    let (code, statuses) = apply(&t.agent, &example("demo.yaml"))?;
+    ensure!(code == 0, "{statuses:?}");
+    let vm1 = &t.vm1.ns;
+    // No IPv6 chatter (dropped as unsupported) before the frames this test looks for.
+    for vm in [vm1, &t.vm2.ns] {
+        vm.exec(&["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])?;
+    }
+    // VM 2's MAC resolved from the port's own address first, so the spoofed frames are ICMP.
+    vm1.exec(&["ping", "-c", "1", "-W", "2", "198.18.0.11"])?;
+    vm1.exec(&["ip", "addr", "add", "198.18.0.77/32", "dev", "eth0"])?;
+    let spoof = || vm1.exec_output(&["ping", "-c", "1", "-W", "1", "-I", "198.18.0.77", "198.18.0.11"]);
+    let event = while_running(&t.agent, &["--port", VM1, "--drops"], spoof)?;
+    for (field, want) in [
+        ("kind", "drop"),
+        ("reason", "spoofed_ip"),
+        ("port", VM1),
+        ("iface", VM1_TAP),
+        ("src_mac", "02:00:c6:12:00:0a"),
+        ("dst_mac", "02:00:c6:12:00:0b"),
+        ("src_ip", "198.18.0.77"),
+        ("dst_ip", "198.18.0.11"),
+        ("protocol", "ICMP"),
+    ] {
+        ensure!(event[field] == want, "{field} is not {want}: {event}");
+    }
+
+    // Forwarded frames, sampled: VM 1's pings of VM 2 switched to its tap.
+    let ping = || vm1.exec_output(&["ping", "-c", "1", "-W", "1", "198.18.0.11"]);
+    let event = while_running(&t.agent, &["--port", VM1, "--sample", "1"], ping)?;
+    ensure!(
+        event["kind"] == "forwarded" && event["counter"] == "forward_local" && event["dst_ip"] != "",
+        "{event}"
+    );
+
+    // A second monitor beside a first is refused, and says why.
+    std::thread::scope(|s| -> Result<()> {
+        let first = s.spawn(|| t.agent.cli(&["monitor", "--seconds", "3"]));
+        std::thread::sleep(std::time::Duration::from_millis(1000));
+        let second = t.agent.cli(&["monitor", "--seconds", "1"])?;
+        let err = String::from_utf8_lossy(&second.stderr);
+        ensure!(
+            !second.status.success() && err.contains("another alioth monitor"),
+            "{err}"
+        );
+        let first = first.join().expect("first monitor")?;
+        ensure!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+        Ok(())
+    })
+}
+
+/// Runs `alioth monitor --json --count 1` with `args`, doing `traffic` until it ends: its event.
+fn while_running(
+    agent: &Agent,
+    args: &[&str],
+    traffic: impl Fn() -> Result<std::process::Output>,
+) -> Result<serde_json::Value> {
+    let mut full = vec!["monitor", "--json", "--count", "1", "--seconds", "20"];
+    full.extend_from_slice(args);
+    let out = std::thread::scope(|s| -> Result<std::process::Output> {
+        let monitor = s.spawn(|| agent.cli(&full));
+        while !monitor.is_finished() {
+            traffic()?;
+        }
+        monitor.join().expect("monitor thread")
+    })?;
+    ensure!(
+        out.status.success(),
+        "monitor: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().next().context("no event within 20 s")?).context("an event in JSON")
 }

@@ -108,6 +108,23 @@ fn read_port_stats(args: &InspectArgs, id: &str) -> Result<Vec<(Counter, u64)>> 
     ))
 }
 
+/// Which port and VPC each interface is (interface -> (port id, VPC id)), from the agent's record
+/// when it can be read here.
+pub(super) fn port_owners(state_dir: &Path) -> std::collections::HashMap<String, (String, String)> {
+    state_dir
+        .exists()
+        .then(|| crate::store::Store::read(state_dir).ok())
+        .flatten()
+        .map(|state| {
+            state
+                .ports()
+                .values()
+                .map(|p| (p.iface.to_string(), (p.id.to_string(), p.vpc_id.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Programmed ports among this network namespace's interfaces.
 fn read_ports(pin_dir: &Path) -> Result<Vec<(u32, PortEntry)>> {
     let map = pinned_array::<PortEntry>(pin_dir, maps::PORTS)?;
@@ -125,20 +142,7 @@ fn read_ports(pin_dir: &Path) -> Result<Vec<(u32, PortEntry)>> {
 
 pub fn ports(args: InspectArgs) -> Result<()> {
     let ports = read_ports(&args.pin_dir)?;
-    // Which port and VPC each interface is, from the agent's record (when it can be read here).
-    let owners: std::collections::HashMap<String, (String, String)> = args
-        .state_dir
-        .exists()
-        .then(|| crate::store::Store::read(&args.state_dir).ok())
-        .flatten()
-        .map(|state| {
-            state
-                .ports()
-                .values()
-                .map(|p| (p.iface.to_string(), (p.id.to_string(), p.vpc_id.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
+    let owners = port_owners(&args.state_dir);
     let rows: Vec<serde_json::Value> = ports
         .iter()
         .map(|(i, p)| {

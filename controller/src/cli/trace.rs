@@ -221,11 +221,15 @@ struct KernelRun {
 fn run_in_kernel(pin_dir: &Path, ifindex: u32, frame: &[u8]) -> Result<KernelRun> {
     let mut loader = EbpfLoader::new();
     loader.override_global("AYA_LOG_LEVEL", &0u8, false);
-    // Its own counters, and its own tails (which count into them).
-    for name in PINNED_MAPS
-        .iter()
-        .filter(|m| ![maps::STATS, maps::PORT_STATS, maps::TAILS].contains(*m))
-    {
+    // Its own counters, its own tails (which count into them), and no monitor.
+    let own = [
+        maps::STATS,
+        maps::PORT_STATS,
+        maps::TAILS,
+        alioth_common::monitor::MONITOR,
+        alioth_common::monitor::MONITOR_EVENTS,
+    ];
+    for name in PINNED_MAPS.iter().filter(|m| !own.contains(*m)) {
         // Only existing pins: the loader would create and pin a map that is not there, and a
         // trace must leave nothing.
         loader.map_pin_path(name, pinned_path(pin_dir, name)?);

@@ -18,6 +18,7 @@ pub mod events;
 pub mod icmp;
 pub mod ipv4;
 pub mod maps;
+pub mod monitor;
 pub mod offload;
 pub mod packet;
 pub mod pipeline;

@@ -272,4 +272,8 @@ mod pod {
     unsafe impl aya::Pod for super::DhcpEntry {}
     // SAFETY: see above.
     unsafe impl aya::Pod for crate::events::EventGate {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for crate::monitor::Config {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for crate::monitor::MonitorEvent {}
 }

@@ -10,6 +10,7 @@ mod bench;
 mod cache;
 #[cfg(feature = "lab")]
 mod lab;
+mod monitor;
 mod packet;
 mod stats;
 mod tc;
@@ -21,6 +22,7 @@ use alioth_common::maps::{
 };
 use alioth_common::pipeline::{self, Action, Destination, Tables, Verdict};
 use alioth_common::vxlan::{self, Outer};
+use alioth_common::packet::At;
 use alioth_common::{Counter, Packet};
 use aya_ebpf::bindings::xdp_action;
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_head};
@@ -30,7 +32,8 @@ use aya_ebpf::programs::{TcContext, XdpContext};
 use aya_log_ebpf::debug;
 
 use packet::XdpPacket;
-pub(crate) use stats::count;
+use monitor::Fate;
+pub(crate) use stats::{count, count_index};
 
 #[map]
 static PORTS: Array<PortEntry> = Array::with_max_entries(MAX_IFINDEX, 0);
@@ -249,11 +252,24 @@ fn finish(ctx: &XdpContext, origin: Origin, verdict: Verdict) -> u32 {
         (_, xdp_action::XDP_DROP) if verdict.action != Action::Drop => Counter::DropRedirectFailed,
         (c, _) => c,
     };
-    count(counter, origin.slot);
-    if action == xdp_action::XDP_DROP {
+    // From here on, one state for the verifier whatever the counter (see `stats::opaque`).
+    let index = stats::opaque(counter.index());
+    count_index(index, origin.slot);
+    let fate = match action {
+        xdp_action::XDP_DROP => Fate::Dropped,
+        xdp_action::XDP_REDIRECT => Fate::Forwarded,
+        _ => Fate::Other,
+    };
+    if fate == Fate::Dropped {
         // Off unless the agent runs with --bpf-log-level debug: then one record per dropped frame.
-        debug!(ctx, "ifindex {}: dropped, counter {}", origin.ifindex, counter.index());
+        debug!(ctx, "ifindex {}: dropped, counter {}", origin.ifindex, index);
     }
+    // An encapsulated frame is shown by its inner headers.
+    let inner = match (fate, verdict.action) {
+        (Fate::Forwarded, Action::Encap) => vxlan::OUTER_LEN,
+        _ => 0,
+    };
+    monitor::watch(&At::new(&mut XdpPacket::new(ctx), inner), origin.ifindex, index, fate);
     action
 }
 

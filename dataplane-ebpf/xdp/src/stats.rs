@@ -20,7 +20,7 @@ static SCRATCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 /// `index`, through memory the verifier does not follow: the paths that reach `count` with
 /// different counters then become one state after it instead of each being walked to the end.
 #[inline(always)]
-fn opaque(index: u32) -> u32 {
+pub fn opaque(index: u32) -> u32 {
     match SCRATCH.get_ptr_mut(0) {
         // SAFETY: per-CPU word, no concurrent writer on this CPU.
         Some(p) => unsafe {
@@ -34,7 +34,13 @@ fn opaque(index: u32) -> u32 {
 /// Counts a frame on the host and, when `slot` is not 0, on the port whose counters are there.
 #[inline(always)]
 pub fn count(counter: Counter, slot: u16) {
-    let index = opaque(counter.index()) & (COUNTER_SLOTS - 1);
+    count_index(opaque(counter.index()), slot)
+}
+
+/// `count` by the counter's index (from `opaque`).
+#[inline(always)]
+pub fn count_index(index: u32, slot: u16) {
+    let index = index & (COUNTER_SLOTS - 1);
     if let Some(c) = STATS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *c += 1 };

@@ -7,18 +7,21 @@
 use alioth_common::eth::ETH_HLEN;
 use alioth_common::pipeline::{Action, Verdict};
 use alioth_common::vxlan::{self, Outer};
+use alioth_common::packet::At;
 use alioth_common::{Counter, Packet};
 use aya_ebpf::bindings::{
     bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
-    BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_OK, TC_ACT_SHOT,
+    BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_OK, TC_ACT_REDIRECT as REDIRECTED, TC_ACT_SHOT,
 };
 use aya_ebpf::helpers::bpf_redirect;
 use aya_ebpf::programs::TcContext;
 
-use crate::count;
+use crate::monitor::{self, Fate};
+use crate::{count_index};
 use crate::packet::SkbPacket;
 
 const SHOT: i32 = TC_ACT_SHOT as i32;
+const TC_ACT_REDIRECT: i32 = REDIRECTED as i32;
 
 /// Headers the pipeline reads, outer and inner: made directly accessible before it runs.
 const HEADERS: u32 = (vxlan::OUTER_LEN + ETH_HLEN + 60 + 60) as u32;
@@ -72,7 +75,20 @@ pub fn finish(ctx: &TcContext, verdict: Verdict, slot: u16) -> i32 {
         (_, SHOT) if verdict.action != Action::Drop => Counter::DropRedirectFailed,
         (c, _) => c,
     };
-    count(counter, slot);
+    let index = crate::stats::opaque(counter.index());
+    count_index(index, slot);
+    let fate = match action {
+        SHOT => Fate::Dropped,
+        TC_ACT_REDIRECT => Fate::Forwarded,
+        _ => Fate::Other,
+    };
+    let inner = match (fate, verdict.action) {
+        (Fate::Forwarded, Action::Encap) => vxlan::OUTER_LEN,
+        _ => 0,
+    };
+    // SAFETY: the program's own context.
+    let ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    monitor::watch(&At::new(&mut SkbPacket::new(ctx), inner), ifindex, index, fate);
     action
 }
 
