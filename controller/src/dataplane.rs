@@ -23,6 +23,7 @@ pub mod bpffs;
 mod endpoints;
 #[cfg(feature = "lab")]
 mod lab;
+pub mod monitor;
 pub mod object;
 mod pins;
 mod port_stats;

@@ -7,13 +7,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use alioth_common::maps::PortEntry;
-use alioth_common::monitor::{self, Config, MonitorEvent, DROPS, FORWARDED, KIND_DROP};
+use alioth_common::monitor::{self, Config, MonitorEvent, Watch, DROPS, FORWARDED, KIND_DROP};
 use alioth_common::{maps, Counter};
 use anyhow::{bail, Context, Result};
-use aya::maps::{Array, Map, MapData, RingBuf};
+use aya::maps::{Map, MapData, PerCpuArray, RingBuf};
 use serde_json::json;
 
 use super::inspect::{open_map, pinned_array, port_owners, InspectArgs};
+use crate::dataplane::monitor::{config, set_config};
 use crate::goalstate::model::format_mac;
 use crate::net::interfaces::ifname;
 
@@ -54,10 +55,11 @@ pub async fn monitor(args: MonitorArgs) -> Result<()> {
         .as_deref()
         .map(|id| port_filter(&args.inspect, id))
         .transpose()?;
-    let mut config: Array<MapData, Config> = pinned_array(pin_dir, monitor::MONITOR)?;
+    let mut switch: PerCpuArray<MapData, Watch> =
+        PerCpuArray::try_from(Map::PerCpuArray(open_map(pin_dir, monitor::MONITOR)?))?;
     let mut ring = RingBuf::try_from(Map::RingBuf(open_map(pin_dir, monitor::MONITOR_EVENTS)?))?;
     let me = std::process::id();
-    let current = config.get(&0, 0)?;
+    let current = config(&switch)?;
     if current.owner != 0 && current.owner != me && Path::new(&format!("/proc/{}", current.owner)).exists() {
         bail!(
             "another alioth monitor (pid {}) is listening: one at a time",
@@ -74,12 +76,12 @@ pub async fn monitor(args: MonitorArgs) -> Result<()> {
         per_second: args.rate,
         owner: me,
     };
-    config.set(0, wanted, 0).context("switch the events on")?;
+    set_config(&mut switch, wanted).context("switch the events on")?;
     eprintln!("listening (Ctrl-C to stop)");
     let result = listen(&args, &mut ring, filter.as_ref()).await;
     // Off again, unless another monitor took over meanwhile.
-    if config.get(&0, 0).is_ok_and(|c| c.owner == me) {
-        config.set(0, Config::default(), 0).context("switch the events off")?;
+    if config(&switch).is_ok_and(|c| c.owner == me) {
+        set_config(&mut switch, Config::default()).context("switch the events off")?;
     }
     result
 }

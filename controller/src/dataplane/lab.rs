@@ -34,3 +34,23 @@ fn pin_link(prog: &mut Xdp, id: XdpLinkId, pin: &Path) -> Result<FdLink> {
         .with_context(|| format!("pin the link at {}", pin.display()))?;
     Ok(pinned.into())
 }
+
+impl super::Dataplane {
+    /// Sets what the programs report to a monitor (the benchmarks measure what it costs).
+    pub fn set_monitor(&mut self, config: alioth_common::monitor::Config) -> Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(alioth_common::monitor::MONITOR)
+            .context("no MONITOR map")?;
+        super::monitor::set_config(&mut aya::maps::PerCpuArray::try_from(map)?, config)
+    }
+
+    /// The monitor's ring, taken once (a benchmark drains it as `alioth monitor` would).
+    pub fn take_monitor_events(&mut self) -> Result<aya::maps::RingBuf<aya::maps::MapData>> {
+        let map = self
+            .ebpf
+            .take_map(alioth_common::monitor::MONITOR_EVENTS)
+            .context("no MONITOR_EVENTS map")?;
+        Ok(aya::maps::RingBuf::try_from(map)?)
+    }
+}

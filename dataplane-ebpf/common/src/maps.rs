@@ -273,7 +273,5 @@ mod pod {
     // SAFETY: see above.
     unsafe impl aya::Pod for crate::events::EventGate {}
     // SAFETY: see above.
-    unsafe impl aya::Pod for crate::monitor::Config {}
-    // SAFETY: see above.
-    unsafe impl aya::Pod for crate::monitor::MonitorEvent {}
+    unsafe impl aya::Pod for crate::monitor::Watch {}
 }

@@ -8,14 +8,13 @@ use crate::ipv4::{IPV4_MIN_HLEN, PROTO_UDP};
 use crate::offload::PROTO_TCP;
 use crate::packet::Packet;
 
-/// Pinned one-slot array of the `Config` a monitor sets (all zero: nobody listens).
+/// Pinned per-CPU one-slot array of `Watch`: what a monitor asks for (the same on every CPU; all
+/// zero: nobody listens) beside that CPU's rate gate, so that one lookup finds both.
 pub const MONITOR: &str = "MONITOR";
 /// Pinned ring buffer of `MonitorEvent`s.
 pub const MONITOR_EVENTS: &str = "MONITOR_EVENTS";
 /// Size of `MONITOR_EVENTS` in bytes (a power of two pages): room for 4,096 events.
 pub const MONITOR_EVENTS_BYTES: u32 = 1 << 18;
-/// Per-CPU array of one `Gate`.
-pub const MONITOR_GATE: &str = "MONITOR_GATE";
 
 /// `Config::flags`: an event per dropped frame.
 pub const DROPS: u32 = 1;
@@ -40,6 +39,14 @@ pub struct Config {
     pub owner: u32,
 }
 
+/// A CPU's value of `MONITOR`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Watch {
+    pub config: Config,
+    pub gate: Gate,
+}
+
 /// The per-CPU rate limit: a one-second window and what it let through.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -54,14 +61,22 @@ pub struct Gate {
 }
 
 const SECOND_NS: u64 = 1_000_000_000;
+/// See `Gate::pass`.
+pub const CLOCK_EVERY: u32 = 64;
 
 impl Gate {
-    /// Whether an event at `now_ns` passes under `per_second`: `Some(events held back before it)`,
-    /// or `None` (and it is counted as held back).
+    /// Whether an event passes under `per_second`: `Some(events held back before it)`, or `None`
+    /// (and it is counted as held back). Once a window's events are spent, the clock is read only
+    /// for one held-back event in `CLOCK_EVERY`: a flood then costs a counter, not a clock read.
     #[inline(always)]
-    pub fn pass(&mut self, now_ns: u64, per_second: u32) -> Option<u32> {
-        if now_ns.wrapping_sub(self.window_ns) >= SECOND_NS {
-            (self.window_ns, self.passed) = (now_ns, 0);
+    pub fn pass(&mut self, per_second: u32, now_ns: impl FnOnce() -> u64) -> Option<u32> {
+        if self.passed >= per_second && !self.held.wrapping_add(1).is_multiple_of(CLOCK_EVERY) {
+            self.held = self.held.saturating_add(1);
+            return None;
+        }
+        let now = now_ns();
+        if now.wrapping_sub(self.window_ns) >= SECOND_NS {
+            (self.window_ns, self.passed) = (now, 0);
         }
         if self.passed >= per_second {
             self.held = self.held.saturating_add(1);
@@ -162,13 +177,35 @@ mod tests {
         let mut gate = Gate::default();
         let t0 = 5 * SECOND_NS;
         for i in 0..3 {
-            assert_eq!(gate.pass(t0 + i, 3), Some(0));
+            assert_eq!(gate.pass(3, || t0 + i), Some(0));
         }
         for i in 0..10 {
-            assert_eq!(gate.pass(t0 + 10 + i, 3), None);
+            assert_eq!(gate.pass(3, || t0 + 10 + i), None);
         }
-        assert_eq!(gate.pass(t0 + SECOND_NS, 3), Some(10), "the next window reports them");
-        assert_eq!(gate.pass(t0 + SECOND_NS + 1, 3), Some(0));
+        // The clock is read again within `CLOCK_EVERY` held-back events.
+        let held = (0..CLOCK_EVERY)
+            .find_map(|_| gate.pass(3, || t0 + SECOND_NS))
+            .expect("the next window lets one through");
+        assert!(
+            (10..10 + CLOCK_EVERY).contains(&held),
+            "it reports the {held} held back"
+        );
+        assert_eq!(gate.pass(3, || t0 + SECOND_NS + 1), Some(0));
+    }
+
+    #[test]
+    fn a_held_back_flood_reads_the_clock_once_in_clock_every() {
+        let mut gate = Gate::default();
+        let reads = core::cell::Cell::new(0u32);
+        let clock = || {
+            reads.set(reads.get() + 1);
+            SECOND_NS
+        };
+        let _ = gate.pass(1, clock);
+        for _ in 0..CLOCK_EVERY * 10 {
+            assert_eq!(gate.pass(1, clock), None);
+        }
+        assert!(reads.get() <= 11, "{} clock reads", reads.get());
     }
 
     #[test]
