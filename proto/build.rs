@@ -14,6 +14,7 @@ const FILES: &[&str] = &[
     "goalstate.proto",
     "goalstateprovisioner.proto",
     "subscribeinfoprovisioner.proto",
+    "diagnostics.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -39,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Every field in what is printed (`alioth apply --json`), defaults included: a SUCCESS
         // status is the enum's zero value, which proto3 JSON would leave out.
         .emit_fields()
-        .build(&[".alcor.schema"])?;
+        .build(&[".alcor.schema", ".alioth.v1"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -21,6 +21,7 @@ pub mod attach;
 pub mod batch;
 pub mod bpffs;
 mod endpoints;
+pub mod frames;
 #[cfg(feature = "lab")]
 mod lab;
 pub mod monitor;

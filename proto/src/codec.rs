@@ -159,6 +159,10 @@ impl Presize for schema::GoalStateV2 {}
 impl Presize for schema::NodeSubscribeInfo {}
 impl Presize for schema::SubscribeOperationReply {}
 
+/// Diagnostics: a request has no repeated field, a reply at most 100 probes.
+impl Presize for crate::alioth::v1::EchoRequest {}
+impl Presize for crate::alioth::v1::EchoReply {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

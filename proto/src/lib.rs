@@ -1,5 +1,6 @@
 //! `alcor.schema`: Alcor's goal-state messages and the `GoalStateProvisioner` gRPC service, generated
-//! from our own wire-compatible `.proto` files, with serde in the proto3 JSON mapping.
+//! from our own wire-compatible `.proto` files, with serde in the proto3 JSON mapping; and
+//! `alioth.v1`, alioth's own `Diagnostics` service.
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod alcor {
@@ -10,6 +11,15 @@ pub mod alcor {
 }
 
 pub use alcor::schema;
+
+/// `alioth.v1`: alioth's own services (`Diagnostics`), beside Alcor's.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod alioth {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/alioth.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/alioth.v1.serde.rs"));
+    }
+}
 
 /// Encoded `FileDescriptorSet` of every file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/alcor_descriptor.bin"));

@@ -99,13 +99,16 @@ pub enum Counter {
     /// An event (a DHCPDECLINE) not reported to the agent: its port had one reported within
     /// `events::EVENT_INTERVAL_NS`. The frame itself is counted as usual.
     EventSuppressed,
+    /// A reply to the agent's echo probe (`alioth echo`) on its way to the probing port: handed to
+    /// the agent instead, so the VM never sees it.
+    EchoProbeReply,
 }
 
 /// Number of counter slots (size of the `STATS` map).
 pub const COUNTER_SLOTS: u32 = 64;
 
 impl Counter {
-    pub const ALL: [Counter; 45] = [
+    pub const ALL: [Counter; 46] = [
         Counter::Pass,
         Counter::ArpReply,
         Counter::IcmpEchoReply,
@@ -151,6 +154,7 @@ impl Counter {
         Counter::DropDhcpNoRoom,
         Counter::SkbPath,
         Counter::EventSuppressed,
+        Counter::EchoProbeReply,
     ];
 
     /// Stable name used by `alioth stats` and metrics.
@@ -200,6 +204,7 @@ impl Counter {
             Counter::DropDhcpUnsupported => "drop_dhcp_unsupported",
             Counter::DropDhcpNoRoom => "drop_dhcp_no_room",
             Counter::SkbPath => "skb_path",
+            Counter::EchoProbeReply => "echo_probe_reply",
             Counter::EventSuppressed => "event_suppressed",
         }
     }

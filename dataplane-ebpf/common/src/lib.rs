@@ -22,6 +22,7 @@ pub mod monitor;
 pub mod offload;
 pub mod packet;
 pub mod pipeline;
+pub mod probe;
 pub mod vxlan;
 
 pub use counters::Counter;

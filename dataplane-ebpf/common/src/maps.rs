@@ -274,4 +274,6 @@ mod pod {
     unsafe impl aya::Pod for crate::events::EventGate {}
     // SAFETY: see above.
     unsafe impl aya::Pod for crate::monitor::Watch {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for crate::probe::ProbeReply {}
 }

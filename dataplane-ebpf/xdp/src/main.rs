@@ -12,6 +12,7 @@ mod cache;
 mod lab;
 mod monitor;
 mod packet;
+mod probe;
 mod stats;
 mod tc;
 
@@ -110,7 +111,7 @@ pub(crate) struct Origin {
 #[xdp]
 pub fn alioth_port(ctx: XdpContext) -> u32 {
     let (origin, verdict) = port_path(&ctx);
-    finish(&ctx, origin, verdict)
+    finish_or_take_probe(&ctx, origin, verdict)
 }
 
 /// The DHCP server: the port program hands requests to it (`TAILS`), so that each is verified on
@@ -135,7 +136,7 @@ pub fn alioth_port_dhcp(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn alioth_uplink(ctx: XdpContext) -> u32 {
     let (origin, verdict) = uplink_path(&ctx);
-    finish(&ctx, origin, verdict)
+    finish_or_take_probe(&ctx, origin, verdict)
 }
 
 /// The port program's skb path: TC ingress on the same interface, for the frames `alioth_port`
@@ -221,6 +222,16 @@ fn uplink_path(ctx: &XdpContext) -> (Origin, Verdict) {
     let verdict = pipeline::uplink_ingress(&mut pkt, &Maps);
     let slot = slot_of_target(&verdict);
     (Origin { ifindex, slot }, verdict)
+}
+
+/// `finish`, unless the frame is a reply to the agent's probe: then it goes to the agent.
+#[inline(always)]
+fn finish_or_take_probe(ctx: &XdpContext, origin: Origin, verdict: Verdict) -> u32 {
+    if probe::taken(ctx, origin.ifindex, &verdict) {
+        count(Counter::EchoProbeReply, origin.slot);
+        return xdp_action::XDP_DROP;
+    }
+    finish(ctx, origin, verdict)
 }
 
 /// Carries out a verdict: counts it, and does the head adjustment and redirect it asks for.
