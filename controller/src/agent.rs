@@ -492,7 +492,8 @@ impl ServeLimits {
     }
 }
 
-/// Serves the goal-state service, gRPC health and server reflection on `incoming` until `shutdown`.
+/// Serves the goal-state service, diagnostics, gRPC health and server reflection on `incoming`
+/// until `shutdown`.
 pub async fn serve<I, IO, IE>(
     controller: Arc<Mutex<Controller>>,
     host_ips: Vec<std::net::IpAddr>,
@@ -510,6 +511,7 @@ where
     let max = limits.max_message_bytes;
     let bytes = ByteGate::new(limits.bytes_in_flight, max as u64, stats.clone());
     let incoming = admit(incoming, limits.connections, stats);
+    let diagnostics = crate::api::diagnostics::service(controller.clone()).await?;
     let provisioner = Provisioning::new(Provisioner::new(controller, host_ips), max, bytes);
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<GoalStateProvisionerServer<Provisioner>>().await;
@@ -531,6 +533,7 @@ where
         .initial_stream_window_size(Some(H2_WINDOW))
         .initial_connection_window_size(Some(2 * H2_WINDOW))
         .add_service(provisioner)
+        .add_service(diagnostics)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)

@@ -20,7 +20,9 @@ use crate::goalstate::validate::{self, Naming, Outcome};
 use crate::net::interfaces::interfaces;
 use crate::store::Store;
 
+mod echo;
 mod follow;
+pub use echo::{Launch, ProbeError};
 pub mod metrics;
 pub mod overlay;
 mod restore;

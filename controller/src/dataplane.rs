@@ -29,6 +29,7 @@ pub mod object;
 mod pins;
 mod port_stats;
 mod ports;
+pub mod probe;
 mod record;
 pub mod test_run;
 
@@ -113,6 +114,8 @@ pub struct Dataplane {
     object_marked: bool,
     /// Whether the maps taken over hold what the record does (`adopt_recorded`).
     matches_record: bool,
+    /// The identifier of this agent's echo probes (`probe`).
+    probe_marker: u16,
     /// Keys and values of the last batch write, kept for the next: a large message then writes
     /// from memory already in place instead of fresh pages.
     batch: (Vec<EndpointKey>, Vec<Endpoint>),
@@ -305,7 +308,9 @@ impl Dataplane {
             object_marked: false,
             matches_record: false,
             batch: Default::default(),
+            probe_marker: 0,
         };
+        dp.mark_probes()?;
         dp.changed()?;
         Ok((dp, logger))
     }

@@ -56,6 +56,10 @@ enum Command {
     /// Stream the data plane's drop events (and, with --sample, one forwarded frame in N) as they
     /// happen: reason, port, MACs, addresses, protocol and ports.
     Monitor(cli::MonitorArgs),
+    /// Ask the agent to probe an address from a port: ICMP echo requests through the port's own
+    /// program and maps (and the overlay); prints each round trip or where the path broke. Exit 0
+    /// when every probe was answered, 1 otherwise.
+    Echo(cli::EchoArgs),
     /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff): `alioth man | man -l -`.
@@ -118,7 +122,12 @@ fn run(cli: Cli) -> Result<i32> {
     // Commands that use pins, before the runtime starts threads (see `bpffs`).
     let pinless = matches!(
         cli.command,
-        Command::Apply(_) | Command::Health(_) | Command::State(_) | Command::Completions { .. } | Command::Man
+        Command::Apply(_)
+            | Command::Echo(_)
+            | Command::Health(_)
+            | Command::State(_)
+            | Command::Completions { .. }
+            | Command::Man
     );
     if !pinless {
         alioth::dataplane::bpffs::leave_private_mount_namespace()?;
@@ -146,6 +155,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Health(args) => rt.block_on(cli::health(args)),
         Command::Stats(args) => cli::stats(args).map(|()| 0),
         Command::Monitor(args) => rt.block_on(cli::monitor(args)).map(|()| 0),
+        Command::Echo(args) => rt.block_on(cli::echo(args)),
         Command::State(args) => cli::state(args).map(|()| 0),
         Command::Trace(args) => cli::trace(args),
         Command::Completions { shell } => {

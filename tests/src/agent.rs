@@ -162,7 +162,7 @@ impl Agent {
             None => vec![bin.to_str().unwrap()],
         };
         full.extend_from_slice(args);
-        let server_flag = ["apply", "health"].contains(&args[0]);
+        let server_flag = ["apply", "health", "echo"].contains(&args[0]);
         let pin_flag = ["status", "stats", "ports", "trace", "monitor"].contains(&args[0]);
         let server = match self.listen.starts_with("unix:") {
             true => self.listen.clone(),

@@ -193,3 +193,78 @@ fn while_running(
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.lines().next().context("no event within 20 s")?).context("an event in JSON")
 }
+
+/// `alioth echo` on one host: the gateway (answered in XDP), another VM (switched to its tap and
+/// answered by it) and an address nobody has; the probing VM receives none of the replies.
+#[test]
+fn echo_reports_round_trips_and_where_the_path_breaks_on_one_host() -> Result<()> {
+    let t = topology(&[])?;
+    let (code, statuses) = apply(&t.agent, &example("demo.yaml"))?;
+    ensure!(code == 0, "{statuses:?}");
+    for vm in [&t.vm1.ns, &t.vm2.ns] {
+        vm.exec(&["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])?;
+    }
+    // What ICMP VM 1 receives meanwhile.
+    let scratch = alioth_tests::netns::Scratch::new("echo")?;
+    let seen = scratch.path("icmp.txt");
+    let mut tcpdump = t
+        .vm1
+        .ns
+        .command("tcpdump")
+        .args(["-l", "-nn", "-i", "eth0", "icmp"])
+        .stdout(std::fs::File::create(&seen)?)
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for (to, path) in [
+        ("198.18.0.1", "answered by the gateway 198.18.0.1 in XDP"),
+        ("198.18.0.11", "switched to the local port on tap2a2b0d1c-4c"),
+    ] {
+        let (code, reply) = echo(&t.agent, to, 3)?;
+        ensure!(code == 0, "echo to {to}: {reply}");
+        ensure!(reply["path"] == path, "echo to {to}: {reply}");
+        let probes = reply["probes"].as_array().context("probes")?;
+        ensure!(probes.len() == 3, "{reply}");
+        for p in probes {
+            let rtt: u64 = p["rttNs"].as_str().context("rttNs")?.parse()?;
+            ensure!(p["answered"] == true && rtt > 0 && rtt < 100_000_000, "{reply}");
+        }
+    }
+    // VM 1's own ping, which it does see: the capture works.
+    t.vm1.ns.exec(&["ping", "-c", "1", "-W", "2", "198.18.0.1"])?;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    tcpdump.kill()?;
+    tcpdump.wait()?;
+    let seen = std::fs::read_to_string(&seen)?;
+    let replies = seen.lines().filter(|l| l.contains("echo reply")).count();
+    ensure!(replies == 1, "VM 1 received other replies than its own ping's: {seen}");
+    let (code, reply) = echo(&t.agent, "198.18.0.99", 1)?;
+    ensure!(code == 1, "{reply}");
+    ensure!(
+        reply["probes"][0]["broke"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("no endpoint for 198.18.0.99 in VNI")),
+        "{reply}"
+    );
+    let out = t.agent.cli(&["echo", "--from", "no-such-port", "--to", "198.18.0.1"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1) && err.contains("no port no-such-port"),
+        "{err}"
+    );
+    Ok(())
+}
+
+/// `alioth echo --json` from VM 1: its exit status and reply.
+fn echo(agent: &Agent, to: &str, count: u32) -> Result<(i32, serde_json::Value)> {
+    let count = count.to_string();
+    let out = agent.cli(&["echo", "--from", VM1, "--to", to, "--count", &count, "--json"])?;
+    let reply = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "echo: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    Ok((out.status.code().unwrap_or(-1), reply))
+}

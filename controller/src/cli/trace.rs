@@ -19,8 +19,8 @@ use aya::EbpfLoader;
 use serde_json::json;
 
 use crate::agent::{DEFAULT_PIN_DIR, DEFAULT_STATE_DIR};
-use crate::dataplane::object::{xdp_object, PORT_PROGRAM};
 use crate::dataplane::frames::{self, L4};
+use crate::dataplane::object::{xdp_object, PORT_PROGRAM};
 use crate::dataplane::{sum_counters, PINNED_MAPS};
 use crate::goalstate::model::format_mac;
 use crate::store::Store;
@@ -113,7 +113,10 @@ pub fn trace(args: TraceArgs) -> Result<i32> {
             let l4 = match args.proto {
                 Proto::Udp => L4::Udp(args.sport, args.dport),
                 Proto::Tcp => L4::Tcp(args.sport, args.dport),
-                Proto::Icmp => L4::Echo { id: 0x1234, sequence: 1 },
+                Proto::Icmp => L4::Echo {
+                    id: 0x1234,
+                    sequence: 1,
+                },
             };
             frames::build(&port.mac, &dst_mac, src, dst, l4)
         }

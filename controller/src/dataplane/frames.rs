@@ -24,13 +24,25 @@ pub fn build(src_mac: &Mac, dst_mac: &Mac, src: Ipv4Addr, dst: Ipv4Addr, l4: L4)
     let (number, mut body) = match l4 {
         L4::Udp(sport, dport) => {
             let len = (8 + payload.len()) as u16;
-            (17u8, [sport.to_be_bytes(), dport.to_be_bytes(), len.to_be_bytes(), [0, 0]].concat())
+            (
+                17u8,
+                [sport.to_be_bytes(), dport.to_be_bytes(), len.to_be_bytes(), [0, 0]].concat(),
+            )
         }
         L4::Tcp(sport, dport) => {
-            let h = [&sport.to_be_bytes()[..], &dport.to_be_bytes(), &[0; 8], &[0x50, 0x02, 0xff, 0xff], &[0; 4]];
+            let h = [
+                &sport.to_be_bytes()[..],
+                &dport.to_be_bytes(),
+                &[0; 8],
+                &[0x50, 0x02, 0xff, 0xff],
+                &[0; 4],
+            ];
             (6, h.concat())
         }
-        L4::Echo { id, sequence } => (1, [&[8, 0, 0, 0][..], &id.to_be_bytes(), &sequence.to_be_bytes()].concat()),
+        L4::Echo { id, sequence } => (
+            1,
+            [&[8, 0, 0, 0][..], &id.to_be_bytes(), &sequence.to_be_bytes()].concat(),
+        ),
     };
     body.extend_from_slice(&payload);
     match l4 {
@@ -59,7 +71,13 @@ pub fn build(src_mac: &Mac, dst_mac: &Mac, src: Ipv4Addr, dst: Ipv4Addr, l4: L4)
 }
 
 fn pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> Vec<u8> {
-    [&src.octets()[..], &dst.octets(), &[0, proto], &(len as u16).to_be_bytes()].concat()
+    [
+        &src.octets()[..],
+        &dst.octets(),
+        &[0, proto],
+        &(len as u16).to_be_bytes(),
+    ]
+    .concat()
 }
 
 /// One's complement sum of `bytes` as big-endian 16-bit words.
