@@ -255,10 +255,85 @@ fn echo_reports_round_trips_and_where_the_path_breaks_on_one_host() -> Result<()
     Ok(())
 }
 
+/// Across two hosts: round trips over the overlay, then the exact break once the underlay has no
+/// next hop to the other host, and once the neighbor is deleted.
+#[test]
+fn echo_across_two_hosts_reports_round_trips_then_where_the_path_breaks() -> Result<()> {
+    use alioth_proto::schema::{GoalState, OperationType};
+    use alioth_tests::overlay::{neighbor, two_hosts, VpcSpec};
+    let (lab, one, two_ip) = two_hosts(|_| Ok(()))?;
+    let agent = lab.hosts[0].agent.as_ref().context("agent")?;
+    let remote = lab.hosts[1].ip.clone();
+    let (code, reply) = echo_from(agent, &one, &two_ip, 3)?;
+    ensure!(code == 0, "{reply}");
+    ensure!(
+        reply["path"] == format!("encapsulated to host {remote} in VNI 1001"),
+        "{reply}"
+    );
+    for p in reply["probes"].as_array().context("probes")? {
+        let rtt: u64 = p["rttNs"].as_str().context("rttNs")?.parse()?;
+        ensure!(p["answered"] == true && rtt > 0 && rtt < 100_000_000, "{reply}");
+    }
+
+    // No route to the other host: the agent drops its next hop, and the probe says so.
+    let host = &lab.hosts[0].ns;
+    host.exec(&["ip", "route", "add", "blackhole", &format!("{remote}/32")])?;
+    let want = format!("no next hop for host {remote}");
+    let broke = eventually_broken(agent, &one, &two_ip, &want)?;
+    ensure!(broke, "never {want}");
+    host.exec(&["ip", "route", "del", "blackhole", &format!("{remote}/32")])?;
+    lab.wait_resolved()?;
+
+    // The neighbor deleted: nothing in the VNI has that address any more.
+    let spec = VpcSpec::new(1, 1001, 1).vm(1, 20);
+    let delete = GoalState {
+        format_version: 1,
+        neighbor_states: vec![neighbor(OperationType::Delete, &spec, &remote)],
+        ..Default::default()
+    };
+    lab.push(0, &delete)?;
+    let (code, reply) = echo_from(agent, &one, &two_ip, 1)?;
+    ensure!(code == 1, "{reply}");
+    ensure!(
+        reply["probes"][0]["broke"] == format!("no endpoint for {two_ip} in VNI 1001"),
+        "{reply}"
+    );
+    Ok(())
+}
+
+/// Probes until one breaks with `want` (the agent follows the underlay within milliseconds).
+fn eventually_broken(agent: &Agent, from: &str, to: &str, want: &str) -> Result<bool> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let (_, reply) = echo_from(agent, from, to, 1)?;
+        if reply["probes"][0]["broke"] == want {
+            return Ok(true);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(false)
+}
+
 /// `alioth echo --json` from VM 1: its exit status and reply.
 fn echo(agent: &Agent, to: &str, count: u32) -> Result<(i32, serde_json::Value)> {
+    echo_from(agent, VM1, to, count)
+}
+
+/// `alioth echo --json`: its exit status and reply.
+fn echo_from(agent: &Agent, from: &str, to: &str, count: u32) -> Result<(i32, serde_json::Value)> {
     let count = count.to_string();
-    let out = agent.cli(&["echo", "--from", VM1, "--to", to, "--count", &count, "--json"])?;
+    let out = agent.cli(&[
+        "echo",
+        "--from",
+        from,
+        "--to",
+        to,
+        "--count",
+        &count,
+        "--timeout-ms",
+        "500",
+        "--json",
+    ])?;
     let reply = serde_json::from_slice(&out.stdout).with_context(|| {
         format!(
             "echo: {}{}",
