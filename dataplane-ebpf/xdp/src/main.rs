@@ -21,9 +21,9 @@ use alioth_common::maps::{
     DhcpEntry, Endpoint, EndpointKey, Event, NextHop, PortEntry, Uplink, EVENTS_BYTES, MAX_DHCP, MAX_ENDPOINTS,
     MAX_IFINDEX, MAX_NEXTHOPS, NO_PREALLOC, TAIL_DHCP, TAIL_SLOTS,
 };
+use alioth_common::packet::At;
 use alioth_common::pipeline::{self, Action, Destination, Tables, Verdict};
 use alioth_common::vxlan::{self, Outer};
-use alioth_common::packet::At;
 use alioth_common::{Counter, Packet};
 use aya_ebpf::bindings::xdp_action;
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_head};
@@ -32,8 +32,8 @@ use aya_ebpf::maps::{Array, DevMap, HashMap, LruHashMap, ProgramArray, RingBuf};
 use aya_ebpf::programs::{TcContext, XdpContext};
 use aya_log_ebpf::debug;
 
-use packet::XdpPacket;
 use monitor::Fate;
+use packet::XdpPacket;
 pub(crate) use stats::{count, count_index};
 
 #[map]

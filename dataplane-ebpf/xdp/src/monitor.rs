@@ -1,7 +1,9 @@
 //! Events for `alioth monitor` (`alioth_common::monitor`): written after a frame's verdict is
 //! carried out, while a monitor listens, within the per-CPU rate limit.
 
-use alioth_common::monitor::{self, MonitorEvent, Watch, DROPS, FORWARDED, KIND_DROP, KIND_FORWARDED, MONITOR_EVENTS_BYTES};
+use alioth_common::monitor::{
+    self, MonitorEvent, Watch, DROPS, FORWARDED, KIND_DROP, KIND_FORWARDED, MONITOR_EVENTS_BYTES,
+};
 use alioth_common::Packet;
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use aya_ebpf::macros::map;

@@ -5,9 +5,9 @@
 //! software GSO before it, finishes both), and `bpf_redirect` instead of the device map.
 
 use alioth_common::eth::ETH_HLEN;
+use alioth_common::packet::At;
 use alioth_common::pipeline::{Action, Verdict};
 use alioth_common::vxlan::{self, Outer};
-use alioth_common::packet::At;
 use alioth_common::{Counter, Packet};
 use aya_ebpf::bindings::{
     bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
@@ -16,8 +16,8 @@ use aya_ebpf::bindings::{
 use aya_ebpf::helpers::bpf_redirect;
 use aya_ebpf::programs::TcContext;
 
+use crate::count_index;
 use crate::monitor::{self, Fate};
-use crate::{count_index};
 use crate::packet::SkbPacket;
 
 const SHOT: i32 = TC_ACT_SHOT as i32;
