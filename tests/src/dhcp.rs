@@ -344,6 +344,26 @@ pub fn parse_perfdhcp(text: &str) -> BTreeMap<String, BTreeMap<String, f64>> {
     out
 }
 
+/// One DHCP exchange by busybox `udhcpc` in `ns`: it quits once leased and configures nothing.
+pub fn udhcpc_once(ns: &crate::netns::Netns) -> anyhow::Result<std::process::Output> {
+    ns.exec_output(&[
+        "timeout",
+        "10",
+        "udhcpc",
+        "-n",
+        "-q",
+        "-f",
+        "-i",
+        "eth0",
+        "-s",
+        "/bin/true",
+        "-t",
+        "3",
+        "-T",
+        "1",
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

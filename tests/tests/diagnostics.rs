@@ -57,22 +57,12 @@ fn per_port_counters_add_up_to_the_hosts() -> Result<()> {
         "198.18.0.77",
         "198.18.0.11",
     ])?;
-    t.vm2.ns.exec(&[
-        "timeout",
-        "10",
-        "udhcpc",
-        "-n",
-        "-q",
-        "-f",
-        "-i",
-        "eth0",
-        "-s",
-        "/bin/true",
-        "-t",
-        "3",
-        "-T",
-        "1",
-    ])?;
+    let lease = alioth_tests::dhcp::udhcpc_once(&t.vm2.ns)?;
+    ensure!(
+        lease.status.success(),
+        "udhcpc: {}",
+        String::from_utf8_lossy(&lease.stderr)
+    );
 
     let before = counters(&t.agent, None)?;
     let (one, two) = (counters(&t.agent, Some(VM1))?, counters(&t.agent, Some(VM2))?);

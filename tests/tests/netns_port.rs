@@ -242,22 +242,7 @@ fn sigkill_and_restart_of_the_agent_lose_no_packet() -> Result<()> {
     // The data plane runs alone for a while, DHCP server included (a tail the kernel would drop
     // with the last pin or descriptor of its program array), then a new agent adopts it.
     let started = std::time::Instant::now();
-    let lease = t.vm1.ns.exec_output(&[
-        "timeout",
-        "10",
-        "udhcpc",
-        "-n",
-        "-q",
-        "-f",
-        "-i",
-        "eth0",
-        "-s",
-        "/bin/true",
-        "-t",
-        "3",
-        "-T",
-        "1",
-    ])?;
+    let lease = alioth_tests::dhcp::udhcpc_once(&t.vm1.ns)?;
     ensure!(
         lease.status.success(),
         "no DHCP lease while no agent runs: {}",
