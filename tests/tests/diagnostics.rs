@@ -211,6 +211,7 @@ fn echo_reports_round_trips_and_where_the_path_breaks_on_one_host() -> Result<()
         ("198.18.0.11", "switched to the local port on tap2a2b0d1c-4c"),
     ] {
         let (code, reply) = echo(&t.agent, to, 3)?;
+        println!("echo to {to}: {reply}");
         ensure!(code == 0, "echo to {to}: {reply}");
         ensure!(reply["path"] == path, "echo to {to}: {reply}");
         let probes = reply["probes"].as_array().context("probes")?;
@@ -255,6 +256,7 @@ fn echo_across_two_hosts_reports_round_trips_then_where_the_path_breaks() -> Res
     let agent = lab.hosts[0].agent.as_ref().context("agent")?;
     let remote = lab.hosts[1].ip.clone();
     let (code, reply) = echo_from(agent, &one, &two_ip, 3)?;
+    println!("echo across hosts: {reply}");
     ensure!(code == 0, "{reply}");
     ensure!(
         reply["path"] == format!("encapsulated to host {remote} in VNI 1001"),
