@@ -310,7 +310,7 @@ impl Dataplane {
             batch: Default::default(),
             probe_marker: 0,
         };
-        dp.mark_probes()?;
+        dp.pick_probe_marker();
         dp.changed()?;
         Ok((dp, logger))
     }

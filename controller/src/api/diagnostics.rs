@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +30,8 @@ pub struct Echo {
     controller: Arc<Mutex<Controller>>,
     waiting: Waiting,
     next: AtomicU16,
+    /// Calls with probes out: the data plane takes marked replies only while there are any.
+    calls: AtomicUsize,
 }
 
 /// The service, and the task that hands replies from the data plane's ring to their probes.
@@ -60,6 +62,7 @@ pub async fn service(controller: Arc<Mutex<Controller>>) -> Result<DiagnosticsSe
         controller,
         waiting,
         next: AtomicU16::new(1),
+        calls: AtomicUsize::new(0),
     }))
 }
 
@@ -79,15 +82,23 @@ impl Diagnostics for Echo {
             0 => 1000,
             t => t.min(MAX_TIMEOUT_MS),
         }));
+        self.arm(true).await?;
         let mut reply = EchoReply::default();
+        let mut result = Ok(());
         for i in 0..count {
             if i > 0 {
                 tokio::time::sleep(INTERVAL).await;
             }
-            let probe = self.one(&req.port_id, dst, timeout, &mut reply.path).await?;
-            reply.probes.push(probe);
+            match self.one(&req.port_id, dst, timeout, &mut reply.path).await {
+                Ok(probe) => reply.probes.push(probe),
+                Err(status) => {
+                    result = Err(status);
+                    break;
+                }
+            }
         }
-        Ok(Response::new(reply))
+        self.arm(false).await?;
+        result.map(|()| Response::new(reply))
     }
 }
 
@@ -132,6 +143,24 @@ impl Echo {
             }
         }
         Ok(probe)
+    }
+
+    /// Counts a call in (`true`) or out; the first in arms the data plane, the last out disarms it.
+    async fn arm(&self, call: bool) -> Result<(), Status> {
+        let switch = match call {
+            true => self.calls.fetch_add(1, Relaxed) == 0,
+            false => self.calls.fetch_sub(1, Relaxed) == 1,
+        };
+        if !switch {
+            return Ok(());
+        }
+        let mut controller = self.controller.lock().await;
+        // Under the lock: a call counted meanwhile finds the switch as it left it.
+        let armed = self.calls.load(Relaxed) > 0;
+        controller
+            .dataplane()
+            .arm_probes(armed)
+            .map_err(|e| Status::internal(format!("{e:#}")))
     }
 
     fn forget(&self, sequence: u16) {

@@ -11,14 +11,21 @@ use aya::maps::{Array, MapData, RingBuf};
 use super::Dataplane;
 
 impl Dataplane {
-    /// Sets this object's probe marker: a random identifier no VM can rely on.
-    pub(super) fn mark_probes(&mut self) -> Result<()> {
+    /// Picks this agent's probe marker: a random identifier no VM can rely on. The programs look
+    /// for it only while probes are out (`arm_probes`): a guest that guessed it meanwhile can make
+    /// the data plane hand nothing to the agent.
+    pub(super) fn pick_probe_marker(&mut self) {
         use std::hash::{BuildHasher, Hasher};
         let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
-        let marker = (random as u16).max(1);
+        self.probe_marker = (random as u16).max(1);
+    }
+
+    /// Whether the programs take replies carrying the marker out of the path (while probes are
+    /// out) or not.
+    pub fn arm_probes(&mut self, armed: bool) -> Result<()> {
+        let marker = if armed { u32::from(self.probe_marker) } else { 0 };
         let map = self.ebpf.map_mut(probe::ECHO).ok_or_else(|| anyhow!("no ECHO map"))?;
-        Array::<_, u32>::try_from(map)?.set(0, u32::from(marker), 0)?;
-        self.probe_marker = marker;
+        Array::<_, u32>::try_from(map)?.set(0, marker, 0)?;
         Ok(())
     }
 
