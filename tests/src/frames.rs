@@ -213,3 +213,43 @@ pub fn vxlan(u: &Underlay, vni: u32, inner: &[u8]) -> Vec<u8> {
     out[41] = 0;
     out
 }
+
+/// ICMP "fragmentation needed" (RFC 1191) from a gateway to a VM about `datagram` (an Ethernet
+/// frame), with the next hop's `mtu`: TTL 64, no DF, the datagram's IPv4 header and first 8 bytes.
+pub fn frag_needed(gw_mac: Mac, vm_mac: Mac, gw_ip: [u8; 4], vm_ip: [u8; 4], mtu: u16, datagram: &[u8]) -> Vec<u8> {
+    use etherparse::icmpv4::DestUnreachableHeader;
+    let quoted = &datagram[14..14 + 28];
+    let kind = Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu });
+    let icmp = etherparse::Icmpv4Header::with_checksum(kind, quoted);
+    let ip = etherparse::Ipv4Header::new(
+        (icmp.header_len() + quoted.len()) as u16,
+        64,
+        etherparse::IpNumber::ICMP,
+        gw_ip,
+        vm_ip,
+    )
+    .expect("IPv4 header");
+    let builder = PacketBuilder::ethernet2(gw_mac, vm_mac)
+        .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+        .icmpv4(icmp.icmp_type);
+    let mut out = Vec::with_capacity(builder.size(quoted.len()));
+    builder.write(&mut out, quoted).expect("write ICMP");
+    // Without DF, as Linux sends its ICMP errors (IP_PMTUDISC_DONT); the builder sets it.
+    without_df(&out)
+}
+
+/// `frame` (Ethernet + IPv4) with DF cleared and the IPv4 checksum fixed.
+pub fn without_df(frame: &[u8]) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    out[20] &= !0x40;
+    out[24] = 0;
+    out[25] = 0;
+    let sum: u32 = out[14..34]
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    let folded = (sum & 0xffff) + (sum >> 16);
+    let csum = !(((folded & 0xffff) + (folded >> 16)) as u16);
+    out[24..26].copy_from_slice(&csum.to_be_bytes());
+    out
+}

@@ -469,6 +469,15 @@ pub fn cases() -> Vec<Case> {
         ),
     ];
     v.extend(overlay_cases());
+    // Path MTU: a datagram with DF that will not fit the overlay gets "fragmentation needed" from
+    // the gateway, with the uplink's MTU less the encapsulation (1500 - 50).
+    let big = udp_from_port(REMOTE_MAC, REMOTE_IP, 1450 - 27);
+    v.push(tx(
+        "a datagram with DF that would exceed the uplink MTU once encapsulated",
+        big.clone(),
+        Counter::IcmpFragNeeded,
+        frames::frag_needed(GW_MAC, VM_MAC, GW_IP, VM_IP, 1450, &big),
+    ));
     let mut bad_icmp = echo(&payload);
     let last = bad_icmp.len() - 1;
     bad_icmp[last] ^= 0x40;
@@ -634,8 +643,8 @@ fn overlay_cases() -> Vec<Case> {
             Counter::SkbPath,
         ),
         drop(
-            "a packet that would exceed the uplink MTU once encapsulated",
-            to(REMOTE_MAC, REMOTE_IP, 1450 - 27),
+            "a packet without DF that would exceed the uplink MTU once encapsulated",
+            frames::without_df(&to(REMOTE_MAC, REMOTE_IP, 1450 - 27)),
             Counter::DropOverlayTooBig,
         ),
         drop(

@@ -478,3 +478,39 @@ fn a_recreated_uplink_gets_its_program_again() -> Result<()> {
     eprintln!("uplink program attached {attached_in:?} after the interface appeared");
     Ok(())
 }
+
+/// Path MTU: a guest at MTU 1500 (ignoring the DHCP MTU option) whose datagrams with DF will not
+/// fit the overlay once encapsulated is told so by its gateway, in XDP ("fragmentation needed",
+/// next hop MTU 1450): `tracepath` finds 1450, and pings of the largest size that fits cross.
+#[test]
+fn tracepath_from_a_guest_at_mtu_1500_finds_the_overlay_mtu() -> Result<()> {
+    use alioth_proto::schema::subnet_configuration::Gateway;
+    let (lab, one_id, two_ip) = two_hosts(|_| Ok(()))?;
+    // The answer comes from the subnet's gateway: the lab's subnet gets one.
+    let mut subnet = alioth_tests::goalstate::subnet(OperationType::Update, "subnet-1", "vpc-1", 1);
+    if let Some(c) = subnet.configuration.as_mut() {
+        c.revision_number = 2;
+        c.gateway = Some(Gateway {
+            ip_address: "198.18.1.1".into(),
+            ..Default::default()
+        });
+    }
+    let update = GoalState {
+        format_version: 1,
+        subnet_states: vec![subnet],
+        ..Default::default()
+    };
+    lab.push(0, &update)?;
+    let vm = &lab.vm(&one_id).ns;
+    vm.exec(&["ip", "link", "set", "eth0", "mtu", "1500"])?;
+    let before = counter(&lab, 0, "icmp_frag_needed")?;
+    let out = vm.exec_output(&["timeout", "20", "tracepath", "-n", "-m", "3", &two_ip])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    ensure!(text.contains("pmtu 1450"), "tracepath: {text}");
+    ensure!(counter(&lab, 0, "icmp_frag_needed")? > before, "no frag-needed counted");
+    // What fits crosses (1450 - 28 bytes of IPv4 and ICMP headers), with DF.
+    let out = ping(&lab, &one_id, &two_ip, &["-M", "do", "-s", "1422"])?;
+    ensure!(out.contains("3 received"), "{out}");
+    Ok(())
+}

@@ -17,6 +17,7 @@ const PACKAGES: &[&str] = &[
     "curl",
     "ethtool",
     "iputils-ping",
+    "iputils-tracepath",
     "arping",
     "tcpdump",
     "bpftool",

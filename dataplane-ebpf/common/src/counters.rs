@@ -56,7 +56,8 @@ pub enum Counter {
     DropNoUplink,
     /// To a remote port whose host's underlay next hop is not resolved (yet).
     DropNoNextHop,
-    /// Would exceed the uplink MTU once encapsulated (the port MTU must leave 50 bytes).
+    /// Would exceed the uplink MTU once encapsulated (the port MTU must leave 50 bytes), and may
+    /// not be answered with "fragmentation needed" (no DF, a GSO super-frame, no gateway).
     DropOverlayTooBig,
     /// Routed through the gateway with a TTL of 1 or less.
     DropTtlExpired,
@@ -102,13 +103,19 @@ pub enum Counter {
     /// A reply to the agent's echo probe (`alioth echo`) on its way to the probing port: handed to
     /// the agent instead, so the VM never sees it.
     EchoProbeReply,
+    /// A frame too big for the overlay once encapsulated, with DF set: answered with ICMP
+    /// "fragmentation needed" from the port's gateway (the next hop's MTU: the uplink's less the
+    /// encapsulation), so the VM's path MTU discovery finds it.
+    IcmpFragNeeded,
+    /// As `IcmpFragNeeded`, but past the port's rate of those answers: dropped.
+    DropFragNeededRateLimited,
 }
 
 /// Number of counter slots (size of the `STATS` map).
 pub const COUNTER_SLOTS: u32 = 64;
 
 impl Counter {
-    pub const ALL: [Counter; 46] = [
+    pub const ALL: [Counter; 48] = [
         Counter::Pass,
         Counter::ArpReply,
         Counter::IcmpEchoReply,
@@ -155,6 +162,8 @@ impl Counter {
         Counter::SkbPath,
         Counter::EventSuppressed,
         Counter::EchoProbeReply,
+        Counter::IcmpFragNeeded,
+        Counter::DropFragNeededRateLimited,
     ];
 
     /// Stable name used by `alioth stats` and metrics.
@@ -205,6 +214,8 @@ impl Counter {
             Counter::DropDhcpNoRoom => "drop_dhcp_no_room",
             Counter::SkbPath => "skb_path",
             Counter::EchoProbeReply => "echo_probe_reply",
+            Counter::IcmpFragNeeded => "icmp_frag_needed",
+            Counter::DropFragNeededRateLimited => "drop_frag_needed_rate_limited",
             Counter::EventSuppressed => "event_suppressed",
         }
     }

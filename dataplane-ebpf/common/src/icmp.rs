@@ -67,3 +67,48 @@ pub fn set_type<P: Packet + ?Sized>(pkt: &mut P, icmp_type: u8) -> Option<()> {
     h[2..4].copy_from_slice(&checksum::update16(csum, old, new).to_be_bytes());
     Some(())
 }
+
+/// ICMP "destination unreachable", code "fragmentation needed and DF set" (RFC 792, RFC 1191).
+pub const DEST_UNREACHABLE: u8 = 3;
+pub const FRAG_NEEDED: u8 = 4;
+/// What a "fragmentation needed" quotes: the IPv4 header and the first 8 bytes after it.
+const QUOTED: usize = IPV4_MIN_HLEN + 8;
+/// Length of a "fragmentation needed" frame: Ethernet, IPv4, ICMP, the quote.
+pub const FRAG_NEEDED_LEN: usize = ETH_HLEN + IPV4_MIN_HLEN + ICMP_HLEN + QUOTED;
+
+/// Turns an option-less IPv4 frame from a VM into the ICMP "fragmentation needed" its gateway
+/// (`gateway_mac`, `gateway_ip`) sends back, with `mtu` as the next hop's MTU (RFC 1191).
+#[inline(always)]
+pub fn write_frag_needed<P: Packet + ?Sized>(
+    pkt: &mut P,
+    gateway_mac: &Mac,
+    gateway_ip: &[u8; 4],
+    mtu: u16,
+) -> Option<()> {
+    let quoted = *pkt.array::<QUOTED>(ETH_HLEN)?;
+    let (_, vm_mac) = eth::macs(pkt)?;
+    let mut f = [0u8; FRAG_NEEDED_LEN];
+    f[..6].copy_from_slice(&vm_mac);
+    f[6..12].copy_from_slice(gateway_mac);
+    f[12..14].copy_from_slice(&eth::ETH_P_IPV4.to_be_bytes());
+    let ip = ETH_HLEN;
+    let total = (FRAG_NEEDED_LEN - ETH_HLEN) as u16;
+    f[ip] = 0x45;
+    f[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
+    f[ip + 8] = REPLY_TTL;
+    f[ip + 9] = PROTO_ICMP;
+    f[ip + 12..ip + 16].copy_from_slice(gateway_ip);
+    f[ip + 16..ip + 20].copy_from_slice(&quoted[12..16]);
+    let icmp = ip + IPV4_MIN_HLEN;
+    f[icmp] = DEST_UNREACHABLE;
+    f[icmp + 1] = FRAG_NEEDED;
+    f[icmp + 6..icmp + 8].copy_from_slice(&mtu.to_be_bytes());
+    f[icmp + ICMP_HLEN..].copy_from_slice(&quoted);
+    let icmp_sum = checksum::sum_bytes::<{ ICMP_HLEN + QUOTED }>(f[icmp..].try_into().ok()?);
+    f[icmp + 2..icmp + 4].copy_from_slice(&checksum::finish(icmp_sum).to_be_bytes());
+    let ip_sum = checksum::sum_bytes::<IPV4_MIN_HLEN>(f[ip..icmp].try_into().ok()?);
+    f[ip + 10..ip + 12].copy_from_slice(&checksum::finish(ip_sum).to_be_bytes());
+    pkt.resize(FRAG_NEEDED_LEN)?;
+    *pkt.array_mut::<FRAG_NEEDED_LEN>(0)? = f;
+    Some(())
+}

@@ -97,6 +97,11 @@ impl Verdict {
     const fn drop(counter: Counter) -> Self {
         Verdict::new(Action::Drop, counter)
     }
+
+    /// A drop, for a reason the kernel finds past the pipeline (a rate).
+    pub const fn drop_with(counter: Counter) -> Self {
+        Verdict::drop(counter)
+    }
 }
 
 /// A frame on an interface that is not a programmed port: handed to the host, counted.
@@ -285,6 +290,13 @@ fn forward<P: Packet + ?Sized, T: Tables, const SKB: bool>(
     to: &Destination,
     tables: &T,
 ) -> Verdict {
+    // Too big for the overlay: answered before the frame could be left to the skb path (UDP with
+    // a checksum to finish, as tracepath sends, would be).
+    if !SKB && to.endpoint.kind == endpoint_kind::REMOTE_PORT {
+        if let Some(v) = too_big(pkt, ip, port, tables) {
+            return v;
+        }
+    }
     // Before anything is rewritten: the skb path runs this pipeline again on the frame as sent.
     if !SKB && offload::needs_skb(pkt, ip) {
         return Verdict::new(Action::Pass, Counter::SkbPath);
@@ -306,6 +318,29 @@ fn forward<P: Packet + ?Sized, T: Tables, const SKB: bool>(
         endpoint_kind::LOCAL_PORT => Verdict::drop(Counter::DropNoInterface),
         _ => encap(pkt, ip, port, to, tables),
     }
+}
+
+/// A frame for the overlay that will not fit the uplink once encapsulated (not a GSO super-frame,
+/// which XDP never sees): with DF set, answered with ICMP "fragmentation needed" from the port's
+/// gateway; without, dropped. `None`: it fits.
+#[inline(always)]
+fn too_big<P: Packet + ?Sized, T: Tables>(pkt: &mut P, ip: &Ipv4, port: &PortEntry, tables: &T) -> Option<Verdict> {
+    let up = tables.uplink()?;
+    let fits = (up.mtu as usize).saturating_sub(vxlan::OUTER_IP_OVERHEAD);
+    if pkt.len() <= fits || ip.total_len > ipv4::MAX_IP_LEN {
+        return None;
+    }
+    const DF: u16 = 0x4000;
+    if ip.frag & DF == 0 || ip.header_len != ipv4::IPV4_MIN_HLEN || !port.has_gateway() {
+        return Some(Verdict::drop(Counter::DropOverlayTooBig));
+    }
+    let mtu = (fits - ETH_HLEN) as u16;
+    Some(
+        match icmp::write_frag_needed(pkt, &port.gateway_mac, &port.gateway_ip, mtu) {
+            Some(()) => Verdict::new(Action::Tx, Counter::IcmpFragNeeded),
+            None => Verdict::drop(Counter::DropOverlayTooBig),
+        },
+    )
 }
 
 /// The DHCP server's program: answers the request the port program handed on (`Action::Dhcp`),

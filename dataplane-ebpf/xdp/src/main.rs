@@ -12,6 +12,7 @@ mod cache;
 mod lab;
 mod monitor;
 mod packet;
+mod pmtu;
 mod probe;
 mod stats;
 mod tc;
@@ -188,7 +189,7 @@ fn port_path(ctx: &XdpContext) -> (Origin, Verdict) {
     let slot = port.stats_slot;
     // DHCP is left to `alioth_port_dhcp`.
     let verdict = pipeline::port_ingress_with::<_, _, false>(&mut pkt, &port, &Maps);
-    (Origin { ifindex, slot }, verdict)
+    (Origin { ifindex, slot }, pmtu::limit(ifindex, verdict))
 }
 
 /// Reports `counter` on port `ifindex` to the agent, unless the port's gate holds it back.
