@@ -403,3 +403,27 @@ fn a_port_without_a_gateway_routes_nothing() {
     assert_eq!(action, 4, "redirected");
     dp.set_port_entry(IFINDEX, vectors::port()).unwrap();
 }
+
+/// "Fragmentation needed" answers are rate-limited per port in the kernel: of a burst far past
+/// the rate, at most the rate (twice, should a second begin meanwhile) is answered, and the rest
+/// is dropped and counted. A data plane of its own: the shared one's vectors expect an answer.
+#[test]
+fn frag_needed_answers_are_rate_limited_per_port() {
+    let (mut dp, _log) = Dataplane::load(None, AttachMode::Auto).expect("load the object");
+    vectors::program(&mut dp).expect("program the vectors");
+    let big = vectors::udp_from_port(REMOTE_MAC, REMOTE_IP, 1450 - 27);
+    let count = |dp: &Dataplane| {
+        (
+            counter(dp, Counter::IcmpFragNeeded),
+            counter(dp, Counter::DropFragNeededRateLimited),
+        )
+    };
+    let (answered, held) = count(&dp);
+    for _ in 0..250 {
+        let (action, _) = run(&mut dp, &big);
+        assert!(action == 1 || action == 3, "XDP action {action}");
+    }
+    let (answered, held) = (count(&dp).0 - answered, count(&dp).1 - held);
+    assert_eq!(answered + held, 250);
+    assert!(answered <= 200 && held >= 50, "{answered} answered, {held} held back");
+}
