@@ -168,7 +168,8 @@ fn tso_super_frames_cross_hosts_whole_on_the_skb_path() -> Result<()> {
     ensure!(counter(&lab, 0, "skb_path")? > before + 100);
     ensure!(
         counter(&lab, 0, "drop_overlay_too_big")? == 0,
-        "super-frames are judged by their segments"
+        "super-frames are judged by their segments: {}",
+        lab.hosts[0].agent.as_ref().context("agent")?.stats()?
     );
     Ok(())
 }
@@ -479,9 +480,10 @@ fn a_recreated_uplink_gets_its_program_again() -> Result<()> {
     Ok(())
 }
 
-/// Path MTU: a guest at MTU 1500 (ignoring the DHCP MTU option) whose datagrams with DF will not
-/// fit the overlay once encapsulated is told so by its gateway, in XDP ("fragmentation needed",
-/// next hop MTU 1450): `tracepath` finds 1450, and pings of the largest size that fits cross.
+/// Path MTU: a guest at MTU 1500 (ignoring the DHCP MTU option) whose ping with DF will not fit
+/// the overlay once encapsulated is told so by its gateway, in XDP ("fragmentation needed", next
+/// hop MTU 1450); its kernel keeps that path MTU, so `tracepath` then finds 1450, pings of the
+/// largest size that fits cross, and TCP runs at the lower MTU.
 #[test]
 fn tracepath_from_a_guest_at_mtu_1500_finds_the_overlay_mtu() -> Result<()> {
     use alioth_proto::schema::subnet_configuration::Gateway;
@@ -504,6 +506,11 @@ fn tracepath_from_a_guest_at_mtu_1500_finds_the_overlay_mtu() -> Result<()> {
     let vm = &lab.vm(&one_id).ns;
     vm.exec(&["ip", "link", "set", "eth0", "mtu", "1500"])?;
     let before = counter(&lab, 0, "icmp_frag_needed")?;
+    let out = ping(&lab, &one_id, &two_ip, &["-M", "do", "-s", "1472"])?;
+    ensure!(
+        out.contains("mtu = 1450") || out.contains("mtu=1450"),
+        "ping -M do -s 1472: {out}"
+    );
     let out = vm.exec_output(&["timeout", "20", "tracepath", "-n", "-m", "3", &two_ip])?;
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}");

@@ -290,16 +290,17 @@ fn forward<P: Packet + ?Sized, T: Tables, const SKB: bool>(
     to: &Destination,
     tables: &T,
 ) -> Verdict {
-    // Too big for the overlay: answered before the frame could be left to the skb path (UDP with
-    // a checksum to finish, as tracepath sends, would be).
-    if !SKB && to.endpoint.kind == endpoint_kind::REMOTE_PORT {
-        if let Some(v) = too_big(pkt, ip, port, tables) {
-            return v;
+    if !SKB {
+        // Before anything is rewritten: the skb path runs this pipeline again on the frame as sent.
+        if offload::needs_skb(pkt, ip) {
+            return Verdict::new(Action::Pass, Counter::SkbPath);
         }
-    }
-    // Before anything is rewritten: the skb path runs this pipeline again on the frame as sent.
-    if !SKB && offload::needs_skb(pkt, ip) {
-        return Verdict::new(Action::Pass, Counter::SkbPath);
+        // A finished checksum: never a GSO super-frame in disguise, so the frame is the datagram.
+        if to.endpoint.kind == endpoint_kind::REMOTE_PORT {
+            if let Some(v) = too_big(pkt, ip, port, tables) {
+                return v;
+            }
+        }
     }
     let dst = &to.endpoint;
     // Switched (to the MAC that owns the address) or routed through the subnet gateway's MAC.
@@ -320,18 +321,21 @@ fn forward<P: Packet + ?Sized, T: Tables, const SKB: bool>(
     }
 }
 
-/// A frame for the overlay that will not fit the uplink once encapsulated (not a GSO super-frame,
-/// which XDP never sees): with DF set, answered with ICMP "fragmentation needed" from the port's
-/// gateway; without, dropped. `None`: it fits.
+/// A datagram with DF for the overlay that will not fit the uplink once encapsulated: answered with
+/// ICMP "fragmentation needed" from the port's gateway (dropped without one). `None`: it fits, or
+/// it is not for here to judge.
 #[inline(always)]
 fn too_big<P: Packet + ?Sized, T: Tables>(pkt: &mut P, ip: &Ipv4, port: &PortEntry, tables: &T) -> Option<Verdict> {
     let up = tables.uplink()?;
     let fits = (up.mtu as usize).saturating_sub(vxlan::OUTER_IP_OVERHEAD);
-    if pkt.len() <= fits || ip.total_len > ipv4::MAX_IP_LEN {
+    // Only a datagram with DF whose frame is its IPv4 length: anything else goes on, to be judged
+    // where it is encapsulated.
+    const DF: u16 = 0x4000;
+    if pkt.len() <= fits || ip.total_len > ipv4::MAX_IP_LEN || ip.frag & DF == 0 || pkt.len() != ETH_HLEN + ip.total_len
+    {
         return None;
     }
-    const DF: u16 = 0x4000;
-    if ip.frag & DF == 0 || ip.header_len != ipv4::IPV4_MIN_HLEN || !port.has_gateway() {
+    if ip.header_len != ipv4::IPV4_MIN_HLEN || !port.has_gateway() {
         return Some(Verdict::drop(Counter::DropOverlayTooBig));
     }
     let mtu = (fits - ETH_HLEN) as u16;
