@@ -338,7 +338,7 @@ fn too_big<P: Packet + ?Sized, T: Tables>(pkt: &mut P, ip: &Ipv4, port: &PortEnt
     if ip.header_len != ipv4::IPV4_MIN_HLEN || !port.has_gateway() {
         return Some(Verdict::drop(Counter::DropOverlayTooBig));
     }
-    let mtu = (fits - ETH_HLEN) as u16;
+    let mtu = fits.saturating_sub(ETH_HLEN) as u16;
     Some(
         match icmp::write_frag_needed(pkt, &port.gateway_mac, &port.gateway_ip, mtu) {
             Some(()) => Verdict::new(Action::Tx, Counter::IcmpFragNeeded),
