@@ -269,6 +269,20 @@ impl Leftover {
         }
     }
 
+    /// Marks the maps as holding no record (the `RECORD` sequence 0), as an agent killed while it
+    /// changed them leaves them: the next agent fills new maps instead of taking these over.
+    pub fn forget_record_mark(&self) -> Result<()> {
+        let mark = std::path::Path::new(&self.pin_dir).join("RECORD");
+        let mark = mark.to_str().context("pin path")?;
+        let mut cmd = vec!["map", "update", "pinned", mark, "key", "0", "0", "0", "0", "value"];
+        cmd.extend(["0"; 8]);
+        let out = std::process::Command::new("bpftool").args(&cmd).output()?;
+        if !out.status.success() {
+            bail!("bpftool: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
     /// `alioth agent --reset` now, reporting failure.
     pub fn reset(mut self) -> Result<()> {
         self.armed = false;

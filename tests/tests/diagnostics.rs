@@ -335,3 +335,60 @@ fn echo_from(agent: &Agent, from: &str, to: &str, count: u32) -> Result<(i32, se
     })?;
     Ok((out.status.code().unwrap_or(-1), reply))
 }
+
+/// A monitor started before an agent restart that fills new maps follows the agent to them: the
+/// spoofed frame dropped after the restart reaches it.
+#[test]
+fn a_monitor_follows_an_agent_restart_that_fills_new_maps() -> Result<()> {
+    let t = topology(&[])?;
+    let (code, statuses) = apply(&t.agent, &example("demo.yaml"))?;
+    ensure!(code == 0, "{statuses:?}");
+    let vm1 = &t.vm1.ns;
+    vm1.exec(&["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])?;
+    vm1.exec(&["ping", "-c", "1", "-W", "2", "198.18.0.11"])?;
+    vm1.exec(&["ip", "addr", "add", "198.18.0.77/32", "dev", "eth0"])?;
+    let (pin_dir, state_dir) = (t.agent.pin_dir.clone(), t.agent.state_dir.clone());
+    let bin = alioth_tests::binary::alioth_bin()?;
+    let bin = bin.to_str().context("binary path")?;
+    let args = [
+        "monitor",
+        "--json",
+        "--count",
+        "1",
+        "--seconds",
+        "30",
+        "--port",
+        VM1,
+        "--pin-dir",
+        &pin_dir,
+        "--state-dir",
+        &state_dir,
+    ];
+    let mut monitor = t
+        .host
+        .command(bin)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let left = t.agent.kill()?;
+    left.forget_record_mark()?;
+    let agent = Agent::start_with(&t.host, left, &[])?;
+    ensure!(agent.log_text().contains("maps=\"filled\""), "{}", agent.log_text());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while monitor.try_wait()?.is_none() && std::time::Instant::now() < deadline {
+        vm1.exec_output(&["ping", "-c", "1", "-W", "1", "-I", "198.18.0.77", "198.18.0.11"])?;
+    }
+    let _ = monitor.kill();
+    let out = monitor.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(err.contains("listening on the new ones"), "{err}");
+    let event: serde_json::Value = serde_json::from_str(text.lines().next().context("no event")?)?;
+    ensure!(
+        event["reason"] == "spoofed_ip" && event["src_ip"] == "198.18.0.77",
+        "{event}"
+    );
+    Ok(())
+}

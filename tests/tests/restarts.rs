@@ -65,27 +65,7 @@ fn maps_changed_behind_the_record_are_filled_anew_at_restart() -> Result<()> {
     let (code, _) = apply(&t.agent, &example("demo.yaml"))?;
     ensure!(code == 0);
     let left = t.agent.kill()?;
-    let mark = std::path::Path::new(&left.pin_dir).join("RECORD");
-    let zero = ["0"; 8];
-    let mut cmd = vec![
-        "map",
-        "update",
-        "pinned",
-        mark.to_str().context("pin path")?,
-        "key",
-        "0",
-        "0",
-        "0",
-        "0",
-        "value",
-    ];
-    cmd.extend(zero);
-    let out = std::process::Command::new("bpftool").args(&cmd).output()?;
-    ensure!(
-        out.status.success(),
-        "bpftool: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    left.forget_record_mark()?;
     let agent = Agent::start_with(&t.host, left, &[])?;
     let log = agent.log_text();
     ensure!(

@@ -48,52 +48,78 @@ struct Filter {
     mac: [u8; 6],
 }
 
+/// The pinned switch and ring this monitor listens on, and which ring that is (its map id).
+struct Tap {
+    switch: PerCpuArray<MapData, Watch>,
+    ring: RingBuf<MapData>,
+    id: u32,
+}
+
+impl Tap {
+    /// Opens the agent's pins and switches the events on as `wanted` says (refused while another
+    /// monitor listens).
+    fn open(pin_dir: &Path, wanted: Config) -> Result<Tap> {
+        let mut switch: PerCpuArray<MapData, Watch> =
+            PerCpuArray::try_from(Map::PerCpuArray(open_map(pin_dir, monitor::MONITOR)?))?;
+        let ring_map = open_map(pin_dir, monitor::MONITOR_EVENTS)?;
+        let id = ring_map.info()?.id();
+        let mut ring = RingBuf::try_from(Map::RingBuf(ring_map))?;
+        let current = config(&switch)?;
+        let owner = current.owner;
+        if owner != 0 && owner != wanted.owner && Path::new(&format!("/proc/{owner}")).exists() {
+            bail!("another alioth monitor (pid {owner}) is listening: one at a time");
+        }
+        // Whatever an earlier monitor left unread.
+        while ring.next().is_some() {}
+        set_config(&mut switch, wanted).context("switch the events on")?;
+        Ok(Tap { switch, ring, id })
+    }
+
+    /// Switches the events off, unless another monitor took over meanwhile.
+    fn close(mut self, me: u32) -> Result<()> {
+        if config(&self.switch).is_ok_and(|c| c.owner == me) {
+            set_config(&mut self.switch, Config::default()).context("switch the events off")?;
+        }
+        Ok(())
+    }
+}
+
+/// The id of the ring pinned now (another one once an agent restart filled new maps).
+fn pinned_ring(pin_dir: &Path) -> Option<u32> {
+    aya::maps::MapInfo::from_pin(pin_dir.join(monitor::MONITOR_EVENTS))
+        .ok()
+        .map(|i| i.id())
+}
+
 pub async fn monitor(args: MonitorArgs) -> Result<()> {
-    let pin_dir = &args.inspect.pin_dir;
     let filter = args
         .port
         .as_deref()
         .map(|id| port_filter(&args.inspect, id))
         .transpose()?;
-    let mut switch: PerCpuArray<MapData, Watch> =
-        PerCpuArray::try_from(Map::PerCpuArray(open_map(pin_dir, monitor::MONITOR)?))?;
-    let mut ring = RingBuf::try_from(Map::RingBuf(open_map(pin_dir, monitor::MONITOR_EVENTS)?))?;
-    let me = std::process::id();
-    let current = config(&switch)?;
-    if current.owner != 0 && current.owner != me && Path::new(&format!("/proc/{}", current.owner)).exists() {
-        bail!(
-            "another alioth monitor (pid {}) is listening: one at a time",
-            current.owner
-        );
-    }
-    // Whatever an earlier monitor left unread.
-    while ring.next().is_some() {}
     let flags =
         if args.drops || args.sample.is_none() { DROPS } else { 0 } | if args.sample.is_some() { FORWARDED } else { 0 };
     let wanted = Config {
         flags,
         sample_every: args.sample.unwrap_or(1),
         per_second: args.rate,
-        owner: me,
+        owner: std::process::id(),
     };
-    set_config(&mut switch, wanted).context("switch the events on")?;
+    let mut tap = Tap::open(&args.inspect.pin_dir, wanted)?;
     eprintln!("listening (Ctrl-C to stop)");
-    let result = listen(&args, &mut ring, filter.as_ref()).await;
-    // Off again, unless another monitor took over meanwhile.
-    if config(&switch).is_ok_and(|c| c.owner == me) {
-        set_config(&mut switch, Config::default()).context("switch the events off")?;
-    }
+    let result = listen(&args, &mut tap, wanted, filter.as_ref()).await;
+    tap.close(wanted.owner)?;
     result
 }
 
-async fn listen(args: &MonitorArgs, ring: &mut RingBuf<MapData>, filter: Option<&Filter>) -> Result<()> {
+async fn listen(args: &MonitorArgs, tap: &mut Tap, wanted: Config, filter: Option<&Filter>) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
     let until = args.seconds.map(|s| Instant::now() + Duration::from_secs_f64(s));
     let mut names = Names::new(&args.inspect.state_dir);
-    let mut seen = 0u64;
+    let (mut seen, mut checked) = (0u64, Instant::now());
     loop {
-        while let Some(item) = ring.next() {
+        while let Some(item) = tap.ring.next() {
             if item.len() < size_of::<MonitorEvent>() {
                 continue;
             }
@@ -111,6 +137,14 @@ async fn listen(args: &MonitorArgs, ring: &mut RingBuf<MapData>, filter: Option<
         if until.is_some_and(|t| Instant::now() >= t) {
             return Ok(());
         }
+        // An agent restart that filled new maps pinned another ring: follow it.
+        if checked.elapsed() >= FOLLOW_EVERY {
+            checked = Instant::now();
+            if pinned_ring(&args.inspect.pin_dir).is_some_and(|id| id != tap.id) {
+                eprintln!("the agent's maps were replaced: listening on the new ones");
+                *tap = Tap::open(&args.inspect.pin_dir, wanted)?;
+            }
+        }
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
@@ -118,6 +152,9 @@ async fn listen(args: &MonitorArgs, ring: &mut RingBuf<MapData>, filter: Option<
         }
     }
 }
+
+/// How often the monitor looks for a new ring.
+const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 
 fn port_filter(args: &InspectArgs, id: &str) -> Result<Filter> {
     let owners = port_owners(&args.state_dir);
