@@ -27,7 +27,12 @@ fn a_traced_frame_takes_the_real_path_and_leaves_the_counters_alone() -> Result<
     let t = topology(&[])?;
     let (code, _) = apply(&t.agent, &example("demo.yaml"))?;
     ensure!(code == 0);
-    let watched = ["forward_local", "drop_unknown_destination", "icmp_echo_reply"];
+    let watched = [
+        "forward_local",
+        "drop_unknown_destination",
+        "icmp_echo_reply",
+        "dhcp_offer",
+    ];
     let before: Vec<u64> = watched.iter().map(|c| counter(&t.agent, c)).collect::<Result<_>>()?;
 
     // To the other VM: redirected to its tap, found in ENDPOINTS.
@@ -80,6 +85,20 @@ fn a_traced_frame_takes_the_real_path_and_leaves_the_counters_alone() -> Result<
         code == 0 && r["agree"] == true && r["reason"] == "drop_spoofed_ip",
         "{r}"
     );
+
+    // A DHCPDISCOVER: the port program hands it to the DHCP server's program (the trace's own
+    // tail, counting into the trace's own counters), which offers the port its address.
+    let mac = [0x02, 0, 0xc6, 0x12, 0, 0x0a];
+    let mut discover = alioth_tests::dhcp::Request {
+        chaddr: mac,
+        ..alioth_tests::dhcp::Request::new(dhcproto::v4::MessageType::Discover)
+    }
+    .frame();
+    discover[6..12].copy_from_slice(&mac);
+    let hex: String = discover.iter().map(|b| format!("{b:02x}")).collect();
+    let (code, r) = trace(&t.agent, &["--frame", &hex])?;
+    ensure!(code == 0 && r["agree"] == true && r["verdict"] == "Tx", "{r}");
+    ensure!(r["reason"] == "dhcp_offer", "{r}");
 
     let after: Vec<u64> = watched.iter().map(|c| counter(&t.agent, c)).collect::<Result<_>>()?;
     ensure!(
