@@ -392,3 +392,79 @@ fn a_monitor_follows_an_agent_restart_that_fills_new_maps() -> Result<()> {
     );
     Ok(())
 }
+
+/// A client that goes away mid-call (Ctrl-C) leaves the data plane disarmed: the call stops at
+/// its next probe and takes the marker out of the programs, as a call that ends does.
+#[test]
+fn an_echo_client_that_goes_away_leaves_the_data_plane_disarmed() -> Result<()> {
+    let t = topology(&[])?;
+    let (code, statuses) = apply(&t.agent, &example("demo.yaml"))?;
+    ensure!(code == 0, "{statuses:?}");
+    // VM 2 answers no ping: each probe waits out its timeout.
+    t.vm2
+        .ns
+        .exec(&["sysctl", "-q", "-w", "net.ipv4.icmp_echo_ignore_all=1"])?;
+    let agent = t.agent.pid();
+    let bin = alioth_tests::binary::alioth_bin()?;
+    let server = format!("http://{}", t.agent.listen);
+    let echo = [
+        "timeout",
+        "1",
+        bin.to_str().context("binary path")?,
+        "echo",
+        "--from",
+        VM1,
+        "--to",
+        "198.18.0.11",
+        "--count",
+        "50",
+        "--server",
+        &server,
+    ];
+    let mut client = t.host.command(echo[0]).args(&echo[1..]).spawn()?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    ensure!(echo_marker(agent)? != 0, "the data plane is not armed during the call");
+    client.wait()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while echo_marker(agent)? != 0 {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "still armed 5 s after the client went"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// The value of the `ECHO` map of the agent with process id `pid`: among the maps its descriptors
+/// hold (`/proc/PID/fdinfo`), the one bpftool names ECHO.
+fn echo_marker(pid: u32) -> Result<u64> {
+    let mut held = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
+        let info = std::fs::read_to_string(fd?.path()).unwrap_or_default();
+        if let Some(id) = info.lines().find_map(|l| l.strip_prefix("map_id:")) {
+            held.push(id.trim().parse::<u64>()?);
+        }
+    }
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "map", "show"])
+        .output()?;
+    let maps: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+    let id = maps
+        .iter()
+        .find(|m| m["name"] == "ECHO" && m["id"].as_u64().is_some_and(|id| held.contains(&id)))
+        .and_then(|m| m["id"].as_u64())
+        .context("the agent's ECHO map")?;
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "map", "lookup", "id", &id.to_string(), "key", "0", "0", "0", "0"])
+        .output()?;
+    let entry: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    // With BTF the value is a number; without, its bytes (little-endian, as hex strings).
+    if let Some(v) = entry["value"].as_u64() {
+        return Ok(v);
+    }
+    let bytes = entry["value"].as_array().context("value")?;
+    Ok(bytes.iter().rev().fold(0, |acc, b| {
+        acc << 8 | u64::from_str_radix(b.as_str().unwrap_or("0").trim_start_matches("0x"), 16).unwrap_or(0)
+    }))
+}

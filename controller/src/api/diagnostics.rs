@@ -26,7 +26,10 @@ const INTERVAL: Duration = Duration::from_millis(100);
 /// Probes waiting for their reply, by sequence.
 type Waiting = Arc<std::sync::Mutex<HashMap<u16, oneshot::Sender<ProbeReply>>>>;
 
-pub struct Echo {
+/// The service: its state is shared with each call's task (see `echo`).
+pub struct Echo(Arc<Probes>);
+
+struct Probes {
     controller: Arc<Mutex<Controller>>,
     waiting: Waiting,
     next: AtomicU16,
@@ -58,12 +61,12 @@ pub async fn service(controller: Arc<Mutex<Controller>>) -> Result<DiagnosticsSe
             guard.clear_ready();
         }
     });
-    Ok(DiagnosticsServer::new(Echo {
+    Ok(DiagnosticsServer::new(Echo(Arc::new(Probes {
         controller,
         waiting,
         next: AtomicU16::new(1),
         calls: AtomicUsize::new(0),
-    }))
+    }))))
 }
 
 #[tonic::async_trait]
@@ -82,14 +85,39 @@ impl Diagnostics for Echo {
             0 => 1000,
             t => t.min(MAX_TIMEOUT_MS),
         }));
+        // The probes run in a task of their own, so that a client that goes away (Ctrl-C) cannot
+        // cut a call between arming the data plane and disarming it; the task stops at the next
+        // probe once `alive` is dropped with this call.
+        let (alive, gone) = oneshot::channel::<()>();
+        let probes = self.0.clone();
+        let call = tokio::spawn(async move { probes.call(&req.port_id, dst, count, timeout, gone).await });
+        let answered = call.await.map_err(|e| Status::internal(format!("echo task: {e}")))?;
+        drop(alive);
+        answered.map(Response::new)
+    }
+}
+
+impl Probes {
+    /// One call: the data plane armed, `count` probes (while the client is there), disarmed.
+    async fn call(
+        &self,
+        port: &str,
+        dst: Ipv4Addr,
+        count: u32,
+        timeout: Duration,
+        mut gone: oneshot::Receiver<()>,
+    ) -> Result<EchoReply, Status> {
         self.arm(true).await?;
         let mut reply = EchoReply::default();
         let mut result = Ok(());
         for i in 0..count {
+            if gone.try_recv() != Err(oneshot::error::TryRecvError::Empty) {
+                break;
+            }
             if i > 0 {
                 tokio::time::sleep(INTERVAL).await;
             }
-            match self.one(&req.port_id, dst, timeout, &mut reply.path).await {
+            match self.one(port, dst, timeout, &mut reply.path).await {
                 Ok(probe) => reply.probes.push(probe),
                 Err(status) => {
                     result = Err(status);
@@ -98,11 +126,8 @@ impl Diagnostics for Echo {
             }
         }
         self.arm(false).await?;
-        result.map(|()| Response::new(reply))
+        result.map(|()| reply)
     }
-}
-
-impl Echo {
     /// Sends one probe and waits for its reply; `path` learns the way it went.
     async fn one(&self, port: &str, dst: Ipv4Addr, timeout: Duration, path: &mut String) -> Result<Probe, Status> {
         let sequence = self.next.fetch_add(1, Relaxed);
