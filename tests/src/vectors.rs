@@ -115,17 +115,6 @@ pub fn finish(v: &Verdict, frame: &[u8]) -> Vec<u8> {
     }
 }
 
-/// The XDP return code of an action.
-pub fn xdp_action(a: &Action) -> u32 {
-    match a {
-        // The host pipeline answers DHCP itself; the kernel drops what it could not hand on.
-        Action::Drop | Action::Dhcp => 1,
-        Action::Pass => 2,
-        Action::Tx => 3,
-        Action::Redirect | Action::Encap | Action::Decap => 4,
-    }
-}
-
 /// A frame on the host as the skb path sees a GSO super-frame: with the skb's segment size.
 pub struct Gso<'a>(pub &'a mut [u8], pub usize);
 

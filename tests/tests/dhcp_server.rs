@@ -2,6 +2,7 @@
 //! host and through the compiled XDP object in the kernel (BPF_PROG_TEST_RUN). Replies must decode
 //! with dhcproto and say exactly what goal state says; host and kernel must agree byte for byte.
 
+use alioth::dataplane::test_run::xdp_action;
 use alioth_common::pipeline::{port_ingress, Action};
 use alioth_common::Counter;
 use alioth_tests::dhcp::{check_reply, Request};
@@ -50,7 +51,7 @@ fn check(req: &Request) {
     }
     let (k_action, k_counter, k_out) = kernel(&frame);
     assert_eq!(k_counter, want_counter, "kernel counter for {req:?}");
-    assert_eq!(k_action, vectors::xdp_action(&action), "kernel action for {req:?}");
+    assert_eq!(k_action, xdp_action(action), "kernel action for {req:?}");
     if want.is_some() {
         assert_eq!(k_out, out, "kernel and host replies differ for {req:?}");
     } else {
@@ -223,7 +224,7 @@ fn decline_reaches_the_event_ring() {
     let mut dp = vector_dataplane().lock().unwrap();
     let before = counter(&dp, Counter::DhcpDecline);
     let (action, _) = run_program(dp.program().unwrap(), &decline.frame());
-    assert_eq!(action, vectors::xdp_action(&Action::Drop), "consumed");
+    assert_eq!(action, xdp_action(Action::Drop), "consumed");
     assert_eq!(counter(&dp, Counter::DhcpDecline), before + 1);
 }
 
@@ -295,7 +296,7 @@ proptest! {
         let (action, c, out) = host(&frame);
         let (k_action, k_counter, k_out) = kernel(&frame);
         prop_assert_eq!(k_counter, c);
-        prop_assert_eq!(k_action, vectors::xdp_action(&action));
+        prop_assert_eq!(k_action, xdp_action(action));
         if action == Action::Tx {
             prop_assert_eq!(k_out, out);
         }

@@ -1,6 +1,7 @@
 //! The compiled XDP object in the real kernel, through BPF_PROG_TEST_RUN: every test vector must
 //! give the same verdict, counter and bytes as on the host.
 
+use alioth::dataplane::test_run::xdp_action;
 use alioth::dataplane::{AttachMode, Dataplane};
 use alioth_common::maps::{endpoint_kind, Endpoint, EndpointKey, PortEntry, MAX_DHCP};
 use alioth_common::Counter;
@@ -122,7 +123,7 @@ fn check_cases(cases: Vec<Case>, run: impl Fn(&mut Dataplane, &[u8]) -> (u32, Ve
         }
         let before = counter(&dp, case.counter);
         let (action, out) = run(&mut dp, &case.frame);
-        assert_eq!(action, vectors::xdp_action(&case.action), "{}: XDP action", case.name);
+        assert_eq!(action, xdp_action(case.action), "{}: XDP action", case.name);
         match &case.output {
             Some(expected) => assert_eq!(&out, expected, "{}: output bytes", case.name),
             None => assert_eq!(out, case.frame, "{}: frame must be untouched", case.name),
@@ -391,7 +392,7 @@ fn a_port_without_a_gateway_routes_nothing() {
         assert_eq!(verdict.counter, Counter::DropUnknownDestination, "host: {name}");
         let before = counter(&dp, Counter::DropUnknownDestination);
         let (action, _) = run(&mut dp, &frame);
-        assert_eq!(action, vectors::xdp_action(&verdict.action), "kernel: {name}");
+        assert_eq!(action, xdp_action(verdict.action), "kernel: {name}");
         assert_eq!(
             counter(&dp, Counter::DropUnknownDestination),
             before + 1,

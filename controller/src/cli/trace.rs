@@ -124,7 +124,8 @@ pub fn trace(args: TraceArgs) -> Result<i32> {
     let mut host_frame = frame.clone();
     let verdict = pipeline::port_ingress_with::<_, _, true>(&mut host_frame, &entry, &tables);
     let kernel = run_in_kernel(&args.pin_dir, ifindex, &frame)?;
-    let agree = kernel.action == xdp_action(verdict.action) && kernel.counters == [(verdict.counter, 1)];
+    let agree = kernel.action == crate::dataplane::test_run::xdp_action(verdict.action)
+        && kernel.counters == [(verdict.counter, 1)];
     let report = json!({
         "port": args.port,
         "iface": port.iface,
@@ -199,23 +200,6 @@ fn outer(v: &Verdict) -> serde_json::Value {
         "dst_port": o.dst_port,
         "vni": o.vni,
     })
-}
-
-/// The XDP action the kernel program returns for `action` (`finish` in the XDP program).
-fn xdp_action(action: Action) -> u32 {
-    // enum xdp_action in the kernel's uapi.
-    const XDP_DROP: u32 = 1;
-    const XDP_PASS: u32 = 2;
-    const XDP_TX: u32 = 3;
-    const XDP_REDIRECT: u32 = 4;
-    match action {
-        Action::Pass => XDP_PASS,
-        Action::Tx => XDP_TX,
-        Action::Drop => XDP_DROP,
-        Action::Redirect | Action::Encap | Action::Decap => XDP_REDIRECT,
-        // Answered by the host pipeline (`port_ingress_with::<_, _, true>`); never its verdict.
-        Action::Dhcp => XDP_DROP,
-    }
 }
 
 struct KernelRun {

@@ -12,6 +12,7 @@ use alioth_common::Counter;
 use super::Controller;
 use crate::dataplane::frames::{self, L4};
 use crate::dataplane::probe;
+use crate::dataplane::test_run::{XDP_DROP, XDP_REDIRECT};
 use crate::net::interfaces::ifname;
 
 /// What became of a probe as it left.
@@ -102,10 +103,6 @@ impl Controller {
         }
     }
 }
-
-/// `enum xdp_action` in the kernel's uapi.
-const XDP_DROP: u32 = 1;
-const XDP_REDIRECT: u32 = 4;
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
 fn monotonic_ns() -> u64 {
