@@ -242,14 +242,8 @@ pub fn frag_needed(gw_mac: Mac, vm_mac: Mac, gw_ip: [u8; 4], vm_ip: [u8; 4], mtu
 pub fn without_df(frame: &[u8]) -> Vec<u8> {
     let mut out = frame.to_vec();
     out[20] &= !0x40;
-    out[24] = 0;
-    out[25] = 0;
-    let sum: u32 = out[14..34]
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    let folded = (sum & 0xffff) + (sum >> 16);
-    let csum = !(((folded & 0xffff) + (folded >> 16)) as u16);
+    out[24..26].fill(0);
+    let csum = internet_checksum(&out[14..34]);
     out[24..26].copy_from_slice(&csum.to_be_bytes());
     out
 }
