@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use alioth_tests::agent::Agent;
 use alioth_tests::demo::{apply, example, topology, VM1_TAP};
+use alioth_tests::netns::Netns;
 use anyhow::{ensure, Context, Result};
 
 const VM1: &str = "f37810eb-7f83-45fa-a4d4-1b31e75399df";
@@ -113,15 +114,11 @@ fn monitor_shows_a_spoofed_frames_drop_with_its_reason_and_addresses() -> Result
     let (code, statuses) = apply(&t.agent, &example("demo.yaml"))?;
     ensure!(code == 0, "{statuses:?}");
     let vm1 = &t.vm1.ns;
-    // No IPv6 chatter (dropped as unsupported) before the frames this test looks for.
-    for vm in [vm1, &t.vm2.ns] {
-        vm.exec(&["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])?;
-    }
-    // VM 2's MAC resolved from the port's own address first, so the spoofed frames are ICMP.
-    vm1.exec(&["ping", "-c", "1", "-W", "2", "198.18.0.11"])?;
-    vm1.exec(&["ip", "addr", "add", "198.18.0.77/32", "dev", "eth0"])?;
-    let spoof = || vm1.exec_output(&["ping", "-c", "1", "-W", "1", "-I", "198.18.0.77", "198.18.0.11"]);
-    let event = while_running(&t.agent, &["--port", VM1, "--drops"], spoof)?;
+    t.vm2
+        .ns
+        .exec(&["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])?;
+    ready_to_spoof(vm1)?;
+    let event = while_running(&t.agent, &["--port", VM1, "--drops"], || spoof(vm1))?;
     for (field, want) in [
         ("kind", "drop"),
         ("reason", "spoofed_ip"),
@@ -158,6 +155,21 @@ fn monitor_shows_a_spoofed_frames_drop_with_its_reason_and_addresses() -> Result
         ensure!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
         Ok(())
     })
+}
+
+/// Readies VM 1 to send from 198.18.0.77, an address its port does not own: no IPv6 chatter
+/// (dropped as unsupported) before the frames the tests look for, and VM 2's MAC resolved from
+/// the port's own address first, so that the spoofed frames are ICMP.
+fn ready_to_spoof(vm1: &Netns) -> Result<()> {
+    vm1.exec(&["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])?;
+    vm1.exec(&["ping", "-c", "1", "-W", "2", "198.18.0.11"])?;
+    vm1.exec(&["ip", "addr", "add", "198.18.0.77/32", "dev", "eth0"])?;
+    Ok(())
+}
+
+/// One ping from VM 1's spoofed address to VM 2 (see `ready_to_spoof`).
+fn spoof(vm1: &Netns) -> Result<std::process::Output> {
+    vm1.exec_output(&["ping", "-c", "1", "-W", "1", "-I", "198.18.0.77", "198.18.0.11"])
 }
 
 /// Runs `alioth monitor --json --count 1` with `args`, doing `traffic` until it ends: its event.
@@ -344,9 +356,7 @@ fn a_monitor_follows_an_agent_restart_that_fills_new_maps() -> Result<()> {
     let (code, statuses) = apply(&t.agent, &example("demo.yaml"))?;
     ensure!(code == 0, "{statuses:?}");
     let vm1 = &t.vm1.ns;
-    vm1.exec(&["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])?;
-    vm1.exec(&["ping", "-c", "1", "-W", "2", "198.18.0.11"])?;
-    vm1.exec(&["ip", "addr", "add", "198.18.0.77/32", "dev", "eth0"])?;
+    ready_to_spoof(vm1)?;
     let (pin_dir, state_dir) = (t.agent.pin_dir.clone(), t.agent.state_dir.clone());
     let bin = alioth_tests::binary::alioth_bin()?;
     let bin = bin.to_str().context("binary path")?;
@@ -378,7 +388,7 @@ fn a_monitor_follows_an_agent_restart_that_fills_new_maps() -> Result<()> {
     ensure!(agent.log_text().contains("maps=\"filled\""), "{}", agent.log_text());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while monitor.try_wait()?.is_none() && std::time::Instant::now() < deadline {
-        vm1.exec_output(&["ping", "-c", "1", "-W", "1", "-I", "198.18.0.77", "198.18.0.11"])?;
+        spoof(vm1)?;
     }
     let _ = monitor.kill();
     let out = monitor.wait_with_output()?;
