@@ -16,6 +16,7 @@ use crate::goalstate::dhcp;
 use crate::goalstate::model::{Change, Resource};
 use crate::goalstate::model::{FixedIp, Id, Port, State};
 use crate::goalstate::plan::{self, EndpointOp, Plan, PortOp};
+use crate::goalstate::secgroup::{self, Members, Policy};
 use crate::goalstate::validate::{self, Naming, Outcome};
 use crate::net::interfaces::interfaces;
 use crate::store::Store;
@@ -45,6 +46,10 @@ pub struct Controller {
     overlay: Option<Overlay>,
     /// Default DHCP lease time in seconds.
     dhcp_lease: u32,
+    /// Who is in which security group, kept between messages that change none of them.
+    members: Option<Members>,
+    /// Whether ports that name no security group are filtered as having none that allow anything.
+    deny_ungrouped: bool,
     /// When the last message was applied.
     last_push: Instant,
     /// Whether a change failed half-way in the maps: they are then never marked as holding the
@@ -150,6 +155,8 @@ impl Controller {
             metrics: Metrics::default(),
             overlay: None,
             dhcp_lease: dhcp::DEFAULT_LEASE_SECS,
+            members: None,
+            deny_ungrouped: false,
             last_push: Instant::now(),
             tainted: false,
         }
@@ -216,6 +223,7 @@ impl Controller {
         let t_validate = started.elapsed();
         if !changes.is_empty() {
             self.mark_changing();
+            self.members = None;
         }
         let mut timing = vec![Timing::default(); outcomes.len()];
         let report = reporter(&mut outcomes, &mut timing);
@@ -227,6 +235,8 @@ impl Controller {
             state: &self.state,
             dp: &mut self.dp,
             dhcp_lease: self.dhcp_lease,
+            members: &mut self.members,
+            deny_ungrouped: self.deny_ungrouped,
         };
         let state = applier.state;
         let (plan, t_plan, staged) = std::thread::scope(|s| {
@@ -325,6 +335,8 @@ impl Controller {
             state: &self.state,
             dp: &mut self.dp,
             dhcp_lease: self.dhcp_lease,
+            members: &mut self.members,
+            deny_ungrouped: self.deny_ungrouped,
         }
     }
 
@@ -397,6 +409,12 @@ impl Controller {
         self.dhcp_lease = secs;
     }
 
+    /// Filters the ports that name no security group as ports whose groups allow nothing
+    /// (`--ports-without-groups deny`: Neutron's port security).
+    pub fn set_deny_ungrouped(&mut self, deny: bool) {
+        self.deny_ungrouped = deny;
+    }
+
     /// Attaches ports whose interface has appeared since they were pushed. One interface listing,
     /// then a lookup per interface: the cost does not grow with the number of waiting ports.
     pub fn retry_pending(&mut self) {
@@ -418,6 +436,7 @@ impl Controller {
                 Err(e) => tracing::warn!(resource_id = &*id, "attach failed: {e:#}"),
             }
         }
+        self.dp.sweep_flows();
         self.mark_recorded();
     }
 }
@@ -428,6 +447,8 @@ struct Applier<'a> {
     state: &'a State,
     dp: &'a mut Dataplane,
     dhcp_lease: u32,
+    members: &'a mut Option<Members>,
+    deny_ungrouped: bool,
 }
 
 impl Applier<'_> {
@@ -481,6 +502,7 @@ impl Applier<'_> {
                 report(*o, Applied::Network(t.elapsed(), result))?;
             }
         }
+        self.dp.sweep_flows();
         Ok(())
     }
 
@@ -507,7 +529,10 @@ impl Applier<'_> {
         let iface = port.iface.clone();
         let ips: Vec<[u8; 4]> = port.fixed_ips.iter().map(|f| f.ip.octets()).collect();
         let dhcp = self.dhcp_entry(port);
-        let present = self.dp.program_port(&iface, entry, &ips, dhcp.as_ref())?;
+        let policy = self.policy(port);
+        let present = self
+            .dp
+            .program_port(&iface, entry, &ips, dhcp.as_ref(), policy.as_ref())?;
         if !present {
             tracing::debug!(
                 resource_id = port_id,
@@ -515,6 +540,15 @@ impl Applier<'_> {
             );
         }
         Ok(present)
+    }
+
+    /// `port`'s security-group policy (`None`: unfiltered).
+    fn policy(&mut self, port: &Port) -> Option<Policy> {
+        if port.security_groups.is_empty() && !self.deny_ungrouped {
+            return None;
+        }
+        let members = self.members.get_or_insert_with(|| Members::of(self.state));
+        secgroup::policy(self.state, members, port, self.deny_ungrouped)
     }
 
     /// What the DHCP server answers `port`: its address in a DHCP-enabled subnet (the one its DHCP

@@ -4,8 +4,9 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use alioth_common::maps::{self, DhcpEntry, Endpoint, EndpointKey, NextHop, PortCounters, PortEntry, Uplink};
-use alioth_common::Counter;
+use alioth_common::{firewall, Counter};
 use anyhow::{anyhow, Context, Result};
+use aya::maps::lpm_trie::LpmTrie;
 use aya::maps::xdp::DevMap;
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, ProgramArray};
 use aya::programs::{SchedClassifier, Xdp};
@@ -27,6 +28,7 @@ mod lab;
 pub mod monitor;
 pub mod object;
 mod pins;
+mod policies;
 mod port_stats;
 mod ports;
 pub mod probe;
@@ -40,7 +42,7 @@ pub use port_stats::sum_port_counters;
 pub use record::recorded_sequence;
 
 /// Names of the maps the agent pins (and `status`/`stats` read).
-pub const PINNED_MAPS: [&str; 12] = [
+pub const PINNED_MAPS: [&str; 15] = [
     maps::PORTS,
     maps::ENDPOINTS,
     maps::STATS,
@@ -53,6 +55,9 @@ pub const PINNED_MAPS: [&str; 12] = [
     maps::TAILS,
     alioth_common::monitor::MONITOR,
     alioth_common::monitor::MONITOR_EVENTS,
+    alioth_common::firewall::SG_REMOTES,
+    alioth_common::firewall::SG_PORTS,
+    alioth_common::firewall::SG_FLOWS,
 ];
 
 /// Level of the XDP program's own log records (aya-log), fixed when the object is loaded.
@@ -116,6 +121,8 @@ pub struct Dataplane {
     matches_record: bool,
     /// The identifier of this agent's echo probes (`probe`).
     probe_marker: u16,
+    /// Security-group policies of the filtered ports.
+    policies: policies::Policies,
     /// Keys and values of the last batch write, kept for the next: a large message then writes
     /// from memory already in place instead of fresh pages.
     batch: (Vec<EndpointKey>, Vec<Endpoint>),
@@ -280,6 +287,11 @@ impl Dataplane {
         let port_stats = PerCpuArray::try_from(take(maps::PORT_STATS)?)?;
         let generation = Array::try_from(take(maps::GENERATION)?)?;
         let record: Array<MapData, u64> = Array::try_from(take(maps::RECORD)?)?;
+        let policies = policies::Policies::new(
+            LpmTrie::try_from(take(firewall::SG_REMOTES)?)?,
+            LpmTrie::try_from(take(firewall::SG_PORTS)?)?,
+            BpfHashMap::try_from(take(firewall::SG_FLOWS)?)?,
+        );
         let recorded = record.get(&maps::RECORD_SEQUENCE, 0).ok().filter(|s| *s != 0);
         let mut dp = Dataplane {
             ebpf,
@@ -309,6 +321,7 @@ impl Dataplane {
             matches_record: false,
             batch: Default::default(),
             probe_marker: 0,
+            policies,
         };
         dp.pick_probe_marker();
         dp.changed()?;

@@ -1,6 +1,6 @@
 //! Goal state as the agent holds it: the model, its validation against what is held, the plan
 //! (the diff) a change makes, the DHCP options a subnet's ports are served, the deletions a file implies (`apply --prune`),
-//! and security-group rules compiled into lookups (`secgroup`, not wired in yet).
+//! and security-group rules compiled into lookups (`secgroup`).
 
 pub mod dhcp;
 pub mod model;

@@ -30,6 +30,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 mod damage;
+mod format1;
 mod legacy;
 mod read;
 mod sequence;
@@ -49,8 +50,9 @@ use crate::goalstate::model::{Change, Resource};
 const DB: &str = "record.sqlite";
 const DB_FILES: [&str; 3] = [DB, "record.sqlite-wal", "record.sqlite-shm"];
 /// The layout of the tables and of the bodies (SQLite's `user_version`): a database of a later
-/// format is refused rather than misread.
-const FORMAT: i64 = 1;
+/// format is refused rather than misread. Format 1 had no security groups: its bodies are read
+/// as well (`format1`), and rewritten in format 2 as they change.
+const FORMAT: i64 = 2;
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS resources (
@@ -430,6 +432,7 @@ fn open_db(dir: &Path) -> Result<Connection> {
     match format {
         0 => db.execute_batch(&format!("{SCHEMA} PRAGMA user_version = {FORMAT};"))?,
         FORMAT => {}
+        1 => db.execute_batch(&format!("PRAGMA user_version = {FORMAT};"))?,
         later => anyhow::bail!(
             "{} is of format {later}, which only a later agent reads (this one reads {FORMAT})",
             path.display()

@@ -14,5 +14,6 @@ pub mod kernel;
 pub mod netns;
 pub mod overlay;
 pub mod pki;
+pub mod sockets;
 pub mod timing;
 pub mod vectors;

@@ -69,5 +69,6 @@ fn detail(r: &Resource) -> String {
             format_mac(&d.mac),
             d.ip.map_or("-".to_string(), |ip| ip.to_string())
         ),
+        Resource::SecurityGroup(g) => format!("rules {}", g.rules.len()),
     }
 }

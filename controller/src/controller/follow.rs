@@ -38,6 +38,7 @@ impl Controller {
                         Ok(false) => {}
                         Err(e) => tracing::warn!(resource_id = &*id, iface = name, "attach failed: {e:#}"),
                     }
+                    self.dp.sweep_flows();
                 }
                 false
             }

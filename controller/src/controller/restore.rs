@@ -43,6 +43,8 @@ impl Controller {
             metrics,
             overlay,
             dhcp_lease: dhcp::DEFAULT_LEASE_SECS,
+            members: None,
+            deny_ungrouped: false,
             last_push: Instant::now(),
             tainted: false,
         };
@@ -148,6 +150,7 @@ impl Controller {
                 tracing::warn!(resource_id = &*id, "port not re-attached: {e:#}");
             }
         }
+        self.dp.sweep_flows();
         Ok(Duration::ZERO)
     }
 

@@ -11,6 +11,7 @@ use super::Dataplane;
 use crate::dataplane::attach::Links;
 use crate::dataplane::batch;
 use crate::dataplane::object::PORT_PROGRAM;
+use crate::goalstate::secgroup::Policy;
 
 impl Dataplane {
     /// Writes a `PORTS` entry directly, without attaching (BPF_PROG_TEST_RUN frames arrive on `lo`).
@@ -44,12 +45,14 @@ impl Dataplane {
         entry: PortEntry,
         ips: &[[u8; 4]],
         dhcp: Option<&DhcpEntry>,
+        policy: Option<&Policy>,
     ) -> Result<bool> {
         let Some(index) = self.names.index(iface) else {
             return Ok(false);
         };
         let mut entry = entry;
         entry.stats_slot = self.stats_slot(iface);
+        entry.policy = self.policies.set(iface, policy)?;
         let old = self.dhcp_slots.get(iface).copied();
         entry.dhcp_slot = match (dhcp, old) {
             (None, _) => 0,
@@ -174,7 +177,7 @@ impl Dataplane {
             self.dhcp_free.push_back(slot);
         }
         self.free_stats_slot(iface);
-        Ok(())
+        self.policies.release(iface)
     }
 
     /// For maps taken over with the record (`adopt_recorded`): whether `PORTS` at `index` is the
@@ -193,6 +196,7 @@ impl Dataplane {
             }
         }
         self.reclaim_stats_slot(iface, entry.stats_slot);
+        self.policies.reclaim(iface, entry.policy);
         true
     }
 
@@ -200,6 +204,21 @@ impl Dataplane {
     pub fn free_unclaimed_slots(&mut self) {
         let held: std::collections::HashSet<u32> = self.dhcp_slots.values().map(|(slot, _)| *slot).collect();
         self.dhcp_free = (1..maps::MAX_DHCP).filter(|s| !held.contains(s)).collect();
+        self.policies.free_unclaimed();
+    }
+
+    /// Drops the tracked flows that the rules changed since the last sweep no longer allow.
+    pub fn sweep_flows(&mut self) {
+        match self.policies.sweep() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("{n} tracked flows no longer allowed by their ports' rules: dropped"),
+            Err(e) => tracing::warn!("sweep the tracked flows: {e:#}"),
+        }
+    }
+
+    /// How many flows the security groups track.
+    pub fn tracked_flows(&self) -> usize {
+        self.policies.flow_count()
     }
 
     /// The index of interface `iface`, if there is one.

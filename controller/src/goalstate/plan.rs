@@ -186,8 +186,8 @@ fn vpc_of(r: &Resource) -> &str {
         Resource::Subnet(s) => &s.vpc_id,
         Resource::Port(p) => &p.vpc_id,
         Resource::Neighbor(n) => &n.vpc_id,
-        // Renders no entries: keyed by nothing of a VPC.
-        Resource::Dhcp(_) => "",
+        // Render no entries: keyed by nothing of a VPC.
+        Resource::Dhcp(_) | Resource::SecurityGroup(_) => "",
     }
 }
 
@@ -196,7 +196,7 @@ fn entries(r: &Resource, vni: u32) -> Entries {
         Resource::Subnet(s) => subnet_entries(s, vni).into_iter().collect(),
         Resource::Port(p) => port_entries(p, vni).into_iter().collect(),
         Resource::Neighbor(n) => neighbor_entries(n, vni).collect(),
-        Resource::Vpc(_) | Resource::Dhcp(_) => Entries::new(),
+        Resource::Vpc(_) | Resource::Dhcp(_) | Resource::SecurityGroup(_) => Entries::new(),
     }
 }
 
@@ -241,6 +241,10 @@ struct Planner<'a> {
     op_of: HashMap<EndpointKey, usize>,
     /// Ports this message programs anyway (their own change); a subnet change need not add them.
     programmed: HashSet<&'a str>,
+    /// Security groups whose rules change, and those whose members (or their addresses) do, with
+    /// the outcome of the first change that did: the ports they filter compile their rules anew.
+    sg_rules: BTreeMap<&'a str, usize>,
+    sg_members: BTreeMap<&'a str, usize>,
     out: Plan,
 }
 
@@ -287,6 +291,8 @@ impl<'a> Planner<'a> {
             ops: Vec::with_capacity(changes.len()),
             op_of: HashMap::with_capacity_and_hasher(changes.len(), Default::default()),
             programmed,
+            sg_rules: BTreeMap::new(),
+            sg_members: BTreeMap::new(),
             out: Plan::default(),
         }
     }
@@ -310,6 +316,7 @@ impl<'a> Planner<'a> {
                 ResourceType::Port => state.ports().get(o.1).cloned().map(Resource::Port),
                 ResourceType::Neighbor => state.neighbors().get(o.1).cloned().map(Resource::Neighbor),
                 ResourceType::Dhcp => state.dhcp_hosts().get(o.1).cloned().map(Resource::from),
+                ResourceType::Securitygroup => None,
                 _ => state.subnets.get(o.1).cloned().map(Resource::from),
             },
         }
@@ -426,6 +433,7 @@ impl<'a> Planner<'a> {
             self.current.insert(owner, new_entries);
         }
         self.dependent_ports(o, before, after);
+        self.group_changes(o, before, after);
         match (before, after) {
             (Some(Resource::Port(b)), Some(Resource::Port(a))) => {
                 if b.iface != a.iface {
@@ -475,8 +483,66 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Notes what a change does to security groups: their rules, or who is in them.
+    fn group_changes(&mut self, o: usize, before: Option<&'a Resource>, after: Option<&'a Resource>) {
+        let membership = |r: Option<&'a Resource>| match r {
+            Some(Resource::Port(p)) => Some((&p.security_groups, &p.fixed_ips, &p.vpc_id)),
+            Some(Resource::Neighbor(n)) => Some((&n.security_groups, &n.fixed_ips, &n.vpc_id)),
+            _ => None,
+        };
+        if let Some(Resource::SecurityGroup(g)) = after.or(before) {
+            self.sg_rules.entry(&g.id).or_insert(o);
+            self.sg_members.entry(&g.id).or_insert(o);
+            return;
+        }
+        let (b, a) = (membership(before), membership(after));
+        if b == a {
+            return;
+        }
+        for (groups, ..) in [b, a].into_iter().flatten() {
+            for g in groups {
+                self.sg_members.entry(g).or_insert(o);
+            }
+        }
+    }
+
+    /// Ports whose compiled rules a security-group change reaches: those in a group whose rules
+    /// changed, and those with a rule naming a group whose members changed.
+    fn filtered_ports(&mut self) {
+        if self.sg_rules.is_empty() && self.sg_members.is_empty() {
+            return;
+        }
+        let state = self.state;
+        let mut recompile = self.sg_rules.clone();
+        for g in state.security_groups.values() {
+            let named = g.rules.iter().find_map(|r| match &r.remote {
+                crate::goalstate::model::Remote::Group(m) => self.sg_members.get(&**m),
+                _ => None,
+            });
+            if let Some(o) = named {
+                recompile.entry(&g.id).or_insert(*o);
+            }
+        }
+        if recompile.is_empty() {
+            return;
+        }
+        let ports: Vec<(usize, &str)> = state
+            .ports()
+            .values()
+            .filter(|p| !self.programmed.contains(&*p.id))
+            .filter_map(|p| {
+                let o = p.security_groups.iter().find_map(|g| recompile.get(&**g))?;
+                Some((*o, &*p.id))
+            })
+            .collect();
+        for (o, id) in ports {
+            self.program(o, id);
+        }
+    }
+
     /// Writes, then removals, each in the order their keys were first touched.
     fn finish(mut self) -> Plan {
+        self.filtered_ports();
         let mut removals: Vec<(usize, EndpointOp)> = Vec::new();
         self.out.endpoints.reserve(self.ops.len());
         for (k, op) in self.ops {

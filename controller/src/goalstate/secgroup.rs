@@ -3,29 +3,31 @@
 //! match its remote address and the bits of those that match its protocol and port share one.
 //!
 //! - Remote prefixes go into a longest-prefix-match table whose entry for each rule prefix holds
-//!   the bits of every rule whose prefix contains it: the longest match alone answers.
+//!   the bits of every rule with a prefix that contains it: the longest match alone answers. A
+//!   rule naming a remote group is one rule (one bit) with a /32 per member address.
 //! - Ports (TCP, UDP) and ICMP type and code (`type << 8 | code`, as Neutron puts them in
 //!   `port_range_min`/`max`) go into a longest-prefix-match table per protocol, over the
 //!   elementary intervals the rules' ranges cut 0..=65535 into, each interval as the fewest
 //!   prefixes that cover it: any value falls in exactly one, which holds the bits of the rules
 //!   whose range covers it. Rules for any protocol are in the table of `ANY_PROTOCOL`.
 //!
-//! Not wired into the data plane yet; the kernel side will be two LPM trie lookups and an AND.
+//! The kernel side (`alioth_common::firewall`) is three trie lookups and an AND, for the first
+//! frame of a flow only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
 
 /// Rules per port and direction: one bit each.
 pub const MAX_RULES: usize = 128;
-/// The protocol key of rules for any protocol (255 is reserved by IANA: no frame has it).
-pub const ANY_PROTOCOL: u8 = 255;
+pub use alioth_common::firewall::ANY_PROTOCOL;
 
-/// One rule, as the compiler takes it (remote groups already expanded into prefixes).
+/// One rule, as the compiler takes it (a remote group expanded into its members' prefixes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
-    pub remote: Ipv4Network,
+    /// Allowed remote prefixes (none: the rule allows nobody, as a group without members).
+    pub remotes: Vec<Ipv4Network>,
     /// `None`: any protocol.
     pub protocol: Option<u8>,
     /// Inclusive range of ports, or of `type << 8 | code` for ICMP; the whole range for none.
@@ -45,15 +47,22 @@ pub struct Compiled {
 pub fn compile(rules: &[Rule]) -> Compiled {
     assert!(rules.len() <= MAX_RULES, "at most {MAX_RULES} rules");
     let bit = |i: usize| 1u128 << i;
-    let mut remotes = BTreeMap::new();
-    for r in rules {
-        let bits = rules
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| o.remote.prefix() <= r.remote.prefix() && o.remote.contains(r.remote.network()))
-            .fold(0, |acc, (i, _)| acc | bit(i));
-        remotes.insert(r.remote, bits);
+    // The rules of each prefix exactly; a prefix's entry ORs those of its (at most 33) ancestors.
+    let mut exact: HashMap<Ipv4Network, u128> = HashMap::new();
+    for (i, r) in rules.iter().enumerate() {
+        for p in &r.remotes {
+            *exact.entry(*p).or_default() |= bit(i);
+        }
     }
+    let remotes = exact
+        .keys()
+        .map(|p| {
+            let bits = (0..=p.prefix())
+                .filter_map(|len| exact.get(&ancestor(p, len)?))
+                .fold(0, |acc, b| acc | b);
+            (*p, bits)
+        })
+        .collect();
     let mut ports = BTreeMap::new();
     let mut protocols: Vec<u8> = rules.iter().map(|r| r.protocol.unwrap_or(ANY_PROTOCOL)).collect();
     protocols.sort_unstable();
@@ -86,6 +95,12 @@ pub fn compile(rules: &[Rule]) -> Compiled {
         }
     }
     Compiled { remotes, ports }
+}
+
+/// The prefix of length `len` (at most `p`'s) that holds `p`.
+fn ancestor(p: &Ipv4Network, len: u8) -> Option<Ipv4Network> {
+    let mask = u32::MAX.checked_shl(32 - len as u32).unwrap_or(0);
+    Ipv4Network::new(Ipv4Addr::from(u32::from(p.network()) & mask), len).ok()
 }
 
 /// The fewest prefixes (value, length in bits) of 16-bit values that cover `lo..=hi` exactly.
@@ -126,6 +141,9 @@ impl Compiled {
 fn prefix_holds(prefix: u16, len: u8, value: u16) -> bool {
     len == 0 || (prefix ^ value) >> (16 - len as u32) == 0
 }
+
+mod policy;
+pub use policy::{policy, Members, Policy};
 
 #[cfg(test)]
 mod tests;

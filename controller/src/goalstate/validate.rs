@@ -22,6 +22,7 @@ mod dhcp_entry;
 mod neighbor;
 mod network;
 mod port;
+mod secgroup;
 use crate::goalstate::model::{
     self, Change, FixedIp, FixedIps, Id, Owner, Port, Resource, State, Subnet, Vpc, MAX_VNI,
 };
@@ -74,7 +75,8 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
         + msg.subnet_states.len()
         + msg.port_states.len()
         + msg.neighbor_states.len()
-        + msg.dhcp_states.len();
+        + msg.dhcp_states.len()
+        + msg.security_group_states.len();
     // Room for the usual answer (every resource accepted) at once: growing a vector of 10,000
     // changes by doubling moved each of them about twice.
     let mut v = Validator {
@@ -93,6 +95,14 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
     // `RouterService.java`), and ACA only prints the field (alcor-control-agent
     // `src/comm/aca_comm_mgr.cpp`): a resource is deleted by its DELETE, never for being absent.
     let subnet_vnis = subnet_tunnel_ids(&msg.subnet_states);
+    // Groups first: the message's ports name them.
+    for s in msg
+        .security_group_states
+        .iter()
+        .filter(|s| !is_delete(s.operation_type))
+    {
+        v.security_group(s);
+    }
     for s in msg.vpc_states.iter().filter(|s| !is_delete(s.operation_type)) {
         v.vpc(s, &subnet_vnis);
     }
@@ -140,16 +150,13 @@ impl<'a> Validator<'a> {
         for s in msg.vpc_states.iter().filter(|s| is_delete(s.operation_type)) {
             self.vpc(s, subnet_vnis);
         }
+        for s in msg.security_group_states.iter().filter(|s| is_delete(s.operation_type)) {
+            self.security_group(s);
+        }
     }
 
-    /// Security groups, routers and gateways: answered, not applied (yet).
+    /// Routers and gateways: answered, not applied (yet).
     fn unsupported_kinds(&mut self, msg: &GoalState) {
-        self.unsupported(
-            ResourceType::Securitygroup,
-            msg.security_group_states
-                .iter()
-                .map(|s| (s.operation_type, s.configuration.as_ref().map(|c| c.id.as_str()))),
-        );
         self.unsupported(
             ResourceType::Router,
             msg.router_states

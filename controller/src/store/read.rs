@@ -69,7 +69,11 @@ fn decode(db: &Connection, mut out: impl FnMut(Vec<Option<Resource>>) -> bool) -
         let body = row.get_ref(2)?.as_blob()?;
         let crc: u32 = row.get(3)?;
         let resource = (crc32fast::hash(body) == crc)
-            .then(|| postcard::from_bytes::<Resource>(body).ok())
+            .then(|| {
+                postcard::from_bytes::<Resource>(body)
+                    .ok()
+                    .or_else(|| super::format1::decode(body))
+            })
             .flatten()
             .filter(|r| {
                 let (kind, id) = r.kind_id();
@@ -188,7 +192,7 @@ pub(super) fn shared_ids(
                 share_all(&mut n.vpc_id, &mut n.fixed_ips);
             }
         }
-        Resource::Vpc(_) | Resource::Subnet(_) | Resource::Dhcp(_) => {}
+        Resource::Vpc(_) | Resource::Subnet(_) | Resource::Dhcp(_) | Resource::SecurityGroup(_) => {}
     }
     r
 }

@@ -21,8 +21,10 @@ pub mod tcp_flags {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
-    /// The VPC's VNI: flows of different VPCs never meet, whatever their addresses.
-    pub vni: u32,
+    /// The zone: the policy of the port whose rules the flow was checked against
+    /// (`PortEntry::policy`). Each port sees its flows alone: a flow one port's rules let out is
+    /// checked again against the receiving port's, and flows of different VPCs never meet.
+    pub zone: u32,
     pub lo_ip: [u8; 4],
     pub hi_ip: [u8; 4],
     /// Ports (TCP, UDP), or the echo identifier twice (ICMP echo), or 0.
@@ -35,7 +37,7 @@ pub struct FlowKey {
 impl FlowKey {
     /// The key of a frame from `src`:`sport` to `dst`:`dport`, and whether the frame goes from the
     /// lower endpoint to the higher one.
-    pub fn of(vni: u32, proto: u8, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> (FlowKey, bool) {
+    pub fn of(zone: u32, proto: u8, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> (FlowKey, bool) {
         let forward = (src, sport) <= (dst, dport);
         let ((lo_ip, lo_port), (hi_ip, hi_port)) = if forward {
             ((src, sport), (dst, dport))
@@ -43,7 +45,7 @@ impl FlowKey {
             ((dst, dport), (src, sport))
         };
         let key = FlowKey {
-            vni,
+            zone,
             lo_ip,
             hi_ip,
             lo_port,

@@ -109,13 +109,23 @@ pub enum Counter {
     IcmpFragNeeded,
     /// As `IcmpFragNeeded`, but past the port's rate of those answers: dropped.
     DropFragNeededRateLimited,
+    /// A new flow the sending port's security groups do not allow out.
+    DropSgEgress,
+    /// A new flow the receiving port's security groups do not allow in.
+    DropSgIngress,
+    /// To or from a port with security groups, a frame that fits no tracked flow and opens none
+    /// (a stray ACK or RST, a SYN-ACK nobody asked for).
+    DropSgInvalid,
+    /// A later IPv4 fragment to or from a port with security groups: it carries no ports to
+    /// track it by.
+    DropSgFragment,
 }
 
 /// Number of counter slots (size of the `STATS` map).
 pub const COUNTER_SLOTS: u32 = 64;
 
 impl Counter {
-    pub const ALL: [Counter; 48] = [
+    pub const ALL: [Counter; 52] = [
         Counter::Pass,
         Counter::ArpReply,
         Counter::IcmpEchoReply,
@@ -164,6 +174,10 @@ impl Counter {
         Counter::EchoProbeReply,
         Counter::IcmpFragNeeded,
         Counter::DropFragNeededRateLimited,
+        Counter::DropSgEgress,
+        Counter::DropSgIngress,
+        Counter::DropSgInvalid,
+        Counter::DropSgFragment,
     ];
 
     /// Stable name used by `alioth stats` and metrics.
@@ -217,6 +231,10 @@ impl Counter {
             Counter::IcmpFragNeeded => "icmp_frag_needed",
             Counter::DropFragNeededRateLimited => "drop_frag_needed_rate_limited",
             Counter::EventSuppressed => "event_suppressed",
+            Counter::DropSgEgress => "drop_sg_egress",
+            Counter::DropSgIngress => "drop_sg_ingress",
+            Counter::DropSgInvalid => "drop_sg_invalid",
+            Counter::DropSgFragment => "drop_sg_fragment",
         }
     }
 

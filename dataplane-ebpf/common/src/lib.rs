@@ -15,6 +15,7 @@ pub mod counters;
 pub mod dhcp;
 pub mod eth;
 pub mod events;
+pub mod firewall;
 pub mod icmp;
 pub mod ipv4;
 pub mod maps;

@@ -87,7 +87,9 @@ pub struct PortEntry {
     /// Gateway of the primary address's subnet, answered without a hash lookup.
     pub gateway_ip: [u8; 4],
     pub gateway_mac: Mac,
-    pub _pad2: [u8; 2],
+    /// The port's security-group policy (`firewall`): its rules and its connection-tracking
+    /// zone; 0: unfiltered.
+    pub policy: u16,
     /// Slot of the port's `DhcpEntry` in `DHCP`; 0: no DHCP (its subnet has it disabled).
     pub dhcp_slot: u32,
 }
@@ -276,4 +278,10 @@ mod pod {
     unsafe impl aya::Pod for crate::monitor::Watch {}
     // SAFETY: see above.
     unsafe impl aya::Pod for crate::probe::ProbeReply {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for crate::firewall::RuleBits {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for crate::firewall::CtValue {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for crate::conntrack::FlowKey {}
 }

@@ -8,6 +8,7 @@
 #[cfg(feature = "lab")]
 mod bench;
 mod cache;
+mod firewall;
 #[cfg(feature = "lab")]
 mod lab;
 mod monitor;
@@ -151,6 +152,7 @@ pub fn alioth_port_tc(ctx: TcContext) -> i32 {
     };
     let mut pkt = tc::packet(&ctx);
     let verdict = pipeline::port_ingress_skb(&mut pkt, &port, &Maps);
+    let verdict = firewall::from_port(&mut pkt, &port, verdict);
     tc::finish(&ctx, verdict, port.stats_slot)
 }
 
@@ -159,6 +161,7 @@ pub fn alioth_port_tc(ctx: TcContext) -> i32 {
 pub fn alioth_uplink_tc(ctx: TcContext) -> i32 {
     let mut pkt = tc::packet(&ctx);
     let verdict = pipeline::uplink_ingress_skb(&mut pkt, &Maps);
+    let verdict = firewall::from_uplink(&mut pkt, verdict);
     tc::finish(&ctx, verdict, slot_of_target(&verdict))
 }
 
@@ -189,6 +192,7 @@ fn port_path(ctx: &XdpContext) -> (Origin, Verdict) {
     let slot = port.stats_slot;
     // DHCP is left to `alioth_port_dhcp`.
     let verdict = pipeline::port_ingress_with::<_, _, false>(&mut pkt, &port, &Maps);
+    let verdict = firewall::from_port(&mut pkt, &port, verdict);
     (Origin { ifindex, slot }, pmtu::limit(ifindex, verdict))
 }
 
@@ -221,6 +225,7 @@ fn uplink_path(ctx: &XdpContext) -> (Origin, Verdict) {
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let mut pkt = XdpPacket::new(ctx);
     let verdict = pipeline::uplink_ingress(&mut pkt, &Maps);
+    let verdict = firewall::from_uplink(&mut pkt, verdict);
     let slot = slot_of_target(&verdict);
     (Origin { ifindex, slot }, verdict)
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{DhcpHost, Neighbor, Port, Resource, State, Subnet, Vpc};
+use super::{DhcpHost, Neighbor, Port, Resource, SecurityGroup, State, Subnet, Vpc};
 
 /// The resources of a state, before its indexes exist.
 #[derive(Default)]
@@ -15,6 +15,7 @@ pub struct Parts {
     ports: Vec<Arc<Port>>,
     neighbors: Vec<Arc<Neighbor>>,
     dhcp: Vec<DhcpHost>,
+    security_groups: BTreeMap<String, SecurityGroup>,
 }
 
 impl Parts {
@@ -25,6 +26,7 @@ impl Parts {
             Resource::Port(p) => self.ports.push(p),
             Resource::Neighbor(n) => self.neighbors.push(n),
             Resource::Dhcp(d) => self.dhcp.push(*d),
+            Resource::SecurityGroup(g) => drop(self.security_groups.insert(g.id.to_string(), *g)),
         }
     }
 
@@ -37,6 +39,7 @@ impl Parts {
             ports,
             neighbors,
             dhcp,
+            security_groups,
         } = self;
         let names = || {
             let mut st = State::default();
@@ -88,6 +91,7 @@ impl Parts {
             hosts: by_addr.hosts,
             dhcp: by_name.dhcp,
             dhcp_macs: by_name.dhcp_macs,
+            security_groups,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use alioth_proto::schema::ResourceType;
 
-use super::{DhcpHost, Neighbor, Port, State, Subnet, Vpc};
+use super::{DhcpHost, Neighbor, Port, SecurityGroup, State, Subnet, Vpc};
 
 /// A resource as stored in `State`. Ports and neighbors are shared with the state; the rest, few
 /// and larger, are boxed, so that a change stays a few words however large its resource.
@@ -16,12 +16,15 @@ pub enum Resource {
     Port(Arc<Port>),
     Neighbor(Arc<Neighbor>),
     Dhcp(Box<DhcpHost>),
+    /// Last: the record's bodies number the variants.
+    SecurityGroup(Box<SecurityGroup>),
 }
 
 impl State {
-    /// Every resource, in dependency order (VPCs, subnets, ports, neighbors).
+    /// Every resource, in dependency order (VPCs, security groups, subnets, ports, neighbors).
     pub fn resources(&self) -> impl Iterator<Item = Resource> + '_ {
         let vpcs = self.vpcs.values().cloned().map(Resource::from);
+        let vpcs = vpcs.chain(self.security_groups.values().cloned().map(Resource::from));
         let subnets = self.subnets.values().cloned().map(Resource::from);
         let ports = self.ports().values().cloned().map(Resource::Port);
         vpcs.chain(subnets)
@@ -32,7 +35,12 @@ impl State {
 
     /// How many resources there are (what `resources` would yield, without copying any).
     pub fn len(&self) -> usize {
-        self.vpcs.len() + self.subnets.len() + self.ports().len() + self.neighbors().len() + self.dhcp_hosts().len()
+        self.vpcs.len()
+            + self.subnets.len()
+            + self.ports().len()
+            + self.neighbors().len()
+            + self.dhcp_hosts().len()
+            + self.security_groups.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -47,6 +55,7 @@ impl State {
             ResourceType::Port => self.ports().get(id).cloned().map(Resource::Port),
             ResourceType::Neighbor => self.neighbors().get(id).cloned().map(Resource::Neighbor),
             ResourceType::Dhcp => self.dhcp_hosts().get(id).cloned().map(Resource::from),
+            ResourceType::Securitygroup => self.security_groups.get(id).cloned().map(Resource::from),
             _ => None,
         }
     }
@@ -58,6 +67,7 @@ impl State {
             Resource::Port(p) => drop(self.put_port(p)),
             Resource::Neighbor(n) => drop(self.put_neighbor(n)),
             Resource::Dhcp(d) => drop(self.put_dhcp(*d)),
+            Resource::SecurityGroup(g) => drop(self.security_groups.insert(g.id.to_string(), *g)),
         }
     }
 
@@ -76,6 +86,7 @@ impl State {
             ResourceType::Port => drop(self.remove_port(id)),
             ResourceType::Neighbor => drop(self.remove_neighbor(id)),
             ResourceType::Dhcp => drop(self.remove_dhcp(id)),
+            ResourceType::Securitygroup => drop(self.security_groups.remove(id)),
             _ => {}
         }
     }
@@ -96,7 +107,8 @@ resource_from!(
     Subnet(Subnet) by Box,
     Port(Port) by Arc,
     Neighbor(Neighbor) by Arc,
-    Dhcp(DhcpHost) by Box
+    Dhcp(DhcpHost) by Box,
+    SecurityGroup(SecurityGroup) by Box
 );
 
 impl Resource {
@@ -107,6 +119,7 @@ impl Resource {
             Resource::Port(p) => p.revision,
             Resource::Neighbor(n) => n.revision,
             Resource::Dhcp(d) => d.revision,
+            Resource::SecurityGroup(g) => g.revision,
         }
     }
 
@@ -117,6 +130,7 @@ impl Resource {
             Resource::Port(p) => (ResourceType::Port, &p.id),
             Resource::Neighbor(n) => (ResourceType::Neighbor, &n.id),
             Resource::Dhcp(d) => (ResourceType::Dhcp, &d.id),
+            Resource::SecurityGroup(g) => (ResourceType::Securitygroup, &g.id),
         }
     }
 }

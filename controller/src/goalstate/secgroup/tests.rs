@@ -8,22 +8,28 @@ use super::*;
 /// What the rules mean, one by one: the reference the compiled lookups must agree with.
 fn naive(rules: &[Rule], remote: Ipv4Addr, proto: u8, value: u16) -> bool {
     rules.iter().any(|r| {
-        r.remote.contains(remote) && r.protocol.is_none_or(|p| p == proto) && (r.ports.0..=r.ports.1).contains(&value)
+        r.remotes.iter().any(|p| p.contains(remote))
+            && r.protocol.is_none_or(|p| p == proto)
+            && (r.ports.0..=r.ports.1).contains(&value)
     })
 }
 
 fn rule() -> impl Strategy<Value = Rule> {
     // Few distinct addresses, protocols and ports, so that rules overlap and frames hit them.
-    let remote = (
+    let prefix = (
         prop::sample::select(vec![[198, 18, 0, 0], [198, 18, 1, 0], [198, 19, 0, 0], [0, 0, 0, 0]]),
         0u8..=32,
     )
-        .prop_map(|(ip, len)| Ipv4Network::new(Ipv4Addr::from(ip), len).expect("prefix length"));
+        .prop_map(|(ip, len)| {
+            let net = Ipv4Network::new(Ipv4Addr::from(ip), len).expect("prefix length");
+            Ipv4Network::new(net.network(), len).expect("prefix length")
+        });
+    let remote = prop::collection::vec(prefix, 0..3);
     let protocol = prop::option::of(prop::sample::select(vec![1u8, 6, 17, 47]));
     let ports = (0u16..=1024, 0u16..=2048).prop_map(|(a, b)| (a.min(b), a.max(b)));
     let whole = Just((0u16, u16::MAX));
-    (remote, protocol, prop_oneof![ports, whole]).prop_map(|(remote, protocol, ports)| Rule {
-        remote,
+    (remote, protocol, prop_oneof![ports, whole]).prop_map(|(remotes, protocol, ports)| Rule {
+        remotes,
         protocol,
         ports,
     })
@@ -34,7 +40,7 @@ fn no_rule_allows_nothing_and_an_open_rule_everything() {
     let none = compile(&[]);
     assert!(!none.allows(Ipv4Addr::new(198, 18, 0, 1), 6, 22));
     let open = compile(&[Rule {
-        remote: "0.0.0.0/0".parse().unwrap(),
+        remotes: vec!["0.0.0.0/0".parse().unwrap()],
         protocol: None,
         ports: (0, u16::MAX),
     }]);

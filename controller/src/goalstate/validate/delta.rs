@@ -74,8 +74,18 @@ pub fn subnet<'a>(c: &'a SubnetConfiguration, held: &Subnet) -> Cow<'a, SubnetCo
 }
 
 pub fn port<'a>(c: &'a PortConfiguration, held: &Port) -> Cow<'a, PortConfiguration> {
-    let unset = c.vpc_id.is_empty() || c.mac_address.trim().is_empty() || c.fixed_ips.is_empty();
+    let unset = c.vpc_id.is_empty()
+        || c.mac_address.trim().is_empty()
+        || c.fixed_ips.is_empty()
+        || (c.security_group_ids.is_empty() && !held.security_groups.is_empty());
     fill(c, unset, |m| {
+        if m.security_group_ids.is_empty() {
+            m.security_group_ids = held
+                .security_groups
+                .iter()
+                .map(|g| port_configuration::SecurityGroupId { id: g.to_string() })
+                .collect();
+        }
         if m.vpc_id.is_empty() {
             m.vpc_id = held.vpc_id.to_string();
         }
@@ -95,8 +105,16 @@ pub fn neighbor<'a>(c: &'a NeighborConfiguration, held: &Neighbor) -> Cow<'a, Ne
     let unset = c.vpc_id.is_empty()
         || c.mac_address.trim().is_empty()
         || (c.host_ip_address.trim().is_empty() && !held.host_ip.is_unspecified())
-        || c.fixed_ips.is_empty();
+        || c.fixed_ips.is_empty()
+        || (c.security_group_ids.is_empty() && !held.security_groups.is_empty());
     fill(c, unset, |m| {
+        if m.security_group_ids.is_empty() {
+            m.security_group_ids = held
+                .security_groups
+                .iter()
+                .map(|g| neighbor_configuration::SecurityGroupId { id: g.to_string() })
+                .collect();
+        }
         if m.vpc_id.is_empty() {
             m.vpc_id = held.vpc_id.to_string();
         }
@@ -147,6 +165,7 @@ mod tests {
             .into_iter()
             .collect(),
             iface: "tapp".into(),
+            security_groups: Default::default(),
         }
     }
 

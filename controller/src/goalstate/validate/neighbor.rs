@@ -99,6 +99,7 @@ impl Validator<'_> {
             mac,
             host_ip,
             fixed_ips,
+            security_groups: model::groups(c.security_group_ids.iter().map(|g| g.id.as_str())),
         })
     }
 }

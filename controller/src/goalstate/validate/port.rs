@@ -140,6 +140,7 @@ impl Validator<'_> {
             mac,
             fixed_ips,
             iface: iface.into(),
+            security_groups: model::groups(c.security_group_ids.iter().map(|g| g.id.as_str())),
         })
     }
 }

@@ -1,0 +1,105 @@
+//! A port's policy: the rules of its security groups for each direction, compiled, with remote
+//! groups expanded into the addresses of their members in the port's VPC.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+
+use super::{compile, Compiled, Rule};
+use crate::goalstate::model::{Id, Port, Remote, State};
+
+/// A port's rules, compiled for each direction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    pub egress: Compiled,
+    pub ingress: Compiled,
+}
+
+/// The addresses of each group's members (ports and neighbors), by group and VPC.
+#[derive(Default)]
+pub struct Members(HashMap<(Id, Id), Vec<Ipv4Network>>);
+
+impl Members {
+    pub fn of(state: &State) -> Self {
+        let mut out: HashMap<(Id, Id), Vec<Ipv4Network>> = HashMap::new();
+        let host = |ip: Ipv4Addr| Ipv4Network::from(ip);
+        let ports = state
+            .ports()
+            .values()
+            .map(|p| (&p.security_groups, &p.vpc_id, &p.fixed_ips));
+        let neighbors = state
+            .neighbors()
+            .values()
+            .map(|n| (&n.security_groups, &n.vpc_id, &n.fixed_ips));
+        for (groups, vpc, ips) in ports.chain(neighbors) {
+            for g in groups {
+                let list = out.entry((g.clone(), vpc.clone())).or_default();
+                list.extend(ips.iter().map(|f| host(f.ip)));
+            }
+        }
+        Members(out)
+    }
+
+    fn of_group(&self, group: &Id, vpc: &Id) -> &[Ipv4Network] {
+        self.0.get(&(group.clone(), vpc.clone())).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// `port`'s policy; `None` (unfiltered) when it names no group the state holds and
+/// `deny_ungrouped` is off. Groups never sent filter nothing: ACA's own tests name group "1"
+/// and send no group at all (alcor-control-agent `test/gtest/aca_test_ovs_l2.cpp`), and DPM
+/// sends a port's groups in the port's message.
+pub fn policy(state: &State, members: &Members, port: &Port, deny_ungrouped: bool) -> Option<Policy> {
+    let known = port.security_groups.iter().any(|g| state.security_groups.contains_key(&**g));
+    if !known {
+        if !port.security_groups.is_empty() {
+            tracing::warn!(
+                resource_id = &*port.id,
+                groups = ?port.security_groups,
+                "the port names security groups this agent was never sent: not filtered by them"
+            );
+        }
+        return deny_ungrouped.then(Policy::default);
+    }
+    let (mut egress, mut ingress) = (Vec::new(), Vec::new());
+    for g in port
+        .security_groups
+        .iter()
+        .filter_map(|g| state.security_groups.get(&**g))
+    {
+        for r in g.rules.iter().filter(|r| !r.ipv6) {
+            let remotes = match &r.remote {
+                Remote::Prefix(p) => vec![*p],
+                Remote::Group(m) => members.of_group(m, &port.vpc_id).to_vec(),
+                Remote::Ipv6(_) => continue,
+            };
+            let rule = Rule {
+                remotes,
+                protocol: r.protocol,
+                ports: r.ports,
+            };
+            let list = if r.ingress { &mut ingress } else { &mut egress };
+            if !list.contains(&rule) {
+                list.push(rule);
+            }
+        }
+    }
+    // Validation keeps each group within the bound; several groups together may not be: the
+    // rules past it are left out (refusing more, never allowing more).
+    for (list, dir) in [(&mut egress, "egress"), (&mut ingress, "ingress")] {
+        if list.len() > super::MAX_RULES {
+            tracing::error!(
+                resource_id = &*port.id,
+                "{} {dir} rules from its groups; only the first {} apply",
+                list.len(),
+                super::MAX_RULES
+            );
+            list.truncate(super::MAX_RULES);
+        }
+    }
+    Some(Policy {
+        egress: compile(&egress),
+        ingress: compile(&ingress),
+    })
+}

@@ -1,0 +1,63 @@
+//! Bodies of the record's format 1, before ports and neighbors had security groups: read back as
+//! resources without any.
+
+use std::net::Ipv4Addr;
+
+use crate::goalstate::model::{DhcpHost, FixedIps, Id, Mac, Neighbor, Port, Resource, Subnet, Vpc};
+
+#[derive(serde::Deserialize)]
+struct Port1 {
+    id: Id,
+    revision: u32,
+    vpc_id: Id,
+    mac: Mac,
+    fixed_ips: FixedIps,
+    iface: Id,
+}
+
+#[derive(serde::Deserialize)]
+struct Neighbor1 {
+    id: Id,
+    revision: u32,
+    vpc_id: Id,
+    mac: Mac,
+    host_ip: Ipv4Addr,
+    fixed_ips: FixedIps,
+}
+
+/// `Resource` as format 1 numbered its variants.
+#[derive(serde::Deserialize)]
+enum Resource1 {
+    Vpc(Box<Vpc>),
+    Subnet(Box<Subnet>),
+    Port(Port1),
+    Neighbor(Neighbor1),
+    Dhcp(Box<DhcpHost>),
+}
+
+/// A format-1 body as a resource.
+pub fn decode(body: &[u8]) -> Option<Resource> {
+    Some(match postcard::from_bytes::<Resource1>(body).ok()? {
+        Resource1::Vpc(v) => Resource::Vpc(v),
+        Resource1::Subnet(s) => Resource::Subnet(s),
+        Resource1::Dhcp(d) => Resource::Dhcp(d),
+        Resource1::Port(p) => Resource::from(Port {
+            id: p.id,
+            revision: p.revision,
+            vpc_id: p.vpc_id,
+            mac: p.mac,
+            fixed_ips: p.fixed_ips,
+            iface: p.iface,
+            security_groups: Default::default(),
+        }),
+        Resource1::Neighbor(n) => Resource::from(Neighbor {
+            id: n.id,
+            revision: n.revision,
+            vpc_id: n.vpc_id,
+            mac: n.mac,
+            host_ip: n.host_ip,
+            fixed_ips: n.fixed_ips,
+            security_groups: Default::default(),
+        }),
+    })
+}

@@ -1,0 +1,137 @@
+//! Security groups on the forwarding verdicts (`alioth_common::firewall`): the sending port's
+//! egress rules for what it sends to another port, the receiving port's ingress rules for what
+//! reaches it from a local port or decapsulated. Answers of the data plane itself (ARP, ICMP to a
+//! gateway, DHCP) are no flows between ports and never get here.
+
+use alioth_common::conntrack::FlowKey;
+use alioth_common::firewall::{
+    self, CtValue, RuleBits, SgTables, EGRESS, INGRESS, KEY_FIXED_BITS, MAX_SG_ENTRIES, MAX_SG_FLOWS,
+};
+use alioth_common::maps::PortEntry;
+use alioth_common::packet::At;
+use alioth_common::pipeline::{Action, Verdict};
+use alioth_common::{ipv4, vxlan, Counter, Packet};
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::lpm_trie::{Key, LpmTrie};
+use aya_ebpf::maps::LruHashMap;
+
+use crate::PORTS;
+
+#[map]
+static SG_REMOTES: LpmTrie<[u8; 8], RuleBits> = LpmTrie::with_max_entries(MAX_SG_ENTRIES, 0);
+
+#[map]
+static SG_PORTS: LpmTrie<[u8; 8], RuleBits> = LpmTrie::with_max_entries(MAX_SG_ENTRIES, 0);
+
+#[map]
+static SG_FLOWS: LruHashMap<FlowKey, CtValue> = LruHashMap::with_max_entries(MAX_SG_FLOWS, 0);
+
+struct Sg;
+
+/// A trie key laid out as aya's `Key<[u8; 8]>`, but not packed: LLVM writes a packed one's data
+/// with 8-byte stores at a 4-byte offset, which the verifier refuses as misaligned.
+#[repr(C, align(8))]
+struct Aligned {
+    prefix_len: u32,
+    data: [u8; 8],
+}
+
+impl Aligned {
+    #[inline(always)]
+    fn key(&self) -> &Key<[u8; 8]> {
+        // SAFETY: the same 12 bytes in the same order; `Key` is packed, so any address suits it.
+        unsafe { &*(self as *const Aligned as *const Key<[u8; 8]>) }
+    }
+}
+
+impl SgTables for Sg {
+    #[inline(always)]
+    fn remote_bits(&self, policy: u16, dir: u8, ip: [u8; 4]) -> u128 {
+        let key = Aligned {
+            prefix_len: KEY_FIXED_BITS + 32,
+            data: firewall::remote_key(policy, dir, ip),
+        };
+        SG_REMOTES.get(key.key()).map_or(0, |b| b.to_u128())
+    }
+
+    #[inline(always)]
+    fn port_bits(&self, policy: u16, dir: u8, proto: u8, value: u16) -> u128 {
+        let key = Aligned {
+            prefix_len: KEY_FIXED_BITS + 16,
+            data: firewall::ports_key(policy, dir, proto, value),
+        };
+        SG_PORTS.get(key.key()).map_or(0, |b| b.to_u128())
+    }
+
+    #[inline(always)]
+    fn flow(&self, key: &FlowKey) -> Option<CtValue> {
+        // SAFETY: the value is copied out before the map is written.
+        unsafe { SG_FLOWS.get(key).copied() }
+    }
+
+    #[inline(always)]
+    fn set_flow(&self, key: &FlowKey, value: &CtValue) {
+        let _ = SG_FLOWS.insert(key, value, 0);
+    }
+
+    #[inline(always)]
+    fn now(&self) -> u64 {
+        // SAFETY: a helper without arguments.
+        unsafe { bpf_ktime_get_coarse_ns() }
+    }
+}
+
+/// The policy of the port behind `ifindex` (0: unfiltered, or no port).
+#[inline(always)]
+fn policy_of(ifindex: u32) -> u16 {
+    PORTS.get(ifindex).map_or(0, |p| p.policy)
+}
+
+/// `verdict` for a frame `port` sent, once both ends' security groups had their say.
+#[inline(always)]
+pub fn from_port<P: Packet + ?Sized>(pkt: &mut P, port: &PortEntry, verdict: Verdict) -> Verdict {
+    let to_port = verdict.action == Action::Redirect;
+    if !to_port && verdict.action != Action::Encap {
+        return verdict;
+    }
+    let receiver = if to_port { policy_of(verdict.ifindex) } else { 0 };
+    if port.policy == 0 && receiver == 0 {
+        return verdict;
+    }
+    match refused(pkt, port.policy, EGRESS).or_else(|| refused(pkt, receiver, INGRESS)) {
+        Some(reason) => Verdict::drop_with(reason),
+        None => verdict,
+    }
+}
+
+/// `verdict` for a VXLAN frame from the uplink, once the receiving port's security groups had
+/// their say on the inner frame.
+#[inline(always)]
+pub fn from_uplink<P: Packet + ?Sized>(pkt: &mut P, verdict: Verdict) -> Verdict {
+    if verdict.action != Action::Decap {
+        return verdict;
+    }
+    let receiver = policy_of(verdict.ifindex);
+    if receiver == 0 {
+        return verdict;
+    }
+    match refused(&mut At::new(pkt, vxlan::OUTER_LEN), receiver, INGRESS) {
+        Some(reason) => Verdict::drop_with(reason),
+        None => verdict,
+    }
+}
+
+/// Why `policy`'s check in `dir` drops the frame, if it does (policy 0: unfiltered).
+#[inline(always)]
+fn refused<P: Packet + ?Sized>(pkt: &P, policy: u16, dir: u8) -> Option<Counter> {
+    if policy == 0 {
+        return None;
+    }
+    // The pipeline parsed and accepted the header already: this only gives the verifier its offsets.
+    let ip = match ipv4::parse(pkt) {
+        Ok(ip) => ip,
+        Err(reason) => return Some(reason),
+    };
+    firewall::check(pkt, &ip, policy, dir, &Sg).err()
+}

@@ -1,0 +1,186 @@
+//! Security groups with real sockets and `ping` between two VMs of one host (examples/demo.yaml),
+//! pushed as Alcor's DPM sends them: the ports again with their `securityGroupIds`, and each group
+//! with every rule, the protocol and port range left unset where they mean "any".
+
+use std::time::{Duration, Instant};
+
+use alioth_tests::agent::Agent;
+use alioth_tests::demo::{apply, counter, example, topology, Topology};
+use alioth_tests::netns::Scratch;
+use alioth_tests::sockets::{round_trip, Peer};
+use anyhow::{ensure, Result};
+use serde_json::{json, Value};
+
+const VPC: &str = "9192a4d4-ffff-4ece-b3f0-8d36e3d88001";
+const SUBNET: &str = "a87e0f87-a2d9-44ef-9194-9a62f178594e";
+const VM1: (&str, &str, &str) = (
+    "f37810eb-7f83-45fa-a4d4-1b31e75399df",
+    "02:00:c6:12:00:0a",
+    "198.18.0.10",
+);
+const VM2: (&str, &str, &str) = (
+    "2a2b0d1c-4c1e-4b4f-8a4e-9b1f2e3d4c5b",
+    "02:00:c6:12:00:0b",
+    "198.18.0.11",
+);
+
+/// A port as DPM sends it (`PortService.java`): FULL, with its groups.
+fn port(vm: (&str, &str, &str), groups: &[&str]) -> Value {
+    json!({
+        "operationType": "UPDATE",
+        "configuration": {
+            "id": vm.0, "revisionNumber": 1, "updateType": "FULL", "vpcId": VPC, "macAddress": vm.1,
+            "fixedIps": [{"subnetId": SUBNET, "ipAddress": vm.2}],
+            "securityGroupIds": groups.iter().map(|g| json!({"id": g})).collect::<Vec<_>>(),
+        }
+    })
+}
+
+/// A rule as DPM builds it (`SecurityGroupService.java`): what it leaves unset is not in `rule`.
+fn rule(id: &str, direction: &str, rule: Value) -> Value {
+    let mut r = json!({"id": id, "direction": direction, "ethertype": "IPV4"});
+    r.as_object_mut().unwrap().extend(rule.as_object().unwrap().clone());
+    r
+}
+
+fn group(id: &str, revision: u32, rules: Vec<Value>) -> Value {
+    json!({
+        "operationType": "UPDATE",
+        "configuration": {"id": id, "revisionNumber": revision, "name": id, "securityGroupRules": rules}
+    })
+}
+
+/// "cli" (VM 1): anything out, nothing in. "srv" (VM 2): TCP 8080 in from the subnet, UDP 5353
+/// from 198.18.0.10/32, ICMP echo in from members of "cli", anything out.
+fn groups(revision: u32, with_8080: bool) -> Vec<Value> {
+    let mut srv = vec![
+        rule("srv-out", "EGRESS", json!({})),
+        rule(
+            "srv-udp",
+            "INGRESS",
+            json!({"protocol": "UDP", "portRangeMin": 5353, "portRangeMax": 5353, "remoteIpPrefix": "198.18.0.10/32"}),
+        ),
+        rule(
+            "srv-ping",
+            "INGRESS",
+            json!({"protocol": "ICMP", "portRangeMin": 8, "remoteGroupId": "cli"}),
+        ),
+    ];
+    if with_8080 {
+        srv.push(rule(
+            "srv-web",
+            "INGRESS",
+            json!({"protocol": "TCP", "portRangeMin": 8080, "portRangeMax": 8080, "remoteIpPrefix": "198.18.0.0/24"}),
+        ));
+    }
+    vec![
+        group("cli", 1, vec![rule("cli-out", "EGRESS", json!({}))]),
+        group("srv", revision, srv),
+    ]
+}
+
+fn push(t: &Topology, dir: &Scratch, name: &str, msg: Value) -> Result<()> {
+    let path = dir.path(name);
+    std::fs::write(&path, serde_json::to_vec(&msg)?)?;
+    let (code, statuses) = apply(&t.agent, &path)?;
+    ensure!(
+        code == 0 && statuses.values().all(|s| s == "SUCCESS"),
+        "{name}: exit {code}, {statuses:?}\n{}",
+        t.agent.log_text()
+    );
+    Ok(())
+}
+
+fn counters(agent: &Agent) -> Result<[u64; 3]> {
+    Ok([
+        counter(agent, "drop_sg_ingress")?,
+        counter(agent, "drop_sg_egress")?,
+        counter(agent, "drop_sg_invalid")?,
+    ])
+}
+
+#[test]
+fn rules_allow_what_they_name_replies_pass_and_a_removed_rule_cuts_its_flows() -> Result<()> {
+    let t = topology(&[])?;
+    let dir = Scratch::new("alsg")?;
+    let (code, _) = apply(&t.agent, &example("demo.yaml"))?;
+    ensure!(code == 0, "{}", t.agent.log_text());
+    let (vm1, vm2) = (&t.vm1.ns, &t.vm2.ns);
+    let _web = Peer::serve(vm2, false, 8080, 25)?;
+    let _other = Peer::serve(vm2, false, 8081, 25)?;
+    let _dns = Peer::serve(vm2, true, 5353, 25)?;
+    let _back = Peer::serve(vm1, false, 9000, 25)?;
+    ensure!(round_trip(vm1, false, VM2.2, 8081)?, "without groups everything passes");
+
+    let msg = json!({
+        "formatVersion": 101,
+        "securityGroupStates": groups(1, true),
+        "portStates": [port(VM1, &["cli"]), port(VM2, &["srv"])],
+    });
+    push(&t, &dir, "groups.json", msg)?;
+    let before = counters(&t.agent)?;
+    // Allowed, and the replies come back although neither VM's ingress rules name them.
+    ensure!(round_trip(vm1, false, VM2.2, 8080)?, "TCP 8080 is allowed in");
+    ensure!(round_trip(vm1, true, VM2.2, 5353)?, "UDP 5353 from VM 1 is allowed in");
+    let ping = vm1.exec_output(&["ping", "-c", "2", "-i", "0.2", "-W", "1", VM2.2])?;
+    ensure!(ping.status.success(), "VM 1 is in the remote group of VM 2's ICMP rule");
+    // Not allowed: another port, and anything into VM 1.
+    ensure!(
+        !round_trip(vm1, false, VM2.2, 8081)?,
+        "TCP 8081 is not allowed into VM 2"
+    );
+    ensure!(!round_trip(vm2, false, VM1.2, 9000)?, "nothing is allowed into VM 1");
+    let ping = vm2.exec_output(&["ping", "-c", "1", "-W", "1", VM1.2])?;
+    ensure!(!ping.status.success(), "ICMP into VM 1 is not allowed");
+    let after = counters(&t.agent)?;
+    ensure!(after[0] >= before[0] + 3, "drop_sg_ingress: {before:?} -> {after:?}");
+    // The gateway still answers a port with groups: ARP, ICMP to it and DHCP are no flows.
+    let gw = vm2.exec_output(&["ping", "-c", "1", "-W", "1", "198.18.0.1"])?;
+    ensure!(gw.status.success(), "the gateway answers");
+
+    // A connection held open across the removal of the only rule that let it in is cut.
+    let flag = dir.path("removed");
+    let (_held, mut out) = Peer::hold(vm1, VM2.2, 8080, &flag)?;
+    let msg = json!({"formatVersion": 101, "securityGroupStates": groups(2, false)});
+    let pushed = Instant::now();
+    push(&t, &dir, "removed.json", msg)?;
+    std::fs::write(&flag, "")?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line)?;
+    ensure!(line.trim() == "cut", "the established flow went on: {line:?}");
+    ensure!(pushed.elapsed() < Duration::from_secs(5), "took {:?}", pushed.elapsed());
+    ensure!(
+        !round_trip(vm1, false, VM2.2, 8080)?,
+        "TCP 8080 is not allowed any more"
+    );
+    ensure!(round_trip(vm1, true, VM2.2, 5353)?, "UDP 5353 still is");
+    let status = t.agent.cli(&["stats", "--json"])?;
+    ensure!(status.status.success());
+    Ok(())
+}
+
+/// A stray ACK, as a scanner or a forgotten connection sends it, opens nothing and is counted.
+#[test]
+fn a_stray_ack_opens_nothing() -> Result<()> {
+    let t = topology(&[])?;
+    let dir = Scratch::new("alsg")?;
+    let (code, _) = apply(&t.agent, &example("demo.yaml"))?;
+    ensure!(code == 0, "{}", t.agent.log_text());
+    let msg = json!({
+        "formatVersion": 101,
+        "securityGroupStates": groups(1, true),
+        "portStates": [port(VM1, &["cli"]), port(VM2, &["srv"])],
+    });
+    push(&t, &dir, "groups.json", msg)?;
+    let before = counters(&t.agent)?;
+    // A bare ACK from VM 1 to VM 2's port 8080, which a SYN would be allowed to.
+    let script = "import socket, struct\n\
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)\n\
+        h = struct.pack('!HHIIBBHHH', 40000, 8080, 1, 1, 5 << 4, 0x10, 1024, 0, 0)\n\
+        s.sendto(h, ('198.18.0.11', 0))\n";
+    t.vm1.ns.exec(&["/usr/bin/python3", "-c", script])?;
+    std::thread::sleep(Duration::from_millis(200));
+    let after = counters(&t.agent)?;
+    ensure!(after[2] > before[2], "drop_sg_invalid: {before:?} -> {after:?}");
+    Ok(())
+}
