@@ -171,6 +171,28 @@ pub fn tcp(src_mac: Mac, dst_mac: Mac, src: [u8; 4], dst: [u8; 4], sport: u16, d
     out
 }
 
+/// A TCP SYN (a connection's first segment) with a valid checksum.
+pub fn tcp_syn(src_mac: Mac, dst_mac: Mac, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, 1, 65535)
+        .syn();
+    let mut out = Vec::with_capacity(builder.size(0));
+    builder.write(&mut out, &[]).expect("write TCP");
+    out
+}
+
+/// An ICMP message of any type and code (8 bytes of header, the rest of it zero) with valid
+/// checksums.
+pub fn icmp_of(src_mac: Mac, dst_mac: Mac, src: [u8; 4], dst: [u8; 4], icmp_type: u8, code: u8) -> Vec<u8> {
+    let t = Icmpv4Type::Unknown {
+        type_u8: icmp_type,
+        code_u8: code,
+        bytes5to8: [0; 4],
+    };
+    icmp(src_mac, dst_mac, src, dst, t, &[0; 8])
+}
+
 /// `frame` (Ethernet, option-less IPv4, TCP or UDP) as a guest with checksum offload sends it: the
 /// L4 checksum field holds only the pseudo-header sum, for the device to finish.
 pub fn offloaded(mut frame: Vec<u8>) -> Vec<u8> {

@@ -207,6 +207,12 @@ impl Dataplane {
         self.policies.free_unclaimed();
     }
 
+    /// Puts a policy in place under the name `iface` and returns its number, without a port
+    /// (BPF_PROG_TEST_RUN frames come from interfaces that are no ports).
+    pub fn set_policy(&mut self, iface: &str, policy: Option<&Policy>) -> Result<u16> {
+        self.policies.set(iface, policy)
+    }
+
     /// Drops the tracked flows that the rules changed since the last sweep no longer allow.
     pub fn sweep_flows(&mut self) {
         match self.policies.sweep() {

@@ -148,6 +148,12 @@ const fn is_icmp_error(icmp_type: u8) -> bool {
     matches!(icmp_type, 3 | 4 | 5 | 11 | 12)
 }
 
+/// ICMP queries and their replies, which carry an identifier: echo, timestamp, information,
+/// address mask. Flows of their own, by identifier; other ICMP messages open none.
+const fn is_icmp_query(icmp_type: u8) -> bool {
+    matches!(icmp_type, 0 | 8 | 13..=18)
+}
+
 /// The tuple of the IPv4 packet `ip` at the front of `pkt` (a first fragment or whole).
 #[inline(always)]
 pub fn tuple<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4) -> Result<Tuple, Counter> {
@@ -178,8 +184,8 @@ pub fn tuple<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4) -> Result<Tuple, Counter> {
         PROTO_ICMP => {
             let h = pkt.array::<8>(l4).ok_or(Counter::DropIpMalformed)?;
             t.value = u16::from_be_bytes([h[0], h[1]]);
-            // Echo request and reply: one flow per identifier.
-            if h[0] == 8 || h[0] == 0 {
+            // Queries and replies: one flow per identifier.
+            if is_icmp_query(h[0]) {
                 let id = u16::from_be_bytes([h[4], h[5]]);
                 (t.sport, t.dport) = (id, id);
             }
@@ -209,7 +215,7 @@ fn quoted_flow<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4, tuple: &Tuple, zone: u32)
     dst.copy_from_slice(&h[16..20]);
     let (sport, dport) = match proto {
         PROTO_TCP | PROTO_UDP => (u16::from_be_bytes([h[20], h[21]]), u16::from_be_bytes([h[22], h[23]])),
-        PROTO_ICMP if h[20] == 8 || h[20] == 0 => {
+        PROTO_ICMP if is_icmp_query(h[20]) => {
             let id = u16::from_be_bytes([h[24], h[25]]);
             (id, id)
         }
@@ -245,10 +251,19 @@ pub fn check<P: Packet + ?Sized, T: SgTables + ?Sized>(
     let zone = policy as u32;
     let now = t.now();
     let live = |v: &CtValue| v.expires > now;
-    if let Some(quoted) = quoted_flow(pkt, ip, &tu, zone) {
-        if t.flow(&quoted).filter(live).is_some() {
-            return Ok(());
+    let remote = if dir == EGRESS { tu.dst } else { tu.src };
+    // An ICMP message that is no query is part of no flow: an error about a tracked flow passes,
+    // anything else as its rules say, each time.
+    if tu.proto == PROTO_ICMP && !is_icmp_query((tu.value >> 8) as u8) {
+        if let Some(quoted) = quoted_flow(pkt, ip, &tu, zone) {
+            if t.flow(&quoted).filter(live).is_some() {
+                return Ok(());
+            }
         }
+        return match rules_allow(t, policy, dir, remote, tu.proto, tu.value) {
+            true => Ok(()),
+            false => Err(refused(dir)),
+        };
     }
     let (key, forward) = FlowKey::of(zone, tu.proto, tu.src, tu.sport, tu.dst, tu.dport);
     let held = t.flow(&key).filter(live);
@@ -269,7 +284,6 @@ pub fn check<P: Packet + ?Sized, T: SgTables + ?Sized>(
             Ok(())
         }
         Track::New(e) => {
-            let remote = if dir == EGRESS { tu.dst } else { tu.src };
             if !rules_allow(t, policy, dir, remote, tu.proto, tu.value) {
                 return Err(refused(dir));
             }

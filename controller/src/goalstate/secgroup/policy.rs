@@ -51,7 +51,10 @@ impl Members {
 /// and send no group at all (alcor-control-agent `test/gtest/aca_test_ovs_l2.cpp`), and DPM
 /// sends a port's groups in the port's message.
 pub fn policy(state: &State, members: &Members, port: &Port, deny_ungrouped: bool) -> Option<Policy> {
-    let known = port.security_groups.iter().any(|g| state.security_groups.contains_key(&**g));
+    let known = port
+        .security_groups
+        .iter()
+        .any(|g| state.security_groups.contains_key(&**g));
     if !known {
         if !port.security_groups.is_empty() {
             tracing::warn!(
