@@ -9,6 +9,7 @@ mod file;
 mod health;
 mod inspect;
 mod monitor;
+mod port;
 mod state;
 mod trace;
 
@@ -19,5 +20,6 @@ pub use file::{parse_goal_state_file, read_goal_state, GoalStateFile};
 pub use health::{health, HealthArgs};
 pub use inspect::{ports, read_stats, stats, status, InspectArgs, StatsArgs};
 pub use monitor::{monitor, MonitorArgs};
+pub use port::{port, PortArgs};
 pub use state::{state, StateArgs};
 pub use trace::{trace, TraceArgs, EXIT_DISAGREE};

@@ -38,11 +38,12 @@ pub mod test_run;
 #[cfg(feature = "lab")]
 pub use lab::attach_pinned;
 pub use pins::{remove_pins, remove_staging};
+pub use policies::FlowStats;
 pub use port_stats::sum_port_counters;
 pub use record::recorded_sequence;
 
 /// Names of the maps the agent pins (and `status`/`stats` read).
-pub const PINNED_MAPS: [&str; 15] = [
+pub const PINNED_MAPS: [&str; 16] = [
     maps::PORTS,
     maps::ENDPOINTS,
     maps::STATS,
@@ -58,6 +59,7 @@ pub const PINNED_MAPS: [&str; 15] = [
     alioth_common::firewall::SG_REMOTES,
     alioth_common::firewall::SG_PORTS,
     alioth_common::firewall::SG_FLOWS,
+    alioth_common::firewall::SG_COUNTS,
 ];
 
 /// Level of the XDP program's own log records (aya-log), fixed when the object is loaded.
@@ -291,6 +293,7 @@ impl Dataplane {
             LpmTrie::try_from(take(firewall::SG_REMOTES)?)?,
             LpmTrie::try_from(take(firewall::SG_PORTS)?)?,
             BpfHashMap::try_from(take(firewall::SG_FLOWS)?)?,
+            PerCpuArray::try_from(take(firewall::SG_COUNTS)?)?,
         );
         let recorded = record.get(&maps::RECORD_SEQUENCE, 0).ok().filter(|s| *s != 0);
         let mut dp = Dataplane {

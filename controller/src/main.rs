@@ -43,6 +43,9 @@ enum Command {
     Status(cli::InspectArgs),
     /// Programmed ports.
     Ports(cli::InspectArgs),
+    /// One port: its addresses, security groups and their effective rules, and the flows its
+    /// connection-tracking zone holds.
+    Port(cli::PortArgs),
     /// gRPC health check of an agent (exit 0 when SERVING): for probes and scripts.
     Health(cli::HealthArgs),
     /// Packet counters by action and drop reason: the host's, or one port's (`--port`).
@@ -138,6 +141,7 @@ fn run(cli: Cli) -> Result<i32> {
         cli.command,
         Command::State(_)
             | Command::Ports(_)
+            | Command::Port(_)
             | Command::Stats(_)
             | Command::Monitor(_)
             | Command::Completions { .. }
@@ -152,6 +156,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Apply(args) => rt.block_on(cli::apply(args)),
         Command::Status(args) => cli::status(args).map(|()| 0),
         Command::Ports(args) => cli::ports(args).map(|()| 0),
+        Command::Port(args) => cli::port(args).map(|()| 0),
         Command::Health(args) => rt.block_on(cli::health(args)),
         Command::Stats(args) => cli::stats(args).map(|()| 0),
         Command::Monitor(args) => rt.block_on(cli::monitor(args)).map(|()| 0),

@@ -262,3 +262,52 @@ fn replies_pass_strays_do_not_and_drops_are_counted() {
         "drop_sg_ingress, drop_sg_invalid, drop_sg_fragment"
     );
 }
+
+/// A full flow table makes room by evicting the least recently used flow, and counts it: the
+/// newest flows still pass both ways, the oldest one's reply is a new flow again (refused here).
+#[test]
+fn a_full_flow_table_evicts_the_oldest_flows_and_counts_them() {
+    let (mut dp, _) = Dataplane::load(None, AttachMode::Auto).expect("load the XDP object (run as root)");
+    let dns = Rule {
+        remotes: vec!["0.0.0.0/0".parse().unwrap()],
+        protocol: Some(17),
+        ports: (53, 53),
+    };
+    let policy = Policy {
+        egress: compile(&[]),
+        ingress: compile(&[dns]),
+    };
+    let client = side(&mut dp, SENDER_MAC, SENDER_IPS, None);
+    let server = side(&mut dp, RECEIVER_MAC, RECEIVER_IPS, Some(&policy));
+    let capacity = alioth_common::firewall::MAX_SG_FLOWS as usize;
+    let flows = capacity + capacity / 8;
+    // Each flow by its client address (the sender owns three) and port.
+    let client_of = |i: usize| (SENDER_IPS[(i / 60000) % 3], 1024 + (i % 60000) as u16);
+    let query = |i: usize| {
+        let (src, sport) = client_of(i);
+        frames::udp(SENDER_MAC, RECEIVER_MAC, src, RECEIVER_IPS[0], 64, sport, 53, b"q")
+    };
+    place(&mut dp, &client, &server);
+    for i in 0..flows {
+        assert_eq!(send(&mut dp, &query(i)), TC_ACT_REDIRECT, "query {i}");
+    }
+    let stats = dp.flow_stats().unwrap();
+    assert!(stats.entries as usize <= capacity, "entries {}", stats.entries);
+    assert!(
+        stats.evicted as usize >= flows - capacity,
+        "evicted {} of {flows} into {capacity}",
+        stats.evicted
+    );
+    // The server answers the newest query and the oldest.
+    let answer = |i: usize| {
+        let (dst, dport) = client_of(i);
+        frames::udp(RECEIVER_MAC, SENDER_MAC, RECEIVER_IPS[0], dst, 64, 53, dport, b"a")
+    };
+    place(&mut dp, &server, &client);
+    assert_eq!(
+        send(&mut dp, &answer(flows - 1)),
+        TC_ACT_REDIRECT,
+        "the newest flow's answer"
+    );
+    assert_eq!(send(&mut dp, &answer(0)), TC_ACT_SHOT, "the evicted flow's answer");
+}

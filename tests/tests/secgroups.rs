@@ -134,6 +134,39 @@ fn rules_allow_what_they_name_replies_pass_and_a_removed_rule_cuts_its_flows() -
     ensure!(!ping.status.success(), "ICMP into VM 1 is not allowed");
     let after = counters(&t.agent)?;
     ensure!(after[0] >= before[0] + 3, "drop_sg_ingress: {before:?} -> {after:?}");
+    // `alioth port` shows the effective rules, the remote group as its members' addresses, and
+    // the flows the port's zone tracks.
+    let shown: Value = serde_json::from_slice(&t.agent.cli(&["port", VM2.0, "--json"])?.stdout)?;
+    let remote_group = shown["rules"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["id"] == "srv-ping"))
+        .map(|r| r["remote"]["addresses"].clone());
+    ensure!(
+        shown["filtered"] == true
+            && remote_group == Some(json!([VM1.2]))
+            && shown["dataplane"]["policy"].as_u64().is_some_and(|p| p > 0)
+            && shown["dataplane"]["flows"].as_array().is_some_and(|f| !f.is_empty()),
+        "{shown}"
+    );
+    // /metrics: the flow table's fill, its bound, and the ports filtered.
+    let metrics = t.host.exec(&[
+        "/usr/bin/python3",
+        "-c",
+        "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9464/metrics').read().decode())",
+    ])?;
+    let value = |name: &str| -> Option<u64> {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} ")))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    ensure!(
+        value("alioth_sg_flows").is_some_and(|n| n >= 3)
+            && value("alioth_sg_filtered_ports") == Some(2)
+            && value("alioth_sg_flows_evicted_total") == Some(0)
+            && value("alioth_sg_flows_capacity").is_some(),
+        "{metrics}"
+    );
+    let text = String::from_utf8(t.agent.cli(&["port", VM2.0])?.stdout)?;
+    ensure!(text.contains("srv-web") && text.contains("tracked flows"), "{text}");
     // The gateway still answers a port with groups: ARP, ICMP to it and DHCP are no flows.
     let gw = vm2.exec_output(&["ping", "-c", "1", "-W", "1", "198.18.0.1"])?;
     ensure!(gw.status.success(), "the gateway answers");

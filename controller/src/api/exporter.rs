@@ -109,9 +109,32 @@ pub fn render(controller: &mut Controller, admission: &AdmissionStats) -> Result
         drops,
     );
     port_counters(r, controller)?;
+    flows(r, controller)?;
     let mut out = String::new();
     encode(&mut out, &root)?;
     Ok(out)
+}
+
+/// The security groups' connection tracking.
+fn flows(r: &mut Registry, controller: &mut Controller) -> Result<()> {
+    let f = controller.dataplane().flow_stats().context("read the flow table")?;
+    r.register("sg_flows", "Flows the security groups track", gauge(f.entries));
+    r.register(
+        "sg_flows_capacity",
+        "Flows the table holds at most (the least recently used goes for a new one)",
+        gauge(u64::from(alioth_common::firewall::MAX_SG_FLOWS)),
+    );
+    r.register(
+        "sg_flows_evicted",
+        "Flows the full table evicted for new ones",
+        counter(f.evicted),
+    );
+    r.register(
+        "sg_filtered_ports",
+        "Ports filtered by security groups",
+        gauge(f.filtered_ports),
+    );
+    Ok(())
 }
 
 /// Each port's own counters that are not zero, labelled by port and VPC: at most

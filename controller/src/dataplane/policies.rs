@@ -11,7 +11,7 @@ use alioth_common::firewall::{
 };
 use anyhow::{bail, Context, Result};
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{HashMap as BpfHashMap, MapData};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues};
 
 use crate::goalstate::secgroup::{Compiled, Policy};
 
@@ -23,6 +23,8 @@ pub struct Policies {
     remotes: LpmTrie<MapData, [u8; 8], RuleBits>,
     ports: LpmTrie<MapData, [u8; 8], RuleBits>,
     flows: BpfHashMap<MapData, FlowKey, CtValue>,
+    /// `SG_COUNTS`: flows the programs added, flows the sweeps removed.
+    counts: PerCpuArray<MapData, u64>,
     /// Interface -> its policy number, and what was written for it (`None`: an earlier agent's
     /// entries, not known until read back).
     held: HashMap<String, (u16, Option<Policy>)>,
@@ -30,6 +32,13 @@ pub struct Policies {
     /// Zones whose flows are to be checked again: against the policy now in place, or (`None`)
     /// all dropped (a number freed, or given to another port).
     sweeps: HashMap<u16, Option<Policy>>,
+}
+
+/// The flow table's fill and evictions (`/metrics`).
+pub struct FlowStats {
+    pub entries: u64,
+    pub evicted: u64,
+    pub filtered_ports: u64,
 }
 
 /// The trie entries `policy` renders under number `id`.
@@ -58,11 +67,13 @@ impl Policies {
         remotes: LpmTrie<MapData, [u8; 8], RuleBits>,
         ports: LpmTrie<MapData, [u8; 8], RuleBits>,
         flows: BpfHashMap<MapData, FlowKey, CtValue>,
+        counts: PerCpuArray<MapData, u64>,
     ) -> Self {
         Policies {
             remotes,
             ports,
             flows,
+            counts,
             held: HashMap::new(),
             free: (1..=(MAX_POLICIES - 1) as u16).collect(),
             sweeps: HashMap::new(),
@@ -176,12 +187,33 @@ impl Policies {
                 gone += 1;
             }
         }
+        self.count_removed(gone as u64)?;
         Ok(gone)
     }
 
-    /// How many flows the table tracks.
-    pub fn flow_count(&self) -> usize {
-        self.flows.keys().count()
+    fn count_removed(&mut self, n: u64) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let mut values = self.counts.get(&firewall::FLOWS_REMOVED, 0)?;
+        let mut all: Vec<u64> = values.iter().copied().collect();
+        all[0] += n;
+        values = PerCpuValues::try_from(all)?;
+        self.counts.set(firewall::FLOWS_REMOVED, values, 0)?;
+        Ok(())
+    }
+
+    /// Flows the table tracks (live or expired, until reused), and how many it evicted to make
+    /// room for new ones since the maps were made.
+    pub fn flow_stats(&self) -> Result<FlowStats> {
+        let sum = |slot: u32| -> Result<u64> { Ok(self.counts.get(&slot, 0)?.iter().sum()) };
+        let entries = self.flows.keys().count() as u64;
+        let (added, removed) = (sum(firewall::FLOWS_ADDED)?, sum(firewall::FLOWS_REMOVED)?);
+        Ok(FlowStats {
+            entries,
+            evicted: added.saturating_sub(removed).saturating_sub(entries),
+            filtered_ports: self.held.len() as u64,
+        })
     }
 }
 

@@ -222,9 +222,9 @@ impl Dataplane {
         }
     }
 
-    /// How many flows the security groups track.
-    pub fn tracked_flows(&self) -> usize {
-        self.policies.flow_count()
+    /// The security groups' flow table: fill and evictions.
+    pub fn flow_stats(&self) -> Result<super::FlowStats> {
+        self.policies.flow_stats()
     }
 
     /// The index of interface `iface`, if there is one.

@@ -28,6 +28,11 @@ pub const SG_REMOTES: &str = "SG_REMOTES";
 pub const SG_PORTS: &str = "SG_PORTS";
 /// LRU map of tracked flows: `FlowKey` -> `CtValue`.
 pub const SG_FLOWS: &str = "SG_FLOWS";
+/// Per-CPU array of two `u64`s: flows added to `SG_FLOWS` by the programs (`FLOWS_ADDED`), and
+/// removed by the agent (`FLOWS_REMOVED`, on CPU 0). What neither accounts for, the table evicted.
+pub const SG_COUNTS: &str = "SG_COUNTS";
+pub const FLOWS_ADDED: u32 = 0;
+pub const FLOWS_REMOVED: u32 = 1;
 /// Entries of each trie (preallocation is not possible for tries: allocated on use).
 pub const MAX_SG_ENTRIES: u32 = 1 << 20;
 /// Tracked flows on one host; the least recently used goes when a new one finds the table full.
@@ -117,6 +122,8 @@ pub trait SgTables {
     fn port_bits(&self, policy: u16, dir: u8, proto: u8, value: u16) -> u128;
     fn flow(&self, key: &FlowKey) -> Option<CtValue>;
     fn set_flow(&self, key: &FlowKey, value: &CtValue);
+    /// A flow was added where the table had no entry for its key.
+    fn added(&self) {}
     /// Monotonic nanoseconds.
     fn now(&self) -> u64;
 }
@@ -266,7 +273,8 @@ pub fn check<P: Packet + ?Sized, T: SgTables + ?Sized>(
         };
     }
     let (key, forward) = FlowKey::of(zone, tu.proto, tu.src, tu.sport, tu.dst, tu.dport);
-    let held = t.flow(&key).filter(live);
+    let found = t.flow(&key);
+    let held = found.filter(live);
     match conntrack::track(held.and_then(|v| v.entry()), tu.proto, forward, tu.tcp_flags) {
         Track::Invalid => Err(Counter::DropSgInvalid),
         Track::Flow(e) => {
@@ -295,6 +303,9 @@ pub fn check<P: Packet + ?Sized, T: SgTables + ?Sized>(
                 _pad: 0,
             };
             t.set_flow(&key, &value);
+            if found.is_none() {
+                t.added();
+            }
             Ok(())
         }
     }

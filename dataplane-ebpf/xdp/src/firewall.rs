@@ -5,7 +5,7 @@
 
 use alioth_common::conntrack::FlowKey;
 use alioth_common::firewall::{
-    self, CtValue, RuleBits, SgTables, EGRESS, INGRESS, KEY_FIXED_BITS, MAX_SG_ENTRIES, MAX_SG_FLOWS,
+    self, CtValue, RuleBits, SgTables, EGRESS, FLOWS_ADDED, INGRESS, KEY_FIXED_BITS, MAX_SG_ENTRIES, MAX_SG_FLOWS,
 };
 use alioth_common::maps::PortEntry;
 use alioth_common::packet::At;
@@ -14,7 +14,7 @@ use alioth_common::{ipv4, vxlan, Counter, Packet};
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::lpm_trie::{Key, LpmTrie};
-use aya_ebpf::maps::LruHashMap;
+use aya_ebpf::maps::{LruHashMap, PerCpuArray};
 
 use crate::PORTS;
 
@@ -26,6 +26,9 @@ static SG_PORTS: LpmTrie<[u8; 8], RuleBits> = LpmTrie::with_max_entries(MAX_SG_E
 
 #[map]
 static SG_FLOWS: LruHashMap<FlowKey, CtValue> = LruHashMap::with_max_entries(MAX_SG_FLOWS, 0);
+
+#[map]
+static SG_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 
 struct Sg;
 
@@ -73,6 +76,14 @@ impl SgTables for Sg {
     #[inline(always)]
     fn set_flow(&self, key: &FlowKey, value: &CtValue) {
         let _ = SG_FLOWS.insert(key, value, 0);
+    }
+
+    #[inline(always)]
+    fn added(&self) {
+        if let Some(n) = SG_COUNTS.get_ptr_mut(FLOWS_ADDED) {
+            // SAFETY: this CPU's slot, which nothing else writes meanwhile.
+            unsafe { *n += 1 };
+        }
     }
 
     #[inline(always)]

@@ -41,7 +41,8 @@ impl Members {
         Members(out)
     }
 
-    fn of_group(&self, group: &Id, vpc: &Id) -> &[Ipv4Network] {
+    /// The addresses of `group`'s members in `vpc`.
+    pub fn of_group(&self, group: &Id, vpc: &Id) -> &[Ipv4Network] {
         self.0.get(&(group.clone(), vpc.clone())).map_or(&[], Vec::as_slice)
     }
 }
