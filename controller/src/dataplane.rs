@@ -338,6 +338,14 @@ impl Dataplane {
     pub fn commit(&mut self) -> Result<()> {
         let Some(dir) = self.pin_dir.clone() else { return Ok(()) };
         self.committed = true;
+        // Before the links run this object: the flows the previous agent's programs tracked are
+        // tracked here too, or their next frames would be strays.
+        if !self.adopted && dir.join(firewall::SG_FLOWS).exists() {
+            match self.carry_flows_from(&dir) {
+                Ok(n) => tracing::info!("{n} tracked flows carried over from the previous agent's maps"),
+                Err(e) => tracing::warn!("tracked flows of the previous agent not carried over: {e:#}"),
+            }
+        }
         let inherited: Vec<(String, &'static str)> = self
             .attached
             .iter()
@@ -391,6 +399,36 @@ impl Dataplane {
         }
         let _ = std::fs::remove_dir(dir.join(STAGING));
         Ok(())
+    }
+
+    /// Copies the previous agent's tracked flows (pinned in `dir`) of ports attached here into
+    /// this object's table, each into the zone its port has now.
+    fn carry_flows_from(&mut self, dir: &Path) -> Result<usize> {
+        use alioth_common::conntrack::FlowKey;
+        use alioth_common::firewall::CtValue;
+        let old_ports: Array<_, PortEntry> =
+            Array::try_from(aya::maps::Map::Array(MapData::from_pin(dir.join(maps::PORTS))?))?;
+        let old_flows: BpfHashMap<_, FlowKey, CtValue> =
+            BpfHashMap::try_from(aya::maps::Map::LruHashMap(MapData::from_pin(dir.join(firewall::SG_FLOWS))?))?;
+        let zones: HashMap<u32, u32> = self
+            .attached
+            .values()
+            .filter_map(|(index, _)| {
+                let (old, new) = (old_ports.get(index, 0).ok()?, self.ports.get(index, 0).ok()?);
+                (old.policy != 0 && new.policy != 0).then_some((old.policy as u32, new.policy as u32))
+            })
+            .collect();
+        if zones.is_empty() {
+            return Ok(0);
+        }
+        let mut carried = 0;
+        for (key, value) in old_flows.iter().filter_map(Result::ok) {
+            if let Some(zone) = zones.get(&key.zone) {
+                self.policies.carry_flow(&FlowKey { zone: *zone, ..key }, &value)?;
+                carried += 1;
+            }
+        }
+        Ok(carried)
     }
 
     fn add_counters_from(&mut self, pin: &Path) -> Result<()> {

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use alioth_tests::agent::Agent;
-use alioth_tests::demo::{apply, counter, example, topology, Topology};
+use alioth_tests::demo::{apply, counter, example, topology};
 use alioth_tests::netns::Scratch;
 use alioth_tests::sockets::{round_trip, Peer};
 use anyhow::{ensure, Result};
@@ -79,14 +79,14 @@ fn groups(revision: u32, with_8080: bool) -> Vec<Value> {
     ]
 }
 
-fn push(t: &Topology, dir: &Scratch, name: &str, msg: Value) -> Result<()> {
+fn push(agent: &Agent, dir: &Scratch, name: &str, msg: Value) -> Result<()> {
     let path = dir.path(name);
     std::fs::write(&path, serde_json::to_vec(&msg)?)?;
-    let (code, statuses) = apply(&t.agent, &path)?;
+    let (code, statuses) = apply(agent, &path)?;
     ensure!(
         code == 0 && statuses.values().all(|s| s == "SUCCESS"),
         "{name}: exit {code}, {statuses:?}\n{}",
-        t.agent.log_text()
+        agent.log_text()
     );
     Ok(())
 }
@@ -117,7 +117,7 @@ fn rules_allow_what_they_name_replies_pass_and_a_removed_rule_cuts_its_flows() -
         "securityGroupStates": groups(1, true),
         "portStates": [port(VM1, &["cli"]), port(VM2, &["srv"])],
     });
-    push(&t, &dir, "groups.json", msg)?;
+    push(&t.agent, &dir, "groups.json", msg)?;
     let before = counters(&t.agent)?;
     // Allowed, and the replies come back although neither VM's ingress rules name them.
     ensure!(round_trip(vm1, false, VM2.2, 8080)?, "TCP 8080 is allowed in");
@@ -176,7 +176,7 @@ fn rules_allow_what_they_name_replies_pass_and_a_removed_rule_cuts_its_flows() -
     let (_held, mut out) = Peer::hold(vm1, VM2.2, 8080, &flag)?;
     let msg = json!({"formatVersion": 101, "securityGroupStates": groups(2, false)});
     let pushed = Instant::now();
-    push(&t, &dir, "removed.json", msg)?;
+    push(&t.agent, &dir, "removed.json", msg)?;
     std::fs::write(&flag, "")?;
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line)?;
@@ -204,7 +204,7 @@ fn a_stray_ack_opens_nothing() -> Result<()> {
         "securityGroupStates": groups(1, true),
         "portStates": [port(VM1, &["cli"]), port(VM2, &["srv"])],
     });
-    push(&t, &dir, "groups.json", msg)?;
+    push(&t.agent, &dir, "groups.json", msg)?;
     let before = counters(&t.agent)?;
     // A bare ACK from VM 1 to VM 2's port 8080, which a SYN would be allowed to.
     let script = "import socket, struct\n\
@@ -215,5 +215,48 @@ fn a_stray_ack_opens_nothing() -> Result<()> {
     std::thread::sleep(Duration::from_millis(200));
     let after = counters(&t.agent)?;
     ensure!(after[2] > before[2], "drop_sg_invalid: {before:?} -> {after:?}");
+    Ok(())
+}
+
+/// Flows a filtered port tracks survive the agent's SIGKILL and restart, whether the next agent
+/// takes the maps over or fills new ones (its flows are carried over into the new table).
+#[test]
+fn tracked_flows_survive_restarts_of_the_agent() -> Result<()> {
+    let t = topology(&[])?;
+    let dir = Scratch::new("alsg")?;
+    let (code, _) = apply(&t.agent, &example("demo.yaml"))?;
+    ensure!(code == 0, "{}", t.agent.log_text());
+    let msg = json!({
+        "formatVersion": 101,
+        "securityGroupStates": groups(1, true),
+        "portStates": [port(VM1, &["cli"]), port(VM2, &["srv"])],
+    });
+    push(&t.agent, &dir, "groups.json", msg)?;
+    let _web = Peer::serve(&t.vm2.ns, false, 8080, 40)?;
+    let _other = Peer::serve(&t.vm2.ns, false, 8081, 40)?;
+    let (taken, filled) = (dir.path("taken-over"), dir.path("filled"));
+    let (_a, mut first) = Peer::hold(&t.vm1.ns, VM2.2, 8080, &taken)?;
+    let (_b, mut second) = Peer::hold(&t.vm1.ns, VM2.2, 8080, &filled)?;
+    let agent = Agent::start_with(&t.host, t.agent.kill()?, &[])?;
+    ensure!(agent.log_text().contains("maps=\"taken over\""), "{}", agent.log_text());
+    std::fs::write(&taken, "")?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut first, &mut line)?;
+    ensure!(line.trim() == "ok", "after a restart that took the maps over: {line:?}");
+    let left = agent.kill()?;
+    left.forget_record_mark()?;
+    let agent = Agent::start_with(&t.host, left, &[])?;
+    ensure!(
+        agent.log_text().contains("maps=\"filled\"") && agent.log_text().contains("carried over"),
+        "{}",
+        agent.log_text()
+    );
+    std::fs::write(&filled, "")?;
+    line.clear();
+    std::io::BufRead::read_line(&mut second, &mut line)?;
+    ensure!(line.trim() == "ok", "after a restart that filled new maps: {line:?}");
+    // The rules hold as before.
+    ensure!(round_trip(&t.vm1.ns, false, VM2.2, 8080)?, "TCP 8080 after the restarts");
+    ensure!(!round_trip(&t.vm1.ns, false, VM2.2, 8081)?, "TCP 8081 after the restarts");
     Ok(())
 }

@@ -203,6 +203,12 @@ impl Policies {
         Ok(())
     }
 
+    /// Tracks `key` as `value` (a flow carried over from the previous agent's table).
+    pub fn carry_flow(&mut self, key: &FlowKey, value: &CtValue) -> Result<()> {
+        self.flows.insert(key, value, 0)?;
+        Ok(())
+    }
+
     /// Flows the table tracks (live or expired, until reused), and how many it evicted to make
     /// room for new ones since the maps were made.
     pub fn flow_stats(&self) -> Result<FlowStats> {
