@@ -16,7 +16,7 @@ use crate::api::admission::bytes::ByteGate;
 use crate::api::admission::{admit, AdmissionStats, ConnectionLimits};
 use crate::api::service::{Provisioner, Provisioning};
 use crate::controller::overlay::{Overlay, OverlayConfig};
-use crate::controller::Controller;
+use crate::controller::{Controller, Options, PortsWithoutGroups};
 use crate::dataplane::{AttachMode, BpfLogLevel};
 use crate::goalstate::validate::Naming;
 use crate::store::Store;
@@ -125,6 +125,10 @@ pub struct AgentArgs {
     /// DHCP lease time in seconds, unless a subnet's `lease-time` option says otherwise.
     #[arg(long, default_value_t = crate::goalstate::dhcp::DEFAULT_LEASE_SECS, env = "ALIOTH_DHCP_LEASE_TIME")]
     pub dhcp_lease_time: u32,
+    /// What a port that names no security group gets: `allow` (unfiltered) or `deny` (filtered as
+    /// one whose groups allow nothing, Neutron's port security).
+    #[arg(long, value_enum, default_value = "allow", env = "ALIOTH_PORTS_WITHOUT_GROUPS")]
+    pub ports_without_groups: PortsWithoutGroups,
     /// Detach every port, remove this agent's pins and state, and exit.
     #[arg(long)]
     pub reset: bool,
@@ -190,8 +194,11 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         iface_template: args.port_iface.clone(),
         ..Default::default()
     };
-    let mut controller = Controller::restore(dp, naming, state, store, overlay)?;
-    controller.set_dhcp_lease(args.dhcp_lease_time);
+    let options = Options {
+        dhcp_lease: args.dhcp_lease_time,
+        ports_without_groups: args.ports_without_groups,
+    };
+    let controller = Controller::restore(dp, naming, state, store, overlay, &options)?;
     let controller = Arc::new(Mutex::new(controller));
     watch_events(events, controller.clone())?;
     let tasks = [follow_links(controller.clone())?, retry_and_refresh(controller.clone())];

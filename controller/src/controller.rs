@@ -57,6 +57,24 @@ pub struct Controller {
     tainted: bool,
 }
 
+/// What a port that names no security group gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PortsWithoutGroups {
+    /// Unfiltered (as before security groups existed; Alcor's ACA never filtered).
+    #[default]
+    Allow,
+    /// Filtered as a port whose groups allow nothing but the data plane's own answers (ARP, DHCP,
+    /// ICMP to its gateway): Neutron's port security.
+    Deny,
+}
+
+/// The agent's settings the controller applies to every port.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub dhcp_lease: u32,
+    pub ports_without_groups: PortsWithoutGroups,
+}
+
 /// Changes in a message from which its record rows are written beside its map writes (a thread
 /// costs more than encoding a few).
 const STAGE_AHEAD: usize = 512;
@@ -404,15 +422,10 @@ impl Controller {
         }
     }
 
-    /// Lease time the DHCP server hands out unless a subnet overrides it.
-    pub fn set_dhcp_lease(&mut self, secs: u32) {
-        self.dhcp_lease = secs;
-    }
-
-    /// Filters the ports that name no security group as ports whose groups allow nothing
-    /// (`--ports-without-groups deny`: Neutron's port security).
-    pub fn set_deny_ungrouped(&mut self, deny: bool) {
-        self.deny_ungrouped = deny;
+    /// Takes the agent's settings (before any port is programmed: `restore` does).
+    pub fn configure(&mut self, o: &Options) {
+        self.dhcp_lease = o.dhcp_lease;
+        self.deny_ungrouped = o.ports_without_groups == PortsWithoutGroups::Deny;
     }
 
     /// Attaches ports whose interface has appeared since they were pushed. One interface listing,

@@ -408,8 +408,9 @@ impl Dataplane {
         use alioth_common::firewall::CtValue;
         let old_ports: Array<_, PortEntry> =
             Array::try_from(aya::maps::Map::Array(MapData::from_pin(dir.join(maps::PORTS))?))?;
-        let old_flows: BpfHashMap<_, FlowKey, CtValue> =
-            BpfHashMap::try_from(aya::maps::Map::LruHashMap(MapData::from_pin(dir.join(firewall::SG_FLOWS))?))?;
+        let old_flows: BpfHashMap<_, FlowKey, CtValue> = BpfHashMap::try_from(aya::maps::Map::LruHashMap(
+            MapData::from_pin(dir.join(firewall::SG_FLOWS))?,
+        ))?;
         let zones: HashMap<u32, u32> = self
             .attached
             .values()

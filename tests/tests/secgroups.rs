@@ -256,7 +256,46 @@ fn tracked_flows_survive_restarts_of_the_agent() -> Result<()> {
     std::io::BufRead::read_line(&mut second, &mut line)?;
     ensure!(line.trim() == "ok", "after a restart that filled new maps: {line:?}");
     // The rules hold as before.
-    ensure!(round_trip(&t.vm1.ns, false, VM2.2, 8080)?, "TCP 8080 after the restarts");
-    ensure!(!round_trip(&t.vm1.ns, false, VM2.2, 8081)?, "TCP 8081 after the restarts");
+    ensure!(
+        round_trip(&t.vm1.ns, false, VM2.2, 8080)?,
+        "TCP 8080 after the restarts"
+    );
+    ensure!(
+        !round_trip(&t.vm1.ns, false, VM2.2, 8081)?,
+        "TCP 8081 after the restarts"
+    );
+    Ok(())
+}
+
+/// With `--ports-without-groups deny`, a port that names no group gets nothing but the data
+/// plane's own answers (ARP, DHCP, ICMP to its gateway) until its groups allow more.
+#[test]
+fn ports_without_groups_can_be_denied_everything() -> Result<()> {
+    let t = topology(&["--ports-without-groups", "deny"])?;
+    let dir = Scratch::new("alsg")?;
+    let (code, _) = apply(&t.agent, &example("demo.yaml"))?;
+    ensure!(code == 0, "{}", t.agent.log_text());
+    let _web = Peer::serve(&t.vm2.ns, false, 8080, 25)?;
+    let ping = t.vm1.ns.exec_output(&["ping", "-c", "1", "-W", "1", VM2.2])?;
+    ensure!(!ping.status.success(), "VM 1 reached VM 2 without groups");
+    ensure!(!round_trip(&t.vm1.ns, false, VM2.2, 8080)?, "TCP without groups");
+    let gw = t.vm1.ns.exec_output(&["ping", "-c", "1", "-W", "1", "198.18.0.1"])?;
+    ensure!(gw.status.success(), "the gateway answers");
+    let lease = alioth_tests::dhcp::udhcpc_once(&t.vm1.ns)?;
+    ensure!(
+        lease.status.success(),
+        "DHCP: {}",
+        String::from_utf8_lossy(&lease.stderr)
+    );
+    let msg = json!({
+        "formatVersion": 101,
+        "securityGroupStates": groups(1, true),
+        "portStates": [port(VM1, &["cli"]), port(VM2, &["srv"])],
+    });
+    push(&t.agent, &dir, "groups.json", msg)?;
+    ensure!(
+        round_trip(&t.vm1.ns, false, VM2.2, 8080)?,
+        "TCP 8080 once the groups allow it"
+    );
     Ok(())
 }

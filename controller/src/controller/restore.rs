@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use alioth_common::maps::PortEntry;
 use anyhow::Result;
 
-use super::{Applied, Controller};
+use super::{Applied, Controller, Options};
 use crate::controller::metrics::Metrics;
 use crate::controller::overlay::Overlay;
 use crate::dataplane::Dataplane;
@@ -29,6 +29,7 @@ impl Controller {
         state: State,
         store: Store,
         overlay: Option<Overlay>,
+        options: &Options,
     ) -> Result<Self> {
         let started = Instant::now();
         let mut metrics = Metrics::default();
@@ -48,6 +49,7 @@ impl Controller {
             last_push: Instant::now(),
             tainted: false,
         };
+        c.configure(options);
         // Maps taken over for a record that then changed as it was opened (an earlier agent's,
         // carried over) are written over in full, as for a damaged record.
         let taken_over = c.store.as_ref().is_some_and(|s| c.dp.holds_record(s.sequence()));
