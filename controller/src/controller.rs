@@ -75,6 +75,15 @@ pub struct Options {
     pub ports_without_groups: PortsWithoutGroups,
 }
 
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            dhcp_lease: dhcp::DEFAULT_LEASE_SECS,
+            ports_without_groups: PortsWithoutGroups::Allow,
+        }
+    }
+}
+
 /// Changes in a message from which its record rows are written beside its map writes (a thread
 /// costs more than encoding a few).
 const STAGE_AHEAD: usize = 512;

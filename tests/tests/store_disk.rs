@@ -60,7 +60,7 @@ fn a_full_disk_answers_failure_and_keeps_nothing_it_could_not_record() -> Result
     let disk = Tmpfs::mount(96)?;
     let (store, state) = Store::open(&disk.0)?;
     let (dp, _log) = Dataplane::load(None, AttachMode::Auto)?;
-    let mut c = Controller::restore(dp, Naming::default(), state, store, None)?;
+    let mut c = Controller::restore(dp, Naming::default(), state, store, None, &Default::default())?;
     let base = GoalState {
         vpc_states: vec![vpc(Create, "v", 1001, 0, UpdateType::Delta)],
         subnet_states: vec![subnet(Create, "s", "v", 1)],
