@@ -1,5 +1,6 @@
 //! Goal-state messages in, replies out: validate -> plan -> apply, with per-resource timings.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alioth_common::maps::{DhcpEntry, PortEntry};
@@ -16,7 +17,7 @@ use crate::goalstate::dhcp;
 use crate::goalstate::model::{Change, Resource};
 use crate::goalstate::model::{FixedIp, Id, Port, State};
 use crate::goalstate::plan::{self, EndpointOp, Plan, PortOp};
-use crate::goalstate::secgroup::{self, Members, Policy};
+use crate::goalstate::secgroup::{Compiler, Policy};
 use crate::goalstate::validate::{self, Naming, Outcome};
 use crate::net::interfaces::interfaces;
 use crate::store::Store;
@@ -46,8 +47,8 @@ pub struct Controller {
     overlay: Option<Overlay>,
     /// Default DHCP lease time in seconds.
     dhcp_lease: u32,
-    /// Who is in which security group, kept between messages that change none of them.
-    members: Option<Members>,
+    /// Group members and compiled policies, kept between messages that change none of them.
+    compiler: Compiler,
     /// Whether ports that name no security group are filtered as having none that allow anything.
     deny_ungrouped: bool,
     /// When the last message was applied.
@@ -182,7 +183,7 @@ impl Controller {
             metrics: Metrics::default(),
             overlay: None,
             dhcp_lease: dhcp::DEFAULT_LEASE_SECS,
-            members: None,
+            compiler: Compiler::default(),
             deny_ungrouped: false,
             last_push: Instant::now(),
             tainted: false,
@@ -250,7 +251,7 @@ impl Controller {
         let t_validate = started.elapsed();
         if !changes.is_empty() {
             self.mark_changing();
-            self.members = None;
+            self.compiler = Compiler::default();
         }
         let mut timing = vec![Timing::default(); outcomes.len()];
         let report = reporter(&mut outcomes, &mut timing);
@@ -262,7 +263,7 @@ impl Controller {
             state: &self.state,
             dp: &mut self.dp,
             dhcp_lease: self.dhcp_lease,
-            members: &mut self.members,
+            compiler: &mut self.compiler,
             deny_ungrouped: self.deny_ungrouped,
         };
         let state = applier.state;
@@ -362,7 +363,7 @@ impl Controller {
             state: &self.state,
             dp: &mut self.dp,
             dhcp_lease: self.dhcp_lease,
-            members: &mut self.members,
+            compiler: &mut self.compiler,
             deny_ungrouped: self.deny_ungrouped,
         }
     }
@@ -469,7 +470,7 @@ struct Applier<'a> {
     state: &'a State,
     dp: &'a mut Dataplane,
     dhcp_lease: u32,
-    members: &'a mut Option<Members>,
+    compiler: &'a mut Compiler,
     deny_ungrouped: bool,
 }
 
@@ -554,7 +555,7 @@ impl Applier<'_> {
         let policy = self.policy(port);
         let present = self
             .dp
-            .program_port(&iface, entry, &ips, dhcp.as_ref(), policy.as_ref())?;
+            .program_port(&iface, entry, &ips, dhcp.as_ref(), policy.as_deref())?;
         if !present {
             tracing::debug!(
                 resource_id = port_id,
@@ -565,12 +566,8 @@ impl Applier<'_> {
     }
 
     /// `port`'s security-group policy (`None`: unfiltered).
-    fn policy(&mut self, port: &Port) -> Option<Policy> {
-        if port.security_groups.is_empty() && !self.deny_ungrouped {
-            return None;
-        }
-        let members = self.members.get_or_insert_with(|| Members::of(self.state));
-        secgroup::policy(self.state, members, port, self.deny_ungrouped)
+    fn policy(&mut self, port: &Port) -> Option<Arc<Policy>> {
+        self.compiler.policy(self.state, port, self.deny_ungrouped)
     }
 
     /// What the DHCP server answers `port`: its address in a DHCP-enabled subnet (the one its DHCP

@@ -416,7 +416,7 @@ impl Dataplane {
             .values()
             .filter_map(|(index, _)| {
                 let (old, new) = (old_ports.get(index, 0).ok()?, self.ports.get(index, 0).ok()?);
-                (old.policy != 0 && new.policy != 0).then_some((old.policy as u32, new.policy as u32))
+                (old.zone != 0 && new.zone != 0).then_some((old.zone, new.zone))
             })
             .collect();
         if zones.is_empty() {

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod dhcp;
 pub mod dpm;
 pub mod frames;
+pub mod generator;
 pub mod goalstate;
 pub mod grpc;
 pub mod kernel;

@@ -41,15 +41,15 @@ fn dataplane() -> std::sync::MutexGuard<'static, Dataplane> {
     .unwrap_or_else(|e| e.into_inner())
 }
 
-/// A port: its MAC, addresses and policy number (0: unfiltered).
+/// A port: its MAC, addresses, rule set and zone (0: unfiltered).
 #[derive(Clone, Copy)]
 struct Side {
     mac: [u8; 6],
     ips: [[u8; 4]; 3],
-    policy: u16,
+    policy: (u16, u32),
 }
 
-/// A port with `policy` under a fresh number (a fresh zone: no flows).
+/// A port with `policy` in a zone of its own (a fresh one: no flows).
 fn side(dp: &mut Dataplane, mac: [u8; 6], ips: [[u8; 4]; 3], policy: Option<&Policy>) -> Side {
     static N: AtomicU16 = AtomicU16::new(0);
     let name = format!("t{}", N.fetch_add(1, Ordering::Relaxed));
@@ -64,7 +64,8 @@ fn place(dp: &mut Dataplane, from: &Side, to: &Side) {
             mac: s.mac,
             vni: VNI,
             ip: s.ips[0],
-            policy: s.policy,
+            policy: s.policy.0,
+            zone: s.policy.1,
             ..Default::default()
         };
         dp.set_port_entry(ifindex, entry).unwrap();

@@ -144,7 +144,8 @@ fn rules_allow_what_they_name_replies_pass_and_a_removed_rule_cuts_its_flows() -
     ensure!(
         shown["filtered"] == true
             && remote_group == Some(json!([VM1.2]))
-            && shown["dataplane"]["policy"].as_u64().is_some_and(|p| p > 0)
+            && shown["dataplane"]["rule_set"].as_u64().is_some_and(|p| p > 0)
+            && shown["dataplane"]["zone"].as_u64().is_some_and(|z| z > 0)
             && shown["dataplane"]["flows"].as_array().is_some_and(|f| !f.is_empty()),
         "{shown}"
     );

@@ -134,6 +134,11 @@ fn flows(r: &mut Registry, controller: &mut Controller) -> Result<()> {
         "Ports filtered by security groups",
         gauge(f.filtered_ports),
     );
+    r.register(
+        "sg_rule_sets",
+        "Compiled rule sets in the data plane (ports with the same groups share one)",
+        gauge(f.rule_sets),
+    );
     Ok(())
 }
 

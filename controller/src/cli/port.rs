@@ -1,6 +1,6 @@
 //! `alioth port PORT_ID`: one port as the agent holds it, with its security groups' effective
 //! rules (remote groups as the member addresses they stand for in the port's VPC) and, from the
-//! pinned maps, its policy number and the flows its zone tracks.
+//! pinned maps, its rule set, its zone and the flows the zone tracks.
 
 use std::net::Ipv4Addr;
 
@@ -103,7 +103,7 @@ fn kernel_side(args: &InspectArgs, port: &Port) -> Result<Value> {
     let mine: Vec<Value> = flows
         .iter()
         .filter_map(Result::ok)
-        .filter(|(k, _)| entry.policy != 0 && k.zone == entry.policy as u32)
+        .filter(|(k, _)| entry.zone != 0 && k.zone == entry.zone)
         .map(|(k, v)| {
             json!({
                 "proto": k.proto,
@@ -114,7 +114,13 @@ fn kernel_side(args: &InspectArgs, port: &Port) -> Result<Value> {
             })
         })
         .collect();
-    Ok(json!({"ifindex": index, "programmed": entry.is_programmed(), "policy": entry.policy, "flows": mine}))
+    Ok(json!({
+        "ifindex": index,
+        "programmed": entry.is_programmed(),
+        "rule_set": entry.policy,
+        "zone": entry.zone,
+        "flows": mine,
+    }))
 }
 
 fn print_text(out: &Value) {
@@ -176,9 +182,10 @@ fn print_text(out: &Value) {
     match dp["error"].as_str() {
         Some(e) => println!("data plane: {e}"),
         None => println!(
-            "data plane: ifindex {}, policy {}, {} tracked flows",
+            "data plane: ifindex {}, rule set {}, zone {}, {} tracked flows",
             dp["ifindex"],
-            dp["policy"],
+            dp["rule_set"],
+            dp["zone"],
             dp["flows"].as_array().map_or(0, Vec::len)
         ),
     }

@@ -44,7 +44,7 @@ impl Controller {
             metrics,
             overlay,
             dhcp_lease: dhcp::DEFAULT_LEASE_SECS,
-            members: None,
+            compiler: Default::default(),
             deny_ungrouped: false,
             last_push: Instant::now(),
             tainted: false,
@@ -152,6 +152,7 @@ impl Controller {
                 tracing::warn!(resource_id = &*id, "port not re-attached: {e:#}");
             }
         }
+        self.dp.free_unclaimed_policies();
         self.dp.sweep_flows();
         Ok(Duration::ZERO)
     }

@@ -1,9 +1,12 @@
-//! Ports' security-group policies in the data plane: a policy number per filtered port (its
-//! `PortEntry::policy`), its compiled rules in the `SG_REMOTES` and `SG_PORTS` tries under that
-//! number, and the tracked flows of its zone in `SG_FLOWS`, swept when its rules change.
+//! Ports' security-group policies in the data plane. Ports with the same groups share a rule set:
+//! a number (`PortEntry::policy`) under which the compiled rules are in the `SG_REMOTES` and
+//! `SG_PORTS` tries, written once however many ports use it. Each filtered port has a zone of its
+//! own (`PortEntry::zone`), the key space of its tracked flows in `SG_FLOWS`, which are checked
+//! again when its rules change.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use alioth_common::conntrack::FlowKey;
 use alioth_common::firewall::{
@@ -15,33 +18,58 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues};
 
 use crate::goalstate::secgroup::{Compiled, Policy};
 
-/// A trie's entries of one policy: key (prefix length, data) -> rules.
+/// A trie's entries of one rule set: key (prefix length, data) -> rules.
 type Entries = HashMap<(u32, [u8; 8]), u128>;
 
-/// The tries and flows, and who holds which policy number.
+/// Numbers 1..`MAX_POLICIES`, handed out lowest first.
+struct Numbers(BTreeSet<u32>);
+
+impl Numbers {
+    fn all() -> Self {
+        Numbers((1..MAX_POLICIES).collect())
+    }
+
+    fn take(&mut self, what: &str) -> Result<u32> {
+        match self.0.pop_first() {
+            Some(n) => Ok(n),
+            None => bail!("all {} {what} numbers are in use", MAX_POLICIES - 1),
+        }
+    }
+}
+
+/// A port's place: its rule set (`None`: an earlier agent's, unknown here) and zone.
+struct Held {
+    set: Option<Arc<Policy>>,
+    zone: u32,
+}
+
+/// The tries and flows, the rule sets written, and each port's place.
 pub struct Policies {
     remotes: LpmTrie<MapData, [u8; 8], RuleBits>,
     ports: LpmTrie<MapData, [u8; 8], RuleBits>,
     flows: BpfHashMap<MapData, FlowKey, CtValue>,
     /// `SG_COUNTS`: flows the programs added, flows the sweeps removed.
     counts: PerCpuArray<MapData, u64>,
-    /// Interface -> its policy number, and what was written for it (`None`: an earlier agent's
-    /// entries, not known until read back).
-    held: HashMap<String, (u16, Option<Policy>)>,
-    free: BTreeSet<u16>,
-    /// Zones whose flows are to be checked again: against the policy now in place, or (`None`)
-    /// all dropped (a number freed, or given to another port).
-    sweeps: HashMap<u16, Option<Policy>>,
+    /// Rule sets written: their number and how many ports use them.
+    sets: HashMap<Arc<Policy>, (u16, usize)>,
+    /// Interface -> its rule set and zone.
+    held: HashMap<String, Held>,
+    free_sets: Numbers,
+    free_zones: Numbers,
+    /// Zones whose flows are to be checked again: against the rules now in place, or (`None`) all
+    /// dropped (a zone freed).
+    sweeps: HashMap<u32, Option<Arc<Policy>>>,
 }
 
-/// The flow table's fill and evictions (`/metrics`).
+/// The flow table's fill and evictions, and the filtering's size (`/metrics`).
 pub struct FlowStats {
     pub entries: u64,
     pub evicted: u64,
     pub filtered_ports: u64,
+    pub rule_sets: u64,
 }
 
-/// The trie entries `policy` renders under number `id`.
+/// The trie entries `policy` renders under rule-set number `id`.
 fn render(id: u16, policy: &Policy) -> (Entries, Entries) {
     let (mut remotes, mut ports) = (Entries::new(), Entries::new());
     for (dir, c) in [(EGRESS, &policy.egress), (INGRESS, &policy.ingress)] {
@@ -57,7 +85,7 @@ fn render(id: u16, policy: &Policy) -> (Entries, Entries) {
     (remotes, ports)
 }
 
-/// The policy number a trie key belongs to.
+/// The rule set a trie key belongs to.
 fn owner(data: &[u8; 8]) -> u16 {
     u16::from_be_bytes([data[0], data[1]])
 }
@@ -74,101 +102,133 @@ impl Policies {
             ports,
             flows,
             counts,
+            sets: HashMap::new(),
             held: HashMap::new(),
-            free: (1..=(MAX_POLICIES - 1) as u16).collect(),
+            free_sets: Numbers::all(),
+            free_zones: Numbers::all(),
             sweeps: HashMap::new(),
         }
     }
 
-    /// Puts `policy` in place for the port on `iface` (`None`: unfiltered) and returns the number
-    /// its `PortEntry` names.
-    pub fn set(&mut self, iface: &str, policy: Option<&Policy>) -> Result<u16> {
+    /// Puts `policy` in place for the port on `iface` (`None`: unfiltered) and returns the rule
+    /// set and zone its `PortEntry` names.
+    pub fn set(&mut self, iface: &str, policy: Option<&Policy>) -> Result<(u16, u32)> {
         let Some(policy) = policy else {
             self.release(iface)?;
-            return Ok(0);
+            return Ok((0, 0));
         };
-        let (id, old) = match self.held.get(iface) {
-            Some((id, Some(old))) if old == policy => return Ok(*id),
-            Some((id, old)) => (*id, old.clone()),
+        if let Some(h) = self.held.get(iface) {
+            if let Some((n, _)) = h
+                .set
+                .as_ref()
+                .filter(|s| ***s == *policy)
+                .and_then(|s| self.sets.get(s))
+            {
+                return Ok((*n, h.zone));
+            }
+        }
+        let (number, shared) = self.take_set(policy)?;
+        let zone = match self.held.get(iface) {
+            Some(h) => h.zone,
             None => {
-                let Some(id) = self.free.pop_first() else {
-                    bail!("all {} policy numbers are in use", MAX_POLICIES - 1);
-                };
-                // The flows of the port that had the number go before any of this one's come.
-                if self.sweeps.get(&id) == Some(&None) {
+                let zone = self.free_zones.take("zone")?;
+                // The flows of the port that had the zone go before any of this one's come.
+                if self.sweeps.get(&zone).is_some_and(Option::is_none) {
                     self.sweep()?;
                 }
-                (id, Some(Policy::default()))
+                zone
             }
         };
-        let (remotes, ports) = render(id, policy);
-        let (old_remotes, old_ports) = match &old {
-            Some(old) => render(id, old),
-            None => self.written(id),
-        };
-        write(&mut self.remotes, &remotes, &old_remotes).context("write SG_REMOTES")?;
-        write(&mut self.ports, &ports, &old_ports).context("write SG_PORTS")?;
-        self.held.insert(iface.to_string(), (id, Some(policy.clone())));
-        self.sweeps.insert(id, Some(policy.clone()));
-        Ok(id)
+        let before = self.held.insert(
+            iface.to_string(),
+            Held {
+                set: Some(shared.clone()),
+                zone,
+            },
+        );
+        if let Some(old) = before.and_then(|h| h.set) {
+            self.drop_set(&old)?;
+        }
+        self.sweeps.insert(zone, Some(shared));
+        Ok((number, zone))
     }
 
-    /// Takes the port on `iface` out of filtering: its number, entries and flows go.
-    pub fn release(&mut self, iface: &str) -> Result<()> {
-        let Some((id, old)) = self.held.remove(iface) else {
+    /// The number of `policy`'s rule set, written if no port used it yet; one more user.
+    fn take_set(&mut self, policy: &Policy) -> Result<(u16, Arc<Policy>)> {
+        if let Some((shared, (n, users))) = self.sets.get_key_value(policy).map(|(k, v)| (k.clone(), *v)) {
+            self.sets.insert(shared.clone(), (n, users + 1));
+            return Ok((n, shared));
+        }
+        let n = self.free_sets.take("rule set")? as u16;
+        let (remotes, ports) = render(n, policy);
+        let none = Entries::new();
+        write(&mut self.remotes, &remotes, &none).context("write SG_REMOTES")?;
+        write(&mut self.ports, &ports, &none).context("write SG_PORTS")?;
+        let shared = Arc::new(policy.clone());
+        self.sets.insert(shared.clone(), (n, 1));
+        Ok((n, shared))
+    }
+
+    /// One user less for rule set `policy`; its entries go with the last.
+    fn drop_set(&mut self, policy: &Arc<Policy>) -> Result<()> {
+        let Some((n, users)) = self.sets.get(policy).copied() else {
             return Ok(());
         };
-        let (old_remotes, old_ports) = match &old {
-            Some(old) => render(id, old),
-            None => self.written(id),
-        };
-        write(&mut self.remotes, &Entries::new(), &old_remotes)?;
-        write(&mut self.ports, &Entries::new(), &old_ports)?;
-        self.sweeps.insert(id, None);
-        self.free.insert(id);
+        if users > 1 {
+            self.sets.insert(policy.clone(), (n, users - 1));
+            return Ok(());
+        }
+        self.sets.remove(policy);
+        let (remotes, ports) = render(n, policy);
+        write(&mut self.remotes, &Entries::new(), &remotes)?;
+        write(&mut self.ports, &Entries::new(), &ports)?;
+        self.free_sets.0.insert(n as u32);
         Ok(())
     }
 
-    /// For maps taken over: the port on `iface` holds number `id` again, with entries an earlier
-    /// agent wrote.
-    pub fn reclaim(&mut self, iface: &str, id: u16) {
-        if id != 0 && self.free.remove(&id) {
-            self.held.insert(iface.to_string(), (id, None));
+    /// Takes the port on `iface` out of filtering: its zone and its flows go, and its rule set
+    /// with its last user.
+    pub fn release(&mut self, iface: &str) -> Result<()> {
+        let Some(h) = self.held.remove(iface) else {
+            return Ok(());
+        };
+        if let Some(set) = &h.set {
+            self.drop_set(set)?;
+        }
+        self.sweeps.insert(h.zone, None);
+        self.free_zones.0.insert(h.zone);
+        Ok(())
+    }
+
+    /// For maps taken over: the port on `iface` has zone `zone` again (its flows stay); its rule
+    /// set, an earlier agent's, is replaced when the port is programmed.
+    pub fn reclaim(&mut self, iface: &str, zone: u32) {
+        if zone != 0 && self.free_zones.0.remove(&zone) {
+            self.held.insert(iface.to_string(), Held { set: None, zone });
         }
     }
 
-    /// Once every port is reclaimed: entries and flows of numbers no port holds go.
+    /// Once every port is programmed after a take-over: the tries' entries of rule sets no port
+    /// uses, and the flows of zones no port has, go.
     pub fn free_unclaimed(&mut self) {
-        let held: BTreeSet<u16> = self.held.values().map(|(id, _)| *id).collect();
+        let used: BTreeSet<u16> = self.sets.values().map(|(n, _)| *n).collect();
         for trie in [&mut self.remotes, &mut self.ports] {
             let stale: Vec<Key<[u8; 8]>> = trie
                 .keys()
                 .filter_map(Result::ok)
-                .filter(|k| !held.contains(&owner(&k.data())))
+                .filter(|k| !used.contains(&owner(&k.data())))
                 .collect();
             for k in stale {
                 let _ = trie.remove(&k);
             }
         }
-        self.sweeps.extend(self.free.iter().map(|id| (*id, None)));
+        self.sweeps.extend(self.free_zones.0.iter().map(|z| (*z, None)));
         let _ = self.sweep();
     }
 
-    /// What the tries hold under number `id` (an earlier agent's entries).
-    fn written(&self, id: u16) -> (Entries, Entries) {
-        let read = |trie: &LpmTrie<MapData, [u8; 8], RuleBits>| {
-            trie.iter()
-                .filter_map(Result::ok)
-                .filter(|(k, _)| owner(&k.data()) == id)
-                .map(|(k, v)| ((k.prefix_len(), k.data()), v.to_u128()))
-                .collect()
-        };
-        (read(&self.remotes), read(&self.ports))
-    }
-
     /// Checks the flows of the zones whose rules changed: a flow the rules in place would not
-    /// open any more goes (the next frame of it is a new flow, refused), as do all flows of a
-    /// number freed or given to another port. Returns how many went.
+    /// open any more goes (the next frame of it is a stray, refused), as do all flows of a zone
+    /// freed. Returns how many went.
     pub fn sweep(&mut self) -> Result<usize> {
         if self.sweeps.is_empty() {
             return Ok(0);
@@ -177,8 +237,7 @@ impl Policies {
         let keys: Vec<FlowKey> = self.flows.keys().filter_map(Result::ok).collect();
         let mut gone = 0;
         for key in keys {
-            let Ok(zone) = u16::try_from(key.zone) else { continue };
-            let Some(now) = sweeps.get(&zone) else { continue };
+            let Some(now) = sweeps.get(&key.zone) else { continue };
             let keep = match (now, self.flows.get(&key, 0)) {
                 (Some(policy), Ok(v)) => still_allowed(policy, &key, &v),
                 _ => false,
@@ -195,11 +254,11 @@ impl Policies {
         if n == 0 {
             return Ok(());
         }
-        let mut values = self.counts.get(&firewall::FLOWS_REMOVED, 0)?;
+        let values = self.counts.get(&firewall::FLOWS_REMOVED, 0)?;
         let mut all: Vec<u64> = values.iter().copied().collect();
         all[0] += n;
-        values = PerCpuValues::try_from(all)?;
-        self.counts.set(firewall::FLOWS_REMOVED, values, 0)?;
+        self.counts
+            .set(firewall::FLOWS_REMOVED, PerCpuValues::try_from(all)?, 0)?;
         Ok(())
     }
 
@@ -219,6 +278,7 @@ impl Policies {
             entries,
             evicted: added.saturating_sub(removed).saturating_sub(entries),
             filtered_ports: self.held.len() as u64,
+            rule_sets: self.sets.len() as u64,
         })
     }
 }

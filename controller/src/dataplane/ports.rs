@@ -52,7 +52,7 @@ impl Dataplane {
         };
         let mut entry = entry;
         entry.stats_slot = self.stats_slot(iface);
-        entry.policy = self.policies.set(iface, policy)?;
+        (entry.policy, entry.zone) = self.policies.set(iface, policy)?;
         let old = self.dhcp_slots.get(iface).copied();
         entry.dhcp_slot = match (dhcp, old) {
             (None, _) => 0,
@@ -196,7 +196,7 @@ impl Dataplane {
             }
         }
         self.reclaim_stats_slot(iface, entry.stats_slot);
-        self.policies.reclaim(iface, entry.policy);
+        self.policies.reclaim(iface, entry.zone);
         true
     }
 
@@ -204,12 +204,16 @@ impl Dataplane {
     pub fn free_unclaimed_slots(&mut self) {
         let held: std::collections::HashSet<u32> = self.dhcp_slots.values().map(|(slot, _)| *slot).collect();
         self.dhcp_free = (1..maps::MAX_DHCP).filter(|s| !held.contains(s)).collect();
+    }
+
+    /// Once every port taken over is programmed again: rule sets and zones no port uses go.
+    pub fn free_unclaimed_policies(&mut self) {
         self.policies.free_unclaimed();
     }
 
-    /// Puts a policy in place under the name `iface` and returns its number, without a port
-    /// (BPF_PROG_TEST_RUN frames come from interfaces that are no ports).
-    pub fn set_policy(&mut self, iface: &str, policy: Option<&Policy>) -> Result<u16> {
+    /// Puts a policy in place under the name `iface` and returns its rule set and zone, without
+    /// a port (BPF_PROG_TEST_RUN frames come from interfaces that are no ports).
+    pub fn set_policy(&mut self, iface: &str, policy: Option<&Policy>) -> Result<(u16, u32)> {
         self.policies.set(iface, policy)
     }
 

@@ -19,7 +19,8 @@ use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
 
-/// Rules per port and direction: one bit each.
+/// Compiled rules per port and direction: one bit each. Rules of the same protocol and range are
+/// one compiled rule, so this bounds a port's distinct services, not its rules.
 pub const MAX_RULES: usize = 128;
 pub use alioth_common::firewall::ANY_PROTOCOL;
 
@@ -35,7 +36,7 @@ pub struct Rule {
 }
 
 /// A port's rules for one direction, compiled.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Compiled {
     /// Remote prefix -> the rules whose prefix contains it.
     pub remotes: BTreeMap<Ipv4Network, u128>,
@@ -143,7 +144,7 @@ fn prefix_holds(prefix: u16, len: u8, value: u16) -> bool {
 }
 
 mod policy;
-pub use policy::{policy, Members, Policy};
+pub use policy::{policy, Compiler, Members, Policy};
 
 #[cfg(test)]
 mod tests;

@@ -21,9 +21,9 @@ pub mod tcp_flags {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
-    /// The zone: the policy of the port whose rules the flow was checked against
-    /// (`PortEntry::policy`). Each port sees its flows alone: a flow one port's rules let out is
-    /// checked again against the receiving port's, and flows of different VPCs never meet.
+    /// The zone of the port whose rules the flow was checked against (`PortEntry::zone`). Each
+    /// port sees its flows alone: a flow one port's rules let out is checked again against the
+    /// receiving port's, and flows of different VPCs never meet.
     pub zone: u32,
     pub lo_ip: [u8; 4],
     pub hi_ip: [u8; 4],

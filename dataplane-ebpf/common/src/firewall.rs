@@ -1,6 +1,6 @@
 //! Security groups in the data plane: a frame between two ports is checked where it is, against
 //! the sending port's egress rules and the receiving port's ingress rules, each port with a
-//! connection-tracking zone of its own (its policy number).
+//! connection-tracking zone of its own. Ports with the same groups share one rule set (`policy`).
 //!
 //! A frame of a tracked flow passes on the flow's state alone; only a frame that would open a flow
 //! asks the rules. The rules are the agent's compiled bitmaps (`controller::goalstate::secgroup`):
@@ -37,7 +37,7 @@ pub const FLOWS_REMOVED: u32 = 1;
 pub const MAX_SG_ENTRIES: u32 = 1 << 20;
 /// Tracked flows on one host; the least recently used goes when a new one finds the table full.
 pub const MAX_SG_FLOWS: u32 = 1 << 17;
-/// Policies (ports with security groups) on one host; policy 0 means unfiltered.
+/// Rule sets, and zones (ports with security groups), on one host; 0 means unfiltered.
 pub const MAX_POLICIES: u32 = 1 << 16;
 
 /// The rules (one bit each, up to 128) a trie entry stands for.
@@ -240,13 +240,14 @@ pub const fn refused(dir: u8) -> Counter {
     }
 }
 
-/// Checks the IPv4 packet `ip` at the front of `pkt` against `policy` in direction `dir` (never
-/// called for policy 0, unfiltered), and tracks its flow. `Err`: the reason it is dropped.
+/// Checks the IPv4 packet `ip` at the front of `pkt` against rule set `policy` in direction `dir`
+/// (never called for policy 0, unfiltered), and tracks its flow in `zone`. `Err`: the reason it
+/// is dropped.
 #[inline(always)]
 pub fn check<P: Packet + ?Sized, T: SgTables + ?Sized>(
     pkt: &P,
     ip: &Ipv4,
-    policy: u16,
+    (policy, zone): (u16, u32),
     dir: u8,
     t: &T,
 ) -> Result<(), Counter> {
@@ -255,7 +256,6 @@ pub fn check<P: Packet + ?Sized, T: SgTables + ?Sized>(
         return Err(Counter::DropSgFragment);
     }
     let tu = tuple(pkt, ip)?;
-    let zone = policy as u32;
     let now = t.now();
     let live = |v: &CtValue| v.expires > now;
     let remote = if dir == EGRESS { tu.dst } else { tu.src };

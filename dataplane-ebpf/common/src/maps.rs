@@ -87,11 +87,14 @@ pub struct PortEntry {
     /// Gateway of the primary address's subnet, answered without a hash lookup.
     pub gateway_ip: [u8; 4],
     pub gateway_mac: Mac,
-    /// The port's security-group policy (`firewall`): its rules and its connection-tracking
-    /// zone; 0: unfiltered.
+    /// The rule set of the port's security groups (`firewall`), shared by the ports with the
+    /// same groups; 0: unfiltered.
     pub policy: u16,
     /// Slot of the port's `DhcpEntry` in `DHCP`; 0: no DHCP (its subnet has it disabled).
     pub dhcp_slot: u32,
+    /// The port's connection-tracking zone (its own, whatever rule set it shares); 0 when
+    /// unfiltered.
+    pub zone: u32,
 }
 
 impl PortEntry {

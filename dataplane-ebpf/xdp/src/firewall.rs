@@ -93,10 +93,10 @@ impl SgTables for Sg {
     }
 }
 
-/// The policy of the port behind `ifindex` (0: unfiltered, or no port).
+/// The rule set and zone of the port behind `ifindex` (policy 0: unfiltered, or no port).
 #[inline(always)]
-fn policy_of(ifindex: u32) -> u16 {
-    PORTS.get(ifindex).map_or(0, |p| p.policy)
+fn policy_of(ifindex: u32) -> (u16, u32) {
+    PORTS.get(ifindex).map_or((0, 0), |p| (p.policy, p.zone))
 }
 
 /// `verdict` for a frame `port` sent, once both ends' security groups had their say.
@@ -106,11 +106,12 @@ pub fn from_port<P: Packet + ?Sized>(pkt: &mut P, port: &PortEntry, verdict: Ver
     if !to_port && verdict.action != Action::Encap {
         return verdict;
     }
-    let receiver = if to_port { policy_of(verdict.ifindex) } else { 0 };
-    if port.policy == 0 && receiver == 0 {
+    let receiver = if to_port { policy_of(verdict.ifindex) } else { (0, 0) };
+    if port.policy == 0 && receiver.0 == 0 {
         return verdict;
     }
-    match refused(pkt, port.policy, EGRESS).or_else(|| refused(pkt, receiver, INGRESS)) {
+    let sender = (port.policy, port.zone);
+    match refused(pkt, sender, EGRESS).or_else(|| refused(pkt, receiver, INGRESS)) {
         Some(reason) => Verdict::drop_with(reason),
         None => verdict,
     }
@@ -124,7 +125,7 @@ pub fn from_uplink<P: Packet + ?Sized>(pkt: &mut P, verdict: Verdict) -> Verdict
         return verdict;
     }
     let receiver = policy_of(verdict.ifindex);
-    if receiver == 0 {
+    if receiver.0 == 0 {
         return verdict;
     }
     match refused(&mut At::new(pkt, vxlan::OUTER_LEN), receiver, INGRESS) {
@@ -133,10 +134,11 @@ pub fn from_uplink<P: Packet + ?Sized>(pkt: &mut P, verdict: Verdict) -> Verdict
     }
 }
 
-/// Why `policy`'s check in `dir` drops the frame, if it does (policy 0: unfiltered).
+/// Why the check of rule set and zone `policy` in `dir` drops the frame, if it does (rule set 0:
+/// unfiltered).
 #[inline(always)]
-fn refused<P: Packet + ?Sized>(pkt: &P, policy: u16, dir: u8) -> Option<Counter> {
-    if policy == 0 {
+fn refused<P: Packet + ?Sized>(pkt: &P, policy: (u16, u32), dir: u8) -> Option<Counter> {
+    if policy.0 == 0 {
         return None;
     }
     // The pipeline parsed and accepted the header already: this only gives the verifier its offsets.

@@ -3,14 +3,15 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnetwork::Ipv4Network;
 
 use super::{compile, Compiled, Rule};
-use crate::goalstate::model::{Id, Port, Remote, State};
+use crate::goalstate::model::{Groups, Id, Port, Remote, State};
 
 /// A port's rules, compiled for each direction.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Policy {
     pub egress: Compiled,
     pub ingress: Compiled,
@@ -66,36 +67,39 @@ pub fn policy(state: &State, members: &Members, port: &Port, deny_ungrouped: boo
         }
         return deny_ungrouped.then(Policy::default);
     }
-    let (mut egress, mut ingress) = (Vec::new(), Vec::new());
+    // Rules for the same protocol and range are one compiled rule (one bit) with the remotes of
+    // them all: a port's bound is on its distinct services, not on its rules.
+    let (mut egress, mut ingress): (Vec<Rule>, Vec<Rule>) = (Vec::new(), Vec::new());
     for g in port
         .security_groups
         .iter()
         .filter_map(|g| state.security_groups.get(&**g))
     {
         for r in g.rules.iter().filter(|r| !r.ipv6) {
-            let remotes = match &r.remote {
-                Remote::Prefix(p) => vec![*p],
-                Remote::Group(m) => members.of_group(m, &port.vpc_id).to_vec(),
+            let remotes: &[Ipv4Network] = match &r.remote {
+                Remote::Prefix(p) => std::slice::from_ref(p),
+                Remote::Group(m) => members.of_group(m, &port.vpc_id),
                 Remote::Ipv6(_) => continue,
             };
-            let rule = Rule {
-                remotes,
-                protocol: r.protocol,
-                ports: r.ports,
-            };
             let list = if r.ingress { &mut ingress } else { &mut egress };
-            if !list.contains(&rule) {
-                list.push(rule);
+            let service = |x: &&mut Rule| x.protocol == r.protocol && x.ports == r.ports;
+            match list.iter_mut().find(service) {
+                Some(rule) => rule.remotes.extend_from_slice(remotes),
+                None => list.push(Rule {
+                    remotes: remotes.to_vec(),
+                    protocol: r.protocol,
+                    ports: r.ports,
+                }),
             }
         }
     }
     // Validation keeps each group within the bound; several groups together may not be: the
-    // rules past it are left out (refusing more, never allowing more).
+    // services past it are left out (refusing more, never allowing more).
     for (list, dir) in [(&mut egress, "egress"), (&mut ingress, "ingress")] {
         if list.len() > super::MAX_RULES {
             tracing::error!(
                 resource_id = &*port.id,
-                "{} {dir} rules from its groups; only the first {} apply",
+                "{} {dir} services (protocol and range) from its groups; only the first {} apply",
                 list.len(),
                 super::MAX_RULES
             );
@@ -106,4 +110,29 @@ pub fn policy(state: &State, members: &Members, port: &Port, deny_ungrouped: boo
         egress: compile(&egress),
         ingress: compile(&ingress),
     })
+}
+
+/// Members and compiled policies, kept while the state's groups and members stay as they are:
+/// ports with the same groups in one VPC share one compiled policy, compiled once.
+#[derive(Default)]
+pub struct Compiler {
+    members: Option<Members>,
+    compiled: HashMap<(Groups, Id), Option<Arc<Policy>>>,
+}
+
+impl Compiler {
+    /// `port`'s policy (see `policy`).
+    pub fn policy(&mut self, state: &State, port: &Port, deny_ungrouped: bool) -> Option<Arc<Policy>> {
+        if port.security_groups.is_empty() && !deny_ungrouped {
+            return None;
+        }
+        let key = (port.security_groups.clone(), port.vpc_id.clone());
+        if let Some(p) = self.compiled.get(&key) {
+            return p.clone();
+        }
+        let members = self.members.get_or_insert_with(|| Members::of(state));
+        let p = policy(state, members, port, deny_ungrouped).map(Arc::new);
+        self.compiled.insert(key, p.clone());
+        p
+    }
 }

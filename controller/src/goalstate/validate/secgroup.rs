@@ -56,11 +56,19 @@ impl Validator<'_> {
                 rules = h.rules.clone();
             }
         }
+        // Rules of one protocol and range share a bit however many remotes they name.
         for ingress in [false, true] {
-            let n = rules.iter().filter(|r| r.ingress == ingress && !r.ipv6).count();
-            if n > MAX_RULES {
+            let mut services: Vec<(Option<u8>, (u16, u16))> = rules
+                .iter()
+                .filter(|r| r.ingress == ingress && !r.ipv6)
+                .map(|r| (r.protocol, r.ports))
+                .collect();
+            services.sort_unstable();
+            services.dedup();
+            if services.len() > MAX_RULES {
                 return invalid(format!(
-                    "{n} IPv4 {} rules; a port has room for {MAX_RULES} per direction",
+                    "{} IPv4 {} services (protocol and port range); a port has room for {MAX_RULES} per direction",
+                    services.len(),
                     if ingress { "ingress" } else { "egress" }
                 ));
             }

@@ -1,0 +1,166 @@
+//! The benchmarks' small-packet generator and sink: frames sent from a VM as if the VM sent them
+//! (BPF_PROG_RUN live frames of an XDP_TX program, or AF_PACKET where the kernel refuses those),
+//! counted where the receiving VM's sink drops them.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp};
+
+use alioth::dataplane::object::TX_PROGRAM;
+
+use crate::netns::Netns;
+
+/// Whether `e` is the kernel refusing live frames (some kernels do, with EPERM, for any program):
+/// then the frames come from user space instead.
+fn refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(libc::EPERM))
+    })
+}
+
+/// Busy time of all CPUs since boot (/proc/stat: user, nice, system, irq and softirq).
+pub fn cpu_busy() -> Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .context("/proc/stat has no cpu line")?
+        .split_whitespace()
+        .map(|t| t.parse().unwrap_or(0))
+        .collect();
+    ensure!(ticks.len() >= 7, "short cpu line in /proc/stat");
+    let busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6];
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_nanos(busy * 1_000_000_000 / hz))
+}
+
+/// Generator frames the VM's `eth0` received: its sink program drops them, its veth counts the
+/// drops.
+pub fn rx_frames(vm: &Netns) -> Result<u64> {
+    let out = vm.exec(&["ethtool", "-S", "eth0"])?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once(':')?;
+            (k.starts_with("rx_queue_") && k.ends_with("_xdp_drops")).then(|| v.trim().parse::<u64>().ok())?
+        })
+        .sum())
+}
+
+/// Runs the generator in `vm`'s network namespace on CPU 0: `burst` copies of `frame` out of its
+/// eth0. Returns the wall time.
+pub fn generate(vm: &Netns, frame: Vec<u8>, burst: u32) -> Result<(Duration, Generator)> {
+    let path = format!("/run/netns/{}", vm.name);
+    std::thread::spawn(move || -> Result<(Duration, Generator)> {
+        let ns = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
+        // SAFETY: setns on this thread only (it exits afterwards); the fd is valid.
+        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: a zeroed cpu_set_t with CPU 0 set, for this thread.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+        let ifindex = alioth::net::interfaces::ifindex("eth0").context("eth0 in the VM")?;
+        let mut ebpf = aya::Ebpf::load(alioth::dataplane::object::lab_object()?)?;
+        let prog: &mut Xdp = ebpf.program_mut(TX_PROGRAM).context("generator program")?.try_into()?;
+        prog.load()?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+        let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+        let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let t = Instant::now();
+        let live = prog.test_run(TestRunOptions {
+            data_in: Some(&frame),
+            ctx_in: Some(&ctx),
+            repeat: burst,
+            attrs: TestRunAttrs::new().xdp_live_frames(64),
+            ..Default::default()
+        });
+        match live.context("BPF_PROG_RUN live frames") {
+            Ok(_) => Ok((t.elapsed(), Generator::LiveFrames)),
+            Err(e) if refused(&e) => {
+                let t = Instant::now();
+                af_packet_burst(ifindex, &frame, burst)?;
+                Ok((t.elapsed(), Generator::AfPacket))
+            }
+            Err(e) => Err(e),
+        }
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("generator thread panicked"))?
+}
+
+/// Where the small packets come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Generator {
+    /// In the kernel: BPF_PROG_RUN live frames of an XDP_TX program (frames, no skb).
+    #[default]
+    LiveFrames,
+    /// From user space, where the kernel refuses live frames: AF_PACKET past the qdisc, 64 frames
+    /// per `sendmmsg` (each an skb, as a VM's frames from its tap are).
+    AfPacket,
+}
+
+/// `count` copies of `frame` out of interface `ifindex` (see `Generator::AfPacket`).
+fn af_packet_burst(ifindex: u32, frame: &[u8], count: u32) -> Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: plain socket(2); the descriptor is owned right below.
+    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    ensure!(raw >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let one: libc::c_int = 1;
+    // SAFETY: an int option of the right size.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            PACKET_QDISC_BYPASS,
+            std::ptr::addr_of!(one).cast(),
+            size_of::<libc::c_int>() as u32,
+        )
+    };
+    // SAFETY: all-zero sockaddr_ll, mmsghdr and iovec are valid; the fields used are set below.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_ifindex = ifindex as i32;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&frame[..6]);
+    let mut iov = libc::iovec {
+        iov_base: frame.as_ptr() as *mut libc::c_void,
+        iov_len: frame.len(),
+    };
+    // SAFETY: as above.
+    let mut msgs: Vec<libc::mmsghdr> = (0..64).map(|_| unsafe { std::mem::zeroed() }).collect();
+    for m in &mut msgs {
+        m.msg_hdr.msg_name = std::ptr::addr_of_mut!(to).cast();
+        m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
+        m.msg_hdr.msg_iov = std::ptr::addr_of_mut!(iov);
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    let mut sent = 0u32;
+    while sent < count {
+        let batch = (count - sent).min(64);
+        // SAFETY: `msgs` holds `batch` valid headers pointing at live memory.
+        let n = unsafe { libc::sendmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), batch, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            // A full device queue: try again.
+            if e.raw_os_error() == Some(libc::ENOBUFS) || e.raw_os_error() == Some(libc::EAGAIN) {
+                continue;
+            }
+            bail!("sendmmsg: {e}");
+        }
+        sent += n as u32;
+    }
+    Ok(())
+}
+
+/// `PACKET_QDISC_BYPASS` (linux/if_packet.h).
+const PACKET_QDISC_BYPASS: libc::c_int = 20;
