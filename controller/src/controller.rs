@@ -17,7 +17,7 @@ use crate::goalstate::dhcp;
 use crate::goalstate::model::{Change, Resource};
 use crate::goalstate::model::{FixedIp, Id, Port, State};
 use crate::goalstate::plan::{self, EndpointOp, Plan, PortOp};
-use crate::goalstate::secgroup::{Compiler, Policy};
+use crate::goalstate::secgroup::{Compiler, Policy, SetKey};
 use crate::goalstate::validate::{self, Naming, Outcome};
 use crate::net::interfaces::interfaces;
 use crate::store::Store;
@@ -519,11 +519,13 @@ impl Applier<'_> {
             ops = &ops[run..];
         }
         for (o, op) in &plan.program {
-            if let PortOp::Program { port_id } = op {
-                let t = Instant::now();
-                let result = self.program_port(port_id);
-                report(*o, Applied::Network(t.elapsed(), result))?;
-            }
+            let t = Instant::now();
+            let result = match op {
+                PortOp::Program { port_id } => self.program_port(port_id),
+                PortOp::Filter { port_id } => self.filter_port(port_id),
+                PortOp::Detach { .. } => continue,
+            };
+            report(*o, Applied::Network(t.elapsed(), result))?;
         }
         self.dp.sweep_flows();
         Ok(())
@@ -555,7 +557,7 @@ impl Applier<'_> {
         let policy = self.policy(port);
         let present = self
             .dp
-            .program_port(&iface, entry, &ips, dhcp.as_ref(), policy.as_deref())?;
+            .program_port(&iface, entry, &ips, dhcp.as_ref(), policy.as_ref().map(|(k, p)| (k, p)))?;
         if !present {
             tracing::debug!(
                 resource_id = port_id,
@@ -565,9 +567,20 @@ impl Applier<'_> {
         Ok(present)
     }
 
-    /// `port`'s security-group policy (`None`: unfiltered).
-    fn policy(&mut self, port: &Port) -> Option<Arc<Policy>> {
+    /// `port`'s security-group policy and what it is the rules of (`None`: unfiltered).
+    fn policy(&mut self, port: &Port) -> Option<(SetKey, Arc<Policy>)> {
         self.compiler.policy(self.state, port, self.deny_ungrouped)
+    }
+
+    /// Puts one port's security-group rules in place again (`PortOp::Filter`); a port whose
+    /// interface does not exist yet gets them when it is programmed.
+    fn filter_port(&mut self, port_id: &str) -> Result<bool> {
+        let Some(port) = self.state.ports().get(port_id) else {
+            return Ok(true);
+        };
+        let policy = self.policy(port);
+        self.dp.refilter(&port.iface, policy.as_ref().map(|(k, p)| (k, p)))?;
+        Ok(true)
     }
 
     /// What the DHCP server answers `port`: its address in a DHCP-enabled subnet (the one its DHCP

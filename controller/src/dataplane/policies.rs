@@ -1,8 +1,9 @@
-//! Ports' security-group policies in the data plane. Ports with the same groups share a rule set:
-//! a number (`PortEntry::policy`) under which the compiled rules are in the `SG_REMOTES` and
-//! `SG_PORTS` tries, written once however many ports use it. Each filtered port has a zone of its
-//! own (`PortEntry::zone`), the key space of its tracked flows in `SG_FLOWS`, which are checked
-//! again when its rules change.
+//! Ports' security-group policies in the data plane. Ports with the same groups in one VPC share a
+//! rule set: a number (`PortEntry::policy`) under which the compiled rules are in the `SG_REMOTES`
+//! and `SG_PORTS` tries, written once however many ports use it, and rewritten in place (by what
+//! changed) when the groups' rules or members change, so their ports' entries stay as they are.
+//! Each filtered port has a zone of its own (`PortEntry::zone`), the key space of its tracked flows
+//! in `SG_FLOWS`, which are checked again when its rules change.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
@@ -16,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues};
 
-use crate::goalstate::secgroup::{Compiled, Policy};
+use crate::goalstate::secgroup::{Compiled, Policy, SetKey};
 
 /// A trie's entries of one rule set: key (prefix length, data) -> rules.
 type Entries = HashMap<(u32, [u8; 8]), u128>;
@@ -39,8 +40,15 @@ impl Numbers {
 
 /// A port's place: its rule set (`None`: an earlier agent's, unknown here) and zone.
 struct Held {
-    set: Option<Arc<Policy>>,
+    set: Option<SetKey>,
     zone: u32,
+}
+
+/// A rule set written: its number, what is written, and the zones of the ports that use it.
+struct RuleSet {
+    number: u16,
+    policy: Arc<Policy>,
+    users: BTreeSet<u32>,
 }
 
 /// The tries and flows, the rule sets written, and each port's place.
@@ -50,8 +58,8 @@ pub struct Policies {
     flows: BpfHashMap<MapData, FlowKey, CtValue>,
     /// `SG_COUNTS`: flows the programs added, flows the sweeps removed.
     counts: PerCpuArray<MapData, u64>,
-    /// Rule sets written: their number and how many ports use them.
-    sets: HashMap<Arc<Policy>, (u16, usize)>,
+    /// Rule sets written, by what they are the rules of.
+    sets: HashMap<SetKey, RuleSet>,
     /// Interface -> its rule set and zone.
     held: HashMap<String, Held>,
     free_sets: Numbers,
@@ -110,79 +118,86 @@ impl Policies {
         }
     }
 
-    /// Puts `policy` in place for the port on `iface` (`None`: unfiltered) and returns the rule
-    /// set and zone its `PortEntry` names.
-    pub fn set(&mut self, iface: &str, policy: Option<&Policy>) -> Result<(u16, u32)> {
-        let Some(policy) = policy else {
+    /// Puts `policy`, the rules of `key`, in place for the port on `iface` (`None`: unfiltered)
+    /// and returns the rule set and zone its `PortEntry` names.
+    pub fn set(&mut self, iface: &str, policy: Option<(&SetKey, &Arc<Policy>)>) -> Result<(u16, u32)> {
+        let Some((key, policy)) = policy else {
             self.release(iface)?;
             return Ok((0, 0));
         };
-        if let Some(h) = self.held.get(iface) {
-            if let Some((n, _)) = h
-                .set
-                .as_ref()
-                .filter(|s| ***s == *policy)
-                .and_then(|s| self.sets.get(s))
-            {
-                return Ok((*n, h.zone));
-            }
-        }
-        let (number, shared) = self.take_set(policy)?;
-        let zone = match self.held.get(iface) {
-            Some(h) => h.zone,
+        let number = self.write_set(key, policy)?;
+        let (zone, before) = match self.held.get(iface) {
+            Some(h) if h.set.as_ref() == Some(key) => return Ok((number, h.zone)),
+            Some(h) => (h.zone, h.set.clone()),
             None => {
                 let zone = self.free_zones.take("zone")?;
                 // The flows of the port that had the zone go before any of this one's come.
                 if self.sweeps.get(&zone).is_some_and(Option::is_none) {
                     self.sweep()?;
                 }
-                zone
+                (zone, None)
             }
         };
-        let before = self.held.insert(
+        self.held.insert(
             iface.to_string(),
             Held {
-                set: Some(shared.clone()),
+                set: Some(key.clone()),
                 zone,
             },
         );
-        if let Some(old) = before.and_then(|h| h.set) {
-            self.drop_set(&old)?;
+        if let Some(set) = self.sets.get_mut(key) {
+            set.users.insert(zone);
         }
-        self.sweeps.insert(zone, Some(shared));
+        if let Some(old) = before {
+            self.leave_set(&old, zone)?;
+        }
+        self.sweeps.insert(zone, Some(policy.clone()));
         Ok((number, zone))
     }
 
-    /// The number of `policy`'s rule set, written if no port used it yet; one more user.
-    fn take_set(&mut self, policy: &Policy) -> Result<(u16, Arc<Policy>)> {
-        if let Some((shared, (n, users))) = self.sets.get_key_value(policy).map(|(k, v)| (k.clone(), *v)) {
-            self.sets.insert(shared.clone(), (n, users + 1));
-            return Ok((n, shared));
+    /// Writes `key`'s rule set as `policy`: new, or in place of what it was (its users' flows
+    /// are checked against it again). Returns its number.
+    fn write_set(&mut self, key: &SetKey, policy: &Arc<Policy>) -> Result<u16> {
+        let (number, old) = match self.sets.get(key) {
+            Some(set) if Arc::ptr_eq(&set.policy, policy) || *set.policy == **policy => return Ok(set.number),
+            Some(set) => (set.number, render(set.number, &set.policy)),
+            None => (
+                self.free_sets.take("rule set")? as u16,
+                (Entries::new(), Entries::new()),
+            ),
+        };
+        let (remotes, ports) = render(number, policy);
+        // New entries first, then the stale ones: for a moment the union of both applies.
+        write(&mut self.remotes, &remotes, &old.0).context("write SG_REMOTES")?;
+        write(&mut self.ports, &ports, &old.1).context("write SG_PORTS")?;
+        let set = self.sets.entry(key.clone()).or_insert_with(|| RuleSet {
+            number,
+            policy: policy.clone(),
+            users: BTreeSet::new(),
+        });
+        set.policy = policy.clone();
+        for zone in &set.users {
+            self.sweeps.insert(*zone, Some(policy.clone()));
         }
-        let n = self.free_sets.take("rule set")? as u16;
-        let (remotes, ports) = render(n, policy);
-        let none = Entries::new();
-        write(&mut self.remotes, &remotes, &none).context("write SG_REMOTES")?;
-        write(&mut self.ports, &ports, &none).context("write SG_PORTS")?;
-        let shared = Arc::new(policy.clone());
-        self.sets.insert(shared.clone(), (n, 1));
-        Ok((n, shared))
+        Ok(number)
     }
 
-    /// One user less for rule set `policy`; its entries go with the last.
-    fn drop_set(&mut self, policy: &Arc<Policy>) -> Result<()> {
-        let Some((n, users)) = self.sets.get(policy).copied() else {
+    /// Zone `zone` no longer uses rule set `key`; its entries go with its last user.
+    fn leave_set(&mut self, key: &SetKey, zone: u32) -> Result<()> {
+        let Some(set) = self.sets.get_mut(key) else {
             return Ok(());
         };
-        if users > 1 {
-            self.sets.insert(policy.clone(), (n, users - 1));
+        set.users.remove(&zone);
+        if !set.users.is_empty() {
             return Ok(());
         }
-        self.sets.remove(policy);
-        let (remotes, ports) = render(n, policy);
+        let Some(set) = self.sets.remove(key) else {
+            return Ok(());
+        };
+        let (remotes, ports) = render(set.number, &set.policy);
         write(&mut self.remotes, &Entries::new(), &remotes)?;
         write(&mut self.ports, &Entries::new(), &ports)?;
-        self.free_sets.0.insert(n as u32);
+        self.free_sets.0.insert(set.number as u32);
         Ok(())
     }
 
@@ -193,7 +208,7 @@ impl Policies {
             return Ok(());
         };
         if let Some(set) = &h.set {
-            self.drop_set(set)?;
+            self.leave_set(set, h.zone)?;
         }
         self.sweeps.insert(h.zone, None);
         self.free_zones.0.insert(h.zone);
@@ -211,7 +226,7 @@ impl Policies {
     /// Once every port is programmed after a take-over: the tries' entries of rule sets no port
     /// uses, and the flows of zones no port has, go.
     pub fn free_unclaimed(&mut self) {
-        let used: BTreeSet<u16> = self.sets.values().map(|(n, _)| *n).collect();
+        let used: BTreeSet<u16> = self.sets.values().map(|s| s.number).collect();
         for trie in [&mut self.remotes, &mut self.ports] {
             let stale: Vec<Key<[u8; 8]>> = trie
                 .keys()

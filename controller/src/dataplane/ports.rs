@@ -11,7 +11,8 @@ use super::Dataplane;
 use crate::dataplane::attach::Links;
 use crate::dataplane::batch;
 use crate::dataplane::object::PORT_PROGRAM;
-use crate::goalstate::secgroup::Policy;
+use crate::goalstate::secgroup::{Policy, SetKey};
+use std::sync::Arc;
 
 impl Dataplane {
     /// Writes a `PORTS` entry directly, without attaching (BPF_PROG_TEST_RUN frames arrive on `lo`).
@@ -45,7 +46,7 @@ impl Dataplane {
         entry: PortEntry,
         ips: &[[u8; 4]],
         dhcp: Option<&DhcpEntry>,
-        policy: Option<&Policy>,
+        policy: Option<(&SetKey, &Arc<Policy>)>,
     ) -> Result<bool> {
         let Some(index) = self.names.index(iface) else {
             return Ok(false);
@@ -211,10 +212,42 @@ impl Dataplane {
         self.policies.free_unclaimed();
     }
 
-    /// Puts a policy in place under the name `iface` and returns its rule set and zone, without
-    /// a port (BPF_PROG_TEST_RUN frames come from interfaces that are no ports).
+    /// Puts a policy in place under the name `iface`, a rule set of its own, and returns the
+    /// rule set and zone, without a port (BPF_PROG_TEST_RUN frames come from interfaces that are
+    /// no ports).
     pub fn set_policy(&mut self, iface: &str, policy: Option<&Policy>) -> Result<(u16, u32)> {
+        let key: SetKey = (Default::default(), iface.into());
+        let policy = policy.map(|p| Arc::new(p.clone()));
+        self.policies.set(iface, policy.as_ref().map(|p| (&key, p)))
+    }
+
+    /// Puts `policy` in place for `iface` as `program_port` does, without a port (benchmarks).
+    pub fn put_policy(&mut self, iface: &str, policy: Option<(&SetKey, &Arc<Policy>)>) -> Result<(u16, u32)> {
         self.policies.set(iface, policy)
+    }
+
+    /// Puts a port's policy in place when only its rules (or their members) changed: its rule
+    /// set is rewritten in place, and its `PORTS` entry only when its set or zone is another. A
+    /// port not attached yet gets its policy when it is.
+    pub fn refilter(&mut self, iface: &str, policy: Option<(&SetKey, &Arc<Policy>)>) -> Result<()> {
+        let Some(index) = self.attached_index(iface) else {
+            return Ok(());
+        };
+        let (set, zone) = self.policies.set(iface, policy)?;
+        let Some(entry) = self.programmed_entry(index) else {
+            return Ok(());
+        };
+        if (entry.policy, entry.zone) != (set, zone) {
+            self.set_port_entry(
+                index,
+                PortEntry {
+                    policy: set,
+                    zone,
+                    ..entry
+                },
+            )?;
+        }
+        Ok(())
     }
 
     /// Drops the tracked flows that the rules changed since the last sweep no longer allow.

@@ -29,6 +29,8 @@ pub enum PortOp {
     Detach { iface: String },
     /// Write the port's `PORTS` entry and make sure the program is attached to its interface.
     Program { port_id: String },
+    /// Put the port's security-group rules in place again: its groups' rules or members changed.
+    Filter { port_id: String },
 }
 
 /// Map operations in the order the applier performs them: detaches, endpoint upserts, endpoint
@@ -536,7 +538,8 @@ impl<'a> Planner<'a> {
             })
             .collect();
         for (o, id) in ports {
-            self.program(o, id);
+            let port_id = id.to_string();
+            self.out.program.push((o, PortOp::Filter { port_id }));
         }
     }
 

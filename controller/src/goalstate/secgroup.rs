@@ -144,7 +144,7 @@ fn prefix_holds(prefix: u16, len: u8, value: u16) -> bool {
 }
 
 mod policy;
-pub use policy::{policy, Compiler, Members, Policy};
+pub use policy::{policy, Compiler, Members, Policy, SetKey};
 
 #[cfg(test)]
 mod tests;

@@ -134,7 +134,12 @@ fn per_frame() -> Result<()> {
 /// no order).
 fn pps_rules() -> Vec<(String, u16)> {
     let mut r: Vec<(String, u16)> = (1..RULES)
-        .map(|i| (format!("198.19.{}.{}/32", i / 250, i % 250 + 1), 1000 + (i % 100) as u16))
+        .map(|i| {
+            (
+                format!("198.19.{}.{}/32", i / 250, i % 250 + 1),
+                1000 + (i % 100) as u16,
+            )
+        })
         .collect();
     r.push(("198.18.0.10/32".into(), 9));
     r
@@ -167,11 +172,13 @@ fn pps() -> Result<()> {
     println!("{:<58} {:>12}", "system", "Mpps");
     println!(
         "{:<58} {:>12.3}",
-        "Linux bridge + iptables (iptables_hybrid), rule last", linux_last / 1e6
+        "Linux bridge + iptables (iptables_hybrid), rule last",
+        linux_last / 1e6
     );
     println!(
         "{:<58} {:>12.3}",
-        "Linux bridge + iptables (iptables_hybrid), rule first", linux_first / 1e6
+        "Linux bridge + iptables (iptables_hybrid), rule first",
+        linux_first / 1e6
     );
     println!("{:<58} {:>12.3}", "alioth", alioth.0 / 1e6);
     println!(
@@ -208,7 +215,16 @@ fn linux_pps(frame: &[u8], rule_first: bool) -> Result<f64> {
     for tap in ["tapvm1", "tapvm2"] {
         host.exec(&["ip", "link", "set", tap, "master", "br0"])?;
     }
-    host.exec(&["bridge", "fdb", "add", "02:00:c6:12:00:0b", "dev", "tapvm2", "master", "static"])?;
+    host.exec(&[
+        "bridge",
+        "fdb",
+        "add",
+        "02:00:c6:12:00:0b",
+        "dev",
+        "tapvm2",
+        "master",
+        "static",
+    ])?;
     host.exec(&["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"])?;
     let mut rules = pps_rules();
     if rule_first {
@@ -227,7 +243,11 @@ fn linux_pps(frame: &[u8], rule_first: bool) -> Result<f64> {
     std::fs::write(&path, text)?;
     host.exec(&["sh", "-c", &format!("iptables-restore < {path}")])?;
     let listed = host.exec(&["iptables", "-S", "neutron-i-vm2"])?;
-    ensure!(listed.lines().count() >= RULES, "iptables has {} rules", listed.lines().count());
+    ensure!(
+        listed.lines().count() >= RULES,
+        "iptables has {} rules",
+        listed.lines().count()
+    );
     vm2.sink()?;
     Ok(best_of(&vm1.ns, &vm2.ns, frame)?.0)
 }
@@ -262,7 +282,10 @@ fn alioth_pps(frame: &[u8]) -> Result<(f64, Generator)> {
     t.vm2.sink()?;
     let best = best_of(&t.vm1.ns, &t.vm2.ns, frame)?;
     let refused = t.agent.stats()?["drop_sg_ingress"].as_u64().unwrap_or(0);
-    ensure!(refused == 0, "{refused} frames refused: the rules do not allow the flood");
+    ensure!(
+        refused == 0,
+        "{refused} frames refused: the rules do not allow the flood"
+    );
     Ok(best)
 }
 
@@ -358,7 +381,8 @@ fn programming() -> Result<()> {
     join.subnet_states.clear();
     join.security_group_states.clear();
     if let Some(c) = join.port_states[0].configuration.as_mut() {
-        c.security_group_ids.push(port_configuration::SecurityGroupId { id: "cli".into() });
+        c.security_group_ids
+            .push(port_configuration::SecurityGroupId { id: "cli".into() });
         c.update_type = UpdateType::Full as i32;
     }
     join.port_states[0].operation_type = OperationType::Update as i32;
@@ -382,15 +406,16 @@ fn programming() -> Result<()> {
     Ok(())
 }
 
-/// Programs the ports `changes` reach, as the agent's applier does (without attaching them).
+/// Puts the policies of the ports `changes` reach in place, as the agent's applier does (without
+/// attaching them, nor writing their other entries).
 fn program(dp: &mut Dataplane, state: &State, changes: &[Change]) -> Result<usize> {
     let mut compiler = Compiler::default();
     let mut n = 0;
     for (_, op) in &plan(state, changes).program {
-        if let PortOp::Program { port_id } = op {
+        if let PortOp::Program { port_id } | PortOp::Filter { port_id } = op {
             let port = state.ports().get(port_id.as_str()).context("port")?;
             let policy = compiler.policy(state, port, false);
-            dp.set_policy(&port.iface, policy.as_deref())?;
+            dp.put_policy(&port.iface, policy.as_ref().map(|(k, p)| (k, p)))?;
             n += 1;
         }
     }

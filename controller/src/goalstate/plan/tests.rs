@@ -239,7 +239,7 @@ proptest! {
             prop_assert_eq!(&fresh, &map);
             let programmed: BTreeSet<&str> = all.program.iter().map(|(_, op)| match op {
                 PortOp::Program { port_id } => port_id.as_str(),
-                PortOp::Detach { iface } => panic!("detaches {iface}"),
+                PortOp::Detach { iface } | PortOp::Filter { port_id: iface } => panic!("detaches or filters {iface}"),
             }).collect();
             prop_assert!(programmed.iter().copied().eq(state.ports().keys().map(|k| &**k).collect::<BTreeSet<_>>()));
             prop_assert!(state.indexes_match_contents(), "indexes drifted from the contents");

@@ -112,27 +112,31 @@ pub fn policy(state: &State, members: &Members, port: &Port, deny_ungrouped: boo
     })
 }
 
+/// What a compiled policy is the rules of: ports with the same groups in the same VPC have the
+/// same rules, and share a rule set in the data plane.
+pub type SetKey = (Groups, Id);
+
 /// Members and compiled policies, kept while the state's groups and members stay as they are:
 /// ports with the same groups in one VPC share one compiled policy, compiled once.
 #[derive(Default)]
 pub struct Compiler {
     members: Option<Members>,
-    compiled: HashMap<(Groups, Id), Option<Arc<Policy>>>,
+    compiled: HashMap<SetKey, Option<Arc<Policy>>>,
 }
 
 impl Compiler {
-    /// `port`'s policy (see `policy`).
-    pub fn policy(&mut self, state: &State, port: &Port, deny_ungrouped: bool) -> Option<Arc<Policy>> {
+    /// `port`'s policy (see `policy`) and what it is the rules of.
+    pub fn policy(&mut self, state: &State, port: &Port, deny_ungrouped: bool) -> Option<(SetKey, Arc<Policy>)> {
         if port.security_groups.is_empty() && !deny_ungrouped {
             return None;
         }
         let key = (port.security_groups.clone(), port.vpc_id.clone());
         if let Some(p) = self.compiled.get(&key) {
-            return p.clone();
+            return p.clone().map(|p| (key, p));
         }
         let members = self.members.get_or_insert_with(|| Members::of(state));
         let p = policy(state, members, port, deny_ungrouped).map(Arc::new);
-        self.compiled.insert(key, p.clone());
-        p
+        self.compiled.insert(key.clone(), p.clone());
+        p.map(|p| (key, p))
     }
 }
