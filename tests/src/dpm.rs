@@ -114,6 +114,49 @@ pub fn neighbor(op: OperationType, vm: &VmSpec, host_ip: &str) -> NeighborState 
     }
 }
 
+/// `SecurityGroupService.java` (`buildSecurityGroupStates`) for Neutron's default group `id`: the
+/// port's operation, no VPC id, each rule with its group's id, the direction and ethertype, and
+/// what Neutron leaves null (protocol, port range, remote prefix) left unset. The rules are
+/// Neutron's defaults: anything out (IPv4 and IPv6), anything in from the group's members.
+pub fn default_security_group(op: OperationType, id: &str) -> SecurityGroupState {
+    use security_group_configuration::{Direction, SecurityGroupRule};
+    let rule = |n: u32, direction: Direction, ethertype: EtherType, remote_group: &str| SecurityGroupRule {
+        security_group_id: id.into(),
+        id: format!("{id}-rule-{n}"),
+        direction: direction as i32,
+        ethertype: ethertype as i32,
+        remote_group_id: remote_group.into(),
+        ..Default::default()
+    };
+    SecurityGroupState {
+        operation_type: op as i32,
+        configuration: Some(SecurityGroupConfiguration {
+            revision_number: REVISION,
+            id: id.into(),
+            name: "default".into(),
+            security_group_rules: vec![
+                rule(1, Direction::Egress, EtherType::Ipv4, ""),
+                rule(2, Direction::Egress, EtherType::Ipv6, ""),
+                rule(3, Direction::Ingress, EtherType::Ipv4, id),
+                rule(4, Direction::Ingress, EtherType::Ipv6, id),
+            ],
+            ..Default::default()
+        }),
+    }
+}
+
+/// `port_message` for a port in security group `group` (Neutron's default), which DPM sends
+/// along with the port.
+pub fn port_message_in_group(vpc: &VpcSpec, op: OperationType, vm: &VmSpec, host_ip: &str, group: &str) -> GoalState {
+    let mut p = port(op, vm, host_ip);
+    if let Some(c) = p.configuration.as_mut() {
+        c.security_group_ids = vec![port_configuration::SecurityGroupId { id: group.into() }];
+    }
+    let mut msg = message(vpc, vec![p], vec![dhcp(op, vm)], vec![]);
+    msg.security_group_states = vec![default_security_group(op, group)];
+    msg
+}
+
 /// A V1 message as `DpmServiceImpl.java` sends it to one host: the VPC and subnet as INFO
 /// context, then what changed.
 pub fn message(vpc: &VpcSpec, ports: Vec<PortState>, dhcp: Vec<DhcpState>, neighbors: Vec<NeighborState>) -> GoalState {

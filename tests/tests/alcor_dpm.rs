@@ -186,3 +186,34 @@ fn acas_two_ports_test_messages_create_two_ports_that_talk() -> Result<()> {
     ensure!(answers(&lab, &vm2.port_id, &vm1.ip)?, "port 2 -> port 1");
     Ok(())
 }
+
+/// DPM's port pushes carrying Neutron's default security group: every resource is applied, the
+/// group's members talk to each other, and a port outside the group gets nothing in. A port's
+/// DELETE brings its group's DELETE, which leaves the group to the ports still in it.
+#[test]
+fn dpm_port_pushes_with_the_default_security_group_filter_as_neutron_does() -> Result<()> {
+    let v = VpcSpec::new(1, 1001, 1);
+    let mut lab = Lab::new(vec![v.clone()])?;
+    let (vm1, vm2, vm3) = (v.vm(1, 10), v.vm(1, 20), v.vm(1, 30));
+    lab.add_host(vec![vm1.clone(), vm2.clone(), vm3.clone()])?;
+    lab.start_agents(&[])?;
+    let h0 = lab.hosts[0].ip.clone();
+    let group = "3dda2801-d675-4688-a63f-dcda8d720001";
+    // `Lab::push` fails unless every resource is answered SUCCESS.
+    lab.push(0, &dpm::port_message_in_group(&v, Create, &vm1, &h0, group))?;
+    lab.push(0, &dpm::port_message_in_group(&v, Create, &vm2, &h0, group))?;
+    lab.push(0, &dpm::port_message(&v, Create, &vm3, &h0, vec![]))?;
+    ensure!(answers(&lab, &vm1.port_id, &vm2.ip)?, "VM 1 -> VM 2, both in the group");
+    ensure!(answers(&lab, &vm2.port_id, &vm1.ip)?, "VM 2 -> VM 1, both in the group");
+    // VM 3 has no group: it may send (VM 1 lets anything out and replies in), not be reached.
+    ensure!(!answers(&lab, &vm3.port_id, &vm1.ip)?, "VM 3 is no member: nothing in");
+    ensure!(answers(&lab, &vm1.port_id, &vm3.ip)?, "VM 1 -> unfiltered VM 3");
+    // VM 2 goes: DPM sends the group's DELETE with it, and VM 1 keeps its group and rules.
+    lab.push(0, &dpm::port_message_in_group(&v, Delete, &vm2, &h0, group))?;
+    ensure!(
+        answers(&lab, &vm1.port_id, &vm3.ip)?,
+        "VM 1 -> VM 3 after VM 2's deletion"
+    );
+    ensure!(!answers(&lab, &vm3.port_id, &vm1.ip)?, "VM 1 is still filtered");
+    Ok(())
+}

@@ -210,6 +210,10 @@ impl Dataplane {
     /// Once every port taken over is programmed again: rule sets and zones no port uses go.
     pub fn free_unclaimed_policies(&mut self) {
         self.policies.free_unclaimed();
+        // The programs' per-CPU copies of the flows that went count no more.
+        if let Err(e) = self.changed() {
+            tracing::warn!("{e:#}");
+        }
     }
 
     /// Puts a policy in place under the name `iface`, a rule set of its own, and returns the
@@ -254,7 +258,13 @@ impl Dataplane {
     pub fn sweep_flows(&mut self) {
         match self.policies.sweep() {
             Ok(0) => {}
-            Ok(n) => tracing::info!("{n} tracked flows no longer allowed by their ports' rules: dropped"),
+            Ok(n) => {
+                tracing::info!("{n} tracked flows no longer allowed by their ports' rules: dropped");
+                // The programs' per-CPU copies of those flows count no more.
+                if let Err(e) = self.changed() {
+                    tracing::warn!("{e:#}");
+                }
+            }
             Err(e) => tracing::warn!("sweep the tracked flows: {e:#}"),
         }
     }

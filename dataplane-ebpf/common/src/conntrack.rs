@@ -38,7 +38,9 @@ impl FlowKey {
     /// The key of a frame from `src`:`sport` to `dst`:`dport`, and whether the frame goes from the
     /// lower endpoint to the higher one.
     pub fn of(zone: u32, proto: u8, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> (FlowKey, bool) {
-        let forward = (src, sport) <= (dst, dport);
+        // Addresses as big-endian numbers: their order is the bytes' order, in one comparison
+        // (an array comparison is a loop over the bytes in BPF).
+        let forward = (u32::from_be_bytes(src), sport) <= (u32::from_be_bytes(dst), dport);
         let ((lo_ip, lo_port), (hi_ip, hi_port)) = if forward {
             ((src, sport), (dst, dport))
         } else {

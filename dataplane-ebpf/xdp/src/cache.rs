@@ -40,11 +40,18 @@ fn slot_index(key: &EndpointKey) -> u32 {
     h >> (32 - SLOTS.trailing_zeros())
 }
 
+/// The agent's generation: entries of per-CPU caches count only when filled under it (0: none
+/// published yet, nothing cached).
+#[inline(always)]
+pub fn generation() -> u64 {
+    GENERATION.get(0).copied().unwrap_or(0)
+}
+
 /// The destination of `key`, from this CPU's cache or else from `look_up` (then cached).
 #[inline(always)]
 pub fn destination(key: &EndpointKey, look_up: impl FnOnce() -> Option<Destination>) -> Option<Destination> {
     // 0: the agent has published no generation yet, so nothing is cached.
-    let generation = GENERATION.get(0).copied().unwrap_or(0);
+    let generation = generation();
     let Some(slot) = DESTINATIONS.get_ptr_mut(slot_index(key)).filter(|_| generation != 0) else {
         return look_up();
     };

@@ -16,7 +16,7 @@ use aya_ebpf::macros::map;
 use aya_ebpf::maps::lpm_trie::{Key, LpmTrie};
 use aya_ebpf::maps::{LruHashMap, PerCpuArray};
 
-use crate::PORTS;
+use crate::{cache, PORTS};
 
 #[map]
 static SG_REMOTES: LpmTrie<[u8; 8], RuleBits> = LpmTrie::with_max_entries(MAX_SG_ENTRIES, 0);
@@ -29,6 +29,49 @@ static SG_FLOWS: LruHashMap<FlowKey, CtValue> = LruHashMap::with_max_entries(MAX
 
 #[map]
 static SG_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+
+/// Slots per CPU of the flow cache (a power of two).
+const FLOW_SLOTS: u32 = 256;
+
+/// A per-CPU, direct-mapped cache of tracked flows in front of `SG_FLOWS`, as `cache` is in front
+/// of `ENDPOINTS`: a frame of a flow this CPU saw costs an array lookup, not a hash lookup. A
+/// slot counts only under the generation it was filled in, which the agent bumps after removing
+/// flows (a rule removed, a port gone). The table's entry is written on every change of state and
+/// at least once a second of traffic, which keeps it from being the least recently used.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FlowSlot {
+    generation: u64,
+    key: FlowKey,
+    _pad: u32,
+    value: CtValue,
+}
+
+#[map]
+static SG_FLOW_CACHE: PerCpuArray<FlowSlot> = PerCpuArray::with_max_entries(FLOW_SLOTS, 0);
+
+/// `a == b` field by field, padding aside: the derived comparison of the 3-byte padding makes LLVM
+/// load 2 bytes at an odd stack offset, which the verifier refuses.
+#[inline(always)]
+fn same_flow(a: &FlowKey, b: &FlowKey) -> bool {
+    a.zone == b.zone
+        && u32::from_ne_bytes(a.lo_ip) == u32::from_ne_bytes(b.lo_ip)
+        && u32::from_ne_bytes(a.hi_ip) == u32::from_ne_bytes(b.hi_ip)
+        && a.lo_port == b.lo_port
+        && a.hi_port == b.hi_port
+        && a.proto == b.proto
+}
+
+#[inline(always)]
+fn flow_slot(key: &FlowKey) -> u32 {
+    let ports = (key.lo_port as u32) << 16 | key.hi_port as u32;
+    let h = key.zone.rotate_left(8)
+        ^ u32::from_ne_bytes(key.lo_ip)
+        ^ u32::from_ne_bytes(key.hi_ip).rotate_left(16)
+        ^ ports
+        ^ key.proto as u32;
+    h.wrapping_mul(0x9e37_79b1) >> (32 - FLOW_SLOTS.trailing_zeros())
+}
 
 struct Sg;
 
@@ -69,13 +112,27 @@ impl SgTables for Sg {
 
     #[inline(always)]
     fn flow(&self, key: &FlowKey) -> Option<CtValue> {
+        let generation = cache::generation();
+        let slot = SG_FLOW_CACHE.get_ptr_mut(flow_slot(key)).filter(|_| generation != 0);
+        if let Some(slot) = slot {
+            // SAFETY: this CPU's own slot; programs run to completion on their CPU.
+            let slot = unsafe { &*slot };
+            if slot.generation == generation && same_flow(&slot.key, key) {
+                return Some(slot.value);
+            }
+        }
         // SAFETY: the value is copied out before the map is written.
-        unsafe { SG_FLOWS.get(key).copied() }
+        let value = unsafe { SG_FLOWS.get(key).copied() }?;
+        remember(slot, generation, key, &value);
+        Some(value)
     }
 
     #[inline(always)]
     fn set_flow(&self, key: &FlowKey, value: &CtValue) {
         let _ = SG_FLOWS.insert(key, value, 0);
+        let generation = cache::generation();
+        let slot = SG_FLOW_CACHE.get_ptr_mut(flow_slot(key)).filter(|_| generation != 0);
+        remember(slot, generation, key, value);
     }
 
     #[inline(always)]
@@ -90,6 +147,22 @@ impl SgTables for Sg {
     fn now(&self) -> u64 {
         // SAFETY: a helper without arguments.
         unsafe { bpf_ktime_get_coarse_ns() }
+    }
+}
+
+/// Fills this CPU's cache slot with `key`'s flow as it stands under `generation`.
+#[inline(always)]
+fn remember(slot: Option<*mut FlowSlot>, generation: u64, key: &FlowKey, value: &CtValue) {
+    if let Some(slot) = slot {
+        // SAFETY: this CPU's own slot (see `flow`).
+        unsafe {
+            *slot = FlowSlot {
+                generation,
+                key: *key,
+                _pad: 0,
+                value: *value,
+            }
+        };
     }
 }
 
