@@ -61,3 +61,48 @@ pub fn decode(body: &[u8]) -> Option<Resource> {
         }),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::goalstate::model::FixedIp;
+
+    /// What a format-1 agent wrote for a port: the same fields, without groups.
+    #[derive(serde::Serialize)]
+    enum Written {
+        _Vpc,
+        _Subnet,
+        Port(Id, u32, Id, Mac, FixedIps, Id),
+    }
+
+    #[test]
+    fn a_format_1_port_reads_back_without_groups() {
+        let ips: FixedIps = [FixedIp {
+            subnet_id: "s".into(),
+            ip: "198.18.0.10".parse().unwrap(),
+        }]
+        .into_iter()
+        .collect();
+        let body = postcard::to_stdvec(&Written::Port(
+            "p".into(),
+            3,
+            "v".into(),
+            [2, 0, 0, 0, 0, 1],
+            ips.clone(),
+            "tapp".into(),
+        ))
+        .unwrap();
+        assert!(
+            postcard::from_bytes::<Resource>(&body).is_err(),
+            "format 2 cannot read it"
+        );
+        let Some(Resource::Port(p)) = decode(&body) else {
+            panic!("not read back as a port")
+        };
+        assert_eq!(
+            (&*p.id, p.revision, &*p.iface, p.fixed_ips.clone()),
+            ("p", 3, "tapp", ips)
+        );
+        assert!(p.security_groups.is_empty());
+    }
+}
