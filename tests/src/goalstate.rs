@@ -56,3 +56,20 @@ pub fn statuses(reply: &GoalStateOperationReply) -> Vec<(String, OperationStatus
         })
         .collect()
 }
+
+/// A security group `id` with `rules`, at revision 1.
+pub fn security_group(
+    op: OperationType,
+    id: &str,
+    rules: Vec<security_group_configuration::SecurityGroupRule>,
+) -> SecurityGroupState {
+    SecurityGroupState {
+        operation_type: op as i32,
+        configuration: Some(SecurityGroupConfiguration {
+            id: id.into(),
+            revision_number: 1,
+            security_group_rules: rules,
+            ..Default::default()
+        }),
+    }
+}

@@ -86,6 +86,19 @@ fn send(dp: &mut Dataplane, frame: &[u8]) -> u32 {
     run_tc(dp.tc_program(PORT_TC_PROGRAM).unwrap(), frame, LO, 0).0
 }
 
+/// A policy that lets `proto` to `port` in from anywhere, and nothing else in or out.
+fn allow_in(proto: u8, port: u16) -> Policy {
+    let rule = Rule {
+        remotes: vec!["0.0.0.0/0".parse().unwrap()],
+        protocol: Some(proto),
+        ports: (port, port),
+    };
+    Policy {
+        egress: compile(&[]),
+        ingress: compile(&[rule]),
+    }
+}
+
 /// A first frame of a flow.
 #[derive(Clone, Debug)]
 enum Frame {
@@ -212,15 +225,7 @@ proptest! {
 #[test]
 fn replies_pass_strays_do_not_and_drops_are_counted() {
     let mut dp = dataplane();
-    let open = Rule {
-        remotes: vec!["0.0.0.0/0".parse().unwrap()],
-        protocol: Some(6),
-        ports: (22, 22),
-    };
-    let policy = Policy {
-        egress: compile(&[]),
-        ingress: compile(&[open]),
-    };
+    let policy = allow_in(6, 22);
     let client = side(&mut dp, SENDER_MAC, SENDER_IPS, None);
     let server = side(&mut dp, RECEIVER_MAC, RECEIVER_IPS, Some(&policy));
     let (a, b) = (SENDER_IPS[0], RECEIVER_IPS[0]);
@@ -269,15 +274,7 @@ fn replies_pass_strays_do_not_and_drops_are_counted() {
 #[test]
 fn a_full_flow_table_evicts_the_oldest_flows_and_counts_them() {
     let (mut dp, _) = Dataplane::load(None, AttachMode::Auto).expect("load the XDP object (run as root)");
-    let dns = Rule {
-        remotes: vec!["0.0.0.0/0".parse().unwrap()],
-        protocol: Some(17),
-        ports: (53, 53),
-    };
-    let policy = Policy {
-        egress: compile(&[]),
-        ingress: compile(&[dns]),
-    };
+    let policy = allow_in(17, 53);
     let client = side(&mut dp, SENDER_MAC, SENDER_IPS, None);
     let server = side(&mut dp, RECEIVER_MAC, RECEIVER_IPS, Some(&policy));
     let capacity = alioth_common::firewall::MAX_SG_FLOWS as usize;

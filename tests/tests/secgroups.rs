@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use alioth_tests::agent::Agent;
-use alioth_tests::demo::{apply, counter, example, topology};
+use alioth_tests::demo::{apply, counter, example, topology, Topology};
 use alioth_tests::netns::Scratch;
 use alioth_tests::sockets::{round_trip, Peer};
 use anyhow::{ensure, Result};
@@ -91,6 +91,25 @@ fn push(agent: &Agent, dir: &Scratch, name: &str, msg: Value) -> Result<()> {
     Ok(())
 }
 
+/// The demo's host with VM 1 in "cli" and VM 2 in "srv".
+fn filtered() -> Result<(Topology, Scratch)> {
+    let t = topology(&[])?;
+    let dir = Scratch::new("alsg")?;
+    let (code, _) = apply(&t.agent, &example("demo.yaml"))?;
+    ensure!(code == 0, "{}", t.agent.log_text());
+    push(&t.agent, &dir, "groups.json", grouped())?;
+    Ok((t, dir))
+}
+
+/// The groups, and the VMs' ports in them.
+fn grouped() -> Value {
+    json!({
+        "formatVersion": 101,
+        "securityGroupStates": groups(1, true),
+        "portStates": [port(VM1, &["cli"]), port(VM2, &["srv"])],
+    })
+}
+
 fn counters(agent: &Agent) -> Result<[u64; 3]> {
     Ok([
         counter(agent, "drop_sg_ingress")?,
@@ -112,12 +131,7 @@ fn rules_allow_what_they_name_replies_pass_and_a_removed_rule_cuts_its_flows() -
     let _back = Peer::serve(vm1, false, 9000, 25)?;
     ensure!(round_trip(vm1, false, VM2.2, 8081)?, "without groups everything passes");
 
-    let msg = json!({
-        "formatVersion": 101,
-        "securityGroupStates": groups(1, true),
-        "portStates": [port(VM1, &["cli"]), port(VM2, &["srv"])],
-    });
-    push(&t.agent, &dir, "groups.json", msg)?;
+    push(&t.agent, &dir, "groups.json", grouped())?;
     let before = counters(&t.agent)?;
     // Allowed, and the replies come back although neither VM's ingress rules name them.
     ensure!(round_trip(vm1, false, VM2.2, 8080)?, "TCP 8080 is allowed in");
@@ -196,16 +210,7 @@ fn rules_allow_what_they_name_replies_pass_and_a_removed_rule_cuts_its_flows() -
 /// A stray ACK, as a scanner or a forgotten connection sends it, opens nothing and is counted.
 #[test]
 fn a_stray_ack_opens_nothing() -> Result<()> {
-    let t = topology(&[])?;
-    let dir = Scratch::new("alsg")?;
-    let (code, _) = apply(&t.agent, &example("demo.yaml"))?;
-    ensure!(code == 0, "{}", t.agent.log_text());
-    let msg = json!({
-        "formatVersion": 101,
-        "securityGroupStates": groups(1, true),
-        "portStates": [port(VM1, &["cli"]), port(VM2, &["srv"])],
-    });
-    push(&t.agent, &dir, "groups.json", msg)?;
+    let (t, _dir) = filtered()?;
     let before = counters(&t.agent)?;
     // A bare ACK from VM 1 to VM 2's port 8080, which a SYN would be allowed to.
     let script = "import socket, struct\n\
@@ -223,16 +228,7 @@ fn a_stray_ack_opens_nothing() -> Result<()> {
 /// takes the maps over or fills new ones (its flows are carried over into the new table).
 #[test]
 fn tracked_flows_survive_restarts_of_the_agent() -> Result<()> {
-    let t = topology(&[])?;
-    let dir = Scratch::new("alsg")?;
-    let (code, _) = apply(&t.agent, &example("demo.yaml"))?;
-    ensure!(code == 0, "{}", t.agent.log_text());
-    let msg = json!({
-        "formatVersion": 101,
-        "securityGroupStates": groups(1, true),
-        "portStates": [port(VM1, &["cli"]), port(VM2, &["srv"])],
-    });
-    push(&t.agent, &dir, "groups.json", msg)?;
+    let (t, dir) = filtered()?;
     let _web = Peer::serve(&t.vm2.ns, false, 8080, 40)?;
     let _other = Peer::serve(&t.vm2.ns, false, 8081, 40)?;
     let (taken, filled) = (dir.path("taken-over"), dir.path("filled"));
@@ -288,12 +284,7 @@ fn ports_without_groups_can_be_denied_everything() -> Result<()> {
         "DHCP: {}",
         String::from_utf8_lossy(&lease.stderr)
     );
-    let msg = json!({
-        "formatVersion": 101,
-        "securityGroupStates": groups(1, true),
-        "portStates": [port(VM1, &["cli"]), port(VM2, &["srv"])],
-    });
-    push(&t.agent, &dir, "groups.json", msg)?;
+    push(&t.agent, &dir, "groups.json", grouped())?;
     ensure!(
         round_trip(&t.vm1.ns, false, VM2.2, 8080)?,
         "TCP 8080 once the groups allow it"

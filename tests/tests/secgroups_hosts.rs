@@ -4,8 +4,7 @@
 
 use alioth_proto::schema::security_group_configuration::{Direction, SecurityGroupRule};
 use alioth_proto::schema::{
-    neighbor_configuration, port_configuration, OperationType, Protocol, SecurityGroupConfiguration,
-    SecurityGroupState, UpdateType,
+    neighbor_configuration, port_configuration, OperationType, Protocol, SecurityGroupState, UpdateType,
 };
 use alioth_tests::overlay::{Lab, VpcSpec};
 use alioth_tests::sockets::{round_trip, Peer};
@@ -25,15 +24,7 @@ fn rule(id: &str, direction: Direction, protocol: Protocol, port: u32, remote: (
 }
 
 fn group(id: &str, rules: Vec<SecurityGroupRule>) -> SecurityGroupState {
-    SecurityGroupState {
-        operation_type: OperationType::Create as i32,
-        configuration: Some(SecurityGroupConfiguration {
-            id: id.into(),
-            revision_number: 1,
-            security_group_rules: rules,
-            ..Default::default()
-        }),
-    }
+    alioth_tests::goalstate::security_group(OperationType::Create, id, rules)
 }
 
 /// "srv": TCP 8080 in from members of "cli", UDP 5353 in from 198.18.1.10/32, anything out.

@@ -317,15 +317,7 @@ fn message(ports: usize) -> GoalState {
         remote_group_id: "cli".into(),
         ..Default::default()
     });
-    let group = |id: &str, rules: Vec<SecurityGroupRule>| SecurityGroupState {
-        operation_type: OperationType::Create as i32,
-        configuration: Some(SecurityGroupConfiguration {
-            id: id.into(),
-            revision_number: 1,
-            security_group_rules: rules,
-            ..Default::default()
-        }),
-    };
+    let group = |id: &str, rules| alioth_tests::goalstate::security_group(OperationType::Create, id, rules);
     let mut gs = GoalState {
         format_version: 1,
         vpc_states: vec![alioth_tests::goalstate::vpc(
