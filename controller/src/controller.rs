@@ -24,7 +24,9 @@ use crate::store::Store;
 
 mod echo;
 mod follow;
+mod options;
 pub use echo::{Launch, ProbeError};
+pub use options::{Options, PortsWithoutGroups};
 pub mod metrics;
 pub mod overlay;
 mod restore;
@@ -56,33 +58,6 @@ pub struct Controller {
     /// Whether a change failed half-way in the maps: they are then never marked as holding the
     /// record again (a restart fills new ones).
     tainted: bool,
-}
-
-/// What a port that names no security group gets.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum PortsWithoutGroups {
-    /// Unfiltered (as before security groups existed; Alcor's ACA never filtered).
-    #[default]
-    Allow,
-    /// Filtered as a port whose groups allow nothing but the data plane's own answers (ARP, DHCP,
-    /// ICMP to its gateway): Neutron's port security.
-    Deny,
-}
-
-/// The agent's settings the controller applies to every port.
-#[derive(Clone, Debug)]
-pub struct Options {
-    pub dhcp_lease: u32,
-    pub ports_without_groups: PortsWithoutGroups,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            dhcp_lease: dhcp::DEFAULT_LEASE_SECS,
-            ports_without_groups: PortsWithoutGroups::Allow,
-        }
-    }
 }
 
 /// Changes in a message from which its record rows are written beside its map writes (a thread
