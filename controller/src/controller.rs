@@ -530,9 +530,14 @@ impl Applier<'_> {
         let ips: Vec<[u8; 4]> = port.fixed_ips.iter().map(|f| f.ip.octets()).collect();
         let dhcp = self.dhcp_entry(port);
         let policy = self.policy(port);
-        let present = self
-            .dp
-            .program_port(&iface, entry, &ips, dhcp.as_ref(), policy.as_ref().map(|(k, p)| (k, p)))?;
+        let present = self.dp.program_port(
+            &iface,
+            entry,
+            &ips,
+            dhcp.as_ref(),
+            policy.as_ref().map(|(k, p)| (k, p)),
+            &port.allowed_pairs,
+        )?;
         if !present {
             tracing::debug!(
                 resource_id = port_id,

@@ -43,7 +43,7 @@ pub use port_stats::sum_port_counters;
 pub use record::recorded_sequence;
 
 /// Names of the maps the agent pins (and `status`/`stats` read).
-pub const PINNED_MAPS: [&str; 16] = [
+pub const PINNED_MAPS: [&str; 17] = [
     maps::PORTS,
     maps::ENDPOINTS,
     maps::STATS,
@@ -60,7 +60,18 @@ pub const PINNED_MAPS: [&str; 16] = [
     alioth_common::firewall::SG_PORTS,
     alioth_common::firewall::SG_FLOWS,
     alioth_common::firewall::SG_COUNTS,
+    maps::ALLOWED_SOURCES,
 ];
+
+/// Whether `ALLOWED_SOURCES` lets the port with `mac` in `vni` send from `ip` (the lookup the
+/// programs make).
+pub fn allowed_source(map: &LpmTrie<MapData, [u8; 16], u8>, vni: u32, mac: &Mac, ip: [u8; 4]) -> bool {
+    let key = aya::maps::lpm_trie::Key::new(
+        maps::ALLOWED_SOURCE_FIXED_BITS + 32,
+        maps::allowed_source_key(vni, mac, ip),
+    );
+    map.get(&key, 0).is_ok()
+}
 
 /// Level of the XDP program's own log records (aya-log), fixed when the object is loaded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -125,6 +136,9 @@ pub struct Dataplane {
     probe_marker: u16,
     /// Security-group policies of the filtered ports.
     policies: policies::Policies,
+    /// `ALLOWED_SOURCES`, and what each interface's port has there.
+    allowed_sources: LpmTrie<MapData, [u8; 16], u8>,
+    allowed: HashMap<String, Vec<aya::maps::lpm_trie::Key<[u8; 16]>>>,
     /// Keys and values of the last batch write, kept for the next: a large message then writes
     /// from memory already in place instead of fresh pages.
     batch: (Vec<EndpointKey>, Vec<Endpoint>),
@@ -295,6 +309,7 @@ impl Dataplane {
             BpfHashMap::try_from(take(firewall::SG_FLOWS)?)?,
             PerCpuArray::try_from(take(firewall::SG_COUNTS)?)?,
         );
+        let allowed_sources = LpmTrie::try_from(take(maps::ALLOWED_SOURCES)?)?;
         let recorded = record.get(&maps::RECORD_SEQUENCE, 0).ok().filter(|s| *s != 0);
         let mut dp = Dataplane {
             ebpf,
@@ -325,6 +340,8 @@ impl Dataplane {
             batch: Default::default(),
             probe_marker: 0,
             policies,
+            allowed_sources,
+            allowed: HashMap::new(),
         };
         dp.pick_probe_marker();
         dp.changed()?;

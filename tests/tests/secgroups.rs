@@ -8,7 +8,7 @@ use alioth_tests::agent::Agent;
 use alioth_tests::demo::{apply, counter, example, topology, Topology};
 use alioth_tests::netns::Scratch;
 use alioth_tests::sockets::{round_trip, Peer};
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
 const VPC: &str = "9192a4d4-ffff-4ece-b3f0-8d36e3d88001";
@@ -288,6 +288,90 @@ fn ports_without_groups_can_be_denied_everything() -> Result<()> {
     ensure!(
         round_trip(&t.vm1.ns, false, VM2.2, 8080)?,
         "TCP 8080 once the groups allow it"
+    );
+    Ok(())
+}
+
+/// An allowed address pair: VM 1 may send from it (anti-spoofing lets it out), and it is a member
+/// of VM 1's groups (VM 2's rule for "cli" members lets it in); another address is still spoofed.
+#[test]
+fn allowed_address_pairs_pass_anti_spoofing_and_join_remote_groups() -> Result<()> {
+    let t = topology(&[])?;
+    let dir = Scratch::new("alsg")?;
+    let (code, _) = apply(&t.agent, &example("demo.yaml"))?;
+    ensure!(code == 0, "{}", t.agent.log_text());
+    let mut vm1 = port(VM1, &["cli"]);
+    vm1["configuration"]["allowAddressPairs"] = json!([{"ipAddress": "198.18.0.77"}]);
+    // VM 2 takes UDP 7777 from members of "cli" only.
+    let mut srv = groups(1, true);
+    srv[1]["configuration"]["securityGroupRules"]
+        .as_array_mut()
+        .context("rules")?
+        .push(rule(
+            "srv-cli",
+            "INGRESS",
+            json!({"protocol": "UDP", "portRangeMin": 7777, "portRangeMax": 7777, "remoteGroupId": "cli"}),
+        ));
+    let msg = json!({"formatVersion": 101, "securityGroupStates": srv, "portStates": [vm1, port(VM2, &["srv"])]});
+    push(&t.agent, &dir, "pairs.json", msg)?;
+    for ip in ["198.18.0.77/32", "198.18.0.78/32"] {
+        t.vm1.ns.exec(&["ip", "addr", "add", ip, "dev", "eth0"])?;
+    }
+    // VM 2 listens for one datagram for 3 s and says where it came from.
+    let heard = |from: &str| -> Result<String> {
+        let listen = "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('', 7777))\n\
+            s.settimeout(3)\ntry:\n    print('got', s.recvfrom(64)[1][0])\nexcept socket.timeout:\n    print('nothing')\n";
+        let listener = t
+            .vm2
+            .ns
+            .command("/usr/bin/python3")
+            .args(["-c", listen])
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        std::thread::sleep(Duration::from_millis(300));
+        let send = format!(
+            "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('{from}', 0))\n\
+             s.sendto(b'x', ('{}', 7777))\n",
+            VM2.2
+        );
+        t.vm1.ns.exec(&["/usr/bin/python3", "-c", &send])?;
+        Ok(String::from_utf8_lossy(&listener.wait_with_output()?.stdout)
+            .trim()
+            .to_string())
+    };
+    ensure!(
+        heard("198.18.0.77")? == "got 198.18.0.77",
+        "the pair's datagram did not arrive"
+    );
+    let spoofed = counter(&t.agent, "drop_spoofed_ip")?;
+    ensure!(
+        heard("198.18.0.78")? == "nothing",
+        "a datagram from an address VM 1 has no pair for arrived"
+    );
+    ensure!(
+        counter(&t.agent, "drop_spoofed_ip")? > spoofed,
+        "not counted as spoofed"
+    );
+    // `alioth port` shows the pair among the members of "cli".
+    let shown: Value = serde_json::from_slice(&t.agent.cli(&["port", VM2.0, "--json"])?.stdout)?;
+    let members = shown["rules"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["id"] == "srv-cli"))
+        .map(|r| r["remote"]["addresses"].clone());
+    ensure!(members == Some(json!([VM1.2, "198.18.0.77"])), "{shown}");
+    // A pair with a MAC other than the port's is refused, with its reason.
+    let mut other = port(VM1, &["cli"]);
+    other["configuration"]["allowAddressPairs"] =
+        json!([{"ipAddress": "198.18.0.79", "macAddress": "02:00:00:00:00:99"}]);
+    let path = dir.path("other-mac.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec(&json!({"formatVersion": 101, "portStates": [other]}))?,
+    )?;
+    let (_, statuses) = apply(&t.agent, &path)?;
+    ensure!(
+        statuses.get(VM1.0).map(String::as_str) == Some("INVALID_ARG"),
+        "{statuses:?}"
     );
     Ok(())
 }

@@ -247,6 +247,7 @@ fn run_in_kernel(pin_dir: &Path, ifindex: u32, frame: &[u8]) -> Result<KernelRun
 struct PinnedTables {
     endpoints: BpfHashMap<MapData, EndpointKey, Endpoint>,
     next_hops: BpfHashMap<MapData, [u8; 4], NextHop>,
+    allowed_sources: aya::maps::lpm_trie::LpmTrie<MapData, [u8; 16], u8>,
     uplink: Option<Uplink>,
     /// The port's DHCP entry (the only one its frames can read).
     dhcp: Option<(u32, DhcpEntry)>,
@@ -266,6 +267,10 @@ impl PinnedTables {
         Ok(PinnedTables {
             endpoints: BpfHashMap::try_from(Map::HashMap(open_map(pin_dir, maps::ENDPOINTS)?))?,
             next_hops: BpfHashMap::try_from(Map::HashMap(open_map(pin_dir, maps::NEXTHOPS)?))?,
+            allowed_sources: aya::maps::lpm_trie::LpmTrie::try_from(Map::LpmTrie(open_map(
+                pin_dir,
+                maps::ALLOWED_SOURCES,
+            )?))?,
             uplink,
             dhcp,
             chain: RefCell::new(Vec::new()),
@@ -278,6 +283,17 @@ impl PinnedTables {
 }
 
 impl Tables for PinnedTables {
+    fn allowed_source(&self, vni: u32, mac: &alioth_common::eth::Mac, ip: [u8; 4]) -> bool {
+        let allowed = crate::dataplane::allowed_source(&self.allowed_sources, vni, mac, ip);
+        self.note(format!(
+            "ALLOWED_SOURCES[VNI {vni}, {}, {}]: {}",
+            format_mac(mac),
+            Ipv4Addr::from(ip),
+            if allowed { "an allowed address pair" } else { "none" }
+        ));
+        allowed
+    }
+
     fn endpoint(&self, key: &EndpointKey) -> Option<Endpoint> {
         let found = self.endpoints.get(key, 0).ok();
         let ip = Ipv4Addr::from(key.ip);

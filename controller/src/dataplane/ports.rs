@@ -12,6 +12,8 @@ use crate::dataplane::attach::Links;
 use crate::dataplane::batch;
 use crate::dataplane::object::PORT_PROGRAM;
 use crate::goalstate::secgroup::{Policy, SetKey};
+use aya::maps::lpm_trie::Key;
+use ipnetwork::Ipv4Network;
 use std::sync::Arc;
 
 impl Dataplane {
@@ -47,6 +49,7 @@ impl Dataplane {
         ips: &[[u8; 4]],
         dhcp: Option<&DhcpEntry>,
         policy: Option<(&SetKey, &Arc<Policy>)>,
+        pairs: &[Ipv4Network],
     ) -> Result<bool> {
         let Some(index) = self.names.index(iface) else {
             return Ok(false);
@@ -54,6 +57,8 @@ impl Dataplane {
         let mut entry = entry;
         entry.stats_slot = self.stats_slot(iface);
         (entry.policy, entry.zone) = self.policies.set(iface, policy)?;
+        // Before the entry: the port may send from its pairs as soon as it is programmed.
+        self.set_allowed_sources(iface, &entry, pairs)?;
         let old = self.dhcp_slots.get(iface).copied();
         entry.dhcp_slot = match (dhcp, old) {
             (None, _) => 0,
@@ -178,7 +183,32 @@ impl Dataplane {
             self.dhcp_free.push_back(slot);
         }
         self.free_stats_slot(iface);
+        let _ = self.set_allowed_sources(iface, &PortEntry::default(), &[]);
         self.policies.release(iface)
+    }
+
+    /// Makes `pairs` the sources the port on `iface` (with `entry`'s VNI and MAC) may send from
+    /// beyond its fixed IPs, in `ALLOWED_SOURCES`.
+    fn set_allowed_sources(&mut self, iface: &str, entry: &PortEntry, pairs: &[Ipv4Network]) -> Result<()> {
+        let new: Vec<Key<[u8; 16]>> = pairs
+            .iter()
+            .map(|p| {
+                let data = maps::allowed_source_key(entry.vni, &entry.mac, p.network().octets());
+                Key::new(maps::ALLOWED_SOURCE_FIXED_BITS + p.prefix() as u32, data)
+            })
+            .collect();
+        let same = |a: &Key<[u8; 16]>, b: &Key<[u8; 16]>| (a.prefix_len(), a.data()) == (b.prefix_len(), b.data());
+        let old = self.allowed.remove(iface).unwrap_or_default();
+        for k in &new {
+            self.allowed_sources.insert(k, 1, 0).context("write ALLOWED_SOURCES")?;
+        }
+        for k in old.iter().filter(|o| !new.iter().any(|n| same(n, o))) {
+            let _ = self.allowed_sources.remove(k);
+        }
+        if !new.is_empty() {
+            self.allowed.insert(iface.to_string(), new);
+        }
+        Ok(())
     }
 
     /// For maps taken over with the record (`adopt_recorded`): whether `PORTS` at `index` is the

@@ -102,4 +102,8 @@ impl Tables for Dataplane {
     fn dhcp(&self, _slot: u32) -> Option<&DhcpEntry> {
         None
     }
+
+    fn allowed_source(&self, vni: u32, mac: &alioth_common::eth::Mac, ip: [u8; 4]) -> bool {
+        super::allowed_source(&self.allowed_sources, vni, mac, ip)
+    }
 }

@@ -105,7 +105,13 @@ pub struct Port {
     pub iface: Id,
     /// The security groups that filter the port (`security_group_ids`); none: unfiltered.
     pub security_groups: Groups,
+    /// IPv4 prefixes of its allowed address pairs: it may send from them, and they are members
+    /// of its groups.
+    pub allowed_pairs: Pairs,
 }
+
+/// Allowed address pairs' IPv4 prefixes: almost always none.
+pub type Pairs = Box<[Ipv4Network]>;
 
 impl Port {
     /// The address the data plane treats as the port's own (the first fixed IP).
@@ -127,6 +133,8 @@ pub struct Neighbor {
     /// The security groups of the neighbor's port (alioth's extension), for rules that name
     /// them as remote groups.
     pub security_groups: Groups,
+    /// IPv4 prefixes of its allowed address pairs, members of its groups.
+    pub allowed_pairs: Pairs,
 }
 
 /// Who holds an address inside a VPC.
@@ -392,6 +400,26 @@ impl State {
             }
         }
     }
+}
+
+/// The IPv4 prefixes of allowed address pairs (`ip_address`, an address or a CIDR, as Neutron
+/// takes them): each as its network, without repeats; IPv6 pairs are left out (the data plane
+/// carries IPv4 only).
+pub fn parse_pairs<'a>(pairs: impl Iterator<Item = &'a str>) -> Result<Pairs, String> {
+    let mut out: Vec<Ipv4Network> = Vec::new();
+    for text in pairs.map(str::trim) {
+        if text.contains(':') {
+            continue;
+        }
+        let net: Ipv4Network = text
+            .parse()
+            .map_err(|_| format!("allowed address pair {text:?} is not an IPv4 address or CIDR"))?;
+        let net = Ipv4Network::new(net.network(), net.prefix()).map_err(|e| e.to_string())?;
+        if !out.contains(&net) {
+            out.push(net);
+        }
+    }
+    Ok(out.into_boxed_slice())
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff` (or with `-`).

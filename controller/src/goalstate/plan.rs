@@ -488,8 +488,8 @@ impl<'a> Planner<'a> {
     /// Notes what a change does to security groups: their rules, or who is in them.
     fn group_changes(&mut self, o: usize, before: Option<&'a Resource>, after: Option<&'a Resource>) {
         let membership = |r: Option<&'a Resource>| match r {
-            Some(Resource::Port(p)) => Some((&p.security_groups, &p.fixed_ips, &p.vpc_id)),
-            Some(Resource::Neighbor(n)) => Some((&n.security_groups, &n.fixed_ips, &n.vpc_id)),
+            Some(Resource::Port(p)) => Some((&p.security_groups, &p.fixed_ips, &p.vpc_id, &p.allowed_pairs)),
+            Some(Resource::Neighbor(n)) => Some((&n.security_groups, &n.fixed_ips, &n.vpc_id, &n.allowed_pairs)),
             _ => None,
         };
         if let Some(Resource::SecurityGroup(g)) = after.or(before) {

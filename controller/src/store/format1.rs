@@ -49,6 +49,7 @@ pub fn decode(body: &[u8]) -> Option<Resource> {
             fixed_ips: p.fixed_ips,
             iface: p.iface,
             security_groups: Default::default(),
+            allowed_pairs: Default::default(),
         }),
         Resource1::Neighbor(n) => Resource::from(Neighbor {
             id: n.id,
@@ -58,6 +59,7 @@ pub fn decode(body: &[u8]) -> Option<Resource> {
             host_ip: n.host_ip,
             fixed_ips: n.fixed_ips,
             security_groups: Default::default(),
+            allowed_pairs: Default::default(),
         }),
     })
 }

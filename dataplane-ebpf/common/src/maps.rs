@@ -67,6 +67,23 @@ pub const MAX_PORT_STATS: u32 = 1 << 10;
 /// One port's counters: one per `Counter`, as in `STATS`.
 pub type PortCounters = [u64; crate::counters::COUNTER_SLOTS as usize];
 
+/// Longest-prefix-match trie of the sources a port may send from beyond its fixed IPs (its allowed
+/// address pairs): `allowed_source_key` -> 1.
+pub const ALLOWED_SOURCES: &str = "ALLOWED_SOURCES";
+/// Entries of `ALLOWED_SOURCES` (allocated on use).
+pub const MAX_ALLOWED_SOURCES: u32 = 1 << 16;
+/// Bits of an `ALLOWED_SOURCES` key before the address: the VNI (32), the port's MAC (48), padding
+/// (16).
+pub const ALLOWED_SOURCE_FIXED_BITS: u32 = 96;
+
+/// The key data of address `ip` (or a prefix of it) allowed to the port with `mac` in `vni`.
+pub const fn allowed_source_key(vni: u32, mac: &Mac, ip: [u8; 4]) -> [u8; 16] {
+    let v = vni.to_be_bytes();
+    [
+        v[0], v[1], v[2], v[3], mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0, ip[0], ip[1], ip[2], ip[3],
+    ]
+}
+
 /// Size of `EVENTS` in bytes (a power of two pages).
 pub const EVENTS_BYTES: u32 = 1 << 16;
 /// `BPF_F_NO_PREALLOC`.

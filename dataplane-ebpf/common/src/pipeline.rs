@@ -17,6 +17,11 @@ pub trait Tables {
     fn uplink(&self) -> Option<Uplink>;
     /// What the DHCP server answers the port whose `dhcp_slot` is `slot` (never 0).
     fn dhcp(&self, slot: u32) -> Option<&DhcpEntry>;
+    /// Whether the port with `mac` in `vni` may send from `ip` by one of its allowed address
+    /// pairs (`maps::ALLOWED_SOURCES`).
+    fn allowed_source(&self, _vni: u32, _mac: &Mac, _ip: [u8; 4]) -> bool {
+        false
+    }
 
     /// Where forwarded traffic to `key` goes. The kernel answers from a per-CPU cache in front of
     /// the two lookups below (two hash lookups were most of the cost of an encapsulation).
@@ -158,15 +163,16 @@ fn port_frame<P: Packet + ?Sized, T: Tables, const DHCP_SERVER: bool, const SKB:
 }
 
 /// True when `ip` is one of the addresses of the port with `port`'s MAC (its extra fixed IPs are
-/// `LOCAL_PORT` endpoints with its MAC).
+/// `LOCAL_PORT` endpoints with its MAC), or one its allowed address pairs let it send from.
 #[inline(always)]
 fn owns<T: Tables>(port: &PortEntry, ip: [u8; 4], tables: &T) -> bool {
     if ip == port.ip {
         return true;
     }
-    tables
+    let fixed = tables
         .endpoint(&EndpointKey { vni: port.vni, ip })
-        .is_some_and(|e| e.kind == endpoint_kind::LOCAL_PORT && e.mac == port.mac)
+        .is_some_and(|e| e.kind == endpoint_kind::LOCAL_PORT && e.mac == port.mac);
+    fixed || tables.allowed_source(port.vni, &port.mac, ip)
 }
 
 #[inline(always)]

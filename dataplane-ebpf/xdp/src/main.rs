@@ -18,10 +18,12 @@ mod probe;
 mod stats;
 mod tc;
 
+use alioth_common::eth::Mac;
 use alioth_common::events::{EventGate, MAX_EVENT_GATES};
 use alioth_common::maps::{
-    DhcpEntry, Endpoint, EndpointKey, Event, NextHop, PortEntry, Uplink, EVENTS_BYTES, MAX_DHCP, MAX_ENDPOINTS,
-    MAX_IFINDEX, MAX_NEXTHOPS, NO_PREALLOC, TAIL_DHCP, TAIL_SLOTS,
+    allowed_source_key, DhcpEntry, Endpoint, EndpointKey, Event, NextHop, PortEntry, Uplink, ALLOWED_SOURCE_FIXED_BITS,
+    EVENTS_BYTES, MAX_ALLOWED_SOURCES, MAX_DHCP, MAX_ENDPOINTS, MAX_IFINDEX, MAX_NEXTHOPS, NO_PREALLOC, TAIL_DHCP,
+    TAIL_SLOTS,
 };
 use alioth_common::packet::At;
 use alioth_common::pipeline::{self, Action, Destination, Tables, Verdict};
@@ -30,6 +32,7 @@ use alioth_common::{Counter, Packet};
 use aya_ebpf::bindings::xdp_action;
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_head};
 use aya_ebpf::macros::{classifier, map, xdp};
+use aya_ebpf::maps::lpm_trie::{Key, LpmTrie};
 use aya_ebpf::maps::{Array, DevMap, HashMap, LruHashMap, ProgramArray, RingBuf};
 use aya_ebpf::programs::{TcContext, XdpContext};
 use aya_log_ebpf::debug;
@@ -69,6 +72,17 @@ static EVENT_GATES: LruHashMap<u32, EventGate> = LruHashMap::with_max_entries(MA
 #[map]
 static TAILS: ProgramArray = ProgramArray::with_max_entries(TAIL_SLOTS, 0);
 
+#[map]
+static ALLOWED_SOURCES: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_ALLOWED_SOURCES, 0);
+
+/// An `ALLOWED_SOURCES` key laid out as aya's `Key<[u8; 16]>`, but not packed (see
+/// `firewall::Aligned`).
+#[repr(C, align(8))]
+struct SourceKey {
+    prefix_len: u32,
+    data: [u8; 16],
+}
+
 struct Maps;
 
 impl Tables for Maps {
@@ -99,6 +113,17 @@ impl Tables for Maps {
     #[inline(always)]
     fn destination(&self, key: &EndpointKey) -> Option<Destination> {
         cache::destination(key, || pipeline::look_up_destination(self, key))
+    }
+
+    #[inline(always)]
+    fn allowed_source(&self, vni: u32, mac: &Mac, ip: [u8; 4]) -> bool {
+        let key = SourceKey {
+            prefix_len: ALLOWED_SOURCE_FIXED_BITS + 32,
+            data: allowed_source_key(vni, mac, ip),
+        };
+        // SAFETY: the same bytes in the same order as the packed `Key`.
+        let key = unsafe { &*(&key as *const SourceKey as *const Key<[u8; 16]>) };
+        ALLOWED_SOURCES.get(key).is_some()
     }
 }
 

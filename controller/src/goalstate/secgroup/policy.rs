@@ -28,15 +28,16 @@ impl Members {
         let ports = state
             .ports()
             .values()
-            .map(|p| (&p.security_groups, &p.vpc_id, &p.fixed_ips));
+            .map(|p| (&p.security_groups, &p.vpc_id, &p.fixed_ips, &p.allowed_pairs));
         let neighbors = state
             .neighbors()
             .values()
-            .map(|n| (&n.security_groups, &n.vpc_id, &n.fixed_ips));
-        for (groups, vpc, ips) in ports.chain(neighbors) {
+            .map(|n| (&n.security_groups, &n.vpc_id, &n.fixed_ips, &n.allowed_pairs));
+        for (groups, vpc, ips, pairs) in ports.chain(neighbors) {
             for g in groups {
                 let list = out.entry((g.clone(), vpc.clone())).or_default();
                 list.extend(ips.iter().map(|f| host(f.ip)));
+                list.extend(pairs.iter().copied());
             }
         }
         Members(out)

@@ -77,13 +77,24 @@ pub fn port<'a>(c: &'a PortConfiguration, held: &Port) -> Cow<'a, PortConfigurat
     let unset = c.vpc_id.is_empty()
         || c.mac_address.trim().is_empty()
         || c.fixed_ips.is_empty()
-        || (c.security_group_ids.is_empty() && !held.security_groups.is_empty());
+        || (c.security_group_ids.is_empty() && !held.security_groups.is_empty())
+        || (c.allow_address_pairs.is_empty() && !held.allowed_pairs.is_empty());
     fill(c, unset, |m| {
         if m.security_group_ids.is_empty() {
             m.security_group_ids = held
                 .security_groups
                 .iter()
                 .map(|g| port_configuration::SecurityGroupId { id: g.to_string() })
+                .collect();
+        }
+        if m.allow_address_pairs.is_empty() {
+            m.allow_address_pairs = held
+                .allowed_pairs
+                .iter()
+                .map(|p| port_configuration::AllowAddressPair {
+                    ip_address: p.to_string(),
+                    mac_address: String::new(),
+                })
                 .collect();
         }
         if m.vpc_id.is_empty() {
@@ -106,13 +117,24 @@ pub fn neighbor<'a>(c: &'a NeighborConfiguration, held: &Neighbor) -> Cow<'a, Ne
         || c.mac_address.trim().is_empty()
         || (c.host_ip_address.trim().is_empty() && !held.host_ip.is_unspecified())
         || c.fixed_ips.is_empty()
-        || (c.security_group_ids.is_empty() && !held.security_groups.is_empty());
+        || (c.security_group_ids.is_empty() && !held.security_groups.is_empty())
+        || (c.allow_address_pairs.is_empty() && !held.allowed_pairs.is_empty());
     fill(c, unset, |m| {
         if m.security_group_ids.is_empty() {
             m.security_group_ids = held
                 .security_groups
                 .iter()
                 .map(|g| neighbor_configuration::SecurityGroupId { id: g.to_string() })
+                .collect();
+        }
+        if m.allow_address_pairs.is_empty() {
+            m.allow_address_pairs = held
+                .allowed_pairs
+                .iter()
+                .map(|p| neighbor_configuration::AllowAddressPair {
+                    ip_address: p.to_string(),
+                    mac_address: String::new(),
+                })
                 .collect();
         }
         if m.vpc_id.is_empty() {
@@ -166,6 +188,7 @@ mod tests {
             .collect(),
             iface: "tapp".into(),
             security_groups: Default::default(),
+            allowed_pairs: Default::default(),
         }
     }
 

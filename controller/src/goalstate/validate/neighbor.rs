@@ -100,6 +100,8 @@ impl Validator<'_> {
             host_ip,
             fixed_ips,
             security_groups: model::groups(c.security_group_ids.iter().map(|g| g.id.as_str())),
+            allowed_pairs: model::parse_pairs(c.allow_address_pairs.iter().map(|p| p.ip_address.as_str()))
+                .or_else(invalid)?,
         })
     }
 }

@@ -122,6 +122,20 @@ impl Validator<'_> {
         if let Some(other) = self.state.mac_owner(&c.vpc_id, &mac).filter(|o| *o != c.id) {
             return invalid(format!("MAC {} is already used by port {other}", c.mac_address));
         }
+        // Pairs with another MAC would need frames from that MAC let out, which the data plane
+        // does not do: refused rather than half honoured.
+        if let Some(p) = c
+            .allow_address_pairs
+            .iter()
+            .find(|p| !p.mac_address.trim().is_empty() && model::parse_mac(&p.mac_address).ok() != Some(mac))
+        {
+            return invalid(format!(
+                "allowed address pair {} has MAC {}: only pairs with the port's own MAC are supported",
+                p.ip_address, p.mac_address
+            ));
+        }
+        let allowed_pairs =
+            model::parse_pairs(c.allow_address_pairs.iter().map(|p| p.ip_address.as_str())).or_else(invalid)?;
         let iface = self.naming.iface(&c.id, &c.name);
         // What the kernel's dev_valid_name refuses: such a port could never be attached.
         let refused = |b: u8| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace();
@@ -141,6 +155,7 @@ impl Validator<'_> {
             fixed_ips,
             iface: iface.into(),
             security_groups: model::groups(c.security_group_ids.iter().map(|g| g.id.as_str())),
+            allowed_pairs,
         })
     }
 }
