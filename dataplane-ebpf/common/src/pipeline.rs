@@ -162,13 +162,18 @@ fn port_frame<P: Packet + ?Sized, T: Tables, const DHCP_SERVER: bool, const SKB:
     }
 }
 
-/// True when `ip` is one of the addresses of the port with `port`'s MAC (its extra fixed IPs are
-/// `LOCAL_PORT` endpoints with its MAC), or one its allowed address pairs let it send from.
+/// True when `ip` is one of the addresses of the port with `port`'s MAC: its primary address, its
+/// extra fixed IPs (`LOCAL_PORT` endpoints with its MAC), or one its allowed address pairs let it
+/// send from.
 #[inline(always)]
 fn owns<T: Tables>(port: &PortEntry, ip: [u8; 4], tables: &T) -> bool {
-    if ip == port.ip {
-        return true;
-    }
+    ip == port.ip || owns_other(port, ip, tables)
+}
+
+/// `owns` past the primary address. A function of its own in BPF: the verifier walks its two
+/// lookups once per call, and what follows sees one answer instead of a state per way to it.
+#[inline(never)]
+fn owns_other<T: Tables>(port: &PortEntry, ip: [u8; 4], tables: &T) -> bool {
     let fixed = tables
         .endpoint(&EndpointKey { vni: port.vni, ip })
         .is_some_and(|e| e.kind == endpoint_kind::LOCAL_PORT && e.mac == port.mac);
