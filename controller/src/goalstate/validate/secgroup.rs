@@ -173,6 +173,79 @@ fn protocol(r: &SecurityGroupRule) -> Result<Option<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::goalstate::model::State;
+    use crate::goalstate::validate::{validate, Naming};
+    use alioth_proto::schema::{GoalState, OperationStatus};
+    use proptest::prelude::*;
+
+    fn any_rule() -> impl Strategy<Value = SecurityGroupRule> {
+        let text = prop_oneof![
+            Just(String::new()),
+            Just("198.18.0.0/24".to_string()),
+            Just("198.18.0.7".to_string()),
+            Just("::/0".to_string()),
+            "[0-9./a-z:]{0,20}",
+        ];
+        (
+            (-1i32..3, -1i32..3, -1i32..6, 0u32..70_000, 0u32..70_000),
+            (text.clone(), prop_oneof![Just(String::new()), "[a-z]{1,3}"]),
+            (prop::option::of(0u32..300), 0i32..5),
+        )
+            .prop_map(
+                |((direction, ethertype, protocol, min, max), (prefix, group), (number, op))| SecurityGroupRule {
+                    direction,
+                    ethertype,
+                    protocol,
+                    port_range_min: min,
+                    port_range_max: max,
+                    remote_ip_prefix: prefix,
+                    remote_group_id: group,
+                    protocol_number: number,
+                    operation_type: op,
+                    ..Default::default()
+                },
+            )
+    }
+
+    proptest! {
+        /// Any group, however broken its rules: an answer for it, no panic, and what is accepted
+        /// holds only well-formed rules.
+        #[test]
+        fn any_group_is_answered_and_only_well_formed_rules_are_held(
+            rules in prop::collection::vec(any_rule(), 0..8),
+            op in 0i32..6,
+        ) {
+            let msg = GoalState {
+                security_group_states: vec![SecurityGroupState {
+                    operation_type: op,
+                    configuration: Some(SecurityGroupConfiguration {
+                        id: "g".into(),
+                        security_group_rules: rules,
+                        ..Default::default()
+                    }),
+                }],
+                ..Default::default()
+            };
+            let mut state = State::default();
+            let (outcomes, _) = validate(&mut state, &msg, &Naming::default());
+            prop_assert_eq!(outcomes.len(), 1);
+            let held = state.security_groups.get("g");
+            // CREATE (1) and UPDATE (2) put the group; INFO, GET and DELETE of a group not held
+            // leave nothing.
+            let puts = matches!(op, 1 | 2);
+            prop_assert_eq!(held.is_some(), outcomes[0].status == OperationStatus::Success && puts);
+            for r in held.map(|g| g.rules.as_slice()).unwrap_or_default() {
+                prop_assert!(r.ports.0 <= r.ports.1, "{:?}", r);
+                match r.protocol {
+                    Some(6 | 17 | 1) | None => {}
+                    Some(_) => prop_assert_eq!(r.ports, (0, 0xffff)),
+                }
+                if let Remote::Prefix(p) = &r.remote {
+                    prop_assert_eq!(p.ip(), p.network());
+                }
+            }
+        }
+    }
 
     fn tcp(min: u32, max: u32) -> SecurityGroupRule {
         SecurityGroupRule {
