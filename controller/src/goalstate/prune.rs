@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 
 use alioth_proto::schema::{
     DhcpConfiguration, DhcpState, GoalState, NeighborConfiguration, NeighborState, OperationType, PortConfiguration,
-    PortState, SubnetConfiguration, SubnetState, VpcConfiguration, VpcState,
+    PortState, SecurityGroupConfiguration, SecurityGroupState, SubnetConfiguration, SubnetState, VpcConfiguration,
+    VpcState,
 };
 
 use crate::goalstate::model::{format_mac, parse_mac, Mac, State};
@@ -40,7 +41,8 @@ by_id!(
     VpcState / VpcConfiguration: "vpc",
     SubnetState / SubnetConfiguration: "subnet",
     PortState / PortConfiguration: "port",
-    NeighborState / NeighborConfiguration: "neighbor"
+    NeighborState / NeighborConfiguration: "neighbor",
+    SecurityGroupState / SecurityGroupConfiguration: "security group"
 );
 
 /// DELETEs, in id order, for the `held` ids that `named` leaves out.
@@ -72,6 +74,7 @@ pub fn deletions(held: &State, msg: &GoalState) -> GoalState {
         subnet_states: absent(&msg.subnet_states, held.subnets.keys().map(String::as_str)),
         port_states: absent(&msg.port_states, held.ports().keys().map(|k| &**k)),
         neighbor_states: absent(&msg.neighbor_states, held.neighbors().keys().map(|k| &**k)),
+        security_group_states: absent(&msg.security_group_states, held.security_groups.keys().map(String::as_str)),
         dhcp_states: dhcp_gone
             .into_iter()
             .map(|d| DhcpState {
@@ -103,6 +106,7 @@ pub fn describe(d: &GoalState) -> Vec<String> {
         .chain(lines(&d.subnet_states))
         .chain(lines(&d.port_states))
         .chain(lines(&d.neighbor_states))
+        .chain(lines(&d.security_group_states))
         .chain(dhcp)
         .collect()
 }
@@ -114,6 +118,7 @@ pub fn append(msg: &mut GoalState, deletions: GoalState) {
     msg.port_states.extend(deletions.port_states);
     msg.neighbor_states.extend(deletions.neighbor_states);
     msg.dhcp_states.extend(deletions.dhcp_states);
+    msg.security_group_states.extend(deletions.security_group_states);
 }
 
 #[cfg(test)]
