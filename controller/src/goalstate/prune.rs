@@ -74,7 +74,10 @@ pub fn deletions(held: &State, msg: &GoalState) -> GoalState {
         subnet_states: absent(&msg.subnet_states, held.subnets.keys().map(String::as_str)),
         port_states: absent(&msg.port_states, held.ports().keys().map(|k| &**k)),
         neighbor_states: absent(&msg.neighbor_states, held.neighbors().keys().map(|k| &**k)),
-        security_group_states: absent(&msg.security_group_states, held.security_groups.keys().map(String::as_str)),
+        security_group_states: absent(
+            &msg.security_group_states,
+            held.security_groups.keys().map(String::as_str),
+        ),
         dhcp_states: dhcp_gone
             .into_iter()
             .map(|d| DhcpState {

@@ -286,3 +286,75 @@ fn a_neighbor_at_this_hosts_tunnel_endpoint_is_refused() {
     assert_eq!(status("here"), Some(OperationStatus::InvalidArg), "{outcomes:?}");
     assert_eq!(status("there"), Some(OperationStatus::Success), "{outcomes:?}");
 }
+
+/// Security groups reach the ports they filter: a change of a group's rules gives every port in it
+/// a `Filter`, and so does a change of who is in a group other groups' rules name; a port's own
+/// change programs it (never twice).
+#[test]
+fn group_changes_refilter_the_ports_they_reach() {
+    use security_group_configuration::{Direction, SecurityGroupRule};
+    let group = |id: &str, rules: Vec<SecurityGroupRule>| SecurityGroupState {
+        operation_type: OperationType::Create as i32,
+        configuration: Some(SecurityGroupConfiguration {
+            id: id.into(),
+            security_group_rules: rules,
+            ..Default::default()
+        }),
+    };
+    let from_cli = SecurityGroupRule {
+        direction: Direction::Ingress as i32,
+        remote_group_id: "cli".into(),
+        ..Default::default()
+    };
+    let in_group = |mut p: PortState, g: &str| {
+        if let Some(c) = p.configuration.as_mut() {
+            c.security_group_ids = vec![port_configuration::SecurityGroupId { id: g.into() }];
+        }
+        p
+    };
+    let mut state = State::default();
+    let first = GoalState {
+        vpc_states: vec![vpc(OperationType::Create, "v", 100)],
+        subnet_states: vec![subnet(OperationType::Create, "s", "v", 1)],
+        security_group_states: vec![group("web", vec![from_cli]), group("cli", vec![])],
+        port_states: vec![
+            in_group(port(OperationType::Create, "w1", "v", "s", 1, 10), "web"),
+            in_group(port(OperationType::Create, "w2", "v", "s", 1, 11), "web"),
+            port(OperationType::Create, "c1", "v", "s", 1, 12),
+        ],
+        ..Default::default()
+    };
+    let (_, changes) = validate(&mut state, &first, &Naming::default());
+    let ops = |p: &Plan| -> BTreeSet<String> {
+        p.program
+            .iter()
+            .map(|(_, op)| match op {
+                PortOp::Program { port_id } => format!("program {port_id}"),
+                PortOp::Filter { port_id } => format!("filter {port_id}"),
+                PortOp::Detach { iface } => format!("detach {iface}"),
+            })
+            .collect()
+    };
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(
+        ops(&plan(&state, &changes)),
+        names(&["program w1", "program w2", "program c1"])
+    );
+    // c1 joins "cli": the ports whose rules name "cli" are filtered anew; c1 is programmed.
+    let join = GoalState {
+        port_states: vec![in_group(port(OperationType::Update, "c1", "v", "s", 1, 12), "cli")],
+        ..Default::default()
+    };
+    let (_, changes) = validate(&mut state, &join, &Naming::default());
+    assert_eq!(
+        ops(&plan(&state, &changes)),
+        names(&["program c1", "filter w1", "filter w2"])
+    );
+    // "web"'s rules change: its ports are filtered anew, no one else.
+    let rules = GoalState {
+        security_group_states: vec![group("web", vec![])],
+        ..Default::default()
+    };
+    let (_, changes) = validate(&mut state, &rules, &Naming::default());
+    assert_eq!(ops(&plan(&state, &changes)), names(&["filter w1", "filter w2"]));
+}
