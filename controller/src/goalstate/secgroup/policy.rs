@@ -17,12 +17,18 @@ pub struct Policy {
     pub ingress: Compiled,
 }
 
-/// The addresses of each group's members (ports and neighbors), by group and VPC.
+/// The addresses of each group's members (ports and neighbors), by group and VPC; and the VPCs
+/// whose neighbors name no group at all (Alcor's DPM sends none: their remote groups see this
+/// host's ports only).
 #[derive(Default)]
-pub struct Members(HashMap<(Id, Id), Vec<Ipv4Network>>);
+pub struct Members(HashMap<(Id, Id), Vec<Ipv4Network>>, std::collections::HashSet<Id>);
 
 impl Members {
     pub fn of(state: &State) -> Self {
+        let mut silent: std::collections::HashSet<Id> = state.neighbors().values().map(|n| n.vpc_id.clone()).collect();
+        for n in state.neighbors().values().filter(|n| !n.security_groups.is_empty()) {
+            silent.remove(&n.vpc_id);
+        }
         let mut out: HashMap<(Id, Id), Vec<Ipv4Network>> = HashMap::new();
         let host = |ip: Ipv4Addr| Ipv4Network::from(ip);
         let ports = state
@@ -40,7 +46,7 @@ impl Members {
                 list.extend(pairs.iter().copied());
             }
         }
-        Members(out)
+        Members(out, silent)
     }
 
     /// The addresses of `group`'s members in `vpc`.
@@ -79,7 +85,17 @@ pub fn policy(state: &State, members: &Members, port: &Port, deny_ungrouped: boo
         for r in g.rules.iter().filter(|r| !r.ipv6) {
             let remotes: &[Ipv4Network] = match &r.remote {
                 Remote::Prefix(p) => std::slice::from_ref(p),
-                Remote::Group(m) => members.of_group(m, &port.vpc_id),
+                Remote::Group(m) => {
+                    if members.1.contains(&port.vpc_id) {
+                        tracing::warn!(
+                            resource_id = &*port.id,
+                            group = &**m,
+                            "a rule names a remote group, and no neighbor of the VPC names its groups \
+                             (alioth's security_group_ids on neighbors): it matches this host's ports only"
+                        );
+                    }
+                    members.of_group(m, &port.vpc_id)
+                }
                 Remote::Ipv6(_) => continue,
             };
             let list = if r.ingress { &mut ingress } else { &mut egress };
