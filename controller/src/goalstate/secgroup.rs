@@ -120,27 +120,28 @@ pub fn range_prefixes(lo: u16, hi: u16, mut out: impl FnMut(u16, u8)) {
 
 impl Compiled {
     /// What the kernel's lookups will answer: whether a frame with remote address `remote`,
-    /// protocol `proto` and port (or ICMP type and code) `value` is allowed.
+    /// protocol `proto` and port (or ICMP type and code) `value` is allowed. Each longest match
+    /// probes the prefix lengths from the longest down, as a trie would find it: the agent asks
+    /// this of every tracked flow of a port whose rules changed.
     pub fn allows(&self, remote: Ipv4Addr, proto: u8, value: u16) -> bool {
-        let remote_bits = self
-            .remotes
-            .iter()
-            .filter(|(p, _)| p.contains(remote))
-            .max_by_key(|(p, _)| p.prefix())
-            .map_or(0, |(_, b)| *b);
+        let host = Ipv4Network::from(remote);
+        let remote_bits = (0..=32u8)
+            .rev()
+            .find_map(|len| self.remotes.get(&ancestor(&host, len)?))
+            .copied()
+            .unwrap_or(0);
         let port_bits = |proto: u8| {
-            self.ports
-                .iter()
-                .filter(|((p, v, len), _)| *p == proto && prefix_holds(*v, *len, value))
-                .max_by_key(|((_, _, len), _)| *len)
-                .map_or(0, |(_, b)| *b)
+            (0..=16u8)
+                .rev()
+                .find_map(|len| {
+                    let prefix = value & u16::MAX.checked_shl(16 - len as u32).unwrap_or(0);
+                    self.ports.get(&(proto, prefix, len))
+                })
+                .copied()
+                .unwrap_or(0)
         };
         remote_bits & (port_bits(proto) | port_bits(ANY_PROTOCOL)) != 0
     }
-}
-
-fn prefix_holds(prefix: u16, len: u8, value: u16) -> bool {
-    len == 0 || (prefix ^ value) >> (16 - len as u32) == 0
 }
 
 mod policy;
