@@ -63,6 +63,9 @@ pub const PINNED_MAPS: [&str; 17] = [
     maps::ALLOWED_SOURCES,
 ];
 
+/// A port's `ALLOWED_SOURCES` entries: (prefix length, data) -> 1.
+type SourceKeys = HashMap<(u32, [u8; 16]), u8>;
+
 /// Whether `ALLOWED_SOURCES` lets the port with `mac` in `vni` send from `ip` (the lookup the
 /// programs make).
 pub fn allowed_source(map: &LpmTrie<MapData, [u8; 16], u8>, vni: u32, mac: &Mac, ip: [u8; 4]) -> bool {
@@ -138,7 +141,7 @@ pub struct Dataplane {
     policies: policies::Policies,
     /// `ALLOWED_SOURCES`, and what each interface's port has there.
     allowed_sources: LpmTrie<MapData, [u8; 16], u8>,
-    allowed: HashMap<String, Vec<aya::maps::lpm_trie::Key<[u8; 16]>>>,
+    allowed: HashMap<String, SourceKeys>,
     /// Keys and values of the last batch write, kept for the next: a large message then writes
     /// from memory already in place instead of fresh pages.
     batch: (Vec<EndpointKey>, Vec<Endpoint>),

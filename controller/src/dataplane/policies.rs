@@ -20,7 +20,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues};
 use crate::goalstate::secgroup::{Compiled, Policy, SetKey};
 
 /// A trie's entries of one rule set: key (prefix length, data) -> rules.
-type Entries = HashMap<(u32, [u8; 8]), u128>;
+type Entries = HashMap<(u32, [u8; 8]), RuleBits>;
 
 /// Numbers 1..`MAX_POLICIES`, handed out lowest first.
 struct Numbers(BTreeSet<u32>);
@@ -83,11 +83,11 @@ fn render(id: u16, policy: &Policy) -> (Entries, Entries) {
     for (dir, c) in [(EGRESS, &policy.egress), (INGRESS, &policy.ingress)] {
         for (net, bits) in &c.remotes {
             let data = firewall::remote_key(id, dir, net.network().octets());
-            remotes.insert((KEY_FIXED_BITS + net.prefix() as u32, data), *bits);
+            remotes.insert((KEY_FIXED_BITS + net.prefix() as u32, data), RuleBits::from_u128(*bits));
         }
         for ((proto, value, len), bits) in &c.ports {
             let data = firewall::ports_key(id, dir, *proto, *value);
-            ports.insert((KEY_FIXED_BITS + *len as u32, data), *bits);
+            ports.insert((KEY_FIXED_BITS + *len as u32, data), RuleBits::from_u128(*bits));
         }
     }
     (remotes, ports)
@@ -311,10 +311,14 @@ fn still_allowed(policy: &Policy, key: &FlowKey, value: &CtValue) -> bool {
     rules.allows(remote, key.proto, value.value)
 }
 
-/// Makes a trie's entries of one policy `new`, where they were `old`: writes first, then removals.
-fn write(trie: &mut LpmTrie<MapData, [u8; 8], RuleBits>, new: &Entries, old: &Entries) -> Result<()> {
-    for (k, bits) in new.iter().filter(|(k, b)| old.get(k) != Some(b)) {
-        trie.insert(&Key::new(k.0, k.1), RuleBits::from_u128(*bits), 0)?;
+/// Makes a trie's entries of one owner `new`, where they were `old`: writes first, then removals.
+pub(super) fn write<const N: usize, V: aya::Pod + PartialEq>(
+    trie: &mut LpmTrie<MapData, [u8; N], V>,
+    new: &HashMap<(u32, [u8; N]), V>,
+    old: &HashMap<(u32, [u8; N]), V>,
+) -> Result<()> {
+    for (k, v) in new.iter().filter(|(k, v)| old.get(k) != Some(v)) {
+        trie.insert(&Key::new(k.0, k.1), v, 0)?;
     }
     for k in old.keys().filter(|k| !new.contains_key(k)) {
         let _ = trie.remove(&Key::new(k.0, k.1));

@@ -8,11 +8,11 @@ use anyhow::{bail, Context, Result};
 use aya::maps::IterableMap;
 
 use super::Dataplane;
+use super::SourceKeys;
 use crate::dataplane::attach::Links;
 use crate::dataplane::batch;
 use crate::dataplane::object::PORT_PROGRAM;
 use crate::goalstate::secgroup::{Policy, SetKey};
-use aya::maps::lpm_trie::Key;
 use ipnetwork::Ipv4Network;
 use std::sync::Arc;
 
@@ -190,21 +190,15 @@ impl Dataplane {
     /// Makes `pairs` the sources the port on `iface` (with `entry`'s VNI and MAC) may send from
     /// beyond its fixed IPs, in `ALLOWED_SOURCES`.
     fn set_allowed_sources(&mut self, iface: &str, entry: &PortEntry, pairs: &[Ipv4Network]) -> Result<()> {
-        let new: Vec<Key<[u8; 16]>> = pairs
+        let new: SourceKeys = pairs
             .iter()
             .map(|p| {
                 let data = maps::allowed_source_key(entry.vni, &entry.mac, p.network().octets());
-                Key::new(maps::ALLOWED_SOURCE_FIXED_BITS + p.prefix() as u32, data)
+                ((maps::ALLOWED_SOURCE_FIXED_BITS + p.prefix() as u32, data), 1)
             })
             .collect();
-        let same = |a: &Key<[u8; 16]>, b: &Key<[u8; 16]>| (a.prefix_len(), a.data()) == (b.prefix_len(), b.data());
         let old = self.allowed.remove(iface).unwrap_or_default();
-        for k in &new {
-            self.allowed_sources.insert(k, 1, 0).context("write ALLOWED_SOURCES")?;
-        }
-        for k in old.iter().filter(|o| !new.iter().any(|n| same(n, o))) {
-            let _ = self.allowed_sources.remove(k);
-        }
+        super::policies::write(&mut self.allowed_sources, &new, &old).context("write ALLOWED_SOURCES")?;
         if !new.is_empty() {
             self.allowed.insert(iface.to_string(), new);
         }
