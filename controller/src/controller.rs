@@ -1,6 +1,5 @@
 //! Goal-state messages in, replies out: validate -> plan -> apply, with per-resource timings.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alioth_common::maps::{DhcpEntry, PortEntry};
@@ -17,7 +16,7 @@ use crate::goalstate::dhcp;
 use crate::goalstate::model::{Change, Resource};
 use crate::goalstate::model::{FixedIp, Id, Port, State};
 use crate::goalstate::plan::{self, EndpointOp, Plan, PortOp};
-use crate::goalstate::secgroup::{Compiler, Policy, SetKey};
+use crate::goalstate::secgroup::{Compiler, KeyedPolicy};
 use crate::goalstate::validate::{self, Naming, Outcome};
 use crate::net::interfaces::interfaces;
 use crate::store::Store;
@@ -530,14 +529,9 @@ impl Applier<'_> {
         let ips: Vec<[u8; 4]> = port.fixed_ips.iter().map(|f| f.ip.octets()).collect();
         let dhcp = self.dhcp_entry(port);
         let policy = self.policy(port);
-        let present = self.dp.program_port(
-            &iface,
-            entry,
-            &ips,
-            dhcp.as_ref(),
-            policy.as_ref().map(|(k, p)| (k, p)),
-            &port.allowed_pairs,
-        )?;
+        let present = self
+            .dp
+            .program_port(&iface, entry, &ips, dhcp.as_ref(), policy.as_ref(), &port.allowed_pairs)?;
         if !present {
             tracing::debug!(
                 resource_id = port_id,
@@ -548,7 +542,7 @@ impl Applier<'_> {
     }
 
     /// `port`'s security-group policy and what it is the rules of (`None`: unfiltered).
-    fn policy(&mut self, port: &Port) -> Option<(SetKey, Arc<Policy>)> {
+    fn policy(&mut self, port: &Port) -> Option<KeyedPolicy> {
         self.compiler.policy(self.state, port, self.deny_ungrouped)
     }
 
@@ -559,7 +553,7 @@ impl Applier<'_> {
             return Ok(true);
         };
         let policy = self.policy(port);
-        self.dp.refilter(&port.iface, policy.as_ref().map(|(k, p)| (k, p)))?;
+        self.dp.refilter(&port.iface, policy.as_ref())?;
         Ok(true)
     }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 
 use alioth::dataplane::object::PORT_TC_PROGRAM;
 use alioth::dataplane::{AttachMode, Dataplane};
-use alioth::goalstate::secgroup::{compile, Policy, Rule};
+use alioth::goalstate::secgroup::{alone, compile, Policy, Rule};
 use alioth_common::maps::{endpoint_kind, Endpoint, EndpointKey, PortEntry};
 use alioth_common::Counter;
 use alioth_tests::frames;
@@ -53,7 +53,9 @@ struct Side {
 fn side(dp: &mut Dataplane, mac: [u8; 6], ips: [[u8; 4]; 3], policy: Option<&Policy>) -> Side {
     static N: AtomicU16 = AtomicU16::new(0);
     let name = format!("t{}", N.fetch_add(1, Ordering::Relaxed));
-    let policy = dp.set_policy(&name, policy).unwrap();
+    let policy = dp
+        .set_policy(&name, policy.map(|p| alone(&name, p.clone())).as_ref())
+        .unwrap();
     Side { mac, ips, policy }
 }
 

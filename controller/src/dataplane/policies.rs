@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues};
 
-use crate::goalstate::secgroup::{Compiled, Policy, SetKey};
+use crate::goalstate::secgroup::{Compiled, KeyedPolicy, Policy, SetKey};
 
 /// A trie's entries of one rule set: key (prefix length, data) -> rules.
 type Entries = HashMap<(u32, [u8; 8]), RuleBits>;
@@ -120,7 +120,7 @@ impl Policies {
 
     /// Puts `policy`, the rules of `key`, in place for the port on `iface` (`None`: unfiltered)
     /// and returns the rule set and zone its `PortEntry` names.
-    pub fn set(&mut self, iface: &str, policy: Option<(&SetKey, &Arc<Policy>)>) -> Result<(u16, u32)> {
+    pub fn set(&mut self, iface: &str, policy: Option<&KeyedPolicy>) -> Result<(u16, u32)> {
         let Some((key, policy)) = policy else {
             self.release(iface)?;
             return Ok((0, 0));

@@ -12,9 +12,8 @@ use super::SourceKeys;
 use crate::dataplane::attach::Links;
 use crate::dataplane::batch;
 use crate::dataplane::object::PORT_PROGRAM;
-use crate::goalstate::secgroup::{Policy, SetKey};
+use crate::goalstate::secgroup::KeyedPolicy;
 use ipnetwork::Ipv4Network;
-use std::sync::Arc;
 
 impl Dataplane {
     /// Writes a `PORTS` entry directly, without attaching (BPF_PROG_TEST_RUN frames arrive on `lo`).
@@ -48,7 +47,7 @@ impl Dataplane {
         entry: PortEntry,
         ips: &[[u8; 4]],
         dhcp: Option<&DhcpEntry>,
-        policy: Option<(&SetKey, &Arc<Policy>)>,
+        policy: Option<&KeyedPolicy>,
         pairs: &[Ipv4Network],
     ) -> Result<bool> {
         let Some(index) = self.names.index(iface) else {
@@ -240,24 +239,17 @@ impl Dataplane {
         }
     }
 
-    /// Puts a policy in place under the name `iface`, a rule set of its own, and returns the
-    /// rule set and zone, without a port (BPF_PROG_TEST_RUN frames come from interfaces that are
-    /// no ports).
-    pub fn set_policy(&mut self, iface: &str, policy: Option<&Policy>) -> Result<(u16, u32)> {
-        let key: SetKey = (Default::default(), iface.into());
-        let policy = policy.map(|p| Arc::new(p.clone()));
-        self.policies.set(iface, policy.as_ref().map(|p| (&key, p)))
-    }
-
-    /// Puts `policy` in place for `iface` as `program_port` does, without a port (benchmarks).
-    pub fn put_policy(&mut self, iface: &str, policy: Option<(&SetKey, &Arc<Policy>)>) -> Result<(u16, u32)> {
+    /// Puts `policy` in place for `iface` as `program_port` does, and returns the rule set and
+    /// zone, without a port (tests and benchmarks: BPF_PROG_TEST_RUN frames come from
+    /// interfaces that are no ports).
+    pub fn set_policy(&mut self, iface: &str, policy: Option<&KeyedPolicy>) -> Result<(u16, u32)> {
         self.policies.set(iface, policy)
     }
 
     /// Puts a port's policy in place when only its rules (or their members) changed: its rule
     /// set is rewritten in place, and its `PORTS` entry only when its set or zone is another. A
     /// port not attached yet gets its policy when it is.
-    pub fn refilter(&mut self, iface: &str, policy: Option<(&SetKey, &Arc<Policy>)>) -> Result<()> {
+    pub fn refilter(&mut self, iface: &str, policy: Option<&KeyedPolicy>) -> Result<()> {
         let Some(index) = self.attached_index(iface) else {
             return Ok(());
         };

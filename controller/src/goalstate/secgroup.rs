@@ -145,7 +145,7 @@ impl Compiled {
 }
 
 mod policy;
-pub use policy::{policy, Compiler, Members, Policy, SetKey};
+pub use policy::{alone, policy, Compiler, KeyedPolicy, Members, Policy, SetKey};
 
 #[cfg(test)]
 mod tests;

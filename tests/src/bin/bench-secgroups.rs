@@ -17,7 +17,7 @@ use alioth::dataplane::object::BENCH_PORT_PROGRAM;
 use alioth::dataplane::{AttachMode, Dataplane};
 use alioth::goalstate::model::{Change, State};
 use alioth::goalstate::plan::{plan, PortOp};
-use alioth::goalstate::secgroup::{compile, Compiler, Policy, Rule};
+use alioth::goalstate::secgroup::{alone, compile, Compiler, Policy, Rule};
 use alioth::goalstate::validate::{validate, Naming};
 use alioth_common::maps::PortEntry;
 use alioth_proto::schema::security_group_configuration::{Direction, SecurityGroupRule};
@@ -91,7 +91,7 @@ fn per_frame() -> Result<()> {
             egress: compile(egress),
             ingress: compile(&[]),
         };
-        let (set, zone) = dp.set_policy(name, Some(&policy))?;
+        let (set, zone) = dp.set_policy(name, Some(&alone(name, policy)))?;
         dp.set_port_entry(
             IFINDEX,
             PortEntry {
@@ -416,7 +416,7 @@ fn program(dp: &mut Dataplane, state: &State, changes: &[Change]) -> Result<usiz
         if let PortOp::Program { port_id } | PortOp::Filter { port_id } = op {
             let port = state.ports().get(port_id.as_str()).context("port")?;
             let policy = compiler.policy(state, port, false);
-            dp.put_policy(&port.iface, policy.as_ref().map(|(k, p)| (k, p)))?;
+            dp.set_policy(&port.iface, policy.as_ref())?;
             n += 1;
         }
     }

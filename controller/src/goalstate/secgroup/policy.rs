@@ -133,6 +133,15 @@ pub fn policy(state: &State, members: &Members, port: &Port, deny_ungrouped: boo
 /// same rules, and share a rule set in the data plane.
 pub type SetKey = (Groups, Id);
 
+/// A compiled policy and what it is the rules of.
+pub type KeyedPolicy = (SetKey, Arc<Policy>);
+
+/// `policy` as a rule set of its own, keyed by `name` alone (tests and benchmarks, whose ports
+/// are no goal state).
+pub fn alone(name: &str, policy: Policy) -> KeyedPolicy {
+    ((Groups::new(), name.into()), Arc::new(policy))
+}
+
 /// Members and compiled policies, kept while the state's groups and members stay as they are:
 /// ports with the same groups in one VPC share one compiled policy, compiled once.
 #[derive(Default)]
@@ -143,7 +152,7 @@ pub struct Compiler {
 
 impl Compiler {
     /// `port`'s policy (see `policy`) and what it is the rules of.
-    pub fn policy(&mut self, state: &State, port: &Port, deny_ungrouped: bool) -> Option<(SetKey, Arc<Policy>)> {
+    pub fn policy(&mut self, state: &State, port: &Port, deny_ungrouped: bool) -> Option<KeyedPolicy> {
         if port.security_groups.is_empty() && !deny_ungrouped {
             return None;
         }
