@@ -13,9 +13,10 @@ use alioth_common::pipeline::{Action, Verdict};
 use alioth_common::{ipv4, vxlan, Counter, Packet};
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use aya_ebpf::macros::map;
-use aya_ebpf::maps::lpm_trie::{Key, LpmTrie};
+use aya_ebpf::maps::lpm_trie::LpmTrie;
 use aya_ebpf::maps::{LruHashMap, PerCpuArray};
 
+use crate::trie::TrieKey;
 use crate::{cache, PORTS};
 
 #[map]
@@ -75,38 +76,16 @@ fn flow_slot(key: &FlowKey) -> u32 {
 
 struct Sg;
 
-/// A trie key laid out as aya's `Key<[u8; 8]>`, but not packed: LLVM writes a packed one's data
-/// with 8-byte stores at a 4-byte offset, which the verifier refuses as misaligned.
-#[repr(C, align(8))]
-struct Aligned {
-    prefix_len: u32,
-    data: [u8; 8],
-}
-
-impl Aligned {
-    #[inline(always)]
-    fn key(&self) -> &Key<[u8; 8]> {
-        // SAFETY: the same 12 bytes in the same order; `Key` is packed, so any address suits it.
-        unsafe { &*(self as *const Aligned as *const Key<[u8; 8]>) }
-    }
-}
-
 impl SgTables for Sg {
     #[inline(always)]
     fn remote_bits(&self, policy: u16, dir: u8, ip: [u8; 4]) -> u128 {
-        let key = Aligned {
-            prefix_len: KEY_FIXED_BITS + 32,
-            data: firewall::remote_key(policy, dir, ip),
-        };
+        let key = TrieKey::new(KEY_FIXED_BITS + 32, firewall::remote_key(policy, dir, ip));
         SG_REMOTES.get(key.key()).map_or(0, |b| b.to_u128())
     }
 
     #[inline(always)]
     fn port_bits(&self, policy: u16, dir: u8, proto: u8, value: u16) -> u128 {
-        let key = Aligned {
-            prefix_len: KEY_FIXED_BITS + 16,
-            data: firewall::ports_key(policy, dir, proto, value),
-        };
+        let key = TrieKey::new(KEY_FIXED_BITS + 16, firewall::ports_key(policy, dir, proto, value));
         SG_PORTS.get(key.key()).map_or(0, |b| b.to_u128())
     }
 

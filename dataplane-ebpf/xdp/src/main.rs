@@ -17,6 +17,7 @@ mod pmtu;
 mod probe;
 mod stats;
 mod tc;
+mod trie;
 
 use alioth_common::eth::Mac;
 use alioth_common::events::{EventGate, MAX_EVENT_GATES};
@@ -32,7 +33,7 @@ use alioth_common::{Counter, Packet};
 use aya_ebpf::bindings::xdp_action;
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_head};
 use aya_ebpf::macros::{classifier, map, xdp};
-use aya_ebpf::maps::lpm_trie::{Key, LpmTrie};
+use aya_ebpf::maps::lpm_trie::LpmTrie;
 use aya_ebpf::maps::{Array, DevMap, HashMap, LruHashMap, ProgramArray, RingBuf};
 use aya_ebpf::programs::{TcContext, XdpContext};
 use aya_log_ebpf::debug;
@@ -40,6 +41,7 @@ use aya_log_ebpf::debug;
 use monitor::Fate;
 use packet::XdpPacket;
 pub(crate) use stats::{count, count_index};
+use trie::TrieKey;
 
 #[map]
 static PORTS: Array<PortEntry> = Array::with_max_entries(MAX_IFINDEX, 0);
@@ -75,14 +77,6 @@ static TAILS: ProgramArray = ProgramArray::with_max_entries(TAIL_SLOTS, 0);
 #[map]
 static ALLOWED_SOURCES: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_ALLOWED_SOURCES, 0);
 
-/// An `ALLOWED_SOURCES` key laid out as aya's `Key<[u8; 16]>`, but not packed (see
-/// `firewall::Aligned`).
-#[repr(C, align(8))]
-struct SourceKey {
-    prefix_len: u32,
-    data: [u8; 16],
-}
-
 struct Maps;
 
 impl Tables for Maps {
@@ -117,13 +111,8 @@ impl Tables for Maps {
 
     #[inline(always)]
     fn allowed_source(&self, vni: u32, mac: &Mac, ip: [u8; 4]) -> bool {
-        let key = SourceKey {
-            prefix_len: ALLOWED_SOURCE_FIXED_BITS + 32,
-            data: allowed_source_key(vni, mac, ip),
-        };
-        // SAFETY: the same bytes in the same order as the packed `Key`.
-        let key = unsafe { &*(&key as *const SourceKey as *const Key<[u8; 16]>) };
-        ALLOWED_SOURCES.get(key).is_some()
+        let key = TrieKey::new(ALLOWED_SOURCE_FIXED_BITS + 32, allowed_source_key(vni, mac, ip));
+        ALLOWED_SOURCES.get(key.key()).is_some()
     }
 }
 
