@@ -297,3 +297,18 @@ impl Drop for Leftover {
         }
     }
 }
+
+/// The `/metrics` text of the agent in `ns`, at its default address, fetched from inside `ns`.
+pub fn metrics(ns: &Netns) -> Result<String> {
+    ns.exec(&[
+        "/usr/bin/python3",
+        "-c",
+        "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9464/metrics').read().decode())",
+    ])
+}
+
+/// The value of the unlabelled series `name` in a `/metrics` text.
+pub fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}

@@ -89,11 +89,7 @@ fn per_port_counters_add_up_to_the_hosts() -> Result<()> {
     }
 
     // /metrics has the same, labelled by port and VPC.
-    let metrics = t.host.exec(&[
-        "/usr/bin/python3",
-        "-c",
-        "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9464/metrics').read().decode())",
-    ])?;
+    let metrics = alioth_tests::agent::metrics(&t.host)?;
     let series = format!("alioth_port_packets_total{{port=\"{VM1}\",vpc=\"{VPC}\",action=\"icmp_echo_reply\"}} 3");
     ensure!(metrics.contains(&series), "no {series} in\n{metrics}");
     let series = format!("alioth_port_drops_total{{port=\"{VM1}\",vpc=\"{VPC}\",reason=\"spoofed_ip\"}} 2");

@@ -155,19 +155,12 @@ fn a_connection_flood_is_capped_and_idle_connections_close() -> Result<()> {
     );
     let health = agent.cli(&["health"])?;
     ensure!(health.status.success(), "{}", String::from_utf8_lossy(&health.stderr));
-    let metrics = host.exec(&[
-        "/usr/bin/python3",
-        "-c",
-        "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9464/metrics').read().decode())",
-    ])?;
+    let metrics = alioth_tests::agent::metrics(&host)?;
     for (name, least) in [
         ("alioth_grpc_connections_refused_total", 200),
         ("alioth_grpc_connections_idle_closed_total", 1),
     ] {
-        let value: u64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .with_context(|| format!("{name} in {metrics}"))?;
+        let value = alioth_tests::agent::metric(&metrics, name).with_context(|| format!("{name} in {metrics}"))?;
         ensure!(value >= least, "{name} {value}: {metrics}");
     }
     Ok(())

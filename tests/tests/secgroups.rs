@@ -164,15 +164,8 @@ fn rules_allow_what_they_name_replies_pass_and_a_removed_rule_cuts_its_flows() -
         "{shown}"
     );
     // /metrics: the flow table's fill, its bound, and the ports filtered.
-    let metrics = t.host.exec(&[
-        "/usr/bin/python3",
-        "-c",
-        "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9464/metrics').read().decode())",
-    ])?;
-    let value = |name: &str| -> Option<u64> {
-        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} ")))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    };
+    let metrics = alioth_tests::agent::metrics(&t.host)?;
+    let value = |name: &str| alioth_tests::agent::metric(&metrics, name);
     ensure!(
         value("alioth_sg_flows").is_some_and(|n| n >= 3)
             && value("alioth_sg_filtered_ports") == Some(2)
