@@ -101,9 +101,8 @@ pub enum Track {
     Invalid,
 }
 
-pub const PROTO_ICMP: u8 = 1;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
+pub use crate::ipv4::{PROTO_ICMP, PROTO_UDP};
+pub use crate::offload::PROTO_TCP;
 
 /// Tracks a frame going the `forward` way of its key (see `FlowKey::of`) against the flow's entry,
 /// if there is one. `tcp`: the TCP flags, for TCP frames.

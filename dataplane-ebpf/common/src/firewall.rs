@@ -142,7 +142,7 @@ pub struct Tuple {
     pub proto: u8,
     pub src: [u8; 4],
     pub dst: [u8; 4],
-    /// TCP and UDP ports; for ICMP echo, the identifier (both); otherwise 0.
+    /// TCP and UDP ports; for ICMP queries and replies, the identifier (both); otherwise 0.
     pub sport: u16,
     pub dport: u16,
     pub tcp_flags: u8,
@@ -231,6 +231,12 @@ fn quoted_flow<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4, tuple: &Tuple, zone: u32)
     Some(FlowKey::of(zone, proto, src, sport, dst, dport).0)
 }
 
+/// When a flow of `proto` in `state` expires if no frame comes by then, from `now`.
+#[inline(always)]
+fn expiry(now: u64, proto: u8, state: State) -> u64 {
+    now + conntrack::timeout_secs(proto, state) as u64 * 1_000_000_000
+}
+
 /// The counter a frame the rules refuse is dropped with.
 pub const fn refused(dir: u8) -> Counter {
     if dir == EGRESS {
@@ -279,7 +285,7 @@ pub fn check<P: Packet + ?Sized, T: SgTables + ?Sized>(
         Track::Invalid => Err(Counter::DropSgInvalid),
         Track::Flow(e) => {
             let Some(old) = held else { return Ok(()) };
-            let expires = now + conntrack::timeout_secs(tu.proto, e.state) as u64 * 1_000_000_000;
+            let expires = expiry(now, tu.proto, e.state);
             // One write a second per flow at most, and one per change of state.
             if e.state as u8 != old.state || expires > old.expires + 1_000_000_000 {
                 let value = CtValue {
@@ -296,7 +302,7 @@ pub fn check<P: Packet + ?Sized, T: SgTables + ?Sized>(
                 return Err(refused(dir));
             }
             let value = CtValue {
-                expires: now + conntrack::timeout_secs(tu.proto, e.state) as u64 * 1_000_000_000,
+                expires: expiry(now, tu.proto, e.state),
                 value: tu.value,
                 state: e.state as u8,
                 flags: if e.origin_lo { ORIGIN_LO } else { 0 } | if dir == EGRESS { OPENED_EGRESS } else { 0 },

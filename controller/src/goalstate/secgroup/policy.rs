@@ -21,7 +21,10 @@ pub struct Policy {
 /// whose neighbors name no group at all (Alcor's DPM sends none: their remote groups see this
 /// host's ports only).
 #[derive(Default)]
-pub struct Members(HashMap<(Id, Id), Vec<Ipv4Network>>, std::collections::HashSet<Id>);
+pub struct Members {
+    by_group: HashMap<(Id, Id), Vec<Ipv4Network>>,
+    silent_vpcs: std::collections::HashSet<Id>,
+}
 
 impl Members {
     pub fn of(state: &State) -> Self {
@@ -46,12 +49,17 @@ impl Members {
                 list.extend(pairs.iter().copied());
             }
         }
-        Members(out, silent)
+        Members {
+            by_group: out,
+            silent_vpcs: silent,
+        }
     }
 
     /// The addresses of `group`'s members in `vpc`.
     pub fn of_group(&self, group: &Id, vpc: &Id) -> &[Ipv4Network] {
-        self.0.get(&(group.clone(), vpc.clone())).map_or(&[], Vec::as_slice)
+        self.by_group
+            .get(&(group.clone(), vpc.clone()))
+            .map_or(&[], Vec::as_slice)
     }
 }
 
@@ -86,7 +94,7 @@ pub fn policy(state: &State, members: &Members, port: &Port, deny_ungrouped: boo
             let remotes: &[Ipv4Network] = match &r.remote {
                 Remote::Prefix(p) => std::slice::from_ref(p),
                 Remote::Group(m) => {
-                    if members.1.contains(&port.vpc_id) {
+                    if members.silent_vpcs.contains(&port.vpc_id) {
                         tracing::warn!(
                             resource_id = &*port.id,
                             group = &**m,
