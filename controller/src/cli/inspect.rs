@@ -84,6 +84,14 @@ pub fn stats(args: StatsArgs) -> Result<()> {
     Ok(())
 }
 
+/// Port `id`'s interface `iface` here: its index and what `PORTS` holds there.
+pub(super) fn port_entry(pin_dir: &Path, id: &str, iface: &str) -> Result<(u32, PortEntry)> {
+    let index =
+        crate::net::interfaces::ifindex(iface).with_context(|| format!("port {id} has no interface {iface} here"))?;
+    let entry = pinned_array::<PortEntry>(pin_dir, maps::PORTS)?.get(&index, 0)?;
+    Ok((index, entry))
+}
+
 /// The counters of port `id` (found in the agent's record), summed over the CPUs.
 fn read_port_stats(args: &InspectArgs, id: &str) -> Result<Vec<(Counter, u64)>> {
     let state =
@@ -92,9 +100,7 @@ fn read_port_stats(args: &InspectArgs, id: &str) -> Result<Vec<(Counter, u64)>> 
         .ports()
         .get(id)
         .with_context(|| format!("no port {id} in the agent's record"))?;
-    let index = crate::net::interfaces::ifindex(&port.iface)
-        .with_context(|| format!("port {id} has no interface {} here", port.iface))?;
-    let entry = pinned_array::<PortEntry>(&args.pin_dir, maps::PORTS)?.get(&index, 0)?;
+    let (_, entry) = port_entry(&args.pin_dir, id, &port.iface)?;
     if !entry.is_programmed() {
         bail!("port {id} ({}) is not attached", port.iface);
     }

@@ -6,14 +6,13 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use alioth_common::maps::PortEntry;
 use alioth_common::monitor::{self, Config, MonitorEvent, Watch, DROPS, FORWARDED, KIND_DROP};
-use alioth_common::{maps, Counter};
+use alioth_common::Counter;
 use anyhow::{bail, Context, Result};
 use aya::maps::{Map, MapData, PerCpuArray, RingBuf};
 use serde_json::json;
 
-use super::inspect::{open_map, pinned_array, port_owners, InspectArgs};
+use super::inspect::{open_map, port_entry, port_owners, InspectArgs};
 use crate::dataplane::monitor::{config, set_config};
 use crate::goalstate::model::format_mac;
 use crate::net::interfaces::ifname;
@@ -163,9 +162,7 @@ fn port_filter(args: &InspectArgs, id: &str) -> Result<Filter> {
         .find(|(_, (port, _))| port == id)
         .map(|(iface, _)| iface.clone())
         .with_context(|| format!("no port {id} in the agent's record"))?;
-    let ifindex =
-        crate::net::interfaces::ifindex(&iface).with_context(|| format!("port {id} has no interface {iface} here"))?;
-    let entry: PortEntry = pinned_array::<PortEntry>(&args.pin_dir, maps::PORTS)?.get(&ifindex, 0)?;
+    let (ifindex, entry) = port_entry(&args.pin_dir, id, &iface)?;
     Ok(Filter {
         ifindex,
         mac: entry.mac,

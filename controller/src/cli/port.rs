@@ -6,15 +6,13 @@ use std::net::Ipv4Addr;
 
 use alioth_common::conntrack::FlowKey;
 use alioth_common::firewall::{self, CtValue};
-use alioth_common::maps::{self, PortEntry};
 use anyhow::{Context, Result};
 use aya::maps::{HashMap as BpfHashMap, Map};
 use serde_json::{json, Value};
 
-use super::inspect::{open_map, pinned_array, InspectArgs};
+use super::inspect::{open_map, port_entry, InspectArgs};
 use crate::goalstate::model::{format_mac, Port, Remote, SgRule, State};
 use crate::goalstate::secgroup::{policy, Members};
-use crate::net::interfaces::interfaces;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct PortArgs {
@@ -92,12 +90,7 @@ fn rule_json(group: &str, r: &SgRule, members: &Members, port: &Port) -> Value {
 
 /// The port's policy number and tracked flows, from the pinned maps.
 fn kernel_side(args: &InspectArgs, port: &Port) -> Result<Value> {
-    let index = interfaces()
-        .into_iter()
-        .find(|(_, name)| *name == *port.iface)
-        .map(|(i, _)| i)
-        .with_context(|| format!("no interface {} here", port.iface))?;
-    let entry: PortEntry = pinned_array::<PortEntry>(&args.pin_dir, maps::PORTS)?.get(&index, 0)?;
+    let (index, entry) = port_entry(&args.pin_dir, &port.id, &port.iface)?;
     let flows: BpfHashMap<_, FlowKey, CtValue> =
         BpfHashMap::try_from(Map::LruHashMap(open_map(&args.pin_dir, firewall::SG_FLOWS)?))?;
     let mine: Vec<Value> = flows

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use alioth_common::maps::{self, DhcpEntry, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
+use alioth_common::maps::{self, DhcpEntry, Endpoint, EndpointKey, NextHop, Uplink};
 use alioth_common::pipeline::{self, Action, Tables, Verdict};
 use alioth_common::Counter;
 use anyhow::{bail, Context, Result};
@@ -25,7 +25,7 @@ use crate::dataplane::{sum_counters, PINNED_MAPS};
 use crate::goalstate::model::format_mac;
 use crate::store::Store;
 
-use super::inspect::{open_map, pinned_array, pinned_path};
+use super::inspect::{open_map, pinned_array, pinned_path, port_entry};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Proto {
@@ -82,9 +82,7 @@ pub fn trace(args: TraceArgs) -> Result<i32> {
         .get(args.port.as_str())
         .cloned()
         .with_context(|| format!("no port {} in the agent's record", args.port))?;
-    let ifindex = crate::net::interfaces::ifindex(&port.iface)
-        .with_context(|| format!("port {} has no interface {} here", args.port, port.iface))?;
-    let entry = pinned_array::<PortEntry>(&args.pin_dir, maps::PORTS)?.get(&ifindex, 0)?;
+    let (ifindex, entry) = port_entry(&args.pin_dir, &args.port, &port.iface)?;
     if !entry.is_programmed() {
         bail!("{} (ifindex {ifindex}) is not attached", port.iface);
     }
