@@ -12,12 +12,12 @@ use crate::background_drop;
 use crate::controller::metrics::Metrics;
 use crate::controller::overlay::Overlay;
 use crate::dataplane::Dataplane;
-use crate::goalstate::dhcp;
 use crate::goalstate::model::{Change, Resource};
 use crate::goalstate::model::{FixedIp, Id, Port, State};
 use crate::goalstate::plan::{self, EndpointOp, Plan, PortOp};
 use crate::goalstate::secgroup::{Compiler, KeyedPolicy};
 use crate::goalstate::validate::{self, Naming, Outcome};
+use crate::goalstate::{dhcp, routes};
 use crate::net::interfaces::interfaces;
 use crate::store::Store;
 
@@ -136,11 +136,10 @@ fn answers(outcomes: Vec<Outcome>, timing: &[Timing]) -> Vec<GoalStateOperationS
         .collect()
 }
 
+/// Whether a change may name a new remote tunnel endpoint: a neighbor's host, a gateway.
 fn touches_a_neighbor(c: &Change) -> bool {
-    matches!(
-        (&c.before, &c.after),
-        (Some(Resource::Neighbor(_)), _) | (_, Some(Resource::Neighbor(_)))
-    )
+    let remote = |r: &Option<Resource>| matches!(r, Some(Resource::Neighbor(_) | Resource::Gateway(_)));
+    remote(&c.before) || remote(&c.after)
 }
 
 fn micros(d: Duration) -> u32 {
@@ -501,8 +500,42 @@ impl Applier<'_> {
             };
             report(*o, Applied::Network(t.elapsed(), result))?;
         }
+        self.write_routes(&plan.routes, &mut report)?;
         self.dp.sweep_flows();
         Ok(())
+    }
+
+    /// Rewrites `ROUTES` from the state's routers: any change may have moved a rule's next hop
+    /// (a port created or deleted, a subnet changed), so it is rendered whole, which costs nothing
+    /// without routers. Timed against the router and gateway changes.
+    fn write_routes(
+        &mut self,
+        outcomes: &[usize],
+        report: &mut impl FnMut(usize, Applied) -> Result<()>,
+    ) -> Result<()> {
+        if self.state.routers.is_empty() && self.dp.route_count() == 0 {
+            return outcomes
+                .iter()
+                .try_for_each(|o| report(*o, Applied::Dataplane(Duration::ZERO, Ok(()))));
+        }
+        let t = Instant::now();
+        let result = self.dp.set_routes(routes::render(self.state));
+        let share = t.elapsed() / outcomes.len().max(1) as u32;
+        match result {
+            Ok(n) => {
+                tracing::debug!(entries = n, "routes written");
+                outcomes
+                    .iter()
+                    .try_for_each(|o| report(*o, Applied::Dataplane(share, Ok(()))))
+            }
+            Err(e) => {
+                tracing::error!("routes not written: {e:#}");
+                let msg = format!("{e:#}");
+                outcomes
+                    .iter()
+                    .try_for_each(|o| report(*o, Applied::Dataplane(share, Err(anyhow::anyhow!("{msg}")))))
+            }
+        }
     }
 
     /// Writes `PORTS` and attaches for one port. `Ok(false)` when its interface does not exist yet.

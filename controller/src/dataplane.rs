@@ -33,6 +33,7 @@ mod port_stats;
 mod ports;
 pub mod probe;
 mod record;
+mod routes;
 pub mod test_run;
 
 #[cfg(feature = "lab")]
@@ -43,7 +44,7 @@ pub use port_stats::sum_port_counters;
 pub use record::recorded_sequence;
 
 /// Names of the maps the agent pins (and `status`/`stats` read).
-pub const PINNED_MAPS: [&str; 17] = [
+pub const PINNED_MAPS: [&str; 18] = [
     maps::PORTS,
     maps::ENDPOINTS,
     maps::STATS,
@@ -61,6 +62,7 @@ pub const PINNED_MAPS: [&str; 17] = [
     alioth_common::firewall::SG_FLOWS,
     alioth_common::firewall::SG_COUNTS,
     maps::ALLOWED_SOURCES,
+    maps::ROUTES,
 ];
 
 /// A port's `ALLOWED_SOURCES` entries: (prefix length, data) -> 1.
@@ -142,6 +144,8 @@ pub struct Dataplane {
     /// `ALLOWED_SOURCES`, and what each interface's port has there.
     allowed_sources: LpmTrie<MapData, [u8; 16], u8>,
     allowed: HashMap<String, SourceKeys>,
+    /// `ROUTES` and what it holds.
+    routes: routes::Routes,
     /// Keys and values of the last batch write, kept for the next: a large message then writes
     /// from memory already in place instead of fresh pages.
     batch: (Vec<EndpointKey>, Vec<Endpoint>),
@@ -313,6 +317,7 @@ impl Dataplane {
             PerCpuArray::try_from(take(firewall::SG_COUNTS)?)?,
         );
         let allowed_sources = LpmTrie::try_from(take(maps::ALLOWED_SOURCES)?)?;
+        let routes = routes::Routes::new(LpmTrie::try_from(take(maps::ROUTES)?)?);
         let recorded = record.get(&maps::RECORD_SEQUENCE, 0).ok().filter(|s| *s != 0);
         let mut dp = Dataplane {
             ebpf,
@@ -345,6 +350,7 @@ impl Dataplane {
             policies,
             allowed_sources,
             allowed: HashMap::new(),
+            routes,
         };
         dp.pick_probe_marker();
         dp.changed()?;
@@ -462,6 +468,19 @@ impl Dataplane {
             new.set(i, aya::maps::PerCpuValues::try_from(sum)?, 0)?;
         }
         Ok(())
+    }
+
+    /// Makes `ROUTES` hold `wanted` (`goalstate::routes::render`); how many entries changed.
+    pub fn set_routes(
+        &mut self,
+        wanted: std::collections::BTreeMap<crate::goalstate::routes::RouteKey, maps::Route>,
+    ) -> Result<usize> {
+        self.routes.write(wanted)
+    }
+
+    /// Entries of `ROUTES`.
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
     }
 
     /// The port program, for BPF_PROG_TEST_RUN.

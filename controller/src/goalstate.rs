@@ -6,5 +6,6 @@ pub mod dhcp;
 pub mod model;
 pub mod plan;
 pub mod prune;
+pub mod routes;
 pub mod secgroup;
 pub mod validate;

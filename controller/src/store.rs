@@ -51,8 +51,9 @@ const DB: &str = "record.sqlite";
 const DB_FILES: [&str; 3] = [DB, "record.sqlite-wal", "record.sqlite-shm"];
 /// The layout of the tables and of the bodies (SQLite's `user_version`): a database of a later
 /// format is refused rather than misread. Format 1 had no security groups: its bodies are read
-/// as well (`format1`), and rewritten in format 2 as they change.
-const FORMAT: i64 = 2;
+/// as well (`format1`), and rewritten as they change. Format 2 had no routers and gateways: its
+/// bodies are format 3's.
+const FORMAT: i64 = 3;
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS resources (
@@ -432,7 +433,7 @@ fn open_db(dir: &Path) -> Result<Connection> {
     match format {
         0 => db.execute_batch(&format!("{SCHEMA} PRAGMA user_version = {FORMAT};"))?,
         FORMAT => {}
-        1 => db.execute_batch(&format!("PRAGMA user_version = {FORMAT};"))?,
+        1 | 2 => db.execute_batch(&format!("PRAGMA user_version = {FORMAT};"))?,
         later => anyhow::bail!(
             "{} is of format {later}, which only a later agent reads (this one reads {FORMAT})",
             path.display()

@@ -13,6 +13,8 @@ use etherparse::ArpOperation;
 
 use crate::frames::{self, Mac, Underlay};
 
+pub mod routes;
+
 pub const VNI: u32 = 100;
 pub const VM_MAC: Mac = [0x02, 0, 0, 0, 0, 0x0a];
 pub const VM_IP: [u8; 4] = [198, 18, 0, 10];
@@ -72,15 +74,17 @@ pub struct MapTables {
     pub next_hops: BTreeMap<[u8; 4], NextHop>,
     pub uplink: Option<Uplink>,
     pub dhcp: BTreeMap<u32, DhcpEntry>,
+    pub routes: BTreeMap<(u32, [u8; 12]), alioth_common::maps::Route>,
 }
 
 impl MapTables {
     pub fn vectors() -> Self {
         MapTables {
-            endpoints: endpoints().into_iter().collect(),
+            endpoints: endpoints().into_iter().chain(routes::endpoints()).collect(),
             next_hops: next_hops().into_iter().collect(),
             uplink: Some(uplink()),
             dhcp: [(DHCP_SLOT, dhcp_entry())].into_iter().collect(),
+            routes: routes::routes().into_iter().collect(),
         }
     }
 }
@@ -97,6 +101,9 @@ impl Tables for MapTables {
     }
     fn dhcp(&self, slot: u32) -> Option<&DhcpEntry> {
         self.dhcp.get(&slot)
+    }
+    fn route(&self, vni: u32, gateway: [u8; 4], dst: [u8; 4]) -> Option<alioth_common::maps::Route> {
+        routes::longest_match(&self.routes, alioth_common::maps::route_key(vni, gateway, dst))
     }
 }
 
@@ -151,9 +158,10 @@ pub fn program(dp: &mut alioth::dataplane::Dataplane) -> anyhow::Result<()> {
         "a fresh data plane hands out DHCP slot {DHCP_SLOT} first"
     );
     dp.set_port_entry(IFINDEX, port())?;
-    for (k, v) in endpoints() {
+    for (k, v) in endpoints().into_iter().chain(routes::endpoints()) {
         dp.upsert_endpoint(k, v)?;
     }
+    dp.set_routes(routes::routes().into_iter().collect())?;
     dp.set_uplink_entry(uplink())?;
     for (host, hop) in next_hops() {
         dp.set_next_hop(host, hop.mac)?;
@@ -458,6 +466,7 @@ pub fn cases() -> Vec<Case> {
         ),
     ];
     v.extend(overlay_cases());
+    v.extend(routes::cases());
     // Path MTU: a datagram with DF that will not fit the overlay gets "fragmentation needed" from
     // the gateway, with the uplink's MTU less the encapsulation (1500 - 50).
     let big = udp_from_port(REMOTE_MAC, REMOTE_IP, 1450 - 27);
@@ -572,23 +581,6 @@ fn overlay_cases() -> Vec<Case> {
         }
     };
     vec![
-        Case {
-            name: "udp routed through the gateway MAC to a local port",
-            frame: to(GW_MAC, PEER_IP, 32),
-            action: Action::Redirect,
-            counter: Counter::ForwardLocal,
-            ifindex: IFINDEX,
-            output: Some(frames::udp(
-                GW_MAC,
-                PEER_MAC,
-                VM_IP,
-                PEER_IP,
-                63,
-                40000,
-                5201,
-                &data(32),
-            )),
-        },
         drop(
             "routed with ttl 1",
             frames::udp(VM_MAC, GW_MAC, VM_IP, PEER_IP, 1, 40000, 5201, &data(32)),

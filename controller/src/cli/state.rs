@@ -70,5 +70,19 @@ fn detail(r: &Resource) -> String {
             d.ip.map_or("-".to_string(), |ip| ip.to_string())
         ),
         Resource::SecurityGroup(g) => format!("rules {}", g.rules.len()),
+        Resource::Router(r) => format!(
+            "subnets {} rules {}",
+            r.subnets.len(),
+            r.subnets.values().map(|rules| rules.len()).sum::<usize>()
+        ),
+        Resource::Gateway(g) => format!(
+            "type {} destinations {}",
+            g.kind,
+            g.destinations
+                .iter()
+                .map(|(ip, mac)| format!("{ip}/{}", format_mac(mac)))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
     }
 }

@@ -4,10 +4,12 @@ use std::collections::BTreeMap;
 
 mod bulk;
 mod resource;
+mod router;
 mod secgroup;
 
 pub use bulk::Parts;
 pub use resource::{Change, Resource};
+pub use router::{Gateway, Router, RoutingRule};
 pub use secgroup::{groups, Groups, Remote, SecurityGroup, SgRule};
 use std::sync::Arc;
 
@@ -181,6 +183,8 @@ pub struct State {
     hosts: HashMap<Ipv4Addr, usize>,
     dhcp: HashMap<String, DhcpHost>,
     pub security_groups: BTreeMap<String, SecurityGroup>,
+    pub routers: BTreeMap<String, Router>,
+    pub gateways: BTreeMap<String, Gateway>,
     /// MAC -> DHCP entry.
     dhcp_macs: HashMap<Mac, String>,
 }
@@ -236,10 +240,14 @@ impl State {
         self.subnet_users.get(subnet).into_iter().flatten()
     }
 
-    /// The remote hosts (tunnel endpoints) the neighbors live on; not the unspecified address of
-    /// neighbors whose host is not known yet.
+    /// The remote tunnel endpoints: the hosts the neighbors live on (not the unspecified address
+    /// of neighbors whose host is not known yet) and the gateways' destinations.
     pub fn remote_hosts(&self) -> impl Iterator<Item = &Ipv4Addr> {
-        self.hosts.keys().filter(|h| !h.is_unspecified())
+        let gateways = self
+            .gateways
+            .values()
+            .flat_map(|g| g.destinations.iter().map(|(ip, _)| ip));
+        self.hosts.keys().filter(|h| !h.is_unspecified()).chain(gateways)
     }
 
     /// Whether a subnet, port, neighbor or DHCP entry names a VPC or subnet the state lacks (what

@@ -40,6 +40,9 @@ pub struct Plan {
     pub detach: Vec<(usize, PortOp)>,
     pub endpoints: Vec<(usize, EndpointOp)>,
     pub program: Vec<(usize, PortOp)>,
+    /// Outcomes of the router and gateway changes, timed against rewriting `ROUTES` (which the
+    /// applier renders whole: see `routes`).
+    pub routes: Vec<usize>,
 }
 
 pub fn subnet_entries(s: &Subnet, vni: u32) -> Vec<(EndpointKey, Endpoint)> {
@@ -140,6 +143,7 @@ pub fn everything(state: &State) -> Plan {
                 )
             })
             .collect(),
+        routes: Vec::new(),
     }
 }
 
@@ -189,7 +193,7 @@ fn vpc_of(r: &Resource) -> &str {
         Resource::Port(p) => &p.vpc_id,
         Resource::Neighbor(n) => &n.vpc_id,
         // Render no entries: keyed by nothing of a VPC.
-        Resource::Dhcp(_) | Resource::SecurityGroup(_) => "",
+        Resource::Dhcp(_) | Resource::SecurityGroup(_) | Resource::Router(_) | Resource::Gateway(_) => "",
     }
 }
 
@@ -198,7 +202,7 @@ fn entries(r: &Resource, vni: u32) -> Entries {
         Resource::Subnet(s) => subnet_entries(s, vni).into_iter().collect(),
         Resource::Port(p) => port_entries(p, vni).into_iter().collect(),
         Resource::Neighbor(n) => neighbor_entries(n, vni).collect(),
-        Resource::Vpc(_) | Resource::Dhcp(_) | Resource::SecurityGroup(_) => Entries::new(),
+        _ => Entries::new(),
     }
 }
 
@@ -436,6 +440,9 @@ impl<'a> Planner<'a> {
         }
         self.dependent_ports(o, before, after);
         self.group_changes(o, before, after);
+        if matches!(r, Resource::Router(_) | Resource::Gateway(_)) {
+            self.out.routes.push(o);
+        }
         match (before, after) {
             (Some(Resource::Port(b)), Some(Resource::Port(a))) => {
                 if b.iface != a.iface {

@@ -22,6 +22,7 @@ mod dhcp_entry;
 mod neighbor;
 mod network;
 mod port;
+mod router;
 mod secgroup;
 use crate::goalstate::model::{
     self, Change, FixedIp, FixedIps, Id, Owner, Port, Resource, State, Subnet, Vpc, MAX_VNI,
@@ -76,7 +77,9 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
         + msg.port_states.len()
         + msg.neighbor_states.len()
         + msg.dhcp_states.len()
-        + msg.security_group_states.len();
+        + msg.security_group_states.len()
+        + msg.router_states.len()
+        + msg.gateway_states.len();
     // Room for the usual answer (every resource accepted) at once: growing a vector of 10,000
     // changes by doubling moved each of them about twice.
     let mut v = Validator {
@@ -125,9 +128,15 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
     for s in msg.dhcp_states.iter().filter(|s| !is_delete(s.operation_type)) {
         v.dhcp(s);
     }
+    // Routers name subnets, and their rules gateways and ports.
+    for s in msg.gateway_states.iter().filter(|s| !is_delete(s.operation_type)) {
+        v.gateway(s);
+    }
+    for s in msg.router_states.iter().filter(|s| !is_delete(s.operation_type)) {
+        v.router(s);
+    }
     // Deletions in the reverse order: what depends on a resource goes before it.
     v.deletions(msg, &subnet_vnis);
-    v.unsupported_kinds(msg);
     (v.outcomes, v.changes)
 }
 
@@ -135,6 +144,12 @@ impl<'a> Validator<'a> {
     /// The message's DELETEs, dependents first.
     fn deletions(&mut self, msg: &GoalState, subnet_vnis: &BTreeMap<&str, BTreeSet<u64>>) {
         let is_delete = |op: i32| op == OperationType::Delete as i32;
+        for s in msg.router_states.iter().filter(|s| is_delete(s.operation_type)) {
+            self.router(s);
+        }
+        for s in msg.gateway_states.iter().filter(|s| is_delete(s.operation_type)) {
+            self.gateway(s);
+        }
         for s in msg.dhcp_states.iter().filter(|s| is_delete(s.operation_type)) {
             self.dhcp(s);
         }
@@ -153,22 +168,6 @@ impl<'a> Validator<'a> {
         for s in msg.security_group_states.iter().filter(|s| is_delete(s.operation_type)) {
             self.security_group(s);
         }
-    }
-
-    /// Routers and gateways: answered, not applied (yet).
-    fn unsupported_kinds(&mut self, msg: &GoalState) {
-        self.unsupported(
-            ResourceType::Router,
-            msg.router_states
-                .iter()
-                .map(|s| (s.operation_type, s.configuration.as_ref().map(|c| c.id.as_str()))),
-        );
-        self.unsupported(
-            ResourceType::Gateway,
-            msg.gateway_states
-                .iter()
-                .map(|s| (s.operation_type, s.configuration.as_ref().map(|c| c.id.as_str()))),
-        );
     }
 }
 
@@ -357,17 +356,6 @@ impl Validator<'_> {
         self.clock = now;
     }
 
-    fn unsupported<'s>(&mut self, resource_type: ResourceType, states: impl Iterator<Item = (i32, Option<&'s str>)>) {
-        for (raw_op, id) in states {
-            self.record(resource_type, raw_op, id.unwrap_or(""), |_, op| match op {
-                Op::Nothing => Ok(None),
-                _ => refused(format!(
-                    "{resource_type:?} resources are not implemented by this agent yet"
-                )),
-            });
-        }
-    }
-
     /// One resource of any type: its revision is checked, then a DELETE removes it once
     /// `may_delete` agrees and leaves a tombstone, and a CREATE or UPDATE stores what `build`
     /// validated; INFO and GET change nothing. `(operation, id, revision)` come from the message.
@@ -389,11 +377,14 @@ impl Validator<'_> {
             let op = match op {
                 Op::Nothing
                     if raw_op == OperationType::Info as i32
-                        && matches!(kind, ResourceType::Vpc | ResourceType::Subnet)
+                        && matches!(kind, ResourceType::Vpc | ResourceType::Subnet | ResourceType::Gateway)
                         && before.as_ref().is_none_or(|b| b.revision() < revision) =>
                 {
                     Op::Upsert
                 }
+                // DPM's routers are INFO, each message with other subnets' tables (at the same
+                // revision): merged in.
+                Op::Nothing if raw_op == OperationType::Info as i32 && kind == ResourceType::Router => Op::Upsert,
                 op => op,
             };
             if !matches!(op, Op::Nothing) {

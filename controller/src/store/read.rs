@@ -192,7 +192,7 @@ pub(super) fn shared_ids(
                 share_all(&mut n.vpc_id, &mut n.fixed_ips);
             }
         }
-        Resource::Vpc(_) | Resource::Subnet(_) | Resource::Dhcp(_) | Resource::SecurityGroup(_) => {}
+        _ => {}
     }
     r
 }

@@ -119,13 +119,16 @@ pub enum Counter {
     /// A later IPv4 fragment to or from a port with security groups: it carries no ports to
     /// track it by.
     DropSgFragment,
+    /// A frame to the port's gateway MAC that no route of its subnet takes: its subnet is on no
+    /// router, or the route's next hop is not known.
+    DropNoRoute,
 }
 
 /// Number of counter slots (size of the `STATS` map).
 pub const COUNTER_SLOTS: u32 = 64;
 
 impl Counter {
-    pub const ALL: [Counter; 52] = [
+    pub const ALL: [Counter; 53] = [
         Counter::Pass,
         Counter::ArpReply,
         Counter::IcmpEchoReply,
@@ -178,6 +181,7 @@ impl Counter {
         Counter::DropSgIngress,
         Counter::DropSgInvalid,
         Counter::DropSgFragment,
+        Counter::DropNoRoute,
     ];
 
     /// Stable name used by `alioth stats` and metrics.
@@ -235,6 +239,7 @@ impl Counter {
             Counter::DropSgIngress => "drop_sg_ingress",
             Counter::DropSgInvalid => "drop_sg_invalid",
             Counter::DropSgFragment => "drop_sg_fragment",
+            Counter::DropNoRoute => "drop_no_route",
         }
     }
 

@@ -84,6 +84,57 @@ pub const fn allowed_source_key(vni: u32, mac: &Mac, ip: [u8; 4]) -> [u8; 16] {
     ]
 }
 
+/// Longest-prefix-match trie of the routes of subnets attached to routers (`route_key` ->
+/// `Route`): what a frame a port sends to its gateway's MAC is routed by. A subnet is named by its
+/// VPC's VNI and its gateway's address, which the port's entry carries already.
+pub const ROUTES: &str = "ROUTES";
+/// Entries of `ROUTES` (allocated on use).
+pub const MAX_ROUTES: u32 = 1 << 16;
+/// Bits of a `ROUTES` key before the destination: the VNI (32) and the subnet's gateway (32).
+pub const ROUTE_FIXED_BITS: u32 = 64;
+
+/// The key data of destination `dst` (or a prefix of it) in the routes of the subnet of `vni`
+/// whose gateway is `gateway`.
+pub const fn route_key(vni: u32, gateway: [u8; 4], dst: [u8; 4]) -> [u8; 12] {
+    let v = vni.to_be_bytes();
+    let g = gateway;
+    [
+        v[0], v[1], v[2], v[3], g[0], g[1], g[2], g[3], dst[0], dst[1], dst[2], dst[3],
+    ]
+}
+
+/// Where a route sends a frame.
+pub mod route_kind {
+    /// To the port or neighbor that holds the destination address (in `Route::vni`).
+    pub const DIRECT: u8 = 1;
+    /// To the port or neighbor that holds `Route::ip` (in `Route::vni`): a router or NAT VM.
+    pub const VIA: u8 = 2;
+    /// Over VXLAN (`Route::vni`) to the tunnel endpoint `Route::ip`, at inner MAC `Route::mac`: a
+    /// gateway.
+    pub const TUNNEL: u8 = 3;
+    /// Nowhere: a rule whose next hop is not known (dropped, counted as `drop_no_route`).
+    pub const BLACKHOLE: u8 = 4;
+}
+
+/// One route of `ROUTES`. The MACs first, each on an 8-byte boundary: the verifier refuses the
+/// 4-byte loads LLVM copies them with at any offset not a multiple of 4.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Route {
+    /// Source MAC of routed frames: the router's host DVR MAC.
+    pub router_mac: Mac,
+    pub _pad: [u8; 2],
+    /// `TUNNEL`: the gateway's MAC, the inner destination.
+    pub mac: Mac,
+    /// One of `route_kind`.
+    pub kind: u8,
+    pub _pad2: u8,
+    /// VNI of the destination: the VPC of the subnet routed to (a router joins subnets of several).
+    pub vni: u32,
+    /// `VIA`: the next hop's address; `TUNNEL`: the gateway's tunnel endpoint.
+    pub ip: [u8; 4],
+}
+
 /// Size of `EVENTS` in bytes (a power of two pages).
 pub const EVENTS_BYTES: u32 = 1 << 16;
 /// `BPF_F_NO_PREALLOC`.
@@ -290,6 +341,8 @@ mod pod {
     unsafe impl aya::Pod for super::Uplink {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::NextHop {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::Route {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::DhcpEntry {}
     // SAFETY: see above.

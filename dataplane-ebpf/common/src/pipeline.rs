@@ -3,7 +3,7 @@
 use crate::counters::Counter;
 use crate::eth::{self, Mac, ETH_HLEN, ETH_P_ARP, ETH_P_IPV4};
 use crate::ipv4::Ipv4;
-use crate::maps::{endpoint_kind, DhcpEntry, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
+use crate::maps::{endpoint_kind, route_kind, DhcpEntry, Endpoint, EndpointKey, NextHop, PortEntry, Route, Uplink};
 use crate::packet::{At, Packet};
 use crate::vxlan::{self, Outer};
 use crate::{arp, dhcp, icmp, ipv4, offload};
@@ -21,6 +21,10 @@ pub trait Tables {
     /// pairs (`maps::ALLOWED_SOURCES`).
     fn allowed_source(&self, _vni: u32, _mac: &Mac, _ip: [u8; 4]) -> bool {
         false
+    }
+    /// The route to `dst` of the subnet of `vni` whose gateway is `gateway` (`maps::ROUTES`).
+    fn route(&self, _vni: u32, _gateway: [u8; 4], _dst: [u8; 4]) -> Option<Route> {
+        None
     }
 
     /// Where forwarded traffic to `key` goes. The kernel answers from a per-CPU cache in front of
@@ -270,14 +274,36 @@ fn ipv4_packet<P: Packet + ?Sized, T: Tables, const DHCP_SERVER: bool, const SKB
     } else if let Some(gw) = other_gateway(&ip, &key, tables) {
         gw.mac
     } else {
-        let Some(dst) = tables.destination(&key) else {
-            return Verdict::drop(Counter::DropUnknownDestination);
+        // To the gateway's MAC: routed by the subnet's routes; else switched in the VPC.
+        let (dst, routed) = if *dst_mac == port.gateway_mac && port.has_gateway() {
+            let Some(r) = tables.route(port.vni, port.gateway_ip, ip.dst) else {
+                return Verdict::drop(Counter::DropNoRoute);
+            };
+            let found = match r.kind {
+                route_kind::DIRECT => tables.destination(&EndpointKey { vni: r.vni, ip: ip.dst }),
+                route_kind::VIA => tables.destination(&EndpointKey { vni: r.vni, ip: r.ip }),
+                route_kind::TUNNEL => Some(gateway_destination(&r, tables)),
+                _ => return Verdict::drop(Counter::DropNoRoute),
+            };
+            let Some(dst) = found else {
+                return Verdict::drop(Counter::DropUnknownDestination);
+            };
+            let routed = Routed {
+                router_mac: r.router_mac,
+                vni: r.vni,
+            };
+            (dst, routed)
+        } else {
+            match tables.destination(&key) {
+                Some(dst) => (dst, Routed::SWITCHED),
+                None => return Verdict::drop(Counter::DropUnknownDestination),
+            }
         };
         if dst.endpoint.is_gateway() {
             // Not ICMP: the gateway answers echo requests only.
             return Verdict::drop(Counter::DropGatewayUnhandled);
         }
-        return forward::<P, T, SKB>(pkt, &ip, dst_mac, port, &dst, tables);
+        return forward::<P, T, SKB>(pkt, &ip, dst_mac, port, &dst, &routed, tables);
     };
     gateway(pkt, &ip, &gateway_mac)
 }
@@ -291,7 +317,40 @@ fn other_gateway<T: Tables>(ip: &Ipv4, key: &EndpointKey, tables: &T) -> Option<
     tables.endpoint(key).filter(Endpoint::is_gateway)
 }
 
-/// A frame for another port of the VPC: switched or routed to a local one, or encapsulated.
+/// How a frame to a destination is rewritten: routed (from the router's MAC, into the
+/// destination's VNI) or switched as it is. Not an `Option`: see `Action`.
+#[derive(Clone, Copy)]
+struct Routed {
+    /// All zero: switched.
+    router_mac: Mac,
+    vni: u32,
+}
+
+impl Routed {
+    const SWITCHED: Routed = Routed {
+        router_mac: [0; 6],
+        vni: 0,
+    };
+}
+
+/// A gateway a route tunnels to, as the remote port the encapsulation goes to.
+#[inline(always)]
+fn gateway_destination<T: Tables>(r: &Route, tables: &T) -> Destination {
+    let endpoint = Endpoint {
+        mac: r.mac,
+        kind: endpoint_kind::REMOTE_PORT,
+        _pad: 0,
+        ifindex: 0,
+        host_ip: r.ip,
+    };
+    Destination {
+        endpoint,
+        hop: tables.next_hop(&r.ip),
+    }
+}
+
+/// A frame for another port of the VPC (or of a VPC a router joins): switched or routed to a local
+/// one, or encapsulated.
 #[inline(always)]
 fn forward<P: Packet + ?Sized, T: Tables, const SKB: bool>(
     pkt: &mut P,
@@ -299,6 +358,7 @@ fn forward<P: Packet + ?Sized, T: Tables, const SKB: bool>(
     dst_mac: &Mac,
     port: &PortEntry,
     to: &Destination,
+    routed: &Routed,
     tables: &T,
 ) -> Verdict {
     if !SKB {
@@ -314,21 +374,24 @@ fn forward<P: Packet + ?Sized, T: Tables, const SKB: bool>(
         }
     }
     let dst = &to.endpoint;
-    // Switched (to the MAC that owns the address) or routed through the subnet gateway's MAC.
-    if *dst_mac != dst.mac {
-        if *dst_mac != port.gateway_mac || !port.has_gateway() {
+    // Switched (to the MAC that owns the address), or routed.
+    let vni = if routed.router_mac == [0; 6] {
+        if *dst_mac != dst.mac {
             return Verdict::drop(Counter::DropUnknownDestination);
         }
-        if route(pkt, &port.gateway_mac, &dst.mac).is_none() {
+        port.vni
+    } else {
+        if route(pkt, &routed.router_mac, &dst.mac).is_none() {
             return Verdict::drop(Counter::DropTtlExpired);
         }
-    }
+        routed.vni
+    };
     match dst.kind {
         endpoint_kind::LOCAL_PORT if dst.ifindex != 0 => {
             Verdict::to(Action::Redirect, Counter::ForwardLocal, dst.ifindex)
         }
         endpoint_kind::LOCAL_PORT => Verdict::drop(Counter::DropNoInterface),
-        _ => encap(pkt, ip, port, to, tables),
+        _ => encap(pkt, ip, vni, to, tables),
     }
 }
 
@@ -402,21 +465,21 @@ fn dhcp_request<P: Packet + ?Sized, T: Tables>(pkt: &mut P, ip: &Ipv4, port: &Po
     }
 }
 
-/// Rewrites a frame the VM sent to its gateway MAC as the gateway forwarding it: MACs and TTL.
+/// Rewrites a frame the VM sent to its gateway MAC as the router forwarding it: MACs and TTL.
 /// `None` when the TTL is spent (or the header is cut short).
 #[inline(always)]
-fn route<P: Packet + ?Sized>(pkt: &mut P, gateway_mac: &Mac, dst_mac: &Mac) -> Option<()> {
+fn route<P: Packet + ?Sized>(pkt: &mut P, router_mac: &Mac, dst_mac: &Mac) -> Option<()> {
     let h = pkt.array::<2>(ETH_HLEN + 8)?;
     let (ttl, proto) = (h[0], h[1]);
     if ttl <= 1 {
         return None;
     }
-    eth::set_macs(pkt, dst_mac, gateway_mac)?;
+    eth::set_macs(pkt, dst_mac, router_mac)?;
     ipv4::set_ttl(pkt, ttl - 1, proto)
 }
 
 #[inline(always)]
-fn encap<P: Packet + ?Sized, T: Tables>(pkt: &P, ip: &Ipv4, port: &PortEntry, to: &Destination, tables: &T) -> Verdict {
+fn encap<P: Packet + ?Sized, T: Tables>(pkt: &P, ip: &Ipv4, vni: u32, to: &Destination, tables: &T) -> Verdict {
     let Some(up) = tables.uplink() else {
         return Verdict::drop(Counter::DropNoUplink);
     };
@@ -442,7 +505,7 @@ fn encap<P: Packet + ?Sized, T: Tables>(pkt: &P, ip: &Ipv4, port: &PortEntry, to
         dst_ip: dst.host_ip,
         src_port: vxlan::source_port(pkt, ip),
         dst_port: up.vxlan_port,
-        vni: port.vni,
+        vni,
     };
     Verdict {
         outer,

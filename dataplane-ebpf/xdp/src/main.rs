@@ -22,9 +22,9 @@ mod trie;
 use alioth_common::eth::Mac;
 use alioth_common::events::{EventGate, MAX_EVENT_GATES};
 use alioth_common::maps::{
-    allowed_source_key, DhcpEntry, Endpoint, EndpointKey, Event, NextHop, PortEntry, Uplink, ALLOWED_SOURCE_FIXED_BITS,
-    EVENTS_BYTES, MAX_ALLOWED_SOURCES, MAX_DHCP, MAX_ENDPOINTS, MAX_IFINDEX, MAX_NEXTHOPS, NO_PREALLOC, TAIL_DHCP,
-    TAIL_SLOTS,
+    allowed_source_key, route_key, DhcpEntry, Endpoint, EndpointKey, Event, NextHop, PortEntry, Route, Uplink,
+    ALLOWED_SOURCE_FIXED_BITS, EVENTS_BYTES, MAX_ALLOWED_SOURCES, MAX_DHCP, MAX_ENDPOINTS, MAX_IFINDEX, MAX_NEXTHOPS,
+    MAX_ROUTES, NO_PREALLOC, ROUTE_FIXED_BITS, TAIL_DHCP, TAIL_SLOTS,
 };
 use alioth_common::packet::At;
 use alioth_common::pipeline::{self, Action, Destination, Tables, Verdict};
@@ -77,6 +77,9 @@ static TAILS: ProgramArray = ProgramArray::with_max_entries(TAIL_SLOTS, 0);
 #[map]
 static ALLOWED_SOURCES: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_ALLOWED_SOURCES, 0);
 
+#[map]
+static ROUTES: LpmTrie<[u8; 12], Route> = LpmTrie::with_max_entries(MAX_ROUTES, NO_PREALLOC);
+
 struct Maps;
 
 impl Tables for Maps {
@@ -113,6 +116,12 @@ impl Tables for Maps {
     fn allowed_source(&self, vni: u32, mac: &Mac, ip: [u8; 4]) -> bool {
         let key = TrieKey::new(ALLOWED_SOURCE_FIXED_BITS + 32, allowed_source_key(vni, mac, ip));
         ALLOWED_SOURCES.get(key.key()).is_some()
+    }
+
+    #[inline(always)]
+    fn route(&self, vni: u32, gateway: [u8; 4], dst: [u8; 4]) -> Option<Route> {
+        let key = TrieKey::new(ROUTE_FIXED_BITS + 32, route_key(vni, gateway, dst));
+        ROUTES.get(key.key()).copied()
     }
 }
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{DhcpHost, Neighbor, Port, Resource, SecurityGroup, State, Subnet, Vpc};
+use super::{DhcpHost, Gateway, Neighbor, Port, Resource, Router, SecurityGroup, State, Subnet, Vpc};
 
 /// The resources of a state, before its indexes exist.
 #[derive(Default)]
@@ -16,6 +16,8 @@ pub struct Parts {
     neighbors: Vec<Arc<Neighbor>>,
     dhcp: Vec<DhcpHost>,
     security_groups: BTreeMap<String, SecurityGroup>,
+    routers: BTreeMap<String, Router>,
+    gateways: BTreeMap<String, Gateway>,
 }
 
 impl Parts {
@@ -27,6 +29,8 @@ impl Parts {
             Resource::Neighbor(n) => self.neighbors.push(n),
             Resource::Dhcp(d) => self.dhcp.push(*d),
             Resource::SecurityGroup(g) => drop(self.security_groups.insert(g.id.to_string(), *g)),
+            Resource::Router(r) => drop(self.routers.insert(r.id.to_string(), *r)),
+            Resource::Gateway(g) => drop(self.gateways.insert(g.id.to_string(), *g)),
         }
     }
 
@@ -40,6 +44,8 @@ impl Parts {
             neighbors,
             dhcp,
             security_groups,
+            routers,
+            gateways,
         } = self;
         let names = || {
             let mut st = State::default();
@@ -92,6 +98,8 @@ impl Parts {
             dhcp: by_name.dhcp,
             dhcp_macs: by_name.dhcp_macs,
             security_groups,
+            routers,
+            gateways,
         }
     }
 }

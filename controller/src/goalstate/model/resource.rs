@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use alioth_proto::schema::ResourceType;
 
-use super::{DhcpHost, Neighbor, Port, SecurityGroup, State, Subnet, Vpc};
+use super::{DhcpHost, Gateway, Neighbor, Port, Router, SecurityGroup, State, Subnet, Vpc};
 
 /// A resource as stored in `State`. Ports and neighbors are shared with the state; the rest, few
 /// and larger, are boxed, so that a change stays a few words however large its resource.
@@ -16,12 +16,15 @@ pub enum Resource {
     Port(Arc<Port>),
     Neighbor(Arc<Neighbor>),
     Dhcp(Box<DhcpHost>),
-    /// Last: the record's bodies number the variants.
+    /// The record's bodies number the variants: new ones go last.
     SecurityGroup(Box<SecurityGroup>),
+    Router(Box<Router>),
+    Gateway(Box<Gateway>),
 }
 
 impl State {
-    /// Every resource, in dependency order (VPCs, security groups, subnets, ports, neighbors).
+    /// Every resource, in dependency order (VPCs, security groups, subnets, ports, neighbors, DHCP
+    /// entries, gateways, routers).
     pub fn resources(&self) -> impl Iterator<Item = Resource> + '_ {
         let vpcs = self.vpcs.values().cloned().map(Resource::from);
         let vpcs = vpcs.chain(self.security_groups.values().cloned().map(Resource::from));
@@ -31,6 +34,8 @@ impl State {
             .chain(ports)
             .chain(self.neighbors().values().cloned().map(Resource::Neighbor))
             .chain(self.dhcp_hosts().values().cloned().map(Resource::from))
+            .chain(self.gateways.values().cloned().map(Resource::from))
+            .chain(self.routers.values().cloned().map(Resource::from))
     }
 
     /// How many resources there are (what `resources` would yield, without copying any).
@@ -41,6 +46,8 @@ impl State {
             + self.neighbors().len()
             + self.dhcp_hosts().len()
             + self.security_groups.len()
+            + self.routers.len()
+            + self.gateways.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -56,7 +63,8 @@ impl State {
             ResourceType::Neighbor => self.neighbors().get(id).cloned().map(Resource::Neighbor),
             ResourceType::Dhcp => self.dhcp_hosts().get(id).cloned().map(Resource::from),
             ResourceType::Securitygroup => self.security_groups.get(id).cloned().map(Resource::from),
-            _ => None,
+            ResourceType::Router => self.routers.get(id).cloned().map(Resource::from),
+            ResourceType::Gateway => self.gateways.get(id).cloned().map(Resource::from),
         }
     }
 
@@ -68,6 +76,8 @@ impl State {
             Resource::Neighbor(n) => drop(self.put_neighbor(n)),
             Resource::Dhcp(d) => drop(self.put_dhcp(*d)),
             Resource::SecurityGroup(g) => drop(self.security_groups.insert(g.id.to_string(), *g)),
+            Resource::Router(r) => drop(self.routers.insert(r.id.to_string(), *r)),
+            Resource::Gateway(g) => drop(self.gateways.insert(g.id.to_string(), *g)),
         }
     }
 
@@ -87,7 +97,8 @@ impl State {
             ResourceType::Neighbor => drop(self.remove_neighbor(id)),
             ResourceType::Dhcp => drop(self.remove_dhcp(id)),
             ResourceType::Securitygroup => drop(self.security_groups.remove(id)),
-            _ => {}
+            ResourceType::Router => drop(self.routers.remove(id)),
+            ResourceType::Gateway => drop(self.gateways.remove(id)),
         }
     }
 }
@@ -108,7 +119,9 @@ resource_from!(
     Port(Port) by Arc,
     Neighbor(Neighbor) by Arc,
     Dhcp(DhcpHost) by Box,
-    SecurityGroup(SecurityGroup) by Box
+    SecurityGroup(SecurityGroup) by Box,
+    Router(Router) by Box,
+    Gateway(Gateway) by Box
 );
 
 impl Resource {
@@ -120,6 +133,8 @@ impl Resource {
             Resource::Neighbor(n) => n.revision,
             Resource::Dhcp(d) => d.revision,
             Resource::SecurityGroup(g) => g.revision,
+            Resource::Router(r) => r.revision,
+            Resource::Gateway(g) => g.revision,
         }
     }
 
@@ -131,6 +146,8 @@ impl Resource {
             Resource::Neighbor(n) => (ResourceType::Neighbor, &n.id),
             Resource::Dhcp(d) => (ResourceType::Dhcp, &d.id),
             Resource::SecurityGroup(g) => (ResourceType::Securitygroup, &g.id),
+            Resource::Router(r) => (ResourceType::Router, &r.id),
+            Resource::Gateway(g) => (ResourceType::Gateway, &g.id),
         }
     }
 }

@@ -1,0 +1,262 @@
+//! Routers and gateways with real guests: two subnets of a VPC routed to each other by a router
+//! (pushed as Alcor's DPM builds it: INFO, the tables of the message's ports' subnets), on one host
+//! and across hosts; a default route to a gateway that is a namespace with Linux's own vxlan,
+//! masquerading to an "internet" namespace; longest-prefix match and priorities; the router's
+//! DELETE.
+
+use alioth_proto::schema::router_configuration::{RoutingRule, RoutingRuleExtraInfo, SubnetRoutingTable};
+use alioth_proto::schema::subnet_configuration::Gateway;
+use alioth_proto::schema::*;
+use alioth_tests::netns::Netns;
+use alioth_tests::overlay::{iperf3, Lab, VpcSpec};
+use alioth_tests::sockets::{round_trip, Peer};
+use anyhow::{ensure, Context, Result};
+
+/// DPM's host DVR MAC (alcor `services/data_plane_manager/.../service/impl/ResourceService.java`).
+const DVR_MAC: &str = "fe:16:11:00:00:00";
+
+/// Subnet `third` of VPC `a`: 198.18.`third`.0/24.
+fn subnet_of(a: &VpcSpec, third: u8) -> VpcSpec {
+    VpcSpec {
+        subnet: format!("subnet-{third}"),
+        third,
+        ..a.clone()
+    }
+}
+
+fn gateway_ip(third: u8) -> String {
+    format!("198.18.{third}.1")
+}
+
+/// Host `i`'s goal state with one state per VPC and a gateway in every subnet.
+fn goal_state(lab: &Lab, i: usize) -> GoalState {
+    let mut gs = lab.goal_state(i);
+    let mut seen = std::collections::BTreeSet::new();
+    gs.vpc_states
+        .retain(|v| seen.insert(v.configuration.as_ref().map(|c| c.id.clone())));
+    for c in gs.subnet_states.iter_mut().filter_map(|s| s.configuration.as_mut()) {
+        let third: u8 = c.cidr.split('.').nth(2).and_then(|t| t.parse().ok()).unwrap_or(0);
+        c.gateway = Some(Gateway {
+            ip_address: gateway_ip(third),
+            mac_address: format!("0a:58:c6:12:{third:02x}:01"),
+        });
+    }
+    gs
+}
+
+fn rule(id: &str, destination: &str, next_hop: &str, priority: u32) -> RoutingRule {
+    RoutingRule {
+        operation_type: OperationType::Create as i32,
+        id: id.into(),
+        destination: destination.into(),
+        next_hop_ip: next_hop.into(),
+        priority,
+        routing_rule_extra_info: Some(RoutingRuleExtraInfo {
+            destination_type: DestinationType::Internet as i32,
+            next_hop_mac: String::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A router as DPM sends it: INFO, revision 1, DPM's DVR MAC.
+fn router(op: OperationType, tables: Vec<(&str, Vec<RoutingRule>)>) -> RouterState {
+    RouterState {
+        operation_type: op as i32,
+        configuration: Some(RouterConfiguration {
+            revision_number: 1,
+            id: "router-1".into(),
+            host_dvr_mac_address: DVR_MAC.into(),
+            subnet_routing_tables: tables
+                .into_iter()
+                .map(|(subnet, rules)| SubnetRoutingTable {
+                    subnet_id: subnet.into(),
+                    routing_rules: rules,
+                })
+                .collect(),
+            ..Default::default()
+        }),
+    }
+}
+
+/// A message with only `routers` and `gateways`.
+fn routing(routers: Vec<RouterState>, gateways: Vec<GatewayState>) -> GoalState {
+    GoalState {
+        format_version: 1,
+        router_states: routers,
+        gateway_states: gateways,
+        ..Default::default()
+    }
+}
+
+/// The output of one ping from `ns` to `ip` (1 s), when it was answered.
+fn ping(ns: &Netns, ip: &str) -> Result<Option<String>> {
+    let out = ns.exec_output(&["ping", "-c", "1", "-W", "1", ip])?;
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+fn counter(lab: &Lab, host: usize, name: &str) -> Result<u64> {
+    let agent = lab.hosts[host].agent.as_ref().context("agent")?;
+    agent.stats()?[name].as_u64().with_context(|| name.to_string())
+}
+
+#[test]
+fn a_router_routes_its_subnets_on_one_host_and_across_hosts() -> Result<()> {
+    let a = VpcSpec::new(1, 1001, 1);
+    let b = subnet_of(&a, 2);
+    let mut lab = Lab::new(vec![a.clone(), b.clone()])?;
+    let (a1, b1, a2, b2) = (a.vm(1, 10), b.vm(2, 10), a.vm(1, 11), b.vm(2, 11));
+    lab.add_host(vec![a1.clone(), b1.clone()])?;
+    lab.add_host(vec![a2.clone(), b2.clone()])?;
+    lab.start_agents(&[])?;
+    for i in 0..2 {
+        lab.push(i, &goal_state(&lab, i))?;
+    }
+    lab.wait_resolved()?;
+    for spec in [&a1, &b1, &a2, &b2] {
+        let gw = gateway_ip(if spec.subnet == a.subnet { 1 } else { 2 });
+        lab.vm(&spec.port_id)
+            .ns
+            .exec(&["ip", "route", "add", "default", "via", &gw])?;
+    }
+    let ns = |spec: &alioth_tests::overlay::VmSpec| &lab.vm(&spec.port_id).ns;
+    // No router: subnets of one VPC are not routed to each other (as with ACA and Neutron).
+    let before = counter(&lab, 0, "drop_no_route")?;
+    ensure!(ping(ns(&a1), &b1.ip)?.is_none(), "a1 -> b1 without a router");
+    ensure!(counter(&lab, 0, "drop_no_route")? > before, "counted as drop_no_route");
+    // The router, as DPM sends it to each host: the tables of that host's ports' subnets.
+    for i in 0..2 {
+        let r = router(OperationType::Info, vec![(&a.subnet, vec![]), (&b.subnet, vec![])]);
+        lab.push(i, &routing(vec![r], vec![]))?;
+    }
+    for (from, to) in [(&a1, &b1), (&a1, &b2), (&b2, &a1), (&a2, &b1)] {
+        let out = ping(ns(from), &to.ip)?.with_context(|| format!("{} -> {}", from.ip, to.ip))?;
+        // Routed once each way: the reply's TTL is one less than the guest sent.
+        ensure!(out.contains("ttl=63"), "{} -> {}: {out}", from.ip, to.ip);
+    }
+    let _server = Peer::serve(ns(&b2), false, 8080, 30)?;
+    ensure!(round_trip(ns(&a1), false, &b2.ip, 8080)?, "TCP a1 -> b2:8080");
+    // A stream with the guests' default offloads, routed across hosts.
+    let report = iperf3(ns(&b2), ns(&a1), &b2.ip, &["-t", "1"])?;
+    let bps = report["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
+    ensure!(bps > 1e6, "iperf3 a1 -> b2 carried {bps} bit/s");
+    // The router's DELETE stops routing on the host it is sent to.
+    let gone = router(OperationType::Delete, vec![]);
+    lab.push(0, &routing(vec![gone], vec![]))?;
+    ensure!(ping(ns(&a1), &b2.ip)?.is_none(), "a1 -> b2 after the router's DELETE");
+    ensure!(ping(ns(&a1), &b1.ip)?.is_none(), "a1 -> b1 after the router's DELETE");
+    ensure!(ping(ns(&a1), &a2.ip)?.is_some(), "a1 -> a2 is switched, router or not");
+    Ok(())
+}
+
+/// The MAC of the gateway namespace's bridge: the inner destination of what is tunnelled to it.
+const GW_MAC: &str = "02:00:ee:00:00:01";
+const INTERNET_HOST: &str = "198.19.200.2";
+
+#[test]
+fn a_default_route_reaches_the_internet_through_a_gateway() -> Result<()> {
+    let a = VpcSpec::new(1, 1001, 1);
+    let mut lab = Lab::new(vec![a.clone()])?;
+    let a1 = a.vm(1, 10);
+    lab.add_host(vec![a1.clone()])?;
+    // The gateway: Linux's vxlan (VNI 1001) in a bridge with an address in the VPC, routing and
+    // masquerading to the "internet" behind it.
+    let g = lab.add_kernel_host(vec![])?;
+    let gw = &lab.kernel_hosts[g];
+    let internet = Netns::new("alinet")?;
+    gw.ns.exec(&["ip", "link", "set", "brk", "address", GW_MAC])?;
+    gw.ns.exec(&["ip", "addr", "add", "198.18.1.254/24", "dev", "brk"])?;
+    gw.ns.veth("inet0", &internet, "eth0")?;
+    gw.ns.exec(&["ip", "addr", "add", "198.19.200.1/24", "dev", "inet0"])?;
+    internet.exec(&["ip", "addr", "add", &format!("{INTERNET_HOST}/24"), "dev", "eth0"])?;
+    gw.ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    gw.ns.exec(&[
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-o",
+        "inet0",
+        "-j",
+        "MASQUERADE",
+    ])?;
+    let host_ip = lab.hosts[0].ip.clone();
+    gw.ns.exec(&[
+        "ip",
+        "neigh",
+        "replace",
+        &a1.ip,
+        "lladdr",
+        &a1.mac,
+        "dev",
+        "brk",
+        "nud",
+        "permanent",
+    ])?;
+    gw.ns.exec(&[
+        "bridge",
+        "fdb",
+        "add",
+        &a1.mac,
+        "dev",
+        "vx0",
+        "dst",
+        &host_ip,
+        "self",
+        "permanent",
+    ])?;
+    let gw_ip = gw.ip.clone();
+    lab.start_agents(&[])?;
+    lab.push(0, &goal_state(&lab, 0))?;
+    let igw = GatewayState {
+        operation_type: OperationType::Create as i32,
+        configuration: Some(GatewayConfiguration {
+            revision_number: 1,
+            id: "igw-1".into(),
+            gateway_type: GatewayType::Igw as i32,
+            destinations: vec![gateway_configuration::Destination {
+                ip_address: gw_ip.clone(),
+                mac_address: GW_MAC.into(),
+            }],
+            ..Default::default()
+        }),
+    };
+    let default = rule("default", "0.0.0.0/0", &gw_ip, 0);
+    let r = router(OperationType::Create, vec![(&a.subnet, vec![default])]);
+    lab.push(0, &routing(vec![r], vec![igw]))?;
+    lab.wait_resolved()?;
+    let vm = &lab.vm(&a1.port_id).ns;
+    vm.exec(&["ip", "route", "add", "default", "via", &gateway_ip(1)])?;
+    ensure!(ping(vm, INTERNET_HOST)?.is_some(), "a1 -> the internet host");
+    let _server = Peer::serve(&internet, false, 8081, 30)?;
+    ensure!(round_trip(vm, false, INTERNET_HOST, 8081)?, "TCP a1 -> internet:8081");
+    // Longest prefix first: a /32 to a next hop nobody holds is a black hole.
+    let push_rules = |rules: Vec<RoutingRule>| -> Result<()> {
+        let r = router(OperationType::Update, vec![(&a.subnet, rules)]);
+        lab.push(0, &routing(vec![r], vec![]))
+    };
+    push_rules(vec![rule("host", &format!("{INTERNET_HOST}/32"), "198.18.1.99", 0)])?;
+    let before = counter(&lab, 0, "drop_no_route")?;
+    ensure!(
+        ping(vm, INTERNET_HOST)?.is_none(),
+        "the /32 to an unknown next hop wins"
+    );
+    ensure!(counter(&lab, 0, "drop_no_route")? > before, "counted as drop_no_route");
+    // A rule's DELETE removes it alone: the default route is back in charge.
+    let mut delete = rule("host", &format!("{INTERNET_HOST}/32"), "", 0);
+    delete.operation_type = OperationType::Delete as i32;
+    push_rules(vec![delete])?;
+    ensure!(ping(vm, INTERNET_HOST)?.is_some(), "the /32 deleted");
+    // One destination, two rules: the higher priority wins.
+    let to_gateway = |p| rule("via-gw", "198.19.200.0/24", &gw_ip, p);
+    let nowhere = |p| rule("nowhere", "198.19.200.0/24", "198.18.1.99", p);
+    push_rules(vec![to_gateway(20), nowhere(10)])?;
+    ensure!(ping(vm, INTERNET_HOST)?.is_some(), "priority 20 to the gateway over 10");
+    push_rules(vec![to_gateway(10), nowhere(20)])?;
+    ensure!(ping(vm, INTERNET_HOST)?.is_none(), "priority 20 to nowhere over 10");
+    Ok(())
+}
