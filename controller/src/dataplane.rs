@@ -44,7 +44,7 @@ pub use port_stats::sum_port_counters;
 pub use record::recorded_sequence;
 
 /// Names of the maps the agent pins (and `status`/`stats` read).
-pub const PINNED_MAPS: [&str; 18] = [
+pub const PINNED_MAPS: [&str; 19] = [
     maps::PORTS,
     maps::ENDPOINTS,
     maps::STATS,
@@ -63,6 +63,7 @@ pub const PINNED_MAPS: [&str; 18] = [
     alioth_common::firewall::SG_COUNTS,
     maps::ALLOWED_SOURCES,
     maps::ROUTES,
+    maps::PORT_MACS,
 ];
 
 /// A port's `ALLOWED_SOURCES` entries: (prefix length, data) -> 1.
@@ -117,6 +118,8 @@ pub struct Dataplane {
     /// (VNI, MAC) of each attached port -> its ifindex: filled into the port's `ENDPOINTS` entries
     /// (the planner renders them without, as it knows nothing of interfaces).
     local: HashMap<(u32, Mac), u32>,
+    /// `PORT_MACS`: `local` for the programs.
+    port_macs: BpfHashMap<MapData, maps::PortMacKey, u32>,
     /// Interface -> the (VNI, MAC) it was programmed with, to drop stale `local` entries.
     port_keys: HashMap<String, (u32, Mac)>,
     mode: AttachMode,
@@ -318,6 +321,7 @@ impl Dataplane {
         );
         let allowed_sources = LpmTrie::try_from(take(maps::ALLOWED_SOURCES)?)?;
         let routes = routes::Routes::new(LpmTrie::try_from(take(maps::ROUTES)?)?);
+        let port_macs = BpfHashMap::try_from(take(maps::PORT_MACS)?)?;
         let recorded = record.get(&maps::RECORD_SEQUENCE, 0).ok().filter(|s| *s != 0);
         let mut dp = Dataplane {
             ebpf,
@@ -334,6 +338,7 @@ impl Dataplane {
             stats_free: port_stats::all_slots(),
             generation: (generation, 0),
             local: HashMap::new(),
+            port_macs,
             port_keys: HashMap::new(),
             mode,
             attached: HashMap::new(),

@@ -102,6 +102,9 @@ impl Tables for MapTables {
     fn dhcp(&self, slot: u32) -> Option<&DhcpEntry> {
         self.dhcp.get(&slot)
     }
+    fn port_by_mac(&self, key: &alioth_common::maps::PortMacKey) -> Option<u32> {
+        (key.vni == VNI && key.mac == PEER_MAC).then_some(IFINDEX)
+    }
     fn route(&self, vni: u32, gateway: [u8; 4], dst: [u8; 4]) -> Option<alioth_common::maps::Route> {
         routes::longest_match(&self.routes, alioth_common::maps::route_key(vni, gateway, dst))
     }
@@ -162,6 +165,7 @@ pub fn program(dp: &mut alioth::dataplane::Dataplane) -> anyhow::Result<()> {
         dp.upsert_endpoint(k, v)?;
     }
     dp.set_routes(routes::routes().into_iter().collect())?;
+    dp.set_local((VNI, PEER_MAC), IFINDEX)?;
     dp.set_uplink_entry(uplink())?;
     for (host, hop) in next_hops() {
         dp.set_next_hop(host, hop.mac)?;
@@ -708,6 +712,22 @@ pub fn uplink_cases() -> Vec<Case> {
             ifindex: IFINDEX,
             output: Some(inner.clone()),
         },
+        Case {
+            name: "vxlan for an address nobody has, at a local port's MAC: routed to that port",
+            frame: from_remote(VNI, &inner_to(PEER_MAC, [198, 19, 100, 1])),
+            action: Action::Decap,
+            counter: Counter::Decap,
+            ifindex: IFINDEX,
+            output: Some(inner_to(PEER_MAC, [198, 19, 100, 1])),
+        },
+        pass(
+            "vxlan for an address nobody has, at a MAC of no local port",
+            from_remote(VNI, &inner_to(REMOTE_MAC, [198, 19, 100, 1])),
+        ),
+        pass(
+            "vxlan for an address nobody has, at a local port's MAC in another VNI",
+            from_remote(200, &inner_to(PEER_MAC, [198, 19, 100, 1])),
+        ),
         pass("vxlan with an unknown vni", from_remote(4242, &inner)),
         Case::pass(
             "vxlan whose inner checksum is left to the device: the skb path",

@@ -103,20 +103,39 @@ fn counter(lab: &Lab, host: usize, name: &str) -> Result<u64> {
     agent.stats()?[name].as_u64().with_context(|| name.to_string())
 }
 
+/// Behind the router VM c1: a network its rule sends to it.
+const BEHIND_C1: &str = "198.19.100.0/24";
+const BEHIND_C1_HOST: &str = "198.19.100.1";
+
 #[test]
 fn a_router_routes_its_subnets_on_one_host_and_across_hosts() -> Result<()> {
     let a = VpcSpec::new(1, 1001, 1);
     let b = subnet_of(&a, 2);
     let mut lab = Lab::new(vec![a.clone(), b.clone()])?;
     let (a1, b1, a2, b2) = (a.vm(1, 10), b.vm(2, 10), a.vm(1, 11), b.vm(2, 11));
+    // c1, on a third host, is a router VM: BEHIND_C1 is its own, and an allowed address pair of
+    // its port lets it answer from there.
+    let c1 = a.vm(1, 12);
     lab.add_host(vec![a1.clone(), b1.clone()])?;
     lab.add_host(vec![a2.clone(), b2.clone()])?;
+    lab.add_host(vec![c1.clone()])?;
     lab.start_agents(&[])?;
-    for i in 0..2 {
-        lab.push(i, &goal_state(&lab, i))?;
+    for i in 0..3 {
+        let mut gs = goal_state(&lab, i);
+        for p in gs.port_states.iter_mut().filter_map(|p| p.configuration.as_mut()) {
+            if p.id == c1.port_id {
+                p.allow_address_pairs = vec![port_configuration::AllowAddressPair {
+                    ip_address: BEHIND_C1.into(),
+                    mac_address: c1.mac.clone(),
+                }];
+            }
+        }
+        lab.push(i, &gs)?;
     }
     lab.wait_resolved()?;
-    for spec in [&a1, &b1, &a2, &b2] {
+    let c1_ns = &lab.vm(&c1.port_id).ns;
+    c1_ns.exec(&["ip", "addr", "add", &format!("{BEHIND_C1_HOST}/32"), "dev", "lo"])?;
+    for spec in [&a1, &b1, &a2, &b2, &c1] {
         let gw = gateway_ip(if spec.subnet == a.subnet { 1 } else { 2 });
         lab.vm(&spec.port_id)
             .ns
@@ -127,15 +146,26 @@ fn a_router_routes_its_subnets_on_one_host_and_across_hosts() -> Result<()> {
     let before = counter(&lab, 0, "drop_no_route")?;
     ensure!(ping(ns(&a1), &b1.ip)?.is_none(), "a1 -> b1 without a router");
     ensure!(counter(&lab, 0, "drop_no_route")? > before, "counted as drop_no_route");
-    // The router, as DPM sends it to each host: the tables of that host's ports' subnets.
-    for i in 0..2 {
-        let r = router(OperationType::Info, vec![(&a.subnet, vec![]), (&b.subnet, vec![])]);
-        lab.push(i, &routing(vec![r], vec![]))?;
+    // The router, as DPM sends it: INFO, one message per subnet's table here, which add up. (DPM
+    // sends a host the tables of its own ports' subnets only; host 2, with ports in subnet-1
+    // alone, would then not know that subnet-2 is on the router, and drop c1's answers to it.)
+    let to_c1 = || vec![rule("behind-c1", BEHIND_C1, &c1.ip, 0)];
+    for subnet in [&a.subnet, &b.subnet] {
+        for i in 0..3 {
+            let r = router(OperationType::Info, vec![(subnet, to_c1())]);
+            lab.push(i, &routing(vec![r], vec![]))?;
+        }
     }
     for (from, to) in [(&a1, &b1), (&a1, &b2), (&b2, &a1), (&a2, &b1)] {
         let out = ping(ns(from), &to.ip)?.with_context(|| format!("{} -> {}", from.ip, to.ip))?;
         // Routed once each way: the reply's TTL is one less than the guest sent.
         ensure!(out.contains("ttl=63"), "{} -> {}: {out}", from.ip, to.ip);
+    }
+    // A rule whose next hop is a port on another host: delivered to that port by its MAC. c1
+    // answers a1, in its own subnet, directly; b1 and b2 through the router.
+    for (from, ttl) in [(&a1, "ttl=64"), (&b1, "ttl=63"), (&b2, "ttl=63")] {
+        let out = ping(ns(from), BEHIND_C1_HOST)?.with_context(|| format!("{} -> c1's network", from.ip))?;
+        ensure!(out.contains(ttl), "{} -> {BEHIND_C1_HOST}: {out}", from.ip);
     }
     let _server = Peer::serve(ns(&b2), false, 8080, 30)?;
     ensure!(round_trip(ns(&a1), false, &b2.ip, 8080)?, "TCP a1 -> b2:8080");

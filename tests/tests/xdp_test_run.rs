@@ -302,7 +302,9 @@ fn destination_changes_reach_the_next_frame() {
     for _ in 0..2 {
         assert_eq!(run_program(dp.uplink_program().unwrap(), &vx).0, 4, "decapsulated");
     }
+    // The port goes: its address, and its MAC, which would still take routed frames.
     dp.remove_endpoint(&EndpointKey { vni: VNI, ip: PEER_IP }).unwrap();
+    dp.unset_local((VNI, PEER_MAC));
     assert_eq!(
         run_program(dp.uplink_program().unwrap(), &vx).0,
         2,

@@ -1,7 +1,7 @@
 //! A port's place in the data plane: its `PORTS` entry, DHCP slot, redirect target and the
 //! programs on its interface.
 
-use alioth_common::maps::{self, endpoint_kind, DhcpEntry, Endpoint, EndpointKey, PortEntry};
+use alioth_common::maps::{self, endpoint_kind, DhcpEntry, Endpoint, EndpointKey, PortEntry, PortMacKey};
 use std::os::fd::AsFd;
 
 use anyhow::{bail, Context, Result};
@@ -12,6 +12,7 @@ use super::SourceKeys;
 use crate::dataplane::attach::Links;
 use crate::dataplane::batch;
 use crate::dataplane::object::PORT_PROGRAM;
+use crate::goalstate::model::Mac;
 use crate::goalstate::secgroup::KeyedPolicy;
 use ipnetwork::Ipv4Network;
 
@@ -90,9 +91,9 @@ impl Dataplane {
         self.add_redirect(index)?;
         let key = (entry.vni, entry.mac);
         if let Some(old) = self.port_keys.insert(iface.to_string(), key).filter(|old| *old != key) {
-            self.local.remove(&old);
+            self.unset_local(old);
         }
-        self.local.insert(key, index);
+        self.set_local(key, index)?;
         for ip in ips {
             let value = Endpoint {
                 mac: entry.mac,
@@ -167,6 +168,20 @@ impl Dataplane {
             .collect()
     }
 
+    /// The port with `key`'s VNI and MAC is on interface `index`: for the endpoints written
+    /// later, and in `PORT_MACS`.
+    pub fn set_local(&mut self, key: (u32, Mac), index: u32) -> Result<()> {
+        self.local.insert(key, index);
+        self.port_macs
+            .insert(port_mac_key(key), index, 0)
+            .context("write PORT_MACS")
+    }
+
+    pub fn unset_local(&mut self, key: (u32, Mac)) {
+        self.local.remove(&key);
+        let _ = self.port_macs.remove(&port_mac_key(key));
+    }
+
     /// Detaches from `iface` and clears its `PORTS` entry. Missing interfaces are not an error.
     pub fn detach(&mut self, iface: &str) -> Result<()> {
         let Some(index) = self.attached.get(iface).map(|(i, _)| *i) else {
@@ -175,7 +190,7 @@ impl Dataplane {
         self.forget(iface);
         self.remove_redirect(index);
         if let Some(key) = self.port_keys.remove(iface) {
-            self.local.remove(&key);
+            self.unset_local(key);
         }
         self.set_port_entry(index, PortEntry::default())?;
         if let Some((slot, _)) = self.dhcp_slots.remove(iface) {
@@ -230,9 +245,19 @@ impl Dataplane {
         self.dhcp_free = (1..maps::MAX_DHCP).filter(|s| !held.contains(s)).collect();
     }
 
-    /// Once every port taken over is programmed again: rule sets and zones no port uses go.
+    /// Once every port taken over is programmed again: rule sets and zones no port uses go, and
+    /// so do the `PORT_MACS` entries of ports gone meanwhile.
     pub fn free_unclaimed_policies(&mut self) {
         self.policies.free_unclaimed();
+        let stale: Vec<PortMacKey> = self
+            .port_macs
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !self.local.contains_key(&(k.vni, k.mac)))
+            .collect();
+        for k in stale {
+            let _ = self.port_macs.remove(&k);
+        }
         // The programs' per-CPU copies of the flows that went count no more.
         if let Err(e) = self.changed() {
             tracing::warn!("{e:#}");
@@ -332,4 +357,8 @@ impl Dataplane {
             self.links().forget(iface, attachment);
         }
     }
+}
+
+fn port_mac_key((vni, mac): (u32, Mac)) -> PortMacKey {
+    PortMacKey { vni, mac, _pad: [0; 2] }
 }

@@ -135,6 +135,21 @@ pub struct Route {
     pub ip: [u8; 4],
 }
 
+/// Hash map of the local ports by VNI and MAC (`PortMacKey` -> ifindex): where the uplink
+/// delivers a frame routed to a port as the next hop of a rule (a router or NAT VM), whose
+/// destination address is none of the port's.
+pub const PORT_MACS: &str = "PORT_MACS";
+/// Entries of `PORT_MACS`.
+pub const MAX_PORT_MACS: u32 = 1 << 16;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct PortMacKey {
+    pub vni: u32,
+    pub mac: Mac,
+    pub _pad: [u8; 2],
+}
+
 /// Size of `EVENTS` in bytes (a power of two pages).
 pub const EVENTS_BYTES: u32 = 1 << 16;
 /// `BPF_F_NO_PREALLOC`.
@@ -343,6 +358,8 @@ mod pod {
     unsafe impl aya::Pod for super::NextHop {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::Route {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::PortMacKey {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::DhcpEntry {}
     // SAFETY: see above.

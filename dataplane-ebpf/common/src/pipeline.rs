@@ -3,7 +3,9 @@
 use crate::counters::Counter;
 use crate::eth::{self, Mac, ETH_HLEN, ETH_P_ARP, ETH_P_IPV4};
 use crate::ipv4::Ipv4;
-use crate::maps::{endpoint_kind, route_kind, DhcpEntry, Endpoint, EndpointKey, NextHop, PortEntry, Route, Uplink};
+use crate::maps::{
+    endpoint_kind, route_kind, DhcpEntry, Endpoint, EndpointKey, NextHop, PortEntry, PortMacKey, Route, Uplink,
+};
 use crate::packet::{At, Packet};
 use crate::vxlan::{self, Outer};
 use crate::{arp, dhcp, icmp, ipv4, offload};
@@ -24,6 +26,10 @@ pub trait Tables {
     }
     /// The route to `dst` of the subnet of `vni` whose gateway is `gateway` (`maps::ROUTES`).
     fn route(&self, _vni: u32, _gateway: [u8; 4], _dst: [u8; 4]) -> Option<Route> {
+        None
+    }
+    /// The interface of the local port with `key`'s VNI and MAC (`maps::PORT_MACS`).
+    fn port_by_mac(&self, _key: &PortMacKey) -> Option<u32> {
         None
     }
 
@@ -554,19 +560,30 @@ fn uplink_frame<P: Packet + ?Sized, T: Tables, const SKB: bool>(pkt: &mut P, tab
     let (Some((dst_mac, _)), Ok(ip)) = (eth::macs(&inner), ipv4::parse(&inner)) else {
         return Verdict::drop(Counter::DropIpMalformed);
     };
-    // An address this host knows nothing about in that VNI: not ours (maybe the host's own vxlan).
-    let Some(Destination { endpoint: dst, .. }) = tables.destination(&EndpointKey { vni, ip: ip.dst }) else {
-        return pass;
+    let ifindex = match tables.destination(&EndpointKey { vni, ip: ip.dst }) {
+        Some(Destination { endpoint: dst, .. }) => {
+            // Only to a port of this host in that very VNI, at its own MAC: no leaking between VPCs.
+            if dst.kind != endpoint_kind::LOCAL_PORT || dst.mac != dst_mac {
+                return Verdict::drop(Counter::DropOverlayMisdirected);
+            }
+            dst.ifindex
+        }
+        // An address routed to a local port as its next hop (a router or NAT VM): by its MAC in
+        // that VNI. Else not ours (maybe the host's own vxlan).
+        None => match tables.port_by_mac(&PortMacKey {
+            vni,
+            mac: dst_mac,
+            _pad: [0; 2],
+        }) {
+            Some(ifindex) => ifindex,
+            None => return pass,
+        },
     };
-    // Only to a port of this host in that very VNI, at its own MAC: no leaking between VPCs.
-    if dst.kind != endpoint_kind::LOCAL_PORT || dst.mac != dst_mac {
-        return Verdict::drop(Counter::DropOverlayMisdirected);
-    }
-    if dst.ifindex == 0 {
+    if ifindex == 0 {
         return Verdict::drop(Counter::DropNoInterface);
     }
     if !SKB && offload::needs_skb(&inner, &ip) {
         return Verdict::new(Action::Pass, Counter::SkbPath);
     }
-    Verdict::to(Action::Decap, Counter::Decap, dst.ifindex)
+    Verdict::to(Action::Decap, Counter::Decap, ifindex)
 }

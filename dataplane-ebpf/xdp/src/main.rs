@@ -22,9 +22,9 @@ mod trie;
 use alioth_common::eth::Mac;
 use alioth_common::events::{EventGate, MAX_EVENT_GATES};
 use alioth_common::maps::{
-    allowed_source_key, route_key, DhcpEntry, Endpoint, EndpointKey, Event, NextHop, PortEntry, Route, Uplink,
-    ALLOWED_SOURCE_FIXED_BITS, EVENTS_BYTES, MAX_ALLOWED_SOURCES, MAX_DHCP, MAX_ENDPOINTS, MAX_IFINDEX, MAX_NEXTHOPS,
-    MAX_ROUTES, NO_PREALLOC, ROUTE_FIXED_BITS, TAIL_DHCP, TAIL_SLOTS,
+    allowed_source_key, route_key, DhcpEntry, Endpoint, EndpointKey, Event, NextHop, PortEntry, PortMacKey, Route,
+    Uplink, ALLOWED_SOURCE_FIXED_BITS, EVENTS_BYTES, MAX_ALLOWED_SOURCES, MAX_DHCP, MAX_ENDPOINTS, MAX_IFINDEX,
+    MAX_NEXTHOPS, MAX_PORT_MACS, MAX_ROUTES, NO_PREALLOC, ROUTE_FIXED_BITS, TAIL_DHCP, TAIL_SLOTS,
 };
 use alioth_common::packet::At;
 use alioth_common::pipeline::{self, Action, Destination, Tables, Verdict};
@@ -80,6 +80,9 @@ static ALLOWED_SOURCES: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_AL
 #[map]
 static ROUTES: LpmTrie<[u8; 12], Route> = LpmTrie::with_max_entries(MAX_ROUTES, NO_PREALLOC);
 
+#[map]
+static PORT_MACS: HashMap<PortMacKey, u32> = HashMap::with_max_entries(MAX_PORT_MACS, NO_PREALLOC);
+
 struct Maps;
 
 impl Tables for Maps {
@@ -122,6 +125,12 @@ impl Tables for Maps {
     fn route(&self, vni: u32, gateway: [u8; 4], dst: [u8; 4]) -> Option<Route> {
         let key = TrieKey::new(ROUTE_FIXED_BITS + 32, route_key(vni, gateway, dst));
         ROUTES.get(key.key()).copied()
+    }
+
+    #[inline(always)]
+    fn port_by_mac(&self, key: &PortMacKey) -> Option<u32> {
+        // SAFETY: the value is copied out before any other map operation.
+        unsafe { PORT_MACS.get(key).copied() }
     }
 }
 
