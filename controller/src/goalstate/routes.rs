@@ -97,3 +97,87 @@ fn resolve(state: &State, from: &Subnet, vni: u32, router_mac: Mac, rule: &Routi
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use alioth_common::maps::route_kind::{BLACKHOLE, DIRECT, TUNNEL, VIA};
+    use alioth_proto::schema::{GoalState, OperationType, UpdateType};
+
+    use super::*;
+    use crate::goalstate::plan::tests::port;
+    use crate::goalstate::validate::router::tests::{router, rule, two_subnets};
+    use crate::goalstate::validate::{validate, Naming};
+
+    const DVR: Mac = [0xfe, 0x16, 0x11, 0, 0, 0];
+
+    /// s1's route to `dst`/`len` (s1: VNI 100, gateway 198.18.0.1).
+    fn s1_route(routes: &BTreeMap<RouteKey, Route>, dst: [u8; 4], len: u32) -> Option<Route> {
+        routes
+            .get(&(ROUTE_FIXED_BITS + len, route_key(100, [198, 18, 0, 1], dst)))
+            .copied()
+    }
+
+    #[test]
+    fn routes_are_the_routers_subnets_and_their_rules_resolved() {
+        use OperationType::Create;
+        let mut state = two_subnets();
+        let gs = GoalState {
+            port_states: vec![port(Create, "p1", "v1", "s1", 0, 10)],
+            gateway_states: vec![alioth_proto::schema::GatewayState {
+                operation_type: Create as i32,
+                configuration: Some(alioth_proto::schema::GatewayConfiguration {
+                    id: "g1".into(),
+                    destinations: vec![alioth_proto::schema::gateway_configuration::Destination {
+                        ip_address: "198.19.0.9".into(),
+                        mac_address: "02:00:00:00:00:09".into(),
+                    }],
+                    ..Default::default()
+                }),
+            }],
+            router_states: vec![router(
+                Create,
+                UpdateType::Delta,
+                vec![
+                    (
+                        "s1",
+                        vec![
+                            rule(Create, "default", "0.0.0.0/0", "198.19.0.9", 0),
+                            rule(Create, "via", "198.20.0.0/16", "198.18.0.10", 0),
+                            rule(Create, "lost", "198.21.0.0/16", "198.18.0.99", 0),
+                            rule(Create, "local", "198.22.0.0/16", "", 0),
+                            // One destination thrice: the highest priority wins, then the first id.
+                            rule(Create, "b-high", "198.23.0.0/16", "198.18.0.10", 9),
+                            rule(Create, "a-high", "198.23.0.0/16", "", 9),
+                            rule(Create, "low", "198.23.0.0/16", "198.19.0.9", 1),
+                            // A rule for a subnet of the router never takes it away.
+                            rule(Create, "shadow", "198.18.1.0/24", "198.19.0.9", 99),
+                        ],
+                    ),
+                    ("s2", vec![]),
+                ],
+            )],
+            ..Default::default()
+        };
+        let (outcomes, _) = validate(&mut state, &gs, &Naming::default());
+        assert!(outcomes.iter().all(|o| o.reason.is_none()), "{outcomes:?}");
+        let routes = render(&state);
+        let kind = |dst, len| s1_route(&routes, dst, len).map(|r| (r.kind, r.ip));
+        assert_eq!(kind([0, 0, 0, 0], 0), Some((TUNNEL, [198, 19, 0, 9])));
+        assert_eq!(s1_route(&routes, [0; 4], 0).unwrap().mac, [2, 0, 0, 0, 0, 9]);
+        assert_eq!(kind([198, 20, 0, 0], 16), Some((VIA, [198, 18, 0, 10])));
+        assert_eq!(kind([198, 21, 0, 0], 16), Some((BLACKHOLE, [0; 4])));
+        assert_eq!(kind([198, 22, 0, 0], 16), Some((DIRECT, [0; 4])));
+        assert_eq!(kind([198, 23, 0, 0], 16), Some((DIRECT, [0; 4])), "a-high");
+        assert_eq!(kind([198, 18, 1, 0], 24), Some((DIRECT, [0; 4])), "connected");
+        assert_eq!(kind([198, 18, 0, 0], 24), Some((DIRECT, [0; 4])), "its own subnet");
+        assert!(routes.values().all(|r| r.router_mac == DVR && r.vni == 100));
+        // s2 routes to both subnets and nowhere else; DELETE of the router takes all.
+        assert_eq!(routes.len(), 7 + 2);
+        let gone = GoalState {
+            router_states: vec![router(OperationType::Delete, UpdateType::Delta, vec![])],
+            ..Default::default()
+        };
+        validate(&mut state, &gone, &Naming::default());
+        assert!(render(&state).is_empty());
+    }
+}

@@ -22,7 +22,7 @@ mod dhcp_entry;
 mod neighbor;
 mod network;
 mod port;
-mod router;
+pub(crate) mod router;
 mod secgroup;
 use crate::goalstate::model::{
     self, Change, FixedIp, FixedIps, Id, Owner, Port, Resource, State, Subnet, Vpc, MAX_VNI,
