@@ -114,6 +114,40 @@ pub fn neighbor(op: OperationType, vm: &VmSpec, host_ip: &str) -> NeighborState 
     }
 }
 
+/// `NeighborService.java` for a port in another subnet than the host's ports: an L3 fixed IP.
+pub fn l3_neighbor(op: OperationType, vm: &VmSpec, host_ip: &str) -> NeighborState {
+    let mut n = neighbor(op, vm, host_ip);
+    for f in n.configuration.iter_mut().flat_map(|c| c.fixed_ips.iter_mut()) {
+        f.neighbor_type = NeighborType::L3 as i32;
+    }
+    n
+}
+
+/// `ResourceService.HOST_DVR_MAC`.
+pub const HOST_DVR_MAC: &str = "fe:16:11:00:00:00";
+
+/// `RouterService.java` (`buildRouterState`) and `DpmServiceImpl.java` (`constructRouterState`,
+/// which adds the subnets of L3 neighbors): no operation (INFO), DPM's revision and DVR MAC, one
+/// routing table per subnet, without rules (a Neutron router without extra routes).
+pub fn router_info(id: &str, subnets: &[&VpcSpec]) -> RouterState {
+    RouterState {
+        operation_type: 0,
+        configuration: Some(RouterConfiguration {
+            revision_number: REVISION,
+            id: id.into(),
+            host_dvr_mac_address: HOST_DVR_MAC.into(),
+            subnet_routing_tables: subnets
+                .iter()
+                .map(|s| router_configuration::SubnetRoutingTable {
+                    subnet_id: s.subnet.clone(),
+                    routing_rules: Vec::new(),
+                })
+                .collect(),
+            ..Default::default()
+        }),
+    }
+}
+
 /// `SecurityGroupService.java` (`buildSecurityGroupStates`) for Neutron's default group `id`: the
 /// port's operation, no VPC id, each rule with its group's id, the direction and ethertype, and
 /// what Neutron leaves null (protocol, port range, remote prefix) left unset. The rules are

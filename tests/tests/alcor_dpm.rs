@@ -217,3 +217,37 @@ fn dpm_port_pushes_with_the_default_security_group_filter_as_neutron_does() -> R
     ensure!(!answers(&lab, &vm3.port_id, &vm1.ip)?, "VM 1 is still filtered");
     Ok(())
 }
+
+/// A Neutron router between two subnets of a VPC, as DPM sends it: each host's message has its
+/// port, the other VM as an L3 neighbor with that neighbor's subnet as INFO context, and the
+/// router (INFO) with a table for both subnets (`constructRouterState` adds the neighbor's).
+#[test]
+fn a_dpm_router_routes_its_subnets_across_hosts() -> Result<()> {
+    let a = VpcSpec::new(1, 1001, 1);
+    let b = VpcSpec {
+        subnet: "subnet-2".into(),
+        third: 2,
+        ..a.clone()
+    };
+    let mut lab = Lab::new(vec![a.clone(), b.clone()])?;
+    let (vm1, vm2) = (a.vm(1, 10), b.vm(2, 10));
+    lab.add_host(vec![vm1.clone()])?;
+    lab.add_host(vec![vm2.clone()])?;
+    lab.start_agents(&[])?;
+    let hosts = [lab.hosts[0].ip.clone(), lab.hosts[1].ip.clone()];
+    for (i, (mine, theirs, vm, other)) in [(&a, &b, &vm1, &vm2), (&b, &a, &vm2, &vm1)].into_iter().enumerate() {
+        let there = dpm::l3_neighbor(Create, other, &hosts[1 - i]);
+        let mut msg = dpm::port_message(mine, Create, vm, &hosts[i], vec![there]);
+        msg.subnet_states.push(dpm::subnet_info(theirs));
+        msg.router_states = vec![dpm::router_info("router-1", &[mine, theirs])];
+        lab.push(i, &msg)?;
+        let gateway = format!("198.18.{}.1", mine.third);
+        lab.vm(&vm.port_id)
+            .ns
+            .exec(&["ip", "route", "add", "default", "via", &gateway])?;
+    }
+    lab.wait_resolved()?;
+    ensure!(answers(&lab, &vm1.port_id, &vm2.ip)?, "VM 1 -> VM 2 across the router");
+    ensure!(answers(&lab, &vm2.port_id, &vm1.ip)?, "VM 2 -> VM 1 across the router");
+    Ok(())
+}

@@ -146,9 +146,9 @@ fn a_router_routes_its_subnets_on_one_host_and_across_hosts() -> Result<()> {
     let before = counter(&lab, 0, "drop_no_route")?;
     ensure!(ping(ns(&a1), &b1.ip)?.is_none(), "a1 -> b1 without a router");
     ensure!(counter(&lab, 0, "drop_no_route")? > before, "counted as drop_no_route");
-    // The router, as DPM sends it: INFO, one message per subnet's table here, which add up. (DPM
-    // sends a host the tables of its own ports' subnets only; host 2, with ports in subnet-1
-    // alone, would then not know that subnet-2 is on the router, and drop c1's answers to it.)
+    // The router, as DPM sends it: INFO, one message per subnet's table here, which add up (DPM
+    // names the subnets of the host's ports and of its L3 neighbors: host 2 learns subnet-2 from
+    // b1 and b2, and routes c1's answers to them).
     let to_c1 = || vec![rule("behind-c1", BEHIND_C1, &c1.ip, 0)];
     for subnet in [&a.subnet, &b.subnet] {
         for i in 0..3 {
