@@ -15,6 +15,7 @@ pub mod kernel;
 pub mod netns;
 pub mod overlay;
 pub mod pki;
+pub mod routing;
 pub mod sockets;
 pub mod timing;
 pub mod vectors;

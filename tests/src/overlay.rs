@@ -484,6 +484,18 @@ pub fn iperf3(server: &Netns, client: &Netns, ip: &str, extra: &[&str]) -> Resul
     bail!("iperf3 to {ip} failed: {last}")
 }
 
+/// The average round trip of 200 pings from `ns` to `ip`, 5 ms apart, in microseconds.
+pub fn ping_avg_us(ns: &Netns, ip: &str) -> Result<f64> {
+    let out = ns.exec(&["ping", "-q", "-c", "200", "-i", "0.005", ip])?;
+    out.lines()
+        .find(|l| l.contains("rtt"))
+        .and_then(|l| l.split('=').nth(1))
+        .and_then(|v| v.trim().split('/').nth(1))
+        .and_then(|avg| avg.parse::<f64>().ok())
+        .map(|ms| ms * 1000.0)
+        .context("ping summary")
+}
+
 /// Two alioth hosts with a VM each in one VPC: `prepare` runs on the lab before the agents start;
 /// then goal state is pushed and the next hops resolved. Returns the lab, the first VM's port id
 /// and the second VM's address.

@@ -4,90 +4,13 @@
 //! masquerading to an "internet" namespace; longest-prefix match and priorities; the router's
 //! DELETE.
 
-use alioth_proto::schema::router_configuration::{RoutingRule, RoutingRuleExtraInfo, SubnetRoutingTable};
-use alioth_proto::schema::subnet_configuration::Gateway;
+use alioth_proto::schema::router_configuration::RoutingRule;
 use alioth_proto::schema::*;
 use alioth_tests::netns::Netns;
 use alioth_tests::overlay::{iperf3, Lab, VpcSpec};
+use alioth_tests::routing::{gateway_ip, goal_state, router, routing, rule, subnet_of};
 use alioth_tests::sockets::{round_trip, Peer};
 use anyhow::{ensure, Context, Result};
-
-/// DPM's host DVR MAC (alcor `services/data_plane_manager/.../service/impl/ResourceService.java`).
-const DVR_MAC: &str = "fe:16:11:00:00:00";
-
-/// Subnet `third` of VPC `a`: 198.18.`third`.0/24.
-fn subnet_of(a: &VpcSpec, third: u8) -> VpcSpec {
-    VpcSpec {
-        subnet: format!("subnet-{third}"),
-        third,
-        ..a.clone()
-    }
-}
-
-fn gateway_ip(third: u8) -> String {
-    format!("198.18.{third}.1")
-}
-
-/// Host `i`'s goal state with one state per VPC and a gateway in every subnet.
-fn goal_state(lab: &Lab, i: usize) -> GoalState {
-    let mut gs = lab.goal_state(i);
-    let mut seen = std::collections::BTreeSet::new();
-    gs.vpc_states
-        .retain(|v| seen.insert(v.configuration.as_ref().map(|c| c.id.clone())));
-    for c in gs.subnet_states.iter_mut().filter_map(|s| s.configuration.as_mut()) {
-        let third: u8 = c.cidr.split('.').nth(2).and_then(|t| t.parse().ok()).unwrap_or(0);
-        c.gateway = Some(Gateway {
-            ip_address: gateway_ip(third),
-            mac_address: format!("0a:58:c6:12:{third:02x}:01"),
-        });
-    }
-    gs
-}
-
-fn rule(id: &str, destination: &str, next_hop: &str, priority: u32) -> RoutingRule {
-    RoutingRule {
-        operation_type: OperationType::Create as i32,
-        id: id.into(),
-        destination: destination.into(),
-        next_hop_ip: next_hop.into(),
-        priority,
-        routing_rule_extra_info: Some(RoutingRuleExtraInfo {
-            destination_type: DestinationType::Internet as i32,
-            next_hop_mac: String::new(),
-        }),
-        ..Default::default()
-    }
-}
-
-/// A router as DPM sends it: INFO, revision 1, DPM's DVR MAC.
-fn router(op: OperationType, tables: Vec<(&str, Vec<RoutingRule>)>) -> RouterState {
-    RouterState {
-        operation_type: op as i32,
-        configuration: Some(RouterConfiguration {
-            revision_number: 1,
-            id: "router-1".into(),
-            host_dvr_mac_address: DVR_MAC.into(),
-            subnet_routing_tables: tables
-                .into_iter()
-                .map(|(subnet, rules)| SubnetRoutingTable {
-                    subnet_id: subnet.into(),
-                    routing_rules: rules,
-                })
-                .collect(),
-            ..Default::default()
-        }),
-    }
-}
-
-/// A message with only `routers` and `gateways`.
-fn routing(routers: Vec<RouterState>, gateways: Vec<GatewayState>) -> GoalState {
-    GoalState {
-        format_version: 1,
-        router_states: routers,
-        gateway_states: gateways,
-        ..Default::default()
-    }
-}
 
 /// The output of one ping from `ns` to `ip` (1 s), when it was answered.
 fn ping(ns: &Netns, ip: &str) -> Result<Option<String>> {

@@ -72,6 +72,9 @@ enum Bench {
     /// Security groups: ns per frame (established, new flow at 1 to 10,000 rules), pps through
     /// 1,000 rules vs Neutron's iptables_hybrid layout, programming 1,000 ports x 100 rules.
     Secgroups,
+    /// VM -> VM of another subnet across two hosts: Linux routing between bridges with vxlan vs
+    /// alioth's router (pps, TCP, ping).
+    Routing,
 }
 
 fn main() -> Result<()> {
@@ -128,6 +131,7 @@ fn main() -> Result<()> {
                     setup::ensure_packages(&["iptables"])?;
                     "bench-secgroups"
                 }
+                Bench::Routing => "bench-routing",
             };
             run_tests_bin(bin, &[])
         }

@@ -11,13 +11,11 @@
 //! systems alike. TCP is iperf3, latency is ping.
 //! Then ns per packet of encap and decap through BPF_PROG_TEST_RUN.
 
-use std::time::Duration;
-
 use alioth::dataplane::object::{BENCH_PORT_PROGRAM, BENCH_UPLINK_PROGRAM, PORT_PROGRAM, UPLINK_PROGRAM};
 use alioth::dataplane::{AttachMode, Dataplane};
 use alioth_tests::frames;
-use alioth_tests::generator::{cpu_busy, generate, rx_frames, Generator};
-use alioth_tests::overlay::{iperf3, Lab, Underlay, VpcSpec};
+use alioth_tests::generator::{best_of, Generator, Run};
+use alioth_tests::overlay::{iperf3, ping_avg_us, Lab, Underlay, VpcSpec};
 use alioth_tests::timing::{measure, steady};
 use alioth_tests::vectors::{self, *};
 use anyhow::{ensure, Context, Result};
@@ -33,16 +31,6 @@ struct Figures {
     /// UDP 1400-byte datagrams at full speed: received Gbit/s.
     udp_gbps: f64,
     ping_us: f64,
-}
-
-/// One generator run of small packets.
-#[derive(Default)]
-struct Run {
-    generator: Generator,
-    offered_pps: f64,
-    received_pps: f64,
-    /// Busy CPU time of the whole machine (generator included) per frame received.
-    cpu_ns: f64,
 }
 
 /// The two-host lab: (a) kernel vxlan on both hosts, or (b) alioth on both.
@@ -89,29 +77,7 @@ fn small_packets(lab: &Lab, a_id: &str, b_id: &str) -> Result<Run> {
         9,
         &[0; 18],
     );
-    // The run that delivered the most frames.
-    let mut best = Run::default();
-    for _ in 0..RUNS {
-        let (before, busy) = (rx_frames(&dst.ns)?, cpu_busy()?);
-        let (took, generator) = generate(&src.ns, frame.clone(), BURST)?;
-        std::thread::sleep(Duration::from_millis(200));
-        let got = rx_frames(&dst.ns)? - before;
-        let run = Run {
-            generator,
-            offered_pps: f64::from(BURST) / took.as_secs_f64(),
-            received_pps: got as f64 / took.as_secs_f64(),
-            cpu_ns: (cpu_busy()? - busy).as_nanos() as f64 / got.max(1) as f64,
-        };
-        if run.received_pps > best.received_pps {
-            best = run;
-        }
-    }
-
-    ensure!(
-        best.received_pps > 0.0,
-        "the receiving VM's sink counted no generator frame"
-    );
-    Ok(best)
+    best_of(&src.ns, &dst.ns, &frame, BURST, RUNS)
 }
 
 fn run(alioth: bool) -> Result<Figures> {
@@ -130,15 +96,7 @@ fn run(alioth: bool) -> Result<Figures> {
         String::from_utf8_lossy(&warm.stdout)
     );
 
-    let out = src.ns.exec(&["ping", "-q", "-c", "200", "-i", "0.005", dst_ip])?;
-    let ping_us = out
-        .lines()
-        .find(|l| l.contains("rtt"))
-        .and_then(|l| l.split('=').nth(1))
-        .and_then(|v| v.trim().split('/').nth(1))
-        .and_then(|avg| avg.parse::<f64>().ok())
-        .context("ping summary")?
-        * 1000.0;
+    let ping_us = ping_avg_us(&src.ns, dst_ip)?;
 
     let best = small_packets(&lab, &a_id, &b_id)?;
 

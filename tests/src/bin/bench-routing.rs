@@ -1,0 +1,268 @@
+//! `cargo xtask bench routing`: a VM sending to a VM of another subnet on another host, routed by
+//! (a) the Linux kernel on both hosts — two bridges per host, each with a vxlan device (VNI 1001
+//! and 1002), the host's own stack routing between them (the gateways are the bridges'
+//! addresses), as a DVR host does with Linux bridges — and (b) alioth on both hosts, with a router
+//! joining the two subnets; in one run, on the same topology as `bench overlay` (two host
+//! namespaces on one veth wire, a VM namespace behind each).
+//!
+//! Small packets come from the generator in the sending VM, addressed to its gateway's MAC, and
+//! are counted by the receiving VM's sink (see `bench overlay`); TCP is iperf3, latency is ping.
+
+use alioth_proto::schema::OperationType;
+use alioth_tests::frames;
+use alioth_tests::generator::{best_of, cpu_busy, generate, Generator, Run};
+use alioth_tests::netns::Netns;
+use alioth_tests::overlay::{iperf3, ping_avg_us, Lab, Underlay, VmSpec, VpcSpec, UPLINK};
+use alioth_tests::routing::{gateway_ip, gateway_mac, goal_state, router, routing, subnet_of};
+use anyhow::{ensure, Context, Result};
+
+/// Frames per generator run, and runs per measurement.
+const BURST: u32 = 2_000_000;
+const RUNS: usize = 3;
+
+struct Figures {
+    small: Run,
+    tcp_gbps: f64,
+    ping_us: f64,
+    /// CPU time per frame of the generator alone: its frames dropped by the sending port's program
+    /// at once (alioth's run only, where that program is XDP).
+    generator_ns: Option<f64>,
+}
+
+/// VM `a` in subnet 198.18.1.0/24 on host 0, VM `b` in 198.18.2.0/24 on host 1.
+struct Routed {
+    lab: Lab,
+    a: VmSpec,
+    b: VmSpec,
+}
+
+fn lab(alioth: bool) -> Result<Routed> {
+    let one = VpcSpec::new(1, 1001, 1);
+    let two = subnet_of(&one, 2);
+    let (a, b) = (one.vm(1, 10), two.vm(2, 20));
+    let mut lab = Lab::with_underlay(vec![one.clone(), two.clone()], Underlay::wire()?)?;
+    if alioth {
+        lab.add_host(vec![a.clone()])?;
+        lab.add_host(vec![b.clone()])?;
+        lab.start_agents(&[])?;
+        for i in 0..2 {
+            lab.push(i, &goal_state(&lab, i))?;
+            let r = router(OperationType::Info, vec![(&one.subnet, vec![]), (&two.subnet, vec![])]);
+            lab.push(i, &routing(vec![r], vec![]))?;
+        }
+        lab.wait_resolved()?;
+    } else {
+        lab.add_kernel_host(vec![a.clone()])?;
+        lab.add_kernel_host(vec![b.clone()])?;
+        kernel_routers(&lab, &a, &b)?;
+    }
+    for (vm, third) in [(&a, 1), (&b, 2)] {
+        let gw = gateway_ip(third);
+        lab.vm(&vm.port_id)
+            .ns
+            .exec(&["ip", "route", "add", "default", "via", &gw])?;
+    }
+    Ok(Routed { lab, a, b })
+}
+
+/// The kernel hosts as routers: beside the lab's `brk` with `vx0` (VNI 1001, subnet 1), a second
+/// bridge `brk2` with `vx1` (VNI 1002, subnet 2); each bridge has its subnet's gateway address and
+/// MAC, the host forwards between them, and knows the other host's VM (a permanent neighbour and a
+/// static FDB entry, as l2population programs them). VM `b` moves to `brk2`.
+fn kernel_routers(lab: &Lab, a: &VmSpec, b: &VmSpec) -> Result<()> {
+    let ips: Vec<String> = lab.kernel_hosts.iter().map(|k| k.ip.clone()).collect();
+    for (i, k) in lab.kernel_hosts.iter().enumerate() {
+        let ns = &k.ns;
+        ns.exec(&[
+            "ip",
+            "link",
+            "add",
+            "vx1",
+            "type",
+            "vxlan",
+            "id",
+            "1002",
+            "dstport",
+            "4789",
+            "local",
+            &ips[i],
+            "dev",
+            UPLINK,
+            "nolearning",
+        ])?;
+        ns.exec(&["ip", "link", "add", "brk2", "type", "bridge"])?;
+        ns.exec(&["ip", "link", "set", "vx1", "master", "brk2"])?;
+        for (bridge, third) in [("brk", 1), ("brk2", 2)] {
+            ns.exec(&["ip", "link", "set", bridge, "address", &gateway_mac(third)])?;
+            ns.exec(&["ip", "addr", "add", &format!("{}/24", gateway_ip(third)), "dev", bridge])?;
+        }
+        for dev in ["vx1", "brk2"] {
+            ns.exec(&["ip", "link", "set", dev, "up"])?;
+        }
+        ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        // The VM on the other host, in its subnet's bridge and vxlan device.
+        let (remote, bridge, vx) = if i == 0 { (b, "brk2", "vx1") } else { (a, "brk", "vx0") };
+        ns.exec(&[
+            "ip",
+            "neigh",
+            "replace",
+            &remote.ip,
+            "lladdr",
+            &remote.mac,
+            "dev",
+            bridge,
+            "nud",
+            "permanent",
+        ])?;
+        ns.exec(&[
+            "bridge",
+            "fdb",
+            "add",
+            &remote.mac,
+            "dev",
+            vx,
+            "dst",
+            &ips[1 - i],
+            "self",
+            "permanent",
+        ])?;
+    }
+    lab.kernel_hosts[1]
+        .ns
+        .exec(&["ip", "link", "set", "kv0", "master", "brk2"])?;
+    Ok(())
+}
+
+fn mac(s: &str) -> [u8; 6] {
+    let v: Vec<u8> = s.split(':').map(|o| u8::from_str_radix(o, 16).unwrap_or(0)).collect();
+    v.try_into().unwrap_or_default()
+}
+
+fn run(alioth: bool) -> Result<Figures> {
+    let Routed { mut lab, a, b } = lab(alioth)?;
+    lab.vm_mut(&b.port_id).sink()?;
+    let src = lab.vm(&a.port_id);
+    let warm = src
+        .ns
+        .exec_output(&["ping", "-c", "3", "-i", "0.2", "-W", "2", &b.ip])?;
+    ensure!(
+        String::from_utf8_lossy(&warm.stdout).contains("3 received"),
+        "no route from {} to {}: {}",
+        a.ip,
+        b.ip,
+        String::from_utf8_lossy(&warm.stdout)
+    );
+    let ping_us = ping_avg_us(&src.ns, &b.ip)?;
+    // 60-byte frames to the gateway's MAC, for the other subnet's VM (the discard port).
+    let frame = frames::udp(
+        mac(&a.mac),
+        mac(&gateway_mac(1)),
+        [198, 18, 1, 10],
+        [198, 18, 2, 20],
+        64,
+        40000,
+        9,
+        &[0; 18],
+    );
+    let small = best_of(&src.ns, &lab.vm(&b.port_id).ns, &frame, BURST, RUNS)?;
+    let generator_ns = match alioth {
+        true => Some(generator_alone(&src.ns, &a)?),
+        false => None,
+    };
+    lab.vm_mut(&a.port_id).plain()?;
+    lab.vm_mut(&b.port_id).plain()?;
+    let (src, dst) = (lab.vm(&a.port_id), lab.vm(&b.port_id));
+    let tcp = iperf3(&dst.ns, &src.ns, &b.ip, &["-t", "3"])?;
+    Ok(Figures {
+        small,
+        tcp_gbps: tcp["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9,
+        ping_us,
+        generator_ns,
+    })
+}
+
+/// CPU time per frame of the generator in `vm` and what carries its frames to the host side: the
+/// least of `RUNS` bursts to where no route goes, which the port program drops (`drop_no_route`)
+/// as soon as it has looked the route up.
+fn generator_alone(vm: &Netns, a: &VmSpec) -> Result<f64> {
+    let frame = frames::udp(
+        mac(&a.mac),
+        mac(&gateway_mac(1)),
+        [198, 18, 1, 10],
+        [198, 19, 5, 5],
+        64,
+        40000,
+        9,
+        &[0; 18],
+    );
+    let mut least = f64::MAX;
+    for _ in 0..RUNS {
+        let busy = cpu_busy()?;
+        generate(vm, frame.clone(), BURST)?;
+        least = least.min((cpu_busy()? - busy).as_nanos() as f64 / f64::from(BURST));
+    }
+    Ok(least)
+}
+
+fn main() -> Result<()> {
+    println!("alioth bench routing: VM -> VM of another subnet on another host, two hosts on one veth wire");
+    println!(
+        "kernel {}; small packets: 60 B frames to the gateway's MAC from a generator in the sending VM ({BURST} per run, best of {RUNS}), all on CPU 0",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim()
+    );
+    let kernel = run(false).context("kernel routing between bridges with vxlan")?;
+    let ours = run(true).context("alioth")?;
+    println!();
+    println!(
+        "{:<34} {:>16} {:>16} {:>8} {:>8}",
+        "", "linux br+vxlan", "alioth", "ratio", "target"
+    );
+    let (k, a) = (&kernel.small, &ours.small);
+    if k.generator == Generator::AfPacket || a.generator == Generator::AfPacket {
+        println!("small packets: this kernel refuses live frames (EPERM); the generator is AF_PACKET in user space");
+    }
+    let mpps = |v: f64| format!("{:.3} Mpps", v / 1e6);
+    let line = |name: &str, k: String, a: String, ratio: f64, target: &str| {
+        println!("{name:<34} {k:>16} {a:>16} {ratio:>7.2}x {target:>8}");
+    };
+    let (kr, ar) = (k.received_pps, a.received_pps);
+    line(
+        "routed small UDP received (1 core)",
+        mpps(kr),
+        mpps(ar),
+        ar / kr,
+        ">= 5x",
+    );
+    let (ko, ao) = (k.offered_pps, a.offered_pps);
+    line("  offered by the generator", mpps(ko), mpps(ao), ao / ko, "");
+    // Lower is better for these two: the ratio printed is kernel / alioth.
+    let ns = |v: f64| format!("{v:.1} ns");
+    line(
+        "  CPU time per received frame",
+        ns(k.cpu_ns),
+        ns(a.cpu_ns),
+        k.cpu_ns / a.cpu_ns,
+        "",
+    );
+    // The generator's own cost dominates both columns above (AF_PACKET from user space); less
+    // that cost, what forwarding takes per frame, and the rate one core would forward at.
+    if let Some(g) = ours.generator_ns {
+        let (kn, an) = (k.cpu_ns - g, a.cpu_ns - g);
+        line(
+            &format!("  net of the generator ({g:.0} ns)"),
+            ns(kn),
+            ns(an),
+            kn / an,
+            "",
+        );
+        let cap = |net: f64| mpps(1e9 / net);
+        line("  forwarding capacity, net (1 core)", cap(kn), cap(an), kn / an, "");
+    }
+    let gbit = |v: f64| format!("{v:.2} Gbit/s");
+    let (kt, at) = (kernel.tcp_gbps, ours.tcp_gbps);
+    line("routed TCP (iperf3, 1 stream)", gbit(kt), gbit(at), at / kt, "");
+    let us = |v: f64| format!("{v:.1} us");
+    let (kp, ap) = (kernel.ping_us, ours.ping_us);
+    line("routed ping RTT (avg)", us(kp), us(ap), kp / ap, "");
+    Ok(())
+}
