@@ -79,6 +79,18 @@ pub fn allowed_source(map: &LpmTrie<MapData, [u8; 16], u8>, vni: u32, mac: &Mac,
     map.get(&key, 0).is_ok()
 }
 
+/// The route `ROUTES` gives the subnet of `vni` with gateway `gateway` to `dst` (the lookup the
+/// programs make).
+pub fn route(
+    map: &LpmTrie<MapData, [u8; 12], maps::Route>,
+    vni: u32,
+    gateway: [u8; 4],
+    dst: [u8; 4],
+) -> Option<maps::Route> {
+    let key = aya::maps::lpm_trie::Key::new(maps::ROUTE_FIXED_BITS + 32, maps::route_key(vni, gateway, dst));
+    map.get(&key, 0).ok()
+}
+
 /// Level of the XDP program's own log records (aya-log), fixed when the object is loaded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum BpfLogLevel {

@@ -90,6 +90,18 @@ fn a_router_routes_its_subnets_on_one_host_and_across_hosts() -> Result<()> {
         let out = ping(ns(from), BEHIND_C1_HOST)?.with_context(|| format!("{} -> c1's network", from.ip))?;
         ensure!(out.contains(ttl), "{} -> {BEHIND_C1_HOST}: {out}", from.ip);
     }
+    // What the data plane decides, from which entries: the same in the kernel and on the host.
+    let agent = lab.hosts[0].agent.as_ref().context("agent")?;
+    let out = agent.cli(&["trace", "--port", &a1.port_id, "--dst", &b2.ip, "--json"])?;
+    let traced: serde_json::Value = serde_json::from_slice(&out.stdout).context("trace --json")?;
+    ensure!(traced["agree"] == true && traced["verdict"] == "Encap", "{traced}");
+    ensure!(traced["chain"].to_string().contains("ROUTES[VNI 1001"), "{traced}");
+    let metrics = alioth_tests::agent::metrics(&lab.hosts[0].ns)?;
+    // Subnets 1 and 2 each route to both, and to c1's network.
+    ensure!(
+        alioth_tests::agent::metric(&metrics, "alioth_routes") == Some(6),
+        "{metrics}"
+    );
     let _server = Peer::serve(ns(&b2), false, 8080, 30)?;
     ensure!(round_trip(ns(&a1), false, &b2.ip, 8080)?, "TCP a1 -> b2:8080");
     // A stream with the guests' default offloads, routed across hosts.

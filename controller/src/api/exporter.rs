@@ -110,9 +110,24 @@ pub fn render(controller: &mut Controller, admission: &AdmissionStats) -> Result
     );
     port_counters(r, controller)?;
     flows(r, controller)?;
+    routing(r, controller);
     let mut out = String::new();
     encode(&mut out, &root)?;
     Ok(out)
+}
+
+/// Routers: what they hold and what the data plane has of them.
+fn routing(r: &mut Registry, controller: &mut Controller) {
+    let state = controller.state();
+    let (routers, gateways) = (state.routers.len() as u64, state.gateways.len() as u64);
+    r.register("routers", "Routers held", gauge(routers));
+    r.register("gateways", "Gateways held", gauge(gateways));
+    let routes = controller.dataplane().route_count() as u64;
+    r.register(
+        "routes",
+        "Entries of ROUTES: each routed subnet's routes to its router's subnets and its rules",
+        gauge(routes),
+    );
 }
 
 /// The security groups' connection tracking.

@@ -96,16 +96,14 @@ pub fn trace(args: TraceArgs) -> Result<i32> {
             let dst_mac = match &args.dst_mac {
                 Some(m) => crate::goalstate::model::parse_mac(m).map_err(anyhow::Error::msg)?,
                 // Looked up apart from the chain, which lists the pipeline's lookups only.
-                None => in_subnet
-                    .then(|| {
-                        let key = EndpointKey {
-                            vni: entry.vni,
-                            ip: dst.octets(),
-                        };
-                        tables.endpoints.get(&key, 0).ok()
-                    })
-                    .flatten()
-                    .map_or(entry.gateway_mac, |e| e.mac),
+                None => {
+                    let key = EndpointKey {
+                        vni: entry.vni,
+                        ip: dst.octets(),
+                    };
+                    let holder = tables.endpoints.get(&key, 0).ok().map(|e| e.mac);
+                    frames::first_hop_mac(in_subnet, holder, entry.gateway_mac)
+                }
             };
             let src = args.src.unwrap_or(port.primary_ip());
             let l4 = match args.proto {
@@ -246,6 +244,8 @@ struct PinnedTables {
     endpoints: BpfHashMap<MapData, EndpointKey, Endpoint>,
     next_hops: BpfHashMap<MapData, [u8; 4], NextHop>,
     allowed_sources: aya::maps::lpm_trie::LpmTrie<MapData, [u8; 16], u8>,
+    /// `None`: pinned by an agent from before routers.
+    routes: Option<aya::maps::lpm_trie::LpmTrie<MapData, [u8; 12], maps::Route>>,
     uplink: Option<Uplink>,
     /// The port's DHCP entry (the only one its frames can read).
     dhcp: Option<(u32, DhcpEntry)>,
@@ -269,6 +269,9 @@ impl PinnedTables {
                 pin_dir,
                 maps::ALLOWED_SOURCES,
             )?))?,
+            routes: open_map(pin_dir, maps::ROUTES)
+                .ok()
+                .and_then(|m| aya::maps::lpm_trie::LpmTrie::try_from(Map::LpmTrie(m)).ok()),
             uplink,
             dhcp,
             chain: RefCell::new(Vec::new()),
@@ -281,6 +284,26 @@ impl PinnedTables {
 }
 
 impl Tables for PinnedTables {
+    fn route(&self, vni: u32, gateway: [u8; 4], dst: [u8; 4]) -> Option<maps::Route> {
+        let found = self
+            .routes
+            .as_ref()
+            .and_then(|m| crate::dataplane::route(m, vni, gateway, dst));
+        let (gw, to) = (Ipv4Addr::from(gateway), Ipv4Addr::from(dst));
+        self.note(match &found {
+            Some(r) => format!(
+                "ROUTES[VNI {vni}, subnet of {gw}, {to}]: {} in VNI {}, next hop {}, MAC {}, from {}",
+                route_kind_name(r.kind),
+                r.vni,
+                Ipv4Addr::from(r.ip),
+                format_mac(&r.mac),
+                format_mac(&r.router_mac)
+            ),
+            None => format!("ROUTES[VNI {vni}, subnet of {gw}, {to}]: none (no router routes it)"),
+        });
+        found
+    }
+
     fn allowed_source(&self, vni: u32, mac: &alioth_common::eth::Mac, ip: [u8; 4]) -> bool {
         let allowed = crate::dataplane::allowed_source(&self.allowed_sources, vni, mac, ip);
         self.note(format!(
@@ -352,6 +375,16 @@ fn decode_hex(text: &str) -> Result<Vec<u8>> {
             u8::from_str_radix(&s, 16).with_context(|| format!("--frame: {s:?} is not a hex byte"))
         })
         .collect()
+}
+
+fn route_kind_name(kind: u8) -> &'static str {
+    match kind {
+        maps::route_kind::DIRECT => "direct",
+        maps::route_kind::VIA => "via a port",
+        maps::route_kind::TUNNEL => "tunnel to a gateway",
+        maps::route_kind::BLACKHOLE => "black hole",
+        _ => "unknown",
+    }
 }
 
 #[cfg(test)]

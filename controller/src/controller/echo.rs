@@ -49,12 +49,9 @@ impl Controller {
             vni: entry.vni,
             ip: dst.octets(),
         };
-        // To the address's own MAC when it is in the port's subnet, else through its gateway.
         let subnet = &self.state.subnets[&*port.fixed_ips[0].subnet_id];
-        let dst_mac = match Tables::endpoint(&self.dp, &key) {
-            Some(e) if subnet.cidr.contains(dst) => e.mac,
-            _ => entry.gateway_mac,
-        };
+        let holder = Tables::endpoint(&self.dp, &key).map(|e| e.mac);
+        let dst_mac = frames::first_hop_mac(subnet.cidr.contains(dst), holder, entry.gateway_mac);
         let id = self.dp.probe_marker();
         let frame = frames::build(&port.mac, &dst_mac, port.primary_ip(), dst, L4::Echo { id, sequence });
         let verdict = pipeline::port_ingress(&mut frame.clone()[..], &entry, &self.dp);
@@ -99,6 +96,7 @@ impl Controller {
             (_, Counter::DropNoNextHop) => Err(format!("no next hop for host {}", host())),
             (_, Counter::DropNoUplink) => Err(format!("no uplink to reach host {}", host())),
             (_, Counter::DropNoInterface) => Err(format!("{dst} is a port of this host without its interface")),
+            (_, Counter::DropNoRoute) => Err(format!("no route to {dst}: no router joins it to the port's subnet")),
             (_, counter) => Err(format!("dropped: {}", counter.name())),
         }
     }

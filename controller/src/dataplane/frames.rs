@@ -19,6 +19,17 @@ pub enum L4 {
 
 /// An Ethernet + IPv4 frame from `src` to `dst` (DF set, TTL 64) carrying `l4` with 18 bytes of
 /// payload, every checksum it has finished.
+/// The destination MAC a VM puts on a frame to an address: in its own subnet, the MAC of whoever
+/// holds the address (`holder`, what ARP gives it; broadcast when nobody does, where ARP gives
+/// nothing), else its gateway's.
+pub fn first_hop_mac(in_subnet: bool, holder: Option<Mac>, gateway: Mac) -> Mac {
+    match (in_subnet, holder) {
+        (true, Some(mac)) => mac,
+        (true, None) => [0xff; 6],
+        (false, _) => gateway,
+    }
+}
+
 pub fn build(src_mac: &Mac, dst_mac: &Mac, src: Ipv4Addr, dst: Ipv4Addr, l4: L4) -> Vec<u8> {
     let payload = [0u8; 18];
     let (number, mut body) = match l4 {

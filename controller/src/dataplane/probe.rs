@@ -106,4 +106,12 @@ impl Tables for Dataplane {
     fn allowed_source(&self, vni: u32, mac: &alioth_common::eth::Mac, ip: [u8; 4]) -> bool {
         super::allowed_source(&self.allowed_sources, vni, mac, ip)
     }
+
+    fn route(&self, vni: u32, gateway: [u8; 4], dst: [u8; 4]) -> Option<alioth_common::maps::Route> {
+        self.routes.lookup(vni, gateway, dst)
+    }
+
+    fn port_by_mac(&self, key: &alioth_common::maps::PortMacKey) -> Option<u32> {
+        self.port_macs.get(key, 0).ok()
+    }
 }

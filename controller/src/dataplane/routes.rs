@@ -55,4 +55,9 @@ impl Routes {
     pub fn len(&self) -> usize {
         self.held.len()
     }
+
+    /// The route the programs find for `dst` in the subnet of `vni` with gateway `gateway`.
+    pub fn lookup(&self, vni: u32, gateway: [u8; 4], dst: [u8; 4]) -> Option<Route> {
+        super::route(&self.map, vni, gateway, dst)
+    }
 }
