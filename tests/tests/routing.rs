@@ -6,8 +6,9 @@
 
 use alioth_proto::schema::router_configuration::RoutingRule;
 use alioth_proto::schema::*;
+use alioth_tests::agent::Agent;
 use alioth_tests::netns::Netns;
-use alioth_tests::overlay::{iperf3, Lab, VpcSpec};
+use alioth_tests::overlay::{iperf3, Lab, VpcSpec, UPLINK};
 use alioth_tests::routing::{gateway_ip, goal_state, router, routing, rule, subnet_of};
 use alioth_tests::sockets::{round_trip, Peer};
 use anyhow::{ensure, Context, Result};
@@ -108,6 +109,13 @@ fn a_router_routes_its_subnets_on_one_host_and_across_hosts() -> Result<()> {
     let report = iperf3(ns(&b2), ns(&a1), &b2.ip, &["-t", "1"])?;
     let bps = report["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
     ensure!(bps > 1e6, "iperf3 a1 -> b2 carried {bps} bit/s");
+    // A restart loses no routed ping: the pinned ROUTES route while no agent runs, and the next
+    // agent takes them over.
+    let pings = lab.vm(&a1.port_id).ns.steady_pings(&b2.ip)?;
+    let left = lab.hosts[0].agent.take().context("agent")?.kill()?;
+    lab.hosts[0].agent = Some(Agent::start_with(&lab.hosts[0].ns, left, &["--uplink", UPLINK])?);
+    pings.all_answered().context("routed pings across a restart")?;
+    let ns = |spec: &alioth_tests::overlay::VmSpec| &lab.vm(&spec.port_id).ns;
     // The router's DELETE stops routing on the host it is sent to.
     let gone = router(OperationType::Delete, vec![]);
     lab.push(0, &routing(vec![gone], vec![]))?;

@@ -97,6 +97,11 @@ mod tests {
             "both L2 entries, this host's own port included"
         );
         all_accepted(&msg);
+        let GoalStateFile::V1(routed) = parse_goal_state_file(&example("alcor-dpm-router.yaml")).unwrap() else {
+            panic!("alcor-dpm-router.yaml is a GoalState");
+        };
+        assert_eq!((routed.router_states.len(), routed.gateway_states.len()), (1, 1));
+        all_accepted(&routed);
         for file in ["demo.yaml", "invalid.yaml"] {
             assert!(
                 matches!(parse_goal_state_file(&example(file)), Ok(GoalStateFile::V1(_))),
