@@ -95,3 +95,49 @@ pub fn local_addresses() -> Vec<IpAddr> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use alioth_proto::schema::{self, HostResources, ResourceIdType, RouterConfiguration, RouterState};
+
+    use super::*;
+
+    /// DPM V2 (`DataPlaneClientImplV2.java`) keys a host's router `HOST_IP/ROUTER_ID` in the map
+    /// and in `host_resources`; the state keeps the router's own id.
+    #[test]
+    fn dpm_v2_routers_are_taken_by_their_host_keyed_entries() {
+        let router = |subnet: &str| RouterState {
+            operation_type: 0,
+            configuration: Some(RouterConfiguration {
+                id: "r1".into(),
+                subnet_routing_tables: vec![schema::router_configuration::SubnetRoutingTable {
+                    subnet_id: subnet.into(),
+                    routing_rules: vec![],
+                }],
+                ..Default::default()
+            }),
+        };
+        let mut msg = schema::GoalStateV2::default();
+        for (host, subnet) in [("198.19.0.1", "s1"), ("198.19.0.2", "s2")] {
+            let key = format!("{host}/r1");
+            msg.router_states.insert(key.clone(), router(subnet));
+            let listed = ResourceIdType {
+                r#type: ResourceType::Router as i32,
+                id: key,
+            };
+            msg.host_resources.insert(
+                host.into(),
+                HostResources {
+                    resources: vec![listed],
+                },
+            );
+        }
+        let mine = for_host(msg.into(), &["198.19.0.2".parse().unwrap()]);
+        assert_eq!(mine.router_states.len(), 1);
+        let c = mine.router_states[0].configuration.as_ref().unwrap();
+        assert_eq!(
+            (c.id.as_str(), c.subnet_routing_tables[0].subnet_id.as_str()),
+            ("r1", "s2")
+        );
+    }
+}
