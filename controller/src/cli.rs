@@ -1,4 +1,4 @@
-//! Client subcommands: `apply` (gRPC), `status`, `ports`, `stats` (the pinned maps), `state` (the
+//! Client subcommands: `apply` (gRPC), `status`, `ports`, `routes`, `stats` (the pinned maps), `state` (the
 //! record), `health`, `trace` (a synthetic frame through the live data plane), `monitor` (drop
 //! events as they happen), `echo` (probes through the live data plane, by the agent).
 
@@ -10,6 +10,7 @@ mod health;
 mod inspect;
 mod monitor;
 mod port;
+mod routes;
 mod state;
 mod trace;
 
@@ -21,5 +22,6 @@ pub use health::{health, HealthArgs};
 pub use inspect::{ports, read_stats, stats, status, InspectArgs, StatsArgs};
 pub use monitor::{monitor, MonitorArgs};
 pub use port::{port, PortArgs};
+pub use routes::routes;
 pub use state::{state, StateArgs};
 pub use trace::{trace, TraceArgs, EXIT_DISAGREE};

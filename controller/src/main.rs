@@ -43,6 +43,8 @@ enum Command {
     Status(cli::InspectArgs),
     /// Programmed ports.
     Ports(cli::InspectArgs),
+    /// The routes of the subnets on routers, as the data plane holds them (`ROUTES`).
+    Routes(cli::InspectArgs),
     /// One port: its addresses, security groups and their effective rules, and the flows its
     /// connection-tracking zone holds.
     Port(cli::PortArgs),
@@ -141,6 +143,7 @@ fn run(cli: Cli) -> Result<i32> {
         cli.command,
         Command::State(_)
             | Command::Ports(_)
+            | Command::Routes(_)
             | Command::Port(_)
             | Command::Stats(_)
             | Command::Monitor(_)
@@ -156,6 +159,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Apply(args) => rt.block_on(cli::apply(args)),
         Command::Status(args) => cli::status(args).map(|()| 0),
         Command::Ports(args) => cli::ports(args).map(|()| 0),
+        Command::Routes(args) => cli::routes(args).map(|()| 0),
         Command::Port(args) => cli::port(args).map(|()| 0),
         Command::Health(args) => rt.block_on(cli::health(args)),
         Command::Stats(args) => cli::stats(args).map(|()| 0),

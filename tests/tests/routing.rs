@@ -103,6 +103,18 @@ fn a_router_routes_its_subnets_on_one_host_and_across_hosts() -> Result<()> {
         alioth_tests::agent::metric(&metrics, "alioth_routes") == Some(6),
         "{metrics}"
     );
+    let out = agent.cli(&["routes", "--json"])?;
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).context("routes --json")?;
+    let rows = listed.as_array().context("a list")?;
+    ensure!(rows.len() == 6, "{listed}");
+    let via_c1 = |r: &&serde_json::Value| r["kind"] == "via" && r["next_hop"] == c1.ip.as_str();
+    ensure!(rows.iter().filter(via_c1).count() == 2, "{listed}");
+    ensure!(
+        rows.iter().all(|r| r["router_mac"] == alioth_tests::routing::DVR_MAC),
+        "{listed}"
+    );
+    let text = String::from_utf8(agent.cli(&["routes"])?.stdout)?;
+    ensure!(text.contains("subnet-2") && text.contains("198.19.100.0/24"), "{text}");
     let _server = Peer::serve(ns(&b2), false, 8080, 30)?;
     ensure!(round_trip(ns(&a1), false, &b2.ip, 8080)?, "TCP a1 -> b2:8080");
     // A stream with the guests' default offloads, routed across hosts.

@@ -293,7 +293,7 @@ impl Tables for PinnedTables {
         self.note(match &found {
             Some(r) => format!(
                 "ROUTES[VNI {vni}, subnet of {gw}, {to}]: {} in VNI {}, next hop {}, MAC {}, from {}",
-                route_kind_name(r.kind),
+                maps::route_kind::name(r.kind),
                 r.vni,
                 Ipv4Addr::from(r.ip),
                 format_mac(&r.mac),
@@ -375,16 +375,6 @@ fn decode_hex(text: &str) -> Result<Vec<u8>> {
             u8::from_str_radix(&s, 16).with_context(|| format!("--frame: {s:?} is not a hex byte"))
         })
         .collect()
-}
-
-fn route_kind_name(kind: u8) -> &'static str {
-    match kind {
-        maps::route_kind::DIRECT => "direct",
-        maps::route_kind::VIA => "via a port",
-        maps::route_kind::TUNNEL => "tunnel to a gateway",
-        maps::route_kind::BLACKHOLE => "black hole",
-        _ => "unknown",
-    }
 }
 
 #[cfg(test)]

@@ -114,6 +114,17 @@ pub mod route_kind {
     pub const TUNNEL: u8 = 3;
     /// Nowhere: a rule whose next hop is not known (dropped, counted as `drop_no_route`).
     pub const BLACKHOLE: u8 = 4;
+
+    /// How `alioth routes` and `trace` name a kind.
+    pub const fn name(kind: u8) -> &'static str {
+        match kind {
+            DIRECT => "direct",
+            VIA => "via",
+            TUNNEL => "tunnel",
+            BLACKHOLE => "blackhole",
+            _ => "unknown",
+        }
+    }
 }
 
 /// One route of `ROUTES`. The MACs first, each on an 8-byte boundary: the verifier refuses the
