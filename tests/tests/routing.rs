@@ -245,3 +245,39 @@ fn a_default_route_reaches_the_internet_through_a_gateway() -> Result<()> {
     ensure!(ping(vm, INTERNET_HOST)?.is_none(), "priority 20 to nowhere over 10");
     Ok(())
 }
+
+/// A router joins subnets of two VPCs (as a Neutron router joins two networks): each VPC keeps its
+/// VNI, routed frames cross into the other's; without the router, nothing crosses.
+#[test]
+fn a_router_joins_subnets_of_two_vpcs() -> Result<()> {
+    let (a, b) = (VpcSpec::new(1, 1001, 1), VpcSpec::new(2, 1002, 2));
+    let mut lab = Lab::new(vec![a.clone(), b.clone()])?;
+    let (a1, b1, b2) = (a.vm(1, 10), b.vm(2, 10), b.vm(2, 11));
+    lab.add_host(vec![a1.clone(), b1.clone()])?;
+    lab.add_host(vec![b2.clone()])?;
+    lab.start_agents(&[])?;
+    for i in 0..2 {
+        lab.push(i, &goal_state(&lab, i))?;
+    }
+    lab.wait_resolved()?;
+    for (spec, third) in [(&a1, 1), (&b1, 2), (&b2, 2)] {
+        lab.vm(&spec.port_id)
+            .ns
+            .exec(&["ip", "route", "add", "default", "via", &gateway_ip(third)])?;
+    }
+    let ns = |spec: &alioth_tests::overlay::VmSpec| &lab.vm(&spec.port_id).ns;
+    ensure!(ping(ns(&a1), &b2.ip)?.is_none(), "VPC 1 -> VPC 2 without a router");
+    for i in 0..2 {
+        let r = router(OperationType::Create, vec![(&a.subnet, vec![]), (&b.subnet, vec![])]);
+        lab.push(i, &routing(vec![r], vec![]))?;
+    }
+    for (from, to) in [(&a1, &b1), (&a1, &b2), (&b2, &a1)] {
+        let out = ping(ns(from), &to.ip)?.with_context(|| format!("{} -> {}", from.ip, to.ip))?;
+        ensure!(out.contains("ttl=63"), "{} -> {}: {out}", from.ip, to.ip);
+    }
+    // Across hosts the frame goes in the destination's VNI: host 1 takes it for b2.
+    let decap = counter(&lab, 1, "decap")?;
+    ensure!(ping(ns(&a1), &b2.ip)?.is_some(), "a1 -> b2 again");
+    ensure!(counter(&lab, 1, "decap")? > decap, "decapsulated on host 1");
+    Ok(())
+}
