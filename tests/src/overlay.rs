@@ -190,28 +190,7 @@ impl Lab {
         let n = (self.hosts.len() + self.kernel_hosts.len() + 1) as u8;
         let ns = Netns::new("alkvx")?;
         let ip = self.underlay.plug(&ns, n, false)?;
-        let vni = self.vpcs[0].vni.to_string();
-        ns.exec(&[
-            "ip",
-            "link",
-            "add",
-            "vx0",
-            "type",
-            "vxlan",
-            "id",
-            &vni,
-            "dstport",
-            "4789",
-            "local",
-            &ip,
-            "dev",
-            UPLINK,
-            "nolearning",
-        ])?;
-        ns.exec(&["ip", "link", "add", "brk", "type", "bridge"])?;
-        ns.exec(&["ip", "link", "set", "vx0", "master", "brk"])?;
-        ns.exec(&["ip", "link", "set", "vx0", "up"])?;
-        ns.exec(&["ip", "link", "set", "brk", "up"])?;
+        bridged_vxlan(&ns, "vx0", "brk", self.vpcs[0].vni, &ip)?;
         let mut host = KernelHost {
             ns,
             ip,
@@ -399,6 +378,35 @@ fn overlay_vm(host: &Netns, tap: &str, spec: &VmSpec) -> Result<Vm> {
     let vm = Vm::new(host, tap, &spec.mac, &format!("{}/24", spec.ip))?;
     vm.ns.exec(&["ip", "link", "set", "eth0", "mtu", "1450"])?;
     Ok(vm)
+}
+
+/// Linux's vxlan device `vx` (VNI `vni`, port 4789, from `local` over the uplink, no learning: the
+/// FDB is static) in a new bridge `bridge`, both up.
+pub fn bridged_vxlan(ns: &Netns, vx: &str, bridge: &str, vni: u32, local: &str) -> Result<()> {
+    let vni = vni.to_string();
+    ns.exec(&[
+        "ip",
+        "link",
+        "add",
+        vx,
+        "type",
+        "vxlan",
+        "id",
+        &vni,
+        "dstport",
+        "4789",
+        "local",
+        local,
+        "dev",
+        UPLINK,
+        "nolearning",
+    ])?;
+    ns.exec(&["ip", "link", "add", bridge, "type", "bridge"])?;
+    ns.exec(&["ip", "link", "set", vx, "master", bridge])?;
+    for dev in [vx, bridge] {
+        ns.exec(&["ip", "link", "set", dev, "up"])?;
+    }
+    Ok(())
 }
 
 /// A neighbor (a port on the host at `host_ip`).

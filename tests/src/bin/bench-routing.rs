@@ -12,7 +12,7 @@ use alioth_proto::schema::OperationType;
 use alioth_tests::frames;
 use alioth_tests::generator::{best_of, cpu_busy, generate, Generator, Run};
 use alioth_tests::netns::Netns;
-use alioth_tests::overlay::{iperf3, ping_avg_us, Lab, Underlay, VmSpec, VpcSpec, UPLINK};
+use alioth_tests::overlay::{bridged_vxlan, iperf3, ping_avg_us, Lab, Underlay, VmSpec, VpcSpec};
 use alioth_tests::routing::{gateway_ip, gateway_mac, goal_state, router, routing, subnet_of};
 use anyhow::{ensure, Context, Result};
 
@@ -73,31 +73,10 @@ fn kernel_routers(lab: &Lab, a: &VmSpec, b: &VmSpec) -> Result<()> {
     let ips: Vec<String> = lab.kernel_hosts.iter().map(|k| k.ip.clone()).collect();
     for (i, k) in lab.kernel_hosts.iter().enumerate() {
         let ns = &k.ns;
-        ns.exec(&[
-            "ip",
-            "link",
-            "add",
-            "vx1",
-            "type",
-            "vxlan",
-            "id",
-            "1002",
-            "dstport",
-            "4789",
-            "local",
-            &ips[i],
-            "dev",
-            UPLINK,
-            "nolearning",
-        ])?;
-        ns.exec(&["ip", "link", "add", "brk2", "type", "bridge"])?;
-        ns.exec(&["ip", "link", "set", "vx1", "master", "brk2"])?;
+        bridged_vxlan(ns, "vx1", "brk2", 1002, &ips[i])?;
         for (bridge, third) in [("brk", 1), ("brk2", 2)] {
             ns.exec(&["ip", "link", "set", bridge, "address", &gateway_mac(third)])?;
             ns.exec(&["ip", "addr", "add", &format!("{}/24", gateway_ip(third)), "dev", bridge])?;
-        }
-        for dev in ["vx1", "brk2"] {
-            ns.exec(&["ip", "link", "set", dev, "up"])?;
         }
         ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         // The VM on the other host, in its subnet's bridge and vxlan device.
@@ -133,6 +112,20 @@ fn kernel_routers(lab: &Lab, a: &VmSpec, b: &VmSpec) -> Result<()> {
     Ok(())
 }
 
+/// A 60-byte frame from VM `a` to its gateway's MAC, for `dst`'s discard port.
+fn small_frame(a: &VmSpec, dst: [u8; 4]) -> Vec<u8> {
+    frames::udp(
+        mac(&a.mac),
+        mac(&gateway_mac(1)),
+        [198, 18, 1, 10],
+        dst,
+        64,
+        40000,
+        9,
+        &[0; 18],
+    )
+}
+
 fn mac(s: &str) -> [u8; 6] {
     let v: Vec<u8> = s.split(':').map(|o| u8::from_str_radix(o, 16).unwrap_or(0)).collect();
     v.try_into().unwrap_or_default()
@@ -153,17 +146,7 @@ fn run(alioth: bool) -> Result<Figures> {
         String::from_utf8_lossy(&warm.stdout)
     );
     let ping_us = ping_avg_us(&src.ns, &b.ip)?;
-    // 60-byte frames to the gateway's MAC, for the other subnet's VM (the discard port).
-    let frame = frames::udp(
-        mac(&a.mac),
-        mac(&gateway_mac(1)),
-        [198, 18, 1, 10],
-        [198, 18, 2, 20],
-        64,
-        40000,
-        9,
-        &[0; 18],
-    );
+    let frame = small_frame(&a, [198, 18, 2, 20]);
     let small = best_of(&src.ns, &lab.vm(&b.port_id).ns, &frame, BURST, RUNS)?;
     let generator_ns = match alioth {
         true => Some(generator_alone(&src.ns, &a)?),
@@ -185,16 +168,7 @@ fn run(alioth: bool) -> Result<Figures> {
 /// least of `RUNS` bursts to where no route goes, which the port program drops (`drop_no_route`)
 /// as soon as it has looked the route up.
 fn generator_alone(vm: &Netns, a: &VmSpec) -> Result<f64> {
-    let frame = frames::udp(
-        mac(&a.mac),
-        mac(&gateway_mac(1)),
-        [198, 18, 1, 10],
-        [198, 19, 5, 5],
-        64,
-        40000,
-        9,
-        &[0; 18],
-    );
+    let frame = small_frame(a, [198, 19, 5, 5]);
     let mut least = f64::MAX;
     for _ in 0..RUNS {
         let busy = cpu_busy()?;
