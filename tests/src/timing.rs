@@ -96,3 +96,39 @@ pub fn steady(dp: &mut Dataplane, name: &str, frame: &[u8]) -> Result<(u64, u64)
     }
     Ok((least, base))
 }
+
+/// A row of `in_kernel`: its name, the program and its steady-state twin (none where the twin cannot
+/// undo what the program does), the frame, the target.
+pub type KernelRow<'a> = (&'a str, &'a str, Option<&'a str>, &'a [u8], &'a str);
+
+/// Prints ns per frame of each row's program in the kernel, net of the XDP_PASS program measured
+/// the same way: one run per sample (repeat = 1, cold), and steady state (the least of 10 runs of
+/// repeat = 100k) through the benchmark twin that puts the frame's head back after each run.
+pub fn in_kernel(dp: &mut Dataplane, rows: &[KernelRow<'_>]) -> Result<()> {
+    let base = measure(dp.pass_program()?, rows.first().map_or(&[][..], |r| r.3), 2)?;
+    println!();
+    println!(
+        "{:<28} {:>12} {:>12} {:>14} {:>14} {:>8}",
+        "BPF_PROG_TEST_RUN", "repeat=1", "net of PASS", "steady", "net of PASS", "target"
+    );
+    println!(
+        "{:<28} {base:>12.1} {:>12} {:>14} {:>14} {:>8}",
+        "xdp_pass (baseline)", "-", "(beside each)", "-", ""
+    );
+    for (name, prog, bench, frame, target) in rows {
+        // Encapsulated and decapsulated frames are redirected (XDP_REDIRECT).
+        let cold = measure(dp.loaded_program(prog)?, frame, 4)?;
+        let (hot, net) = match bench {
+            Some(bench) => {
+                let (hot, hot_base) = steady(dp, bench, frame)?;
+                (hot.to_string(), hot.saturating_sub(hot_base).to_string())
+            }
+            None => ("-".to_string(), "-".to_string()),
+        };
+        println!(
+            "{name:<28} {cold:>12.1} {:>12.1} {hot:>14} {net:>14} {target:>8}",
+            cold - base
+        );
+    }
+    Ok(())
+}

@@ -16,7 +16,7 @@ use alioth::dataplane::{AttachMode, Dataplane};
 use alioth_tests::frames;
 use alioth_tests::generator::{best_of, Generator, Run};
 use alioth_tests::overlay::{iperf3, ping_avg_us, Lab, Underlay, VpcSpec};
-use alioth_tests::timing::{measure, steady};
+use alioth_tests::timing;
 use alioth_tests::vectors::{self, *};
 use anyhow::{ensure, Context, Result};
 
@@ -177,42 +177,30 @@ fn main() -> Result<()> {
     in_kernel()
 }
 
-/// Encap and decap in the kernel, net of the XDP_PASS program measured the same way: one run per
-/// sample (repeat = 1, cold), and steady state (the least of 10 runs of repeat = 100k) through the
-/// benchmark programs that put the frame's head back after each run.
+/// Encap and decap in the kernel (see `timing::in_kernel`).
 fn in_kernel() -> Result<()> {
     // The logger holds the log map the programs loaded below refer to: keep it.
     let (mut dp, _logger) = Dataplane::load_lab(AttachMode::Auto)?;
     vectors::program(&mut dp)?;
     let inner = vectors::udp_from_port(REMOTE_MAC, REMOTE_IP, 18);
     let vx = vectors::vxlan_to_peer(VNI, &vectors::udp_from_port(PEER_MAC, PEER_IP, 18));
-    let base = measure(dp.pass_program()?, &inner, 2)?;
-    println!();
-    println!(
-        "{:<28} {:>12} {:>12} {:>14} {:>14} {:>8}",
-        "BPF_PROG_TEST_RUN", "repeat=1", "net of PASS", "steady", "net of PASS", "target"
-    );
-    println!(
-        "{:<28} {base:>12.1} {:>12} {:>14} {:>14} {:>8}",
-        "xdp_pass (baseline)", "-", "(beside each)", "-", ""
-    );
-    for (name, prog, bench, frame, target) in [
-        ("encap 60 B -> 110 B", PORT_PROGRAM, BENCH_PORT_PROGRAM, &inner, "<= 60"),
-        (
-            "decap 110 B -> 60 B",
-            UPLINK_PROGRAM,
-            BENCH_UPLINK_PROGRAM,
-            &vx,
-            "<= 50",
-        ),
-    ] {
-        let cold = measure(dp.loaded_program(prog)?, frame, 4)?;
-        let (hot, hot_base) = steady(&mut dp, bench, frame)?;
-        println!(
-            "{name:<28} {cold:>12.1} {:>12.1} {hot:>14} {:>14} {target:>8}",
-            cold - base,
-            hot.saturating_sub(hot_base)
-        );
-    }
-    Ok(())
+    timing::in_kernel(
+        &mut dp,
+        &[
+            (
+                "encap 60 B -> 110 B",
+                PORT_PROGRAM,
+                Some(BENCH_PORT_PROGRAM),
+                &inner,
+                "<= 60",
+            ),
+            (
+                "decap 110 B -> 60 B",
+                UPLINK_PROGRAM,
+                Some(BENCH_UPLINK_PROGRAM),
+                &vx,
+                "<= 50",
+            ),
+        ],
+    )
 }

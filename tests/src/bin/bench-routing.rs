@@ -8,12 +8,16 @@
 //! Small packets come from the generator in the sending VM, addressed to its gateway's MAC, and
 //! are counted by the receiving VM's sink (see `bench overlay`); TCP is iperf3, latency is ping.
 
+use alioth::dataplane::object::{BENCH_PORT_PROGRAM, PORT_PROGRAM};
+use alioth::dataplane::{AttachMode, Dataplane};
 use alioth_proto::schema::OperationType;
 use alioth_tests::frames;
 use alioth_tests::generator::{best_of, cpu_busy, generate, Generator, Run};
 use alioth_tests::netns::Netns;
 use alioth_tests::overlay::{bridged_vxlan, iperf3, ping_avg_us, Lab, Underlay, VmSpec, VpcSpec};
 use alioth_tests::routing::{gateway_ip, gateway_mac, goal_state, router, routing, subnet_of};
+use alioth_tests::timing;
+use alioth_tests::vectors::{self, routes};
 use anyhow::{ensure, Context, Result};
 
 /// Frames per generator run, and runs per measurement.
@@ -238,5 +242,24 @@ fn main() -> Result<()> {
     let us = |v: f64| format!("{v:.1} us");
     let (kp, ap) = (kernel.ping_us, ours.ping_us);
     line("routed ping RTT (avg)", us(kp), us(ap), kp / ap, "");
-    Ok(())
+    in_kernel()
+}
+
+/// Encapsulation switched and routed (to another VPC's port, and over a rule to a gateway), in
+/// the kernel (see `timing::in_kernel`): what routing adds to a frame.
+fn in_kernel() -> Result<()> {
+    let (mut dp, _logger) = Dataplane::load_lab(AttachMode::Auto)?;
+    vectors::program(&mut dp)?;
+    let switched = vectors::udp_from_port(vectors::REMOTE_MAC, vectors::REMOTE_IP, 18);
+    let routed = vectors::udp_from_port(vectors::GW_MAC, routes::OTHER_VPC_VM_IP, 18);
+    let tunnelled = vectors::udp_from_port(vectors::GW_MAC, [198, 19, 9, 9], 18);
+    timing::in_kernel(
+        &mut dp,
+        &[
+            ("switched, encap", PORT_PROGRAM, Some(BENCH_PORT_PROGRAM), &switched, ""),
+            // The steady-state twin puts the head back, not the MACs and TTL a router rewrote.
+            ("routed, encap", PORT_PROGRAM, None, &routed, ""),
+            ("routed to a gateway, encap", PORT_PROGRAM, None, &tunnelled, ""),
+        ],
+    )
 }
