@@ -8,13 +8,16 @@ use aya_ebpf::programs::XdpContext;
 use alioth_common::arp::{self, ARP_FRAME_LEN};
 use alioth_common::eth::{self, ETH_HLEN, ETH_P_ARP, ETH_P_IPV4};
 use alioth_common::ipv4::{self, IPV4_MIN_HLEN};
+use alioth_common::maps::PortEntry;
 use alioth_common::pipeline::Action;
 use alioth_common::{icmp, vxlan, Packet};
 
 use crate::packet::XdpPacket;
 
+/// Puts back what the program did to the frame; `port_program`: it was the port program's, which
+/// may also have routed it.
 #[inline(always)]
-pub fn undo(ctx: &XdpContext, action: Action) {
+pub fn undo(ctx: &XdpContext, action: Action, port_program: bool) {
     let delta = match action {
         Action::Encap => vxlan::OUTER_LEN as i32,
         Action::Decap => -(vxlan::OUTER_LEN as i32),
@@ -22,10 +25,36 @@ pub fn undo(ctx: &XdpContext, action: Action) {
             let _ = undo_reply(&mut XdpPacket::new(ctx));
             return;
         }
+        Action::Redirect => 0,
         _ => return,
     };
-    // SAFETY: reverses the adjustment `finish` made; the helper validates it.
-    unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) };
+    if delta != 0 {
+        // SAFETY: reverses the adjustment `finish` made; the helper validates it.
+        unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) };
+    }
+    if !port_program || !matches!(action, Action::Encap | Action::Redirect) {
+        return;
+    }
+    // SAFETY: the program's own context.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    // Read in the map, not copied: the port program left no stack for a copy.
+    if let Some(port) = crate::PORTS.get(ifindex) {
+        let _ = undo_route(&mut XdpPacket::new(ctx), port);
+    }
+}
+
+/// Turns a frame the port program routed back into the one the port sent: from the port's MAC to
+/// its gateway's, with the TTL it had. A switched frame (from the port's MAC) is left alone.
+#[inline(always)]
+fn undo_route(pkt: &mut XdpPacket, port: &PortEntry) -> Option<()> {
+    let (_, src) = eth::macs(pkt)?;
+    if src == port.mac {
+        return Some(());
+    }
+    eth::set_macs(pkt, &port.gateway_mac, &port.mac)?;
+    let h = pkt.array::<2>(ETH_HLEN + 8)?;
+    let (ttl, proto) = (h[0], h[1]);
+    ipv4::set_ttl(pkt, ttl.wrapping_add(1), proto)
 }
 
 /// Turns an ARP or ICMP echo reply back into the request it answered (DHCP replies change length

@@ -21,7 +21,7 @@ use crate::{bench, finish, port_path, uplink_path, Origin};
 #[inline(always)]
 pub fn alioth_bench_port(ctx: XdpContext) -> u32 {
     let (origin, verdict) = port_path(&ctx);
-    undone(&ctx, origin, verdict)
+    undone(&ctx, origin, verdict, true)
 }
 
 /// Benchmarks only: the uplink program with its edit undone (decapsulation in steady state).
@@ -29,16 +29,16 @@ pub fn alioth_bench_port(ctx: XdpContext) -> u32 {
 #[inline(always)]
 pub fn alioth_bench_uplink(ctx: XdpContext) -> u32 {
     let (origin, verdict) = uplink_path(&ctx);
-    undone(&ctx, origin, verdict)
+    undone(&ctx, origin, verdict, false)
 }
 
 /// `finish`, then its edit undone. The programs' bodies are inlined into the entry points the
 /// macro makes (`inline(always)` above): a body LLVM leaves as a function of its own holds
 /// `finish`'s tail call, which the kernel refuses in a subprogram of an object without BTF.
 #[inline(always)]
-fn undone(ctx: &XdpContext, origin: Origin, verdict: Verdict) -> u32 {
+fn undone(ctx: &XdpContext, origin: Origin, verdict: Verdict, port_program: bool) -> u32 {
     let action = finish(ctx, origin, verdict);
-    bench::undo(ctx, verdict.action);
+    bench::undo(ctx, verdict.action, port_program);
     action
 }
 

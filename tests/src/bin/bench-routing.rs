@@ -257,9 +257,14 @@ fn in_kernel() -> Result<()> {
         &mut dp,
         &[
             ("switched, encap", PORT_PROGRAM, Some(BENCH_PORT_PROGRAM), &switched, ""),
-            // The steady-state twin puts the head back, not the MACs and TTL a router rewrote.
-            ("routed, encap", PORT_PROGRAM, None, &routed, ""),
-            ("routed to a gateway, encap", PORT_PROGRAM, None, &tunnelled, ""),
+            ("routed, encap", PORT_PROGRAM, Some(BENCH_PORT_PROGRAM), &routed, ""),
+            (
+                "routed to a gateway, encap",
+                PORT_PROGRAM,
+                Some(BENCH_PORT_PROGRAM),
+                &tunnelled,
+                "",
+            ),
         ],
     )
 }
