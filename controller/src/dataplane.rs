@@ -451,9 +451,7 @@ impl Dataplane {
         use alioth_common::firewall::CtValue;
         let old_ports: Array<_, PortEntry> =
             Array::try_from(aya::maps::Map::Array(MapData::from_pin(dir.join(maps::PORTS))?))?;
-        let old_flows: BpfHashMap<_, FlowKey, CtValue> = BpfHashMap::try_from(aya::maps::Map::LruHashMap(
-            MapData::from_pin(dir.join(firewall::SG_FLOWS))?,
-        ))?;
+        let old_flows = MapData::from_pin(dir.join(firewall::SG_FLOWS))?;
         let zones: HashMap<u32, u32> = self
             .attached
             .values()
@@ -466,7 +464,8 @@ impl Dataplane {
             return Ok(0);
         }
         let mut carried = 0;
-        for (key, value) in old_flows.iter().filter_map(Result::ok) {
+        let old_flows: Vec<(FlowKey, CtValue)> = batch::read_all(std::os::fd::AsFd::as_fd(old_flows.fd()))?;
+        for (key, value) in old_flows {
             if let Some(zone) = zones.get(&key.zone) {
                 self.policies.carry_flow(&FlowKey { zone: *zone, ..key }, &value)?;
                 carried += 1;

@@ -3,11 +3,11 @@
 //! pinned maps, its rule set, its zone and the flows the zone tracks.
 
 use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
 
 use alioth_common::conntrack::FlowKey;
 use alioth_common::firewall::{self, CtValue};
 use anyhow::{Context, Result};
-use aya::maps::{HashMap as BpfHashMap, Map};
 use serde_json::{json, Value};
 
 use super::inspect::{open_map, port_entry, InspectArgs};
@@ -91,11 +91,10 @@ fn rule_json(group: &str, r: &SgRule, members: &Members, port: &Port) -> Value {
 /// The port's policy number and tracked flows, from the pinned maps.
 fn kernel_side(args: &InspectArgs, port: &Port) -> Result<Value> {
     let (index, entry) = port_entry(&args.pin_dir, &port.id, &port.iface)?;
-    let flows: BpfHashMap<_, FlowKey, CtValue> =
-        BpfHashMap::try_from(Map::LruHashMap(open_map(&args.pin_dir, firewall::SG_FLOWS)?))?;
+    let flows = open_map(&args.pin_dir, firewall::SG_FLOWS)?;
+    let flows: Vec<(FlowKey, CtValue)> = crate::dataplane::batch::read_all(flows.fd().as_fd())?;
     let mine: Vec<Value> = flows
-        .iter()
-        .filter_map(Result::ok)
+        .into_iter()
         .filter(|(k, _)| entry.zone != 0 && k.zone == entry.zone)
         .map(|(k, v)| {
             json!({
