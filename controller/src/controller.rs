@@ -522,8 +522,8 @@ impl Applier<'_> {
         let result = self.dp.set_routes(routes::render(self.state));
         let share = t.elapsed() / outcomes.len().max(1) as u32;
         match result {
-            Ok(n) => {
-                tracing::debug!(entries = n, "routes written");
+            Ok(()) => {
+                tracing::debug!(entries = self.dp.route_count(), "routes written");
                 outcomes
                     .iter()
                     .try_for_each(|o| report(*o, Applied::Dataplane(share, Ok(()))))

@@ -486,11 +486,8 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Makes `ROUTES` hold `wanted` (`goalstate::routes::render`); how many entries changed.
-    pub fn set_routes(
-        &mut self,
-        wanted: std::collections::BTreeMap<crate::goalstate::routes::RouteKey, maps::Route>,
-    ) -> Result<usize> {
+    /// Makes `ROUTES` hold `wanted` (`goalstate::routes::render`).
+    pub fn set_routes(&mut self, wanted: crate::goalstate::routes::Routes) -> Result<()> {
         self.routes.write(wanted)
     }
 

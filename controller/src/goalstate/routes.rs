@@ -2,7 +2,7 @@
 //! that router (connected, delivered in its VPC) and its routing rules, each resolved to where its
 //! next hop is.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use alioth_common::maps::{route_key, route_kind, Route, ROUTE_FIXED_BITS};
 use ipnetwork::Ipv4Network;
@@ -12,9 +12,12 @@ use crate::goalstate::model::{Mac, RoutingRule, State, Subnet};
 /// A `ROUTES` key: (prefix length over the whole key, key data).
 pub type RouteKey = (u32, [u8; 12]);
 
+/// Entries of `ROUTES`.
+pub type Routes = HashMap<RouteKey, Route>;
+
 /// Every route the state's routers make.
-pub fn render(state: &State) -> BTreeMap<RouteKey, Route> {
-    let mut out = BTreeMap::new();
+pub fn render(state: &State) -> Routes {
+    let mut out = Routes::new();
     for router in state.routers.values() {
         let attached: Vec<(&Subnet, u32)> = router
             .subnets
@@ -111,7 +114,7 @@ mod tests {
     const DVR: Mac = [0xfe, 0x16, 0x11, 0, 0, 0];
 
     /// s1's route to `dst`/`len` (s1: VNI 100, gateway 198.18.0.1).
-    fn s1_route(routes: &BTreeMap<RouteKey, Route>, dst: [u8; 4], len: u32) -> Option<Route> {
+    fn s1_route(routes: &Routes, dst: [u8; 4], len: u32) -> Option<Route> {
         routes
             .get(&(ROUTE_FIXED_BITS + len, route_key(100, [198, 18, 0, 1], dst)))
             .copied()
