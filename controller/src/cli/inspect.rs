@@ -114,13 +114,19 @@ fn read_port_stats(args: &InspectArgs, id: &str) -> Result<Vec<(Counter, u64)>> 
     ))
 }
 
-/// Which port and VPC each interface is (interface -> (port id, VPC id)), from the agent's record
-/// when it can be read here.
-pub(super) fn port_owners(state_dir: &Path) -> std::collections::HashMap<String, (String, String)> {
+/// The agent's record, when there is one this command can read (listings name what they show from
+/// it, and do without).
+pub(super) fn readable_record(state_dir: &Path) -> Option<crate::goalstate::model::State> {
     state_dir
         .exists()
         .then(|| crate::store::Store::read(state_dir).ok())
         .flatten()
+}
+
+/// Which port and VPC each interface is (interface -> (port id, VPC id)), from the agent's record
+/// when it can be read here.
+pub(super) fn port_owners(state_dir: &Path) -> std::collections::HashMap<String, (String, String)> {
+    readable_record(state_dir)
         .map(|state| {
             state
                 .ports()
@@ -345,7 +351,7 @@ fn xdp_modes(ports: &[(u32, PortEntry)], uplink: Option<Uplink>) -> Result<Vec<s
 /// interface is not attached (pending), and copies of damaged records.
 fn record_summary(dir: &Path, attached: &[String]) -> serde_json::Value {
     let bytes = crate::store::Store::size(dir);
-    let held = dir.exists().then(|| crate::store::Store::read(dir).ok()).flatten();
+    let held = readable_record(dir);
     let (resources, pending) = held.map_or((0, Vec::new()), |s| {
         let pending: Vec<String> = s
             .ports()

@@ -10,7 +10,7 @@ use aya::maps::lpm_trie::LpmTrie;
 use aya::maps::{Map, MapData};
 use serde_json::json;
 
-use super::inspect::{open_map, InspectArgs};
+use super::inspect::{open_map, readable_record, InspectArgs};
 use crate::goalstate::model::format_mac;
 
 pub fn routes(args: InspectArgs) -> Result<()> {
@@ -71,11 +71,7 @@ pub fn routes(args: InspectArgs) -> Result<()> {
 
 /// (VNI, gateway address) -> subnet id, from the record (empty when it cannot be read).
 fn subnet_names(state_dir: &std::path::Path) -> HashMap<(u32, Ipv4Addr), String> {
-    let Some(state) = state_dir
-        .exists()
-        .then(|| crate::store::Store::read(state_dir).ok())
-        .flatten()
-    else {
+    let Some(state) = readable_record(state_dir) else {
         return HashMap::new();
     };
     state
