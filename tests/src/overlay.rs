@@ -351,6 +351,11 @@ impl Lab {
             .unwrap_or_else(|| panic!("no VM {id}"))
     }
 
+    /// Counter `name` of host `i`'s agent (`alioth stats`).
+    pub fn counter(&self, i: usize, name: &str) -> Result<u64> {
+        crate::demo::counter(self.hosts[i].agent.as_ref().context("agent not started")?, name)
+    }
+
     /// Waits until every agent has resolved the next hops of all its remote hosts.
     pub fn wait_resolved(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);

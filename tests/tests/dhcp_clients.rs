@@ -5,9 +5,10 @@
 use std::time::{Duration, Instant};
 
 use alioth_tests::agent::Agent;
+use alioth_tests::demo::counter;
 use alioth_tests::dhcp::parse_perfdhcp;
 use alioth_tests::netns::{Netns, Scratch, Vm};
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 
 const VPC: &str = "6f1e0c2a-dhcp-4ece-b3f0-8d36e3d88001";
 const SUBNET: &str = "a87e0f87-dhcp-44ef-9194-9a62f178594e";
@@ -89,10 +90,6 @@ fn apply(agent: &Agent, scratch: &Scratch, yaml: &str) -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
-}
-
-fn counter(agent: &Agent, name: &str) -> Result<u64> {
-    agent.stats()?[name].as_u64().with_context(|| format!("counter {name}"))
 }
 
 /// Polls `check` until it holds, for at most `limit`.

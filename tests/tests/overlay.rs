@@ -22,11 +22,6 @@ fn checksum_offload(vm: &alioth_tests::netns::Netns) -> Result<bool> {
     Ok(vm.exec(&["ethtool", "-k", "eth0"])?.contains("tx-checksumming: on"))
 }
 
-fn counter(lab: &Lab, host: usize, name: &str) -> Result<u64> {
-    let agent = lab.hosts[host].agent.as_ref().context("agent")?;
-    agent.stats()?[name].as_u64().with_context(|| format!("counter {name}"))
-}
-
 #[test]
 fn vms_on_three_hosts_talk_over_vxlan() -> Result<()> {
     let a = VpcSpec::new(1, 1001, 1);
@@ -60,13 +55,9 @@ fn vms_on_three_hosts_talk_over_vxlan() -> Result<()> {
             }
         }
     }
-    ensure!(
-        counter(&lab, 0, "encap")? >= 12,
-        "stats: {}",
-        counter(&lab, 0, "encap")?
-    );
-    ensure!(counter(&lab, 0, "decap")? >= 12);
-    ensure!(counter(&lab, 0, "forward_local")? >= 6);
+    ensure!(lab.counter(0, "encap")? >= 12, "stats: {}", lab.counter(0, "encap")?);
+    ensure!(lab.counter(0, "decap")? >= 12);
+    ensure!(lab.counter(0, "forward_local")? >= 6);
 
     // The underlay carries VXLAN with the VPC's VNI.
     let dump = Background::spawn(
@@ -87,15 +78,15 @@ fn vms_on_three_hosts_talk_over_vxlan() -> Result<()> {
     // underlay hands the unfinished checksum on, as a NIC would not).
     let (server, client) = (&lab.vm(&ids[1][0]).ns, &lab.vm(&ids[0][0]).ns);
     ensure!(checksum_offload(client)? && checksum_offload(server)?);
-    let skb_path = (counter(&lab, 0, "skb_path")?, counter(&lab, 1, "skb_path")?);
+    let skb_path = (lab.counter(0, "skb_path")?, lab.counter(1, "skb_path")?);
     let tcp = iperf3(server, client, &ips[1][0], &["-t", "2"])?;
     let bps = tcp["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
     ensure!(bps > 1e8, "TCP across hosts: {bps} bit/s");
     ensure!(
-        counter(&lab, 0, "skb_path")? > skb_path.0 + 1000 && counter(&lab, 1, "skb_path")? > skb_path.1 + 1000,
+        lab.counter(0, "skb_path")? > skb_path.0 + 1000 && lab.counter(1, "skb_path")? > skb_path.1 + 1000,
         "TCP with offloads took the skb path on both hosts: {skb_path:?} -> {}, {}",
-        counter(&lab, 0, "skb_path")?,
-        counter(&lab, 1, "skb_path")?
+        lab.counter(0, "skb_path")?,
+        lab.counter(1, "skb_path")?
     );
     let udp = iperf3(
         server,
@@ -122,10 +113,10 @@ fn vms_on_three_hosts_talk_over_vxlan() -> Result<()> {
         ..Default::default()
     };
     lab.push(0, &delete)?;
-    let before = counter(&lab, 0, "drop_unknown_destination")?;
+    let before = lab.counter(0, "drop_unknown_destination")?;
     let out = ping(&lab, &ids[0][0], &spec.ip, &[])?;
     ensure!(out.contains(" 0 received"), "after the neighbor DELETE: {out}");
-    ensure!(counter(&lab, 0, "drop_unknown_destination")? >= before + 3);
+    ensure!(lab.counter(0, "drop_unknown_destination")? >= before + 3);
     // The rest keeps working.
     let out = ping(&lab, &ids[0][0], &ips[2][0], &[])?;
     ensure!(out.contains("3 received"), "{out}");
@@ -151,7 +142,7 @@ fn tso_super_frames_cross_hosts_whole_on_the_skb_path() -> Result<()> {
         let features = vm.exec(&["ethtool", "-k", "eth0"])?;
         ensure!(features.contains("tcp-segmentation-offload: on"), "{features}");
     }
-    let before = counter(&lab, 0, "skb_path")?;
+    let before = lab.counter(0, "skb_path")?;
     for reverse in [false, true] {
         let mut args = vec!["-t", "2"];
         if reverse {
@@ -165,9 +156,9 @@ fn tso_super_frames_cross_hosts_whole_on_the_skb_path() -> Result<()> {
             bps / 1e9
         );
     }
-    ensure!(counter(&lab, 0, "skb_path")? > before + 100);
+    ensure!(lab.counter(0, "skb_path")? > before + 100);
     ensure!(
-        counter(&lab, 0, "drop_overlay_too_big")? == 0,
+        lab.counter(0, "drop_overlay_too_big")? == 0,
         "super-frames are judged by their segments: {}",
         lab.hosts[0].agent.as_ref().context("agent")?.stats()?
     );
@@ -225,16 +216,16 @@ fn two_vpcs_with_the_same_addresses_never_see_each_other() -> Result<()> {
         "nud",
         "permanent",
     ])?;
-    let before = counter(&lab, 0, "drop_unknown_destination")?;
+    let before = lab.counter(0, "drop_unknown_destination")?;
     let out = ping(&lab, &ids[0], "198.18.1.11", &[])?;
     ensure!(out.contains(" 0 received"), "a1 -> b2's MAC: {out}");
-    ensure!(counter(&lab, 0, "drop_unknown_destination")? >= before + 3);
+    ensure!(lab.counter(0, "drop_unknown_destination")? >= before + 3);
     // Spoofing: a VM that sends from another VPC's MAC is dropped at its port.
     a1.exec(&["ip", "neigh", "del", "198.18.1.11", "dev", "eth0"])?;
     a1.exec(&["ip", "link", "set", "eth0", "address", &b2_mac])?;
     let out = ping(&lab, &ids[0], "198.18.1.11", &[])?;
     ensure!(out.contains(" 0 received"), "spoofed MAC: {out}");
-    ensure!(counter(&lab, 0, "drop_spoofed_mac")? >= 1);
+    ensure!(lab.counter(0, "drop_spoofed_mac")? >= 1);
 
     let (seen_a2, seen_b2) = (cap_a2.finish(Duration::ZERO)?, cap_b2.finish(Duration::ZERO)?);
     let requests = |s: &str| s.lines().filter(|l| l.contains("ICMP echo request")).count();
@@ -286,7 +277,7 @@ fn linux_vxlan_host_interoperates_both_ways_with_full_size_frames() -> Result<()
             "TCP with the kernel's vxlan (reverse: {reverse}): {bps} bit/s"
         );
     }
-    ensure!(counter(&lab, 0, "encap")? > 1000 && counter(&lab, 0, "decap")? > 1000);
+    ensure!(lab.counter(0, "encap")? > 1000 && lab.counter(0, "decap")? > 1000);
     Ok(())
 }
 
@@ -326,7 +317,7 @@ fn vms_on_two_hosts_lose_no_packet_while_an_agent_is_sigkilled_and_restarted() -
     // The same goal state again changes nothing and succeeds; the counters went on across the
     // restart (600 requests out, 600 replies in).
     lab.push(0, &lab.goal_state(0))?;
-    ensure!(counter(&lab, 0, "encap")? >= 600 && counter(&lab, 0, "decap")? >= 600);
+    ensure!(lab.counter(0, "encap")? >= 600 && lab.counter(0, "decap")? >= 600);
     Ok(())
 }
 
@@ -399,7 +390,7 @@ fn a_vm_that_moves_here_takes_over_its_neighbor_entry() -> Result<()> {
     lab.wait_resolved()?;
     let out = ping(&lab, &one_id, &two_ip, &[])?;
     ensure!(out.contains("3 received"), "before the move: {out}");
-    let encap = counter(&lab, 0, "encap")?;
+    let encap = lab.counter(0, "encap")?;
 
     // The move: VM 2 stops on host 1 and starts on host 0 with the same port.
     let port = |op| alioth_tests::goalstate::port(op, &two.port_id, &two.vpc, &two.subnet, &two.ip, &two.mac);
@@ -421,10 +412,10 @@ fn a_vm_that_moves_here_takes_over_its_neighbor_entry() -> Result<()> {
     let out = ping(&lab, &one_id, &two_ip, &[])?;
     ensure!(out.contains("3 received"), "after the move: {out}");
     ensure!(
-        counter(&lab, 0, "encap")? == encap,
+        lab.counter(0, "encap")? == encap,
         "VM 2 is local now: nothing more is encapsulated"
     );
-    ensure!(counter(&lab, 0, "forward_local")? >= 3);
+    ensure!(lab.counter(0, "forward_local")? >= 3);
     drop(moved);
     Ok(())
 }
@@ -505,7 +496,7 @@ fn tracepath_from_a_guest_at_mtu_1500_finds_the_overlay_mtu() -> Result<()> {
     lab.push(0, &update)?;
     let vm = &lab.vm(&one_id).ns;
     vm.exec(&["ip", "link", "set", "eth0", "mtu", "1500"])?;
-    let before = counter(&lab, 0, "icmp_frag_needed")?;
+    let before = lab.counter(0, "icmp_frag_needed")?;
     let out = ping(&lab, &one_id, &two_ip, &["-M", "do", "-s", "1472"])?;
     ensure!(
         out.contains("mtu = 1450") || out.contains("mtu=1450"),
@@ -515,7 +506,7 @@ fn tracepath_from_a_guest_at_mtu_1500_finds_the_overlay_mtu() -> Result<()> {
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}");
     ensure!(text.contains("pmtu 1450"), "tracepath: {text}");
-    ensure!(counter(&lab, 0, "icmp_frag_needed")? > before, "no frag-needed counted");
+    ensure!(lab.counter(0, "icmp_frag_needed")? > before, "no frag-needed counted");
     // What fits crosses (1450 - 28 bytes of IPv4 and ICMP headers), with DF.
     let out = ping(&lab, &one_id, &two_ip, &["-M", "do", "-s", "1422"])?;
     ensure!(out.contains("3 received"), "{out}");

@@ -22,11 +22,6 @@ fn ping(ns: &Netns, ip: &str) -> Result<Option<String>> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
-fn counter(lab: &Lab, host: usize, name: &str) -> Result<u64> {
-    let agent = lab.hosts[host].agent.as_ref().context("agent")?;
-    agent.stats()?[name].as_u64().with_context(|| name.to_string())
-}
-
 /// Behind the router VM c1: a network its rule sends to it.
 const BEHIND_C1: &str = "198.19.100.0/24";
 const BEHIND_C1_HOST: &str = "198.19.100.1";
@@ -67,9 +62,9 @@ fn a_router_routes_its_subnets_on_one_host_and_across_hosts() -> Result<()> {
     }
     let ns = |spec: &alioth_tests::overlay::VmSpec| &lab.vm(&spec.port_id).ns;
     // No router: subnets of one VPC are not routed to each other (as with ACA and Neutron).
-    let before = counter(&lab, 0, "drop_no_route")?;
+    let before = lab.counter(0, "drop_no_route")?;
     ensure!(ping(ns(&a1), &b1.ip)?.is_none(), "a1 -> b1 without a router");
-    ensure!(counter(&lab, 0, "drop_no_route")? > before, "counted as drop_no_route");
+    ensure!(lab.counter(0, "drop_no_route")? > before, "counted as drop_no_route");
     // The router, as DPM sends it: INFO, one message per subnet's table here, which add up (DPM
     // names the subnets of the host's ports and of its L3 neighbors: host 2 learns subnet-2 from
     // b1 and b2, and routes c1's answers to them).
@@ -225,12 +220,12 @@ fn a_default_route_reaches_the_internet_through_a_gateway() -> Result<()> {
         lab.push(0, &routing(vec![r], vec![]))
     };
     push_rules(vec![rule("host", &format!("{INTERNET_HOST}/32"), "198.18.1.99", 0)])?;
-    let before = counter(&lab, 0, "drop_no_route")?;
+    let before = lab.counter(0, "drop_no_route")?;
     ensure!(
         ping(vm, INTERNET_HOST)?.is_none(),
         "the /32 to an unknown next hop wins"
     );
-    ensure!(counter(&lab, 0, "drop_no_route")? > before, "counted as drop_no_route");
+    ensure!(lab.counter(0, "drop_no_route")? > before, "counted as drop_no_route");
     // A rule's DELETE removes it alone: the default route is back in charge.
     let mut delete = rule("host", &format!("{INTERNET_HOST}/32"), "", 0);
     delete.operation_type = OperationType::Delete as i32;
@@ -276,8 +271,8 @@ fn a_router_joins_subnets_of_two_vpcs() -> Result<()> {
         ensure!(out.contains("ttl=63"), "{} -> {}: {out}", from.ip, to.ip);
     }
     // Across hosts the frame goes in the destination's VNI: host 1 takes it for b2.
-    let decap = counter(&lab, 1, "decap")?;
+    let decap = lab.counter(1, "decap")?;
     ensure!(ping(ns(&a1), &b2.ip)?.is_some(), "a1 -> b2 again");
-    ensure!(counter(&lab, 1, "decap")? > decap, "decapsulated on host 1");
+    ensure!(lab.counter(1, "decap")? > decap, "decapsulated on host 1");
     Ok(())
 }
