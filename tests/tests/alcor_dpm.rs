@@ -5,7 +5,7 @@
 use alioth_proto::schema::OperationType::{Create, Delete};
 use alioth_tests::dpm;
 use alioth_tests::overlay::{Lab, VmSpec, VpcSpec};
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 
 fn answers(lab: &Lab, from: &str, to: &str) -> Result<bool> {
     let out = lab
@@ -129,10 +129,7 @@ fn a_dpm_v2_sequence_over_the_stream_leaves_every_live_port_forwarding() -> Resu
         ),
     )?;
     ensure!(answers(&lab, &vm1.port_id, gateway)?, "VM 1 -> its gateway");
-    let unresolved = || -> Result<u64> {
-        let agent = lab.hosts[0].agent.as_ref().context("agent")?;
-        agent.stats()?["drop_no_next_hop"].as_u64().context("drop_no_next_hop")
-    };
+    let unresolved = || lab.counter(0, "drop_no_next_hop");
     let before = unresolved()?;
     ensure!(!answers(&lab, &vm1.port_id, &vm2.ip)?, "no host for VM 2 yet");
     ensure!(

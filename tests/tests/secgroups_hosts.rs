@@ -8,7 +8,7 @@ use alioth_proto::schema::{
 };
 use alioth_tests::overlay::{Lab, VpcSpec};
 use alioth_tests::sockets::{round_trip, Peer};
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 
 fn rule(id: &str, direction: Direction, protocol: Protocol, port: u32, remote: (&str, &str)) -> SecurityGroupRule {
     SecurityGroupRule {
@@ -92,12 +92,7 @@ fn remote_groups_reach_across_hosts_and_stay_within_their_vpc() -> Result<()> {
         Peer::serve(ns(&ids[3]), true, 5353, 25)?,
         Peer::serve(ns(&ids[0]), false, 9000, 25)?,
     ];
-    let agent = |i: usize| lab.hosts[i].agent.as_ref().context("agent");
-    let drops = |i: usize| -> Result<u64> {
-        agent(i)?.stats()?["drop_sg_ingress"]
-            .as_u64()
-            .context("drop_sg_ingress")
-    };
+    let drops = |i: usize| lab.counter(i, "drop_sg_ingress");
     let before = drops(1)?;
     // a1 is a member of "cli" on host 1 only as a neighbor.
     ensure!(round_trip(ns(&ids[0]), false, "198.18.1.11", 8080)?, "a1 -> a2:8080");
