@@ -137,7 +137,7 @@ fn answers(outcomes: Vec<Outcome>, timing: &[Timing]) -> Vec<GoalStateOperationS
 }
 
 /// Whether a change may name a new remote tunnel endpoint: a neighbor's host, a gateway.
-fn touches_a_neighbor(c: &Change) -> bool {
+fn may_name_a_tunnel_endpoint(c: &Change) -> bool {
     let remote = |r: &Option<Resource>| matches!(r, Some(Resource::Neighbor(_) | Resource::Gateway(_)));
     remote(&c.before) || remote(&c.after)
 }
@@ -257,7 +257,7 @@ impl Controller {
         let before = changes.len();
         let changes = self.revert_failed(changes, &outcomes);
         let whole = changes.len() == before;
-        if changes.iter().any(touches_a_neighbor) {
+        if changes.iter().any(may_name_a_tunnel_endpoint) {
             // New remote hosts: ask the kernel to resolve their next hops right away.
             self.refresh_overlay();
         }

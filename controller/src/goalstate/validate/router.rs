@@ -1,7 +1,8 @@
 //! Routers and gateways. Routers are read as Alcor's DPM builds them (alcor
 //! `services/data_plane_manager/.../service/impl/RouterService.java`): INFO (no operation set),
-//! one state per router carrying the routing tables of the message's ports' subnets only, so the
-//! tables of one router arrive over several messages; and kept as ACA keeps them
+//! one state per router carrying the routing tables of the subnets of the message's ports and L3
+//! neighbors only (`DpmServiceImpl.constructRouterState`), so the tables of one router arrive over
+//! several messages; and kept as ACA keeps them
 //! (alcor-control-agent `src/ovs/aca_ovs_l3_programmer.cpp`): tables merge by subnet, rules by id,
 //! a rule's DELETE removes it.
 
