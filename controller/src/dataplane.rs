@@ -13,7 +13,9 @@ use aya::programs::{SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 
 pub use crate::dataplane::attach::AttachMode;
-use crate::dataplane::object::{DHCP_PROGRAM, PORT_PROGRAM, PORT_TC_PROGRAM, UPLINK_PROGRAM, UPLINK_TC_PROGRAM};
+use crate::dataplane::object::{
+    DHCP_PROGRAM, DHCP_TC_PROGRAM, PORT_PROGRAM, PORT_TC_PROGRAM, UPLINK_PROGRAM, UPLINK_TC_PROGRAM,
+};
 use crate::goalstate::model::Mac;
 use crate::net::interfaces::Names;
 use attach::Attachment;
@@ -44,7 +46,7 @@ pub use port_stats::sum_port_counters;
 pub use record::recorded_sequence;
 
 /// Names of the maps the agent pins (and `status`/`stats` read).
-pub const PINNED_MAPS: [&str; 19] = [
+pub const PINNED_MAPS: [&str; 20] = [
     maps::PORTS,
     maps::ENDPOINTS,
     maps::STATS,
@@ -55,6 +57,7 @@ pub const PINNED_MAPS: [&str; 19] = [
     maps::DHCP,
     maps::RECORD,
     maps::TAILS,
+    maps::TC_TAILS,
     alioth_common::monitor::MONITOR,
     alioth_common::monitor::MONITOR_EVENTS,
     alioth_common::firewall::SG_REMOTES,
@@ -244,7 +247,15 @@ pub fn fill_tails(ebpf: &mut Ebpf) -> Result<()> {
     let map = ebpf.map_mut(maps::TAILS).ok_or_else(|| anyhow!("no TAILS map"))?;
     ProgramArray::try_from(map)?
         .set(maps::TAIL_DHCP, &fd, 0)
-        .context("put the DHCP server in TAILS")
+        .context("put the DHCP server in TAILS")?;
+    let dhcp = attach::named::<SchedClassifier>(ebpf, DHCP_TC_PROGRAM)?;
+    dhcp.load()
+        .context("verifier rejected the DHCP server program of the skb path")?;
+    let fd = dhcp.fd()?.try_clone()?;
+    let map = ebpf.map_mut(maps::TC_TAILS).ok_or_else(|| anyhow!("no TC_TAILS map"))?;
+    ProgramArray::try_from(map)?
+        .set(maps::TAIL_DHCP, &fd, 0)
+        .context("put the DHCP server in TC_TAILS")
 }
 
 /// Where a loaded object's maps are pinned until `commit` puts them in place (bpffs names may not
@@ -397,8 +408,10 @@ impl Dataplane {
             .collect();
         for (iface, program) in inherited {
             let link = self.links().attach(&iface, program)?;
-            if let Some((_, a)) = self.attached.get_mut(&iface) {
+            if let Some((index, a)) = self.attached.get_mut(&iface) {
                 *a = link;
+                let index = *index;
+                self.set_redirect(&iface, index)?;
             }
         }
         if self.adopted && !self.matches_record {

@@ -54,13 +54,7 @@ pub fn rx_frames(vm: &Netns) -> Result<u64> {
 /// Runs the generator in `vm`'s network namespace on CPU 0: `burst` copies of `frame` out of its
 /// eth0. Returns the wall time.
 pub fn generate(vm: &Netns, frame: Vec<u8>, burst: u32) -> Result<(Duration, Generator)> {
-    let path = format!("/run/netns/{}", vm.name);
-    std::thread::spawn(move || -> Result<(Duration, Generator)> {
-        let ns = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
-        // SAFETY: setns on this thread only (it exits afterwards); the fd is valid.
-        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) } != 0 {
-            bail!("setns: {}", std::io::Error::last_os_error());
-        }
+    crate::netns::in_netns(&vm.name, move || -> Result<(Duration, Generator)> {
         // SAFETY: a zeroed cpu_set_t with CPU 0 set, for this thread.
         unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -92,8 +86,6 @@ pub fn generate(vm: &Netns, frame: Vec<u8>, burst: u32) -> Result<(Duration, Gen
             Err(e) => Err(e),
         }
     })
-    .join()
-    .map_err(|_| anyhow::anyhow!("generator thread panicked"))?
 }
 
 /// One generator run of small packets.

@@ -5,7 +5,7 @@ use std::sync::{Mutex, OnceLock};
 
 use alioth::dataplane::{AttachMode, Dataplane};
 use alioth_common::Counter;
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use aya::programs::{SchedClassifier, Xdp};
 
 use crate::vectors;
 
@@ -30,28 +30,7 @@ pub fn counter(dp: &Dataplane, c: Counter) -> u64 {
     dp.counters().unwrap().into_iter().find(|(k, _)| *k == c).unwrap().1
 }
 
-/// Runs one frame through a TC program as if it arrived on `ingress_ifindex`, a GSO super-frame
-/// of `gso_size`-byte segments unless that is 0; returns the TC action and the frame as the
-/// program left it.
+/// `test_run::tc`, which a test expects to run.
 pub fn run_tc(prog: &mut SchedClassifier, frame: &[u8], ingress_ifindex: u32, gso_size: u32) -> (u32, Vec<u8>) {
-    // struct __sk_buff (192 bytes): ingress_ifindex at 36 and ifindex at 40; the kernel takes
-    // only a few fields from a test run's context and wants the rest zero.
-    let mut ctx = [0u8; 192];
-    ctx[36..40].copy_from_slice(&ingress_ifindex.to_ne_bytes());
-    ctx[40..44].copy_from_slice(&ingress_ifindex.to_ne_bytes());
-    // gso_segs at 164, gso_size at 176.
-    ctx[164..168].copy_from_slice(&u32::from(gso_size != 0).wrapping_mul(2).to_ne_bytes());
-    ctx[176..180].copy_from_slice(&gso_size.to_ne_bytes());
-    let mut out = vec![0u8; frame.len() + 1024];
-    let r = prog
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            repeat: 1,
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN (TC)");
-    out.truncate(r.data_size_out as usize);
-    (r.return_value, out)
+    alioth::dataplane::test_run::tc(prog, frame, ingress_ifindex, gso_size).expect("BPF_PROG_TEST_RUN (TC)")
 }

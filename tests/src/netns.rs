@@ -174,6 +174,41 @@ impl Drop for Netns {
     }
 }
 
+/// Runs `f` on a thread of its own in network namespace `ns` (`setns` changes only the calling
+/// thread's namespace).
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || -> Result<T> {
+        let ns = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
+        // SAFETY: setns on this thread only (it exits afterwards); the fd is valid.
+        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns: {}", std::io::Error::last_os_error());
+        }
+        f()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the thread in {ns} panicked"))?
+}
+
+/// Whether interface `iface` of namespace `ns` runs one of alioth's programs: in XDP, or on TC
+/// ingress (tcx, which neither `ip link` nor this machine's bpftool shows).
+pub fn runs_alioth(ns: &str, iface: &str) -> Result<bool> {
+    use aya::programs::tc::TcAttachType;
+    let iface = iface.to_string();
+    in_netns(ns, move || {
+        let Some(index) = alioth::net::interfaces::ifindex(&iface) else {
+            return Ok(false);
+        };
+        if alioth::net::links::xdp_of(index)?.is_some() {
+            return Ok(true);
+        }
+        let (_, programs) = aya::programs::SchedClassifier::query_tcx(&iface, TcAttachType::Ingress)?;
+        Ok(programs
+            .iter()
+            .any(|p| p.name_as_str().is_some_and(|n| n.starts_with("alioth_"))))
+    })
+}
+
 /// The pass-through XDP program on an interface, pinned so that it outlives the `alioth xdp-pass`
 /// command; dropped, the pin goes and the program detaches.
 pub struct XdpPass {

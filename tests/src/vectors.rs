@@ -145,11 +145,7 @@ impl alioth_common::Packet for Gso<'_> {
 
 /// The TC return code of an action on the skb path.
 pub fn tc_action(a: &Action) -> u32 {
-    match a {
-        Action::Pass => 0,
-        Action::Drop | Action::Dhcp => 2,
-        Action::Tx | Action::Redirect | Action::Encap | Action::Decap => 7,
-    }
+    alioth::dataplane::test_run::tc_action(*a)
 }
 
 /// Loads the vectors into a data plane: the port on `IFINDEX` (where BPF_PROG_TEST_RUN frames

@@ -47,7 +47,7 @@ fn skb_path_vectors_in_the_kernel() {
         for case in cases.into_iter().filter(|c| c.frame.len() >= 34) {
             let mut host = case.frame.clone();
             let verdict = match program {
-                PORT_TC_PROGRAM => port_ingress_skb(&mut host[..], &vectors::port(), &tables),
+                PORT_TC_PROGRAM => port_ingress_skb(&mut host, &vectors::port(), &tables),
                 _ => uplink_ingress_skb(&mut host[..], &tables),
             };
             let (action, out) = alioth_tests::kernel::run_tc(dp.tc_program(program).unwrap(), &case.frame, IFINDEX, 0);
@@ -346,25 +346,30 @@ proptest! {
 /// verifier walked when it was inline) in a program of its own, tail-called.
 #[test]
 fn programs_keep_verifier_headroom() {
-    use alioth::dataplane::object::DHCP_PROGRAM;
+    use alioth::dataplane::object::{DHCP_PROGRAM, DHCP_TC_PROGRAM, PORT_TC_PROGRAM};
     let mut dp = vector_dataplane().lock().unwrap();
-    let walked = |prog: &mut aya::programs::Xdp| {
-        prog.info()
-            .unwrap()
+    let walked = |info: Result<aya::programs::ProgramInfo, aya::programs::ProgramError>| {
+        info.unwrap()
             .verified_instruction_count()
             .expect("the kernel reports verified instructions")
     };
-    let port = walked(dp.program().unwrap());
-    let dhcp = walked(dp.loaded_program(DHCP_PROGRAM).unwrap());
-    eprintln!("verified instructions: port program {port}, DHCP server {dhcp}");
-    assert!(
-        port < 400_000,
-        "the verifier walked {port} instructions of the port program"
-    );
-    assert!(
-        dhcp < 920_000,
-        "the verifier walked {dhcp} instructions of the DHCP server"
-    );
+    let port = walked(dp.program().unwrap().info());
+    let dhcp = walked(dp.loaded_program(DHCP_PROGRAM).unwrap().info());
+    let port_tc = walked(dp.tc_program(PORT_TC_PROGRAM).unwrap().info());
+    let dhcp_tc = walked(dp.tc_program(DHCP_TC_PROGRAM).unwrap().info());
+    eprintln!("verified instructions: port program {port} (TC {port_tc}), DHCP server {dhcp} (TC {dhcp_tc})");
+    for (what, walked) in [("port program", port), ("port program (TC)", port_tc)] {
+        assert!(
+            walked < 400_000,
+            "the verifier walked {walked} instructions of the {what}"
+        );
+    }
+    for (what, walked) in [("DHCP server", dhcp), ("DHCP server (TC)", dhcp_tc)] {
+        assert!(
+            walked < 920_000,
+            "the verifier walked {walked} instructions of the {what}"
+        );
+    }
 }
 
 /// A port whose subnet has no gateway (the agent writes it all zero) routes nothing through a

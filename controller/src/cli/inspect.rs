@@ -6,6 +6,8 @@ use alioth_common::maps::{self, Endpoint, EndpointKey, NextHop, PortEntry, Uplin
 use alioth_common::Counter;
 use anyhow::{bail, Context, Result};
 use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray};
+use aya::programs::tc::TcAttachType;
+use aya::programs::SchedClassifier;
 use serde_json::json;
 
 use crate::agent::DEFAULT_PIN_DIR;
@@ -328,15 +330,20 @@ fn duration(secs: u64) -> String {
     shown.join(" ")
 }
 
-/// The XDP mode (native, generic) of the uplink and of each programmed port, as the kernel
-/// reports it; "none" where no program is attached.
+/// How the programs run on the uplink and on each programmed port, as the kernel reports it: the
+/// XDP mode (native, generic), "tc" where the skb path runs alone (tcx, no XDP: veths), "none"
+/// where nothing is attached.
 fn xdp_modes(ports: &[(u32, PortEntry)], uplink: Option<Uplink>) -> Result<Vec<serde_json::Value>> {
     let links = crate::net::links::links().context("list the interfaces")?;
     let row = |index: u32, role: &str| {
+        let iface = ifname(index).unwrap_or_else(|| format!("ifindex {index}"));
         let xdp = links.get(&index).and_then(|l| l.xdp);
-        let (mode, prog) = xdp.map_or(("none", 0), |(m, p)| (m.name(), p));
+        let (mode, prog) = match xdp {
+            Some((m, p)) => (m.name(), p),
+            None => tc_program(&iface).map_or(("none", 0), |p| ("tc", p)),
+        };
         json!({
-            "iface": ifname(index).unwrap_or_else(|| format!("ifindex {index}")),
+            "iface": iface,
             "role": role,
             "xdp": mode,
             "prog_id": prog,
@@ -345,6 +352,15 @@ fn xdp_modes(ports: &[(u32, PortEntry)], uplink: Option<Uplink>) -> Result<Vec<s
     let mut rows: Vec<_> = uplink.map(|u| row(u.ifindex, "uplink")).into_iter().collect();
     rows.extend(ports.iter().map(|(i, _)| row(*i, "port")));
     Ok(rows)
+}
+
+/// The id of the alioth program on TC ingress (tcx) of `iface`, if one is there.
+fn tc_program(iface: &str) -> Option<u32> {
+    let (_, programs) = SchedClassifier::query_tcx(iface, TcAttachType::Ingress).ok()?;
+    programs
+        .iter()
+        .find(|p| p.name_as_str().is_some_and(|n| n.starts_with("alioth_")))
+        .map(|p| p.id())
 }
 
 /// The agent's record as this command can read it: its size, what it holds, the ports whose

@@ -1,6 +1,6 @@
 //! `trace`: one synthetic frame from a port through the live data plane, twice. The kernel's run
 //! is the port program of this binary's object, loaded onto the agent's pinned maps and run once
-//! with BPF_PROG_TEST_RUN, with a counter map of its own: the live counters, and everything else
+//! with BPF_PROG_TEST_RUN (then its skb path, where it leaves the frame there), with a counter map of its own: the live counters, and everything else
 //! the program could write (its caches, the event gates), stay as they were. The host's run is the
 //! same `no_std` pipeline over the same pinned maps, which records every lookup it makes: the
 //! chain of decisions. Both must agree on the verdict and its reason.
@@ -14,14 +14,14 @@ use alioth_common::pipeline::{self, Action, Tables, Verdict};
 use alioth_common::Counter;
 use anyhow::{bail, Context, Result};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray};
-use aya::programs::Xdp;
+use aya::programs::{SchedClassifier, Xdp};
 use aya::EbpfLoader;
 use serde_json::json;
 
 use crate::agent::{DEFAULT_PIN_DIR, DEFAULT_STATE_DIR};
 use crate::dataplane::frames::{self, L4};
-use crate::dataplane::object::{xdp_object, PORT_PROGRAM};
-use crate::dataplane::{sum_counters, PINNED_MAPS};
+use crate::dataplane::object::{xdp_object, PORT_PROGRAM, PORT_TC_PROGRAM};
+use crate::dataplane::{attach, sum_counters, test_run, PINNED_MAPS};
 use crate::goalstate::model::format_mac;
 use crate::store::Store;
 
@@ -120,8 +120,11 @@ pub fn trace(args: TraceArgs) -> Result<i32> {
     let mut host_frame = frame.clone();
     let verdict = pipeline::port_ingress_with::<_, _, true>(&mut host_frame, &entry, &tables);
     let kernel = run_in_kernel(&args.pin_dir, ifindex, &frame)?;
-    let agree = kernel.action == crate::dataplane::test_run::xdp_action(verdict.action)
-        && kernel.counters == [(verdict.counter, 1)];
+    let action = match kernel.path {
+        Hook::Xdp => test_run::xdp_action(verdict.action),
+        Hook::Skb => test_run::tc_action(verdict.action),
+    };
+    let agree = kernel.action == action && kernel.counters == [(verdict.counter, 1)];
     let report = json!({
         "port": args.port,
         "iface": port.iface,
@@ -134,6 +137,7 @@ pub fn trace(args: TraceArgs) -> Result<i32> {
         "outer": (verdict.action == Action::Encap).then(|| outer(&verdict)),
         "chain": tables.chain.take(),
         "kernel": {
+            "path": kernel.path.name(),
             "action": kernel.action,
             "counters": kernel.counters.iter().map(|(c, n)| json!({ "counter": c.name(), "packets": n })).collect::<Vec<_>>(),
             "frame_out": hex(&kernel.frame),
@@ -177,7 +181,12 @@ fn print(r: &serde_json::Value) {
     for step in r["chain"].as_array().into_iter().flatten() {
         println!("  {}", text(step));
     }
-    println!("kernel:   action {} {}", r["kernel"]["action"], r["kernel"]["counters"]);
+    println!(
+        "kernel:   {} action {} {}",
+        text(&r["kernel"]["path"]),
+        r["kernel"]["action"],
+        r["kernel"]["counters"]
+    );
     println!("frame:    {}", text(&r["frame"]));
     println!("out:      {}", text(&r["kernel"]["frame_out"]));
     if r["agree"] != true {
@@ -198,15 +207,34 @@ fn outer(v: &Verdict) -> serde_json::Value {
     })
 }
 
+/// Where the kernel decided: in XDP, or on the skb path (the TC program) XDP left the frame to.
+#[derive(Clone, Copy)]
+enum Hook {
+    Xdp,
+    Skb,
+}
+
+impl Hook {
+    fn name(self) -> &'static str {
+        match self {
+            Hook::Xdp => "xdp",
+            Hook::Skb => "skb",
+        }
+    }
+}
+
 struct KernelRun {
+    path: Hook,
+    /// XDP's action, or TC's when XDP left the frame to the skb path.
     action: u32,
     frame: Vec<u8>,
     /// The counters the run moved, from its own counter map.
     counters: Vec<(Counter, u64)>,
 }
 
-/// Runs the port program once on `frame` as if it came in on `ifindex`: the agent's pinned maps,
-/// except the counters, which are the run's own.
+/// Runs the port program once on `frame` as if it came in on `ifindex`, and its skb path after it
+/// where it leaves the frame there: the agent's pinned maps, except the counters, which are the
+/// run's own.
 fn run_in_kernel(pin_dir: &Path, ifindex: u32, frame: &[u8]) -> Result<KernelRun> {
     let mut loader = EbpfLoader::new();
     loader.override_global("AYA_LOG_LEVEL", &0u8, false);
@@ -215,6 +243,7 @@ fn run_in_kernel(pin_dir: &Path, ifindex: u32, frame: &[u8]) -> Result<KernelRun
         maps::STATS,
         maps::PORT_STATS,
         maps::TAILS,
+        maps::TC_TAILS,
         alioth_common::monitor::MONITOR,
         alioth_common::monitor::MONITOR_EVENTS,
     ];
@@ -229,10 +258,26 @@ fn run_in_kernel(pin_dir: &Path, ifindex: u32, frame: &[u8]) -> Result<KernelRun
     crate::dataplane::fill_tails(&mut ebpf)?;
     let prog: &mut Xdp = ebpf.program_mut(PORT_PROGRAM).context("no port program")?.try_into()?;
     prog.load().context("verifier rejected the port program")?;
-    let (action, out) = crate::dataplane::test_run::xdp(prog, frame, Some(ifindex))?;
-    let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(ebpf.map(maps::STATS).context("no STATS map")?)?;
-    let counters = sum_counters(&stats)?.into_iter().filter(|(_, n)| *n > 0).collect();
+    let (mut action, mut out) = test_run::xdp(prog, frame, Some(ifindex))?;
+    let moved = |ebpf: &aya::Ebpf| -> Result<Vec<(Counter, u64)>> {
+        let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(ebpf.map(maps::STATS).context("no STATS map")?)?;
+        Ok(sum_counters(&stats)?.into_iter().filter(|(_, n)| *n > 0).collect())
+    };
+    let mut counters = moved(&ebpf)?;
+    let mut path = Hook::Xdp;
+    if action == test_run::XDP_PASS && counters == [(Counter::SkbPath, 1)] {
+        let prog: &mut SchedClassifier = attach::named(&mut ebpf, PORT_TC_PROGRAM)?;
+        prog.load().context("verifier rejected the port program's skb path")?;
+        (action, out) = test_run::tc(prog, frame, ifindex, 0)?;
+        // What the skb path counted, without the pass that took the frame there.
+        counters = moved(&ebpf)?
+            .into_iter()
+            .filter(|(c, _)| *c != Counter::SkbPath)
+            .collect();
+        path = Hook::Skb;
+    }
     Ok(KernelRun {
+        path,
         action,
         frame: out,
         counters,

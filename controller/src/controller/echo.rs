@@ -12,7 +12,7 @@ use alioth_common::Counter;
 use super::Controller;
 use crate::dataplane::frames::{self, L4};
 use crate::dataplane::probe;
-use crate::dataplane::test_run::{XDP_DROP, XDP_REDIRECT};
+use crate::dataplane::test_run::{TC_ACT_REDIRECT, XDP_DROP, XDP_PASS, XDP_REDIRECT};
 use crate::net::interfaces::ifname;
 
 /// What became of a probe as it left.
@@ -66,6 +66,15 @@ impl Controller {
         match (verdict.action, action) {
             (Action::Tx, XDP_DROP) => {}
             (_, XDP_REDIRECT) => probe::transmit(verdict.ifindex, &out)?,
+            // Left to the skb path (the way out runs no XDP): the port's TC program decides.
+            (Action::Redirect | Action::Encap, XDP_PASS) => match self.dp.run_as_port_skb(ifindex, &frame)? {
+                (TC_ACT_REDIRECT, out) => probe::transmit(verdict.ifindex, &out)?,
+                (other, _) => {
+                    return Ok(Launch::Broke(format!(
+                        "the kernel's program disagrees: TC action {other}"
+                    )))
+                }
+            },
             (_, other) => {
                 return Ok(Launch::Broke(format!(
                     "the kernel's program disagrees: XDP action {other}"

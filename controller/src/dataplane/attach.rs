@@ -1,7 +1,9 @@
 //! How the programs sit on an interface: the XDP program for the fast path and, on TC ingress
 //! (tcx) of the same interface, its skb-path twin for the frames XDP leaves to it (a checksum the
-//! device was to finish, a GSO super-frame). Each is a bpf_link, pinned when the agent has a pin
-//! directory so that it outlives the agent and a restarted agent swaps its programs in on it.
+//! device was to finish, a GSO super-frame). A veth gets the skb path alone: native XDP on a veth
+//! turns its peer's TSO off (the kernel's `veth_xdp_set`), and generic XDP copies every super-frame
+//! into one linear buffer. Each is a bpf_link, pinned when the agent has a pin directory so that it
+//! outlives the agent and a restarted agent swaps its programs in on it.
 
 use std::path::{Path, PathBuf};
 
@@ -16,12 +18,15 @@ use crate::dataplane::object::{PORT_PROGRAM, PORT_TC_PROGRAM, UPLINK_PROGRAM, UP
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AttachMode {
-    /// Native (driver) XDP, falling back to generic when the driver refuses.
+    /// The skb path alone (TC) on veths, native XDP elsewhere (falling back to generic when the
+    /// driver refuses).
     Auto,
-    /// Native XDP only.
+    /// Native XDP only, veths included.
     Driver,
     /// Generic (SKB) XDP only.
     Skb,
+    /// The skb path alone (TC), no XDP, on every interface.
+    Tc,
 }
 
 /// Where links are pinned under the pin directory, one file per interface: XDP links (the name
@@ -55,6 +60,12 @@ impl Attachment {
     pub fn inherited(&self) -> bool {
         matches!(self.xdp, Link::Inherited) || matches!(self.tc, Link::Inherited)
     }
+
+    /// Whether XDP programs may redirect frames into the interface (it runs XDP itself); the
+    /// others take frames for an interface on the skb path only.
+    pub fn takes_xdp_frames(&self) -> bool {
+        !matches!(self.xdp, Link::None)
+    }
 }
 
 /// The skb-path program that goes with an XDP program.
@@ -86,9 +97,22 @@ impl Links<'_> {
         self.pin_dir.map(|d| d.join(dir).join(pin_name(iface)))
     }
 
-    /// Attaches `program` and its skb-path twin to `iface`.
+    /// Whether `iface` gets XDP besides the skb path.
+    fn xdp_on(&self, iface: &str) -> bool {
+        match self.mode {
+            AttachMode::Tc => false,
+            AttachMode::Auto => crate::net::interfaces::driver(iface).as_deref() != Some("veth"),
+            AttachMode::Driver | AttachMode::Skb => true,
+        }
+    }
+
+    /// Attaches `program` and its skb-path twin to `iface` (the twin alone where XDP is not
+    /// wanted; a program without a twin always goes on XDP).
     pub fn attach(&mut self, iface: &str, program: &'static str) -> Result<Attachment> {
-        let xdp = self.attach_xdp(iface, program)?;
+        let xdp = match tc_program(program) {
+            Some(_) if !self.xdp_on(iface) => self.no_xdp(iface)?,
+            _ => self.attach_xdp(iface, program)?,
+        };
         let tc = match tc_program(program) {
             Some(tc) => match self.attach_tc(iface, tc) {
                 Ok(link) => link,
@@ -124,7 +148,8 @@ impl Links<'_> {
         let id = match mode {
             AttachMode::Driver => prog.attach(iface, XdpMode::Driver),
             AttachMode::Skb => prog.attach(iface, XdpMode::Skb),
-            AttachMode::Auto => prog.attach(iface, XdpMode::Driver).or_else(|e| {
+            // A program without an skb path (the labs' helpers) goes on XDP all the same.
+            AttachMode::Auto | AttachMode::Tc => prog.attach(iface, XdpMode::Driver).or_else(|e| {
                 tracing::info!(iface, "native XDP refused ({e}); using generic XDP");
                 prog.attach(iface, XdpMode::Skb)
             }),
@@ -137,6 +162,24 @@ impl Links<'_> {
                 pin_fd(fd, &pin)
             }
         }
+    }
+
+    /// No XDP on `iface`. An XDP link a previous agent pinned there (another mode) keeps running
+    /// its program until `commit`, and is then unpinned, which detaches it.
+    fn no_xdp(&mut self, iface: &str) -> Result<Link> {
+        let Some(pin) = self.pin(XDP_LINKS, iface).filter(|p| p.exists()) else {
+            // Someone else's XDP program would see the port's frames before the skb path does.
+            let index = crate::net::interfaces::ifindex(iface).with_context(|| format!("no interface {iface}"))?;
+            if let Some((_, id)) = crate::net::links::xdp_of(index)? {
+                bail!("{iface} runs another XDP program (id {id}), which would take its frames first");
+            }
+            return Ok(Link::None);
+        };
+        if !self.committed {
+            return Ok(Link::Inherited);
+        }
+        std::fs::remove_file(&pin).with_context(|| format!("unpin {}", pin.display()))?;
+        Ok(Link::None)
     }
 
     fn attach_tc(&mut self, iface: &str, program: &'static str) -> Result<Link> {

@@ -127,18 +127,16 @@ impl Dataplane {
 
     /// Attaches the uplink program to the underlay interface and configures the overlay endpoint.
     pub fn set_uplink(&mut self, info: &UplinkInfo, vxlan_port: u16) -> Result<()> {
-        self.add_redirect(info.ifindex)?;
         self.update_uplink(info, vxlan_port)?;
-        if self.attached.get(&info.name).is_some_and(|(i, _)| *i == info.ifindex) {
-            return Ok(());
+        if self.attached.get(&info.name).is_none_or(|(i, _)| *i != info.ifindex) {
+            if let Some((_, old)) = self.attached.remove(&info.name) {
+                // Same name, new interface: the old links died with the old one.
+                self.links().forget(&info.name, old);
+            }
+            let link = self.links().attach(&info.name, UPLINK_PROGRAM)?;
+            self.attached.insert(info.name.clone(), (info.ifindex, link));
         }
-        if let Some((_, old)) = self.attached.remove(&info.name) {
-            // Same name, new interface: the old links died with the old one.
-            self.links().forget(&info.name, old);
-        }
-        let link = self.links().attach(&info.name, UPLINK_PROGRAM)?;
-        self.attached.insert(info.name.clone(), (info.ifindex, link));
-        Ok(())
+        self.set_redirect(&info.name, info.ifindex)
     }
 
     /// Rewrites the `UPLINK` entry (the uplink's MAC or MTU changed).

@@ -32,6 +32,9 @@ pub const PORT_PROGRAM: &str = "alioth_port";
 /// The DHCP server, which the port program hands requests to (`maps::TAILS`); never attached.
 pub const DHCP_PROGRAM: &str = "alioth_port_dhcp";
 
+/// The DHCP server of the skb path (`maps::TC_TAILS`); never attached.
+pub const DHCP_TC_PROGRAM: &str = "alioth_port_dhcp_tc";
+
 /// The port program's skb path (TC ingress of the same interface).
 pub const PORT_TC_PROGRAM: &str = "alioth_port_tc";
 
@@ -76,6 +79,7 @@ mod tests {
         let agent = [
             PORT_PROGRAM,
             DHCP_PROGRAM,
+            DHCP_TC_PROGRAM,
             PORT_TC_PROGRAM,
             UPLINK_PROGRAM,
             UPLINK_TC_PROGRAM,

@@ -35,13 +35,26 @@ impl Dataplane {
             .with_context(|| format!("add interface {ifindex} to REDIRECT"))
     }
 
+    /// Makes `iface` (at `ifindex`) a redirect target if it runs XDP: frames for an interface on
+    /// the skb path alone are passed to the sender's skb path instead.
+    pub(super) fn set_redirect(&mut self, iface: &str, ifindex: u32) -> Result<()> {
+        match self.attached.get(iface) {
+            Some((_, a)) if !a.takes_xdp_frames() => {
+                self.remove_redirect(ifindex);
+                Ok(())
+            }
+            _ => self.add_redirect(ifindex),
+        }
+    }
+
     pub(super) fn remove_redirect(&mut self, ifindex: u32) {
         // aya's array device map has no remove; a slot already empty is as good as removed.
         let _ = batch::delete(self.redirect.map().fd().as_fd(), &ifindex);
     }
 
-    /// Writes the port's entry, attaches the program to `iface`, makes it a redirect target and
-    /// points the port's addresses (`ips`, in its VNI) at it. `Ok(false)`: no such interface yet.
+    /// Writes the port's entry, attaches the program to `iface`, makes it a redirect target (if it
+    /// runs XDP) and points the port's addresses (`ips`, in its VNI) at it. `Ok(false)`: no such
+    /// interface yet.
     pub fn program_port(
         &mut self,
         iface: &str,
@@ -88,7 +101,7 @@ impl Dataplane {
             }
             None => self.attach_port(iface, index)?,
         }
-        self.add_redirect(index)?;
+        self.set_redirect(iface, index)?;
         let key = (entry.vni, entry.mac);
         if let Some(old) = self.port_keys.insert(iface.to_string(), key).filter(|old| *old != key) {
             self.unset_local(old);

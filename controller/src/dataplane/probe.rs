@@ -8,6 +8,7 @@ use alioth_common::probe;
 use anyhow::{anyhow, Context, Result};
 use aya::maps::{Array, MapData, RingBuf};
 
+use super::object::PORT_TC_PROGRAM;
 use super::Dataplane;
 
 impl Dataplane {
@@ -49,6 +50,11 @@ impl Dataplane {
     /// `transmit` sends what the program produced.)
     pub fn run_as_port(&mut self, ifindex: u32, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
         super::test_run::xdp(self.program()?, frame, Some(ifindex))
+    }
+
+    /// `run_as_port` on the port's skb path (the TC program): the TC action and the frame.
+    pub fn run_as_port_skb(&mut self, ifindex: u32, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
+        super::test_run::tc(self.tc_program(PORT_TC_PROGRAM)?, frame, ifindex, 0)
     }
 }
 

@@ -1,15 +1,17 @@
-//! One frame through a loaded XDP program with BPF_PROG_TEST_RUN: `alioth trace`, and the tests
-//! that compare the kernel with the host pipeline.
+//! One frame through a loaded XDP or TC program with BPF_PROG_TEST_RUN: `alioth trace`, echo
+//! probes, and the tests that compare the kernel with the host pipeline.
 
 use alioth_common::pipeline::Action;
 use anyhow::{Context, Result};
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 
 /// `enum xdp_action` in the kernel's uapi.
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 pub const XDP_REDIRECT: u32 = 4;
+/// `TC_ACT_REDIRECT` in the kernel's uapi.
+pub const TC_ACT_REDIRECT: u32 = 7;
 
 /// The XDP action the kernel program returns for a pipeline `action` (`finish` in the XDP
 /// program). `Dhcp` is what the host pipeline never answers when it runs the server itself; the
@@ -20,6 +22,19 @@ pub fn xdp_action(action: Action) -> u32 {
         Action::Tx => XDP_TX,
         Action::Drop | Action::Dhcp => XDP_DROP,
         Action::Redirect | Action::Encap | Action::Decap => XDP_REDIRECT,
+    }
+}
+
+/// `TC_ACT_OK` and `TC_ACT_SHOT`.
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+
+/// The TC action the skb path's program returns for a pipeline `action` (`tc::finish`).
+pub fn tc_action(action: Action) -> u32 {
+    match action {
+        Action::Pass => TC_ACT_OK,
+        Action::Drop | Action::Dhcp => TC_ACT_SHOT,
+        Action::Tx | Action::Redirect | Action::Encap | Action::Decap => TC_ACT_REDIRECT,
     }
 }
 
@@ -42,6 +57,32 @@ pub fn xdp(prog: &Xdp, frame: &[u8], ingress_ifindex: Option<u32>) -> Result<(u3
             ..Default::default()
         })
         .context("BPF_PROG_TEST_RUN")?;
+    out.truncate(run.data_size_out as usize);
+    Ok((run.return_value, out))
+}
+
+/// Runs one frame through a TC program as if it arrived on `ingress_ifindex`, a GSO super-frame
+/// of `gso_size`-byte segments unless that is 0; returns the TC action and the frame as the
+/// program left it.
+pub fn tc(prog: &SchedClassifier, frame: &[u8], ingress_ifindex: u32, gso_size: u32) -> Result<(u32, Vec<u8>)> {
+    // struct __sk_buff (192 bytes): ingress_ifindex at 36 and ifindex at 40; the kernel takes
+    // only a few fields from a test run's context and wants the rest zero.
+    let mut ctx = [0u8; 192];
+    ctx[36..40].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+    ctx[40..44].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+    // gso_segs at 164, gso_size at 176.
+    ctx[164..168].copy_from_slice(&u32::from(gso_size != 0).wrapping_mul(2).to_ne_bytes());
+    ctx[176..180].copy_from_slice(&gso_size.to_ne_bytes());
+    let mut out = vec![0u8; frame.len() + 1024];
+    let run = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            repeat: 1,
+            ..Default::default()
+        })
+        .context("BPF_PROG_TEST_RUN (TC)")?;
     out.truncate(run.data_size_out as usize);
     Ok((run.return_value, out))
 }

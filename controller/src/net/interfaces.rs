@@ -100,6 +100,47 @@ pub fn ifname(index: u32) -> Option<String> {
     Some(String::from_utf8_lossy(&buf[..len]).into_owned())
 }
 
+/// The kernel driver behind interface `name` (`veth`, `tun`, `virtio_net`...), by the ethtool
+/// ioctl, which answers for the caller's network namespace (sysfs may show another one's).
+pub fn driver(name: &str) -> Option<String> {
+    /// `struct ethtool_drvinfo`.
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 32 * 4 + 12 + 4 * 5],
+    }
+    const ETHTOOL_GDRVINFO: u32 = 3;
+    if name.is_empty() || name.len() >= libc::IF_NAMESIZE || name.contains('\0') {
+        return None;
+    }
+    let mut info = DrvInfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        rest: [0; 32 * 4 + 12 + 4 * 5],
+    };
+    // SAFETY: a zeroed ifreq is valid; the name fits with its NUL (checked above).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&mut info as *mut DrvInfo).cast();
+    // SAFETY: plain socket call; the descriptor is closed below.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: req names the interface and points at a drvinfo the kernel fills in.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCETHTOOL as _, &mut req) };
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    if rc < 0 {
+        return None;
+    }
+    let len = info.driver.iter().position(|&b| b == 0).unwrap_or(info.driver.len());
+    Some(String::from_utf8_lossy(&info.driver[..len]).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +157,8 @@ mod tests {
             assert_eq!(names.index(name), Some(*index), "{name}");
             assert_eq!(ifindex(name), Some(*index), "{name}");
         }
+        assert_eq!(driver("lo").as_deref(), None, "lo has no ethtool driver info");
+        assert_eq!(driver("alioth-none0"), None);
         let long = "x".repeat(libc::IF_NAMESIZE);
         for name in ["", "alioth-none0", "lo\0", &long] {
             assert_eq!(names.index(name), None, "{name:?}");

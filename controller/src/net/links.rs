@@ -72,6 +72,15 @@ pub fn links() -> Result<BTreeMap<u32, Link>> {
     Ok(out)
 }
 
+/// The XDP mode and program of interface `index`, if one is attached.
+pub fn xdp_of(index: u32) -> Result<Option<(XdpMode, u32)>> {
+    let msg = RouteQuery::new()?.link(index)?;
+    Ok(msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Xdp(x) => xdp(x.as_slice()),
+        _ => None,
+    }))
+}
+
 fn xdp(attrs: &[LinkXdp]) -> Option<(XdpMode, u32)> {
     let mode = attrs.iter().find_map(|x| match x {
         LinkXdp::Attached(XdpAttached::Driver) => Some(XdpMode::Driver),

@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context, Result};
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_route::link::LinkMessage;
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
@@ -66,6 +67,30 @@ impl RouteQuery {
 }
 
 impl RouteQuery {
+    /// Interface `index` as RTM_GETLINK answers for it alone.
+    pub fn link(&mut self, index: u32) -> Result<LinkMessage> {
+        let mut link = LinkMessage::default();
+        link.header.index = index;
+        self.send(RouteNetlinkMessage::GetLink(link), NLM_F_REQUEST)
+            .context("send RTM_GETLINK")?;
+        loop {
+            let n = self
+                .socket
+                .recv(&mut &mut self.buf[..], 0)
+                .context("receive the link")?;
+            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[..n])
+                .map_err(|e| anyhow::anyhow!("parse the link: {e}"))?;
+            if reply.header.sequence_number != self.sequence {
+                continue;
+            }
+            return match reply.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => Ok(l),
+                NetlinkPayload::Error(e) => bail!("no interface {index}: {}", e.to_io()),
+                other => bail!("unexpected answer to a link lookup: {other:?}"),
+            };
+        }
+    }
+
     /// Sends `route` (an IPv4 RTM_GETROUTE) with `flags`, under the next sequence number.
     fn request(&mut self, mut route: RouteMessage, flags: u16) -> Result<()> {
         route.header.address_family = AddressFamily::Inet;

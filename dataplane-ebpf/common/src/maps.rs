@@ -16,7 +16,8 @@ pub const STATS: &str = "STATS";
 pub const UPLINK: &str = "UPLINK";
 /// Underlay next hop (its MAC) per remote tunnel endpoint IP, resolved and refreshed by the agent.
 pub const NEXTHOPS: &str = "NEXTHOPS";
-/// Device map of redirect targets indexed by ifindex: every attached port and the uplink. An array
+/// Device map of redirect targets indexed by ifindex: every port and uplink that runs XDP (XDP
+/// leaves frames for the others to its skb path, which redirects skbs). An array
 /// (2 MiB of pointers for `MAX_IFINDEX` slots): its lookup is about 10 ns cheaper per encapsulated
 /// frame than the hash device map's.
 pub const REDIRECT: &str = "REDIRECT";
@@ -42,7 +43,10 @@ pub const EVENT_GATES: &str = "EVENT_GATES";
 /// budget (`TAIL_DHCP`). Pinned: the kernel empties a program array no descriptor or pin holds,
 /// which would cut the attached programs off their tails while no agent runs.
 pub const TAILS: &str = "TAILS";
-/// Slot of the DHCP server (`alioth_port_dhcp`) in `TAILS`.
+/// `TAILS` of the skb path (a program array holds programs of one type): the DHCP server on TC
+/// (`alioth_port_dhcp_tc`) for ports on the skb path alone. Pinned, as `TAILS` is.
+pub const TC_TAILS: &str = "TC_TAILS";
+/// Slot of the DHCP server (`alioth_port_dhcp`, `alioth_port_dhcp_tc`) in `TAILS` and `TC_TAILS`.
 pub const TAIL_DHCP: u32 = 0;
 /// Size of `TAILS`.
 pub const TAIL_SLOTS: u32 = 4;

@@ -32,6 +32,11 @@ pub trait Tables {
     fn port_by_mac(&self, _key: &PortMacKey) -> Option<u32> {
         None
     }
+    /// Whether XDP may redirect a frame into `ifindex` (it runs XDP itself: `maps::REDIRECT`). An
+    /// interface on the skb path alone takes frames from the sender's skb path; only XDP asks.
+    fn takes_xdp(&self, _ifindex: u32) -> bool {
+        true
+    }
 
     /// Where forwarded traffic to `key` goes. The kernel answers from a per-CPU cache in front of
     /// the two lookups below (two hash lookups were most of the cost of an encapsulation).
@@ -367,16 +372,16 @@ fn forward<P: Packet + ?Sized, T: Tables, const SKB: bool>(
     routed: &Routed,
     tables: &T,
 ) -> Verdict {
-    if !SKB {
-        // Before anything is rewritten: the skb path runs this pipeline again on the frame as sent.
-        if offload::needs_skb(pkt, ip) {
-            return Verdict::new(Action::Pass, Counter::SkbPath);
-        }
-        // A finished checksum: never a GSO super-frame in disguise, so the frame is the datagram.
-        if to.endpoint.kind == endpoint_kind::REMOTE_PORT {
-            if let Some(v) = too_big(pkt, ip, port, tables) {
-                return v;
-            }
+    // Before anything is rewritten: the skb path runs this pipeline again on the frame as sent.
+    let finished = !offload::needs_skb(pkt, ip);
+    if !SKB && (!finished || !tables.takes_xdp(target(to, tables))) {
+        return Verdict::new(Action::Pass, Counter::SkbPath);
+    }
+    // A finished checksum: never a GSO super-frame in disguise, so the frame is the datagram (an
+    // answer to one left to the device would carry the skb's "finish this checksum" on to a tap).
+    if finished && to.endpoint.kind == endpoint_kind::REMOTE_PORT {
+        if let Some(v) = too_big(pkt, ip, port, tables) {
+            return v;
         }
     }
     let dst = &to.endpoint;
@@ -398,6 +403,15 @@ fn forward<P: Packet + ?Sized, T: Tables, const SKB: bool>(
         }
         endpoint_kind::LOCAL_PORT => Verdict::drop(Counter::DropNoInterface),
         _ => encap(pkt, ip, vni, to, tables),
+    }
+}
+
+/// The interface a frame for `to` leaves by: the local port's, or the uplink's (0: none).
+#[inline(always)]
+fn target<T: Tables>(to: &Destination, tables: &T) -> u32 {
+    match to.endpoint.kind {
+        endpoint_kind::LOCAL_PORT => to.endpoint.ifindex,
+        _ => tables.uplink().map_or(0, |u| u.ifindex),
     }
 }
 
@@ -582,7 +596,7 @@ fn uplink_frame<P: Packet + ?Sized, T: Tables, const SKB: bool>(pkt: &mut P, tab
     if ifindex == 0 {
         return Verdict::drop(Counter::DropNoInterface);
     }
-    if !SKB && offload::needs_skb(&inner, &ip) {
+    if !SKB && (offload::needs_skb(&inner, &ip) || !tables.takes_xdp(ifindex)) {
         return Verdict::new(Action::Pass, Counter::SkbPath);
     }
     Verdict::to(Action::Decap, Counter::Decap, ifindex)

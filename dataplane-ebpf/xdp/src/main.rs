@@ -1,7 +1,9 @@
 //! The port program: attached to the host side of every VM port.
 //!
 //! All decisions live in `alioth_common::pipeline`; this file binds them to the kernel: the packet
-//! accessor over the XDP frame, the maps, and the counters.
+//! accessor over the XDP frame, the maps, and the counters. Every entry point is
+//! `#[inline(always)]` into the wrapper its macro makes: the kernel refuses a tail call that ends
+//! up in a subprogram.
 #![no_std]
 #![no_main]
 
@@ -78,6 +80,9 @@ static TAILS: ProgramArray = ProgramArray::with_max_entries(TAIL_SLOTS, 0);
 static ALLOWED_SOURCES: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_ALLOWED_SOURCES, 0);
 
 #[map]
+static TC_TAILS: ProgramArray = ProgramArray::with_max_entries(TAIL_SLOTS, 0);
+
+#[map]
 static ROUTES: LpmTrie<[u8; 12], Route> = LpmTrie::with_max_entries(MAX_ROUTES, NO_PREALLOC);
 
 #[map]
@@ -132,6 +137,11 @@ impl Tables for Maps {
         // SAFETY: the value is copied out before any other map operation.
         unsafe { PORT_MACS.get(key).copied() }
     }
+
+    #[inline(always)]
+    fn takes_xdp(&self, ifindex: u32) -> bool {
+        REDIRECT.get(ifindex).is_some()
+    }
 }
 
 /// Where a frame is counted: the interface it came in on, and the port counters it goes to.
@@ -143,6 +153,7 @@ pub(crate) struct Origin {
 }
 
 #[xdp]
+#[inline(always)]
 pub fn alioth_port(ctx: XdpContext) -> u32 {
     let (origin, verdict) = port_path(&ctx);
     finish_or_take_probe(&ctx, origin, verdict)
@@ -151,31 +162,58 @@ pub fn alioth_port(ctx: XdpContext) -> u32 {
 /// The DHCP server: the port program hands requests to it (`TAILS`), so that each is verified on
 /// its own budget. Never attached.
 #[xdp]
+#[inline(always)]
 pub fn alioth_port_dhcp(ctx: XdpContext) -> u32 {
     let (ifindex, port) = port_of(&ctx);
     let Some(port) = port else {
         return finish(&ctx, Origin { ifindex, slot: 0 }, pipeline::unknown_port());
     };
     let mut pkt = XdpPacket::new(&ctx);
-    let verdict = pipeline::dhcp_server(&mut pkt, &port, &Maps);
-    if verdict.counter == Counter::DhcpDecline {
-        // The VM says its address is taken: worth a line in the agent's log, once a second.
-        report(ifindex, &port, Counter::DhcpDecline);
-    }
+    let verdict = dhcp_server(&mut pkt, ifindex, &port);
     let slot = port.stats_slot;
     finish(&ctx, Origin { ifindex, slot }, verdict)
 }
 
+/// The DHCP server on the skb path, for ports on it alone: `alioth_port_tc` hands requests to it
+/// (`TC_TAILS`). Never attached.
+#[classifier]
+#[inline(always)]
+pub fn alioth_port_dhcp_tc(ctx: TcContext) -> i32 {
+    // SAFETY: the program's own context.
+    let ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    let Some(port) = PORTS.get(ifindex).copied().filter(PortEntry::is_programmed) else {
+        return tc::finish(&ctx, pipeline::unknown_port(), 0);
+    };
+    // The server reads options anywhere in the request.
+    let mut pkt = tc::whole_packet(&ctx);
+    let verdict = dhcp_server(&mut pkt, ifindex, &port);
+    tc::finish(&ctx, verdict, port.stats_slot)
+}
+
+/// Answers a DHCP request from `port` at `ifindex` (see `pipeline::dhcp_server`).
+#[inline(always)]
+fn dhcp_server<P: alioth_common::Packet>(pkt: &mut P, ifindex: u32, port: &PortEntry) -> Verdict {
+    let verdict = pipeline::dhcp_server(pkt, port, &Maps);
+    if verdict.counter == Counter::DhcpDecline {
+        // The VM says its address is taken: worth a line in the agent's log, once a second.
+        report(ifindex, port, Counter::DhcpDecline);
+    }
+    verdict
+}
+
 /// The uplink program: attached to the underlay interface, decapsulates VXLAN for local ports.
 #[xdp]
+#[inline(always)]
 pub fn alioth_uplink(ctx: XdpContext) -> u32 {
     let (origin, verdict) = uplink_path(&ctx);
     finish_or_take_probe(&ctx, origin, verdict)
 }
 
 /// The port program's skb path: TC ingress on the same interface, for the frames `alioth_port`
-/// passed to it (a checksum left to the device, a GSO super-frame).
+/// passed to it (a checksum left to the device, a GSO super-frame), or for every frame where the
+/// port runs no XDP (veths: see `controller/src/dataplane/attach.rs`).
 #[classifier]
+#[inline(always)]
 pub fn alioth_port_tc(ctx: TcContext) -> i32 {
     // SAFETY: the program's own context.
     let ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
@@ -185,16 +223,19 @@ pub fn alioth_port_tc(ctx: TcContext) -> i32 {
     let mut pkt = tc::packet(&ctx);
     let verdict = pipeline::port_ingress_skb(&mut pkt, &port, &Maps);
     let verdict = firewall::from_port(&mut pkt, &port, verdict);
-    tc::finish(&ctx, verdict, port.stats_slot)
+    tc::finish_or_take_probe(&ctx, ifindex, pmtu::limit(ifindex, verdict), port.stats_slot)
 }
 
 /// The uplink program's skb path: decapsulation of what `alioth_uplink` passed to it.
 #[classifier]
+#[inline(always)]
 pub fn alioth_uplink_tc(ctx: TcContext) -> i32 {
+    // SAFETY: the program's own context.
+    let ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
     let mut pkt = tc::packet(&ctx);
     let verdict = pipeline::uplink_ingress_skb(&mut pkt, &Maps);
     let verdict = firewall::from_uplink(&mut pkt, verdict);
-    tc::finish(&ctx, verdict, slot_of_target(&verdict))
+    tc::finish_or_take_probe(&ctx, ifindex, verdict, slot_of_target(&verdict))
 }
 
 /// The counters' slot of the port a decapsulated frame goes to (0 for anything else).
@@ -265,7 +306,7 @@ fn uplink_path(ctx: &XdpContext) -> (Origin, Verdict) {
 /// `finish`, unless the frame is a reply to the agent's probe: then it goes to the agent.
 #[inline(always)]
 fn finish_or_take_probe(ctx: &XdpContext, origin: Origin, verdict: Verdict) -> u32 {
-    if probe::taken(ctx, origin.ifindex, &verdict) {
+    if probe::taken(&XdpPacket::new(ctx), origin.ifindex, &verdict) {
         count(Counter::EchoProbeReply, origin.slot);
         return xdp_action::XDP_DROP;
     }

@@ -3,7 +3,9 @@
 
 use alioth_common::Packet;
 use aya_ebpf::bindings::{__sk_buff, xdp_md};
-use aya_ebpf::helpers::{bpf_csum_diff, bpf_xdp_adjust_head, bpf_xdp_adjust_tail};
+use aya_ebpf::helpers::{
+    bpf_csum_diff, bpf_skb_change_tail, bpf_skb_pull_data, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+};
 use aya_ebpf::programs::{TcContext, XdpContext};
 
 /// What differs between the two kinds of frame.
@@ -61,9 +63,14 @@ impl Buffer for *mut __sk_buff {
     }
 
     #[inline(always)]
-    fn resize(self, _delta: i32) -> Option<()> {
-        // Only the DHCP server resizes, and it is XDP's alone.
-        None
+    fn resize(self, delta: i32) -> Option<()> {
+        // SAFETY: as above.
+        let len = unsafe { (*self).len } as i64 + delta as i64;
+        let len = u32::try_from(len).ok()?;
+        // At the tail; then the whole frame directly accessible, as the writer expects.
+        // SAFETY: the helpers validate the new length against the skb.
+        let ok = unsafe { bpf_skb_change_tail(self, len, 0) } == 0 && unsafe { bpf_skb_pull_data(self, len) } == 0;
+        ok.then_some(())
     }
 
     #[inline(always)]

@@ -4,13 +4,10 @@
 use alioth_common::maps::MAX_IFINDEX;
 use alioth_common::pipeline::{Action, Verdict};
 use alioth_common::probe::{self, ProbeReply, ECHO_REPLIES_BYTES};
-use alioth_common::vxlan;
+use alioth_common::{vxlan, Packet};
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, RingBuf};
-use aya_ebpf::programs::XdpContext;
-
-use crate::packet::XdpPacket;
 
 #[map]
 static ECHO: Array<u32> = Array::with_max_entries(1, 0);
@@ -21,14 +18,14 @@ static ECHO_REPLIES: RingBuf = RingBuf::with_byte_size(ECHO_REPLIES_BYTES, 0);
 /// Whether the frame is a probe reply `verdict` would deliver (answered in place, switched, or
 /// decapsulated); if so, it is handed to the agent.
 #[inline(always)]
-pub fn taken(ctx: &XdpContext, ifindex: u32, verdict: &Verdict) -> bool {
+pub fn taken<P: Packet>(pkt: &P, ifindex: u32, verdict: &Verdict) -> bool {
     let off = match verdict.action {
         Action::Tx | Action::Redirect => 0,
         Action::Decap => vxlan::OUTER_LEN,
         _ => return false,
     };
     let marker = || ECHO.get(0).map_or(0, |m| *m as u16);
-    let Some(reply) = probe::reply(&XdpPacket::new(ctx), off, marker) else {
+    let Some(reply) = probe::reply(pkt, off, marker) else {
         return false;
     };
     let reply = ProbeReply {

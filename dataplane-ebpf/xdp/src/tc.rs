@@ -5,6 +5,7 @@
 //! software GSO before it, finishes both), and `bpf_redirect` instead of the device map.
 
 use alioth_common::eth::ETH_HLEN;
+use alioth_common::maps::TAIL_DHCP;
 use alioth_common::packet::At;
 use alioth_common::pipeline::{Action, Verdict};
 use alioth_common::vxlan::{self, Outer};
@@ -39,6 +40,10 @@ const ENCAP_FLAGS: u64 = BPF_F_ADJ_ROOM_FIXED_GSO as u64
     | BPF_F_ADJ_ROOM_ENCAP_L2_ETH as u64
     | encap_l2(ETH_HLEN);
 
+/// A super-frame's segments carry the inner frame's payload: its segment size (the sender's MSS)
+/// stays as it is when the outer headers go, where the kernel would add their length to it.
+const DECAP_FLAGS: u64 = BPF_F_ADJ_ROOM_FIXED_GSO as u64;
+
 /// Makes the headers directly accessible (an skb's head may hold fewer bytes than its frame).
 #[inline(always)]
 pub fn packet(ctx: &TcContext) -> SkbPacket {
@@ -49,6 +54,26 @@ pub fn packet(ctx: &TcContext) -> SkbPacket {
     SkbPacket::new(ctx)
 }
 
+/// `packet` with the whole frame directly accessible (the DHCP server reads options anywhere in
+/// a request).
+#[inline(always)]
+pub fn whole_packet(ctx: &TcContext) -> SkbPacket {
+    if ((ctx.data_end() - ctx.data()) as u32) < ctx.len() {
+        let _ = ctx.pull_data(ctx.len());
+    }
+    SkbPacket::new(ctx)
+}
+
+/// `finish`, unless the frame is a reply to the agent's probe: then it goes to the agent.
+#[inline(always)]
+pub fn finish_or_take_probe(ctx: &TcContext, ifindex: u32, verdict: Verdict, slot: u16) -> i32 {
+    if crate::probe::taken(&SkbPacket::new(ctx), ifindex, &verdict) {
+        crate::count(Counter::EchoProbeReply, slot);
+        return SHOT;
+    }
+    finish(ctx, verdict, slot)
+}
+
 /// Carries out a verdict of the skb path, counted on the port's counters at `slot` too. A pass is
 /// not counted: the XDP program counted it.
 #[inline(always)]
@@ -56,7 +81,7 @@ pub fn finish(ctx: &TcContext, verdict: Verdict, slot: u16) -> i32 {
     let action = match verdict.action {
         Action::Pass => return TC_ACT_OK as i32,
         Action::Drop => SHOT,
-        // Only the XDP program answers (ARP, ICMP, DHCP); back out of the interface, if ever.
+        // An answer (ARP, ICMP, DHCP) goes back out of the interface it came in by.
         // SAFETY: the program's own context.
         Action::Tx => redirect(unsafe { (*ctx.skb.skb).ifindex }),
         Action::Redirect => redirect(verdict.ifindex),
@@ -68,8 +93,11 @@ pub fn finish(ctx: &TcContext, verdict: Verdict, slot: u16) -> i32 {
             Some(()) => redirect(verdict.ifindex),
             None => SHOT,
         },
-        // XDP answers DHCP and never passes it on.
-        Action::Dhcp => SHOT,
+        Action::Dhcp => {
+            // SAFETY: does not return when the server's program is in place.
+            let _ = unsafe { crate::TC_TAILS.tail_call(ctx, TAIL_DHCP) };
+            SHOT
+        }
     };
     let counter = match (verdict.counter, action) {
         (_, SHOT) if verdict.action != Action::Drop => Counter::DropRedirectFailed,
@@ -117,7 +145,8 @@ fn encap(ctx: &TcContext, outer: &Outer) -> Option<()> {
 #[inline(always)]
 fn decap(ctx: &TcContext) -> Option<()> {
     let macs = *SkbPacket::new(ctx).array::<12>(vxlan::OUTER_LEN)?;
-    ctx.adjust_room(-(vxlan::OUTER_LEN as i32), BPF_ADJ_ROOM_MAC, 0).ok()?;
+    ctx.adjust_room(-(vxlan::OUTER_LEN as i32), BPF_ADJ_ROOM_MAC, DECAP_FLAGS)
+        .ok()?;
     let mut pkt = SkbPacket::new(ctx);
     let dst: &mut [u8; 12] = pkt.array_mut::<12>(0)?;
     *dst = macs;
