@@ -47,21 +47,10 @@ impl RouteQuery {
             .attributes
             .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
         self.request(route, NLM_F_REQUEST).context("send RTM_GETROUTE")?;
-        loop {
-            let n = self
-                .socket
-                .recv(&mut &mut self.buf[..], 0)
-                .context("receive the route")?;
-            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[..n])
-                .map_err(|e| anyhow::anyhow!("parse the route: {e}"))?;
-            if reply.header.sequence_number != self.sequence {
-                continue;
-            }
-            return match reply.payload {
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => route_to(&r, dst),
-                NetlinkPayload::Error(e) => bail!("no route to {dst}: {}", e.to_io()),
-                other => bail!("unexpected answer to a route lookup: {other:?}"),
-            };
+        match self.answer().context("the route")? {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => route_to(&r, dst),
+            NetlinkPayload::Error(e) => bail!("no route to {dst}: {}", e.to_io()),
+            other => bail!("unexpected answer to a route lookup: {other:?}"),
         }
     }
 }
@@ -73,21 +62,22 @@ impl RouteQuery {
         link.header.index = index;
         self.send(RouteNetlinkMessage::GetLink(link), NLM_F_REQUEST)
             .context("send RTM_GETLINK")?;
+        match self.answer().context("the link")? {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => Ok(l),
+            NetlinkPayload::Error(e) => bail!("no interface {index}: {}", e.to_io()),
+            other => bail!("unexpected answer to a link lookup: {other:?}"),
+        }
+    }
+
+    /// The answer to the last request sent (a message under its sequence number).
+    fn answer(&mut self) -> Result<NetlinkPayload<RouteNetlinkMessage>> {
         loop {
-            let n = self
-                .socket
-                .recv(&mut &mut self.buf[..], 0)
-                .context("receive the link")?;
+            let n = self.socket.recv(&mut &mut self.buf[..], 0).context("receive")?;
             let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[..n])
-                .map_err(|e| anyhow::anyhow!("parse the link: {e}"))?;
-            if reply.header.sequence_number != self.sequence {
-                continue;
+                .map_err(|e| anyhow::anyhow!("parse: {e}"))?;
+            if reply.header.sequence_number == self.sequence {
+                return Ok(reply.payload);
             }
-            return match reply.payload {
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => Ok(l),
-                NetlinkPayload::Error(e) => bail!("no interface {index}: {}", e.to_io()),
-                other => bail!("unexpected answer to a link lookup: {other:?}"),
-            };
         }
     }
 

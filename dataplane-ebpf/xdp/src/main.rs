@@ -179,9 +179,8 @@ pub fn alioth_port_dhcp(ctx: XdpContext) -> u32 {
 #[classifier]
 #[inline(always)]
 pub fn alioth_port_dhcp_tc(ctx: TcContext) -> i32 {
-    // SAFETY: the program's own context.
-    let ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
-    let Some(port) = PORTS.get(ifindex).copied().filter(PortEntry::is_programmed) else {
+    let (ifindex, port) = tc_port(&ctx);
+    let Some(port) = port else {
         return tc::finish(&ctx, pipeline::unknown_port(), 0);
     };
     // The server reads options anywhere in the request.
@@ -215,9 +214,8 @@ pub fn alioth_uplink(ctx: XdpContext) -> u32 {
 #[classifier]
 #[inline(always)]
 pub fn alioth_port_tc(ctx: TcContext) -> i32 {
-    // SAFETY: the program's own context.
-    let ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
-    let Some(port) = PORTS.get(ifindex).copied().filter(PortEntry::is_programmed) else {
+    let (ifindex, port) = tc_port(&ctx);
+    let Some(port) = port else {
         return tc::finish(&ctx, pipeline::unknown_port(), 0);
     };
     let mut pkt = tc::packet(&ctx);
@@ -245,6 +243,14 @@ fn slot_of_target(verdict: &Verdict) -> u16 {
         return 0;
     }
     PORTS.get(verdict.ifindex).map_or(0, |p| p.stats_slot)
+}
+
+/// `port_of` for an skb.
+#[inline(always)]
+fn tc_port(ctx: &TcContext) -> (u32, Option<PortEntry>) {
+    // SAFETY: the program's own context.
+    let ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    (ifindex, PORTS.get(ifindex).copied().filter(PortEntry::is_programmed))
 }
 
 /// The frame's ingress interface, and its port if it is a programmed one.
