@@ -143,6 +143,47 @@ fn a_tap_renamed_while_no_agent_runs_gets_no_frame_for_its_old_port() -> Result<
     Ok(())
 }
 
+/// Upgrading from an agent that ran native XDP on veths (`--xdp-mode driver`, what `auto` did
+/// before) to one in the default mode: the new agent takes the ports over with the skb path alone.
+/// The old XDP links keep running until the new maps are complete, then go; no ping is lost, and
+/// the guest gets its TSO back (the kernel turns it off in a veth's peer while XDP runs).
+#[test]
+fn a_restart_in_the_default_mode_moves_veth_ports_off_xdp_without_losing_a_ping() -> Result<()> {
+    let t = topology(&["--xdp-mode", "driver"])?;
+    let (code, _) = apply(&t.agent, &example("demo.yaml"))?;
+    ensure!(code == 0);
+    let tso = |vm: &Vm| -> Result<bool> {
+        Ok(vm
+            .ns
+            .exec(&["ethtool", "-k", "eth0"])?
+            .contains("tcp-segmentation-offload: on"))
+    };
+    ensure!(!tso(&t.vm1)?, "native XDP on the tap leaves the guest without TSO");
+    let pings = [
+        t.vm1.ns.steady_pings("198.18.0.1")?,
+        t.vm1.ns.steady_pings("198.18.0.11")?,
+    ];
+    std::thread::sleep(Duration::from_millis(1500));
+    let left = t.agent.kill()?;
+    std::thread::sleep(Duration::from_millis(500));
+    let agent = Agent::start_with(&t.host, left, &[])?;
+    for pings in pings {
+        pings.all_answered().with_context(|| agent.log_text())?;
+    }
+    let status: serde_json::Value = serde_json::from_slice(&agent.cli(&["status", "--json"])?.stdout)?;
+    let modes: Vec<&str> = status["xdp"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["xdp"].as_str()).collect())
+        .unwrap_or_default();
+    ensure!(modes == ["tc", "tc"], "status: {status}");
+    for tap in [VM1_TAP, VM2_TAP] {
+        let link = t.host.exec(&["ip", "-o", "link", "show", "dev", tap])?;
+        ensure!(!link.contains("prog/xdp"), "{tap} still runs XDP: {link}");
+    }
+    ensure!(tso(&t.vm1)?, "the guest has its TSO back");
+    Ok(())
+}
+
 /// A VM reboot or migration deletes the VM's tap and creates it again under the same name (with
 /// another index). The agent follows rtnetlink: twenty times in a row, while VM 2 pings VM 1, the
 /// new tap carries the port program within 100 ms of appearing, and VM 1 answers again.
