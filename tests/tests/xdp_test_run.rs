@@ -29,6 +29,45 @@ fn uplink_vectors_in_the_kernel() {
     });
 }
 
+/// Where the way out runs no XDP (not in `REDIRECT`: a veth on the skb path alone), XDP leaves a
+/// frame it would forward there to the skb path, untouched, and counts it; answers stay in XDP.
+#[test]
+fn frames_for_an_interface_without_xdp_are_left_to_the_skb_path() {
+    use alioth::dataplane::test_run::{XDP_PASS, XDP_TX};
+    let mut dp = vector_dataplane().lock().unwrap();
+    let to_peer = vectors::udp_from_port(PEER_MAC, PEER_IP, 18);
+    let cases = [
+        ("switched to a local port", to_peer.clone(), false),
+        ("encapsulated", vectors::udp_from_port(REMOTE_MAC, REMOTE_IP, 18), false),
+        ("decapsulated", vectors::vxlan_to_peer(VNI, &to_peer), true),
+    ];
+    // Every way out of the vectors is IFINDEX.
+    dp.remove_redirect(IFINDEX);
+    let mut runs = Vec::new();
+    for (name, frame, from_uplink) in &cases {
+        let before = counter(&dp, Counter::SkbPath);
+        let (action, out) = match from_uplink {
+            true => run_program(dp.uplink_program().unwrap(), frame),
+            false => run(&mut dp, frame),
+        };
+        runs.push((
+            *name,
+            frame.clone(),
+            action,
+            out,
+            counter(&dp, Counter::SkbPath) - before,
+        ));
+    }
+    let gateway = run(&mut dp, &frames::arp_request(VM_MAC, VM_IP, GW_IP)).0;
+    dp.add_redirect(IFINDEX).unwrap();
+    for (name, frame, action, out, counted) in runs {
+        assert_eq!(action, XDP_PASS, "{name}");
+        assert_eq!(out, frame, "{name}: untouched");
+        assert_eq!(counted, 1, "{name}: counted as skb_path");
+    }
+    assert_eq!(gateway, XDP_TX, "ARP for the gateway is answered in XDP");
+}
+
 /// The skb path (the TC programs) in the kernel gives, for every vector, the verdict and bytes the
 /// host's run of the same pipeline gives; and what XDP leaves to it, it forwards.
 #[test]

@@ -47,7 +47,8 @@ impl Dataplane {
         }
     }
 
-    pub(super) fn remove_redirect(&mut self, ifindex: u32) {
+    /// Takes `ifindex` out of the redirect targets (an interface on the skb path alone).
+    pub fn remove_redirect(&mut self, ifindex: u32) {
         // aya's array device map has no remove; a slot already empty is as good as removed.
         let _ = batch::delete(self.redirect.map().fd().as_fd(), &ifindex);
     }
