@@ -1,13 +1,14 @@
 //! The benchmarks' small-packet generator and sink: frames sent from a VM as if the VM sent them
-//! (BPF_PROG_RUN live frames of an XDP_TX program, or AF_PACKET where the kernel refuses those),
-//! counted where the receiving VM's sink drops them.
+//! (BPF_PROG_RUN live frames of an XDP_TX program; where the kernel refuses those, skb clones a TC
+//! program's test runs send out of the VM's eth0, or AF_PACKET from user space), counted where the
+//! receiving VM's sink drops them.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp};
+use aya::programs::{SchedClassifier, TestRun, TestRunAttrs, TestRunOptions, Xdp};
 
-use alioth::dataplane::object::TX_PROGRAM;
+use alioth::dataplane::object::{CLONE_TX_PROGRAM, TX_PROGRAM};
 
 use crate::netns::Netns;
 
@@ -79,9 +80,19 @@ pub fn generate(vm: &Netns, frame: Vec<u8>, burst: u32) -> Result<(Duration, Gen
         match live.context("BPF_PROG_RUN live frames") {
             Ok(_) => Ok((t.elapsed(), Generator::LiveFrames)),
             Err(e) if refused(&e) => {
+                if std::env::var("ALIOTH_BENCH_GENERATOR").as_deref() == Ok("af_packet") {
+                    let t = Instant::now();
+                    af_packet_burst(ifindex, &frame, burst)?;
+                    return Ok((t.elapsed(), Generator::AfPacket));
+                }
+                let prog: &mut SchedClassifier = ebpf
+                    .program_mut(CLONE_TX_PROGRAM)
+                    .context("skb generator program")?
+                    .try_into()?;
+                prog.load()?;
                 let t = Instant::now();
-                af_packet_burst(ifindex, &frame, burst)?;
-                Ok((t.elapsed(), Generator::AfPacket))
+                clone_burst(prog, ifindex, &frame, burst)?;
+                Ok((t.elapsed(), Generator::CloneRedirect))
             }
             Err(e) => Err(e),
         }
@@ -130,9 +141,41 @@ pub enum Generator {
     /// In the kernel: BPF_PROG_RUN live frames of an XDP_TX program (frames, no skb).
     #[default]
     LiveFrames,
-    /// From user space, where the kernel refuses live frames: AF_PACKET past the qdisc, 64 frames
-    /// per `sendmmsg` (each an skb, as a VM's frames from its tap are).
+    /// In the kernel, where it refuses live frames: BPF_PROG_TEST_RUN of a TC program that sends a
+    /// clone of its frame out of the VM's eth0 each run (`bpf_clone_redirect`: an skb, as a VM's
+    /// frames from its tap are).
+    CloneRedirect,
+    /// From user space (`ALIOTH_BENCH_GENERATOR=af_packet`): AF_PACKET past the qdisc, 64 frames
+    /// per `sendmmsg`.
     AfPacket,
+}
+
+impl Generator {
+    /// What the generator is, for a bench's header.
+    pub fn name(self) -> &'static str {
+        match self {
+            Generator::LiveFrames => "BPF_PROG_RUN live frames",
+            Generator::CloneRedirect => {
+                "skb clones sent out of the VM's eth0 by BPF_PROG_TEST_RUN (bpf_clone_redirect; this kernel refuses live frames)"
+            }
+            Generator::AfPacket => "AF_PACKET sendmmsg from user space",
+        }
+    }
+}
+
+/// `count` copies of `frame` out of interface `ifindex` (see `Generator::CloneRedirect`).
+fn clone_burst(prog: &SchedClassifier, ifindex: u32, frame: &[u8], count: u32) -> Result<()> {
+    // struct __sk_buff: ingress_ifindex at 36 and ifindex at 40, the interface the run is on.
+    let mut ctx = [0u8; 192];
+    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        ctx_in: Some(&ctx),
+        repeat: count,
+        ..Default::default()
+    })
+    .context("BPF_PROG_TEST_RUN of the skb generator")?;
+    Ok(())
 }
 
 /// `count` copies of `frame` out of interface `ifindex` (see `Generator::AfPacket`).

@@ -54,6 +54,10 @@ pub const SINK_PROGRAM: &str = "alioth_sink";
 /// Reflects every frame: the benchmarks' packet generator (never attached by the agent).
 pub const TX_PROGRAM: &str = "alioth_tx";
 
+/// Sends a copy of each test run's frame out of the run's interface: the benchmarks' skb
+/// generator where the kernel refuses live frames (never attached by the agent).
+pub const CLONE_TX_PROGRAM: &str = "alioth_clone_tx";
+
 /// Benchmarks only: the port and uplink programs with the frame's head restored after each run, so
 /// that encap and decap can be timed in steady state (BPF_PROG_TEST_RUN, repeat > 1).
 pub const BENCH_PORT_PROGRAM: &str = "alioth_bench_port";
@@ -73,6 +77,7 @@ mod tests {
             PASS_PROGRAM,
             SINK_PROGRAM,
             TX_PROGRAM,
+            CLONE_TX_PROGRAM,
             BENCH_PORT_PROGRAM,
             BENCH_UPLINK_PROGRAM,
         ];

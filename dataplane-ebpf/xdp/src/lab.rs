@@ -4,9 +4,10 @@
 
 use alioth_common::eth::{self, ETH_P_IPV4};
 use alioth_common::{dhcp, ipv4};
-use aya_ebpf::bindings::xdp_action;
-use aya_ebpf::macros::xdp;
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::bindings::{xdp_action, TC_ACT_SHOT};
+use aya_ebpf::helpers::bpf_clone_redirect;
+use aya_ebpf::macros::{classifier, xdp};
+use aya_ebpf::programs::{TcContext, XdpContext};
 
 use crate::packet::XdpPacket;
 use alioth_common::pipeline::Verdict;
@@ -74,4 +75,16 @@ const DISCARD_PORT: u16 = 9;
 #[xdp]
 pub fn alioth_tx(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
+}
+
+/// The benchmarks' skb generator, where the kernel refuses live frames: each run of it
+/// (BPF_PROG_TEST_RUN on the VM's eth0) sends a copy of its frame out of that interface, as the VM
+/// would send it (`bpf_clone_redirect`, an skb). Never attached by the agent.
+#[classifier]
+pub fn alioth_clone_tx(ctx: TcContext) -> i32 {
+    // SAFETY: the program's own context.
+    let skb = ctx.skb.skb;
+    // SAFETY: as above; the helper validates the interface.
+    unsafe { bpf_clone_redirect(skb, (*skb).ifindex, 0) };
+    TC_ACT_SHOT as i32
 }

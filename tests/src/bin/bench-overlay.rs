@@ -15,7 +15,7 @@
 use alioth::dataplane::object::{BENCH_PORT_PROGRAM, BENCH_UPLINK_PROGRAM, PORT_PROGRAM, UPLINK_PROGRAM};
 use alioth::dataplane::{AttachMode, Dataplane};
 use alioth_tests::frames;
-use alioth_tests::generator::{best_of, Generator, Run};
+use alioth_tests::generator::{best_of, Run};
 use alioth_tests::overlay::{iperf3, ping_avg_us, Lab, Underlay, VpcSpec};
 use alioth_tests::timing;
 use alioth_tests::vectors::{self, *};
@@ -30,17 +30,17 @@ const ROUNDS: usize = 3;
 
 struct Figures {
     small: Run,
-    ping_us: f64,
     streams: Streams,
 }
 
-/// What guests with their default offloads carry, in Gbit/s.
+/// What guests with their default offloads carry, in Gbit/s, and their ping's round trip.
 #[derive(Clone, Copy, Default)]
 struct Streams {
     tcp: f64,
     tcp8: f64,
     /// UDP 1400-byte datagrams at full speed: received.
     udp: f64,
+    ping_us: f64,
 }
 
 impl Streams {
@@ -55,6 +55,7 @@ impl Streams {
             tcp: pick(|s| s.tcp),
             tcp8: pick(|s| s.tcp8),
             udp: pick(|s| s.udp),
+            ping_us: pick(|s| s.ping_us),
         }
     }
 }
@@ -115,8 +116,8 @@ struct Side {
 
 const DST_IP: &str = "198.18.1.20";
 
-/// Small packets and ping on `alioth`'s lab or the kernel's.
-fn packets(alioth: bool) -> Result<(Side, Run, f64)> {
+/// Small packets on `alioth`'s lab or the kernel's.
+fn packets(alioth: bool) -> Result<(Side, Run)> {
     let (mut lab, a_id, b_id) = lab(alioth)?;
     // The receiving VM takes the generator's frames at its interface, as a tester's port would:
     // what is measured is the overlay's forwarding, not the VM's own stack.
@@ -130,17 +131,16 @@ fn packets(alioth: bool) -> Result<(Side, Run, f64)> {
         "no connectivity: {}",
         String::from_utf8_lossy(&warm.stdout)
     );
-    let ping_us = ping_avg_us(&src.ns, DST_IP)?;
     let best = small_packets(&lab, &a_id, &b_id)?;
     // TCP and UDP between guests as their users run them: no XDP program in either VM (the lab's
     // helper there would turn GSO off on the kernel path's host-side veth, and TSO off in its
     // guests). alioth's TCP and UDP take its skb path, which needs nothing of the guest.
     lab.vm_mut(&a_id).plain()?;
     lab.vm_mut(&b_id).plain()?;
-    Ok((Side { lab, a_id, b_id }, best, ping_us))
+    Ok((Side { lab, a_id, b_id }, best))
 }
 
-/// One round of TCP (1 and 8 streams) and UDP between the guests of `side`.
+/// One round of TCP (1 and 8 streams), UDP and ping between the guests of `side`.
 fn streams(side: &Side) -> Result<Streams> {
     let (src, dst) = (side.lab.vm(&side.a_id), side.lab.vm(&side.b_id));
     let gbps = |v: &serde_json::Value, sum: &str| v["end"][sum]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9;
@@ -153,35 +153,35 @@ fn streams(side: &Side) -> Result<Streams> {
         tcp: gbps(&tcp, "sum_received"),
         tcp8: gbps(&tcp8, "sum_received"),
         udp: gbps(&udp, "sum") * (1.0 - udp_lost / 100.0),
+        ping_us: ping_avg_us(&src.ns, DST_IP)?,
     })
 }
 
 /// Both systems measured: packets one lab after the other, streams in turns (`ROUNDS`).
 fn run() -> Result<(Figures, Figures)> {
-    let (kernel, k_small, k_ping) = packets(false).context("kernel vxlan + bridge")?;
-    let (ours, a_small, a_ping) = packets(true).context("alioth")?;
+    let (kernel, k_small) = packets(false).context("kernel vxlan + bridge")?;
+    let (ours, a_small) = packets(true).context("alioth")?;
     let (mut k_rounds, mut a_rounds) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         k_rounds.push(streams(&kernel).context("kernel vxlan + bridge")?);
         a_rounds.push(streams(&ours).context("alioth")?);
     }
-    let figures = |small, ping_us, rounds: &[Streams]| Figures {
+    let figures = |small, rounds: &[Streams]| Figures {
         small,
-        ping_us,
         streams: Streams::median(rounds),
     };
-    Ok((figures(k_small, k_ping, &k_rounds), figures(a_small, a_ping, &a_rounds)))
+    Ok((figures(k_small, &k_rounds), figures(a_small, &a_rounds)))
 }
 
 fn main() -> Result<()> {
     println!("alioth bench overlay: VM -> VM on another host, two hosts on one veth wire");
     println!(
-        "kernel {}; small packets: 60 B frames from a generator in the sending VM (in-kernel live frames, or AF_PACKET where the kernel refuses those; {BURST} per run, best of {RUNS}), all on CPU 0",
+        "kernel {}; small packets: 60 B frames from a generator in the sending VM (in-kernel live frames, or skb clones where the kernel refuses those; {BURST} per run, best of {RUNS}), all on CPU 0",
         std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim()
     );
     let (kernel, ours) = run()?;
     println!();
-    println!("streams: the median of {ROUNDS} rounds, the two systems taking turns");
+    println!("streams and ping: the median of {ROUNDS} rounds, the two systems taking turns");
     println!(
         "{:<34} {:>16} {:>16} {:>8} {:>8}",
         "", "linux vxlan+br", "alioth", "ratio", "target"
@@ -201,8 +201,9 @@ fn main() -> Result<()> {
     };
     let mpps = |v: f64| format!("{:.3} Mpps", v / 1e6);
     let (k, a) = (&kernel.small, &ours.small);
-    if k.generator == Generator::AfPacket || a.generator == Generator::AfPacket {
-        println!("small packets: this kernel refuses live frames (EPERM); the generator is AF_PACKET in user space");
+    println!("small packets: the generator is {}", k.generator.name());
+    if a.generator != k.generator {
+        println!("  (alioth's run: {})", a.generator.name());
     }
     row(
         "small UDP received (1 core)",
@@ -219,7 +220,7 @@ fn main() -> Result<()> {
     row("TCP (iperf3, 1 stream)", k.tcp, a.tcp, &gbit, ">= 1x");
     row("TCP (iperf3, 8 streams)", k.tcp8, a.tcp8, &gbit, "");
     row("UDP 1400 B (iperf3, received)", k.udp, a.udp, &gbit, "");
-    lower("ping RTT (avg)", kernel.ping_us, ours.ping_us, "us");
+    lower("ping RTT (avg)", k.ping_us, a.ping_us, "us");
     println!("(ping ratio: kernel / alioth, >= 1x when alioth's round trip is shorter)");
 
     in_kernel()

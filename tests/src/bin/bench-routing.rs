@@ -12,7 +12,7 @@ use alioth::dataplane::object::{BENCH_PORT_PROGRAM, PORT_PROGRAM};
 use alioth::dataplane::{AttachMode, Dataplane};
 use alioth_proto::schema::OperationType;
 use alioth_tests::frames;
-use alioth_tests::generator::{best_of, cpu_busy, generate, Generator, Run};
+use alioth_tests::generator::{best_of, cpu_busy, generate, Run};
 use alioth_tests::netns::Netns;
 use alioth_tests::overlay::{bridged_vxlan, iperf3, ping_avg_us, Lab, Underlay, VmSpec, VpcSpec};
 use alioth_tests::routing::{gateway_ip, gateway_mac, goal_state, router, routing, subnet_of};
@@ -196,8 +196,9 @@ fn main() -> Result<()> {
         "", "linux br+vxlan", "alioth", "ratio", "target"
     );
     let (k, a) = (&kernel.small, &ours.small);
-    if k.generator == Generator::AfPacket || a.generator == Generator::AfPacket {
-        println!("small packets: this kernel refuses live frames (EPERM); the generator is AF_PACKET in user space");
+    println!("small packets: the generator is {}", k.generator.name());
+    if a.generator != k.generator {
+        println!("  (alioth's run: {})", a.generator.name());
     }
     let mpps = |v: f64| format!("{:.3} Mpps", v / 1e6);
     let line = |name: &str, k: String, a: String, ratio: f64, target: &str| {
@@ -222,7 +223,7 @@ fn main() -> Result<()> {
         k.cpu_ns / a.cpu_ns,
         "",
     );
-    // The generator's own cost dominates both columns above (AF_PACKET from user space); less
+    // The generator's own cost is in both columns above (where the kernel refuses live frames); less
     // that cost, what forwarding takes per frame, and the rate one core would forward at.
     if let Some(g) = ours.generator_ns {
         let (kn, an) = (k.cpu_ns - g, a.cpu_ns - g);
