@@ -33,7 +33,8 @@ pub trait Tables {
         None
     }
     /// Whether XDP may redirect a frame into `ifindex` (it runs XDP itself: `maps::REDIRECT`). An
-    /// interface on the skb path alone takes frames from the sender's skb path; only XDP asks.
+    /// interface on the skb path alone takes frames from the sender's skb path; only XDP asks, and
+    /// only for a routed frame (see `forward`).
     fn takes_xdp(&self, _ifindex: u32) -> bool {
         true
     }
@@ -373,8 +374,11 @@ fn forward<P: Packet + ?Sized, T: Tables, const SKB: bool>(
     tables: &T,
 ) -> Verdict {
     // Before anything is rewritten: the skb path runs this pipeline again on the frame as sent.
+    // (A frame whose way out runs no XDP goes there too: XDP's `finish` finds that out by the
+    // redirect itself, before it moves the head, but a routed frame is rewritten before then.)
     let finished = !offload::needs_skb(pkt, ip);
-    if !SKB && (!finished || !tables.takes_xdp(target(to, tables))) {
+    let routed_off_xdp = || routed.router_mac != [0; 6] && !tables.takes_xdp(target(to, tables));
+    if !SKB && (!finished || routed_off_xdp()) {
         return Verdict::new(Action::Pass, Counter::SkbPath);
     }
     // A finished checksum: never a GSO super-frame in disguise, so the frame is the datagram (an
@@ -596,7 +600,7 @@ fn uplink_frame<P: Packet + ?Sized, T: Tables, const SKB: bool>(pkt: &mut P, tab
     if ifindex == 0 {
         return Verdict::drop(Counter::DropNoInterface);
     }
-    if !SKB && (offload::needs_skb(&inner, &ip) || !tables.takes_xdp(ifindex)) {
+    if !SKB && offload::needs_skb(&inner, &ip) {
         return Verdict::new(Action::Pass, Counter::SkbPath);
     }
     Verdict::to(Action::Decap, Counter::Decap, ifindex)

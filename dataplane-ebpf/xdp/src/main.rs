@@ -322,19 +322,24 @@ fn finish_or_take_probe(ctx: &XdpContext, origin: Origin, verdict: Verdict) -> u
 /// Carries out a verdict: counts it, and does the head adjustment and redirect it asks for.
 #[inline(always)]
 fn finish(ctx: &XdpContext, origin: Origin, verdict: Verdict) -> u32 {
+    // The redirect first, before the head moves: a way out that runs no XDP (not in `REDIRECT`)
+    // leaves the frame, untouched, to the skb path.
+    let forward = matches!(verdict.action, Action::Redirect | Action::Encap | Action::Decap);
+    let to_skb_path = forward && REDIRECT.redirect(verdict.ifindex, xdp_action::XDP_PASS as u64).is_err();
     let action = match verdict.action {
+        _ if to_skb_path => xdp_action::XDP_PASS,
         Action::Pass => xdp_action::XDP_PASS,
         Action::Tx => xdp_action::XDP_TX,
         Action::Drop => xdp_action::XDP_DROP,
-        Action::Redirect => redirect(verdict.ifindex),
+        Action::Redirect => xdp_action::XDP_REDIRECT,
         Action::Encap => match encap(ctx, &verdict.outer) {
-            Some(()) => redirect(verdict.ifindex),
+            Some(()) => xdp_action::XDP_REDIRECT,
             None => xdp_action::XDP_DROP,
         },
         Action::Decap => {
             // SAFETY: the helper validates the adjustment against the frame.
             match unsafe { bpf_xdp_adjust_head(ctx.ctx, vxlan::OUTER_LEN as i32) } {
-                0 => redirect(verdict.ifindex),
+                0 => xdp_action::XDP_REDIRECT,
                 _ => xdp_action::XDP_DROP,
             }
         }
@@ -345,6 +350,7 @@ fn finish(ctx: &XdpContext, origin: Origin, verdict: Verdict) -> u32 {
         }
     };
     let counter = match (verdict.counter, action) {
+        _ if to_skb_path => Counter::SkbPath,
         (_, xdp_action::XDP_DROP) if verdict.action != Action::Drop => Counter::DropRedirectFailed,
         (c, _) => c,
     };
@@ -367,11 +373,6 @@ fn finish(ctx: &XdpContext, origin: Origin, verdict: Verdict) -> u32 {
     };
     monitor::watch(&At::new(&mut XdpPacket::new(ctx), inner), origin.ifindex, index, fate);
     action
-}
-
-#[inline(always)]
-fn redirect(ifindex: u32) -> u32 {
-    REDIRECT.redirect(ifindex, 0).unwrap_or(xdp_action::XDP_DROP)
 }
 
 /// Grows the frame at the front and writes the outer headers there.
