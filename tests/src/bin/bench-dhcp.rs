@@ -364,7 +364,9 @@ fn main() -> Result<()> {
 
 /// The kernel's own cost of building each reply.
 fn in_kernel_build() -> Result<()> {
-    let (mut dp, _) = Dataplane::load(None, AttachMode::Auto)?;
+    // The lab object: the XDP_PASS baseline is one of its programs. The logger holds the log map
+    // the programs refer to.
+    let (mut dp, _logger) = Dataplane::load_lab(AttachMode::Auto)?;
     vectors::program(&mut dp)?;
     let discover = Request::new(MessageType::Discover).frame();
     let request = Request::selecting().frame();
