@@ -307,6 +307,15 @@ pub fn metrics(ns: &Netns) -> Result<String> {
     ])
 }
 
+/// How the programs run on each interface `alioth status --json` lists (its `xdp` rows: `native`,
+/// `generic`, `tc`, `none`), in its order.
+pub fn hooks(status: &serde_json::Value) -> Vec<&str> {
+    status["xdp"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["xdp"].as_str()).collect())
+        .unwrap_or_default()
+}
+
 /// The value of the unlabelled series `name` in a `/metrics` text.
 pub fn metric(text: &str, name: &str) -> Option<u64> {
     text.lines()

@@ -165,9 +165,8 @@ impl Generator {
 
 /// `count` copies of `frame` out of interface `ifindex` (see `Generator::CloneRedirect`).
 fn clone_burst(prog: &SchedClassifier, ifindex: u32, frame: &[u8], count: u32) -> Result<()> {
-    // struct __sk_buff: ingress_ifindex at 36 and ifindex at 40, the interface the run is on.
-    let mut ctx = [0u8; 192];
-    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    // On the interface, arrived on none.
+    let ctx = alioth::dataplane::test_run::skb_context(0, ifindex, 0);
     prog.test_run(TestRunOptions {
         data_in: Some(frame),
         ctx_in: Some(&ctx),

@@ -193,19 +193,12 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> Result<T> + Sen
 /// Whether interface `iface` of namespace `ns` runs one of alioth's programs: in XDP, or on TC
 /// ingress (tcx, which neither `ip link` nor this machine's bpftool shows).
 pub fn runs_alioth(ns: &str, iface: &str) -> Result<bool> {
-    use aya::programs::tc::TcAttachType;
     let iface = iface.to_string();
     in_netns(ns, move || {
         let Some(index) = alioth::net::interfaces::ifindex(&iface) else {
             return Ok(false);
         };
-        if alioth::net::links::xdp_of(index)?.is_some() {
-            return Ok(true);
-        }
-        let (_, programs) = aya::programs::SchedClassifier::query_tcx(&iface, TcAttachType::Ingress)?;
-        Ok(programs
-            .iter()
-            .any(|p| p.name_as_str().is_some_and(|n| n.starts_with("alioth_"))))
+        Ok(alioth::net::links::xdp_of(index)?.is_some() || alioth::dataplane::attach::tc_program_on(&iface).is_some())
     })
 }
 

@@ -143,11 +143,6 @@ impl alioth_common::Packet for Gso<'_> {
     }
 }
 
-/// The TC return code of an action on the skb path.
-pub fn tc_action(a: &Action) -> u32 {
-    alioth::dataplane::test_run::tc_action(*a)
-}
-
 /// Loads the vectors into a data plane: the port on `IFINDEX` (where BPF_PROG_TEST_RUN frames
 /// arrive), the endpoints, the uplink, the next hops, and `IFINDEX` as the redirect target.
 pub fn program(dp: &mut alioth::dataplane::Dataplane) -> anyhow::Result<()> {

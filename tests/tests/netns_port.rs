@@ -106,10 +106,7 @@ fn gateway_answers(args: &[&str], mode: &str) -> Result<()> {
         status["agent"]["pid"].as_u64().is_some_and(|p| p > 0) && status["agent"]["uptime_s"].as_u64().is_some(),
         "status: {status}"
     );
-    let modes: Vec<&str> = status["xdp"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|x| x["xdp"].as_str()).collect())
-        .unwrap_or_default();
+    let modes = alioth_tests::agent::hooks(&status);
     ensure!(modes == [mode, mode], "status: {status}");
     let text = String::from_utf8(t.agent.cli(&["status"])?.stdout)?;
     ensure!(

@@ -171,10 +171,7 @@ fn a_restart_in_the_default_mode_moves_veth_ports_off_xdp_without_losing_a_ping(
         pings.all_answered().with_context(|| agent.log_text())?;
     }
     let status: serde_json::Value = serde_json::from_slice(&agent.cli(&["status", "--json"])?.stdout)?;
-    let modes: Vec<&str> = status["xdp"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|x| x["xdp"].as_str()).collect())
-        .unwrap_or_default();
+    let modes = alioth_tests::agent::hooks(&status);
     ensure!(modes == ["tc", "tc"], "status: {status}");
     for tap in [VM1_TAP, VM2_TAP] {
         let link = t.host.exec(&["ip", "-o", "link", "show", "dev", tap])?;

@@ -92,7 +92,7 @@ fn skb_path_vectors_in_the_kernel() {
             let (action, out) = alioth_tests::kernel::run_tc(dp.tc_program(program).unwrap(), &case.frame, IFINDEX, 0);
             assert_eq!(
                 action,
-                vectors::tc_action(&verdict.action),
+                alioth::dataplane::test_run::tc_action(verdict.action),
                 "{program}: {}: TC action",
                 case.name
             );

@@ -6,8 +6,6 @@ use alioth_common::maps::{self, Endpoint, EndpointKey, NextHop, PortEntry, Uplin
 use alioth_common::Counter;
 use anyhow::{bail, Context, Result};
 use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray};
-use aya::programs::tc::TcAttachType;
-use aya::programs::SchedClassifier;
 use serde_json::json;
 
 use crate::agent::DEFAULT_PIN_DIR;
@@ -340,7 +338,7 @@ fn xdp_modes(ports: &[(u32, PortEntry)], uplink: Option<Uplink>) -> Result<Vec<s
         let xdp = links.get(&index).and_then(|l| l.xdp);
         let (mode, prog) = match xdp {
             Some((m, p)) => (m.name(), p),
-            None => tc_program(&iface).map_or(("none", 0), |p| ("tc", p)),
+            None => crate::dataplane::attach::tc_program_on(&iface).map_or(("none", 0), |p| ("tc", p)),
         };
         json!({
             "iface": iface,
@@ -352,15 +350,6 @@ fn xdp_modes(ports: &[(u32, PortEntry)], uplink: Option<Uplink>) -> Result<Vec<s
     let mut rows: Vec<_> = uplink.map(|u| row(u.ifindex, "uplink")).into_iter().collect();
     rows.extend(ports.iter().map(|(i, _)| row(*i, "port")));
     Ok(rows)
-}
-
-/// The id of the alioth program on TC ingress (tcx) of `iface`, if one is there.
-fn tc_program(iface: &str) -> Option<u32> {
-    let (_, programs) = SchedClassifier::query_tcx(iface, TcAttachType::Ingress).ok()?;
-    programs
-        .iter()
-        .find(|p| p.name_as_str().is_some_and(|n| n.starts_with("alioth_")))
-        .map(|p| p.id())
 }
 
 /// The agent's record as this command can read it: its size, what it holds, the ports whose

@@ -260,6 +260,15 @@ impl Links<'_> {
     }
 }
 
+/// The id of an alioth program on TC ingress (tcx) of `iface`, if one runs there.
+pub fn tc_program_on(iface: &str) -> Option<u32> {
+    let (_, programs) = SchedClassifier::query_tcx(iface, TcAttachType::Ingress).ok()?;
+    programs
+        .iter()
+        .find(|p| p.name_as_str().is_some_and(|n| n.starts_with("alioth_")))
+        .map(|p| p.id())
+}
+
 /// Pins `fd` at `pin`, so it outlives this process.
 fn pin_fd(fd: FdLink, pin: &Path) -> Result<Link> {
     let pinned = fd

@@ -61,18 +61,24 @@ pub fn xdp(prog: &Xdp, frame: &[u8], ingress_ifindex: Option<u32>) -> Result<(u3
     Ok((run.return_value, out))
 }
 
+/// The `struct __sk_buff` (192 bytes) of a TC program's test run: the interface it arrived on
+/// and the one it is on, and a GSO super-frame of `gso_size`-byte segments unless that is 0. The
+/// kernel takes only a few fields from a test run's context and wants the rest zero.
+pub fn skb_context(ingress_ifindex: u32, ifindex: u32, gso_size: u32) -> [u8; 192] {
+    let mut ctx = [0u8; 192];
+    // ingress_ifindex at 36, ifindex at 40, gso_segs at 164, gso_size at 176.
+    ctx[36..40].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    ctx[164..168].copy_from_slice(&u32::from(gso_size != 0).wrapping_mul(2).to_ne_bytes());
+    ctx[176..180].copy_from_slice(&gso_size.to_ne_bytes());
+    ctx
+}
+
 /// Runs one frame through a TC program as if it arrived on `ingress_ifindex`, a GSO super-frame
 /// of `gso_size`-byte segments unless that is 0; returns the TC action and the frame as the
 /// program left it.
 pub fn tc(prog: &SchedClassifier, frame: &[u8], ingress_ifindex: u32, gso_size: u32) -> Result<(u32, Vec<u8>)> {
-    // struct __sk_buff (192 bytes): ingress_ifindex at 36 and ifindex at 40; the kernel takes
-    // only a few fields from a test run's context and wants the rest zero.
-    let mut ctx = [0u8; 192];
-    ctx[36..40].copy_from_slice(&ingress_ifindex.to_ne_bytes());
-    ctx[40..44].copy_from_slice(&ingress_ifindex.to_ne_bytes());
-    // gso_segs at 164, gso_size at 176.
-    ctx[164..168].copy_from_slice(&u32::from(gso_size != 0).wrapping_mul(2).to_ne_bytes());
-    ctx[176..180].copy_from_slice(&gso_size.to_ne_bytes());
+    let ctx = skb_context(ingress_ifindex, ingress_ifindex, gso_size);
     let mut out = vec![0u8; frame.len() + 1024];
     let run = prog
         .test_run(TestRunOptions {

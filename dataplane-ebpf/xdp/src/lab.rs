@@ -3,6 +3,7 @@
 //! program veth labs attach to a VM's side.
 
 use alioth_common::eth::{self, ETH_P_IPV4};
+use alioth_common::pipeline::Verdict;
 use alioth_common::{dhcp, ipv4};
 use aya_ebpf::bindings::{xdp_action, TC_ACT_SHOT};
 use aya_ebpf::helpers::bpf_clone_redirect;
@@ -10,8 +11,6 @@ use aya_ebpf::macros::{classifier, xdp};
 use aya_ebpf::programs::{TcContext, XdpContext};
 
 use crate::packet::XdpPacket;
-use alioth_common::pipeline::Verdict;
-
 use crate::{bench, finish, port_path, uplink_path, Origin};
 
 /// Benchmarks only (never attached): the port program (which hands DHCP to its own program), then

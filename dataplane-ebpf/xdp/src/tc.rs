@@ -47,19 +47,21 @@ const DECAP_FLAGS: u64 = BPF_F_ADJ_ROOM_FIXED_GSO as u64;
 /// Makes the headers directly accessible (an skb's head may hold fewer bytes than its frame).
 #[inline(always)]
 pub fn packet(ctx: &TcContext) -> SkbPacket {
-    let want = ctx.len().min(HEADERS);
-    if ((ctx.data_end() - ctx.data()) as u32) < want {
-        let _ = ctx.pull_data(want);
-    }
-    SkbPacket::new(ctx)
+    pulled(ctx, ctx.len().min(HEADERS))
 }
 
 /// `packet` with the whole frame directly accessible (the DHCP server reads options anywhere in
 /// a request).
 #[inline(always)]
 pub fn whole_packet(ctx: &TcContext) -> SkbPacket {
-    if ((ctx.data_end() - ctx.data()) as u32) < ctx.len() {
-        let _ = ctx.pull_data(ctx.len());
+    pulled(ctx, ctx.len())
+}
+
+/// The frame with its first `want` bytes directly accessible.
+#[inline(always)]
+fn pulled(ctx: &TcContext, want: u32) -> SkbPacket {
+    if ((ctx.data_end() - ctx.data()) as u32) < want {
+        let _ = ctx.pull_data(want);
     }
     SkbPacket::new(ctx)
 }
