@@ -11,6 +11,7 @@ const FILES: &[&str] = &[
     "router.proto",
     "securitygroup.proto",
     "gateway.proto",
+    "elasticip.proto",
     "goalstate.proto",
     "goalstateprovisioner.proto",
     "subscribeinfoprovisioner.proto",

@@ -501,6 +501,7 @@ impl Applier<'_> {
             report(*o, Applied::Network(t.elapsed(), result))?;
         }
         self.write_routes(&plan.routes, &mut report)?;
+        self.write_elastic_ips(&plan.elastic_ips, &mut report)?;
         self.dp.sweep_flows();
         Ok(())
     }
@@ -513,29 +514,23 @@ impl Applier<'_> {
         outcomes: &[usize],
         report: &mut impl FnMut(usize, Applied) -> Result<()>,
     ) -> Result<()> {
-        if self.state.routers.is_empty() && self.dp.route_count() == 0 {
-            return outcomes
-                .iter()
-                .try_for_each(|o| report(*o, Applied::Dataplane(Duration::ZERO, Ok(()))));
-        }
-        let t = Instant::now();
-        let result = self.dp.set_routes(routes::render(self.state));
-        let share = t.elapsed() / outcomes.len().max(1) as u32;
-        match result {
-            Ok(()) => {
-                tracing::debug!(entries = self.dp.route_count(), "routes written");
-                outcomes
-                    .iter()
-                    .try_for_each(|o| report(*o, Applied::Dataplane(share, Ok(()))))
-            }
-            Err(e) => {
-                tracing::error!("routes not written: {e:#}");
-                let msg = format!("{e:#}");
-                outcomes
-                    .iter()
-                    .try_for_each(|o| report(*o, Applied::Dataplane(share, Err(anyhow::anyhow!("{msg}")))))
-            }
-        }
+        let idle = self.state.routers.is_empty() && self.dp.route_count() == 0;
+        rewritten(outcomes, report, "routes", idle, || {
+            self.dp.set_routes(routes::render(self.state))
+        })
+    }
+
+    /// Rewrites the NAT maps from the state's elastic IPs, whole for the same reason (a port
+    /// deleted or back). Timed against the elastic IP changes.
+    fn write_elastic_ips(
+        &mut self,
+        outcomes: &[usize],
+        report: &mut impl FnMut(usize, Applied) -> Result<()>,
+    ) -> Result<()> {
+        let idle = self.state.elastic_ips.is_empty() && self.dp.elastic_ip_count() == 0;
+        rewritten(outcomes, report, "elastic IPs", idle, || {
+            self.dp.set_elastic_ips(crate::goalstate::nat::render(self.state))
+        })
     }
 
     /// Writes `PORTS` and attaches for one port. `Ok(false)` when its interface does not exist yet.
@@ -622,4 +617,34 @@ impl Applier<'_> {
             }
         }
     }
+}
+
+/// Rewrites a map the state renders whole (`write` unless `idle`: nothing to hold, nothing held),
+/// each of `outcomes` answered with a share of the time it took.
+fn rewritten(
+    outcomes: &[usize],
+    report: &mut impl FnMut(usize, Applied) -> Result<()>,
+    what: &str,
+    idle: bool,
+    write: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    if idle {
+        return outcomes
+            .iter()
+            .try_for_each(|o| report(*o, Applied::Dataplane(Duration::ZERO, Ok(()))));
+    }
+    let t = Instant::now();
+    let result = write();
+    let share = t.elapsed() / outcomes.len().max(1) as u32;
+    if let Err(e) = &result {
+        tracing::error!("{what} not written: {e:#}");
+    }
+    let msg = result.err().map(|e| format!("{e:#}"));
+    outcomes.iter().try_for_each(|o| {
+        let result = match &msg {
+            None => Ok(()),
+            Some(m) => Err(anyhow::anyhow!("{m}")),
+        };
+        report(*o, Applied::Dataplane(share, result))
+    })
 }

@@ -14,7 +14,7 @@ use aya::{Ebpf, EbpfLoader};
 
 pub use crate::dataplane::attach::AttachMode;
 use crate::dataplane::object::{
-    DHCP_PROGRAM, DHCP_TC_PROGRAM, PORT_PROGRAM, PORT_TC_PROGRAM, UPLINK_PROGRAM, UPLINK_TC_PROGRAM,
+    DHCP_PROGRAM, DHCP_TC_PROGRAM, NAT_TC_PROGRAM, PORT_PROGRAM, PORT_TC_PROGRAM, UPLINK_PROGRAM, UPLINK_TC_PROGRAM,
 };
 use crate::goalstate::model::Mac;
 use crate::net::interfaces::Names;
@@ -28,6 +28,7 @@ pub mod frames;
 #[cfg(feature = "lab")]
 mod lab;
 pub mod monitor;
+mod nat;
 pub mod object;
 mod pins;
 mod policies;
@@ -46,7 +47,7 @@ pub use port_stats::sum_port_counters;
 pub use record::recorded_sequence;
 
 /// Names of the maps the agent pins (and `status`/`stats` read).
-pub const PINNED_MAPS: [&str; 20] = [
+pub const PINNED_MAPS: [&str; 22] = [
     maps::PORTS,
     maps::ENDPOINTS,
     maps::STATS,
@@ -67,6 +68,8 @@ pub const PINNED_MAPS: [&str; 20] = [
     maps::ALLOWED_SOURCES,
     maps::ROUTES,
     maps::PORT_MACS,
+    alioth_common::nat::ELASTIC_IPS,
+    alioth_common::nat::ELASTIC_SOURCES,
 ];
 
 /// A port's `ALLOWED_SOURCES` entries: (prefix length, data) -> 1.
@@ -164,6 +167,8 @@ pub struct Dataplane {
     allowed: HashMap<String, SourceKeys>,
     /// `ROUTES` and what it holds.
     routes: routes::Routes,
+    /// `ELASTIC_IPS` and `ELASTIC_SOURCES`, and what they hold.
+    elastic_ips: nat::ElasticIps,
     /// Keys and values of the last batch write, kept for the next: a large message then writes
     /// from memory already in place instead of fresh pages.
     batch: (Vec<EndpointKey>, Vec<Endpoint>),
@@ -251,11 +256,18 @@ pub fn fill_tails(ebpf: &mut Ebpf) -> Result<()> {
     let dhcp = attach::named::<SchedClassifier>(ebpf, DHCP_TC_PROGRAM)?;
     dhcp.load()
         .context("verifier rejected the DHCP server program of the skb path")?;
-    let fd = dhcp.fd()?.try_clone()?;
+    let dhcp_fd = dhcp.fd()?.try_clone()?;
+    let nat = attach::named::<SchedClassifier>(ebpf, NAT_TC_PROGRAM)?;
+    nat.load().context("verifier rejected the NAT program")?;
+    let nat_fd = nat.fd()?.try_clone()?;
     let map = ebpf.map_mut(maps::TC_TAILS).ok_or_else(|| anyhow!("no TC_TAILS map"))?;
-    ProgramArray::try_from(map)?
-        .set(maps::TAIL_DHCP, &fd, 0)
-        .context("put the DHCP server in TC_TAILS")
+    let mut tails = ProgramArray::try_from(map)?;
+    tails
+        .set(maps::TAIL_DHCP, &dhcp_fd, 0)
+        .context("put the DHCP server in TC_TAILS")?;
+    tails
+        .set(alioth_common::nat::TAIL_NAT, &nat_fd, 0)
+        .context("put the NAT program in TC_TAILS")
 }
 
 /// Where a loaded object's maps are pinned until `commit` puts them in place (bpffs names may not
@@ -345,6 +357,10 @@ impl Dataplane {
         let allowed_sources = LpmTrie::try_from(take(maps::ALLOWED_SOURCES)?)?;
         let routes = routes::Routes::new(LpmTrie::try_from(take(maps::ROUTES)?)?);
         let port_macs = BpfHashMap::try_from(take(maps::PORT_MACS)?)?;
+        let elastic_ips = nat::ElasticIps::new(
+            BpfHashMap::try_from(take(alioth_common::nat::ELASTIC_IPS)?)?,
+            BpfHashMap::try_from(take(alioth_common::nat::ELASTIC_SOURCES)?)?,
+        );
         let recorded = record.get(&maps::RECORD_SEQUENCE, 0).ok().filter(|s| *s != 0);
         let mut dp = Dataplane {
             ebpf,
@@ -379,6 +395,7 @@ impl Dataplane {
             allowed_sources,
             allowed: HashMap::new(),
             routes,
+            elastic_ips,
         };
         dp.pick_probe_marker();
         dp.changed()?;

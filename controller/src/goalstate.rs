@@ -4,6 +4,7 @@
 
 pub mod dhcp;
 pub mod model;
+pub mod nat;
 pub mod plan;
 pub mod prune;
 pub mod routes;

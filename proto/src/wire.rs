@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use crate::schema::{
-    DhcpState, GatewayState, HostResources, NeighborState, PortState, RouterState, SecurityGroupState, SubnetState,
-    VpcState,
+    DhcpState, ElasticIpState, GatewayState, HostResources, NeighborState, PortState, RouterState, SecurityGroupState,
+    SubnetState, VpcState,
 };
 
 /// An entry of a map field.
@@ -53,6 +53,7 @@ entries!(
     SecurityGroupStateEntry: SecurityGroupState,
     RouterStateEntry: RouterState,
     GatewayStateEntry: GatewayState,
+    ElasticIpStateEntry: ElasticIpState,
 );
 
 /// `alcor.schema.GoalStateV2` with the same field numbers, each map as its repeated entries.
@@ -78,6 +79,9 @@ pub struct GoalStateV2 {
     pub router_states: ::prost::alloc::vec::Vec<RouterStateEntry>,
     #[prost(message, repeated, tag = "10")]
     pub gateway_states: ::prost::alloc::vec::Vec<GatewayStateEntry>,
+    /// alioth's extension.
+    #[prost(message, repeated, tag = "1001")]
+    pub elastic_ip_states: ::prost::alloc::vec::Vec<ElasticIpStateEntry>,
 }
 
 /// A map field's entries as (key, value) in key order, each key once: the last entry with a key
@@ -115,6 +119,7 @@ impl From<crate::schema::GoalStateV2> for GoalStateV2 {
             security_group_states: entries(m.security_group_states),
             router_states: entries(m.router_states),
             gateway_states: entries(m.gateway_states),
+            elastic_ip_states: entries(m.elastic_ip_states),
         }
     }
 }

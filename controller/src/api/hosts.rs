@@ -75,6 +75,7 @@ pub fn for_host(msg: wire::GoalStateV2, host_ips: &[IpAddr]) -> GoalState {
         }),
         router_states: select(by_id(msg.router_states), |id| take(ResourceType::Router, id)),
         gateway_states: select(by_id(msg.gateway_states), |id| take(ResourceType::Gateway, id)),
+        elastic_ip_states: select(by_id(msg.elastic_ip_states), |id| take(ResourceType::ElasticIp, id)),
     }
 }
 

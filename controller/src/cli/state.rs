@@ -84,5 +84,6 @@ fn detail(r: &Resource) -> String {
                 .collect::<Vec<_>>()
                 .join(",")
         ),
+        Resource::ElasticIp(e) => format!("ip {} port {} private {}", e.ip, e.port_id, e.private_ip),
     }
 }

@@ -35,6 +35,9 @@ pub const DHCP_PROGRAM: &str = "alioth_port_dhcp";
 /// The DHCP server of the skb path (`maps::TC_TAILS`); never attached.
 pub const DHCP_TC_PROGRAM: &str = "alioth_port_dhcp_tc";
 
+/// Elastic IPs' translation on the skb path (`maps::TC_TAILS`); never attached.
+pub const NAT_TC_PROGRAM: &str = "alioth_nat_tc";
+
 /// The port program's skb path (TC ingress of the same interface).
 pub const PORT_TC_PROGRAM: &str = "alioth_port_tc";
 

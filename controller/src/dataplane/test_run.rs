@@ -18,7 +18,7 @@ pub const TC_ACT_REDIRECT: u32 = 7;
 /// kernel drops what it could not hand on.
 pub fn xdp_action(action: Action) -> u32 {
     match action {
-        Action::Pass => XDP_PASS,
+        Action::Pass | Action::Nat => XDP_PASS,
         Action::Tx => XDP_TX,
         Action::Drop | Action::Dhcp => XDP_DROP,
         Action::Redirect | Action::Encap | Action::Decap => XDP_REDIRECT,
@@ -34,7 +34,7 @@ pub fn tc_action(action: Action) -> u32 {
     match action {
         Action::Pass => TC_ACT_OK,
         Action::Drop | Action::Dhcp => TC_ACT_SHOT,
-        Action::Tx | Action::Redirect | Action::Encap | Action::Decap => TC_ACT_REDIRECT,
+        Action::Tx | Action::Redirect | Action::Encap | Action::Decap | Action::Nat => TC_ACT_REDIRECT,
     }
 }
 

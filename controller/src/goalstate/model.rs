@@ -3,11 +3,13 @@
 use std::collections::BTreeMap;
 
 mod bulk;
+mod elastic_ip;
 mod resource;
 mod router;
 mod secgroup;
 
 pub use bulk::Parts;
+pub use elastic_ip::ElasticIp;
 pub use resource::{Change, Resource};
 pub use router::{Gateway, Router, RoutingRule};
 pub use secgroup::{groups, Groups, Remote, SecurityGroup, SgRule};
@@ -185,6 +187,7 @@ pub struct State {
     pub security_groups: BTreeMap<String, SecurityGroup>,
     pub routers: BTreeMap<String, Router>,
     pub gateways: BTreeMap<String, Gateway>,
+    pub elastic_ips: BTreeMap<String, ElasticIp>,
     /// MAC -> DHCP entry.
     dhcp_macs: HashMap<Mac, String>,
 }

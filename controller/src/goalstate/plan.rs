@@ -43,6 +43,9 @@ pub struct Plan {
     /// Outcomes of the router and gateway changes, timed against rewriting `ROUTES` (which the
     /// applier renders whole: see `routes`).
     pub routes: Vec<usize>,
+    /// Outcomes of the elastic IP changes, timed against rewriting the NAT maps (rendered whole
+    /// too: see `nat`).
+    pub elastic_ips: Vec<usize>,
 }
 
 pub fn subnet_entries(s: &Subnet, vni: u32) -> Vec<(EndpointKey, Endpoint)> {
@@ -144,6 +147,7 @@ pub fn everything(state: &State) -> Plan {
             })
             .collect(),
         routes: Vec::new(),
+        elastic_ips: Vec::new(),
     }
 }
 
@@ -193,7 +197,11 @@ fn vpc_of(r: &Resource) -> &str {
         Resource::Port(p) => &p.vpc_id,
         Resource::Neighbor(n) => &n.vpc_id,
         // Render no entries: keyed by nothing of a VPC.
-        Resource::Dhcp(_) | Resource::SecurityGroup(_) | Resource::Router(_) | Resource::Gateway(_) => "",
+        Resource::Dhcp(_)
+        | Resource::SecurityGroup(_)
+        | Resource::Router(_)
+        | Resource::Gateway(_)
+        | Resource::ElasticIp(_) => "",
     }
 }
 
@@ -442,6 +450,9 @@ impl<'a> Planner<'a> {
         self.group_changes(o, before, after);
         if matches!(r, Resource::Router(_) | Resource::Gateway(_)) {
             self.out.routes.push(o);
+        }
+        if matches!(r, Resource::ElasticIp(_)) {
+            self.out.elastic_ips.push(o);
         }
         match (before, after) {
             (Some(Resource::Port(b)), Some(Resource::Port(a))) => {

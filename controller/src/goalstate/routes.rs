@@ -60,7 +60,8 @@ fn by_precedence(rules: &BTreeMap<String, RoutingRule>) -> Vec<&RoutingRule> {
     out.into_iter().map(|(_, r)| r).collect()
 }
 
-/// Where `rule` of subnet `from` (in `vni`) sends frames: delivered in the VPC (no next hop), to
+/// Where `rule` of subnet `from` (in `vni`) sends frames: delivered in the VPC or out of it (no
+/// next hop), to
 /// the port or neighbor holding its next hop, over VXLAN to the gateway destination that is its
 /// next hop, or nowhere while its next hop is none of these.
 fn resolve(state: &State, from: &Subnet, vni: u32, router_mac: Mac, rule: &RoutingRule) -> Route {
@@ -69,11 +70,23 @@ fn resolve(state: &State, from: &Subnet, vni: u32, router_mac: Mac, rule: &Routi
         router_mac,
         ..Default::default()
     };
+    // No next hop: delivered in the VPC when the destination lies inside one of its subnets;
+    // else out of it by the host (an elastic IP's, `nat`).
     let Some(hop) = rule.next_hop else {
-        return Route {
-            kind: route_kind::DIRECT,
-            ..route
+        let within =
+            |cidr: Ipv4Network| cidr.contains(rule.destination.network()) && cidr.prefix() <= rule.destination.prefix();
+        let vpc = state.vpcs.get(&from.vpc_id).and_then(|v| v.cidr);
+        let inside = vpc.is_some_and(within)
+            || state
+                .subnets
+                .values()
+                .any(|s| s.vpc_id == from.vpc_id && within(s.cidr));
+        let kind = if inside {
+            route_kind::DIRECT
+        } else {
+            route_kind::EXTERNAL
         };
+        return Route { kind, ..route };
     };
     if state.addr_owner(&from.vpc_id, hop).is_some() {
         return Route {
@@ -103,7 +116,7 @@ fn resolve(state: &State, from: &Subnet, vni: u32, router_mac: Mac, rule: &Routi
 
 #[cfg(test)]
 mod tests {
-    use alioth_common::maps::route_kind::{BLACKHOLE, DIRECT, TUNNEL, VIA};
+    use alioth_common::maps::route_kind::{BLACKHOLE, DIRECT, EXTERNAL, TUNNEL, VIA};
     use alioth_proto::schema::{GoalState, OperationType, UpdateType};
 
     use super::*;
@@ -169,8 +182,9 @@ mod tests {
         assert_eq!(s1_route(&routes, [0; 4], 0).unwrap().mac, [2, 0, 0, 0, 0, 9]);
         assert_eq!(kind([198, 20, 0, 0], 16), Some((VIA, [198, 18, 0, 10])));
         assert_eq!(kind([198, 21, 0, 0], 16), Some((BLACKHOLE, [0; 4])));
-        assert_eq!(kind([198, 22, 0, 0], 16), Some((DIRECT, [0; 4])));
-        assert_eq!(kind([198, 23, 0, 0], 16), Some((DIRECT, [0; 4])), "a-high");
+        // No next hop, and in no subnet of the VPC: out of it (by an elastic IP).
+        assert_eq!(kind([198, 22, 0, 0], 16), Some((EXTERNAL, [0; 4])));
+        assert_eq!(kind([198, 23, 0, 0], 16), Some((EXTERNAL, [0; 4])), "a-high");
         assert_eq!(kind([198, 18, 1, 0], 24), Some((DIRECT, [0; 4])), "connected");
         assert_eq!(kind([198, 18, 0, 0], 24), Some((DIRECT, [0; 4])), "its own subnet");
         assert!(routes.values().all(|r| r.router_mac == DVR && r.vni == 100));

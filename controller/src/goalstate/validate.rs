@@ -19,6 +19,7 @@ use crate::goalstate::dhcp;
 
 mod delta;
 mod dhcp_entry;
+pub(crate) mod elastic_ip;
 mod neighbor;
 mod network;
 mod port;
@@ -79,7 +80,8 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
         + msg.dhcp_states.len()
         + msg.security_group_states.len()
         + msg.router_states.len()
-        + msg.gateway_states.len();
+        + msg.gateway_states.len()
+        + msg.elastic_ip_states.len();
     // Room for the usual answer (every resource accepted) at once: growing a vector of 10,000
     // changes by doubling moved each of them about twice.
     let mut v = Validator {
@@ -135,6 +137,10 @@ pub fn validate(state: &mut State, msg: &GoalState, naming: &Naming) -> (Vec<Out
     for s in msg.router_states.iter().filter(|s| !is_delete(s.operation_type)) {
         v.router(s);
     }
+    // Elastic IPs name ports.
+    for s in msg.elastic_ip_states.iter().filter(|s| !is_delete(s.operation_type)) {
+        v.elastic_ip(s);
+    }
     // Deletions in the reverse order: what depends on a resource goes before it.
     v.deletions(msg, &subnet_vnis);
     (v.outcomes, v.changes)
@@ -144,6 +150,9 @@ impl<'a> Validator<'a> {
     /// The message's DELETEs, dependents first.
     fn deletions(&mut self, msg: &GoalState, subnet_vnis: &BTreeMap<&str, BTreeSet<u64>>) {
         let is_delete = |op: i32| op == OperationType::Delete as i32;
+        for s in msg.elastic_ip_states.iter().filter(|s| is_delete(s.operation_type)) {
+            self.elastic_ip(s);
+        }
         for s in msg.router_states.iter().filter(|s| is_delete(s.operation_type)) {
             self.router(s);
         }

@@ -60,3 +60,30 @@ pub fn update16(csum: u16, old: u16, new: u16) -> u16 {
     let sum = (!csum) as u64 + (!old) as u64 + new as u64;
     !fold(sum)
 }
+
+/// Which checksum covers a rewritten 4-byte address, and how (`Packet::replace_csum4`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Covers {
+    /// An IPv4 header's checksum.
+    Header,
+    /// A TCP checksum: through the pseudo-header.
+    Pseudo,
+    /// A UDP checksum: through the pseudo-header; 0 means none, and a result of 0 is sent as
+    /// 0xffff.
+    PseudoUdp,
+}
+
+/// The checksum field `csum` once 4 bytes it covers change from `from` to `to` (RFC 1624, one word
+/// at a time): what `Packet::replace_csum4` writes where the checksum is finished.
+#[inline(always)]
+pub fn replace4(csum: u16, from: [u8; 4], to: [u8; 4], covers: Covers) -> u16 {
+    if covers == Covers::PseudoUdp && csum == 0 {
+        return 0;
+    }
+    let word = |b: [u8; 4], i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
+    let c = update16(update16(csum, word(from, 0), word(to, 0)), word(from, 2), word(to, 2));
+    match (covers, c) {
+        (Covers::PseudoUdp, 0) => 0xffff,
+        _ => c,
+    }
+}

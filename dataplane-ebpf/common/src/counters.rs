@@ -122,13 +122,26 @@ pub enum Counter {
     /// A frame to the port's gateway MAC that no route of its subnet takes: its subnet is on no
     /// router, or the route's next hop is not known.
     DropNoRoute,
+    /// From the uplink to an elastic IP: translated to its port's private address and redirected
+    /// to the port.
+    NatIn,
+    /// From a port with an elastic IP to outside the VPC: translated to the elastic IP and sent
+    /// out of the uplink.
+    NatOut,
+    /// ARP request on the uplink for an elastic IP, answered with the uplink's MAC.
+    ArpElasticIp,
+    /// To or from an elastic IP, a frame the host's routes send anywhere but out of the uplink, or
+    /// nowhere.
+    DropNatNoRoute,
+    /// To an elastic IP whose port has no interface on this host (yet).
+    DropNatNoPort,
 }
 
 /// Number of counter slots (size of the `STATS` map).
 pub const COUNTER_SLOTS: u32 = 64;
 
 impl Counter {
-    pub const ALL: [Counter; 53] = [
+    pub const ALL: [Counter; 58] = [
         Counter::Pass,
         Counter::ArpReply,
         Counter::IcmpEchoReply,
@@ -182,6 +195,11 @@ impl Counter {
         Counter::DropSgInvalid,
         Counter::DropSgFragment,
         Counter::DropNoRoute,
+        Counter::NatIn,
+        Counter::NatOut,
+        Counter::ArpElasticIp,
+        Counter::DropNatNoRoute,
+        Counter::DropNatNoPort,
     ];
 
     /// Stable name used by `alioth stats` and metrics.
@@ -240,6 +258,11 @@ impl Counter {
             Counter::DropSgInvalid => "drop_sg_invalid",
             Counter::DropSgFragment => "drop_sg_fragment",
             Counter::DropNoRoute => "drop_no_route",
+            Counter::NatIn => "nat_in",
+            Counter::NatOut => "nat_out",
+            Counter::ArpElasticIp => "arp_elastic_ip",
+            Counter::DropNatNoRoute => "drop_nat_no_route",
+            Counter::DropNatNoPort => "drop_nat_no_port",
         }
     }
 

@@ -150,11 +150,6 @@ pub struct Tuple {
     pub value: u16,
 }
 
-/// ICMP types whose body quotes the datagram they are about.
-const fn is_icmp_error(icmp_type: u8) -> bool {
-    matches!(icmp_type, 3 | 4 | 5 | 11 | 12)
-}
-
 /// ICMP queries and their replies, which carry an identifier: echo, timestamp, information,
 /// address mask. Flows of their own, by identifier; other ICMP messages open none.
 const fn is_icmp_query(icmp_type: u8) -> bool {
@@ -206,7 +201,7 @@ pub fn tuple<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4) -> Result<Tuple, Counter> {
 /// 8-byte header, whatever its direction. `None`: not an error, or it quotes too little.
 #[inline(always)]
 fn quoted_flow<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4, tuple: &Tuple, zone: u32) -> Option<FlowKey> {
-    if tuple.proto != PROTO_ICMP || !is_icmp_error((tuple.value >> 8) as u8) {
+    if tuple.proto != PROTO_ICMP || !crate::icmp::is_error((tuple.value >> 8) as u8) {
         return None;
     }
     let inner = ETH_HLEN + ip.header_len + 8;

@@ -12,6 +12,12 @@ pub const ICMP_HLEN: usize = 8;
 /// TTL of packets the gateway originates.
 pub const REPLY_TTL: u8 = 64;
 
+/// ICMP types whose body quotes the datagram they are about (after the 8-byte header).
+#[inline(always)]
+pub const fn is_error(icmp_type: u8) -> bool {
+    matches!(icmp_type, 3 | 4 | 5 | 11 | 12)
+}
+
 /// Checks that the IPv4 packet to a gateway is an echo request we answer; `Err` is the drop reason.
 #[inline(always)]
 pub fn check_echo_request<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4) -> Result<(), Counter> {

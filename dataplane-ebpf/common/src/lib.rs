@@ -20,6 +20,7 @@ pub mod icmp;
 pub mod ipv4;
 pub mod maps;
 pub mod monitor;
+pub mod nat;
 pub mod offload;
 pub mod packet;
 pub mod pipeline;

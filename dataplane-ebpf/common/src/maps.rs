@@ -118,6 +118,9 @@ pub mod route_kind {
     pub const TUNNEL: u8 = 3;
     /// Nowhere: a rule whose next hop is not known (dropped, counted as `drop_no_route`).
     pub const BLACKHOLE: u8 = 4;
+    /// Out of the VPC by the host: a rule with no next hop to where no subnet of the router is.
+    /// Taken by a source with an elastic IP (`nat`); dropped, as `drop_no_route`, from any other.
+    pub const EXTERNAL: u8 = 5;
 
     /// How `alioth routes` and `trace` name a kind.
     pub const fn name(kind: u8) -> &'static str {
@@ -126,6 +129,7 @@ pub mod route_kind {
             VIA => "via",
             TUNNEL => "tunnel",
             BLACKHOLE => "blackhole",
+            EXTERNAL => "external",
             _ => "unknown",
         }
     }

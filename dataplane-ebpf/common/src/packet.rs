@@ -28,6 +28,15 @@ pub trait Packet {
         Some(crate::checksum::fold(crate::checksum::sum_bytes(bytes)))
     }
 
+    /// Updates the checksum field at `off` for 4 bytes it covers (an address) changing from `from`
+    /// to `to`; the caller writes the bytes. Where the checksum is finished: incrementally. On the
+    /// skb path the kernel's helpers, which also know a checksum left to the device and the skb's
+    /// own sum.
+    #[inline(always)]
+    fn replace_csum4(&mut self, off: usize, from: [u8; 4], to: [u8; 4], covers: crate::checksum::Covers) -> Option<()> {
+        replace_finished_csum4(self, off, from, to, covers)
+    }
+
     /// Payload bytes per segment of a GSO super-frame (the skb's `gso_size`); 0 for a frame that
     /// goes on the wire as it is (always, in XDP).
     #[inline(always)]
@@ -87,6 +96,21 @@ impl Packet for alloc::vec::Vec<u8> {
     }
 }
 
+/// `Packet::replace_csum4` on a finished checksum.
+#[inline(always)]
+pub fn replace_finished_csum4<P: Packet + ?Sized>(
+    pkt: &mut P,
+    off: usize,
+    from: [u8; 4],
+    to: [u8; 4],
+    covers: crate::checksum::Covers,
+) -> Option<()> {
+    let field = pkt.array_mut::<2>(off)?;
+    let csum = crate::checksum::replace4(u16::from_be_bytes(*field), from, to, covers);
+    *field = csum.to_be_bytes();
+    Some(())
+}
+
 /// The packet seen from `off` on: the inner frame of an encapsulated packet. Offsets stay
 /// constants, so the inner frame is parsed by the same functions, with the same verifier shape.
 pub struct At<'a, P: ?Sized> {
@@ -115,6 +139,11 @@ impl<P: Packet + ?Sized> Packet for At<'_, P> {
     #[inline(always)]
     fn array_mut<const N: usize>(&mut self, off: usize) -> Option<&mut [u8; N]> {
         self.pkt.array_mut(self.off + off)
+    }
+
+    #[inline(always)]
+    fn replace_csum4(&mut self, off: usize, from: [u8; 4], to: [u8; 4], covers: crate::checksum::Covers) -> Option<()> {
+        self.pkt.replace_csum4(self.off + off, from, to, covers)
     }
 
     #[inline(always)]

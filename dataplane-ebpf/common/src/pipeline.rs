@@ -8,7 +8,7 @@ use crate::maps::{
 };
 use crate::packet::{At, Packet};
 use crate::vxlan::{self, Outer};
-use crate::{arp, dhcp, icmp, ipv4, offload};
+use crate::{arp, dhcp, icmp, ipv4, nat, offload};
 
 /// Lookups the pipeline needs: BPF maps in the kernel, plain collections in host tests.
 pub trait Tables {
@@ -38,6 +38,18 @@ pub trait Tables {
     fn takes_xdp(&self, _ifindex: u32) -> bool {
         true
     }
+    /// The elastic IP of the private address `key` (`nat::ELASTIC_SOURCES`).
+    fn elastic_source(&self, _key: &EndpointKey) -> Option<[u8; 4]> {
+        None
+    }
+    /// The private address elastic IP `ip` translates to (`nat::ELASTIC_IPS`).
+    fn elastic_ip(&self, _ip: &[u8; 4]) -> Option<EndpointKey> {
+        None
+    }
+    /// The programmed port at `ifindex` (`maps::PORTS`).
+    fn port(&self, _ifindex: u32) -> Option<PortEntry> {
+        None
+    }
 
     /// Where forwarded traffic to `key` goes. The kernel answers from a per-CPU cache in front of
     /// the two lookups below (two hash lookups were most of the cost of an encapsulation).
@@ -52,18 +64,25 @@ pub trait Tables {
 pub fn look_up_destination<T: Tables + ?Sized>(tables: &T, key: &EndpointKey) -> Option<Destination> {
     let endpoint = tables.endpoint(key)?;
     let hop = match endpoint.kind {
-        endpoint_kind::REMOTE_PORT => tables.next_hop(&endpoint.host_ip),
-        _ => None,
+        endpoint_kind::REMOTE_PORT => tables.next_hop(&endpoint.host_ip).unwrap_or_default(),
+        _ => NextHop::default(),
     };
     Some(Destination { endpoint, hop })
 }
 
 /// An endpoint traffic is forwarded to, with the underlay next hop toward its host when it is a
-/// remote port (`None`: not resolved yet, or not remote).
+/// remote port (all zero: not resolved yet, or not remote). Not an `Option`: see `Action`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Destination {
     pub endpoint: Endpoint,
-    pub hop: Option<NextHop>,
+    pub hop: NextHop,
+}
+
+impl Destination {
+    /// The next hop, when it is resolved.
+    pub fn next_hop(&self) -> Option<NextHop> {
+        (self.hop.mac != [0; 6]).then_some(self.hop)
+    }
 }
 
 /// What to do with the frame. A plain enum: enums with payloads leave undefined bytes that LLVM
@@ -85,6 +104,8 @@ pub enum Action {
     /// A request to the DHCP server: handed to the server's own program (`TAILS`), which answers
     /// it with [`dhcp_server`].
     Dhcp,
+    /// To or from an elastic IP: handed to the NAT program on the skb path (`nat`).
+    Nat,
 }
 
 /// The action, the counter slot that accounts for it, and the action's operands.
@@ -99,7 +120,7 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    const fn new(action: Action, counter: Counter) -> Self {
+    pub const fn new(action: Action, counter: Counter) -> Self {
         Verdict {
             action,
             counter,
@@ -107,7 +128,7 @@ impl Verdict {
             outer: Outer::ZERO,
         }
     }
-    const fn to(action: Action, counter: Counter, ifindex: u32) -> Self {
+    pub const fn to(action: Action, counter: Counter, ifindex: u32) -> Self {
         Verdict {
             action,
             counter,
@@ -186,14 +207,26 @@ fn owns<T: Tables>(port: &PortEntry, ip: [u8; 4], tables: &T) -> bool {
     ip == port.ip || owns_other(port, ip, tables)
 }
 
-/// `owns` past the primary address. A function of its own in BPF: the verifier walks its two
-/// lookups once per call, and what follows sees one answer instead of a state per way to it.
-#[inline(never)]
+/// `owns` past the primary address. Each lookup is a function of its own in BPF: the verifier
+/// walks it once per call, what follows sees one answer instead of a state per way to it, and
+/// each needs little stack of its own beside the port program's.
+#[inline(always)]
 fn owns_other<T: Tables>(port: &PortEntry, ip: [u8; 4], tables: &T) -> bool {
-    let fixed = tables
+    holds_fixed_ip(port, ip, tables) || holds_pair(port, ip, tables)
+}
+
+/// Whether `ip` is an extra fixed IP of the port (a `LOCAL_PORT` endpoint with its MAC).
+#[inline(never)]
+fn holds_fixed_ip<T: Tables>(port: &PortEntry, ip: [u8; 4], tables: &T) -> bool {
+    tables
         .endpoint(&EndpointKey { vni: port.vni, ip })
-        .is_some_and(|e| e.kind == endpoint_kind::LOCAL_PORT && e.mac == port.mac);
-    fixed || tables.allowed_source(port.vni, &port.mac, ip)
+        .is_some_and(|e| e.kind == endpoint_kind::LOCAL_PORT && e.mac == port.mac)
+}
+
+/// Whether one of the port's allowed address pairs lets it send from `ip`.
+#[inline(never)]
+fn holds_pair<T: Tables>(port: &PortEntry, ip: [u8; 4], tables: &T) -> bool {
+    tables.allowed_source(port.vni, &port.mac, ip)
 }
 
 #[inline(always)]
@@ -289,13 +322,13 @@ fn ipv4_packet<P: Packet + ?Sized, T: Tables, const DHCP_SERVER: bool, const SKB
         // To the gateway's MAC: routed by the subnet's routes; else switched in the VPC.
         let (dst, routed) = if *dst_mac == port.gateway_mac && port.has_gateway() {
             let Some(r) = tables.route(port.vni, port.gateway_ip, ip.dst) else {
-                return Verdict::drop(Counter::DropNoRoute);
+                return unrouted::<SKB>();
             };
             let found = match r.kind {
                 route_kind::DIRECT => tables.destination(&EndpointKey { vni: r.vni, ip: ip.dst }),
                 route_kind::VIA => tables.destination(&EndpointKey { vni: r.vni, ip: r.ip }),
                 route_kind::TUNNEL => Some(gateway_destination(&r, tables)),
-                _ => return Verdict::drop(Counter::DropNoRoute),
+                _ => return unrouted::<SKB>(),
             };
             let Some(dst) = found else {
                 return Verdict::drop(Counter::DropUnknownDestination);
@@ -318,6 +351,19 @@ fn ipv4_packet<P: Packet + ?Sized, T: Tables, const DHCP_SERVER: bool, const SKB
         return forward::<P, T, SKB>(pkt, &ip, dst_mac, port, &dst, &routed, tables);
     };
     gateway(pkt, &ip, &gateway_mac)
+}
+
+/// A frame its subnet routes nowhere (no route, a black hole) or out of the VPC
+/// (`route_kind::EXTERNAL`): the NAT program's, which sends what leaves the VPC on when its
+/// source has an elastic IP and drops the rest as `drop_no_route` (`nat`). It runs on the skb
+/// path, where XDP leaves the frame. (One arm for all three: an arm of its own for `EXTERNAL`
+/// made LLVM store an undefined register in the port program, which the verifier refuses.)
+#[inline(always)]
+const fn unrouted<const SKB: bool>() -> Verdict {
+    match SKB {
+        true => Verdict::new(Action::Nat, Counter::DropNoRoute),
+        false => Verdict::new(Action::Pass, Counter::SkbPath),
+    }
 }
 
 /// The gateway an ICMP packet is addressed to, if it is one.
@@ -357,7 +403,7 @@ fn gateway_destination<T: Tables>(r: &Route, tables: &T) -> Destination {
     };
     Destination {
         endpoint,
-        hop: tables.next_hop(&r.ip),
+        hop: tables.next_hop(&r.ip).unwrap_or_default(),
     }
 }
 
@@ -507,7 +553,7 @@ fn encap<P: Packet + ?Sized, T: Tables>(pkt: &P, ip: &Ipv4, vni: u32, to: &Desti
     let Some(up) = tables.uplink() else {
         return Verdict::drop(Counter::DropNoUplink);
     };
-    let Some(hop) = to.hop else {
+    let Some(hop) = to.next_hop() else {
         return Verdict::drop(Counter::DropNoNextHop);
     };
     let dst = &to.endpoint;
@@ -569,7 +615,7 @@ fn uplink_frame<P: Packet + ?Sized, T: Tables, const SKB: bool>(pkt: &mut P, tab
         return pass;
     };
     let Some(vni) = vxlan::parse_outer(pkt, &up) else {
-        return pass;
+        return nat::on_uplink(pkt, &up, tables).unwrap_or(pass);
     };
     let inner = At::new(pkt, vxlan::OUTER_LEN);
     if eth::ether_type(&inner) != Some(ETH_P_IPV4) {

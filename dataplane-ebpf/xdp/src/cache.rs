@@ -21,10 +21,9 @@ struct Slot {
     generation: u64,
     key: EndpointKey,
     endpoint: Endpoint,
+    /// All zero: not resolved (`Destination::hop`).
     hop: NextHop,
-    /// 1 when `hop` is a resolved next hop.
-    has_hop: u32,
-    _pad: u32,
+    _pad: u64,
 }
 
 #[map]
@@ -59,10 +58,9 @@ pub fn destination(key: &EndpointKey, look_up: impl FnOnce() -> Option<Destinati
     // preemption), so nothing else touches it meanwhile.
     let slot = unsafe { &mut *slot };
     if slot.generation == generation && slot.key == *key {
-        let hop = if slot.has_hop != 0 { Some(slot.hop) } else { None };
         return Some(Destination {
             endpoint: slot.endpoint,
-            hop,
+            hop: slot.hop,
         });
     }
     let found = look_up()?;
@@ -70,8 +68,7 @@ pub fn destination(key: &EndpointKey, look_up: impl FnOnce() -> Option<Destinati
         generation,
         key: *key,
         endpoint: found.endpoint,
-        hop: found.hop.unwrap_or_default(),
-        has_hop: found.hop.is_some() as u32,
+        hop: found.hop,
         _pad: 0,
     };
     Some(found)

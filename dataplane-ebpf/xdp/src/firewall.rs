@@ -169,6 +169,26 @@ pub fn from_port<P: Packet + ?Sized>(pkt: &mut P, port: &PortEntry, verdict: Ver
     }
 }
 
+/// Why `port`'s egress rules refuse the frame it sends out of the VPC (by an elastic IP), if they
+/// do.
+#[inline(always)]
+pub fn egress<P: Packet + ?Sized>(pkt: &P, port: &PortEntry) -> Option<Counter> {
+    refused(pkt, (port.policy, port.zone), EGRESS)
+}
+
+/// `verdict` for a frame from the uplink translated to a port (an elastic IP's), once the
+/// receiving port's security groups had their say.
+#[inline(always)]
+pub fn to_port<P: Packet + ?Sized>(pkt: &mut P, verdict: Verdict) -> Verdict {
+    if verdict.action != Action::Redirect {
+        return verdict;
+    }
+    match refused(pkt, policy_of(verdict.ifindex), INGRESS) {
+        Some(reason) => Verdict::drop_with(reason),
+        None => verdict,
+    }
+}
+
 /// `verdict` for a VXLAN frame from the uplink, once the receiving port's security groups had
 /// their say on the inner frame.
 #[inline(always)]

@@ -14,6 +14,7 @@ mod firewall;
 #[cfg(feature = "lab")]
 mod lab;
 mod monitor;
+mod nat_tc;
 mod packet;
 mod pmtu;
 mod probe;
@@ -28,6 +29,7 @@ use alioth_common::maps::{
     Uplink, ALLOWED_SOURCE_FIXED_BITS, EVENTS_BYTES, MAX_ALLOWED_SOURCES, MAX_DHCP, MAX_ENDPOINTS, MAX_IFINDEX,
     MAX_NEXTHOPS, MAX_PORT_MACS, MAX_ROUTES, NO_PREALLOC, ROUTE_FIXED_BITS, TAIL_DHCP, TAIL_SLOTS,
 };
+use alioth_common::nat::MAX_ELASTIC_IPS;
 use alioth_common::packet::At;
 use alioth_common::pipeline::{self, Action, Destination, Tables, Verdict};
 use alioth_common::vxlan::{self, Outer};
@@ -46,7 +48,7 @@ pub(crate) use stats::{count, count_index};
 use trie::TrieKey;
 
 #[map]
-static PORTS: Array<PortEntry> = Array::with_max_entries(MAX_IFINDEX, 0);
+pub(crate) static PORTS: Array<PortEntry> = Array::with_max_entries(MAX_IFINDEX, 0);
 
 #[map]
 static ENDPOINTS: HashMap<EndpointKey, Endpoint> = HashMap::with_max_entries(MAX_ENDPOINTS, NO_PREALLOC);
@@ -87,6 +89,12 @@ static ROUTES: LpmTrie<[u8; 12], Route> = LpmTrie::with_max_entries(MAX_ROUTES, 
 
 #[map]
 static PORT_MACS: HashMap<PortMacKey, u32> = HashMap::with_max_entries(MAX_PORT_MACS, NO_PREALLOC);
+
+#[map]
+static ELASTIC_IPS: HashMap<[u8; 4], EndpointKey> = HashMap::with_max_entries(MAX_ELASTIC_IPS, NO_PREALLOC);
+
+#[map]
+static ELASTIC_SOURCES: HashMap<EndpointKey, [u8; 4]> = HashMap::with_max_entries(MAX_ELASTIC_IPS, NO_PREALLOC);
 
 struct Maps;
 
@@ -141,6 +149,23 @@ impl Tables for Maps {
     #[inline(always)]
     fn takes_xdp(&self, ifindex: u32) -> bool {
         REDIRECT.get(ifindex).is_some()
+    }
+
+    #[inline(always)]
+    fn elastic_source(&self, key: &EndpointKey) -> Option<[u8; 4]> {
+        // SAFETY: the value is copied out before any other map operation.
+        unsafe { ELASTIC_SOURCES.get(key).copied() }
+    }
+
+    #[inline(always)]
+    fn elastic_ip(&self, ip: &[u8; 4]) -> Option<EndpointKey> {
+        // SAFETY: as above.
+        unsafe { ELASTIC_IPS.get(ip).copied() }
+    }
+
+    #[inline(always)]
+    fn port(&self, ifindex: u32) -> Option<PortEntry> {
+        PORTS.get(ifindex).copied().filter(PortEntry::is_programmed)
     }
 }
 
@@ -236,10 +261,19 @@ pub fn alioth_uplink_tc(ctx: TcContext) -> i32 {
     tc::finish_or_take_probe(&ctx, ifindex, verdict, slot_of_target(&verdict))
 }
 
-/// The counters' slot of the port a decapsulated frame goes to (0 for anything else).
+/// Elastic IPs on the skb path: the port and uplink programs hand it the frames to and from one
+/// (`TC_TAILS`; XDP leaves them to those). Never attached.
+#[classifier]
+#[inline(always)]
+pub fn alioth_nat_tc(ctx: TcContext) -> i32 {
+    nat_tc::run(&ctx)
+}
+
+/// The counters' slot of the port a frame from the uplink goes to, decapsulated or translated (0
+/// for anything else).
 #[inline(always)]
 fn slot_of_target(verdict: &Verdict) -> u16 {
-    if verdict.action != Action::Decap {
+    if !matches!(verdict.action, Action::Decap | Action::Redirect) {
         return 0;
     }
     PORTS.get(verdict.ifindex).map_or(0, |p| p.stats_slot)
@@ -328,7 +362,8 @@ fn finish(ctx: &XdpContext, origin: Origin, verdict: Verdict) -> u32 {
     let to_skb_path = forward && REDIRECT.redirect(verdict.ifindex, xdp_action::XDP_PASS as u64).is_err();
     let action = match verdict.action {
         _ if to_skb_path => xdp_action::XDP_PASS,
-        Action::Pass => xdp_action::XDP_PASS,
+        // The pipeline leaves NAT to the skb path in XDP (`nat`): never here.
+        Action::Pass | Action::Nat => xdp_action::XDP_PASS,
         Action::Tx => xdp_action::XDP_TX,
         Action::Drop => xdp_action::XDP_DROP,
         Action::Redirect => xdp_action::XDP_REDIRECT,

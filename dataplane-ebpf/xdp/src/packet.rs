@@ -1,10 +1,13 @@
 //! `Packet` over a frame in the kernel, an XDP buffer or an skb: every access is bounds-checked
 //! against the end of the directly accessible bytes where it happens.
 
+use alioth_common::checksum::Covers;
+use alioth_common::packet::replace_finished_csum4;
 use alioth_common::Packet;
-use aya_ebpf::bindings::{__sk_buff, xdp_md};
+use aya_ebpf::bindings::{__sk_buff, xdp_md, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR};
 use aya_ebpf::helpers::{
-    bpf_csum_diff, bpf_skb_change_tail, bpf_skb_pull_data, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+    bpf_csum_diff, bpf_l3_csum_replace, bpf_l4_csum_replace, bpf_skb_change_tail, bpf_skb_pull_data,
+    bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
 };
 use aya_ebpf::programs::{TcContext, XdpContext};
 
@@ -17,6 +20,9 @@ pub trait Buffer: Copy {
     /// Changes the frame's length by `delta` bytes; `None` when it cannot.
     fn resize(self, delta: i32) -> Option<()>;
     fn gso_size(self) -> usize;
+    /// `Packet::replace_csum4` by the kernel's helpers; `None`: the buffer has none (XDP), the
+    /// checksum is updated in place.
+    fn replace_csum4(self, off: usize, from: [u8; 4], to: [u8; 4], covers: Covers) -> Option<Option<()>>;
 }
 
 impl Buffer for *mut xdp_md {
@@ -46,6 +52,11 @@ impl Buffer for *mut xdp_md {
     #[inline(always)]
     fn gso_size(self) -> usize {
         0
+    }
+
+    #[inline(always)]
+    fn replace_csum4(self, _off: usize, _from: [u8; 4], _to: [u8; 4], _covers: Covers) -> Option<Option<()>> {
+        None
     }
 }
 
@@ -77,6 +88,29 @@ impl Buffer for *mut __sk_buff {
     fn gso_size(self) -> usize {
         // SAFETY: as above.
         unsafe { (*self).gso_size as usize }
+    }
+
+    #[inline(always)]
+    fn replace_csum4(self, off: usize, from: [u8; 4], to: [u8; 4], covers: Covers) -> Option<Option<()>> {
+        // The helpers take the bytes as they are in the packet.
+        let (from, to) = (u32::from_ne_bytes(from) as u64, u32::from_ne_bytes(to) as u64);
+        let off = off as u32;
+        const SIZE: u64 = 4;
+        // SAFETY: the helpers validate the offset against the skb.
+        let rc = unsafe {
+            match covers {
+                Covers::Header => bpf_l3_csum_replace(self, off, from, to, SIZE),
+                Covers::Pseudo => bpf_l4_csum_replace(self, off, from, to, SIZE | BPF_F_PSEUDO_HDR as u64),
+                Covers::PseudoUdp => bpf_l4_csum_replace(
+                    self,
+                    off,
+                    from,
+                    to,
+                    SIZE | BPF_F_PSEUDO_HDR as u64 | BPF_F_MARK_MANGLED_0 as u64,
+                ),
+            }
+        };
+        Some((rc == 0).then_some(()))
     }
 }
 
@@ -164,5 +198,15 @@ impl<B: Buffer> Packet for Frame<B> {
     #[inline(always)]
     fn gso_size(&self) -> usize {
         self.buf.gso_size()
+    }
+
+    #[inline(always)]
+    fn replace_csum4(&mut self, off: usize, from: [u8; 4], to: [u8; 4], covers: Covers) -> Option<()> {
+        let Some(done) = self.buf.replace_csum4(off, from, to, covers) else {
+            return replace_finished_csum4(self, off, from, to, covers);
+        };
+        // Every packet pointer is void after the helper: reload both ends.
+        (self.start, self.end) = self.buf.bounds();
+        done
     }
 }

@@ -6,6 +6,7 @@
 
 use alioth_common::eth::ETH_HLEN;
 use alioth_common::maps::TAIL_DHCP;
+use alioth_common::nat::TAIL_NAT;
 use alioth_common::packet::At;
 use alioth_common::pipeline::{Action, Verdict};
 use alioth_common::vxlan::{self, Outer};
@@ -100,7 +101,19 @@ pub fn finish(ctx: &TcContext, verdict: Verdict, slot: u16) -> i32 {
             let _ = unsafe { crate::TC_TAILS.tail_call(ctx, TAIL_DHCP) };
             SHOT
         }
+        Action::Nat => {
+            // SAFETY: as above, for the NAT program.
+            let _ = unsafe { crate::TC_TAILS.tail_call(ctx, TAIL_NAT) };
+            SHOT
+        }
     };
+    account(ctx, &verdict, action, slot)
+}
+
+/// Counts what became of a verdict (`action`, a TC action) on the port counters at `slot` too,
+/// and shows it to the monitor. Returns `action`.
+#[inline(always)]
+pub fn account(ctx: &TcContext, verdict: &Verdict, action: i32, slot: u16) -> i32 {
     let counter = match (verdict.counter, action) {
         (_, SHOT) if verdict.action != Action::Drop => Counter::DropRedirectFailed,
         (c, _) => c,
@@ -124,7 +137,7 @@ pub fn finish(ctx: &TcContext, verdict: Verdict, slot: u16) -> i32 {
 
 /// Out of `ifindex` (TC_ACT_REDIRECT), or TC_ACT_SHOT when the helper refuses.
 #[inline(always)]
-fn redirect(ifindex: u32) -> i32 {
+pub fn redirect(ifindex: u32) -> i32 {
     // SAFETY: plain helper call.
     unsafe { bpf_redirect(ifindex, 0) as i32 }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{DhcpHost, Gateway, Neighbor, Port, Resource, Router, SecurityGroup, State, Subnet, Vpc};
+use super::{DhcpHost, ElasticIp, Gateway, Neighbor, Port, Resource, Router, SecurityGroup, State, Subnet, Vpc};
 
 /// The resources of a state, before its indexes exist.
 #[derive(Default)]
@@ -18,6 +18,7 @@ pub struct Parts {
     security_groups: BTreeMap<String, SecurityGroup>,
     routers: BTreeMap<String, Router>,
     gateways: BTreeMap<String, Gateway>,
+    elastic_ips: BTreeMap<String, ElasticIp>,
 }
 
 impl Parts {
@@ -31,6 +32,7 @@ impl Parts {
             Resource::SecurityGroup(g) => drop(self.security_groups.insert(g.id.to_string(), *g)),
             Resource::Router(r) => drop(self.routers.insert(r.id.to_string(), *r)),
             Resource::Gateway(g) => drop(self.gateways.insert(g.id.to_string(), *g)),
+            Resource::ElasticIp(e) => drop(self.elastic_ips.insert(e.id.to_string(), *e)),
         }
     }
 
@@ -46,6 +48,7 @@ impl Parts {
             security_groups,
             routers,
             gateways,
+            elastic_ips,
         } = self;
         let names = || {
             let mut st = State::default();
@@ -100,6 +103,7 @@ impl Parts {
             security_groups,
             routers,
             gateways,
+            elastic_ips,
         }
     }
 }

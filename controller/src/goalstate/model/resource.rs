@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use alioth_proto::schema::ResourceType;
 
-use super::{DhcpHost, Gateway, Neighbor, Port, Router, SecurityGroup, State, Subnet, Vpc};
+use super::{DhcpHost, ElasticIp, Gateway, Neighbor, Port, Router, SecurityGroup, State, Subnet, Vpc};
 
 /// A resource as stored in `State`. Ports and neighbors are shared with the state; the rest, few
 /// and larger, are boxed, so that a change stays a few words however large its resource.
@@ -20,11 +20,12 @@ pub enum Resource {
     SecurityGroup(Box<SecurityGroup>),
     Router(Box<Router>),
     Gateway(Box<Gateway>),
+    ElasticIp(Box<ElasticIp>),
 }
 
 impl State {
     /// Every resource, in dependency order (VPCs, security groups, subnets, ports, neighbors, DHCP
-    /// entries, gateways, routers).
+    /// entries, gateways, routers, elastic IPs).
     pub fn resources(&self) -> impl Iterator<Item = Resource> + '_ {
         let vpcs = self.vpcs.values().cloned().map(Resource::from);
         let vpcs = vpcs.chain(self.security_groups.values().cloned().map(Resource::from));
@@ -36,6 +37,7 @@ impl State {
             .chain(self.dhcp_hosts().values().cloned().map(Resource::from))
             .chain(self.gateways.values().cloned().map(Resource::from))
             .chain(self.routers.values().cloned().map(Resource::from))
+            .chain(self.elastic_ips.values().cloned().map(Resource::from))
     }
 
     /// How many resources there are (what `resources` would yield, without copying any).
@@ -48,6 +50,7 @@ impl State {
             + self.security_groups.len()
             + self.routers.len()
             + self.gateways.len()
+            + self.elastic_ips.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -65,6 +68,7 @@ impl State {
             ResourceType::Securitygroup => self.security_groups.get(id).cloned().map(Resource::from),
             ResourceType::Router => self.routers.get(id).cloned().map(Resource::from),
             ResourceType::Gateway => self.gateways.get(id).cloned().map(Resource::from),
+            ResourceType::ElasticIp => self.elastic_ips.get(id).cloned().map(Resource::from),
         }
     }
 
@@ -78,6 +82,7 @@ impl State {
             Resource::SecurityGroup(g) => drop(self.security_groups.insert(g.id.to_string(), *g)),
             Resource::Router(r) => drop(self.routers.insert(r.id.to_string(), *r)),
             Resource::Gateway(g) => drop(self.gateways.insert(g.id.to_string(), *g)),
+            Resource::ElasticIp(e) => drop(self.elastic_ips.insert(e.id.to_string(), *e)),
         }
     }
 
@@ -99,6 +104,7 @@ impl State {
             ResourceType::Securitygroup => drop(self.security_groups.remove(id)),
             ResourceType::Router => drop(self.routers.remove(id)),
             ResourceType::Gateway => drop(self.gateways.remove(id)),
+            ResourceType::ElasticIp => drop(self.elastic_ips.remove(id)),
         }
     }
 }
@@ -121,7 +127,8 @@ resource_from!(
     Dhcp(DhcpHost) by Box,
     SecurityGroup(SecurityGroup) by Box,
     Router(Router) by Box,
-    Gateway(Gateway) by Box
+    Gateway(Gateway) by Box,
+    ElasticIp(ElasticIp) by Box
 );
 
 impl Resource {
@@ -135,6 +142,7 @@ impl Resource {
             Resource::SecurityGroup(g) => g.revision,
             Resource::Router(r) => r.revision,
             Resource::Gateway(g) => g.revision,
+            Resource::ElasticIp(e) => e.revision,
         }
     }
 
@@ -148,6 +156,7 @@ impl Resource {
             Resource::SecurityGroup(g) => (ResourceType::Securitygroup, &g.id),
             Resource::Router(r) => (ResourceType::Router, &r.id),
             Resource::Gateway(g) => (ResourceType::Gateway, &g.id),
+            Resource::ElasticIp(e) => (ResourceType::ElasticIp, &e.id),
         }
     }
 }
