@@ -45,6 +45,9 @@ enum Command {
     Ports(cli::InspectArgs),
     /// The routes of the subnets on routers, as the data plane holds them (`ROUTES`).
     Routes(cli::InspectArgs),
+    /// Elastic IPs: each one's port and private address, and whether the data plane translates it
+    /// (`ELASTIC_IPS`).
+    ElasticIps(cli::InspectArgs),
     /// One port: its addresses, security groups and their effective rules, and the flows its
     /// connection-tracking zone holds.
     Port(cli::PortArgs),
@@ -144,6 +147,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::State(_)
             | Command::Ports(_)
             | Command::Routes(_)
+            | Command::ElasticIps(_)
             | Command::Port(_)
             | Command::Stats(_)
             | Command::Monitor(_)
@@ -160,6 +164,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Status(args) => cli::status(args).map(|()| 0),
         Command::Ports(args) => cli::ports(args).map(|()| 0),
         Command::Routes(args) => cli::routes(args).map(|()| 0),
+        Command::ElasticIps(args) => cli::elastic_ips(args).map(|()| 0),
         Command::Port(args) => cli::port(args).map(|()| 0),
         Command::Health(args) => rt.block_on(cli::health(args)),
         Command::Stats(args) => cli::stats(args).map(|()| 0),

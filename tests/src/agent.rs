@@ -163,7 +163,17 @@ impl Agent {
         };
         full.extend_from_slice(args);
         let server_flag = ["apply", "health", "echo"].contains(&args[0]);
-        let pin_flag = ["status", "stats", "ports", "routes", "port", "trace", "monitor"].contains(&args[0]);
+        let pin_flag = [
+            "status",
+            "stats",
+            "ports",
+            "routes",
+            "elastic-ips",
+            "port",
+            "trace",
+            "monitor",
+        ]
+        .contains(&args[0]);
         let server = match self.listen.starts_with("unix:") {
             true => self.listen.clone(),
             false => format!("http://{}", self.listen),

@@ -75,6 +75,8 @@ pub struct MapTables {
     pub uplink: Option<Uplink>,
     pub dhcp: BTreeMap<u32, DhcpEntry>,
     pub routes: BTreeMap<(u32, [u8; 12]), alioth_common::maps::Route>,
+    /// Elastic IPs (none in the vectors: `nat_test_run` adds its own).
+    pub elastic_ips: BTreeMap<[u8; 4], EndpointKey>,
 }
 
 impl MapTables {
@@ -85,6 +87,7 @@ impl MapTables {
             uplink: Some(uplink()),
             dhcp: [(DHCP_SLOT, dhcp_entry())].into_iter().collect(),
             routes: routes::routes().into_iter().collect(),
+            elastic_ips: BTreeMap::new(),
         }
     }
 }
@@ -107,6 +110,15 @@ impl Tables for MapTables {
     }
     fn route(&self, vni: u32, gateway: [u8; 4], dst: [u8; 4]) -> Option<alioth_common::maps::Route> {
         routes::longest_match(&self.routes, alioth_common::maps::route_key(vni, gateway, dst))
+    }
+    fn elastic_ip(&self, ip: &[u8; 4]) -> Option<EndpointKey> {
+        self.elastic_ips.get(ip).copied()
+    }
+    fn elastic_source(&self, key: &EndpointKey) -> Option<[u8; 4]> {
+        self.elastic_ips.iter().find(|(_, k)| *k == key).map(|(ip, _)| *ip)
+    }
+    fn port(&self, ifindex: u32) -> Option<PortEntry> {
+        (ifindex == IFINDEX).then(port)
     }
 }
 

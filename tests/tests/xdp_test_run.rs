@@ -396,7 +396,7 @@ proptest! {
 /// verifier walked when it was inline) in a program of its own, tail-called.
 #[test]
 fn programs_keep_verifier_headroom() {
-    use alioth::dataplane::object::{DHCP_PROGRAM, DHCP_TC_PROGRAM, PORT_TC_PROGRAM};
+    use alioth::dataplane::object::{DHCP_PROGRAM, DHCP_TC_PROGRAM, NAT_TC_PROGRAM, PORT_TC_PROGRAM};
     let walked = |info: Result<aya::programs::ProgramInfo, aya::programs::ProgramError>| {
         info.unwrap()
             .verified_instruction_count()
@@ -404,16 +404,19 @@ fn programs_keep_verifier_headroom() {
     };
     // Counted with the lock held, asserted after it is released: a failure here must not poison
     // the data plane the other tests share.
-    let (port, dhcp, port_tc, dhcp_tc) = {
+    let (port, dhcp, port_tc, dhcp_tc, nat) = {
         let mut dp = vector_dataplane().lock().unwrap();
         (
             walked(dp.program().unwrap().info()),
             walked(dp.loaded_program(DHCP_PROGRAM).unwrap().info()),
             walked(dp.tc_program(PORT_TC_PROGRAM).unwrap().info()),
             walked(dp.tc_program(DHCP_TC_PROGRAM).unwrap().info()),
+            walked(dp.tc_program(NAT_TC_PROGRAM).unwrap().info()),
         )
     };
-    eprintln!("verified instructions: port program {port} (TC {port_tc}), DHCP server {dhcp} (TC {dhcp_tc})");
+    eprintln!(
+        "verified instructions: port program {port} (TC {port_tc}), DHCP server {dhcp} (TC {dhcp_tc}), NAT {nat}"
+    );
     // The TC port program's count moves with codegen alone: the same sources built in two
     // checkouts (other paths, so other symbol hashes and inlining) walked 370k and 463k.
     for (what, walked, bound) in [
@@ -421,6 +424,7 @@ fn programs_keep_verifier_headroom() {
         ("port program (TC)", port_tc, 700_000),
         ("DHCP server", dhcp, 920_000),
         ("DHCP server (TC)", dhcp_tc, 920_000),
+        ("NAT program", nat, 400_000),
     ] {
         assert!(
             walked < bound,

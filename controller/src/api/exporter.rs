@@ -116,10 +116,11 @@ pub fn render(controller: &mut Controller, admission: &AdmissionStats) -> Result
     Ok(out)
 }
 
-/// Routers: what they hold and what the data plane has of them.
+/// Routers and elastic IPs: what they hold and what the data plane has of them.
 fn routing(r: &mut Registry, controller: &mut Controller) {
     let state = controller.state();
     let (routers, gateways) = (state.routers.len() as u64, state.gateways.len() as u64);
+    let elastic_ips = state.elastic_ips.len() as u64;
     r.register("routers", "Routers held", gauge(routers));
     r.register("gateways", "Gateways held", gauge(gateways));
     let routes = controller.dataplane().route_count() as u64;
@@ -127,6 +128,13 @@ fn routing(r: &mut Registry, controller: &mut Controller) {
         "routes",
         "Entries of ROUTES: each routed subnet's routes to its router's subnets and its rules",
         gauge(routes),
+    );
+    r.register("elastic_ips", "Elastic IPs held", gauge(elastic_ips));
+    let translated = controller.dataplane().elastic_ip_count() as u64;
+    r.register(
+        "elastic_ips_translated",
+        "Entries of ELASTIC_IPS: elastic IPs whose port is on this host",
+        gauge(translated),
     );
 }
 

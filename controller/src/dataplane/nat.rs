@@ -71,7 +71,7 @@ impl super::Dataplane {
     /// that are new or moved on the uplink's segment (a failed announcement is logged: the next
     /// ARP request finds the address anyway).
     pub fn set_elastic_ips(&mut self, wanted: Wanted) -> Result<()> {
-        let moved = self.elastic_ips.write(wanted)?;
+        let moved = self.write_elastic_ips(wanted)?;
         let uplink = self.uplink.get(&0, 0).ok();
         if let Some(up) = uplink.filter(|_| !moved.is_empty()) {
             if let Err(e) = announce(&up, &moved) {
@@ -79,6 +79,11 @@ impl super::Dataplane {
             }
         }
         Ok(())
+    }
+
+    /// `set_elastic_ips` without the announcement: returns the elastic IPs that are new or moved.
+    pub fn write_elastic_ips(&mut self, wanted: Wanted) -> Result<Vec<[u8; 4]>> {
+        self.elastic_ips.write(wanted)
     }
 
     /// Entries of `ELASTIC_IPS`.
