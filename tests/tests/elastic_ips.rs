@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use alioth_proto::schema::*;
-use alioth_tests::agent::{metric, metrics};
+use alioth_tests::agent::{metric, metrics, Agent};
 use alioth_tests::netns::Netns;
 use alioth_tests::overlay::{Lab, VpcSpec, UPLINK};
 use alioth_tests::routing::{gateway_ip, goal_state};
@@ -127,6 +127,13 @@ fn the_internet_reaches_vms_by_their_elastic_ips_and_they_reach_it_from_them() -
     );
     let text = metrics(&lab.hosts[0].ns)?;
     ensure!(metric(&text, "alioth_elastic_ips_translated") == Some(1), "{text}");
+    // `alioth trace` follows the frame onto the skb path and through the NAT program, and the
+    // kernel agrees.
+    for (vm, reason) in [(&a1, "nat_out"), (&b1, "drop_no_route")] {
+        let out = agent.cli(&["trace", "--port", &vm.port_id, "--dst", INTERNET_HOST, "--json"])?;
+        let traced: serde_json::Value = serde_json::from_slice(&out.stdout).context("trace --json")?;
+        ensure!(traced["agree"] == true && traced["reason"] == reason, "{traced}");
+    }
 
     // Re-association to a port on host 2 (the control plane deletes it on host 1 and creates it
     // there): the gratuitous ARP of host 2 moves the internet host's traffic at once. (Linux
@@ -154,5 +161,12 @@ fn the_internet_reaches_vms_by_their_elastic_ips_and_they_reach_it_from_them() -
     ensure!(neigh.contains(up_mac.trim()), "{neigh} (host 2's uplink is {up_mac})");
     ensure!(pings(ns(&a3), INTERNET_HOST)?, "a3 -> the internet from {EIP1}");
     ensure!(!pings(ns(&a1), INTERNET_HOST)?, "a1 -> the internet without it");
+    // An agent restart loses no ping to an elastic IP: the pinned maps translate meanwhile.
+    let steady = internet.steady_pings(EIP1)?;
+    let left = lab.hosts[1].agent.take().context("agent")?.kill()?;
+    lab.hosts[1].agent = Some(Agent::start_with(&lab.hosts[1].ns, left, &["--uplink", UPLINK])?);
+    steady
+        .all_answered()
+        .context("pings to an elastic IP across a restart")?;
     Ok(())
 }

@@ -75,6 +75,9 @@ enum Bench {
     /// VM -> VM of another subnet across two hosts: Linux routing between bridges with vxlan vs
     /// alioth's router (pps, TCP, ping).
     Routing,
+    /// An elastic IP both ways: iptables DNAT/SNAT as Neutron's DVR floating IPs vs alioth (pps,
+    /// TCP, ping).
+    Nat,
 }
 
 fn main() -> Result<()> {
@@ -132,6 +135,10 @@ fn main() -> Result<()> {
                     "bench-secgroups"
                 }
                 Bench::Routing => "bench-routing",
+                Bench::Nat => {
+                    setup::ensure_packages(&["iptables"])?;
+                    "bench-nat"
+                }
             };
             run_tests_bin(bin, &[])
         }

@@ -118,7 +118,10 @@ pub fn trace(args: TraceArgs) -> Result<i32> {
         }
     };
     let mut host_frame = frame.clone();
-    let verdict = pipeline::port_ingress_with::<_, _, true>(&mut host_frame, &entry, &tables);
+    let mut verdict = pipeline::port_ingress_with::<_, _, true>(&mut host_frame, &entry, &tables);
+    if verdict.action == Action::Pass && verdict.counter == Counter::SkbPath {
+        verdict = skb_path(&mut host_frame, &entry, &tables);
+    }
     let kernel = run_in_kernel(&args.pin_dir, ifindex, &frame)?;
     let action = match kernel.path {
         Hook::Xdp => test_run::xdp_action(verdict.action),
@@ -232,6 +235,23 @@ struct KernelRun {
     counters: Vec<(Counter, u64)>,
 }
 
+/// What the port's skb path decides for a frame XDP left to it, with the NAT program it hands
+/// frames its subnet routes nowhere to (`alioth_common::nat`).
+fn skb_path(frame: &mut Vec<u8>, entry: &maps::PortEntry, tables: &PinnedTables) -> Verdict {
+    let verdict = pipeline::port_ingress_skb(frame, entry, tables);
+    if verdict.action != Action::Nat {
+        return verdict;
+    }
+    match alioth_common::nat::outbound(frame, entry, tables) {
+        Ok(_) => Verdict::to(
+            Action::Redirect,
+            Counter::NatOut,
+            tables.uplink.map_or(0, |u| u.ifindex),
+        ),
+        Err(reason) => Verdict::drop_with(reason),
+    }
+}
+
 /// Runs the port program once on `frame` as if it came in on `ifindex`, and its skb path after it
 /// where it leaves the frame there: the agent's pinned maps, except the counters, which are the
 /// run's own.
@@ -291,6 +311,8 @@ struct PinnedTables {
     allowed_sources: aya::maps::lpm_trie::LpmTrie<MapData, [u8; 16], u8>,
     /// `None`: pinned by an agent from before routers.
     routes: Option<aya::maps::lpm_trie::LpmTrie<MapData, [u8; 12], maps::Route>>,
+    /// `None`: pinned by an agent from before elastic IPs.
+    elastic_sources: Option<BpfHashMap<MapData, EndpointKey, [u8; 4]>>,
     uplink: Option<Uplink>,
     /// The port's DHCP entry (the only one its frames can read).
     dhcp: Option<(u32, DhcpEntry)>,
@@ -317,6 +339,9 @@ impl PinnedTables {
             routes: open_map(pin_dir, maps::ROUTES)
                 .ok()
                 .and_then(|m| aya::maps::lpm_trie::LpmTrie::try_from(Map::LpmTrie(m)).ok()),
+            elastic_sources: open_map(pin_dir, alioth_common::nat::ELASTIC_SOURCES)
+                .ok()
+                .and_then(|m| BpfHashMap::try_from(Map::HashMap(m)).ok()),
             uplink,
             dhcp,
             chain: RefCell::new(Vec::new()),
@@ -329,6 +354,16 @@ impl PinnedTables {
 }
 
 impl Tables for PinnedTables {
+    fn elastic_source(&self, key: &EndpointKey) -> Option<[u8; 4]> {
+        let found = self.elastic_sources.as_ref().and_then(|m| m.get(key, 0).ok());
+        let private = Ipv4Addr::from(key.ip);
+        self.note(match found {
+            Some(ip) => format!("ELASTIC_SOURCES[VNI {}, {private}]: {}", key.vni, Ipv4Addr::from(ip)),
+            None => format!("ELASTIC_SOURCES[VNI {}, {private}]: none (no elastic IP)", key.vni),
+        });
+        found
+    }
+
     fn route(&self, vni: u32, gateway: [u8; 4], dst: [u8; 4]) -> Option<maps::Route> {
         let found = self
             .routes

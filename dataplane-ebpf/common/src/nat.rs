@@ -26,7 +26,7 @@ pub const ELASTIC_IPS: &str = "ELASTIC_IPS";
 pub const ELASTIC_SOURCES: &str = "ELASTIC_SOURCES";
 /// Entries of each.
 pub const MAX_ELASTIC_IPS: u32 = 1 << 16;
-/// Slot of the NAT program in `TAILS` and `TC_TAILS`.
+/// Slot of the NAT program in `TC_TAILS`.
 pub const TAIL_NAT: u32 = 1;
 
 /// Offsets of the addresses in a frame's IPv4 header.

@@ -615,7 +615,12 @@ fn uplink_frame<P: Packet + ?Sized, T: Tables, const SKB: bool>(pkt: &mut P, tab
         return pass;
     };
     let Some(vni) = vxlan::parse_outer(pkt, &up) else {
-        return nat::on_uplink(pkt, &up, tables).unwrap_or(pass);
+        // Elastic IPs: ARP answered here, the rest translated on the skb path.
+        return match nat::on_uplink(pkt, &up, tables) {
+            Some(v) if !SKB && v.action == Action::Nat => Verdict::new(Action::Pass, Counter::SkbPath),
+            Some(v) => v,
+            None => pass,
+        };
     };
     let inner = At::new(pkt, vxlan::OUTER_LEN);
     if eth::ether_type(&inner) != Some(ETH_P_IPV4) {
