@@ -47,7 +47,7 @@ pub use port_stats::sum_port_counters;
 pub use record::recorded_sequence;
 
 /// Names of the maps the agent pins (and `status`/`stats` read).
-pub const PINNED_MAPS: [&str; 22] = [
+pub const PINNED_MAPS: [&str; 24] = [
     maps::PORTS,
     maps::ENDPOINTS,
     maps::STATS,
@@ -70,6 +70,8 @@ pub const PINNED_MAPS: [&str; 22] = [
     maps::PORT_MACS,
     alioth_common::nat::ELASTIC_IPS,
     alioth_common::nat::ELASTIC_SOURCES,
+    alioth_common::snat::SNAT_FLOWS,
+    alioth_common::snat::SNAT_BACK,
 ];
 
 /// A port's `ALLOWED_SOURCES` entries: (prefix length, data) -> 1.

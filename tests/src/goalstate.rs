@@ -73,3 +73,21 @@ pub fn security_group(
         }),
     }
 }
+
+/// A message with one elastic IP (alioth's extension): `ip` for port `port_id`'s first address.
+pub fn elastic_ip(op: OperationType, id: &str, ip: &str, port_id: &str, revision: u32) -> GoalState {
+    GoalState {
+        format_version: 1,
+        elastic_ip_states: vec![ElasticIpState {
+            operation_type: op as i32,
+            configuration: Some(ElasticIpConfiguration {
+                revision_number: revision,
+                id: id.into(),
+                ip_address: ip.into(),
+                port_id: port_id.into(),
+                ..Default::default()
+            }),
+        }],
+        ..Default::default()
+    }
+}

@@ -17,5 +17,6 @@ pub mod overlay;
 pub mod pki;
 pub mod routing;
 pub mod sockets;
+pub mod table;
 pub mod timing;
 pub mod vectors;

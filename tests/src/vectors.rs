@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use alioth_common::maps::{endpoint_kind, DhcpEntry, Endpoint, EndpointKey, NextHop, PortEntry, Uplink};
 use alioth_common::pipeline::{Action, Tables, Verdict};
+use alioth_common::snat::{SnatBack, SnatBackKey, SnatKey};
 use alioth_common::vxlan::{self, Outer};
 use alioth_common::Counter;
 use etherparse::ArpOperation;
@@ -77,6 +78,15 @@ pub struct MapTables {
     pub routes: BTreeMap<(u32, [u8; 12]), alioth_common::maps::Route>,
     /// Elastic IPs (none in the vectors: `nat_test_run` adds its own).
     pub elastic_ips: BTreeMap<[u8; 4], EndpointKey>,
+    /// SNAT flows both ways, as the kernel's LRU maps hold them (never full here).
+    pub snat: std::cell::RefCell<Snat>,
+}
+
+/// SNAT flows on the host: `snat::SNAT_FLOWS` and `snat::SNAT_BACK`.
+#[derive(Default)]
+pub struct Snat {
+    pub flows: BTreeMap<SnatKey, u16>,
+    pub back: BTreeMap<SnatBackKey, SnatBack>,
 }
 
 impl MapTables {
@@ -88,6 +98,7 @@ impl MapTables {
             dhcp: [(DHCP_SLOT, dhcp_entry())].into_iter().collect(),
             routes: routes::routes().into_iter().collect(),
             elastic_ips: BTreeMap::new(),
+            snat: Default::default(),
         }
     }
 }
@@ -119,6 +130,21 @@ impl Tables for MapTables {
     }
     fn port(&self, ifindex: u32) -> Option<PortEntry> {
         (ifindex == IFINDEX).then(port)
+    }
+    fn snat_port(&self, key: &SnatKey) -> Option<u16> {
+        self.snat.borrow().flows.get(key).copied()
+    }
+    fn snat_claim(&self, key: &SnatKey, way_back: &SnatBackKey, back: &SnatBack, port: u16) -> bool {
+        let mut snat = self.snat.borrow_mut();
+        if snat.back.contains_key(way_back) {
+            return false;
+        }
+        snat.back.insert(*way_back, *back);
+        snat.flows.insert(*key, port);
+        true
+    }
+    fn snat_back(&self, key: &SnatBackKey) -> Option<SnatBack> {
+        self.snat.borrow().back.get(key).copied()
     }
 }
 

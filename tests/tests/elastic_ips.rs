@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use alioth_proto::schema::*;
 use alioth_tests::agent::{metric, metrics, Agent};
+use alioth_tests::goalstate::elastic_ip;
 use alioth_tests::netns::Netns;
 use alioth_tests::overlay::{Lab, VpcSpec, UPLINK};
-use alioth_tests::routing::{gateway_ip, goal_state};
+use alioth_tests::routing::{gateway_ip, goal_state, router, routing, rule};
 use alioth_tests::sockets::{round_trip, Peer};
 use anyhow::{ensure, Context, Result};
 
@@ -18,23 +19,6 @@ use anyhow::{ensure, Context, Result};
 const INTERNET_HOST: &str = "198.19.0.200";
 const EIP1: &str = "198.19.0.100";
 const EIP2: &str = "198.19.0.101";
-
-fn elastic_ip(op: OperationType, id: &str, ip: &str, port_id: &str, revision: u32) -> GoalState {
-    GoalState {
-        format_version: 1,
-        elastic_ip_states: vec![ElasticIpState {
-            operation_type: op as i32,
-            configuration: Some(ElasticIpConfiguration {
-                revision_number: revision,
-                id: id.into(),
-                ip_address: ip.into(),
-                port_id: port_id.into(),
-                ..Default::default()
-            }),
-        }],
-        ..Default::default()
-    }
-}
 
 fn pings(ns: &Netns, ip: &str) -> Result<bool> {
     Ok(ns.exec_output(&["ping", "-c", "1", "-W", "1", ip])?.status.success())
@@ -56,9 +40,11 @@ fn the_internet_reaches_vms_by_their_elastic_ips_and_they_reach_it_from_them() -
     let b = VpcSpec::new(2, 1002, 1);
     let mut lab = Lab::new(vec![a.clone(), b.clone()])?;
     let (a1, b1, a2, a3) = (a.vm(1, 10), b.vm(2, 10), a.vm(1, 11), a.vm(1, 12));
+    // No elastic IP: out by SNAT once its subnet's router says so.
+    let a4 = a.vm(1, 13);
     ensure!(a1.ip == b1.ip, "the same private address in both VPCs");
     lab.add_host(vec![a1.clone(), b1.clone()])?;
-    lab.add_host(vec![a2.clone(), a3.clone()])?;
+    lab.add_host(vec![a2.clone(), a3.clone(), a4.clone()])?;
     let internet = Netns::new("alinet")?;
     lab.underlay.ns.veth("inet", &internet, "eth0")?;
     lab.underlay.ns.exec(&["ip", "link", "set", "inet", "master", "br0"])?;
@@ -68,7 +54,7 @@ fn the_internet_reaches_vms_by_their_elastic_ips_and_they_reach_it_from_them() -
         lab.push(i, &goal_state(&lab, i))?;
     }
     lab.wait_resolved()?;
-    for spec in [&a1, &b1, &a2, &a3] {
+    for spec in [&a1, &b1, &a2, &a3, &a4] {
         let vm = &lab.vm(&spec.port_id).ns;
         vm.exec(&["ip", "route", "add", "default", "via", &gateway_ip(1)])?;
     }
@@ -117,6 +103,28 @@ fn the_internet_reaches_vms_by_their_elastic_ips_and_they_reach_it_from_them() -
         "arping {EIP1}: {out}"
     );
     ensure!(lab.counter(0, "arp_elastic_ip")? == before + 1, "answered by host 1");
+    // SNAT: a4 has no elastic IP; once its subnet's router sends 0.0.0.0/0 out of the VPC (a rule
+    // with no next hop), it reaches the internet from host 2's own address and a port of the host's.
+    ensure!(
+        !pings(ns(&a4), INTERNET_HOST)?,
+        "a4 -> the internet without a route out"
+    );
+    let out = rule("default", "0.0.0.0/0", "", 0);
+    lab.push(
+        1,
+        &routing(
+            vec![router(OperationType::Create, vec![(&a.subnet, vec![out])])],
+            vec![],
+        ),
+    )?;
+    ensure!(pings(ns(&a4), INTERNET_HOST)?, "a4 -> the internet by SNAT");
+    ensure!(
+        round_trip(ns(&a4), false, INTERNET_HOST, 8081)?,
+        "TCP a4 -> the internet by SNAT"
+    );
+    ensure!(lab.counter(1, "snat_new")? >= 2, "SNAT flows claimed ports on host 2");
+    ensure!(!pings(ns(&b1), INTERNET_HOST)?, "b1's VPC has no route out");
+
     // What the host shows: the listing and the metrics.
     let agent = lab.hosts[0].agent.as_ref().context("agent")?;
     let out = agent.cli(&["elastic-ips", "--json"])?;

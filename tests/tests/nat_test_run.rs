@@ -46,6 +46,11 @@ enum L4 {
         seq: u16,
         payload: Vec<u8>,
     },
+    EchoReply {
+        id: u16,
+        seq: u16,
+        payload: Vec<u8>,
+    },
     /// Port unreachable about a UDP datagram between these ports (its addresses: the frame's,
     /// the other way round).
     Unreachable {
@@ -119,6 +124,7 @@ fn frame(macs: (Mac, Mac), src: [u8; 4], dst: [u8; 4], ttl: u8, l4: &L4, quoted:
             Ok(())
         }
         L4::Echo { id, seq, payload } => ip.icmpv4_echo_request(*id, *seq).write(&mut out, payload),
+        L4::EchoReply { id, seq, payload } => ip.icmpv4_echo_reply(*id, *seq).write(&mut out, payload),
         L4::Unreachable { .. } => ip
             .icmpv4(Icmpv4Type::DestinationUnreachable(
                 etherparse::icmpv4::DestUnreachableHeader::Port,
@@ -136,9 +142,38 @@ fn elastic_ips() -> [([u8; 4], EndpointKey); 2] {
     ]
 }
 
+/// A port address without an elastic IP, at `IFINDEX` (`SNAT_MAC`): what SNAT translates.
+const SNAT_IP: [u8; 4] = [198, 18, 0, 77];
+const SNAT_MAC: Mac = [0x02, 0, 0, 0, 0, 0x4d];
+
+/// The vector subnet's rule out of the VPC (no next hop, outside it): what SNAT takes.
+fn external_route() -> ((u32, [u8; 12]), alioth_common::maps::Route) {
+    let key = vectors::routes::key([198, 19, 128, 0], 17);
+    let route = alioth_common::maps::Route {
+        kind: alioth_common::maps::route_kind::EXTERNAL,
+        vni: VNI,
+        router_mac: vectors::routes::ROUTER_MAC,
+        ..Default::default()
+    };
+    (key, route)
+}
+
+fn snat_endpoint() -> (EndpointKey, alioth_common::maps::Endpoint) {
+    let key = EndpointKey { vni: VNI, ip: SNAT_IP };
+    let endpoint = alioth_common::maps::Endpoint {
+        mac: SNAT_MAC,
+        kind: alioth_common::maps::endpoint_kind::LOCAL_PORT,
+        ifindex: IFINDEX,
+        ..Default::default()
+    };
+    (key, endpoint)
+}
+
 fn tables() -> MapTables {
     let mut t = MapTables::vectors();
     t.elastic_ips.extend(elastic_ips());
+    t.routes.extend([external_route()]);
+    t.endpoints.extend([snat_endpoint()]);
     t
 }
 
@@ -148,6 +183,10 @@ fn dataplane() -> &'static Mutex<Dataplane> {
         let (mut dp, _) = Dataplane::load(None, AttachMode::Auto).expect("load the XDP object (run as root)");
         vectors::program(&mut dp).unwrap();
         dp.write_elastic_ips(elastic_ips().into()).unwrap();
+        let routes = vectors::routes::routes().into_iter().chain([external_route()]);
+        dp.set_routes(routes.collect()).unwrap();
+        let (key, endpoint) = snat_endpoint();
+        dp.upsert_endpoint(key, endpoint).unwrap();
         Mutex::new(dp)
     })
 }
@@ -208,6 +247,101 @@ proptest! {
         let mut dp = dataplane().lock().unwrap();
         let (_, out) = run_tc(dp.tc_program(NAT_TC_PROGRAM).unwrap(), &input, IFINDEX, 0);
         prop_assert_eq!(&out[12..], &host[12..], "the kernel's translation, {:?}", l4);
+    }
+}
+
+thread_local! {
+    /// The host's SNAT flows across the cases, as the kernel's maps keep theirs.
+    static SNAT_TABLES: MapTables = tables();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Out of the VPC by a rule, from an address without an elastic IP: from the uplink's address
+    /// and a port of the host's; and the reply back to the port's address and port.
+    #[test]
+    fn snat_matches_the_model_both_ways(l4 in l4(), remote in (128u8.., any::<u8>())) {
+        let remote = [198, 19, remote.0, remote.1];
+        let (sport, dport) = match &l4 {
+            L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport, .. } => (*sport, *dport),
+            L4::Echo { id, .. } => (*id, 0),
+            // Errors and replies are no flows of their own.
+            _ => return Ok(()),
+        };
+        let input = frame((SNAT_MAC, GW_MAC), SNAT_IP, remote, 64, &l4, &[]);
+        let mut host = input.clone();
+        let result = SNAT_TABLES.with(|t| nat::outbound(&mut host, &vectors::port(), t));
+        prop_assert_eq!(result, Ok(remote));
+        // The host's port, read from the translated frame: in the range; the model with it.
+        let port_at = if matches!(l4, L4::Echo { .. }) { 38 } else { 34 };
+        let host_port = u16::from_be_bytes([host[port_at], host[port_at + 1]]);
+        prop_assert!(host_port >= alioth_common::snat::PORT_MIN);
+        let model = frame((SNAT_MAC, GW_MAC), vectors::UPLINK_IP, remote, 63, &with_port(&l4, host_port), &[]);
+        prop_assert_eq!(&host, &model, "{:?}", l4);
+        let mut dp = dataplane().lock().unwrap();
+        let (_, out) = run_tc(dp.tc_program(NAT_TC_PROGRAM).unwrap(), &input, IFINDEX, 0);
+        prop_assert_eq!(&out[12..], &host[12..], "the kernel's translation, {:?}", l4);
+        // The reply, to the host's address and port, goes back to the port's address and port.
+        let reply = frame((ROUTER_MAC, UPLINK_MAC), remote, vectors::UPLINK_IP, 64, &reply_of(&l4, host_port, dport), &[]);
+        let mut back = reply.clone();
+        let verdict = SNAT_TABLES.with(|t| nat::inbound(&mut back, t));
+        prop_assert_eq!((verdict.action, verdict.counter), (Action::Redirect, Counter::NatIn));
+        let model = frame((GW_MAC, SNAT_MAC), remote, SNAT_IP, 63, &reply_of(&l4, sport, dport), &[]);
+        prop_assert_eq!(&back, &model, "{:?}", l4);
+        let (action, out) = run_tc(dp.tc_program(NAT_TC_PROGRAM).unwrap(), &reply, UPLINK_IFINDEX, 0);
+        prop_assert_eq!(action, alioth::dataplane::test_run::TC_ACT_REDIRECT);
+        prop_assert_eq!(out, back, "the kernel's way back, {:?}", l4);
+    }
+}
+
+/// `l4` from the host's port `port` (TCP and UDP: the source port; echo: the identifier).
+fn with_port(l4: &L4, port: u16) -> L4 {
+    match l4.clone() {
+        L4::Tcp {
+            dport, seq, payload, ..
+        } => L4::Tcp {
+            sport: port,
+            dport,
+            seq,
+            payload,
+        },
+        L4::Udp {
+            dport,
+            payload,
+            no_checksum,
+            ..
+        } => L4::Udp {
+            sport: port,
+            dport,
+            payload,
+            no_checksum,
+        },
+        L4::Echo { seq, payload, .. } => L4::Echo { id: port, seq, payload },
+        other => other,
+    }
+}
+
+/// The remote end's answer to `l4` (from its port `dport`) sent to port `to` (an echo reply for
+/// an echo).
+fn reply_of(l4: &L4, to: u16, dport: u16) -> L4 {
+    match l4.clone() {
+        L4::Tcp { seq, payload, .. } => L4::Tcp {
+            sport: dport,
+            dport: to,
+            seq,
+            payload,
+        },
+        L4::Udp {
+            payload, no_checksum, ..
+        } => L4::Udp {
+            sport: dport,
+            dport: to,
+            payload,
+            no_checksum,
+        },
+        L4::Echo { seq, payload, .. } => L4::EchoReply { id: to, seq, payload },
+        other => other,
     }
 }
 

@@ -264,6 +264,9 @@ fn run_in_kernel(pin_dir: &Path, ifindex: u32, frame: &[u8]) -> Result<KernelRun
         maps::PORT_STATS,
         maps::TAILS,
         maps::TC_TAILS,
+        // A synthetic flow claims no port of the host's.
+        alioth_common::snat::SNAT_FLOWS,
+        alioth_common::snat::SNAT_BACK,
         alioth_common::monitor::MONITOR,
         alioth_common::monitor::MONITOR_EVENTS,
     ];
@@ -354,6 +357,21 @@ impl PinnedTables {
 }
 
 impl Tables for PinnedTables {
+    /// The kernel's run has SNAT maps of its own, empty: a new flow claims its first port.
+    fn snat_claim(
+        &self,
+        _key: &alioth_common::snat::SnatKey,
+        way_back: &alioth_common::snat::SnatBackKey,
+        _back: &alioth_common::snat::SnatBack,
+        port: u16,
+    ) -> bool {
+        self.note(format!(
+            "SNAT: the host's port {port} for the flow (to {})",
+            Ipv4Addr::from(way_back.remote)
+        ));
+        true
+    }
+
     fn elastic_source(&self, key: &EndpointKey) -> Option<[u8; 4]> {
         let found = self.elastic_sources.as_ref().and_then(|m| m.get(key, 0).ok());
         let private = Ipv4Addr::from(key.ip);

@@ -71,19 +71,24 @@ pub enum Covers {
     /// A UDP checksum: through the pseudo-header; 0 means none, and a result of 0 is sent as
     /// 0xffff.
     PseudoUdp,
+    /// A TCP or ICMP checksum, over bytes of its own header (a port, an identifier).
+    Transport,
+    /// A UDP checksum over bytes of its own header: 0 means none, as above.
+    TransportUdp,
 }
 
 /// The checksum field `csum` once 4 bytes it covers change from `from` to `to` (RFC 1624, one word
 /// at a time): what `Packet::replace_csum4` writes where the checksum is finished.
 #[inline(always)]
 pub fn replace4(csum: u16, from: [u8; 4], to: [u8; 4], covers: Covers) -> u16 {
-    if covers == Covers::PseudoUdp && csum == 0 {
+    let udp = matches!(covers, Covers::PseudoUdp | Covers::TransportUdp);
+    if udp && csum == 0 {
         return 0;
     }
     let word = |b: [u8; 4], i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
     let c = update16(update16(csum, word(from, 0), word(to, 0)), word(from, 2), word(to, 2));
-    match (covers, c) {
-        (Covers::PseudoUdp, 0) => 0xffff,
+    match (udp, c) {
+        (true, 0) => 0xffff,
         _ => c,
     }
 }

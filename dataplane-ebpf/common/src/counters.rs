@@ -133,15 +133,20 @@ pub enum Counter {
     /// To or from an elastic IP, a frame the host's routes send anywhere but out of the uplink, or
     /// nowhere.
     DropNatNoRoute,
-    /// To an elastic IP whose port has no interface on this host (yet).
+    /// To an elastic IP whose port has no interface on this host (yet), or to a SNAT port of the
+    /// host's that no flow holds.
     DropNatNoPort,
+    /// A new SNAT flow: it claimed a port of the host's.
+    SnatNew,
+    /// A new SNAT flow that found no free port of the host's (every probe taken).
+    DropSnatExhausted,
 }
 
 /// Number of counter slots (size of the `STATS` map).
 pub const COUNTER_SLOTS: u32 = 64;
 
 impl Counter {
-    pub const ALL: [Counter; 58] = [
+    pub const ALL: [Counter; 60] = [
         Counter::Pass,
         Counter::ArpReply,
         Counter::IcmpEchoReply,
@@ -200,6 +205,8 @@ impl Counter {
         Counter::ArpElasticIp,
         Counter::DropNatNoRoute,
         Counter::DropNatNoPort,
+        Counter::SnatNew,
+        Counter::DropSnatExhausted,
     ];
 
     /// Stable name used by `alioth stats` and metrics.
@@ -263,6 +270,8 @@ impl Counter {
             Counter::ArpElasticIp => "arp_elastic_ip",
             Counter::DropNatNoRoute => "drop_nat_no_route",
             Counter::DropNatNoPort => "drop_nat_no_port",
+            Counter::SnatNew => "snat_new",
+            Counter::DropSnatExhausted => "drop_snat_exhausted",
         }
     }
 

@@ -25,6 +25,7 @@ pub mod offload;
 pub mod packet;
 pub mod pipeline;
 pub mod probe;
+pub mod snat;
 pub mod vxlan;
 
 pub use counters::Counter;

@@ -393,4 +393,10 @@ mod pod {
     unsafe impl aya::Pod for crate::firewall::CtValue {}
     // SAFETY: see above.
     unsafe impl aya::Pod for crate::conntrack::FlowKey {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for crate::snat::SnatKey {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for crate::snat::SnatBackKey {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for crate::snat::SnatBack {}
 }

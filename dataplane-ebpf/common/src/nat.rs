@@ -17,7 +17,7 @@ use crate::maps::{endpoint_kind, route_kind, EndpointKey, PortEntry, Uplink};
 use crate::offload::PROTO_TCP;
 use crate::packet::Packet;
 use crate::pipeline::{Action, Tables, Verdict};
-use crate::{arp, icmp};
+use crate::{arp, icmp, snat};
 
 /// Hash map of the elastic IPs (public address -> `EndpointKey` of the private one: the port's VNI
 /// and address).
@@ -30,7 +30,7 @@ pub const MAX_ELASTIC_IPS: u32 = 1 << 16;
 pub const TAIL_NAT: u32 = 1;
 
 /// Offsets of the addresses in a frame's IPv4 header.
-const SRC: usize = ETH_HLEN + 12;
+pub(crate) const SRC: usize = ETH_HLEN + 12;
 const DST: usize = ETH_HLEN + 16;
 const IP_CSUM: usize = ETH_HLEN + 10;
 
@@ -53,7 +53,11 @@ pub fn on_uplink<P: Packet + ?Sized, T: Tables>(pkt: &mut P, up: &Uplink, tables
         }
         ETH_P_IPV4 => {
             let dst = pkt.array::<4>(DST)?;
-            tables.elastic_ip(dst)?;
+            if tables.elastic_ip(dst).is_none() {
+                // A reply to a SNAT flow: to the host's own address and one of its SNAT ports.
+                let ip = ipv4::parse(pkt).ok()?;
+                tables.snat_back(&snat::way_back(pkt, &ip, up)?)?;
+            }
             let (dst_mac, _) = eth::macs(pkt)?;
             (dst_mac == up.mac).then_some(Verdict::new(Action::Nat, Counter::NatIn))
         }
@@ -69,8 +73,14 @@ pub fn inbound<P: Packet + ?Sized, T: Tables>(pkt: &mut P, tables: &T) -> Verdic
         Ok(ip) => ip,
         Err(reason) => return Verdict::drop_with(reason),
     };
-    let Some(key) = tables.elastic_ip(&ip.dst) else {
-        return Verdict::drop_with(Counter::DropNatNoPort);
+    // Not an `Option<SnatBack>`: a `None`'s undefined payload ends up stored, which the verifier
+    // refuses (see `pipeline::Action`). A port of 0 says: no SNAT flow.
+    let (key, back) = match tables.elastic_ip(&ip.dst) {
+        Some(key) => (key, snat::SnatBack::default()),
+        None => match snat::inbound_target(pkt, &ip, tables) {
+            Some(found) => found,
+            None => return Verdict::drop_with(Counter::DropNatNoPort),
+        },
     };
     let port = match tables.endpoint(&key) {
         Some(e) if e.kind == endpoint_kind::LOCAL_PORT && e.ifindex != 0 => e,
@@ -84,14 +94,17 @@ pub fn inbound<P: Packet + ?Sized, T: Tables>(pkt: &mut P, tables: &T) -> Verdic
             None => return Verdict::drop_with(Counter::DropNoUplink),
         },
     };
+    if back.private_port != 0 && snat::restore_port(pkt, &ip, &back).is_none() {
+        return Verdict::drop_with(Counter::DropIpMalformed);
+    }
     match translate(pkt, &ip, DST, key.ip).and_then(|()| eth::set_macs(pkt, &port.mac, &from)) {
         Some(()) => Verdict::to(Action::Redirect, Counter::NatIn, port.ifindex),
         None => Verdict::drop_with(Counter::DropTtlExpired),
     }
 }
 
-/// Translates a frame from `port` to leave by the uplink from its elastic IP; `Ok`: its
-/// destination, for the kernel to find the next hop of (the MACs are the caller's).
+/// Translates a frame from `port` to leave by the uplink from its elastic IP, or by SNAT (`snat`);
+/// `Ok`: its destination, for the kernel to find the next hop of (the MACs are the caller's).
 #[inline(always)]
 pub fn outbound<P: Packet + ?Sized, T: Tables>(pkt: &mut P, port: &PortEntry, tables: &T) -> Result<[u8; 4], Counter> {
     let ip = ipv4::parse(pkt)?;
@@ -99,16 +112,21 @@ pub fn outbound<P: Packet + ?Sized, T: Tables>(pkt: &mut P, port: &PortEntry, ta
         vni: port.vni,
         ip: ip.src,
     };
-    let public = tables.elastic_source(&key).ok_or(Counter::DropNoRoute)?;
     // The port program hands on every kind of route it does not deliver: a rule whose next hop
     // is not known stays a black hole.
-    if tables
-        .route(port.vni, port.gateway_ip, ip.dst)
-        .is_some_and(|r| r.kind != route_kind::EXTERNAL)
-    {
+    let route = tables.route(port.vni, port.gateway_ip, ip.dst);
+    if route.is_some_and(|r| r.kind != route_kind::EXTERNAL) {
         return Err(Counter::DropNoRoute);
     }
-    translate(pkt, &ip, SRC, public).ok_or(Counter::DropTtlExpired)?;
+    match tables.elastic_source(&key) {
+        Some(public) => translate(pkt, &ip, SRC, public).ok_or(Counter::DropTtlExpired)?,
+        // Without one: SNAT, where a rule sends the frame out of the VPC (not merely nowhere).
+        None if route.is_some() => {
+            let up = tables.uplink().ok_or(Counter::DropNoUplink)?;
+            snat::outbound(pkt, &ip, port, &up, tables)?;
+        }
+        None => return Err(Counter::DropNoRoute),
+    }
     Ok(ip.dst)
 }
 
@@ -116,7 +134,7 @@ pub fn outbound<P: Packet + ?Sized, T: Tables>(pkt: &mut P, port: &PortEntry, ta
 /// takes one off the TTL: the host forwards the frame. For an ICMP error, the address it quotes
 /// too. `None`: the TTL is spent, or the header is cut short.
 #[inline(always)]
-fn translate<P: Packet + ?Sized>(pkt: &mut P, ip: &Ipv4, at: usize, to: [u8; 4]) -> Option<()> {
+pub(crate) fn translate<P: Packet + ?Sized>(pkt: &mut P, ip: &Ipv4, at: usize, to: [u8; 4]) -> Option<()> {
     let ttl = pkt.u8_at(ETH_HLEN + 8)?;
     if ttl <= 1 {
         return None;
@@ -143,7 +161,10 @@ fn translate<P: Packet + ?Sized>(pkt: &mut P, ip: &Ipv4, at: usize, to: [u8; 4])
 /// is left: nobody verifies a quote's.)
 #[inline(always)]
 fn quoted<P: Packet + ?Sized>(pkt: &mut P, l4: usize, at: usize, from: [u8; 4], to: [u8; 4]) -> Option<()> {
-    if !icmp::is_error(pkt.u8_at(l4)?) {
+    // The offset through memory LLVM does not follow: else it reuses a bounds check made on
+    // another pointer to the same place (SNAT's look at the ports), which the verifier cannot.
+    let l4 = core::hint::black_box(l4);
+    if !icmp::is_error(pkt.array::<4>(l4)?[0]) {
         return Some(());
     }
     let inner = l4 + icmp::ICMP_HLEN;

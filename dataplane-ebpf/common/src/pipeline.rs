@@ -50,6 +50,25 @@ pub trait Tables {
     fn port(&self, _ifindex: u32) -> Option<PortEntry> {
         None
     }
+    /// The host's port of a SNAT flow (`snat::SNAT_FLOWS`).
+    fn snat_port(&self, _key: &crate::snat::SnatKey) -> Option<u16> {
+        None
+    }
+    /// Claims the host's `port` for flow `key` if `way_back` is free (`snat::SNAT_BACK`), and
+    /// remembers both ways.
+    fn snat_claim(
+        &self,
+        _key: &crate::snat::SnatKey,
+        _way_back: &crate::snat::SnatBackKey,
+        _back: &crate::snat::SnatBack,
+        _port: u16,
+    ) -> bool {
+        false
+    }
+    /// Where a reply to a SNAT flow goes.
+    fn snat_back(&self, _key: &crate::snat::SnatBackKey) -> Option<crate::snat::SnatBack> {
+        None
+    }
 
     /// Where forwarded traffic to `key` goes. The kernel answers from a per-CPU cache in front of
     /// the two lookups below (two hash lookups were most of the cost of an encapsulation).

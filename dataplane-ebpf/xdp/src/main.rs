@@ -32,6 +32,7 @@ use alioth_common::maps::{
 use alioth_common::nat::MAX_ELASTIC_IPS;
 use alioth_common::packet::At;
 use alioth_common::pipeline::{self, Action, Destination, Tables, Verdict};
+use alioth_common::snat::{SnatBack, SnatBackKey, SnatKey, MAX_SNAT_FLOWS};
 use alioth_common::vxlan::{self, Outer};
 use alioth_common::{Counter, Packet};
 use aya_ebpf::bindings::xdp_action;
@@ -95,6 +96,12 @@ static ELASTIC_IPS: HashMap<[u8; 4], EndpointKey> = HashMap::with_max_entries(MA
 
 #[map]
 static ELASTIC_SOURCES: HashMap<EndpointKey, [u8; 4]> = HashMap::with_max_entries(MAX_ELASTIC_IPS, NO_PREALLOC);
+
+#[map]
+static SNAT_FLOWS: LruHashMap<SnatKey, u16> = LruHashMap::with_max_entries(MAX_SNAT_FLOWS, 0);
+
+#[map]
+static SNAT_BACK: LruHashMap<SnatBackKey, SnatBack> = LruHashMap::with_max_entries(MAX_SNAT_FLOWS, 0);
 
 struct Maps;
 
@@ -166,6 +173,29 @@ impl Tables for Maps {
     #[inline(always)]
     fn port(&self, ifindex: u32) -> Option<PortEntry> {
         PORTS.get(ifindex).copied().filter(PortEntry::is_programmed)
+    }
+
+    #[inline(always)]
+    fn snat_port(&self, key: &SnatKey) -> Option<u16> {
+        // SAFETY: the value is copied out before any other map operation.
+        unsafe { SNAT_FLOWS.get(key).copied() }
+    }
+
+    #[inline(always)]
+    fn snat_claim(&self, key: &SnatKey, way_back: &SnatBackKey, back: &SnatBack, port: u16) -> bool {
+        // BPF_NOEXIST: only a port no flow to that remote end holds.
+        if SNAT_BACK.insert(way_back, back, 1).is_err() {
+            return false;
+        }
+        let _ = SNAT_FLOWS.insert(key, &port, 0);
+        count(Counter::SnatNew, 0);
+        true
+    }
+
+    #[inline(always)]
+    fn snat_back(&self, key: &SnatBackKey) -> Option<SnatBack> {
+        // SAFETY: as above.
+        unsafe { SNAT_BACK.get(key).copied() }
     }
 }
 

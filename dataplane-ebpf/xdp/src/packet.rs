@@ -108,6 +108,8 @@ impl Buffer for *mut __sk_buff {
                     to,
                     SIZE | BPF_F_PSEUDO_HDR as u64 | BPF_F_MARK_MANGLED_0 as u64,
                 ),
+                Covers::Transport => bpf_l4_csum_replace(self, off, from, to, SIZE),
+                Covers::TransportUdp => bpf_l4_csum_replace(self, off, from, to, SIZE | BPF_F_MARK_MANGLED_0 as u64),
             }
         };
         Some((rc == 0).then_some(()))

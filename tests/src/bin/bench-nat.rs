@@ -9,12 +9,14 @@
 //! addressed to the next hop's MAC, and are counted by the receiver's sink (see `bench overlay`);
 //! TCP is iperf3 from the internet host to the VM, latency is ping to the elastic IP.
 
-use alioth_proto::schema::{ElasticIpConfiguration, ElasticIpState, GoalState, OperationType};
+use alioth_proto::schema::OperationType;
 use alioth_tests::frames;
 use alioth_tests::generator::{best_of, Run};
+use alioth_tests::goalstate::elastic_ip;
 use alioth_tests::netns::{Netns, Vm};
 use alioth_tests::overlay::{iperf3, ping_avg_us, Lab, VmSpec, VpcSpec, UPLINK};
 use alioth_tests::routing::{gateway_ip, gateway_mac, goal_state};
+use alioth_tests::table::{gbit, mpps, ns, us, Table};
 use anyhow::{ensure, Context, Result};
 
 /// Frames per generator run, and runs per measurement.
@@ -37,8 +39,7 @@ fn dotted(ip: [u8; 4]) -> String {
 }
 
 fn mac(s: &str) -> [u8; 6] {
-    let v: Vec<u8> = s.split(':').map(|o| u8::from_str_radix(o, 16).unwrap_or(0)).collect();
-    v.try_into().unwrap_or_default()
+    alioth::goalstate::model::parse_mac(s).unwrap_or_default()
 }
 
 /// The lab: one host with VM `a`, and the internet host plugged into the underlay's bridge.
@@ -58,24 +59,7 @@ fn lab(alioth: bool) -> Result<(Lab, VmSpec, Vm)> {
         lab.add_host(vec![a.clone()])?;
         lab.start_agents(&[])?;
         lab.push(0, &goal_state(&lab, 0))?;
-        let state = ElasticIpState {
-            operation_type: OperationType::Create as i32,
-            configuration: Some(ElasticIpConfiguration {
-                revision_number: 1,
-                id: "eip-1".into(),
-                ip_address: eip,
-                port_id: a.port_id.clone(),
-                ..Default::default()
-            }),
-        };
-        lab.push(
-            0,
-            &GoalState {
-                format_version: 1,
-                elastic_ip_states: vec![state],
-                ..Default::default()
-            },
-        )?;
+        lab.push(0, &elastic_ip(OperationType::Create, "eip-1", &eip, &a.port_id, 1))?;
     } else {
         lab.add_kernel_host(vec![a.clone()])?;
         kernel_nat(&lab.kernel_hosts[0].ns, &a, &eip)?;
@@ -191,36 +175,18 @@ fn main() -> Result<()> {
     let kernel = run(false).context("iptables DNAT/SNAT as Neutron's DVR floating IPs")?;
     let ours = run(true).context("alioth")?;
     println!();
-    println!(
-        "{:<36} {:>16} {:>16} {:>8} {:>8}",
-        "", "linux iptables", "alioth", "ratio", "target"
-    );
+    let t = Table::new(36, "linux iptables");
     println!("small packets: the generator is {}", kernel.inbound.generator.name());
-    let mpps = |v: f64| format!("{:.3} Mpps", v / 1e6);
-    let line = |name: &str, k: String, a: String, ratio: f64, target: &str| {
-        println!("{name:<36} {k:>16} {a:>16} {ratio:>7.2}x {target:>8}");
-    };
-    let ns = |v: f64| format!("{v:.1} ns");
     for (name, k, a) in [
         ("in: internet -> elastic IP (1 core)", &kernel.inbound, &ours.inbound),
         ("out: VM -> internet (1 core)", &kernel.outbound, &ours.outbound),
     ] {
-        line(
-            name,
-            mpps(k.received_pps),
-            mpps(a.received_pps),
-            a.received_pps / k.received_pps,
-            ">= 5x",
-        );
-        line(
-            "  offered by the generator",
-            mpps(k.offered_pps),
-            mpps(a.offered_pps),
-            a.offered_pps / k.offered_pps,
-            "",
-        );
+        let (kr, ar) = (k.received_pps, a.received_pps);
+        t.line(name, mpps(kr), mpps(ar), ar / kr, ">= 5x");
+        let (ko, ao) = (k.offered_pps, a.offered_pps);
+        t.line("  offered by the generator", mpps(ko), mpps(ao), ao / ko, "");
         // Lower is better: the ratio printed is kernel / alioth.
-        line(
+        t.line(
             "  CPU time per received frame",
             ns(k.cpu_ns),
             ns(a.cpu_ns),
@@ -228,22 +194,10 @@ fn main() -> Result<()> {
             "",
         );
     }
-    let gbit = |v: f64| format!("{v:.2} Gbit/s");
-    line(
-        "TCP internet -> VM (iperf3, 1 stream)",
-        gbit(kernel.tcp_gbps),
-        gbit(ours.tcp_gbps),
-        ours.tcp_gbps / kernel.tcp_gbps,
-        "",
-    );
-    let us = |v: f64| format!("{v:.1} us");
-    line(
-        "ping to the elastic IP (avg)",
-        us(kernel.ping_us),
-        us(ours.ping_us),
-        kernel.ping_us / ours.ping_us,
-        "",
-    );
-    println!("SNAT through the host's address (port allocation): not built yet");
+    let (kt, at) = (kernel.tcp_gbps, ours.tcp_gbps);
+    t.line("TCP internet -> VM (iperf3, 1 stream)", gbit(kt), gbit(at), at / kt, "");
+    let (kp, ap) = (kernel.ping_us, ours.ping_us);
+    t.line("ping to the elastic IP (avg)", us(kp), us(ap), kp / ap, "");
+    println!("(SNAT through the host's address is not measured here)");
     Ok(())
 }

@@ -16,6 +16,7 @@ use alioth_tests::generator::{best_of, cpu_busy, generate, Run};
 use alioth_tests::netns::Netns;
 use alioth_tests::overlay::{bridged_vxlan, iperf3, ping_avg_us, Lab, Underlay, VmSpec, VpcSpec};
 use alioth_tests::routing::{gateway_ip, gateway_mac, goal_state, router, routing, subnet_of};
+use alioth_tests::table::{gbit, mpps, ns, us, Table};
 use alioth_tests::timing;
 use alioth_tests::vectors::{self, routes};
 use anyhow::{ensure, Context, Result};
@@ -131,8 +132,7 @@ fn small_frame(a: &VmSpec, dst: [u8; 4]) -> Vec<u8> {
 }
 
 fn mac(s: &str) -> [u8; 6] {
-    let v: Vec<u8> = s.split(':').map(|o| u8::from_str_radix(o, 16).unwrap_or(0)).collect();
-    v.try_into().unwrap_or_default()
+    alioth::goalstate::model::parse_mac(s).unwrap_or_default()
 }
 
 fn run(alioth: bool) -> Result<Figures> {
@@ -191,19 +191,13 @@ fn main() -> Result<()> {
     let kernel = run(false).context("kernel routing between bridges with vxlan")?;
     let ours = run(true).context("alioth")?;
     println!();
-    println!(
-        "{:<34} {:>16} {:>16} {:>8} {:>8}",
-        "", "linux br+vxlan", "alioth", "ratio", "target"
-    );
+    let t = Table::new(34, "linux br+vxlan");
     let (k, a) = (&kernel.small, &ours.small);
     println!("small packets: the generator is {}", k.generator.name());
     if a.generator != k.generator {
         println!("  (alioth's run: {})", a.generator.name());
     }
-    let mpps = |v: f64| format!("{:.3} Mpps", v / 1e6);
-    let line = |name: &str, k: String, a: String, ratio: f64, target: &str| {
-        println!("{name:<34} {k:>16} {a:>16} {ratio:>7.2}x {target:>8}");
-    };
+    let line = |name: &str, k: String, a: String, ratio: f64, target: &str| t.line(name, k, a, ratio, target);
     let (kr, ar) = (k.received_pps, a.received_pps);
     line(
         "routed small UDP received (1 core)",
@@ -215,7 +209,6 @@ fn main() -> Result<()> {
     let (ko, ao) = (k.offered_pps, a.offered_pps);
     line("  offered by the generator", mpps(ko), mpps(ao), ao / ko, "");
     // Lower is better for these two: the ratio printed is kernel / alioth.
-    let ns = |v: f64| format!("{v:.1} ns");
     line(
         "  CPU time per received frame",
         ns(k.cpu_ns),
@@ -237,10 +230,8 @@ fn main() -> Result<()> {
         let cap = |net: f64| mpps(1e9 / net);
         line("  forwarding capacity, net (1 core)", cap(kn), cap(an), kn / an, "");
     }
-    let gbit = |v: f64| format!("{v:.2} Gbit/s");
     let (kt, at) = (kernel.tcp_gbps, ours.tcp_gbps);
     line("routed TCP (iperf3, 1 stream)", gbit(kt), gbit(at), at / kt, "");
-    let us = |v: f64| format!("{v:.1} us");
     let (kp, ap) = (kernel.ping_us, ours.ping_us);
     line("routed ping RTT (avg)", us(kp), us(ap), kp / ap, "");
     in_kernel()
