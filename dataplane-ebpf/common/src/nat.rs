@@ -74,11 +74,11 @@ pub fn inbound<P: Packet + ?Sized, T: Tables>(pkt: &mut P, tables: &T) -> Verdic
         Err(reason) => return Verdict::drop_with(reason),
     };
     // Not an `Option<SnatBack>`: a `None`'s undefined payload ends up stored, which the verifier
-    // refuses (see `pipeline::Action`). A port of 0 says: no SNAT flow.
-    let (key, back) = match tables.elastic_ip(&ip.dst) {
-        Some(key) => (key, snat::SnatBack::default()),
+    // refuses (see `pipeline::Action`).
+    let (key, back, snat) = match tables.elastic_ip(&ip.dst) {
+        Some(key) => (key, snat::SnatBack::default(), false),
         None => match snat::inbound_target(pkt, &ip, tables) {
-            Some(found) => found,
+            Some((key, back)) => (key, back, true),
             None => return Verdict::drop_with(Counter::DropNatNoPort),
         },
     };
@@ -94,7 +94,7 @@ pub fn inbound<P: Packet + ?Sized, T: Tables>(pkt: &mut P, tables: &T) -> Verdic
             None => return Verdict::drop_with(Counter::DropNoUplink),
         },
     };
-    if back.private_port != 0 && snat::restore_port(pkt, &ip, &back).is_none() {
+    if snat && snat::restore_port(pkt, &ip, &back).is_none() {
         return Verdict::drop_with(Counter::DropIpMalformed);
     }
     match translate(pkt, &ip, DST, key.ip).and_then(|()| eth::set_macs(pkt, &port.mac, &from)) {
