@@ -30,12 +30,15 @@ impl ElasticIps {
     /// their public one), then the ones gone. Returns the public addresses that are new or moved,
     /// to be announced.
     pub fn write(&mut self, wanted: Wanted) -> Result<Vec<[u8; 4]>> {
+        // Private addresses that keep an elastic IP (maybe another one): their reverse entries
+        // are overwritten, never removed.
+        let sources: BTreeSet<&EndpointKey> = wanted.values().collect();
         let mut moved = Vec::new();
         for (ip, key) in &wanted {
             if self.held.get(ip) == Some(key) {
                 continue;
             }
-            if let Some(old) = self.held.get(ip) {
+            if let Some(old) = self.held.get(ip).filter(|old| !sources.contains(old)) {
                 let _ = self.sources.remove(old);
             }
             self.sources.insert(key, ip, 0).context("write ELASTIC_SOURCES")?;
@@ -49,10 +52,8 @@ impl ElasticIps {
             .filter(|(ip, _)| !wanted.contains_key(*ip))
             .map(|(ip, key)| (*ip, *key))
             .collect();
-        let sources: BTreeSet<&EndpointKey> = wanted.values().collect();
         for (ip, key) in gone {
             self.ips.remove(&ip).context("remove from ELASTIC_IPS")?;
-            // Unless another elastic IP took the private address over above.
             if !sources.contains(&key) {
                 let _ = self.sources.remove(&key);
             }
