@@ -18,6 +18,10 @@ pub type Routes = HashMap<RouteKey, Route>;
 /// Every route the state's routers make.
 pub fn render(state: &State) -> Routes {
     let mut out = Routes::new();
+    if state.routers.is_empty() {
+        return out;
+    }
+    let inside = vpc_networks(state);
     for router in state.routers.values() {
         let attached: Vec<(&Subnet, u32)> = router
             .subnets
@@ -35,7 +39,11 @@ pub fn render(state: &State) -> Routes {
             };
             let router_mac = router.dvr_mac.unwrap_or(from.gateway_mac);
             for rule in by_precedence(&router.subnets[&*from.id]) {
-                out.insert(key(rule.destination), resolve(state, from, *vni, router_mac, rule));
+                let inside = inside.get(&*from.vpc_id).map_or(&[][..], Vec::as_slice);
+                out.insert(
+                    key(rule.destination),
+                    resolve(state, from, inside, *vni, router_mac, rule),
+                );
             }
             // Connected subnets over the rules: a rule never takes a subnet of the router away.
             for (to, to_vni) in &attached {
@@ -60,11 +68,30 @@ fn by_precedence(rules: &BTreeMap<String, RoutingRule>) -> Vec<&RoutingRule> {
     out.into_iter().map(|(_, r)| r).collect()
 }
 
-/// Where `rule` of subnet `from` (in `vni`) sends frames: delivered in the VPC or out of it (no
-/// next hop), to
-/// the port or neighbor holding its next hop, over VXLAN to the gateway destination that is its
-/// next hop, or nowhere while its next hop is none of these.
-fn resolve(state: &State, from: &Subnet, vni: u32, router_mac: Mac, rule: &RoutingRule) -> Route {
+/// Each VPC's networks: its CIDR and its subnets' (what a rule without a next hop delivers in).
+/// Gathered once per render: DPM sends a rule without a next hop for every subnet.
+fn vpc_networks(state: &State) -> HashMap<&str, Vec<Ipv4Network>> {
+    let mut out: HashMap<&str, Vec<Ipv4Network>> = HashMap::new();
+    for (id, vpc) in &state.vpcs {
+        out.entry(id.as_str()).or_default().extend(vpc.cidr);
+    }
+    for s in state.subnets.values() {
+        out.entry(&*s.vpc_id).or_default().push(s.cidr);
+    }
+    out
+}
+
+/// Where `rule` of subnet `from` (in `vni`) sends frames: delivered in the VPC (`inside`, its
+/// networks) or out of it (no next hop), to the port or neighbor holding its next hop, over VXLAN
+/// to the gateway destination that is its next hop, or nowhere while its next hop is none of these.
+fn resolve(
+    state: &State,
+    from: &Subnet,
+    inside: &[Ipv4Network],
+    vni: u32,
+    router_mac: Mac,
+    rule: &RoutingRule,
+) -> Route {
     let route = Route {
         vni,
         router_mac,
@@ -73,15 +100,10 @@ fn resolve(state: &State, from: &Subnet, vni: u32, router_mac: Mac, rule: &Routi
     // No next hop: delivered in the VPC when the destination lies inside one of its subnets;
     // else out of it by the host (an elastic IP's, `nat`).
     let Some(hop) = rule.next_hop else {
-        let within =
-            |cidr: Ipv4Network| cidr.contains(rule.destination.network()) && cidr.prefix() <= rule.destination.prefix();
-        let vpc = state.vpcs.get(&from.vpc_id).and_then(|v| v.cidr);
-        let inside = vpc.is_some_and(within)
-            || state
-                .subnets
-                .values()
-                .any(|s| s.vpc_id == from.vpc_id && within(s.cidr));
-        let kind = if inside {
+        let within = |cidr: &Ipv4Network| {
+            cidr.contains(rule.destination.network()) && cidr.prefix() <= rule.destination.prefix()
+        };
+        let kind = if inside.iter().any(within) {
             route_kind::DIRECT
         } else {
             route_kind::EXTERNAL

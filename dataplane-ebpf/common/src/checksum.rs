@@ -61,7 +61,8 @@ pub fn update16(csum: u16, old: u16, new: u16) -> u16 {
     !fold(sum)
 }
 
-/// Which checksum covers a rewritten 4-byte address, and how (`Packet::replace_csum4`).
+/// Which checksum covers 4 rewritten bytes (an address, a port beside another), and how
+/// (`Packet::replace_csum4`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Covers {
     /// An IPv4 header's checksum.

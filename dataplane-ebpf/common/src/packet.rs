@@ -28,8 +28,8 @@ pub trait Packet {
         Some(crate::checksum::fold(crate::checksum::sum_bytes(bytes)))
     }
 
-    /// Updates the checksum field at `off` for 4 bytes it covers (an address) changing from `from`
-    /// to `to`; the caller writes the bytes. Where the checksum is finished: incrementally. On the
+    /// Updates the checksum field at `off` for 4 bytes it covers (an address, two ports) changing
+    /// from `from` to `to`; the caller writes the bytes. Where the checksum is finished: incrementally. On the
     /// skb path the kernel's helpers, which also know a checksum left to the device and the skb's
     /// own sum.
     #[inline(always)]

@@ -373,8 +373,8 @@ fn ipv4_packet<P: Packet + ?Sized, T: Tables, const DHCP_SERVER: bool, const SKB
 }
 
 /// A frame its subnet routes nowhere (no route, a black hole) or out of the VPC
-/// (`route_kind::EXTERNAL`): the NAT program's, which sends what leaves the VPC on when its
-/// source has an elastic IP and drops the rest as `drop_no_route` (`nat`). It runs on the skb
+/// (`route_kind::EXTERNAL`): the NAT program's, which sends what leaves the VPC on from the
+/// source's elastic IP, or by SNAT (`snat`), and drops the rest as `drop_no_route` (`nat`). It runs on the skb
 /// path, where XDP leaves the frame. (One arm for all three: an arm of its own for `EXTERNAL`
 /// made LLVM store an undefined register in the port program, which the verifier refuses.)
 #[inline(always)]

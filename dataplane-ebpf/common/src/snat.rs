@@ -125,7 +125,7 @@ fn ports<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4, outbound: bool) -> Option<(u16,
     }
 }
 
-/// Rewrites the port at `f` from `from` to `to`, with the transport checksum.
+/// Rewrites the port at `f` to `to`, with the transport checksum.
 #[inline(always)]
 fn set_port<P: Packet + ?Sized>(pkt: &mut P, f: &Field, to: u16) -> Option<()> {
     let old = *pkt.array::<4>(f.window)?;

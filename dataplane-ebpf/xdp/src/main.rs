@@ -314,7 +314,7 @@ fn slot_of_target(verdict: &Verdict) -> u16 {
 fn tc_port(ctx: &TcContext) -> (u32, Option<PortEntry>) {
     // SAFETY: the program's own context.
     let ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
-    (ifindex, PORTS.get(ifindex).copied().filter(PortEntry::is_programmed))
+    (ifindex, Maps.port(ifindex))
 }
 
 /// The frame's ingress interface, and its port if it is a programmed one.
@@ -322,7 +322,7 @@ fn tc_port(ctx: &TcContext) -> (u32, Option<PortEntry>) {
 fn port_of(ctx: &XdpContext) -> (u32, Option<PortEntry>) {
     // SAFETY: the program's own context.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    (ifindex, PORTS.get(ifindex).copied().filter(PortEntry::is_programmed))
+    (ifindex, Maps.port(ifindex))
 }
 
 #[inline(always)]
