@@ -10,7 +10,7 @@ use aya::maps::lpm_trie::LpmTrie;
 use aya::maps::xdp::DevMap;
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, ProgramArray};
 use aya::programs::{SchedClassifier, Xdp};
-use aya::{Ebpf, EbpfLoader};
+use aya::Ebpf;
 
 pub use crate::dataplane::attach::AttachMode;
 use crate::dataplane::object::{
@@ -23,6 +23,7 @@ use attach::Attachment;
 pub mod attach;
 pub mod batch;
 pub mod bpffs;
+pub mod clock;
 mod endpoints;
 pub mod frames;
 #[cfg(feature = "lab")]
@@ -110,6 +111,14 @@ pub enum BpfLogLevel {
     /// One record per dropped frame: for debugging only.
     Debug = 4,
     Trace = 5,
+}
+
+impl BpfLogLevel {
+    /// The level as the object's global holds it, for a loader that borrows it.
+    fn as_static(self) -> &'static u8 {
+        const LEVELS: [u8; 6] = [0, 1, 2, 3, 4, 5];
+        &LEVELS[self as usize]
+    }
 }
 
 /// Reader of the XDP program's log records; keep it alive while the program is loaded.
@@ -211,9 +220,7 @@ fn load_programs(
     log: BpfLogLevel,
     adopt: bool,
 ) -> Result<(Ebpf, Option<Logger>)> {
-    let mut loader = EbpfLoader::new();
-    let level = log as u8;
-    loader.override_global("AYA_LOG_LEVEL", &level, false);
+    let mut loader = object::loader(log.as_static())?;
     let paths = match pin_dir {
         Some(dir) => pin_paths(dir, adopt)?,
         None => Vec::new(),
@@ -497,8 +504,17 @@ impl Dataplane {
         }
         let mut carried = 0;
         let old_flows: Vec<(FlowKey, CtValue)> = batch::read_all(std::os::fd::AsFd::as_fd(old_flows.fd()))?;
+        // No flow lives longer than its timeout from now: an agent of before jiffies wrote
+        // nanoseconds.
+        let hz = clock::kernel_hz()?;
+        let now = clock::jiffies_now(hz)?;
         for (key, value) in old_flows {
             if let Some(zone) = zones.get(&key.zone) {
+                let latest = value.entry().map(|e| firewall::expiry(now, hz, key.proto, e.state));
+                let value = CtValue {
+                    expires: value.expires.min(latest.unwrap_or(now)),
+                    ..value
+                };
                 self.policies.carry_flow(&FlowKey { zone: *zone, ..key }, &value)?;
                 carried += 1;
             }

@@ -15,7 +15,6 @@ use alioth_common::Counter;
 use anyhow::{bail, Context, Result};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray};
 use aya::programs::{SchedClassifier, Xdp};
-use aya::EbpfLoader;
 use serde_json::json;
 
 use crate::agent::{DEFAULT_PIN_DIR, DEFAULT_STATE_DIR};
@@ -256,8 +255,7 @@ fn skb_path(frame: &mut Vec<u8>, entry: &maps::PortEntry, tables: &PinnedTables)
 /// where it leaves the frame there: the agent's pinned maps, except the counters, which are the
 /// run's own.
 fn run_in_kernel(pin_dir: &Path, ifindex: u32, frame: &[u8]) -> Result<KernelRun> {
-    let mut loader = EbpfLoader::new();
-    loader.override_global("AYA_LOG_LEVEL", &0u8, false);
+    let mut loader = crate::dataplane::object::loader(&0)?;
     // Its own counters, its own tails (which count into them), and no monitor.
     let own = [
         maps::STATS,

@@ -33,6 +33,8 @@ pub const SG_FLOWS: &str = "SG_FLOWS";
 pub const SG_COUNTS: &str = "SG_COUNTS";
 pub const FLOWS_ADDED: u32 = 0;
 pub const FLOWS_REMOVED: u32 = 1;
+/// The object's global holding the kernel's `HZ`, which the loader sets (flows expire in jiffies).
+pub const HZ_GLOBAL: &str = "ALIOTH_HZ";
 /// Entries of each trie (preallocation is not possible for tries: allocated on use).
 pub const MAX_SG_ENTRIES: u32 = 1 << 20;
 /// Tracked flows on one host; the least recently used goes when a new one finds the table full.
@@ -77,7 +79,7 @@ pub const fn ports_key(policy: u16, dir: u8, proto: u8, value: u16) -> [u8; 8] {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtValue {
-    /// When it expires, in the kernel's monotonic nanoseconds.
+    /// When it expires, in the kernel's jiffies (`SgTables::now`).
     pub expires: u64,
     /// What the rules were asked about when it opened: the responder's port, or the ICMP
     /// `type << 8 | code` (the agent re-checks flows against changed rules with it).
@@ -124,8 +126,10 @@ pub trait SgTables {
     fn set_flow(&self, key: &FlowKey, value: &CtValue);
     /// A flow was added where the table had no entry for its key.
     fn added(&self) {}
-    /// Monotonic nanoseconds.
+    /// The kernel's jiffies: read inline, where a clock in nanoseconds costs a helper call.
     fn now(&self) -> u64;
+    /// Jiffies per second (the kernel's `HZ`).
+    fn hz(&self) -> u64;
 }
 
 /// Whether `policy`'s rules in `dir` let a new flow to or from `remote` open.
@@ -226,10 +230,11 @@ fn quoted_flow<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4, tuple: &Tuple, zone: u32)
     Some(FlowKey::of(zone, proto, src, sport, dst, dport).0)
 }
 
-/// When a flow of `proto` in `state` expires if no frame comes by then, from `now`.
+/// When a flow of `proto` in `state` expires if no frame comes by then, from `now` (jiffies, `hz`
+/// a second).
 #[inline(always)]
-fn expiry(now: u64, proto: u8, state: State) -> u64 {
-    now + conntrack::timeout_secs(proto, state) as u64 * 1_000_000_000
+pub fn expiry(now: u64, hz: u64, proto: u8, state: State) -> u64 {
+    now + conntrack::timeout_secs(proto, state) as u64 * hz
 }
 
 /// The counter a frame the rules refuse is dropped with.
@@ -280,9 +285,9 @@ pub fn check<P: Packet + ?Sized, T: SgTables + ?Sized>(
         Track::Invalid => Err(Counter::DropSgInvalid),
         Track::Flow(e) => {
             let Some(old) = held else { return Ok(()) };
-            let expires = expiry(now, tu.proto, e.state);
+            let expires = expiry(now, t.hz(), tu.proto, e.state);
             // One write a second per flow at most, and one per change of state.
-            if e.state as u8 != old.state || expires > old.expires + 1_000_000_000 {
+            if e.state as u8 != old.state || expires > old.expires + t.hz() {
                 let value = CtValue {
                     expires,
                     state: e.state as u8,
@@ -297,7 +302,7 @@ pub fn check<P: Packet + ?Sized, T: SgTables + ?Sized>(
                 return Err(refused(dir));
             }
             let value = CtValue {
-                expires: expiry(now, tu.proto, e.state),
+                expires: expiry(now, t.hz(), tu.proto, e.state),
                 value: tu.value,
                 state: e.state as u8,
                 flags: if e.origin_lo { ORIGIN_LO } else { 0 } | if dir == EGRESS { OPENED_EGRESS } else { 0 },

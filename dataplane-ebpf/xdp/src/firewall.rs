@@ -11,10 +11,11 @@ use alioth_common::maps::PortEntry;
 use alioth_common::packet::At;
 use alioth_common::pipeline::{Action, Verdict};
 use alioth_common::{ipv4, vxlan, Counter, Packet};
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use aya_ebpf::helpers::bpf_jiffies64;
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::lpm_trie::LpmTrie;
 use aya_ebpf::maps::{LruHashMap, PerCpuArray};
+use aya_ebpf::Global;
 
 use crate::trie::TrieKey;
 use crate::{cache, PORTS};
@@ -27,6 +28,10 @@ static SG_PORTS: LpmTrie<[u8; 8], RuleBits> = LpmTrie::with_max_entries(MAX_SG_E
 
 #[map]
 static SG_FLOWS: LruHashMap<FlowKey, CtValue> = LruHashMap::with_max_entries(MAX_SG_FLOWS, 0);
+
+/// The kernel's `HZ` (`firewall::HZ_GLOBAL`), set by the loader.
+#[unsafe(no_mangle)]
+static ALIOTH_HZ: Global<u64> = Global::new(1000);
 
 #[map]
 static SG_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
@@ -124,8 +129,13 @@ impl SgTables for Sg {
 
     #[inline(always)]
     fn now(&self) -> u64 {
-        // SAFETY: a helper without arguments.
-        unsafe { bpf_ktime_get_coarse_ns() }
+        // SAFETY: a helper without arguments, which the verifier turns into a load.
+        unsafe { bpf_jiffies64() }
+    }
+
+    #[inline(always)]
+    fn hz(&self) -> u64 {
+        ALIOTH_HZ.load()
     }
 }
 
