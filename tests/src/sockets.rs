@@ -10,8 +10,9 @@ use anyhow::{bail, Context, Result};
 use crate::netns::Netns;
 
 /// `serve PORT SECONDS` (TCP echo), `udp-serve PORT SECONDS` (UDP echo), `connect IP PORT` and
-/// `udp IP PORT` (one round trip: prints ok or failed), `hold IP PORT FLAG` (a round trip, prints
-/// up, waits for the file FLAG, then one more round trip: prints ok or cut).
+/// `udp IP PORT` (one round trip: prints ok or failed), `udp-refused IP PORT` (one datagram on a
+/// connected socket: prints refused when an ICMP port unreachable came back), `hold IP PORT FLAG`
+/// (a round trip, prints up, waits for the file FLAG, then one more round trip: prints ok or cut).
 const PEER: &str = r#"
 import os, socket, sys, time
 mode = sys.argv[1]
@@ -62,6 +63,13 @@ elif mode == 'udp':
     try:
         c.sendto(b'x', (sys.argv[2], int(sys.argv[3])))
         print('ok' if c.recv(1) == b'x' else 'failed')
+    except Exception: print('failed')
+elif mode == 'udp-refused':
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(2)
+    c.connect((sys.argv[2], int(sys.argv[3])))
+    try:
+        c.send(b'x'); c.recv(1); print('answered')
+    except ConnectionRefusedError: print('refused')
     except Exception: print('failed')
 elif mode == 'hold':
     c = socket.socket(); c.settimeout(2)
@@ -130,6 +138,17 @@ impl Peer {
 /// Whether a TCP (or UDP) round trip from `ns` to `ip`:`port` goes through (2 s at most).
 pub fn round_trip(ns: &Netns, udp: bool, ip: &str, port: u16) -> Result<bool> {
     let mode = if udp { "udp" } else { "connect" };
+    Ok(once(ns, mode, ip, port)? == "ok")
+}
+
+/// Whether a datagram from `ns` to `ip`:`port`, where nothing listens, is answered by an ICMP port
+/// unreachable that reaches the sending socket (2 s at most).
+pub fn udp_refused(ns: &Netns, ip: &str, port: u16) -> Result<bool> {
+    Ok(once(ns, "udp-refused", ip, port)? == "refused")
+}
+
+/// What the peer prints in `mode` toward `ip`:`port`.
+fn once(ns: &Netns, mode: &str, ip: &str, port: u16) -> Result<String> {
     let out = ns.exec(&[
         "timeout",
         "10",
@@ -140,5 +159,5 @@ pub fn round_trip(ns: &Netns, udp: bool, ip: &str, port: u16) -> Result<bool> {
         ip,
         &port.to_string(),
     ])?;
-    Ok(out.trim() == "ok")
+    Ok(out.trim().to_string())
 }

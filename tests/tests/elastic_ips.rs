@@ -12,7 +12,7 @@ use alioth_tests::goalstate::elastic_ip;
 use alioth_tests::netns::Netns;
 use alioth_tests::overlay::{Lab, VpcSpec, UPLINK};
 use alioth_tests::routing::{gateway_ip, goal_state, router, routing, rule};
-use alioth_tests::sockets::{round_trip, Peer};
+use alioth_tests::sockets::{round_trip, udp_refused, Peer};
 use anyhow::{ensure, Context, Result};
 
 /// On the underlay's segment (198.19.0.0/24, hosts at .1 and .2).
@@ -123,6 +123,12 @@ fn the_internet_reaches_vms_by_their_elastic_ips_and_they_reach_it_from_them() -
         "TCP a4 -> the internet by SNAT"
     );
     ensure!(lab.counter(1, "snat_new")? >= 2, "SNAT flows claimed ports on host 2");
+    // The internet host's port unreachable, to host 2's address about the datagram it sent,
+    // reaches a4's socket.
+    ensure!(
+        udp_refused(ns(&a4), INTERNET_HOST, 9999)?,
+        "a4 got no ICMP port unreachable back through SNAT"
+    );
     ensure!(!pings(ns(&b1), INTERNET_HOST)?, "b1's VPC has no route out");
 
     // What the host shows: the listing and the metrics.

@@ -259,7 +259,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
     /// Out of the VPC by a rule, from an address without an elastic IP: from the uplink's address
-    /// and a port of the host's; and the reply back to the port's address and port.
+    /// and a port of the host's; and the reply, or an ICMP error about it, back to the port's
+    /// address and port.
     #[test]
     fn snat_matches_the_model_both_ways(l4 in l4(), remote in (128u8.., any::<u8>())) {
         let remote = [198, 19, remote.0, remote.1];
@@ -292,6 +293,23 @@ proptest! {
         let (action, out) = run_tc(dp.tc_program(NAT_TC_PROGRAM).unwrap(), &reply, UPLINK_IFINDEX, 0);
         prop_assert_eq!(action, alioth::dataplane::test_run::TC_ACT_REDIRECT);
         prop_assert_eq!(out, back, "the kernel's way back, {:?}", l4);
+        // An ICMP error from a router on the way about the datagram the host sent goes to the
+        // port, quoting it as the port sent it: its address and port (the quoted transport
+        // checksum as it was).
+        let router = [198, 19, remote[2], 254];
+        let sent = &host[14..42];
+        let unreachable = L4::Unreachable { sport: 0, dport: 0 };
+        let error = frame((ROUTER_MAC, UPLINK_MAC), router, vectors::UPLINK_IP, 64, &unreachable, sent);
+        let mut back = error.clone();
+        let verdict = SNAT_TABLES.with(|t| nat::inbound(&mut back, t));
+        prop_assert_eq!((verdict.action, verdict.counter), (Action::Redirect, Counter::NatIn));
+        let mut quote = requote(sent, 12, SNAT_IP);
+        quote[port_at - 14..port_at - 12].copy_from_slice(&sport.to_be_bytes());
+        let model = frame((GW_MAC, SNAT_MAC), router, SNAT_IP, 63, &unreachable, &quote);
+        prop_assert_eq!(&back, &model, "the error, {:?}", l4);
+        let (action, out) = run_tc(dp.tc_program(NAT_TC_PROGRAM).unwrap(), &error, UPLINK_IFINDEX, 0);
+        prop_assert_eq!(action, alioth::dataplane::test_run::TC_ACT_REDIRECT);
+        prop_assert_eq!(out, back, "the kernel's way back of the error, {:?}", l4);
     }
 }
 

@@ -200,13 +200,66 @@ fn claim<T: Tables>(key: &SnatKey, tables: &T) -> Option<u16> {
     None
 }
 
-/// The way back of a frame from the uplink to the host's own address and one of its SNAT ports.
+/// An ICMP error to the host's address (`ip.dst`) about a datagram it sent by SNAT: the quoted
+/// flow's way back, and the quoted port of the host's, which the error's checksum covers. A quote
+/// with IP options is none of ours (the host sends none).
+#[inline(always)]
+fn quoted<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4) -> Option<(SnatBackKey, Field)> {
+    if ip.frag & 0x1fff != 0 || ip.proto != PROTO_ICMP {
+        return None;
+    }
+    // Through memory, as in `nat::quoted`: LLVM would reuse a bounds check made on another
+    // pointer to the same place.
+    let l4 = core::hint::black_box(ETH_HLEN + ip.header_len);
+    if !crate::icmp::is_error(pkt.array::<4>(l4)?[0]) {
+        return None;
+    }
+    let inner = l4 + crate::icmp::ICMP_HLEN;
+    if pkt.array::<4>(inner)?[0] != 0x45 || *pkt.array::<4>(inner + 12)? != ip.dst {
+        return None;
+    }
+    let proto = pkt.array::<4>(inner + 8)?[1];
+    let remote = *pkt.array::<4>(inner + 16)?;
+    let at = inner + 20;
+    let head = *pkt.array::<4>(at)?;
+    let (host_port, remote_port, window) = match proto {
+        PROTO_TCP | PROTO_UDP => (
+            u16::from_be_bytes([head[0], head[1]]),
+            u16::from_be_bytes([head[2], head[3]]),
+            at,
+        ),
+        PROTO_ICMP if head[0] == crate::icmp::ECHO_REQUEST => {
+            let id = pkt.array::<4>(at + 4)?;
+            (u16::from_be_bytes([id[0], id[1]]), 0, at + 4)
+        }
+        _ => return None,
+    };
+    let key = SnatBackKey {
+        remote,
+        host_port,
+        remote_port,
+        proto,
+        _pad: [0; 3],
+    };
+    let field = Field {
+        window,
+        first: true,
+        csum: l4 + 2,
+        covers: Covers::Transport,
+    };
+    (host_port >= PORT_MIN).then_some((key, field))
+}
+
+/// The way back of a frame from the uplink to the host's own address and one of its SNAT ports,
+/// or of an ICMP error about a datagram the host sent from one.
 #[inline(always)]
 pub fn way_back<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4, up: &Uplink) -> Option<SnatBackKey> {
     if ip.dst != up.ip {
         return None;
     }
-    let (host_port, remote_port, _) = ports(pkt, ip, false)?;
+    let Some((host_port, remote_port, _)) = ports(pkt, ip, false) else {
+        return quoted(pkt, ip).map(|(key, _)| key);
+    };
     (host_port >= PORT_MIN).then_some(SnatBackKey {
         remote: ip.src,
         host_port,
@@ -234,9 +287,13 @@ pub fn inbound_target<P: Packet + ?Sized, T: Tables>(
     ))
 }
 
-/// Gives a reply the port it was sent from (its address is translated by the caller).
+/// Gives a reply the port it was sent from, or an ICMP error's quote the port its datagram was
+/// sent from (the addresses are translated by the caller, the quoted one too).
 #[inline(always)]
 pub fn restore_port<P: Packet + ?Sized>(pkt: &mut P, ip: &Ipv4, back: &SnatBack) -> Option<()> {
-    let (_, _, field) = ports(pkt, ip, false)?;
+    let field = match ports(pkt, ip, false) {
+        Some((_, _, field)) => field,
+        None => quoted(pkt, ip)?.1,
+    };
     set_port(pkt, &field, back.private_port)
 }
