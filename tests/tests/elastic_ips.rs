@@ -141,6 +141,16 @@ fn the_internet_reaches_vms_by_their_elastic_ips_and_they_reach_it_from_them() -
     );
     let text = metrics(&lab.hosts[0].ns)?;
     ensure!(metric(&text, "alioth_elastic_ips_translated") == Some(1), "{text}");
+    ensure!(
+        metric(&text, "alioth_snat_flows") == Some(0),
+        "no SNAT on host 1: {text}"
+    );
+    // a4's ping, TCP connection and datagram: three flows (LRU: held until the table needs room).
+    let text = metrics(&lab.hosts[1].ns)?;
+    ensure!(
+        metric(&text, "alioth_snat_flows") == Some(3),
+        "SNAT flows on host 2: {text}"
+    );
     // `alioth trace` follows the frame onto the skb path and through the NAT program, and the
     // kernel agrees.
     for (vm, reason) in [(&a1, "nat_out"), (&b1, "drop_no_route")] {

@@ -111,6 +111,7 @@ pub fn render(controller: &mut Controller, admission: &AdmissionStats) -> Result
     port_counters(r, controller)?;
     flows(r, controller)?;
     routing(r, controller);
+    snat(r, controller)?;
     let mut out = String::new();
     encode(&mut out, &root)?;
     Ok(out)
@@ -136,6 +137,25 @@ fn routing(r: &mut Registry, controller: &mut Controller) {
         "Entries of ELASTIC_IPS: elastic IPs whose port is on this host",
         gauge(translated),
     );
+}
+
+/// The distributed SNAT's flows.
+fn snat(r: &mut Registry, controller: &mut Controller) -> Result<()> {
+    let flows = controller
+        .dataplane()
+        .snat_flow_count()
+        .context("count the SNAT flows")?;
+    r.register(
+        "snat_flows",
+        "Flows the distributed SNAT holds (ports without an elastic IP leaving by the host's address)",
+        gauge(flows),
+    );
+    r.register(
+        "snat_flows_capacity",
+        "Flows the SNAT table holds at most (the least recently used goes for a new one)",
+        gauge(u64::from(alioth_common::snat::MAX_SNAT_FLOWS)),
+    );
+    Ok(())
 }
 
 /// The security groups' connection tracking.

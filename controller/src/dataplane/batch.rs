@@ -56,6 +56,25 @@ const READ_CHUNK: usize = 4096;
 /// come and go meanwhile may be missed or seen, as with any walk of a live map.
 pub fn read_all<K: Pod + Default + Clone, V: Pod + Default + Clone>(fd: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
     let mut out = Vec::new();
+    walk::<K, V>(fd, |keys, values| {
+        out.extend(keys.iter().cloned().zip(values.iter().cloned()))
+    })?;
+    Ok(out)
+}
+
+/// How many entries the hash map `fd` holds, walked as `read_all` walks it but in buffers of one
+/// chunk: a table of any size costs the memory of a few thousand entries.
+pub fn count<K: Pod + Default + Clone, V: Pod + Default + Clone>(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut n = 0;
+    walk::<K, V>(fd, |keys, _| n += keys.len() as u64)?;
+    Ok(n)
+}
+
+/// Hands each chunk of the map's entries to `chunk`.
+fn walk<K: Pod + Default + Clone, V: Pod + Default + Clone>(
+    fd: BorrowedFd<'_>,
+    mut chunk: impl FnMut(&[K], &[V]),
+) -> io::Result<()> {
     let (mut keys, mut values) = (vec![K::default(); READ_CHUNK], vec![V::default(); READ_CHUNK]);
     // The position token: a bucket index for hash maps, room to spare.
     let (mut token, mut first) = ([0u64; 8], true);
@@ -73,11 +92,11 @@ pub fn read_all<K: Pod + Default + Clone, V: Pod + Default + Clone>(fd: Borrowed
         // each and the token for the kernel's position, all alive for the call.
         let result = unsafe { bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) };
         let n = (attr.count as usize).min(READ_CHUNK);
-        out.extend(keys[..n].iter().cloned().zip(values[..n].iter().cloned()));
+        chunk(&keys[..n], &values[..n]);
         match result {
             Ok(()) => first = false,
             // The last entries came with ENOENT: the walk is over.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
             Err(e) => return Err(e),
         }
     }

@@ -91,6 +91,18 @@ impl super::Dataplane {
     pub fn elastic_ip_count(&self) -> usize {
         self.elastic_ips.len()
     }
+
+    /// Flows the distributed SNAT holds (`SNAT_FLOWS`, counted a chunk at a time).
+    pub fn snat_flow_count(&self) -> Result<u64> {
+        use alioth_common::snat::{SnatKey, SNAT_FLOWS};
+        use std::os::fd::AsFd;
+        let map = self.ebpf.map(SNAT_FLOWS).context("no SNAT_FLOWS map")?;
+        let fd = match map {
+            aya::maps::Map::LruHashMap(data) => data.fd().as_fd(),
+            _ => anyhow::bail!("SNAT_FLOWS is no LRU hash map"),
+        };
+        Ok(super::batch::count::<SnatKey, u16>(fd)?)
+    }
 }
 
 /// Sends a gratuitous ARP request for each of `ips` out of the uplink: "`ip` is at the uplink's

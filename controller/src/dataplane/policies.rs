@@ -291,7 +291,11 @@ impl Policies {
     /// room for new ones since the maps were made.
     pub fn flow_stats(&self) -> Result<FlowStats> {
         let sum = |slot: u32| -> Result<u64> { Ok(self.counts.get(&slot, 0)?.iter().sum()) };
-        let entries = self.all_flows()?.len() as u64;
+        let entries = {
+            use aya::maps::IterableMap;
+            use std::os::fd::AsFd;
+            super::batch::count::<FlowKey, CtValue>(self.flows.map().fd().as_fd())?
+        };
         let (added, removed) = (sum(firewall::FLOWS_ADDED)?, sum(firewall::FLOWS_REMOVED)?);
         Ok(FlowStats {
             entries,
