@@ -135,6 +135,18 @@ pub fn best_of(src: &Netns, dst: &Netns, frame: &[u8], burst: u32, runs: usize) 
     Ok(best)
 }
 
+/// CPU time per frame of the generator in `src` and what carries its frames to the far side,
+/// from the least of `runs` bursts of `frame`, which the far side should drop at once.
+pub fn cost_alone(src: &Netns, frame: &[u8], burst: u32, runs: usize) -> Result<f64> {
+    let mut least = f64::MAX;
+    for _ in 0..runs {
+        let busy = cpu_busy()?;
+        generate(src, frame.to_vec(), burst)?;
+        least = least.min((cpu_busy()? - busy).as_nanos() as f64 / f64::from(burst));
+    }
+    Ok(least)
+}
+
 /// Where the small packets come from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Generator {

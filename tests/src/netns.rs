@@ -259,6 +259,20 @@ impl Vm {
     pub fn new(host: &Netns, tap: &str, mac: &str, cidr_addr: &str) -> Result<Self> {
         let ns = Netns::new("alvm")?;
         host.veth(tap, &ns, "eth0")?;
+        Self::configure(ns, mac, cidr_addr)
+    }
+
+    /// A VM whose `eth0` is interface `iface` of `from`, moved into it: the far end of a wire
+    /// (`overlay::Underlay::wire`'s parked peer).
+    pub fn adopt(from: &Netns, iface: &str, mac: &str, cidr_addr: &str) -> Result<Self> {
+        let ns = Netns::new("alvm")?;
+        from.exec(&["ip", "link", "set", iface, "netns", &ns.name])?;
+        ns.exec(&["ip", "link", "set", iface, "name", "eth0"])?;
+        ns.exec(&["ip", "link", "set", "eth0", "up"])?;
+        Self::configure(ns, mac, cidr_addr)
+    }
+
+    fn configure(ns: Netns, mac: &str, cidr_addr: &str) -> Result<Self> {
         ns.exec(&["ip", "link", "set", "eth0", "address", mac])?;
         if !cidr_addr.is_empty() {
             ns.exec(&["ip", "addr", "add", cidr_addr, "dev", "eth0"])?;

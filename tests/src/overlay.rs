@@ -24,6 +24,10 @@ pub struct Underlay {
     wire: Option<bool>,
 }
 
+/// In wire mode, the first host's `up0` peer, parked in the underlay's namespace until a second
+/// host (or `Vm::adopt`) takes it.
+pub const WIRE_PEER: &str = "up0peer";
+
 impl Underlay {
     pub fn new() -> Result<Underlay> {
         let ns = Netns::new("alul")?;
@@ -59,7 +63,7 @@ impl Underlay {
         if let Some(first) = self.wire.as_mut() {
             // The first host's up0 is created with its peer parked in the underlay namespace; the
             // second host takes that peer as its own up0.
-            let parked = "up0peer";
+            let parked = WIRE_PEER;
             if !*first {
                 host.veth(UPLINK, &self.ns, parked)?;
                 *first = true;

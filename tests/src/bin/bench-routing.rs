@@ -12,7 +12,7 @@ use alioth::dataplane::object::{BENCH_PORT_PROGRAM, PORT_PROGRAM};
 use alioth::dataplane::{AttachMode, Dataplane};
 use alioth_proto::schema::OperationType;
 use alioth_tests::frames;
-use alioth_tests::generator::{best_of, cpu_busy, generate, Run};
+use alioth_tests::generator::{best_of, cost_alone, Run};
 use alioth_tests::netns::Netns;
 use alioth_tests::overlay::{bridged_vxlan, iperf3, ping_avg_us, Lab, Underlay, VmSpec, VpcSpec};
 use alioth_tests::routing::{gateway_ip, gateway_mac, goal_state, router, routing, subnet_of};
@@ -172,14 +172,7 @@ fn run(alioth: bool) -> Result<Figures> {
 /// least of `RUNS` bursts to where no route goes, which the port program drops (`drop_no_route`)
 /// as soon as it has looked the route up.
 fn generator_alone(vm: &Netns, a: &VmSpec) -> Result<f64> {
-    let frame = small_frame(a, [198, 19, 5, 5]);
-    let mut least = f64::MAX;
-    for _ in 0..RUNS {
-        let busy = cpu_busy()?;
-        generate(vm, frame.clone(), BURST)?;
-        least = least.min((cpu_busy()? - busy).as_nanos() as f64 / f64::from(BURST));
-    }
-    Ok(least)
+    cost_alone(vm, &small_frame(a, [198, 19, 5, 5]), BURST, RUNS)
 }
 
 fn main() -> Result<()> {
