@@ -19,7 +19,7 @@ use alioth_tests::goalstate::elastic_ip;
 use alioth_tests::netns::{Netns, Vm};
 use alioth_tests::overlay::{iperf3, ping_avg_us, Lab, Underlay, VmSpec, VpcSpec, UPLINK, WIRE_PEER};
 use alioth_tests::routing::{gateway_ip, gateway_mac, goal_state, router, routing, rule};
-use alioth_tests::table::{gbit, mpps, ns, us, Table};
+use alioth_tests::table::{gbit, us, Table};
 use anyhow::{ensure, Context, Result};
 
 /// Frames per generator run, and runs per measurement.
@@ -204,35 +204,6 @@ fn run(alioth: bool) -> Result<Figures> {
     })
 }
 
-/// One direction's rows: the received rate, what the generator offered, CPU per frame, and the
-/// same net of the generator's own cost `g` (in both columns where the kernel refuses live frames).
-fn rows(t: &Table, name: &str, k: &Run, a: &Run, g: Option<f64>) {
-    let (kr, ar) = (k.received_pps, a.received_pps);
-    t.line(name, mpps(kr), mpps(ar), ar / kr, ">= 5x");
-    let (ko, ao) = (k.offered_pps, a.offered_pps);
-    t.line("  offered by the generator", mpps(ko), mpps(ao), ao / ko, "");
-    // Lower is better: the ratio printed is kernel / alioth.
-    t.line(
-        "  CPU time per received frame",
-        ns(k.cpu_ns),
-        ns(a.cpu_ns),
-        k.cpu_ns / a.cpu_ns,
-        "",
-    );
-    if let Some(g) = g {
-        let (kn, an) = (k.cpu_ns - g, a.cpu_ns - g);
-        t.line(
-            &format!("  net of the generator ({g:.0} ns)"),
-            ns(kn),
-            ns(an),
-            kn / an,
-            "",
-        );
-        let cap = |net: f64| mpps(1e9 / net);
-        t.line("  capacity of one core, net", cap(kn), cap(an), kn / an, "");
-    }
-}
-
 fn main() -> Result<()> {
     println!("alioth bench nat: an elastic IP (1:1 NAT) and SNAT between the host at the far end of the uplink's wire and VMs");
     println!(
@@ -248,26 +219,26 @@ fn main() -> Result<()> {
         Some((i, o)) => (Some(i), Some(o)),
         None => (None, None),
     };
-    rows(
-        &t,
+    t.small_packets(
         "in: internet -> elastic IP (1 core)",
         &kernel.inbound,
         &ours.inbound,
         g_in,
+        ">= 5x",
     );
-    rows(
-        &t,
+    t.small_packets(
         "out: VM -> internet, elastic IP (1 core)",
         &kernel.outbound,
         &ours.outbound,
         g_out,
+        ">= 5x",
     );
-    rows(
-        &t,
+    t.small_packets(
         "out: VM -> internet, SNAT (1 core)",
         &kernel.snat,
         &ours.snat,
         g_out,
+        ">= 5x",
     );
     let (kt, at) = (kernel.tcp_gbps, ours.tcp_gbps);
     t.line("TCP internet -> VM (iperf3, 1 stream)", gbit(kt), gbit(at), at / kt, "");

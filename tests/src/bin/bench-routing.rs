@@ -16,7 +16,7 @@ use alioth_tests::generator::{best_of, cost_alone, Run};
 use alioth_tests::netns::Netns;
 use alioth_tests::overlay::{bridged_vxlan, iperf3, ping_avg_us, Lab, Underlay, VmSpec, VpcSpec};
 use alioth_tests::routing::{gateway_ip, gateway_mac, goal_state, router, routing, subnet_of};
-use alioth_tests::table::{gbit, mpps, ns, us, Table};
+use alioth_tests::table::{gbit, us, Table};
 use alioth_tests::timing;
 use alioth_tests::vectors::{self, routes};
 use anyhow::{ensure, Context, Result};
@@ -191,38 +191,7 @@ fn main() -> Result<()> {
         println!("  (alioth's run: {})", a.generator.name());
     }
     let line = |name: &str, k: String, a: String, ratio: f64, target: &str| t.line(name, k, a, ratio, target);
-    let (kr, ar) = (k.received_pps, a.received_pps);
-    line(
-        "routed small UDP received (1 core)",
-        mpps(kr),
-        mpps(ar),
-        ar / kr,
-        ">= 5x",
-    );
-    let (ko, ao) = (k.offered_pps, a.offered_pps);
-    line("  offered by the generator", mpps(ko), mpps(ao), ao / ko, "");
-    // Lower is better for these two: the ratio printed is kernel / alioth.
-    line(
-        "  CPU time per received frame",
-        ns(k.cpu_ns),
-        ns(a.cpu_ns),
-        k.cpu_ns / a.cpu_ns,
-        "",
-    );
-    // The generator's own cost is in both columns above (where the kernel refuses live frames); less
-    // that cost, what forwarding takes per frame, and the rate one core would forward at.
-    if let Some(g) = ours.generator_ns {
-        let (kn, an) = (k.cpu_ns - g, a.cpu_ns - g);
-        line(
-            &format!("  net of the generator ({g:.0} ns)"),
-            ns(kn),
-            ns(an),
-            kn / an,
-            "",
-        );
-        let cap = |net: f64| mpps(1e9 / net);
-        line("  forwarding capacity, net (1 core)", cap(kn), cap(an), kn / an, "");
-    }
+    t.small_packets("routed small UDP received (1 core)", k, a, ours.generator_ns, ">= 5x");
     let (kt, at) = (kernel.tcp_gbps, ours.tcp_gbps);
     line("routed TCP (iperf3, 1 stream)", gbit(kt), gbit(at), at / kt, "");
     let (kp, ap) = (kernel.ping_us, ours.ping_us);
