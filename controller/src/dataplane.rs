@@ -408,6 +408,13 @@ impl Dataplane {
         };
         dp.pick_probe_marker();
         dp.changed()?;
+        if adopt {
+            match dp.policies.bound_expiries() {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("{n} tracked flows of an older agent set to expire within their timeout"),
+                Err(e) => tracing::warn!("tracked flows' expiries not checked: {e:#}"),
+            }
+        }
         Ok((dp, logger))
     }
 
@@ -504,18 +511,10 @@ impl Dataplane {
         }
         let mut carried = 0;
         let old_flows: Vec<(FlowKey, CtValue)> = batch::read_all(std::os::fd::AsFd::as_fd(old_flows.fd()))?;
-        // No flow lives longer than its timeout from now: an agent of before jiffies wrote
-        // nanoseconds.
-        let hz = clock::kernel_hz()?;
-        let now = clock::jiffies_now(hz)?;
+        let now = policies::now()?;
         for (key, value) in old_flows {
             if let Some(zone) = zones.get(&key.zone) {
-                let latest = value.entry().map(|e| firewall::expiry(now, hz, key.proto, e.state));
-                let value = CtValue {
-                    expires: value.expires.min(latest.unwrap_or(now)),
-                    ..value
-                };
-                self.policies.carry_flow(&FlowKey { zone: *zone, ..key }, &value)?;
+                self.policies.carry_flow(&FlowKey { zone: *zone, ..key }, &value, now)?;
                 carried += 1;
             }
         }

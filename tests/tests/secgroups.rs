@@ -227,8 +227,22 @@ fn tracked_flows_survive_restarts_of_the_agent() -> Result<()> {
     let (taken, filled) = (dir.path("taken-over"), dir.path("filled"));
     let (_a, mut first) = Peer::hold(&t.vm1.ns, VM2.2, 8080, &taken)?;
     let (_b, mut second) = Peer::hold(&t.vm1.ns, VM2.2, 8080, &filled)?;
-    let agent = Agent::start_with(&t.host, t.agent.kill()?, &[])?;
+    let left = t.agent.kill()?;
+    // As an agent of before jiffies left them: expiries in nanoseconds, which would never come.
+    let held = expiries(&left.pin_dir, Some(1 << 50))?;
+    ensure!(held >= 2, "{held} tracked flows before the restart");
+    let agent = Agent::start_with(&t.host, left, &[])?;
     ensure!(agent.log_text().contains("maps=\"taken over\""), "{}", agent.log_text());
+    let (hz, now) = {
+        let hz = alioth::dataplane::clock::kernel_hz()?;
+        (hz, alioth::dataplane::clock::jiffies_now(hz)?)
+    };
+    let latest = now + 86_400 * hz;
+    ensure!(
+        expiries(&agent.pin_dir, None)? <= latest,
+        "a flow of the older agent expires after its timeout: {}",
+        agent.log_text()
+    );
     std::fs::write(&taken, "")?;
     let mut line = String::new();
     std::io::BufRead::read_line(&mut first, &mut line)?;
@@ -255,6 +269,26 @@ fn tracked_flows_survive_restarts_of_the_agent() -> Result<()> {
         "TCP 8081 after the restarts"
     );
     Ok(())
+}
+
+/// Sets every tracked flow's expiry in the pinned table to `set` if given; returns the number of
+/// flows (with `set`) or the latest expiry (without).
+fn expiries(pin_dir: &str, set: Option<u64>) -> Result<u64> {
+    use alioth_common::conntrack::FlowKey;
+    use alioth_common::firewall::{CtValue, SG_FLOWS};
+    use aya::maps::{HashMap, Map, MapData};
+    let data = MapData::from_pin(format!("{pin_dir}/{SG_FLOWS}"))?;
+    let mut flows: HashMap<MapData, FlowKey, CtValue> = HashMap::try_from(Map::LruHashMap(data))?;
+    let all: Vec<(FlowKey, CtValue)> = flows.iter().collect::<Result<_, _>>()?;
+    match set {
+        Some(expires) => {
+            for (key, value) in &all {
+                flows.insert(key, CtValue { expires, ..*value }, 0)?;
+            }
+            Ok(all.len() as u64)
+        }
+        None => Ok(all.iter().map(|(_, v)| v.expires).max().unwrap_or(0)),
+    }
 }
 
 /// With `--ports-without-groups deny`, a port that names no group gets nothing but the data

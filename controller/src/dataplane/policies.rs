@@ -281,10 +281,28 @@ impl Policies {
         Ok(())
     }
 
-    /// Tracks `key` as `value` (a flow carried over from the previous agent's table).
-    pub fn carry_flow(&mut self, key: &FlowKey, value: &CtValue) -> Result<()> {
-        self.flows.insert(key, value, 0)?;
+    /// Tracks `key` as `value` (a flow carried over from the previous agent's table), expiring no
+    /// later than its timeout from now (`bounded`).
+    pub fn carry_flow(&mut self, key: &FlowKey, value: &CtValue, now: (u64, u64)) -> Result<()> {
+        self.flows.insert(key, bounded(key, value, now), 0)?;
         Ok(())
+    }
+
+    /// Bounds the expiry of every flow of a table taken over in place to its timeout from now
+    /// (`bounded`): those an agent of before jiffies wrote in nanoseconds would never expire.
+    /// Returns how many were rewritten.
+    pub fn bound_expiries(&mut self) -> Result<usize> {
+        let now = now()?;
+        let mut n = 0;
+        for (key, value) in self.all_flows()? {
+            let fixed = bounded(&key, &value, now);
+            if fixed != value {
+                // A flow gone meanwhile is no error.
+                let _ = self.flows.insert(key, fixed, BPF_EXIST);
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Flows the table tracks (live or expired, until reused), and how many it evicted to make
@@ -303,6 +321,27 @@ impl Policies {
             filtered_ports: self.held.len() as u64,
             rule_sets: self.sets.len() as u64,
         })
+    }
+}
+
+/// `BPF_EXIST`: update an entry only if it is there.
+const BPF_EXIST: u64 = 2;
+
+/// The kernel's jiffies now and its `HZ`.
+pub fn now() -> Result<(u64, u64)> {
+    let hz = super::clock::kernel_hz()?;
+    Ok((super::clock::jiffies_now(hz)?, hz))
+}
+
+/// `value`, expiring no later than its timeout from `now` (jiffies and `HZ`); a flow in no state
+/// expires now.
+fn bounded(key: &FlowKey, value: &CtValue, (now, hz): (u64, u64)) -> CtValue {
+    let latest = value
+        .entry()
+        .map_or(now, |e| firewall::expiry(now, hz, key.proto, e.state));
+    CtValue {
+        expires: value.expires.min(latest),
+        ..*value
     }
 }
 
