@@ -12,6 +12,7 @@ mod inspect;
 mod monitor;
 mod port;
 mod routes;
+mod snat;
 mod state;
 mod trace;
 
@@ -25,5 +26,6 @@ pub use inspect::{ports, read_stats, stats, status, InspectArgs, StatsArgs};
 pub use monitor::{monitor, MonitorArgs};
 pub use port::{port, PortArgs};
 pub use routes::routes;
+pub use snat::snat;
 pub use state::{state, StateArgs};
 pub use trace::{trace, TraceArgs, EXIT_DISAGREE};

@@ -48,6 +48,9 @@ enum Command {
     /// Elastic IPs: each one's port and private address, and whether the data plane translates it
     /// (`ELASTIC_IPS`).
     ElasticIps(cli::InspectArgs),
+    /// The distributed SNAT's flows: which port's address and port each host port carries, to
+    /// where (`SNAT_FLOWS`).
+    Snat(cli::InspectArgs),
     /// One port: its addresses, security groups and their effective rules, and the flows its
     /// connection-tracking zone holds.
     Port(cli::PortArgs),
@@ -148,6 +151,7 @@ fn run(cli: Cli) -> Result<i32> {
             | Command::Ports(_)
             | Command::Routes(_)
             | Command::ElasticIps(_)
+            | Command::Snat(_)
             | Command::Port(_)
             | Command::Stats(_)
             | Command::Monitor(_)
@@ -165,6 +169,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Ports(args) => cli::ports(args).map(|()| 0),
         Command::Routes(args) => cli::routes(args).map(|()| 0),
         Command::ElasticIps(args) => cli::elastic_ips(args).map(|()| 0),
+        Command::Snat(args) => cli::snat(args).map(|()| 0),
         Command::Port(args) => cli::port(args).map(|()| 0),
         Command::Health(args) => rt.block_on(cli::health(args)),
         Command::Stats(args) => cli::stats(args).map(|()| 0),

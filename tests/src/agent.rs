@@ -169,6 +169,7 @@ impl Agent {
             "ports",
             "routes",
             "elastic-ips",
+            "snat",
             "port",
             "trace",
             "monitor",

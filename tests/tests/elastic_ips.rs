@@ -151,6 +151,27 @@ fn the_internet_reaches_vms_by_their_elastic_ips_and_they_reach_it_from_them() -
         metric(&text, "alioth_snat_flows") == Some(3),
         "SNAT flows on host 2: {text}"
     );
+    // Which port each of the host's ports carries.
+    let agent2 = lab.hosts[1].agent.as_ref().context("agent")?;
+    let out = agent2.cli(&["snat", "--json"])?;
+    let flows: serde_json::Value = serde_json::from_slice(&out.stdout).context("snat --json")?;
+    let flows = flows.as_array().context("a list")?;
+    let from_a4 = |f: &serde_json::Value| {
+        f["port"] == a4.port_id.as_str()
+            && f["private"]
+                .as_str()
+                .is_some_and(|p| p.starts_with(&format!("{}:", a4.ip)))
+            && f["host_port"].as_u64().is_some_and(|p| p >= 61000)
+    };
+    let to = |proto: &str, port: u16| {
+        flows
+            .iter()
+            .any(|f| f["proto"] == proto && f["remote"] == format!("{INTERNET_HOST}:{port}"))
+    };
+    ensure!(
+        flows.len() == 3 && flows.iter().all(from_a4) && to("tcp", 8081) && to("udp", 9999),
+        "{flows:?}"
+    );
     // `alioth trace` follows the frame onto the skb path and through the NAT program, and the
     // kernel agrees.
     for (vm, reason) in [(&a1, "nat_out"), (&b1, "drop_no_route")] {
