@@ -82,22 +82,9 @@ fn lab(alioth: bool) -> Result<(Lab, VmSpec, VmSpec, Vm)> {
         let host = &lab.kernel_hosts[0];
         kernel_nat(&host.ns, &a, &eip)?;
         // A router gateway's SNAT, as Neutron's L3 agent writes it: to the external address.
-        let snat = [
-            "iptables",
-            "-t",
-            "nat",
-            "-A",
-            "POSTROUTING",
-            "-s",
-            &b.ip,
-            "-o",
-            UPLINK,
-            "-j",
-            "SNAT",
-            "--to-source",
-        ];
-        let mut args = snat.to_vec();
-        args.push(&host.ip);
+        let to = ["-o", UPLINK, "-j", "SNAT", "--to-source", &host.ip];
+        let mut args = vec!["iptables", "-t", "nat", "-A", "POSTROUTING", "-s", &b.ip];
+        args.extend_from_slice(&to);
         host.ns.exec(&args)?;
     }
     for vm in [&a, &b] {
