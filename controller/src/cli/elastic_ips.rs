@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use aya::maps::{HashMap, Map, MapData};
 use serde_json::json;
 
-use super::inspect::{open_map, readable_record, InspectArgs};
+use super::inspect::{cell, open_map, readable_record, InspectArgs};
 
 pub fn elastic_ips(args: InspectArgs) -> Result<()> {
     let map: HashMap<MapData, [u8; 4], EndpointKey> =
@@ -51,14 +51,13 @@ pub fn elastic_ips(args: InspectArgs) -> Result<()> {
         "{:<16} {:<38} {:<38} {:<16} {:>8} {:<10}",
         "ELASTIC IP", "ID", "PORT", "PRIVATE IP", "VNI", "TRANSLATED"
     );
-    let text = |r: &serde_json::Value, k: &str| r[k].as_str().filter(|s| !s.is_empty()).unwrap_or("-").to_string();
     for r in rows {
         println!(
             "{:<16} {:<38} {:<38} {:<16} {:>8} {:<10}",
-            text(&r, "ip"),
-            text(&r, "id"),
-            text(&r, "port"),
-            text(&r, "private_ip"),
+            cell(&r, "ip"),
+            cell(&r, "id"),
+            cell(&r, "port"),
+            cell(&r, "private_ip"),
             r["vni"].as_u64().map_or("-".to_string(), |v| v.to_string()),
             if r["translated"] == true { "yes" } else { "no" }
         );

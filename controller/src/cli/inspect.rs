@@ -114,6 +114,11 @@ fn read_port_stats(args: &InspectArgs, id: &str) -> Result<Vec<(Counter, u64)>> 
     ))
 }
 
+/// A listing's text cell: the string at `key` of a JSON row, `-` when it is missing or empty.
+pub(super) fn cell(row: &serde_json::Value, key: &str) -> String {
+    row[key].as_str().filter(|s| !s.is_empty()).unwrap_or("-").to_string()
+}
+
 /// The agent's record, when there is one this command can read (listings name what they show from
 /// it, and do without).
 pub(super) fn readable_record(state_dir: &Path) -> Option<crate::goalstate::model::State> {
@@ -178,16 +183,15 @@ pub fn ports(args: InspectArgs) -> Result<()> {
             "{:<8} {:<16} {:<38} {:<24} {:<18} {:<16} {:>8}",
             "IFINDEX", "IFACE", "PORT", "VPC", "MAC", "IP", "VNI"
         );
-        let text = |r: &serde_json::Value, k: &str| r[k].as_str().filter(|s| !s.is_empty()).unwrap_or("-").to_string();
         for r in rows {
             println!(
                 "{:<8} {:<16} {:<38} {:<24} {:<18} {:<16} {:>8}",
                 r["ifindex"],
-                text(&r, "iface"),
-                text(&r, "port_id"),
-                text(&r, "vpc_id"),
-                text(&r, "mac"),
-                text(&r, "ip"),
+                cell(&r, "iface"),
+                cell(&r, "port_id"),
+                cell(&r, "vpc_id"),
+                cell(&r, "mac"),
+                cell(&r, "ip"),
                 r["vni"]
             );
         }

@@ -10,7 +10,7 @@ use aya::maps::lpm_trie::LpmTrie;
 use aya::maps::{Map, MapData};
 use serde_json::json;
 
-use super::inspect::{open_map, readable_record, InspectArgs};
+use super::inspect::{cell, open_map, readable_record, InspectArgs};
 use crate::goalstate::model::format_mac;
 
 pub fn routes(args: InspectArgs) -> Result<()> {
@@ -50,20 +50,19 @@ pub fn routes(args: InspectArgs) -> Result<()> {
         "{:<38} {:<20} {:<10} {:>8} {:<16} {:<18} {:<18}",
         "SUBNET", "DESTINATION", "KIND", "TO VNI", "NEXT HOP", "NEXT HOP MAC", "ROUTER MAC"
     );
-    let text = |r: &serde_json::Value, k: &str| r[k].as_str().filter(|s| !s.is_empty()).unwrap_or("-").to_string();
     for r in rows {
-        let subnet = match text(&r, "subnet").as_str() {
-            "-" => format!("VNI {} gw {}", r["vni"], text(&r, "gateway")),
+        let subnet = match cell(&r, "subnet").as_str() {
+            "-" => format!("VNI {} gw {}", r["vni"], cell(&r, "gateway")),
             name => name.to_string(),
         };
         println!(
             "{subnet:<38} {:<20} {:<10} {:>8} {:<16} {:<18} {:<18}",
-            text(&r, "destination"),
-            text(&r, "kind"),
+            cell(&r, "destination"),
+            cell(&r, "kind"),
             r["to_vni"],
-            text(&r, "next_hop"),
-            text(&r, "mac"),
-            text(&r, "router_mac")
+            cell(&r, "next_hop"),
+            cell(&r, "mac"),
+            cell(&r, "router_mac")
         );
     }
     Ok(())

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use serde_json::json;
 
-use super::inspect::{open_map, readable_record, InspectArgs};
+use super::inspect::{cell, open_map, readable_record, InspectArgs};
 
 pub fn snat(args: InspectArgs) -> Result<()> {
     let map: BpfHashMap<MapData, SnatKey, u16> =
@@ -44,15 +44,14 @@ pub fn snat(args: InspectArgs) -> Result<()> {
         "HOST PORT", "PROTO", "VNI", "PRIVATE", "REMOTE"
     );
     for r in rows {
-        let text = |k: &str| r[k].as_str().filter(|s| !s.is_empty()).unwrap_or("-").to_string();
         println!(
             "{:>9} {:<5} {:>8} {:<21} {:<21} {}",
             r["host_port"],
-            text("proto"),
+            cell(&r, "proto"),
             r["vni"],
-            text("private"),
-            text("remote"),
-            text("port")
+            cell(&r, "private"),
+            cell(&r, "remote"),
+            cell(&r, "port")
         );
     }
     Ok(())

@@ -100,10 +100,7 @@ fn resolve(
     // No next hop: delivered in the VPC when the destination lies inside one of its subnets;
     // else out of it by the host (an elastic IP's, `nat`).
     let Some(hop) = rule.next_hop else {
-        let within = |cidr: &Ipv4Network| {
-            cidr.contains(rule.destination.network()) && cidr.prefix() <= rule.destination.prefix()
-        };
-        let kind = if inside.iter().any(within) {
+        let kind = if inside.iter().any(|cidr| rule.destination.is_subnet_of(*cidr)) {
             route_kind::DIRECT
         } else {
             route_kind::EXTERNAL
