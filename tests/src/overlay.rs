@@ -501,6 +501,11 @@ pub fn iperf3(server: &Netns, client: &Netns, ip: &str, extra: &[&str]) -> Resul
     bail!("iperf3 to {ip} failed: {last}")
 }
 
+/// What an `iperf3 -J` report says the receiver got, in bits per second (0 when it says nothing).
+pub fn received_bps(report: &serde_json::Value) -> f64 {
+    report["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0)
+}
+
 /// The average round trip of 200 pings from `ns` to `ip`, 5 ms apart, in microseconds.
 pub fn ping_avg_us(ns: &Netns, ip: &str) -> Result<f64> {
     let out = ns.exec(&["ping", "-q", "-c", "200", "-i", "0.005", ip])?;

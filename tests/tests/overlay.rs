@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use alioth_proto::schema::{GoalState, OperationType};
 use alioth_tests::agent::Agent;
-use alioth_tests::overlay::{iperf3, neighbor, two_hosts, Background, Lab, VpcSpec, UPLINK};
+use alioth_tests::overlay::{iperf3, neighbor, received_bps, two_hosts, Background, Lab, VpcSpec, UPLINK};
 use anyhow::{ensure, Context, Result};
 
 fn ping(lab: &Lab, from: &str, to_ip: &str, extra: &[&str]) -> Result<String> {
@@ -81,7 +81,7 @@ fn vms_on_three_hosts_talk_over_vxlan() -> Result<()> {
     ensure!(checksum_offload(client)? && checksum_offload(server)?);
     let before = (lab.counter(0, "encap")?, lab.counter(1, "decap")?);
     let tcp = iperf3(server, client, &ips[1][0], &["-t", "2"])?;
-    let bps = tcp["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
+    let bps = received_bps(&tcp);
     ensure!(bps > 1e8, "TCP across hosts: {bps} bit/s");
     let after = (lab.counter(0, "encap")?, lab.counter(1, "decap")?);
     ensure!(
@@ -102,7 +102,7 @@ fn vms_on_three_hosts_talk_over_vxlan() -> Result<()> {
     );
     let (server, client) = (&lab.vm(&ids[0][1]).ns, &lab.vm(&ids[0][0]).ns);
     let tcp = iperf3(server, client, &ips[0][1], &["-t", "2"])?;
-    let bps = tcp["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
+    let bps = received_bps(&tcp);
     ensure!(bps > 1e8, "TCP on one host: {bps} bit/s");
 
     // A neighbor DELETE stops the traffic to it.
@@ -149,7 +149,7 @@ fn tso_super_frames_cross_hosts_whole_on_the_skb_path() -> Result<()> {
             args.push("-R");
         }
         let tcp = iperf3(server, client, &two_ip, &args)?;
-        let bps = tcp["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
+        let bps = received_bps(&tcp);
         ensure!(bps > 1e8, "TCP with TSO (reverse: {reverse}): {bps} bit/s");
         println!(
             "TCP with the guests' TSO, generic XDP (reverse: {reverse}): {:.2} Gbit/s",
@@ -271,7 +271,7 @@ fn linux_vxlan_host_interoperates_both_ways_with_full_size_frames() -> Result<()
             args.push("-R");
         }
         let tcp = iperf3(srv, cli, &their_ip, &args)?;
-        let bps = tcp["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
+        let bps = received_bps(&tcp);
         ensure!(
             bps > 1e8,
             "TCP with the kernel's vxlan (reverse: {reverse}): {bps} bit/s"
@@ -507,7 +507,7 @@ fn tracepath_from_a_guest_at_mtu_1500_finds_the_overlay_mtu() -> Result<()> {
     // TCP from the guest at MTU 1500 uses the path MTU its kernel learnt.
     let two_id = lab.hosts[1].vms[0].0.port_id.clone();
     let tcp = iperf3(&lab.vm(&two_id).ns, vm, &two_ip, &["-t", "2"])?;
-    let bps = tcp["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
+    let bps = received_bps(&tcp);
     ensure!(bps > 1e8, "TCP from a guest at MTU 1500: {bps} bit/s: {tcp}");
     Ok(())
 }

@@ -8,7 +8,7 @@ use alioth_proto::schema::router_configuration::RoutingRule;
 use alioth_proto::schema::*;
 use alioth_tests::agent::Agent;
 use alioth_tests::netns::Netns;
-use alioth_tests::overlay::{iperf3, Lab, VpcSpec, UPLINK};
+use alioth_tests::overlay::{iperf3, received_bps, Lab, VpcSpec, UPLINK};
 use alioth_tests::routing::{gateway_ip, goal_state, router, routing, rule, subnet_of};
 use alioth_tests::sockets::{round_trip, Peer};
 use anyhow::{ensure, Context, Result};
@@ -114,7 +114,7 @@ fn a_router_routes_its_subnets_on_one_host_and_across_hosts() -> Result<()> {
     ensure!(round_trip(ns(&a1), false, &b2.ip, 8080)?, "TCP a1 -> b2:8080");
     // A stream with the guests' default offloads, routed across hosts.
     let report = iperf3(ns(&b2), ns(&a1), &b2.ip, &["-t", "1"])?;
-    let bps = report["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
+    let bps = received_bps(&report);
     ensure!(bps > 1e6, "iperf3 a1 -> b2 carried {bps} bit/s");
     // A restart loses no routed ping: the pinned ROUTES route while no agent runs, and the next
     // agent takes them over.

@@ -17,7 +17,7 @@ use alioth_tests::frames;
 use alioth_tests::generator::{best_of, cost_alone, Run};
 use alioth_tests::goalstate::elastic_ip;
 use alioth_tests::netns::{Netns, Vm};
-use alioth_tests::overlay::{iperf3, ping_avg_us, Lab, Underlay, VmSpec, VpcSpec, UPLINK, WIRE_PEER};
+use alioth_tests::overlay::{iperf3, ping_avg_us, received_bps, Lab, Underlay, VmSpec, VpcSpec, UPLINK, WIRE_PEER};
 use alioth_tests::routing::{gateway_ip, gateway_mac, goal_state, router, routing, rule};
 use alioth_tests::table::{gbit, us, Table};
 use anyhow::{ensure, Context, Result};
@@ -186,7 +186,7 @@ fn run(alioth: bool) -> Result<Figures> {
         outbound,
         snat,
         generator_ns,
-        tcp_gbps: tcp["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9,
+        tcp_gbps: received_bps(&tcp) / 1e9,
         ping_us,
     })
 }
@@ -202,10 +202,7 @@ fn main() -> Result<()> {
     println!();
     let t = Table::new(40, "linux iptables");
     println!("small packets: the generator is {}", kernel.inbound.generator.name());
-    let (g_in, g_out) = match ours.generator_ns {
-        Some((i, o)) => (Some(i), Some(o)),
-        None => (None, None),
-    };
+    let (g_in, g_out) = ours.generator_ns.unzip();
     t.small_packets(
         "in: internet -> elastic IP (1 core)",
         &kernel.inbound,

@@ -14,7 +14,7 @@ use alioth_proto::schema::OperationType;
 use alioth_tests::frames;
 use alioth_tests::generator::{best_of, cost_alone, Run};
 use alioth_tests::netns::Netns;
-use alioth_tests::overlay::{bridged_vxlan, iperf3, ping_avg_us, Lab, Underlay, VmSpec, VpcSpec};
+use alioth_tests::overlay::{bridged_vxlan, iperf3, ping_avg_us, received_bps, Lab, Underlay, VmSpec, VpcSpec};
 use alioth_tests::routing::{gateway_ip, gateway_mac, goal_state, router, routing, subnet_of};
 use alioth_tests::table::{gbit, us, Table};
 use alioth_tests::timing;
@@ -162,7 +162,7 @@ fn run(alioth: bool) -> Result<Figures> {
     let tcp = iperf3(&dst.ns, &src.ns, &b.ip, &["-t", "3"])?;
     Ok(Figures {
         small,
-        tcp_gbps: tcp["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9,
+        tcp_gbps: received_bps(&tcp) / 1e9,
         ping_us,
         generator_ns,
     })
