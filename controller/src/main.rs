@@ -88,8 +88,8 @@ enum Command {
         /// bpffs path that keeps the link attached after this command exits; remove it to detach.
         #[arg(long)]
         pin: std::path::PathBuf,
-        /// Attach the benchmarks' packet sink instead: drops UDP to the discard port (9), counted
-        /// by the veth, and passes everything else.
+        /// Attach the benchmarks' packet sink on TC ingress instead: drops UDP to the discard port
+        /// (9) and passes everything else.
         #[arg(long)]
         sink: bool,
     },

@@ -165,6 +165,39 @@ fn tso_super_frames_cross_hosts_whole_on_the_skb_path() -> Result<()> {
     Ok(())
 }
 
+/// A counter of interface `iface` in `ns` (`/sys/class/net/<iface>/statistics/<name>`).
+fn link_counter(ns: &alioth_tests::netns::Netns, iface: &str, name: &str) -> Result<u64> {
+    let path = format!("/sys/class/net/{iface}/statistics/{name}");
+    ns.exec(&["cat", &path])?.trim().parse().context(path)
+}
+
+#[test]
+fn frames_for_a_veth_port_enter_its_guest_directly() -> Result<()> {
+    let (lab, one_id, two_ip) = alioth_tests::overlay::two_hosts(|_| Ok(()))?;
+    let host = &lab.hosts[1];
+    let (spec, vm) = &host.vms[0];
+    let tap = spec.tap();
+    let sent = || -> Result<(u64, u64)> {
+        Ok((
+            link_counter(&host.ns, &tap, "tx_packets")?,
+            link_counter(&vm.ns, "eth0", "rx_packets")?,
+        ))
+    };
+    let (tx0, rx0) = sent()?;
+    let out = ping(&lab, &one_id, &two_ip, &["-c", "40", "-i", "0.01"])?;
+    ensure!(out.contains("40 received"), "{out}");
+    let (tx1, rx1) = sent()?;
+    // Decapsulated on the uplink's skb path and put into the guest's side of the veth
+    // (`bpf_redirect_peer`): the host side transmits none of them.
+    ensure!(rx1 - rx0 >= 40, "the VM received {} frames", rx1 - rx0);
+    ensure!(
+        tx1 - tx0 < 5,
+        "{} of the 40 echo requests went out of the host side of the veth",
+        tx1 - tx0
+    );
+    Ok(())
+}
+
 #[test]
 fn two_vpcs_with_the_same_addresses_never_see_each_other() -> Result<()> {
     let (a, b) = (VpcSpec::new(1, 1001, 1), VpcSpec::new(2, 1002, 1));

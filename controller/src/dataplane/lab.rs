@@ -4,35 +4,40 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use aya::programs::links::FdLink;
-use aya::programs::{xdp::XdpLinkId, Xdp, XdpMode};
+use aya::programs::tc::TcAttachType;
+use aya::programs::{SchedClassifier, XdpMode};
 use aya::Ebpf;
 
 use super::named_program;
+use crate::dataplane::object::SINK_PROGRAM;
 
-/// Attaches `program` of the lab object (a lab helper: pass-through or sink) to `iface` (native mode) and pins the
-/// link at `pin`, so it stays attached after this process exits; removing the pin (or the
-/// interface) detaches it.
+/// Attaches `program` of the lab object (a lab helper: the XDP pass-through in native mode, or the
+/// sink on TC ingress) to `iface` and pins the link at `pin`, so it stays attached after this
+/// process exits; removing the pin (or the interface) detaches it.
 pub fn attach_pinned(program: &str, iface: &str, pin: &Path) -> Result<()> {
     let mut ebpf = Ebpf::load(crate::dataplane::object::lab_object()?).context("load the lab object")?;
-    let prog = named_program(&mut ebpf, program)?;
-    prog.load()?;
-    let id = prog
-        .attach(iface, XdpMode::Driver)
-        .with_context(|| format!("attach {program} to {iface}"))?;
     if let Some(dir) = pin.parent() {
         crate::dataplane::bpffs::ensure(pin, true)?;
         std::fs::create_dir_all(dir)?;
     }
-    pin_link(prog, id, pin).map(drop)
-}
-
-/// Takes link `id` from `prog` and pins it at `pin`, so it outlives this process.
-fn pin_link(prog: &mut Xdp, id: XdpLinkId, pin: &Path) -> Result<FdLink> {
-    let fd = FdLink::try_from(prog.take_link(id)?).context("the kernel attached XDP without a bpf_link")?;
-    let pinned = fd
-        .pin(pin)
+    let link = if program == SINK_PROGRAM {
+        let prog: &mut SchedClassifier = super::attach::named(&mut ebpf, program)?;
+        prog.load()?;
+        let id = prog
+            .attach(iface, TcAttachType::Ingress)
+            .with_context(|| format!("attach {program} to TC ingress of {iface}"))?;
+        FdLink::try_from(prog.take_link(id)?).context("TC attached without a bpf_link (tcx)")?
+    } else {
+        let prog = named_program(&mut ebpf, program)?;
+        prog.load()?;
+        let id = prog
+            .attach(iface, XdpMode::Driver)
+            .with_context(|| format!("attach {program} to {iface}"))?;
+        FdLink::try_from(prog.take_link(id)?).context("the kernel attached XDP without a bpf_link")?
+    };
+    link.pin(pin)
         .with_context(|| format!("pin the link at {}", pin.display()))?;
-    Ok(pinned.into())
+    Ok(())
 }
 
 impl super::Dataplane {

@@ -47,6 +47,16 @@ impl Dataplane {
         }
     }
 
+    /// Marks in `PEER_PORTS` whether frames for the port on `ifindex` enter its guest's side
+    /// directly: where its interface is a veth whose peer is in another network namespace. An
+    /// interface the kernel cannot tell about is left unmarked (its frames go the longer way).
+    pub(super) fn set_peer_delivery(&mut self, ifindex: u32, port: bool) -> Result<()> {
+        let peer = port && crate::net::links::peer_elsewhere(ifindex).unwrap_or(false);
+        self.peer_ports
+            .set(ifindex, u8::from(peer), 0)
+            .context("write PEER_PORTS")
+    }
+
     /// Takes `ifindex` out of the redirect targets (an interface on the skb path alone).
     pub fn remove_redirect(&mut self, ifindex: u32) {
         // aya's array device map has no remove; a slot already empty is as good as removed.
@@ -103,6 +113,7 @@ impl Dataplane {
             None => self.attach_port(iface, index)?,
         }
         self.set_redirect(iface, index)?;
+        self.set_peer_delivery(index, true)?;
         let key = (entry.vni, entry.mac);
         if let Some(old) = self.port_keys.insert(iface.to_string(), key).filter(|old| *old != key) {
             self.unset_local(old);
@@ -203,6 +214,7 @@ impl Dataplane {
         };
         self.forget(iface);
         self.remove_redirect(index);
+        let _ = self.set_peer_delivery(index, false);
         if let Some(key) = self.port_keys.remove(iface) {
             self.unset_local(key);
         }

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::Result;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkMessage, LinkXdp, XdpAttached};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage, LinkXdp, XdpAttached};
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
@@ -79,6 +79,22 @@ pub fn xdp_of(index: u32) -> Result<Option<(XdpMode, u32)>> {
         LinkAttribute::Xdp(x) => xdp(x.as_slice()),
         _ => None,
     }))
+}
+
+/// Whether interface `index` is a veth whose peer is in another network namespace (a guest's):
+/// frames for it may then enter the peer directly (`bpf_redirect_peer`, which drops them when the
+/// peer is in the same namespace).
+pub fn peer_elsewhere(index: u32) -> Result<bool> {
+    let msg = RouteQuery::new()?.link(index)?;
+    let veth = msg.attributes.iter().any(|a| {
+        matches!(a, LinkAttribute::LinkInfo(infos)
+            if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth))))
+    });
+    let elsewhere = msg
+        .attributes
+        .iter()
+        .any(|a| matches!(a, LinkAttribute::LinkNetNsId(_)));
+    Ok(veth && elsewhere)
 }
 
 fn xdp(attrs: &[LinkXdp]) -> Option<(XdpMode, u32)> {

@@ -16,6 +16,13 @@ pub const STATS: &str = "STATS";
 pub const UPLINK: &str = "UPLINK";
 /// Underlay next hop (its MAC) per remote tunnel endpoint IP, resolved and refreshed by the agent.
 pub const NEXTHOPS: &str = "NEXTHOPS";
+/// Array indexed by ifindex, the agent's alone to write: 1 for a port whose frames enter its
+/// guest's side directly (`bpf_redirect_peer`), a veth on the skb path alone whose peer is in
+/// another network namespace; 0 for every other interface (its frames are sent out of it). Not
+/// pinned: each agent fills its own object's copy as it attaches the ports, and a frame finding 0
+/// is still delivered, by the longer way.
+pub const PEER_PORTS: &str = "PEER_PORTS";
+
 /// Device map of redirect targets indexed by ifindex: every port and uplink that runs XDP (XDP
 /// leaves frames for the others to its skb path, which redirects skbs). An array
 /// (2 MiB of pointers for `MAX_IFINDEX` slots): its lookup is about 10 ns cheaper per encapsulated

@@ -5,12 +5,11 @@
 use alioth_common::eth::{self, ETH_P_IPV4};
 use alioth_common::pipeline::Verdict;
 use alioth_common::{dhcp, ipv4};
-use aya_ebpf::bindings::{xdp_action, TC_ACT_SHOT};
+use aya_ebpf::bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT};
 use aya_ebpf::helpers::bpf_clone_redirect;
 use aya_ebpf::macros::{classifier, xdp};
 use aya_ebpf::programs::{TcContext, XdpContext};
 
-use crate::packet::XdpPacket;
 use crate::{bench, finish, port_path, uplink_path, Origin};
 
 /// Benchmarks only (never attached): the port program (which hands DHCP to its own program), then
@@ -51,18 +50,20 @@ pub fn alioth_pass(_ctx: XdpContext) -> u32 {
 }
 
 /// The benchmarks' packet sink on a receiving VM's interface, as a hardware tester's receive port:
-/// UDP to the discard port (9) is dropped (veth counts the drops per queue), everything else
-/// passes, so ping and TCP still reach the VM. Never attached by the agent.
-#[xdp]
-pub fn alioth_sink(ctx: XdpContext) -> u32 {
-    let pkt = XdpPacket::new(&ctx);
+/// UDP to the discard port (9) is dropped, everything else passes, so ping and TCP still reach
+/// the VM. On TC ingress, which every frame reaches however it came (a frame alioth delivers
+/// straight into the VM's side skips the VM's XDP); the veth counts them received. Never attached
+/// by the agent.
+#[classifier]
+pub fn alioth_sink(ctx: TcContext) -> i32 {
+    let pkt = crate::tc::packet(&ctx);
     let discard = eth::ether_type(&pkt) == Some(ETH_P_IPV4)
         && ipv4::parse(&pkt).is_ok_and(|ip| ip.proto == ipv4::PROTO_UDP && ip.header_len == ipv4::IPV4_MIN_HLEN)
         && dhcp::udp_ports(&pkt).is_some_and(|(_, dst)| dst == DISCARD_PORT);
     if discard {
-        xdp_action::XDP_DROP
+        TC_ACT_SHOT as i32
     } else {
-        xdp_action::XDP_PASS
+        TC_ACT_OK as i32
     }
 }
 

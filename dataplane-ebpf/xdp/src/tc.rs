@@ -15,7 +15,7 @@ use aya_ebpf::bindings::{
     bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
     BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_OK, TC_ACT_REDIRECT as REDIRECTED, TC_ACT_SHOT,
 };
-use aya_ebpf::helpers::bpf_redirect;
+use aya_ebpf::helpers::{bpf_redirect, bpf_redirect_peer};
 use aya_ebpf::programs::TcContext;
 
 use crate::count_index;
@@ -86,14 +86,14 @@ pub fn finish(ctx: &TcContext, verdict: Verdict, slot: u16) -> i32 {
         Action::Drop => SHOT,
         // An answer (ARP, ICMP, DHCP) goes back out of the interface it came in by.
         // SAFETY: the program's own context.
-        Action::Tx => redirect(unsafe { (*ctx.skb.skb).ifindex }),
-        Action::Redirect => redirect(verdict.ifindex),
+        Action::Tx => deliver(unsafe { (*ctx.skb.skb).ifindex }),
+        Action::Redirect => deliver(verdict.ifindex),
         Action::Encap => match encap(ctx, &verdict.outer) {
             Some(()) => redirect(verdict.ifindex),
             None => SHOT,
         },
         Action::Decap => match decap(ctx) {
-            Some(()) => redirect(verdict.ifindex),
+            Some(()) => deliver(verdict.ifindex),
             None => SHOT,
         },
         Action::Dhcp => {
@@ -133,6 +133,19 @@ pub fn account(ctx: &TcContext, verdict: &Verdict, action: i32, slot: u16) -> i3
     let ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
     monitor::watch(&At::new(&mut SkbPacket::new(ctx), inner), ifindex, index, fate);
     action
+}
+
+/// To port `ifindex`: into its guest's side at once where the agent marked it (`PEER_PORTS`; the
+/// veth's transmit and the guest side's backlog are skipped, and so is an XDP program the guest
+/// runs on its side), else out of it.
+#[inline(always)]
+pub fn deliver(ifindex: u32) -> i32 {
+    if crate::PEER_PORTS.get(ifindex).is_some_and(|p| *p != 0) {
+        // SAFETY: plain helper call; TC ingress, where the helper is allowed.
+        unsafe { bpf_redirect_peer(ifindex, 0) as i32 }
+    } else {
+        redirect(ifindex)
+    }
 }
 
 /// Out of `ifindex` (TC_ACT_REDIRECT), or TC_ACT_SHOT when the helper refuses.

@@ -180,7 +180,7 @@ fn pps() -> Result<()> {
     println!();
     println!("2. pps, 60-byte UDP from VM 1 to VM 2 on one host, VM 2 behind {RULES} ingress rules");
     println!(
-        "   generator: {} in VM 1; sink: XDP drop on VM 2's eth0 (counted by its veth); best of {RUNS} runs of {BURST}",
+        "   generator: {} in VM 1; sink: TC drop on VM 2's eth0 (counted received by its veth); best of {RUNS} runs of {BURST}",
         alioth.1.name()
     );
     println!("{:<58} {:>12}", "system", "Mpps");
