@@ -131,8 +131,8 @@ pub struct Dataplane {
     uplink: Array<MapData, Uplink>,
     next_hops: BpfHashMap<MapData, [u8; 4], NextHop>,
     redirect: DevMap<MapData>,
-    /// `PEER_PORTS` (this object's own, not pinned).
-    peer_ports: Array<MapData, u8>,
+    /// `IFACE_FLAGS` (this object's own, not pinned).
+    iface_flags: Array<MapData, u8>,
     dhcp: Array<MapData, DhcpEntry>,
     /// Free `DHCP` slots, the least recently freed first. A changed entry is written to a fresh
     /// slot before the port points at it, and a freed slot is reused last, so a program still
@@ -355,7 +355,7 @@ impl Dataplane {
         let uplink = Array::try_from(take(maps::UPLINK)?)?;
         let next_hops = BpfHashMap::try_from(take(maps::NEXTHOPS)?)?;
         let redirect = DevMap::try_from(take(maps::REDIRECT)?)?;
-        let peer_ports = Array::try_from(take(maps::PEER_PORTS)?)?;
+        let iface_flags = Array::try_from(take(maps::IFACE_FLAGS)?)?;
         let dhcp = Array::try_from(take(maps::DHCP)?)?;
         let port_stats = PerCpuArray::try_from(take(maps::PORT_STATS)?)?;
         let generation = Array::try_from(take(maps::GENERATION)?)?;
@@ -381,7 +381,7 @@ impl Dataplane {
             uplink,
             next_hops,
             redirect,
-            peer_ports,
+            iface_flags,
             dhcp,
             dhcp_free: (1..maps::MAX_DHCP).collect(),
             dhcp_slots: HashMap::new(),

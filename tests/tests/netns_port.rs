@@ -83,6 +83,15 @@ fn gateway_answers(args: &[&str], mode: &str) -> Result<()> {
         "stats: {}",
         t.agent.stats()?
     );
+    // Which path the frames took: on the skb path alone each is counted on arrival (`skb_only`)
+    // and none was left to it by XDP (`skb_path`); with XDP, none arrived on the skb path alone.
+    let (skb_only, skb_path) = (counter(&t.agent, "skb_only")?, counter(&t.agent, "skb_path")?);
+    let answered = counter(&t.agent, "arp_reply")? + counter(&t.agent, "icmp_echo_reply")?;
+    let on_its_path = match mode {
+        "tc" => skb_only >= answered + 2 && skb_path == 0,
+        _ => skb_only == 0,
+    };
+    ensure!(on_its_path, "{mode}: stats: {}", t.agent.stats()?);
 
     let status = t.agent.cli(&["status", "--json"])?;
     let status: serde_json::Value = serde_json::from_slice(&status.stdout)?;

@@ -136,8 +136,7 @@ impl Dataplane {
             let link = self.links().attach(&info.name, UPLINK_PROGRAM)?;
             self.attached.insert(info.name.clone(), (info.ifindex, link));
         }
-        // Answers on the uplink go out of it, whatever a port on that index once was.
-        self.set_peer_delivery(info.ifindex, false)?;
+        self.set_iface_flags(&info.name, info.ifindex, false)?;
         self.set_redirect(&info.name, info.ifindex)
     }
 

@@ -1,7 +1,7 @@
 //! A port's place in the data plane: its `PORTS` entry, DHCP slot, redirect target and the
 //! programs on its interface.
 
-use alioth_common::maps::{self, endpoint_kind, DhcpEntry, Endpoint, EndpointKey, PortEntry, PortMacKey};
+use alioth_common::maps::{self, endpoint_kind, iface_flag, DhcpEntry, Endpoint, EndpointKey, PortEntry, PortMacKey};
 use std::os::fd::AsFd;
 
 use anyhow::{bail, Context, Result};
@@ -47,14 +47,20 @@ impl Dataplane {
         }
     }
 
-    /// Marks in `PEER_PORTS` whether frames for the port on `ifindex` enter its guest's side
-    /// directly: where its interface is a veth whose peer is in another network namespace. An
-    /// interface the kernel cannot tell about is left unmarked (its frames go the longer way).
-    pub(super) fn set_peer_delivery(&mut self, ifindex: u32, port: bool) -> Result<()> {
+    /// Writes the `IFACE_FLAGS` of attached interface `iface` at `ifindex`: whether it runs the
+    /// skb path alone, and for a port, whether its frames enter its guest's side directly (a veth
+    /// whose peer is in another network namespace; an interface the kernel cannot tell about is
+    /// not marked, and its frames go the longer way).
+    pub(super) fn set_iface_flags(&mut self, iface: &str, ifindex: u32, port: bool) -> Result<()> {
+        let skb_only = self.attached.get(iface).is_some_and(|(_, a)| !a.takes_xdp_frames());
         let peer = port && crate::net::links::peer_elsewhere(ifindex).unwrap_or(false);
-        self.peer_ports
-            .set(ifindex, u8::from(peer), 0)
-            .context("write PEER_PORTS")
+        let flags = (if skb_only { iface_flag::SKB_ONLY } else { 0 }) | (if peer { iface_flag::PEER } else { 0 });
+        self.iface_flags.set(ifindex, flags, 0).context("write IFACE_FLAGS")
+    }
+
+    /// Clears the `IFACE_FLAGS` of an interface no longer attached.
+    fn clear_iface_flags(&mut self, ifindex: u32) {
+        let _ = self.iface_flags.set(ifindex, 0, 0);
     }
 
     /// Takes `ifindex` out of the redirect targets (an interface on the skb path alone).
@@ -113,7 +119,7 @@ impl Dataplane {
             None => self.attach_port(iface, index)?,
         }
         self.set_redirect(iface, index)?;
-        self.set_peer_delivery(index, true)?;
+        self.set_iface_flags(iface, index, true)?;
         let key = (entry.vni, entry.mac);
         if let Some(old) = self.port_keys.insert(iface.to_string(), key).filter(|old| *old != key) {
             self.unset_local(old);
@@ -214,7 +220,7 @@ impl Dataplane {
         };
         self.forget(iface);
         self.remove_redirect(index);
-        let _ = self.set_peer_delivery(index, false);
+        self.clear_iface_flags(index);
         if let Some(key) = self.port_keys.remove(iface) {
             self.unset_local(key);
         }

@@ -1,6 +1,7 @@
 //! Per-CPU packet counters: one slot per action and per drop reason.
 
-/// Index into the `STATS` per-CPU array. Every packet the port program sees bumps exactly one slot.
+/// Index into the `STATS` per-CPU array. Every frame a program sees bumps exactly one slot for what
+/// became of it; `SkbPath` and `SkbOnly` count, besides, the frames that take the skb path.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
@@ -140,13 +141,17 @@ pub enum Counter {
     SnatNew,
     /// A new SNAT flow that found no free port of the host's (every probe taken).
     DropSnatExhausted,
+    /// A frame that came in by an interface running the skb path alone (no XDP: veths by
+    /// default), counted on arrival besides what became of it, as `SkbPath` counts what XDP
+    /// leaves to the skb path.
+    SkbOnly,
 }
 
 /// Number of counter slots (size of the `STATS` map).
 pub const COUNTER_SLOTS: u32 = 64;
 
 impl Counter {
-    pub const ALL: [Counter; 60] = [
+    pub const ALL: [Counter; 61] = [
         Counter::Pass,
         Counter::ArpReply,
         Counter::IcmpEchoReply,
@@ -207,6 +212,7 @@ impl Counter {
         Counter::DropNatNoPort,
         Counter::SnatNew,
         Counter::DropSnatExhausted,
+        Counter::SkbOnly,
     ];
 
     /// Stable name used by `alioth stats` and metrics.
@@ -272,6 +278,7 @@ impl Counter {
             Counter::DropNatNoPort => "drop_nat_no_port",
             Counter::SnatNew => "snat_new",
             Counter::DropSnatExhausted => "drop_snat_exhausted",
+            Counter::SkbOnly => "skb_only",
         }
     }
 

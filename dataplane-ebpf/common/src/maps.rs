@@ -16,12 +16,20 @@ pub const STATS: &str = "STATS";
 pub const UPLINK: &str = "UPLINK";
 /// Underlay next hop (its MAC) per remote tunnel endpoint IP, resolved and refreshed by the agent.
 pub const NEXTHOPS: &str = "NEXTHOPS";
-/// Array indexed by ifindex, the agent's alone to write: 1 for a port whose frames enter its
-/// guest's side directly (`bpf_redirect_peer`), a veth on the skb path alone whose peer is in
-/// another network namespace; 0 for every other interface (its frames are sent out of it). Not
-/// pinned: each agent fills its own object's copy as it attaches the ports, and a frame finding 0
-/// is still delivered, by the longer way.
-pub const PEER_PORTS: &str = "PEER_PORTS";
+/// Array indexed by ifindex, the agent's alone to write: how the skb path treats each attached
+/// interface (`iface_flag`). Not pinned: each agent fills its own object's copy as it attaches
+/// the interfaces, and an interface without flags is treated as before they existed.
+pub const IFACE_FLAGS: &str = "IFACE_FLAGS";
+
+/// Bits of an `IFACE_FLAGS` entry.
+pub mod iface_flag {
+    /// A port whose frames enter its guest's side directly (`bpf_redirect_peer`): a veth whose
+    /// peer is in another network namespace. Without it, they are sent out of the port.
+    pub const PEER: u8 = 1;
+    /// The interface runs the skb path alone (no XDP): its TC program counts what it sees as
+    /// `Counter::SkbOnly`.
+    pub const SKB_ONLY: u8 = 2;
+}
 
 /// Device map of redirect targets indexed by ifindex: every port and uplink that runs XDP (XDP
 /// leaves frames for the others to its skb path, which redirects skbs). An array

@@ -61,7 +61,7 @@ static UPLINK: Array<Uplink> = Array::with_max_entries(1, 0);
 static NEXTHOPS: HashMap<[u8; 4], NextHop> = HashMap::with_max_entries(MAX_NEXTHOPS, 0);
 
 #[map]
-pub(crate) static PEER_PORTS: Array<u8> = Array::with_max_entries(MAX_IFINDEX, 0);
+pub(crate) static IFACE_FLAGS: Array<u8> = Array::with_max_entries(MAX_IFINDEX, 0);
 
 #[map]
 static REDIRECT: DevMap = DevMap::with_max_entries(MAX_IFINDEX, 0);

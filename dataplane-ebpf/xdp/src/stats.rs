@@ -40,16 +40,24 @@ pub fn count(counter: Counter, slot: u16) {
 /// `count` by the counter's index (from `opaque`).
 #[inline(always)]
 pub fn count_index(index: u32, slot: u16) {
+    add_index(index, slot, 1)
+}
+
+/// Adds `n` to the counter at `index` (from `opaque`) as `count_index` counts one: a count that
+/// depends on a value without a branch on it, which would have the verifier walk the rest of the
+/// program once for each side.
+#[inline(always)]
+pub fn add_index(index: u32, slot: u16, n: u64) {
     let index = index & (COUNTER_SLOTS - 1);
     if let Some(c) = STATS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe { *c += 1 };
+        unsafe { *c += n };
     }
     if slot == 0 {
         return;
     }
     if let Some(port) = PORT_STATS.get_ptr_mut(slot as u32) {
         // SAFETY: as above; the mask keeps the index inside the array for the verifier.
-        unsafe { (*port)[index as usize] += 1 };
+        unsafe { (*port)[index as usize] += n };
     }
 }

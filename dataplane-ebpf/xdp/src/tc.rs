@@ -5,7 +5,7 @@
 //! software GSO before it, finishes both), and `bpf_redirect` instead of the device map.
 
 use alioth_common::eth::ETH_HLEN;
-use alioth_common::maps::TAIL_DHCP;
+use alioth_common::maps::{iface_flag, TAIL_DHCP};
 use alioth_common::nat::TAIL_NAT;
 use alioth_common::packet::At;
 use alioth_common::pipeline::{Action, Verdict};
@@ -77,12 +77,18 @@ pub fn finish_or_take_probe(ctx: &TcContext, ifindex: u32, verdict: Verdict, slo
     finish(ctx, verdict, slot)
 }
 
-/// Carries out a verdict of the skb path, counted on the port's counters at `slot` too. A pass is
-/// not counted: the XDP program counted it.
+/// Carries out a verdict of the skb path, counted on the port's counters at `slot` too, and as
+/// `SkbOnly` where the frame came in by an interface that runs no XDP. A pass is counted only
+/// there: elsewhere the XDP program counted it.
 #[inline(always)]
 pub fn finish(ctx: &TcContext, verdict: Verdict, slot: u16) -> i32 {
     let action = match verdict.action {
-        Action::Pass => return TC_ACT_OK as i32,
+        Action::Pass => {
+            let alone = alone(ctx);
+            add(verdict.counter, slot, alone);
+            add(Counter::SkbOnly, slot, alone);
+            return TC_ACT_OK as i32;
+        }
         Action::Drop => SHOT,
         // An answer (ARP, ICMP, DHCP) goes back out of the interface it came in by.
         // SAFETY: the program's own context.
@@ -120,6 +126,7 @@ pub fn account(ctx: &TcContext, verdict: &Verdict, action: i32, slot: u16) -> i3
     };
     let index = crate::stats::opaque(counter.index());
     count_index(index, slot);
+    add(Counter::SkbOnly, slot, alone(ctx));
     let fate = match action {
         SHOT => Fate::Dropped,
         TC_ACT_REDIRECT => Fate::Forwarded,
@@ -135,12 +142,33 @@ pub fn account(ctx: &TcContext, verdict: &Verdict, action: i32, slot: u16) -> i3
     action
 }
 
-/// To port `ifindex`: into its guest's side at once where the agent marked it (`PEER_PORTS`; the
-/// veth's transmit and the guest side's backlog are skipped, and so is an XDP program the guest
-/// runs on its side), else out of it.
+/// The agent's `IFACE_FLAGS` for interface `ifindex` (0: none).
+#[inline(always)]
+fn flags(ifindex: u32) -> u8 {
+    crate::IFACE_FLAGS.get(ifindex).copied().unwrap_or(0)
+}
+
+/// 1 for a frame that came in by an interface running the skb path alone, else 0: a number to
+/// count by, not a branch (one would have the verifier walk what follows once for each side).
+#[inline(always)]
+fn alone(ctx: &TcContext) -> u64 {
+    // SAFETY: the program's own context.
+    let ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    u64::from((flags(ifindex) & iface_flag::SKB_ONLY) >> iface_flag::SKB_ONLY.trailing_zeros())
+}
+
+/// Counts `counter` by `n` (on the port counters at `slot` too).
+#[inline(always)]
+fn add(counter: Counter, slot: u16, n: u64) {
+    crate::stats::add_index(crate::stats::opaque(counter.index()), slot, n);
+}
+
+/// To port `ifindex`: into its guest's side at once where the agent marked it (`iface_flag::PEER`;
+/// the veth's transmit and the guest side's backlog are skipped, and so is an XDP program the
+/// guest runs on its side), else out of it.
 #[inline(always)]
 pub fn deliver(ifindex: u32) -> i32 {
-    if crate::PEER_PORTS.get(ifindex).is_some_and(|p| *p != 0) {
+    if flags(ifindex) & iface_flag::PEER != 0 {
         // SAFETY: plain helper call; TC ingress, where the helper is allowed.
         unsafe { bpf_redirect_peer(ifindex, 0) as i32 }
     } else {
