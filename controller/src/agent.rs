@@ -19,6 +19,7 @@ use crate::controller::overlay::{Overlay, OverlayConfig};
 use crate::controller::{Controller, Options, PortsWithoutGroups};
 use crate::dataplane::{AttachMode, BpfLogLevel};
 use crate::goalstate::validate::Naming;
+use crate::net::netlink::Change;
 use crate::store::Store;
 
 pub mod instance;
@@ -308,13 +309,18 @@ fn follow_links(controller: Arc<Mutex<Controller>>) -> Result<tokio::task::JoinH
             let mut underlay = false;
             {
                 let mut c = controller.lock().await;
+                let mut peers = first == Change::Peers;
                 underlay |= c.link_changed(&first);
                 // What piled up meanwhile, under the same lock.
                 while let Ok(next) = changed.try_recv() {
+                    peers |= next == Change::Peers;
                     underlay |= c.link_changed(&next);
                 }
                 if underlay {
                     c.refresh_overlay();
+                }
+                if peers {
+                    c.refresh_iface_flags();
                 }
             }
             if underlay {

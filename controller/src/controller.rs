@@ -172,6 +172,14 @@ impl Controller {
         overlay.refresh(&mut self.dp, self.state.remote_hosts())
     }
 
+    /// Marks again which ports take their frames straight into their guest's side: a veth's peer
+    /// moved between namespaces (`Change::Peers`).
+    pub fn refresh_iface_flags(&mut self) {
+        if let Err(e) = self.dp.refresh_iface_flags() {
+            tracing::warn!("interface flags not refreshed: {e:#}");
+        }
+    }
+
     pub fn overlay(&self) -> Option<&Overlay> {
         self.overlay.as_ref()
     }

@@ -199,6 +199,43 @@ fn frames_for_a_veth_port_enter_its_guest_directly() -> Result<()> {
 }
 
 #[test]
+fn a_port_whose_peer_moves_between_namespaces_keeps_its_frames() -> Result<()> {
+    let (lab, one_id, two_ip) = alioth_tests::overlay::two_hosts(|_| Ok(()))?;
+    let host = &lab.hosts[1];
+    let (spec, vm) = &host.vms[0];
+    let tap = spec.tap();
+    let tx = || link_counter(&host.ns, &tap, "tx_packets");
+    let moved = |from: &alioth_tests::netns::Netns, to: &alioth_tests::netns::Netns, old: &str, new: &str| {
+        from.exec(&["ip", "link", "set", old, "down"])?;
+        from.exec(&["ip", "link", "set", old, "name", new])?;
+        from.exec(&["ip", "link", "set", new, "netns", &to.name])?;
+        to.exec(&["ip", "link", "set", new, "up"])?;
+        // The agent follows the move from the kernel's notifications.
+        std::thread::sleep(Duration::from_millis(500));
+        anyhow::Ok(())
+    };
+
+    // The guest's end comes into the host's namespace: the port's frames must go out of the
+    // host side again (the direct way drops them all when the peer is in the same namespace).
+    moved(&vm.ns, &host.ns, "eth0", "moved0")?;
+    let before = tx()?;
+    let _ = ping(&lab, &one_id, &two_ip, &["-c", "10", "-i", "0.01", "-W", "1"])?;
+    let sent = tx()? - before;
+    ensure!(sent >= 10, "{sent} of 10 echo requests went out of the host side");
+
+    // And back into the guest's namespace: the direct way again, and the guest answers.
+    moved(&host.ns, &vm.ns, "moved0", "eth0")?;
+    vm.ns
+        .exec(&["ip", "addr", "add", &format!("{}/24", spec.ip), "dev", "eth0"])?;
+    let before = tx()?;
+    let out = ping(&lab, &one_id, &two_ip, &["-c", "10", "-i", "0.01"])?;
+    ensure!(out.contains("10 received"), "{out}");
+    let sent = tx()? - before;
+    ensure!(sent < 5, "{sent} of 10 echo requests went out of the host side");
+    Ok(())
+}
+
+#[test]
 fn two_vpcs_with_the_same_addresses_never_see_each_other() -> Result<()> {
     let (a, b) = (VpcSpec::new(1, 1001, 1), VpcSpec::new(2, 1002, 1));
     let mut lab = Lab::new(vec![a.clone(), b.clone()])?;

@@ -58,6 +58,8 @@ impl Controller {
                 false
             }
             Change::Underlay => true,
+            // Followed once per batch (`refresh_iface_flags`).
+            Change::Peers => false,
             Change::Resync => {
                 let stale: Vec<String> = self.dp.stale_attachments();
                 for name in stale {

@@ -9,7 +9,7 @@ use aya::maps::IterableMap;
 
 use super::Dataplane;
 use super::SourceKeys;
-use crate::dataplane::attach::Links;
+use crate::dataplane::attach::{Attachment, Links};
 use crate::dataplane::batch;
 use crate::dataplane::object::PORT_PROGRAM;
 use crate::goalstate::model::Mac;
@@ -52,10 +52,26 @@ impl Dataplane {
     /// whose peer is in another network namespace; an interface the kernel cannot tell about is
     /// not marked, and its frames go the longer way).
     pub(super) fn set_iface_flags(&mut self, iface: &str, ifindex: u32, port: bool) -> Result<()> {
-        let skb_only = self.attached.get(iface).is_some_and(|(_, a)| !a.takes_xdp_frames());
         let peer = port && crate::net::links::peer_elsewhere(ifindex).unwrap_or(false);
-        let flags = (if skb_only { iface_flag::SKB_ONLY } else { 0 }) | (if peer { iface_flag::PEER } else { 0 });
+        let Some((_, attachment)) = self.attached.get(iface) else {
+            return Ok(());
+        };
+        let flags = iface_flags(attachment, peer);
         self.iface_flags.set(ifindex, flags, 0).context("write IFACE_FLAGS")
+    }
+
+    /// `set_iface_flags` for every attached interface again, from one listing of them: a veth's
+    /// peer may have moved between namespaces since its port was attached (into a guest's, or
+    /// back here, where the direct way would lose every frame).
+    pub fn refresh_iface_flags(&mut self) -> Result<()> {
+        let links = crate::net::links::links()?;
+        for (index, attachment) in self.attached.values() {
+            let peer = attachment.program == PORT_PROGRAM && links.get(index).is_some_and(|l| l.peer_elsewhere);
+            self.iface_flags
+                .set(*index, iface_flags(attachment, peer), 0)
+                .context("write IFACE_FLAGS")?;
+        }
+        Ok(())
     }
 
     /// Clears the `IFACE_FLAGS` of an interface no longer attached.
@@ -389,6 +405,17 @@ impl Dataplane {
             self.links().forget(iface, attachment);
         }
     }
+}
+
+/// The `IFACE_FLAGS` of an interface attached as `attachment`, whose frames enter its peer
+/// directly when `peer`.
+fn iface_flags(attachment: &Attachment, peer: bool) -> u8 {
+    let skb_only = if attachment.takes_xdp_frames() {
+        0
+    } else {
+        iface_flag::SKB_ONLY
+    };
+    skb_only | if peer { iface_flag::PEER } else { 0 }
 }
 
 fn port_mac_key((vni, mac): (u32, Mac)) -> PortMacKey {

@@ -47,6 +47,8 @@ pub struct Link {
     pub mtu: u32,
     /// The XDP mode and program id, where a program is attached.
     pub xdp: Option<(XdpMode, u32)>,
+    /// A veth whose peer is in another network namespace (`peer_elsewhere`).
+    pub peer_elsewhere: bool,
 }
 
 /// Every interface of this network namespace, by index.
@@ -67,6 +69,7 @@ pub fn links() -> Result<BTreeMap<u32, Link>> {
                 _ => {}
             }
         }
+        link.peer_elsewhere = is_peer_elsewhere(&msg);
         out.insert(link.index, link);
     })?;
     Ok(out)
@@ -85,7 +88,11 @@ pub fn xdp_of(index: u32) -> Result<Option<(XdpMode, u32)>> {
 /// frames for it may then enter the peer directly (`bpf_redirect_peer`, which drops them when the
 /// peer is in the same namespace).
 pub fn peer_elsewhere(index: u32) -> Result<bool> {
-    let msg = RouteQuery::new()?.link(index)?;
+    Ok(is_peer_elsewhere(&RouteQuery::new()?.link(index)?))
+}
+
+/// `peer_elsewhere` of the interface `msg` describes.
+pub fn is_peer_elsewhere(msg: &LinkMessage) -> bool {
     let veth = msg.attributes.iter().any(|a| {
         matches!(a, LinkAttribute::LinkInfo(infos)
             if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth))))
@@ -94,7 +101,7 @@ pub fn peer_elsewhere(index: u32) -> Result<bool> {
         .attributes
         .iter()
         .any(|a| matches!(a, LinkAttribute::LinkNetNsId(_)));
-    Ok(veth && elsewhere)
+    veth && elsewhere
 }
 
 fn xdp(attrs: &[LinkXdp]) -> Option<(XdpMode, u32)> {

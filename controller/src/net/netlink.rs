@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
-use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{Socket, SocketAddr};
@@ -21,6 +21,9 @@ pub enum Change {
     Underlay,
     /// Notifications were lost (the socket's buffer overran): look at everything again.
     Resync,
+    /// A veth appeared, or an interface left for another network namespace: a port's peer may
+    /// have moved between namespaces (`Dataplane::refresh_iface_flags`).
+    Peers,
 }
 
 /// Subscribes to link, IPv4 route and neighbour notifications of the calling thread's network
@@ -75,11 +78,30 @@ fn receive(socket: Socket, tx: UnboundedSender<Change>) {
 /// The changes in one datagram (several messages each); what does not parse is skipped.
 pub fn parse(bytes: &[u8]) -> Vec<Change> {
     messages(bytes)
-        .filter_map(|msg| match msg.payload {
-            NetlinkPayload::InnerMessage(inner) => change(inner),
-            _ => None,
+        .flat_map(|msg| match msg.payload {
+            NetlinkPayload::InnerMessage(inner) => {
+                let peers = moves_peers(&inner).then_some(Change::Peers);
+                change(inner).into_iter().chain(peers).collect()
+            }
+            _ => Vec::new(),
         })
         .collect()
+}
+
+/// Whether `msg` may mean that a veth's peer moved between namespaces: a veth that appears here
+/// (created, or moved in), or any interface that leaves for another namespace.
+fn moves_peers(msg: &RouteNetlinkMessage) -> bool {
+    match msg {
+        RouteNetlinkMessage::NewLink(link) => link.attributes.iter().any(|a| {
+            matches!(a, LinkAttribute::LinkInfo(infos)
+                if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth))))
+        }),
+        RouteNetlinkMessage::DelLink(link) => link
+            .attributes
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::NewNetnsId(_))),
+        _ => false,
+    }
 }
 
 /// The rtnetlink messages of one datagram, in order; what does not parse is skipped.
