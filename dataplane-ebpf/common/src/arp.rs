@@ -43,24 +43,9 @@ pub fn parse_request<P: Packet + ?Sized>(pkt: &P) -> Result<Request, Counter> {
     Ok(req)
 }
 
-/// Turns the request frame in place into the reply "`target_ip` is at `target_mac`".
-#[inline(always)]
-pub fn write_reply<P: Packet + ?Sized>(pkt: &mut P, req: &Request, target_mac: &Mac) -> Option<()> {
-    let f = pkt.array_mut::<ARP_FRAME_LEN>(0)?;
-    f[0..6].copy_from_slice(&req.sender_mac);
-    f[6..12].copy_from_slice(target_mac);
-    let a = &mut f[ETH_HLEN..];
-    a[6..8].copy_from_slice(&OP_REPLY.to_be_bytes());
-    a[8..14].copy_from_slice(target_mac);
-    a[14..18].copy_from_slice(&req.target_ip);
-    a[18..24].copy_from_slice(&req.sender_mac);
-    a[24..28].copy_from_slice(&req.sender_ip);
-    Some(())
-}
-
-/// Turns a request that `parse_request` accepted into the reply "its target is at `mac`", moving
-/// the frame's fields through integers: no copy of the request on the stack, whose byte arrays
-/// LLVM may load at offsets the verifier refuses.
+/// Turns a request that `parse_request` accepted into the reply "its target is at `mac`", in
+/// place, moving the frame's fields through integers: no copy of the request on the stack, whose
+/// byte arrays LLVM may load at offsets the verifier refuses.
 #[inline(always)]
 pub fn reply_in_place<P: Packet + ?Sized>(pkt: &mut P, mac: &Mac) -> Option<()> {
     let f = pkt.array_mut::<ARP_FRAME_LEN>(0)?;

@@ -277,7 +277,7 @@ fn arp_request<P: Packet + ?Sized, T: Tables>(pkt: &mut P, port: &PortEntry, tab
     if target_mac == req.sender_mac {
         return Verdict::drop(Counter::DropArpSelf);
     }
-    match arp::write_reply(pkt, &req, &target_mac) {
+    match arp::reply_in_place(pkt, &target_mac) {
         Some(()) => Verdict::new(Action::Tx, Counter::ArpReply),
         None => Verdict::drop(Counter::DropArpMalformed),
     }
