@@ -23,6 +23,8 @@ pub fn ifindex(name: &str) -> Option<u32> {
 pub(crate) struct Names {
     socket: Option<OwnedFd>,
     listed: Option<HashMap<String, u32>>,
+    /// With `listed`: the veths among them whose peer is in another namespace.
+    peers_elsewhere: Option<std::collections::HashSet<u32>>,
 }
 
 impl Names {
@@ -36,16 +38,31 @@ impl Names {
         Names {
             socket: socket.ok(),
             listed: None,
+            peers_elsewhere: None,
         }
     }
 
-    /// Answers from one listing of the interfaces until `unlist`.
+    /// Answers from one listing of the interfaces until `unlist` (rtnetlink's, which also tells
+    /// where veths' peers are; else the C library's).
     pub(crate) fn list(&mut self) {
-        self.listed = Some(interfaces().into_iter().map(|(index, name)| (name, index)).collect());
+        match crate::net::links::links() {
+            Ok(links) => {
+                self.peers_elsewhere = Some(links.values().filter(|l| l.peer_elsewhere).map(|l| l.index).collect());
+                self.listed = Some(links.into_values().map(|l| (l.name, l.index)).collect());
+            }
+            Err(_) => self.listed = Some(interfaces().into_iter().map(|(index, name)| (name, index)).collect()),
+        }
     }
 
     pub(crate) fn unlist(&mut self) {
         self.listed = None;
+        self.peers_elsewhere = None;
+    }
+
+    /// Whether interface `index` is a veth whose peer is in another namespace, from the listing
+    /// (`None` without one).
+    pub(crate) fn peer_elsewhere(&self, index: u32) -> Option<bool> {
+        self.peers_elsewhere.as_ref().map(|s| s.contains(&index))
     }
 
     /// `ifindex`, in this one's namespace.
