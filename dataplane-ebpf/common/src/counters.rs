@@ -142,8 +142,8 @@ pub enum Counter {
     /// A new SNAT flow that found no free port of the host's (every probe taken).
     DropSnatExhausted,
     /// A frame that came in by an interface running the skb path alone (no XDP: veths by
-    /// default), counted on arrival besides what became of it, as `SkbPath` counts what XDP
-    /// leaves to the skb path.
+    /// default), counted besides what became of it, as `SkbPath` counts what XDP leaves to the
+    /// skb path.
     SkbOnly,
 }
 

@@ -90,7 +90,7 @@ pub fn finish(ctx: &TcContext, verdict: Verdict, slot: u16) -> i32 {
             return TC_ACT_OK as i32;
         }
         Action::Drop => SHOT,
-        // An answer (ARP, ICMP, DHCP) goes back out of the interface it came in by.
+        // An answer (ARP, ICMP, DHCP) goes back by the interface it came in by.
         // SAFETY: the program's own context.
         Action::Tx => deliver(unsafe { (*ctx.skb.skb).ifindex }),
         Action::Redirect => deliver(verdict.ifindex),

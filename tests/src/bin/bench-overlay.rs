@@ -7,9 +7,9 @@
 //! one pinned CPU; the softirq work of forwarding runs on that same CPU, so the received rate is
 //! what one core forwards, and the offered rate shows the generator was not the limit. The
 //! receiving VM's eth0 runs a packet sink on TC ingress (as a hardware tester's receive port
-//! would be) that drops the generator's frames as they arrive and lets everything else in; its veth
-//! counts them received, in both systems alike. TCP and UDP are iperf3 between guests with their default offloads (rounds, the
-//! two systems taking turns), latency is ping.
+//! would be) that drops the generator's frames as they arrive and lets everything else in; its
+//! veth counts them received, in both systems alike. TCP and UDP are iperf3 between guests with
+//! their default offloads (rounds, the two systems taking turns), latency is ping.
 //! Then ns per packet of encap and decap through BPF_PROG_TEST_RUN.
 
 use alioth::dataplane::object::{BENCH_PORT_PROGRAM, BENCH_UPLINK_PROGRAM, PORT_PROGRAM, UPLINK_PROGRAM};
