@@ -117,9 +117,14 @@ fn gateway_answers(args: &[&str], mode: &str) -> Result<()> {
     );
     let modes = alioth_tests::agent::hooks(&status);
     ensure!(modes == [mode, mode], "status: {status}");
+    // The VMs' ends of the veths are in their own namespaces: the skb path puts frames there.
+    let into_peer = status["xdp"]
+        .as_array()
+        .is_some_and(|a| a.iter().all(|x| x["into_peer"] == true));
+    ensure!(into_peer, "status: {status}");
     let text = String::from_utf8(t.agent.cli(&["status"])?.stdout)?;
     ensure!(
-        text.contains(&format!("{VM1_TAP} ({mode})")) && text.contains("agent:      pid "),
+        text.contains(&format!("{VM1_TAP} ({mode}, into its peer)")) && text.contains("agent:      pid "),
         "{text}"
     );
     // `state` lists the record offline; `ports` names each interface's port and VPC from it.

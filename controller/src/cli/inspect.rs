@@ -265,7 +265,10 @@ fn print_status(status: &serde_json::Value, state_dir: &Path) {
     let xdp = status["xdp"].as_array().cloned().unwrap_or_default();
     let attached: Vec<String> = xdp
         .iter()
-        .map(|x| format!("{} ({})", text(&x["iface"]), text(&x["xdp"])))
+        .map(|x| {
+            let peer = if x["into_peer"] == true { ", into its peer" } else { "" };
+            format!("{} ({}{peer})", text(&x["iface"]), text(&x["xdp"]))
+        })
         .collect();
     println!(
         "attached:   {}",
@@ -334,7 +337,8 @@ fn duration(secs: u64) -> String {
 
 /// How the programs run on the uplink and on each programmed port, as the kernel reports it: the
 /// XDP mode (native, generic), "tc" where the skb path runs alone (tcx, no XDP: veths), "none"
-/// where nothing is attached.
+/// where nothing is attached; and whether the skb path puts a port's frames straight into its
+/// peer (a veth whose peer is in another namespace, as the agent marks it in `IFACE_FLAGS`).
 fn xdp_modes(ports: &[(u32, PortEntry)], uplink: Option<Uplink>) -> Result<Vec<serde_json::Value>> {
     let links = crate::net::links::links().context("list the interfaces")?;
     let row = |index: u32, role: &str| {
@@ -344,11 +348,13 @@ fn xdp_modes(ports: &[(u32, PortEntry)], uplink: Option<Uplink>) -> Result<Vec<s
             Some((m, p)) => (m.name(), p),
             None => crate::dataplane::attach::tc_program_on(&iface).map_or(("none", 0), |p| ("tc", p)),
         };
+        let into_peer = role == "port" && links.get(&index).is_some_and(|l| l.peer_elsewhere);
         json!({
             "iface": iface,
             "role": role,
             "xdp": mode,
             "prog_id": prog,
+            "into_peer": into_peer,
         })
     };
     let mut rows: Vec<_> = uplink.map(|u| row(u.ifindex, "uplink")).into_iter().collect();
