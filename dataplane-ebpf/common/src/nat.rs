@@ -56,7 +56,7 @@ pub fn on_uplink<P: Packet + ?Sized, T: Tables>(pkt: &mut P, up: &Uplink, tables
             if tables.elastic_ip(dst).is_none() {
                 // A reply to a SNAT flow: to the host's own address and one of its SNAT ports.
                 let ip = ipv4::parse(pkt).ok()?;
-                tables.snat_back(&snat::way_back(pkt, &ip, up)?)?;
+                tables.snat_back(&snat::way_back(pkt, &ip, up)?.0)?;
             }
             let (dst_mac, _) = eth::macs(pkt)?;
             (dst_mac == up.mac).then_some(Verdict::new(Action::Nat, Counter::NatIn))
@@ -75,10 +75,10 @@ pub fn inbound<P: Packet + ?Sized, T: Tables>(pkt: &mut P, tables: &T) -> Verdic
     };
     // Not an `Option<SnatBack>`: a `None`'s undefined payload ends up stored, which the verifier
     // refuses (see `pipeline::Action`).
-    let (key, back, snat) = match tables.elastic_ip(&ip.dst) {
-        Some(key) => (key, snat::SnatBack::default(), false),
+    let (key, back, field, snat) = match tables.elastic_ip(&ip.dst) {
+        Some(key) => (key, snat::SnatBack::default(), snat::Field::NONE, false),
         None => match snat::inbound_target(pkt, &ip, tables) {
-            Some((key, back)) => (key, back, true),
+            Some((key, back, field)) => (key, back, field, true),
             None => return Verdict::drop_with(Counter::DropNatNoPort),
         },
     };
@@ -94,7 +94,7 @@ pub fn inbound<P: Packet + ?Sized, T: Tables>(pkt: &mut P, tables: &T) -> Verdic
             None => return Verdict::drop_with(Counter::DropNoUplink),
         },
     };
-    if snat && snat::restore_port(pkt, &ip, &back).is_none() {
+    if snat && snat::restore_port(pkt, &field, &back).is_none() {
         return Verdict::drop_with(Counter::DropIpMalformed);
     }
     match translate(pkt, &ip, DST, key.ip).and_then(|()| eth::set_macs(pkt, &port.mac, &from)) {

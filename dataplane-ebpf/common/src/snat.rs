@@ -62,11 +62,22 @@ pub struct SnatBack {
 
 /// The port field a translation rewrites: the 4-byte window holding it and the field beside it
 /// (the port first, or second), which the transport checksum at `csum` covers.
-struct Field {
+#[derive(Clone, Copy)]
+pub struct Field {
     window: usize,
     first: bool,
     csum: usize,
     covers: Covers,
+}
+
+impl Field {
+    /// No field: a placeholder where there is nothing to rewrite.
+    pub const NONE: Field = Field {
+        window: 0,
+        first: false,
+        csum: 0,
+        covers: Covers::Transport,
+    };
 }
 
 /// The ports of a first fragment or whole datagram: (source, destination) for TCP and UDP, (the
@@ -251,49 +262,51 @@ fn quoted<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4) -> Option<(SnatBackKey, Field)
 }
 
 /// The way back of a frame from the uplink to the host's own address and one of its SNAT ports,
-/// or of an ICMP error about a datagram the host sent from one.
+/// or of an ICMP error about a datagram the host sent from one; with the field that holds the
+/// host's port (in the quote, for an error), which the translation back rewrites.
 #[inline(always)]
-pub fn way_back<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4, up: &Uplink) -> Option<SnatBackKey> {
+pub fn way_back<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4, up: &Uplink) -> Option<(SnatBackKey, Field)> {
     if ip.dst != up.ip {
         return None;
     }
-    let Some((host_port, remote_port, _)) = ports(pkt, ip, false) else {
-        return quoted(pkt, ip).map(|(key, _)| key);
+    let Some((host_port, remote_port, field)) = ports(pkt, ip, false) else {
+        return quoted(pkt, ip);
     };
-    (host_port >= PORT_MIN).then_some(SnatBackKey {
+    let key = SnatBackKey {
         remote: ip.src,
         host_port,
         remote_port,
         proto: ip.proto,
         _pad: [0; 3],
-    })
+    };
+    (host_port >= PORT_MIN).then_some((key, field))
 }
 
-/// Where a reply to a SNAT flow goes: the port's address, in its VNI.
+/// Where a reply to a SNAT flow goes: the port's address, in its VNI; with the field `restore_port`
+/// rewrites.
 #[inline(always)]
 pub fn inbound_target<P: Packet + ?Sized, T: Tables>(
     pkt: &P,
     ip: &Ipv4,
     tables: &T,
-) -> Option<(EndpointKey, SnatBack)> {
+) -> Option<(EndpointKey, SnatBack, Field)> {
     let up = tables.uplink()?;
-    let back = tables.snat_back(&way_back(pkt, ip, &up)?)?;
+    let (key, field) = way_back(pkt, ip, &up)?;
+    let back = tables.snat_back(&key)?;
     Some((
         EndpointKey {
             vni: back.vni,
             ip: back.private,
         },
         back,
+        field,
     ))
 }
 
 /// Gives a reply the port it was sent from, or an ICMP error's quote the port its datagram was
-/// sent from (the addresses are translated by the caller, the quoted one too).
+/// sent from, at `field` (from `inbound_target`; the addresses are translated by the caller, the
+/// quoted one too).
 #[inline(always)]
-pub fn restore_port<P: Packet + ?Sized>(pkt: &mut P, ip: &Ipv4, back: &SnatBack) -> Option<()> {
-    let field = match ports(pkt, ip, false) {
-        Some((_, _, field)) => field,
-        None => quoted(pkt, ip)?.1,
-    };
-    set_port(pkt, &field, back.private_port)
+pub fn restore_port<P: Packet + ?Sized>(pkt: &mut P, field: &Field, back: &SnatBack) -> Option<()> {
+    set_port(pkt, field, back.private_port)
 }
