@@ -449,6 +449,8 @@ impl Dataplane {
                 *a = link;
                 let index = *index;
                 self.set_redirect(&iface, index)?;
+                // Its hook may be another now (an older agent's XDP link on a veth goes).
+                self.set_iface_flags(&iface, index, program == PORT_PROGRAM)?;
             }
         }
         if self.adopted && !self.matches_record {

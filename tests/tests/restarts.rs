@@ -178,6 +178,15 @@ fn a_restart_in_the_default_mode_moves_veth_ports_off_xdp_without_losing_a_ping(
         ensure!(!link.contains("prog/xdp"), "{tap} still runs XDP: {link}");
     }
     ensure!(tso(&t.vm1)?, "the guest has its TSO back");
+    // The taps' frames now count as the skb path's alone: the flags followed the hook.
+    let before = counter(&agent, "skb_only")?;
+    let out = t
+        .vm1
+        .ns
+        .exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "198.18.0.1"])?;
+    ensure!(out.contains("3 received"), "{out}");
+    let after = counter(&agent, "skb_only")?;
+    ensure!(after >= before + 3, "skb_only {before} -> {after}: {}", agent.stats()?);
     Ok(())
 }
 
