@@ -52,14 +52,14 @@ impl Dataplane {
     /// whose peer is in another network namespace; an interface the kernel cannot tell about is
     /// not marked, and its frames go the longer way).
     pub(super) fn set_iface_flags(&mut self, iface: &str, ifindex: u32, port: bool) -> Result<()> {
+        let Some((_, attachment)) = self.attached.get(iface) else {
+            return Ok(());
+        };
         let peer = port
             && self
                 .names
                 .peer_elsewhere(ifindex)
                 .unwrap_or_else(|| crate::net::links::peer_elsewhere(ifindex).unwrap_or(false));
-        let Some((_, attachment)) = self.attached.get(iface) else {
-            return Ok(());
-        };
         let flags = iface_flags(attachment, peer);
         self.iface_flags.set(ifindex, flags, 0).context("write IFACE_FLAGS")
     }

@@ -93,15 +93,19 @@ pub fn peer_elsewhere(index: u32) -> Result<bool> {
 
 /// `peer_elsewhere` of the interface `msg` describes.
 pub fn is_peer_elsewhere(msg: &LinkMessage) -> bool {
-    let veth = msg.attributes.iter().any(|a| {
-        matches!(a, LinkAttribute::LinkInfo(infos)
-            if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth))))
-    });
     let elsewhere = msg
         .attributes
         .iter()
         .any(|a| matches!(a, LinkAttribute::LinkNetNsId(_)));
-    veth && elsewhere
+    is_veth(msg) && elsewhere
+}
+
+/// Whether the interface `msg` describes is a veth.
+pub fn is_veth(msg: &LinkMessage) -> bool {
+    msg.attributes.iter().any(|a| {
+        matches!(a, LinkAttribute::LinkInfo(infos)
+            if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth))))
+    })
 }
 
 fn xdp(attrs: &[LinkXdp]) -> Option<(XdpMode, u32)> {

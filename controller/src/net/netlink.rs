@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{Socket, SocketAddr};
@@ -92,10 +92,7 @@ pub fn parse(bytes: &[u8]) -> Vec<Change> {
 /// (created, or moved in), or any interface that leaves for another namespace.
 fn moves_peers(msg: &RouteNetlinkMessage) -> bool {
     match msg {
-        RouteNetlinkMessage::NewLink(link) => link.attributes.iter().any(|a| {
-            matches!(a, LinkAttribute::LinkInfo(infos)
-                if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth))))
-        }),
+        RouteNetlinkMessage::NewLink(link) => crate::net::links::is_veth(link),
         RouteNetlinkMessage::DelLink(link) => link
             .attributes
             .iter()
