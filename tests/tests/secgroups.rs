@@ -234,7 +234,7 @@ fn tracked_flows_survive_restarts_of_the_agent() -> Result<()> {
     let agent = Agent::start_with(&t.host, left, &[])?;
     ensure!(agent.log_text().contains("maps=\"taken over\""), "{}", agent.log_text());
     let (hz, now) = {
-        let hz = alioth::dataplane::clock::kernel_hz()?;
+        let hz = *alioth::dataplane::clock::hz()?;
         (hz, alioth::dataplane::clock::jiffies_now(hz)?)
     };
     let latest = now + 86_400 * hz;

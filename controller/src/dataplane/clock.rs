@@ -3,8 +3,21 @@
 
 use anyhow::{ensure, Result};
 
+/// The kernel's `HZ`, read once per process (`kernel_hz`): what the programs are loaded with and
+/// what the agent counts jiffies by are the same number (static: the loader holds on to it).
+pub fn hz() -> Result<&'static u64> {
+    static HZ: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    match HZ.get() {
+        Some(hz) => Ok(hz),
+        None => {
+            let found = kernel_hz()?;
+            Ok(HZ.get_or_init(|| found))
+        }
+    }
+}
+
 /// The kernel's `HZ`: the coarse clocks advance by one jiffy, which `clock_getres` reports.
-pub fn kernel_hz() -> Result<u64> {
+fn kernel_hz() -> Result<u64> {
     let ns = nanos(libc::CLOCK_MONOTONIC_COARSE, true)?;
     ensure!(
         (1..=1_000_000_000).contains(&ns),

@@ -69,14 +69,7 @@ pub const BENCH_UPLINK_PROGRAM: &str = "alioth_bench_uplink";
 /// A loader of the object with its globals set for this kernel: the log level, and `HZ` (tracked
 /// flows expire in jiffies, which the programs read without a helper call).
 pub fn loader(log_level: &'static u8) -> anyhow::Result<aya::EbpfLoader<'static>> {
-    static HZ: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let hz = match HZ.get() {
-        Some(hz) => hz,
-        None => {
-            let found = super::clock::kernel_hz()?;
-            HZ.get_or_init(|| found)
-        }
-    };
+    let hz = super::clock::hz()?;
     let mut loader = aya::EbpfLoader::new();
     loader.override_global("AYA_LOG_LEVEL", log_level, false);
     loader.override_global(alioth_common::firewall::HZ_GLOBAL, hz, true);

@@ -329,7 +329,7 @@ const BPF_EXIST: u64 = 2;
 
 /// The kernel's jiffies now and its `HZ`.
 pub fn now() -> Result<(u64, u64)> {
-    let hz = super::clock::kernel_hz()?;
+    let hz = *super::clock::hz()?;
     Ok((super::clock::jiffies_now(hz)?, hz))
 }
 
