@@ -120,6 +120,10 @@ pub struct AgentArgs {
     /// Tunnel endpoint address of this host; default: the uplink's first IPv4 address.
     #[arg(long, env = "ALIOTH_UPLINK_IP", requires = "uplink")]
     pub uplink_ip: Option<std::net::Ipv4Addr>,
+    /// Interface the NAT program's next-hop lookups start from, created (a dummy, or an IFB) with
+    /// IPv4 forwarding on (it receives nothing, so the host forwards nothing more); `off`: none.
+    #[arg(long, default_value = "alioth-fib", env = "ALIOTH_FIB_SOURCE")]
+    pub fib_source: String,
     /// VXLAN UDP port (the IANA port; Linux's vxlan default is 8472 unless `dstport 4789`).
     #[arg(long, default_value_t = alioth_common::vxlan::DEFAULT_PORT, env = "ALIOTH_VXLAN_PORT")]
     pub vxlan_port: u16,
@@ -187,6 +191,13 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         Some((cfg, info)) => Some(Overlay::start(cfg, info, &mut dp)?),
         None => None,
     };
+    if overlay.is_some() && args.fib_source != "off" {
+        // Without it, translated frames still leave; the kernel resolves each one's next hop.
+        match crate::net::fib_source::ensure(&args.fib_source) {
+            Ok(index) => dp.set_fib_source(index)?,
+            Err(e) => tracing::warn!("no NAT lookup source: {e:#}"),
+        }
+    }
     if let Some(logger) = logger {
         drain_bpf_log(logger)?;
     }

@@ -86,6 +86,21 @@ fn the_internet_reaches_vms_by_their_elastic_ips_and_they_reach_it_from_them() -
         round_trip(ns(&a1), false, INTERNET_HOST, 8081)?,
         "TCP a1 -> the internet"
     );
+    // The host does not forward, yet translated frames found their next hop by the program's
+    // own lookup, from the agent's dummy with forwarding on: the kernel resolved only the first
+    // frames' (before the internet host's MAC was known).
+    let host = &lab.hosts[0].ns;
+    let forwarding = |knob: &str| host.exec(&["cat", &format!("/proc/sys/net/ipv4/{knob}")]);
+    ensure!(forwarding("ip_forward")?.trim() == "0", "the host forwards");
+    ensure!(
+        forwarding("conf/alioth-fib/forwarding")?.trim() == "1",
+        "alioth-fib forwards"
+    );
+    let (out, resolved) = (lab.counter(0, "nat_out")?, lab.counter(0, "nat_out_resolve")?);
+    ensure!(
+        out >= 10 && resolved <= 3,
+        "the kernel resolved the next hop of {resolved} of {out} frames out"
+    );
     // The other tenant's VM with the same address has no elastic IP: it gets nothing in and
     // nothing out.
     let before = lab.counter(0, "drop_no_route")?;

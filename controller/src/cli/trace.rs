@@ -290,10 +290,11 @@ fn run_in_kernel(pin_dir: &Path, ifindex: u32, frame: &[u8]) -> Result<KernelRun
         let prog: &mut SchedClassifier = attach::named(&mut ebpf, PORT_TC_PROGRAM)?;
         prog.load().context("verifier rejected the port program's skb path")?;
         (action, out) = test_run::tc(prog, frame, ifindex, 0)?;
-        // What the skb path counted, without the pass that took the frame there.
+        // What the skb path counted, without the pass that took the frame there, or how a
+        // translated frame's next hop was found (this object has no lookup source).
         counters = moved(&ebpf)?
             .into_iter()
-            .filter(|(c, _)| *c != Counter::SkbPath)
+            .filter(|(c, _)| !matches!(c, Counter::SkbPath | Counter::NatOutResolve))
             .collect();
         path = Hook::Skb;
     }

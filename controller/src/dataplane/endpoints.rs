@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use alioth_common::maps::{self, endpoint_kind, Endpoint, EndpointKey, NextHop, Uplink};
 use anyhow::{anyhow, Context, Result};
 use aya::maps::HashMap as BpfHashMap;
-use aya::maps::{IterableMap, MapData};
+use aya::maps::{Array, IterableMap, MapData};
 
 use super::Dataplane;
 use crate::dataplane::batch;
@@ -118,6 +118,13 @@ impl Dataplane {
     pub fn remove_endpoint(&mut self, key: &EndpointKey) -> Result<()> {
         absent_is_removed(self.endpoints.remove(key)).context("remove from ENDPOINTS")?;
         self.changed()
+    }
+
+    /// Writes `FIB_SOURCE`: the interface the NAT program's next-hop lookups start from (0: none).
+    pub fn set_fib_source(&mut self, ifindex: u32) -> Result<()> {
+        let map = self.ebpf.map_mut(maps::FIB_SOURCE).context("no FIB_SOURCE map")?;
+        let mut source: Array<&mut MapData, u32> = Array::try_from(map)?;
+        source.set(0, ifindex, 0).context("write FIB_SOURCE")
     }
 
     /// Writes the `UPLINK` entry directly, without attaching (BPF_PROG_TEST_RUN).

@@ -4,7 +4,9 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context, Result};
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+};
 use netlink_packet_route::link::LinkMessage;
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -66,6 +68,28 @@ impl RouteQuery {
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => Ok(l),
             NetlinkPayload::Error(e) => bail!("no interface {index}: {}", e.to_io()),
             other => bail!("unexpected answer to a link lookup: {other:?}"),
+        }
+    }
+
+    /// Creates the interface `link` describes (RTM_NEWLINK); fails if one of its name exists.
+    pub fn add_link(&mut self, link: LinkMessage) -> Result<()> {
+        let create = NLM_F_CREATE | NLM_F_EXCL;
+        self.acked(RouteNetlinkMessage::NewLink(link), create)
+            .context("RTM_NEWLINK")
+    }
+
+    /// Changes interface `link.header.index` as `link` says (RTM_SETLINK).
+    pub fn set_link(&mut self, link: LinkMessage) -> Result<()> {
+        self.acked(RouteNetlinkMessage::SetLink(link), 0).context("RTM_SETLINK")
+    }
+
+    /// Sends `msg` with `flags` and waits for the kernel's acknowledgement.
+    fn acked(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
+        self.send(msg, NLM_F_REQUEST | NLM_F_ACK | flags)?;
+        match self.answer()? {
+            NetlinkPayload::Error(e) if e.code.is_none() => Ok(()),
+            NetlinkPayload::Error(e) => Err(e.to_io().into()),
+            other => bail!("unexpected answer: {other:?}"),
         }
     }
 

@@ -145,13 +145,16 @@ pub enum Counter {
     /// default), counted besides what became of it, as `SkbPath` counts what XDP leaves to the
     /// skb path.
     SkbOnly,
+    /// A frame translated out whose next hop the kernel resolved (`bpf_redirect_neigh`): its MAC
+    /// not known yet, or no lookup source (`maps::FIB_SOURCE`) on a host that does not forward.
+    NatOutResolve,
 }
 
 /// Number of counter slots (size of the `STATS` map).
 pub const COUNTER_SLOTS: u32 = 64;
 
 impl Counter {
-    pub const ALL: [Counter; 61] = [
+    pub const ALL: [Counter; 62] = [
         Counter::Pass,
         Counter::ArpReply,
         Counter::IcmpEchoReply,
@@ -213,6 +216,7 @@ impl Counter {
         Counter::SnatNew,
         Counter::DropSnatExhausted,
         Counter::SkbOnly,
+        Counter::NatOutResolve,
     ];
 
     /// Stable name used by `alioth stats` and metrics.
@@ -279,6 +283,7 @@ impl Counter {
             Counter::SnatNew => "snat_new",
             Counter::DropSnatExhausted => "drop_snat_exhausted",
             Counter::SkbOnly => "skb_only",
+            Counter::NatOutResolve => "nat_out_resolve",
         }
     }
 

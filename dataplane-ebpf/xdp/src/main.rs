@@ -64,6 +64,9 @@ static NEXTHOPS: HashMap<[u8; 4], NextHop> = HashMap::with_max_entries(MAX_NEXTH
 pub(crate) static IFACE_FLAGS: Array<u8> = Array::with_max_entries(MAX_IFINDEX, 0);
 
 #[map]
+pub(crate) static FIB_SOURCE: Array<u32> = Array::with_max_entries(1, 0);
+
+#[map]
 static REDIRECT: DevMap = DevMap::with_max_entries(MAX_IFINDEX, 0);
 
 #[map]

@@ -50,10 +50,16 @@ fn outbound(ctx: &TcContext, pkt: &mut SkbPacket, port: &PortEntry) -> i32 {
         return tc::finish(ctx, Verdict::drop_with(Counter::DropNoUplink), slot);
     };
     let verdict = Verdict::to(Action::Redirect, Counter::NatOut, up.ifindex);
+    // From the agent's lookup source, as a router asks (it forwards, so the lookup answers on a
+    // host that does not); without one, from the uplink, as the host itself would send.
+    let (from, flags) = match crate::FIB_SOURCE.get(0).copied().unwrap_or(0) {
+        0 => (up.ifindex, BPF_FIB_LOOKUP_OUTPUT),
+        source => (source, 0),
+    };
     // SAFETY: a plain struct of integers, all zero a valid value.
     let mut fib: FibLookup = unsafe { core::mem::zeroed() };
     fib.family = AF_INET;
-    fib.ifindex = up.ifindex;
+    fib.ifindex = from;
     fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
     // SAFETY: the program's own skb, and a lookup structure of the size given.
     let rc = unsafe {
@@ -61,7 +67,7 @@ fn outbound(ctx: &TcContext, pkt: &mut SkbPacket, port: &PortEntry) -> i32 {
             ctx.skb.skb as *mut _,
             &mut fib,
             core::mem::size_of::<FibLookup>() as i32,
-            BPF_FIB_LOOKUP_OUTPUT,
+            flags,
         )
     };
     let action = match rc as u32 {
@@ -71,13 +77,19 @@ fn outbound(ctx: &TcContext, pkt: &mut SkbPacket, port: &PortEntry) -> i32 {
                 None => TC_ACT_SHOT as i32,
             }
         }
-        // The next hop's MAC is not known yet, or the uplink does not forward (what the lookup
-        // asks of it): the kernel resolves it, holding the frame meanwhile.
-        // SAFETY: without parameters, the helper looks the next hop up itself.
-        BPF_FIB_LKUP_RET_NO_NEIGH | BPF_FIB_LKUP_RET_FWD_DISABLED => unsafe {
-            bpf_redirect_neigh(up.ifindex, core::ptr::null_mut(), 0, 0) as i32
-        },
+        // The next hop's MAC is not known yet, the lookup's source does not forward, or it is
+        // gone (a negative answer): the kernel resolves the next hop, holding the frame meanwhile.
+        BPF_FIB_LKUP_RET_NO_NEIGH | BPF_FIB_LKUP_RET_FWD_DISABLED => resolve(up.ifindex, slot),
+        _ if rc < 0 => resolve(up.ifindex, slot),
         _ => return tc::finish(ctx, Verdict::drop_with(Counter::DropNatNoRoute), slot),
     };
     tc::account(ctx, &verdict, action, slot)
+}
+
+/// Out of the uplink `ifindex` by the kernel's own next-hop resolution, counted.
+#[inline(always)]
+fn resolve(ifindex: u32, slot: u16) -> i32 {
+    crate::count(Counter::NatOutResolve, slot);
+    // SAFETY: without parameters, the helper looks the next hop up itself.
+    unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32 }
 }
