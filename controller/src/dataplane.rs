@@ -41,7 +41,7 @@ mod routes;
 pub mod test_run;
 
 #[cfg(feature = "lab")]
-pub use lab::attach_pinned;
+pub use lab::{attach_forward, attach_pinned};
 pub use pins::{remove_pins, remove_staging};
 pub use policies::FlowStats;
 pub use port_stats::sum_port_counters;

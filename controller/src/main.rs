@@ -92,6 +92,12 @@ enum Command {
         /// (9) and passes everything else.
         #[arg(long)]
         sink: bool,
+        /// Attach the benchmarks' bare forwarder on TC ingress instead: every frame redirected,
+        /// unchanged, out of this interface (into its peer with --peer).
+        #[arg(long, conflicts_with = "sink")]
+        forward_to: Option<String>,
+        #[arg(long, requires = "forward_to")]
+        peer: bool,
     },
 }
 
@@ -189,7 +195,15 @@ fn run(cli: Cli) -> Result<i32> {
             alioth::dataplane::bpffs::ensure(std::path::Path::new(agent::DEFAULT_PIN_DIR), true).map(|()| 0)
         }
         #[cfg(feature = "lab")]
-        Command::XdpPass { iface, pin, sink } => {
+        Command::XdpPass {
+            iface,
+            pin,
+            forward_to: Some(to),
+            peer,
+            ..
+        } => alioth::dataplane::attach_forward(&iface, &to, peer, &pin).map(|()| 0),
+        #[cfg(feature = "lab")]
+        Command::XdpPass { iface, pin, sink, .. } => {
             use alioth::dataplane::object::{PASS_PROGRAM, SINK_PROGRAM};
             let program = if sink { SINK_PROGRAM } else { PASS_PROGRAM };
             alioth::dataplane::attach_pinned(program, &iface, &pin).map(|()| 0)

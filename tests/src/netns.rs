@@ -217,6 +217,20 @@ impl XdpPass {
 
     /// `attach`, or with `sink` the benchmarks' packet sink on TC ingress (`alioth xdp-pass --sink`).
     fn attach_program(ns: &Netns, iface: &str, sink: bool) -> Result<XdpPass> {
+        Self::helper(ns, iface, if sink { &["--sink"] } else { &[] })
+    }
+
+    /// The benchmarks' bare forwarder on TC ingress of `iface`: every frame redirected, unchanged,
+    /// out of `to` (into its peer with `peer`), as `alioth xdp-pass --forward-to`.
+    pub fn forward(ns: &Netns, iface: &str, to: &str, peer: bool) -> Result<XdpPass> {
+        let mut extra = vec!["--forward-to", to];
+        if peer {
+            extra.push("--peer");
+        }
+        Self::helper(ns, iface, &extra)
+    }
+
+    fn helper(ns: &Netns, iface: &str, extra: &[&str]) -> Result<XdpPass> {
         let pin = format!("/sys/fs/bpf/{}", unique("alioth-pass-"));
         let bin = crate::binary::alioth_bin()?;
         let mut args = vec![
@@ -227,9 +241,7 @@ impl XdpPass {
             "--pin",
             &pin,
         ];
-        if sink {
-            args.push("--sink");
-        }
+        args.extend_from_slice(extra);
         let out = ns.net_output(&args)?;
         if !out.status.success() {
             bail!(

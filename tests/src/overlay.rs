@@ -355,6 +355,35 @@ impl Lab {
             .unwrap_or_else(|| panic!("no VM {id}"))
     }
 
+    /// Frames `frame` from VM `src` to VM `dst`'s sink along the path of a two-host kernel lab
+    /// (`add_kernel_host`, one VM each) with no data plane's work: a bare forwarder on the first
+    /// host's tap (GRO off, as on alioth's taps) sends each frame out of the uplink unchanged, and
+    /// one on the other host's uplink puts it straight into the receiving VM's side (as
+    /// `generator::best_of`). What a frame costs there bounds the ratio any data plane can show
+    /// on that path.
+    pub fn bare_path(
+        &self,
+        src: &str,
+        dst: &str,
+        frame: &[u8],
+        burst: u32,
+        runs: usize,
+    ) -> Result<crate::generator::Run> {
+        let [h1, h2] = [0, 1].map(|i| self.kernel_hosts.get(i).map(|k| &k.ns));
+        let (h1, h2) = (
+            h1.context("no first kernel host")?,
+            h2.context("no second kernel host")?,
+        );
+        h1.exec(&["ethtool", "-K", "kv0", "gro", "off"])?;
+        let run = (|| {
+            let _out = XdpPass::forward(h1, "kv0", UPLINK, false)?;
+            let _in = XdpPass::forward(h2, UPLINK, "kv0", true)?;
+            crate::generator::best_of(&self.vm(src).ns, &self.vm(dst).ns, frame, burst, runs)
+        })();
+        h1.exec(&["ethtool", "-K", "kv0", "gro", "on"])?;
+        run
+    }
+
     /// Counter `name` of host `i`'s agent (`alioth stats`).
     pub fn counter(&self, i: usize, name: &str) -> Result<u64> {
         crate::demo::counter(self.hosts[i].agent.as_ref().context("agent not started")?, name)

@@ -23,6 +23,14 @@ impl Table {
         println!("{name:<width$} {peer:>16} {ours:>16} {ratio:>7.2}x {target:>8}");
     }
 
+    /// The kernel's CPU per frame (`peer`) against a bare forwarder's along the same path (see
+    /// `overlay::Lab::bare_path`): their ratio is the most any data plane can show there.
+    pub fn bare_forwarder(&self, peer: &Run, bare: &Run) {
+        let name = "  bare forwarder: CPU per frame";
+        self.line(name, ns(peer.cpu_ns), ns(bare.cpu_ns), peer.cpu_ns / bare.cpu_ns, "");
+        println!("  (the same frames redirected along the same path, unread: the most any data plane can show here)");
+    }
+
     /// One small-packet measurement: the received rate against `target`, what the generator
     /// offered, CPU per frame, and with `g` (the generator's own cost per frame, in both columns
     /// where the kernel refuses live frames) the same net of it and the rate one core would carry.

@@ -54,6 +54,12 @@ pub const PASS_PROGRAM: &str = "alioth_pass";
 /// Drops UDP to the discard port, passes the rest: the benchmarks' packet sink on a receiving VM.
 pub const SINK_PROGRAM: &str = "alioth_sink";
 
+/// Redirects every frame to an interface set at load (`FORWARD_TO_GLOBAL`, `FORWARD_PEER_GLOBAL`):
+/// the benchmarks' bare forwarder (never attached by the agent).
+pub const FORWARD_PROGRAM: &str = "alioth_forward";
+pub const FORWARD_TO_GLOBAL: &str = "ALIOTH_FORWARD_TO";
+pub const FORWARD_PEER_GLOBAL: &str = "ALIOTH_FORWARD_PEER";
+
 /// Reflects every frame: the benchmarks' packet generator (never attached by the agent).
 pub const TX_PROGRAM: &str = "alioth_tx";
 
@@ -89,6 +95,7 @@ mod tests {
         let lab = [
             PASS_PROGRAM,
             SINK_PROGRAM,
+            FORWARD_PROGRAM,
             TX_PROGRAM,
             CLONE_TX_PROGRAM,
             BENCH_PORT_PROGRAM,

@@ -6,9 +6,10 @@ use alioth_common::eth::{self, ETH_P_IPV4};
 use alioth_common::pipeline::Verdict;
 use alioth_common::{dhcp, ipv4};
 use aya_ebpf::bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT};
-use aya_ebpf::helpers::bpf_clone_redirect;
+use aya_ebpf::helpers::{bpf_clone_redirect, bpf_redirect, bpf_redirect_peer};
 use aya_ebpf::macros::{classifier, xdp};
 use aya_ebpf::programs::{TcContext, XdpContext};
+use aya_ebpf::Global;
 
 use crate::{bench, finish, port_path, uplink_path, Origin};
 
@@ -87,4 +88,26 @@ pub fn alioth_clone_tx(ctx: TcContext) -> i32 {
     // SAFETY: as above; the helper validates the interface.
     unsafe { bpf_clone_redirect(skb, (*skb).ifindex, 0) };
     TC_ACT_SHOT as i32
+}
+
+/// Where `alioth_forward` sends every frame (an ifindex), and whether into that veth's peer
+/// (`bpf_redirect_peer`) rather than out of it; set by the loader.
+#[unsafe(no_mangle)]
+static ALIOTH_FORWARD_TO: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static ALIOTH_FORWARD_PEER: Global<u32> = Global::new(0);
+
+/// The benchmarks' bare forwarder on TC ingress: every frame redirected, unread and unchanged.
+/// Along a bench's path it costs what moving a frame there costs with no data plane's work: the
+/// floor under any data plane's figure on that path. Never attached by the agent.
+#[classifier]
+pub fn alioth_forward(_ctx: TcContext) -> i32 {
+    let to = ALIOTH_FORWARD_TO.load();
+    // SAFETY: the helpers validate the interface.
+    unsafe {
+        match ALIOTH_FORWARD_PEER.load() {
+            0 => bpf_redirect(to, 0) as i32,
+            _ => bpf_redirect_peer(to, 0) as i32,
+        }
+    }
 }

@@ -32,10 +32,17 @@ const RUNS: usize = 3;
 /// so a noisy spell on this shared VM weighs on both alike.
 const ROUNDS: usize = 3;
 
-struct Figures {
-    small: Run,
+/// Small packets in one lab.
+struct Small {
+    best: Run,
     /// CPU time per frame of the generator alone (alioth's run).
     generator_ns: Option<f64>,
+    /// The same frames with no data plane's work (the kernel's run).
+    bare: Option<Run>,
+}
+
+struct Figures {
+    small: Small,
     streams: Streams,
 }
 
@@ -90,21 +97,30 @@ fn lab(alioth: bool) -> Result<(Lab, String, String)> {
 }
 
 /// 60-byte frames (64 on the wire with the FCS) from the generator in VM `a` to VM `b`'s sink:
-/// the run that delivered the most. With `alone` (alioth's run), also the CPU time per frame of
-/// the generator and what carries its frames to the host side: the same frames from an address
-/// VM `a` does not own, which its port's program drops at once.
-fn small_packets(lab: &Lab, a_id: &str, b_id: &str, alone: bool) -> Result<(Run, Option<f64>)> {
+/// the run that delivered the most. In alioth's run, also the CPU time per frame of the generator
+/// and what carries its frames to the host side (the same frames from an address VM `a` does not
+/// own, which its port's program drops at once); in the kernel's, the same frames along the same
+/// path with no data plane's work (`Lab::bare_path`).
+fn small_packets(lab: &Lab, a_id: &str, b_id: &str, alioth: bool) -> Result<Small> {
     let (src, dst) = (lab.vm(a_id), lab.vm(b_id));
     let mac = |s: &str| alioth::goalstate::model::parse_mac(s).unwrap_or_default();
     let (src_mac, dst_mac) = (mac(&lab.vpcs[0].vm(1, 10).mac), mac(&lab.vpcs[0].vm(1, 20).mac));
     // 18 bytes of UDP payload to the discard port, which the receiving VM's sink drops.
     let udp = |from: [u8; 4]| frames::udp(src_mac, dst_mac, from, [198, 18, 1, 20], 64, 40000, 9, &[0; 18]);
-    let best = best_of(&src.ns, &dst.ns, &udp([198, 18, 1, 10]), BURST, RUNS)?;
-    let generator_ns = match alone {
-        true => Some(cost_alone(&src.ns, &udp([198, 18, 1, 99]), BURST, RUNS)?),
-        false => None,
-    };
-    Ok((best, generator_ns))
+    let frame = udp([198, 18, 1, 10]);
+    let best = best_of(&src.ns, &dst.ns, &frame, BURST, RUNS)?;
+    Ok(match alioth {
+        true => Small {
+            best,
+            generator_ns: Some(cost_alone(&src.ns, &udp([198, 18, 1, 99]), BURST, RUNS)?),
+            bare: None,
+        },
+        false => Small {
+            best,
+            generator_ns: None,
+            bare: Some(lab.bare_path(a_id, b_id, &frame, BURST, RUNS)?),
+        },
+    })
 }
 
 /// A lab, its sending and receiving VM.
@@ -117,7 +133,7 @@ struct Side {
 const DST_IP: &str = "198.18.1.20";
 
 /// Small packets on `alioth`'s lab or the kernel's.
-fn packets(alioth: bool) -> Result<(Side, (Run, Option<f64>))> {
+fn packets(alioth: bool) -> Result<(Side, Small)> {
     let (mut lab, a_id, b_id) = lab(alioth)?;
     // The receiving VM takes the generator's frames at its interface, as a tester's port would:
     // what is measured is the overlay's forwarding, not the VM's own stack.
@@ -166,9 +182,8 @@ fn run() -> Result<(Figures, Figures)> {
         k_rounds.push(streams(&kernel).context("kernel vxlan + bridge")?);
         a_rounds.push(streams(&ours).context("alioth")?);
     }
-    let figures = |(small, generator_ns), rounds: &[Streams]| Figures {
+    let figures = |small, rounds: &[Streams]| Figures {
         small,
-        generator_ns,
         streams: Streams::median(rounds),
     };
     Ok((figures(k_small, &k_rounds), figures(a_small, &a_rounds)))
@@ -184,12 +199,15 @@ fn main() -> Result<()> {
     println!();
     println!("streams and ping: the median of {ROUNDS} rounds, the two systems taking turns");
     let t = Table::new(34, "linux vxlan+br");
-    let (k, a) = (&kernel.small, &ours.small);
+    let (k, a) = (&kernel.small.best, &ours.small.best);
     println!("small packets: the generator is {}", k.generator.name());
     if a.generator != k.generator {
         println!("  (alioth's run: {})", a.generator.name());
     }
-    t.small_packets("small UDP received (1 core)", k, a, ours.generator_ns, ">= 10x");
+    t.small_packets("small UDP received (1 core)", k, a, ours.small.generator_ns, ">= 10x");
+    if let Some(bare) = &kernel.small.bare {
+        t.bare_forwarder(k, bare);
+    }
     let (k, a) = (&kernel.streams, &ours.streams);
     t.line(
         "TCP (iperf3, 1 stream)",

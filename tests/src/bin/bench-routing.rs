@@ -27,6 +27,8 @@ const RUNS: usize = 3;
 
 struct Figures {
     small: Run,
+    /// The same frames along the same path with no data plane's work (the kernel's run).
+    bare: Option<Run>,
     tcp_gbps: f64,
     ping_us: f64,
     /// CPU time per frame of the generator alone: its frames dropped by the sending port's program
@@ -152,6 +154,10 @@ fn run(alioth: bool) -> Result<Figures> {
     let ping_us = ping_avg_us(&src.ns, &b.ip)?;
     let frame = small_frame(&a, [198, 18, 2, 20]);
     let small = best_of(&src.ns, &lab.vm(&b.port_id).ns, &frame, BURST, RUNS)?;
+    let bare = match alioth {
+        false => Some(lab.bare_path(&a.port_id, &b.port_id, &frame, BURST, RUNS)?),
+        true => None,
+    };
     let generator_ns = match alioth {
         true => Some(generator_alone(&src.ns, &a)?),
         false => None,
@@ -162,6 +168,7 @@ fn run(alioth: bool) -> Result<Figures> {
     let tcp = iperf3(&dst.ns, &src.ns, &b.ip, &["-t", "3"])?;
     Ok(Figures {
         small,
+        bare,
         tcp_gbps: received_bps(&tcp) / 1e9,
         ping_us,
         generator_ns,
@@ -192,6 +199,9 @@ fn main() -> Result<()> {
     }
     let line = |name: &str, k: String, a: String, ratio: f64, target: &str| t.line(name, k, a, ratio, target);
     t.small_packets("routed small UDP received (1 core)", k, a, ours.generator_ns, ">= 5x");
+    if let Some(bare) = &kernel.bare {
+        t.bare_forwarder(k, bare);
+    }
     let (kt, at) = (kernel.tcp_gbps, ours.tcp_gbps);
     line("routed TCP (iperf3, 1 stream)", gbit(kt), gbit(at), at / kt, "");
     let (kp, ap) = (kernel.ping_us, ours.ping_us);
