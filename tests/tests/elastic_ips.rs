@@ -87,8 +87,9 @@ fn the_internet_reaches_vms_by_their_elastic_ips_and_they_reach_it_from_them() -
         "TCP a1 -> the internet"
     );
     // The host does not forward, yet translated frames found their next hop by the program's
-    // own lookup, from the agent's dummy with forwarding on: the kernel resolved only the first
-    // frames' (before the internet host's MAC was known).
+    // own lookup, from the agent's `alioth-fib` with forwarding on (an IFB on a kernel without
+    // dummies): the kernel resolved only the first frames' (before the internet host's MAC was
+    // known).
     let host = &lab.hosts[0].ns;
     let forwarding = |knob: &str| host.exec(&["cat", &format!("/proc/sys/net/ipv4/{knob}")]);
     ensure!(forwarding("ip_forward")?.trim() == "0", "the host forwards");
