@@ -43,8 +43,7 @@ pub fn cpu_busy() -> Result<Duration> {
 /// the veth as they arrive, however they came: sent through the peer, or put straight into this
 /// side by a program on the peer (`bpf_redirect_peer`).
 pub fn rx_frames(vm: &Netns) -> Result<u64> {
-    let out = vm.exec(&["cat", "/sys/class/net/eth0/statistics/rx_packets"])?;
-    out.trim().parse().context("eth0's rx_packets")
+    vm.link_counter("eth0", "rx_packets")
 }
 
 /// Runs the generator in `vm`'s network namespace on CPU 0: `burst` copies of `frame` out of its

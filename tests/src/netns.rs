@@ -106,6 +106,12 @@ impl Netns {
         run_output(&full)
     }
 
+    /// Counter `name` of interface `iface` here (`/sys/class/net/<iface>/statistics/<name>`).
+    pub fn link_counter(&self, iface: &str, name: &str) -> Result<u64> {
+        let path = format!("/sys/class/net/{iface}/statistics/{name}");
+        self.exec(&["cat", &path])?.trim().parse().context(path)
+    }
+
     /// A `Command` that runs inside the namespace (for long-running processes).
     pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new("ip");

@@ -165,12 +165,6 @@ fn tso_super_frames_cross_hosts_whole_on_the_skb_path() -> Result<()> {
     Ok(())
 }
 
-/// A counter of interface `iface` in `ns` (`/sys/class/net/<iface>/statistics/<name>`).
-fn link_counter(ns: &alioth_tests::netns::Netns, iface: &str, name: &str) -> Result<u64> {
-    let path = format!("/sys/class/net/{iface}/statistics/{name}");
-    ns.exec(&["cat", &path])?.trim().parse().context(path)
-}
-
 #[test]
 fn frames_for_a_veth_port_enter_its_guest_directly() -> Result<()> {
     let (lab, one_id, two_ip) = alioth_tests::overlay::two_hosts(|_| Ok(()))?;
@@ -179,8 +173,8 @@ fn frames_for_a_veth_port_enter_its_guest_directly() -> Result<()> {
     let tap = spec.tap();
     let sent = || -> Result<(u64, u64)> {
         Ok((
-            link_counter(&host.ns, &tap, "tx_packets")?,
-            link_counter(&vm.ns, "eth0", "rx_packets")?,
+            host.ns.link_counter(&tap, "tx_packets")?,
+            vm.ns.link_counter("eth0", "rx_packets")?,
         ))
     };
     let (tx0, rx0) = sent()?;
@@ -204,7 +198,7 @@ fn a_port_whose_peer_moves_between_namespaces_keeps_its_frames() -> Result<()> {
     let host = &lab.hosts[1];
     let (spec, vm) = &host.vms[0];
     let tap = spec.tap();
-    let tx = || link_counter(&host.ns, &tap, "tx_packets");
+    let tx = || host.ns.link_counter(&tap, "tx_packets");
     let moved = |from: &alioth_tests::netns::Netns, to: &alioth_tests::netns::Netns, old: &str, new: &str| {
         from.exec(&["ip", "link", "set", old, "down"])?;
         from.exec(&["ip", "link", "set", old, "name", new])?;

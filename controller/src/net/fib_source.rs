@@ -59,8 +59,5 @@ fn create(query: &mut RouteQuery, name: &str) -> Result<()> {
 }
 
 fn silent(link: &LinkMessage) -> bool {
-    link.attributes.iter().any(|a| match a {
-        LinkAttribute::LinkInfo(infos) => SILENT.iter().any(|k| infos.contains(&LinkInfo::Kind(k.clone()))),
-        _ => false,
-    })
+    crate::net::links::kind(link).is_some_and(|k| SILENT.contains(k))
 }

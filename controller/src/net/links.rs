@@ -102,9 +102,17 @@ pub fn is_peer_elsewhere(msg: &LinkMessage) -> bool {
 
 /// Whether the interface `msg` describes is a veth.
 pub fn is_veth(msg: &LinkMessage) -> bool {
-    msg.attributes.iter().any(|a| {
-        matches!(a, LinkAttribute::LinkInfo(infos)
-            if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth))))
+    kind(msg) == Some(&InfoKind::Veth)
+}
+
+/// The kind of interface `msg` describes (veth, dummy...), where the kernel says.
+pub fn kind(msg: &LinkMessage) -> Option<&InfoKind> {
+    msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            LinkInfo::Kind(kind) => Some(kind),
+            _ => None,
+        }),
+        _ => None,
     })
 }
 

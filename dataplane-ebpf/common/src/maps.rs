@@ -23,10 +23,10 @@ pub const IFACE_FLAGS: &str = "IFACE_FLAGS";
 
 /// One-slot array, the agent's alone to write: the interface the NAT program's next-hop lookups
 /// (`bpf_fib_lookup`) start from, as a router's would from where a frame came in. It has
-/// forwarding on and receives nothing (`alioth-fib`, a dummy or an IFB), so the lookup answers on a host
-/// that does not forward, without the host forwarding anything more. 0: the lookup starts from
-/// the uplink, and on such a host the kernel resolves each frame's next hop itself. Not pinned,
-/// as `IFACE_FLAGS`.
+/// forwarding on and receives nothing (`alioth-fib`, a dummy or an IFB), so the lookup answers on
+/// a host that does not forward, without the host forwarding anything more. 0: the lookup starts
+/// from the uplink, and on such a host the kernel resolves each frame's next hop itself. Not
+/// pinned, as `IFACE_FLAGS`.
 pub const FIB_SOURCE: &str = "FIB_SOURCE";
 
 /// Bits of an `IFACE_FLAGS` entry.
