@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use aya::programs::{SchedClassifier, TestRun, TestRunAttrs, TestRunOptions, Xdp};
 
-use alioth::dataplane::object::{CLONE_TX_PROGRAM, TX_PROGRAM};
+use alioth::dataplane::object::{CLONE_TX_PROGRAM, TX_HEAD_GLOBAL, TX_HEAD_LEN, TX_PROGRAM};
 
 use crate::netns::Netns;
 
@@ -49,48 +49,123 @@ pub fn rx_frames(vm: &Netns) -> Result<u64> {
 /// Runs the generator in `vm`'s network namespace on CPU 0: `burst` copies of `frame` out of its
 /// eth0. Returns the wall time.
 pub fn generate(vm: &Netns, frame: Vec<u8>, burst: u32) -> Result<(Duration, Generator)> {
-    crate::netns::in_netns(&vm.name, move || -> Result<(Duration, Generator)> {
-        // SAFETY: a zeroed cpu_set_t with CPU 0 set, for this thread.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(0, &mut set);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    let napi = NapiOn::first_hop(vm)?;
+    let name = vm.name.clone();
+    let (took, generator) = crate::netns::in_netns(&name, move || generate_here(frame, burst))?;
+    drop(napi);
+    Ok((took, generator))
+}
+
+/// GRO turned on, for one generator run, on the veth peer of a VM's eth0 (its first hop) where it
+/// was off, and off again after: live frames reach a veth only through its peer's NAPI, which a
+/// peer without XDP of its own runs only with GRO on (alioth's ports on the skb path). Both
+/// systems' first hops then take the same path.
+struct NapiOn {
+    ns: String,
+    iface: String,
+}
+
+impl NapiOn {
+    fn first_hop(vm: &Netns) -> Result<Option<NapiOn>> {
+        let link = json(&vm.exec(&["ip", "-j", "link", "show", "dev", "eth0"])?)?;
+        let (Some(index), Some(nsid)) = (link[0]["link_index"].as_u64(), link[0]["link_netnsid"].as_u64()) else {
+            return Ok(None);
+        };
+        let ids = json(&vm.exec(&["ip", "-j", "netns", "list-id"])?)?;
+        let ns = ids
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|id| id["nsid"].as_u64() == Some(nsid))
+            .and_then(|id| id["name"].as_str())
+            .with_context(|| format!("no name for {}'s peer namespace {nsid}", vm.name))?
+            .to_string();
+        let links = json(&crate::netns::run(&["ip", "-n", &ns, "-j", "link", "show"])?)?;
+        let iface = links
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["ifindex"].as_u64() == Some(index))
+            .and_then(|l| l["ifname"].as_str())
+            .with_context(|| format!("no interface {index} in {ns}"))?
+            .to_string();
+        let features = crate::netns::run(&["ip", "netns", "exec", &ns, "ethtool", "-k", &iface])?;
+        if features.contains("generic-receive-offload: on") {
+            return Ok(None);
         }
-        let ifindex = alioth::net::interfaces::ifindex("eth0").context("eth0 in the VM")?;
-        let mut ebpf = aya::Ebpf::load(alioth::dataplane::object::lab_object()?)?;
-        let prog: &mut Xdp = ebpf.program_mut(TX_PROGRAM).context("generator program")?.try_into()?;
-        prog.load()?;
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
-        let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
-        let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        let t = Instant::now();
-        let live = prog.test_run(TestRunOptions {
-            data_in: Some(&frame),
-            ctx_in: Some(&ctx),
-            repeat: burst,
-            attrs: TestRunAttrs::new().xdp_live_frames(64),
-            ..Default::default()
-        });
-        match live.context("BPF_PROG_RUN live frames") {
-            Ok(_) => Ok((t.elapsed(), Generator::LiveFrames)),
-            Err(e) if refused(&e) => {
-                if std::env::var("ALIOTH_BENCH_GENERATOR").as_deref() == Ok("af_packet") {
-                    let t = Instant::now();
-                    af_packet_burst(ifindex, &frame, burst)?;
-                    return Ok((t.elapsed(), Generator::AfPacket));
-                }
-                let prog: &mut SchedClassifier = ebpf
-                    .program_mut(CLONE_TX_PROGRAM)
-                    .context("skb generator program")?
-                    .try_into()?;
-                prog.load()?;
+        crate::netns::run(&["ip", "netns", "exec", &ns, "ethtool", "-K", &iface, "gro", "on"])?;
+        Ok(Some(NapiOn { ns, iface }))
+    }
+}
+
+impl Drop for NapiOn {
+    fn drop(&mut self) {
+        let off = [
+            "ip",
+            "netns",
+            "exec",
+            &self.ns,
+            "ethtool",
+            "-K",
+            &self.iface,
+            "gro",
+            "off",
+        ];
+        let _ = crate::netns::run(&off);
+    }
+}
+
+fn json(text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).context("ip's JSON")
+}
+
+fn generate_here(frame: Vec<u8>, burst: u32) -> Result<(Duration, Generator)> {
+    // SAFETY: a zeroed cpu_set_t with CPU 0 set, for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+    let ifindex = alioth::net::interfaces::ifindex("eth0").context("eth0 in the VM")?;
+    let head: [u8; TX_HEAD_LEN] = frame
+        .get(..TX_HEAD_LEN)
+        .and_then(|h| h.try_into().ok())
+        .context("a generator frame shorter than its head")?;
+    let mut ebpf = aya::EbpfLoader::new()
+        .override_global(TX_HEAD_GLOBAL, &head, true)
+        .load(alioth::dataplane::object::lab_object()?)?;
+    let prog: &mut Xdp = ebpf.program_mut(TX_PROGRAM).context("generator program")?.try_into()?;
+    prog.load()?;
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+    let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+    let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let t = Instant::now();
+    let live = prog.test_run(TestRunOptions {
+        data_in: Some(&frame),
+        ctx_in: Some(&ctx),
+        repeat: burst,
+        attrs: TestRunAttrs::new().xdp_live_frames(64),
+        ..Default::default()
+    });
+    match live.context("BPF_PROG_RUN live frames") {
+        Ok(_) => Ok((t.elapsed(), Generator::LiveFrames)),
+        Err(e) if refused(&e) => {
+            if std::env::var("ALIOTH_BENCH_GENERATOR").as_deref() == Ok("af_packet") {
                 let t = Instant::now();
-                clone_burst(prog, ifindex, &frame, burst)?;
-                Ok((t.elapsed(), Generator::CloneRedirect))
+                af_packet_burst(ifindex, &frame, burst)?;
+                return Ok((t.elapsed(), Generator::AfPacket));
             }
-            Err(e) => Err(e),
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(CLONE_TX_PROGRAM)
+                .context("skb generator program")?
+                .try_into()?;
+            prog.load()?;
+            let t = Instant::now();
+            clone_burst(prog, ifindex, &frame, burst)?;
+            Ok((t.elapsed(), Generator::CloneRedirect))
         }
-    })
+        Err(e) => Err(e),
+    }
 }
 
 /// One generator run of small packets.

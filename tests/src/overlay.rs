@@ -357,7 +357,8 @@ impl Lab {
 
     /// Frames `frame` from VM `src` to VM `dst`'s sink along the path of a two-host kernel lab
     /// (`add_kernel_host`, one VM each) with no data plane's work: a bare forwarder on the first
-    /// host's tap (GRO off, as on alioth's taps) sends each frame out of the uplink unchanged, and
+    /// host's tap (with GRO on, as the generator leaves every first hop) sends each frame out of
+    /// the uplink unchanged, and
     /// one on the other host's uplink puts it straight into the receiving VM's side (as
     /// `generator::best_of`). What a frame costs there bounds the ratio any data plane can show
     /// on that path.
@@ -374,14 +375,9 @@ impl Lab {
             h1.context("no first kernel host")?,
             h2.context("no second kernel host")?,
         );
-        h1.exec(&["ethtool", "-K", "kv0", "gro", "off"])?;
-        let run = (|| {
-            let _out = XdpPass::forward(h1, "kv0", UPLINK, false)?;
-            let _in = XdpPass::forward(h2, UPLINK, "kv0", true)?;
-            crate::generator::best_of(&self.vm(src).ns, &self.vm(dst).ns, frame, burst, runs)
-        })();
-        h1.exec(&["ethtool", "-K", "kv0", "gro", "on"])?;
-        run
+        let _out = XdpPass::forward(h1, "kv0", UPLINK, false)?;
+        let _in = XdpPass::forward(h2, UPLINK, "kv0", true)?;
+        crate::generator::best_of(&self.vm(src).ns, &self.vm(dst).ns, frame, burst, runs)
     }
 
     /// Counter `name` of host `i`'s agent (`alioth stats`).

@@ -71,10 +71,25 @@ pub fn alioth_sink(ctx: TcContext) -> i32 {
 /// The UDP port `alioth_sink` drops (RFC 863).
 const DISCARD_PORT: u16 = 9;
 
-/// Sends every frame back out of the interface it came in on: the benchmarks' in-kernel packet
-/// generator (BPF_PROG_RUN with live frames on a VM's interface). Never attached by the agent.
+/// The generator's frame head (`TX_HEAD_LEN` bytes: Ethernet, IPv4 and UDP headers), set by the
+/// loader. Live frames recycle their pages without copying the data again, so a frame a router
+/// rewrote (MACs, TTL, checksum) would come back rewritten: `alioth_tx` puts the head back.
+#[unsafe(no_mangle)]
+static ALIOTH_TX_HEAD: Global<[u8; TX_HEAD_LEN]> = Global::new([0; TX_HEAD_LEN]);
+const TX_HEAD_LEN: usize = 48;
+
+/// Sends every frame back out of the interface it came in on, its head first restored from
+/// `ALIOTH_TX_HEAD`: the benchmarks' in-kernel packet generator (BPF_PROG_RUN with live frames on
+/// a VM's interface). Never attached by the agent.
 #[xdp]
-pub fn alioth_tx(_ctx: XdpContext) -> u32 {
+pub fn alioth_tx(ctx: XdpContext) -> u32 {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + TX_HEAD_LEN > end {
+        return xdp_action::XDP_ABORTED;
+    }
+    let head = ALIOTH_TX_HEAD.load();
+    // SAFETY: the frame holds TX_HEAD_LEN bytes from `data` (checked above).
+    unsafe { core::ptr::write_unaligned(data as *mut [u8; TX_HEAD_LEN], head) };
     xdp_action::XDP_TX
 }
 
