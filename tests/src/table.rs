@@ -24,11 +24,13 @@ impl Table {
     }
 
     /// The kernel's CPU per frame (`peer`) against a bare forwarder's along the same path (see
-    /// `overlay::Lab::bare_path`): their ratio is the most any data plane can show there.
+    /// `overlay::Lab::bare_path`): their ratio is the most a data plane on the skb path can show
+    /// there.
     pub fn bare_forwarder(&self, peer: &Run, bare: &Run) {
         let name = "  bare forwarder: CPU per frame";
         self.line(name, ns(peer.cpu_ns), ns(bare.cpu_ns), peer.cpu_ns / bare.cpu_ns, "");
-        println!("  (the same frames redirected along the same path, unread: the most any data plane can show here)");
+        println!("  (the same frames redirected unread along the same path on TC: the most a data plane on the skb");
+        println!("  path can show here; native XDP skips the skbs the bare forwarder still builds)");
     }
 
     /// One small-packet measurement: the received rate against `target`, what the generator

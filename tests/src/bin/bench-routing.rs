@@ -7,6 +7,11 @@
 //!
 //! Small packets come from the generator in the sending VM, addressed to its gateway's MAC, and
 //! are counted by the receiving VM's sink (see `bench overlay`); TCP is iperf3, latency is ping.
+//!
+//! alioth's small packets are measured twice: in its default mode on veths (the skb path alone,
+//! which keeps the guests' TSO) and with native XDP on its ports, its default on taps and NICs. A
+//! tap runs native XDP on a guest's plain frames and hands its TSO super-frames to the skb path;
+//! a veth cannot do both, so the second run measures the small frames as a tap would carry them.
 
 use alioth::dataplane::object::{BENCH_PORT_PROGRAM, PORT_PROGRAM};
 use alioth::dataplane::{AttachMode, Dataplane};
@@ -25,12 +30,22 @@ use anyhow::{ensure, Context, Result};
 const BURST: u32 = 2_000_000;
 const RUNS: usize = 3;
 
+/// The systems measured: the kernel's routing, alioth in its default mode, and alioth with
+/// native XDP on its ports (`--xdp-mode driver`: small packets only).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum System {
+    Kernel,
+    Alioth,
+    AliothNative,
+}
+
 struct Figures {
     small: Run,
     /// The same frames along the same path with no data plane's work (the kernel's run).
     bare: Option<Run>,
-    tcp_gbps: f64,
-    ping_us: f64,
+    /// TCP and ping (not measured for `AliothNative`, whose veths turn the guests' TSO off).
+    tcp_gbps: Option<f64>,
+    ping_us: Option<f64>,
     /// CPU time per frame of the generator alone: its frames dropped by the sending port's program
     /// at once (alioth's run only, where that program is XDP).
     generator_ns: Option<f64>,
@@ -43,15 +58,19 @@ struct Routed {
     b: VmSpec,
 }
 
-fn lab(alioth: bool) -> Result<Routed> {
+fn lab(system: System) -> Result<Routed> {
     let one = VpcSpec::new(1, 1001, 1);
     let two = subnet_of(&one, 2);
     let (a, b) = (one.vm(1, 10), two.vm(2, 20));
     let mut lab = Lab::with_underlay(vec![one.clone(), two.clone()], Underlay::wire()?)?;
-    if alioth {
+    if system != System::Kernel {
         lab.add_host(vec![a.clone()])?;
         lab.add_host(vec![b.clone()])?;
-        lab.start_agents(&[])?;
+        let native: &[&str] = match system {
+            System::AliothNative => &["--xdp-mode", "driver"],
+            _ => &[],
+        };
+        lab.start_agents(native)?;
         for i in 0..2 {
             lab.push(i, &goal_state(&lab, i))?;
             let r = router(OperationType::Info, vec![(&one.subnet, vec![]), (&two.subnet, vec![])]);
@@ -137,8 +156,9 @@ fn mac(s: &str) -> [u8; 6] {
     alioth::goalstate::model::parse_mac(s).unwrap_or_default()
 }
 
-fn run(alioth: bool) -> Result<Figures> {
-    let Routed { mut lab, a, b } = lab(alioth)?;
+fn run(system: System) -> Result<Figures> {
+    let alioth = system != System::Kernel;
+    let Routed { mut lab, a, b } = lab(system)?;
     lab.vm_mut(&b.port_id).sink()?;
     let src = lab.vm(&a.port_id);
     let warm = src
@@ -162,6 +182,16 @@ fn run(alioth: bool) -> Result<Figures> {
         true => Some(generator_alone(&src.ns, &a)?),
         false => None,
     };
+    if system == System::AliothNative {
+        let (tcp_gbps, ping_us) = (None, None);
+        return Ok(Figures {
+            small,
+            bare,
+            tcp_gbps,
+            ping_us,
+            generator_ns,
+        });
+    }
     lab.vm_mut(&a.port_id).plain()?;
     lab.vm_mut(&b.port_id).plain()?;
     let (src, dst) = (lab.vm(&a.port_id), lab.vm(&b.port_id));
@@ -169,8 +199,8 @@ fn run(alioth: bool) -> Result<Figures> {
     Ok(Figures {
         small,
         bare,
-        tcp_gbps: received_bps(&tcp) / 1e9,
-        ping_us,
+        tcp_gbps: Some(received_bps(&tcp) / 1e9),
+        ping_us: Some(ping_us),
         generator_ns,
     })
 }
@@ -188,8 +218,9 @@ fn main() -> Result<()> {
         "kernel {}; small packets: 60 B frames to the gateway's MAC from a generator in the sending VM ({BURST} per run, best of {RUNS}), all on CPU 0",
         std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim()
     );
-    let kernel = run(false).context("kernel routing between bridges with vxlan")?;
-    let ours = run(true).context("alioth")?;
+    let kernel = run(System::Kernel).context("kernel routing between bridges with vxlan")?;
+    let ours = run(System::Alioth).context("alioth")?;
+    let native = run(System::AliothNative).context("alioth with native XDP on its ports")?;
     println!();
     let t = Table::new(34, "linux br+vxlan");
     let (k, a) = (&kernel.small, &ours.small);
@@ -198,13 +229,22 @@ fn main() -> Result<()> {
         println!("  (alioth's run: {})", a.generator.name());
     }
     let line = |name: &str, k: String, a: String, ratio: f64, target: &str| t.line(name, k, a, ratio, target);
-    t.small_packets("routed small UDP received (1 core)", k, a, ours.generator_ns, ">= 5x");
+    let n = &native.small;
+    t.small_packets(
+        "routed small UDP, native XDP (taps)",
+        k,
+        n,
+        native.generator_ns,
+        ">= 5x",
+    );
+    t.small_packets("routed small UDP, skb path (veths)", k, a, ours.generator_ns, "");
     if let Some(bare) = &kernel.bare {
         t.bare_forwarder(k, bare);
     }
-    let (kt, at) = (kernel.tcp_gbps, ours.tcp_gbps);
+    let both = |f: fn(&Figures) -> Option<f64>| f(&kernel).zip(f(&ours)).context("a figure is missing");
+    let (kt, at) = both(|f| f.tcp_gbps)?;
     line("routed TCP (iperf3, 1 stream)", gbit(kt), gbit(at), at / kt, "");
-    let (kp, ap) = (kernel.ping_us, ours.ping_us);
+    let (kp, ap) = both(|f| f.ping_us)?;
     line("routed ping RTT (avg)", us(kp), us(ap), kp / ap, "");
     in_kernel()
 }
