@@ -72,20 +72,12 @@ impl NapiOn {
             return Ok(None);
         };
         let ids = json(&vm.exec(&["ip", "-j", "netns", "list-id"])?)?;
-        let ns = ids
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|id| id["nsid"].as_u64() == Some(nsid))
+        let ns = entry(&ids, "nsid", nsid)
             .and_then(|id| id["name"].as_str())
             .with_context(|| format!("no name for {}'s peer namespace {nsid}", vm.name))?
             .to_string();
         let links = json(&crate::netns::run(&["ip", "-n", &ns, "-j", "link", "show"])?)?;
-        let iface = links
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|l| l["ifindex"].as_u64() == Some(index))
+        let iface = entry(&links, "ifindex", index)
             .and_then(|l| l["ifname"].as_str())
             .with_context(|| format!("no interface {index} in {ns}"))?
             .to_string();
@@ -117,6 +109,11 @@ impl Drop for NapiOn {
 
 fn json(text: &str) -> Result<serde_json::Value> {
     serde_json::from_str(text).context("ip's JSON")
+}
+
+/// The entry of `ip -j`'s list whose `key` is `value`.
+fn entry<'a>(list: &'a serde_json::Value, key: &str, value: u64) -> Option<&'a serde_json::Value> {
+    list.as_array()?.iter().find(|e| e[key].as_u64() == Some(value))
 }
 
 fn generate_here(frame: Vec<u8>, burst: u32) -> Result<(Duration, Generator)> {
