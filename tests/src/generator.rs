@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use aya::programs::{SchedClassifier, TestRun, TestRunAttrs, TestRunOptions, Xdp};
 
-use alioth::dataplane::object::{CLONE_TX_PROGRAM, TX_HEAD_GLOBAL, TX_HEAD_LEN, TX_PROGRAM};
+use alioth::dataplane::object::{CLONE_TX_PROGRAM, TX_PROGRAM};
+use alioth_common::generator::{TX_HEAD_GLOBAL, TX_HEAD_LEN};
 
 use crate::netns::Netns;
 

@@ -60,11 +60,9 @@ pub const FORWARD_PROGRAM: &str = "alioth_forward";
 pub const FORWARD_TO_GLOBAL: &str = "ALIOTH_FORWARD_TO";
 pub const FORWARD_PEER_GLOBAL: &str = "ALIOTH_FORWARD_PEER";
 
-/// Reflects every frame, its head first restored from `TX_HEAD_GLOBAL` (live frames come back
-/// as a path rewrote them): the benchmarks' packet generator (never attached by the agent).
+/// Reflects every frame, its head first restored (`alioth_common::generator`): the benchmarks'
+/// packet generator (never attached by the agent).
 pub const TX_PROGRAM: &str = "alioth_tx";
-pub const TX_HEAD_GLOBAL: &str = "ALIOTH_TX_HEAD";
-pub const TX_HEAD_LEN: usize = 48;
 
 /// Sends a copy of each test run's frame out of the run's interface: the benchmarks' skb
 /// generator where the kernel refuses live frames (never attached by the agent).

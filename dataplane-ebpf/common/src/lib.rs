@@ -16,6 +16,7 @@ pub mod dhcp;
 pub mod eth;
 pub mod events;
 pub mod firewall;
+pub mod generator;
 pub mod icmp;
 pub mod ipv4;
 pub mod maps;

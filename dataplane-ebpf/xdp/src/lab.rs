@@ -3,6 +3,7 @@
 //! program veth labs attach to a VM's side.
 
 use alioth_common::eth::{self, ETH_P_IPV4};
+use alioth_common::generator::TX_HEAD_LEN;
 use alioth_common::pipeline::Verdict;
 use alioth_common::{dhcp, ipv4};
 use aya_ebpf::bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT};
@@ -71,12 +72,9 @@ pub fn alioth_sink(ctx: TcContext) -> i32 {
 /// The UDP port `alioth_sink` drops (RFC 863).
 const DISCARD_PORT: u16 = 9;
 
-/// The generator's frame head (`TX_HEAD_LEN` bytes: Ethernet, IPv4 and UDP headers), set by the
-/// loader. Live frames recycle their pages without copying the data again, so a frame a router
-/// rewrote (MACs, TTL, checksum) would come back rewritten: `alioth_tx` puts the head back.
+/// The generator's frame head (`generator::TX_HEAD_GLOBAL`), set by the loader.
 #[unsafe(no_mangle)]
 static ALIOTH_TX_HEAD: Global<[u8; TX_HEAD_LEN]> = Global::new([0; TX_HEAD_LEN]);
-const TX_HEAD_LEN: usize = 48;
 
 /// Sends every frame back out of the interface it came in on, its head first restored from
 /// `ALIOTH_TX_HEAD`: the benchmarks' in-kernel packet generator (BPF_PROG_RUN with live frames on
