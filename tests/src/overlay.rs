@@ -148,6 +148,28 @@ pub struct KernelHost {
     pub vms: Vec<(VmSpec, Vm)>,
 }
 
+/// The systems a benchmark measures: the kernel's own data path, alioth in its default mode (the
+/// skb path alone on veths, which keeps the guests' TSO), and alioth with native XDP on its ports,
+/// its default on taps and NICs. A tap runs native XDP on a guest's plain frames and builds an
+/// skb for its TSO super-frames (`tun_xdp_one` in `drivers/net/tun.c`); a veth cannot do both, so
+/// the benches carry small frames natively, as a tap would, in a lab of their own.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum System {
+    Kernel,
+    Alioth,
+    AliothNative,
+}
+
+impl System {
+    /// The agents' flags for this system.
+    pub fn agent_args(self) -> &'static [&'static str] {
+        match self {
+            System::AliothNative => &["--xdp-mode", "driver"],
+            _ => &[],
+        }
+    }
+}
+
 pub struct Lab {
     pub vpcs: Vec<VpcSpec>,
     pub hosts: Vec<Host>,

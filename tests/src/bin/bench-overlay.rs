@@ -13,13 +13,15 @@
 //! drops the generator's frames as they arrive and lets everything else in; its veth counts them
 //! received, in both systems alike. TCP and UDP are iperf3 between guests with their default
 //! offloads (rounds, the two systems taking turns), latency is ping.
+//! alioth's small packets are measured twice, in its default mode on veths and with native XDP on
+//! its ports as on taps (see `overlay::System`).
 //! Then ns per packet of encap and decap through BPF_PROG_TEST_RUN.
 
 use alioth::dataplane::object::{BENCH_PORT_PROGRAM, BENCH_UPLINK_PROGRAM, PORT_PROGRAM, UPLINK_PROGRAM};
 use alioth::dataplane::{AttachMode, Dataplane};
 use alioth_tests::frames;
 use alioth_tests::generator::{best_of, cost_alone, Run};
-use alioth_tests::overlay::{iperf3, ping_avg_us, Lab, Underlay, VpcSpec};
+use alioth_tests::overlay::{iperf3, ping_avg_us, Lab, System, Underlay, VpcSpec};
 use alioth_tests::table::{gbit, us, Table};
 use alioth_tests::timing;
 use alioth_tests::vectors::{self, *};
@@ -74,18 +76,19 @@ impl Streams {
 }
 
 /// The two-host lab: (a) kernel vxlan on both hosts, or (b) alioth on both.
-fn lab(alioth: bool) -> Result<(Lab, String, String)> {
+fn lab(system: System) -> Result<(Lab, String, String)> {
     let vpc = VpcSpec::new(1, 1001, 1);
     let mut lab = Lab::with_underlay(vec![vpc.clone()], Underlay::wire()?)?;
     let (a, b) = (vpc.vm(1, 10), vpc.vm(1, 20));
     let (a_id, b_id) = (a.port_id.clone(), b.port_id.clone());
-    if alioth {
+    if system != System::Kernel {
         lab.add_host(vec![a])?;
         lab.add_host(vec![b])?;
         // Extra agent flags for experiments (`ALIOTH_BENCH_AGENT_ARGS="--xdp-mode skb"`).
         let extra = std::env::var("ALIOTH_BENCH_AGENT_ARGS").unwrap_or_default();
-        let extra: Vec<&str> = extra.split_whitespace().collect();
-        lab.start_agents(&extra)?;
+        let mut args = system.agent_args().to_vec();
+        args.extend(extra.split_whitespace());
+        lab.start_agents(&args)?;
         lab.push_all()?;
         lab.wait_resolved()?;
     } else {
@@ -132,9 +135,10 @@ struct Side {
 
 const DST_IP: &str = "198.18.1.20";
 
-/// Small packets on `alioth`'s lab or the kernel's.
-fn packets(alioth: bool) -> Result<(Side, Small)> {
-    let (mut lab, a_id, b_id) = lab(alioth)?;
+/// Small packets on `system`'s lab.
+fn packets(system: System) -> Result<(Side, Small)> {
+    let alioth = system != System::Kernel;
+    let (mut lab, a_id, b_id) = lab(system)?;
     // The receiving VM takes the generator's frames at its interface, as a tester's port would:
     // what is measured is the overlay's forwarding, not the VM's own stack.
     lab.vm_mut(&b_id).sink()?;
@@ -173,10 +177,14 @@ fn streams(side: &Side) -> Result<Streams> {
     })
 }
 
-/// Both systems measured: packets one lab after the other, streams in turns (`ROUNDS`).
-fn run() -> Result<(Figures, Figures)> {
-    let (kernel, k_small) = packets(false).context("kernel vxlan + bridge")?;
-    let (ours, a_small) = packets(true).context("alioth")?;
+/// Both systems measured: packets one lab after the other, streams in turns (`ROUNDS`); and
+/// alioth's small packets with native XDP on its ports, in a lab of their own.
+fn run() -> Result<(Figures, Figures, Small)> {
+    let native = packets(System::AliothNative)
+        .context("alioth with native XDP on its ports")?
+        .1;
+    let (kernel, k_small) = packets(System::Kernel).context("kernel vxlan + bridge")?;
+    let (ours, a_small) = packets(System::Alioth).context("alioth")?;
     let (mut k_rounds, mut a_rounds) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         k_rounds.push(streams(&kernel).context("kernel vxlan + bridge")?);
@@ -186,7 +194,7 @@ fn run() -> Result<(Figures, Figures)> {
         small,
         streams: Streams::median(rounds),
     };
-    Ok((figures(k_small, &k_rounds), figures(a_small, &a_rounds)))
+    Ok((figures(k_small, &k_rounds), figures(a_small, &a_rounds), native))
 }
 
 fn main() -> Result<()> {
@@ -195,7 +203,7 @@ fn main() -> Result<()> {
         "kernel {}; small packets: 60 B frames from a generator in the sending VM (in-kernel live frames, or skb clones where the kernel refuses those; {BURST} per run, best of {RUNS}), all on CPU 0",
         std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim()
     );
-    let (kernel, ours) = run()?;
+    let (kernel, ours, native) = run()?;
     println!();
     println!("streams and ping: the median of {ROUNDS} rounds, the two systems taking turns");
     let t = Table::new(34, "linux vxlan+br");
@@ -204,7 +212,9 @@ fn main() -> Result<()> {
     if a.generator != k.generator {
         println!("  (alioth's run: {})", a.generator.name());
     }
-    t.small_packets("small UDP received (1 core)", k, a, ours.small.generator_ns, ">= 10x");
+    let n = &native.best;
+    t.small_packets("small UDP, native XDP (taps)", k, n, native.generator_ns, ">= 10x");
+    t.small_packets("small UDP, skb path (veths)", k, a, ours.small.generator_ns, "");
     if let Some(bare) = &kernel.small.bare {
         t.bare_forwarder(k, bare);
     }

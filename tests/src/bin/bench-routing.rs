@@ -19,7 +19,7 @@ use alioth_proto::schema::OperationType;
 use alioth_tests::frames;
 use alioth_tests::generator::{best_of, cost_alone, Run};
 use alioth_tests::netns::Netns;
-use alioth_tests::overlay::{bridged_vxlan, iperf3, ping_avg_us, received_bps, Lab, Underlay, VmSpec, VpcSpec};
+use alioth_tests::overlay::{bridged_vxlan, iperf3, ping_avg_us, received_bps, Lab, System, Underlay, VmSpec, VpcSpec};
 use alioth_tests::routing::{gateway_ip, gateway_mac, goal_state, router, routing, subnet_of};
 use alioth_tests::table::{gbit, us, Table};
 use alioth_tests::timing;
@@ -30,20 +30,12 @@ use anyhow::{ensure, Context, Result};
 const BURST: u32 = 2_000_000;
 const RUNS: usize = 3;
 
-/// The systems measured: the kernel's routing, alioth in its default mode, and alioth with
-/// native XDP on its ports (`--xdp-mode driver`: small packets only).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum System {
-    Kernel,
-    Alioth,
-    AliothNative,
-}
-
 struct Figures {
     small: Run,
     /// The same frames along the same path with no data plane's work (the kernel's run).
     bare: Option<Run>,
-    /// TCP and ping (not measured for `AliothNative`, whose veths turn the guests' TSO off).
+    /// TCP and ping (not measured for `System::AliothNative`, whose veths turn the guests' TSO
+    /// off).
     tcp_gbps: Option<f64>,
     ping_us: Option<f64>,
     /// CPU time per frame of the generator alone: its frames dropped by the sending port's program
@@ -66,11 +58,7 @@ fn lab(system: System) -> Result<Routed> {
     if system != System::Kernel {
         lab.add_host(vec![a.clone()])?;
         lab.add_host(vec![b.clone()])?;
-        let native: &[&str] = match system {
-            System::AliothNative => &["--xdp-mode", "driver"],
-            _ => &[],
-        };
-        lab.start_agents(native)?;
+        lab.start_agents(system.agent_args())?;
         for i in 0..2 {
             lab.push(i, &goal_state(&lab, i))?;
             let r = router(OperationType::Info, vec![(&one.subnet, vec![]), (&two.subnet, vec![])]);
