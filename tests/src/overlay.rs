@@ -379,11 +379,10 @@ impl Lab {
 
     /// Frames `frame` from VM `src` to VM `dst`'s sink along the path of a two-host kernel lab
     /// (`add_kernel_host`, one VM each) with no data plane's work: a bare forwarder on the first
-    /// host's tap (with GRO on, as the generator leaves every first hop) sends each frame out of
-    /// the uplink unchanged, and
-    /// one on the other host's uplink puts it straight into the receiving VM's side (as
-    /// `generator::best_of`). What a frame costs there bounds the ratio any data plane can show
-    /// on that path.
+    /// host's tap (GRO on, as the generator has every first hop) sends each frame out of the
+    /// uplink unchanged, and one on the other host's uplink puts it straight into the receiving
+    /// VM's side (as `generator::best_of`). What a frame costs there bounds the ratio a data plane
+    /// on the skb path can show on that path.
     pub fn bare_path(
         &self,
         src: &str,
